@@ -1,0 +1,478 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_TYPE_UNSPECIFIED: _ClassVar[FieldType]
+    FIELD_TYPE_STRING: _ClassVar[FieldType]
+    FIELD_TYPE_INT: _ClassVar[FieldType]
+    FIELD_TYPE_DOUBLE: _ClassVar[FieldType]
+    FIELD_TYPE_BOOL: _ClassVar[FieldType]
+
+class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_METHOD_UNSPECIFIED: _ClassVar[FusionMethod]
+    RRF: _ClassVar[FusionMethod]
+    WEIGHTED: _ClassVar[FusionMethod]
+    DBSF: _ClassVar[FusionMethod]
+
+class Normalizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NORMALIZER_UNSPECIFIED: _ClassVar[Normalizer]
+    MIN_MAX: _ClassVar[Normalizer]
+    Z_SCORE: _ClassVar[Normalizer]
+    ARCTAN: _ClassVar[Normalizer]
+    NONE: _ClassVar[Normalizer]
+
+class RerankMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RERANK_MODE_UNSPECIFIED: _ClassVar[RerankMode]
+    OFF: _ClassVar[RerankMode]
+    FIXED: _ClassVar[RerankMode]
+    AUTO: _ClassVar[RerankMode]
+FIELD_TYPE_UNSPECIFIED: FieldType
+FIELD_TYPE_STRING: FieldType
+FIELD_TYPE_INT: FieldType
+FIELD_TYPE_DOUBLE: FieldType
+FIELD_TYPE_BOOL: FieldType
+FUSION_METHOD_UNSPECIFIED: FusionMethod
+RRF: FusionMethod
+WEIGHTED: FusionMethod
+DBSF: FusionMethod
+NORMALIZER_UNSPECIFIED: Normalizer
+MIN_MAX: Normalizer
+Z_SCORE: Normalizer
+ARCTAN: Normalizer
+NONE: Normalizer
+RERANK_MODE_UNSPECIFIED: RerankMode
+OFF: RerankMode
+FIXED: RerankMode
+AUTO: RerankMode
+
+class MetadataValue(_message.Message):
+    __slots__ = ("string_value", "int_value", "double_value", "bool_value")
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    INT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUE_FIELD_NUMBER: _ClassVar[int]
+    string_value: str
+    int_value: int
+    double_value: float
+    bool_value: bool
+    def __init__(self, string_value: _Optional[str] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., bool_value: _Optional[bool] = ...) -> None: ...
+
+class MetadataField(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: FieldType
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
+
+class Collection(_message.Message):
+    __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    DENSE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    profile: str
+    dimension: int
+    dense_metric: str
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataField]
+    tenant_document_count: int
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., dimension: _Optional[int] = ..., dense_metric: _Optional[str] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataField, _Mapping]]] = ..., tenant_document_count: _Optional[int] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    DENSE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    profile: str
+    dimension: int
+    dense_metric: str
+    metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataField]
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., dimension: _Optional[int] = ..., dense_metric: _Optional[str] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataField, _Mapping]]] = ...) -> None: ...
+
+class DescribeCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[Collection]
+    def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "text", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetadataValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetadataValue, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    metadata: _containers.MessageMap[str, MetadataValue]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("collection", "documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("upserted", "batches", "elapsed_ms")
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    batches: int
+    elapsed_ms: float
+    def __init__(self, upserted: _Optional[int] = ..., batches: _Optional[int] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("collection", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("collection", "ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class FilterClause(_message.Message):
+    __slots__ = ("field", "op", "value", "values")
+    class Operator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OPERATOR_UNSPECIFIED: _ClassVar[FilterClause.Operator]
+        EQ: _ClassVar[FilterClause.Operator]
+        NE: _ClassVar[FilterClause.Operator]
+        GT: _ClassVar[FilterClause.Operator]
+        GTE: _ClassVar[FilterClause.Operator]
+        LT: _ClassVar[FilterClause.Operator]
+        LTE: _ClassVar[FilterClause.Operator]
+        IN: _ClassVar[FilterClause.Operator]
+        NOT_IN: _ClassVar[FilterClause.Operator]
+    OPERATOR_UNSPECIFIED: FilterClause.Operator
+    EQ: FilterClause.Operator
+    NE: FilterClause.Operator
+    GT: FilterClause.Operator
+    GTE: FilterClause.Operator
+    LT: FilterClause.Operator
+    LTE: FilterClause.Operator
+    IN: FilterClause.Operator
+    NOT_IN: FilterClause.Operator
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    op: FilterClause.Operator
+    value: MetadataValue
+    values: _containers.RepeatedCompositeFieldContainer[MetadataValue]
+    def __init__(self, field: _Optional[str] = ..., op: _Optional[_Union[FilterClause.Operator, str]] = ..., value: _Optional[_Union[MetadataValue, _Mapping]] = ..., values: _Optional[_Iterable[_Union[MetadataValue, _Mapping]]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("clauses",)
+    CLAUSES_FIELD_NUMBER: _ClassVar[int]
+    clauses: _containers.RepeatedCompositeFieldContainer[FilterClause]
+    def __init__(self, clauses: _Optional[_Iterable[_Union[FilterClause, _Mapping]]] = ...) -> None: ...
+
+class FusionSpec(_message.Message):
+    __slots__ = ("method", "rrf_k", "dense_weight", "sparse_weight", "normalizer")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZER_FIELD_NUMBER: _ClassVar[int]
+    method: FusionMethod
+    rrf_k: float
+    dense_weight: float
+    sparse_weight: float
+    normalizer: Normalizer
+    def __init__(self, method: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[float] = ..., dense_weight: _Optional[float] = ..., sparse_weight: _Optional[float] = ..., normalizer: _Optional[_Union[Normalizer, str]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("collection", "query", "top_k", "filter", "dense_k", "sparse_k", "fusion", "explain", "rerank_mode", "rerank_depth")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DENSE_K_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_K_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MODE_FIELD_NUMBER: _ClassVar[int]
+    RERANK_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query: str
+    top_k: int
+    filter: Filter
+    dense_k: int
+    sparse_k: int
+    fusion: FusionSpec
+    explain: bool
+    rerank_mode: RerankMode
+    rerank_depth: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., dense_k: _Optional[int] = ..., sparse_k: _Optional[int] = ..., fusion: _Optional[_Union[FusionSpec, _Mapping]] = ..., explain: _Optional[bool] = ..., rerank_mode: _Optional[_Union[RerankMode, str]] = ..., rerank_depth: _Optional[int] = ...) -> None: ...
+
+class RouteScore(_message.Message):
+    __slots__ = ("raw_score", "normalized_score", "rank")
+    RAW_SCORE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    raw_score: float
+    normalized_score: float
+    rank: int
+    def __init__(self, raw_score: _Optional[float] = ..., normalized_score: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("id", "text", "metadata", "score", "fused_score", "fused_rank", "dense", "sparse", "reranked", "rerank_score", "explanation")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetadataValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetadataValue, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FUSED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FUSED_RANK_FIELD_NUMBER: _ClassVar[int]
+    DENSE_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
+    RERANKED_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    metadata: _containers.MessageMap[str, MetadataValue]
+    score: float
+    fused_score: float
+    fused_rank: int
+    dense: RouteScore
+    sparse: RouteScore
+    reranked: bool
+    rerank_score: float
+    explanation: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., fused_score: _Optional[float] = ..., fused_rank: _Optional[int] = ..., dense: _Optional[_Union[RouteScore, _Mapping]] = ..., sparse: _Optional[_Union[RouteScore, _Mapping]] = ..., reranked: _Optional[bool] = ..., rerank_score: _Optional[float] = ..., explanation: _Optional[str] = ...) -> None: ...
+
+class StageTimings(_message.Message):
+    __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit")
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    DENSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
+    FUSION_MS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    encode_ms: float
+    dense_search_ms: float
+    sparse_search_ms: float
+    fusion_ms: float
+    rerank_ms: float
+    total_ms: float
+    query_cache_hit: bool
+    def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ...) -> None: ...
+
+class RerankDecision(_message.Message):
+    __slots__ = ("mode", "depth_chosen", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money", "budget_left_units", "partial", "depth_scored", "degraded", "degraded_reason", "backend")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_UNITS_FIELD_NUMBER: _ClassVar[int]
+    COST_MONEY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LEFT_UNITS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_SCORED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    mode: RerankMode
+    depth_chosen: int
+    reason: str
+    predicted_ms: float
+    actual_ms: float
+    cost_units: int
+    cost_money: float
+    budget_left_units: float
+    partial: bool
+    depth_scored: int
+    degraded: bool
+    degraded_reason: str
+    backend: str
+    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., depth_chosen: _Optional[int] = ..., reason: _Optional[str] = ..., predicted_ms: _Optional[float] = ..., actual_ms: _Optional[float] = ..., cost_units: _Optional[int] = ..., cost_money: _Optional[float] = ..., budget_left_units: _Optional[float] = ..., partial: _Optional[bool] = ..., depth_scored: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "timings", "rerank", "dense_candidates", "sparse_candidates")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    DENSE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    timings: StageTimings
+    rerank: RerankDecision
+    dense_candidates: int
+    sparse_candidates: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., rerank: _Optional[_Union[RerankDecision, _Mapping]] = ..., dense_candidates: _Optional[int] = ..., sparse_candidates: _Optional[int] = ...) -> None: ...
+
+class RerankRequest(_message.Message):
+    __slots__ = ("query", "documents", "top_n", "return_documents", "model")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    RETURN_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    documents: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    return_documents: bool
+    model: str
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+
+class RerankResult(_message.Message):
+    __slots__ = ("index", "relevance_score", "raw_score", "document")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RAW_SCORE_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    relevance_score: float
+    raw_score: float
+    document: str
+    def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., raw_score: _Optional[float] = ..., document: _Optional[str] = ...) -> None: ...
+
+class RerankUsage(_message.Message):
+    __slots__ = ("tokens", "truncated_documents")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    truncated_documents: int
+    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ...) -> None: ...
+
+class RerankResponse(_message.Message):
+    __slots__ = ("results", "usage", "model", "elapsed_ms")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RerankResult]
+    usage: RerankUsage
+    model: str
+    elapsed_ms: float
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., usage: _Optional[_Union[RerankUsage, _Mapping]] = ..., model: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class RerankBudget(_message.Message):
+    __slots__ = ("tenant", "latency_target_ms", "max_cost_per_query", "cost_per_minute", "min_depth", "max_depth", "default_mode")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_TARGET_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MIN_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    latency_target_ms: float
+    max_cost_per_query: int
+    cost_per_minute: float
+    min_depth: int
+    max_depth: int
+    default_mode: RerankMode
+    def __init__(self, tenant: _Optional[str] = ..., latency_target_ms: _Optional[float] = ..., max_cost_per_query: _Optional[int] = ..., cost_per_minute: _Optional[float] = ..., min_depth: _Optional[int] = ..., max_depth: _Optional[int] = ..., default_mode: _Optional[_Union[RerankMode, str]] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: RerankBudget
+    def __init__(self, budget: _Optional[_Union[RerankBudget, _Mapping]] = ...) -> None: ...
+
+class GetBudgetRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class ListBudgetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBudgetsResponse(_message.Message):
+    __slots__ = ("budgets", "default_budget")
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budgets: _containers.RepeatedCompositeFieldContainer[RerankBudget]
+    default_budget: RerankBudget
+    def __init__(self, budgets: _Optional[_Iterable[_Union[RerankBudget, _Mapping]]] = ..., default_budget: _Optional[_Union[RerankBudget, _Mapping]] = ...) -> None: ...
+
+class DeleteBudgetRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class DeleteBudgetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
