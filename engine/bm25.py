@@ -1,0 +1,727 @@
+"""BM25 computed by the service, for the "dense model + BM25 sparse" embedding profile.
+
+The sparse route of that profile is a Milvus ``SPARSE_FLOAT_VECTOR`` field searched with
+metric ``IP`` over a ``SPARSE_INVERTED_INDEX``. The vectors are built so that the inner
+product of a query vector and a document vector *is* the document's BM25 score:
+
+* document vector, for each term ``t`` of document ``d`` (``tf`` = count of ``t`` in ``d``)::
+
+      w(t, d) = tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl))
+
+  ``|d|`` is the number of analysed terms of ``d`` (after stop-word removal) and ``avgdl``
+  the average of that over the (collection, tenant) corpus *at ingest time*, including the
+  batch being ingested;
+
+* query vector, for each distinct query term ``t`` known to the corpus::
+
+      q(t) = qtf(t) * idf(t),   idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5))
+
+  (Lucene's idf, always positive) from the (collection, tenant) statistics *at query time*.
+
+So ``sum_t q(t) * w(t, d)`` is Lucene-style BM25. The one approximation is that a stored
+document keeps the ``avgdl`` of the moment it was ingested; ``idf`` is always current.
+Statistics live per (collection, tenant): one tenant's documents never move another
+tenant's scores.
+
+Term index: :func:`term_hash`, CRC-32 of the analysed term's UTF-8 bytes masked to 31 bits.
+It is stable across processes, platforms and Python versions (unlike ``hash()``), fits
+Milvus's uint32 sparse index (and a signed int32, for tools that assume one), and the
+chance that two terms of a 30k-term vocabulary share an index is about 0.2 (a colliding
+pair simply behaves as one term, consistently in documents, queries and statistics).
+
+Milvus facts (measured with pymilvus 3.0.2 / milvus-lite 3.2.2):
+
+* an **empty** sparse vector, or one whose weights are all zero, is **rejected on insert**
+  (``sparse vector must contain at least one nonzero float32 weight``), and so are negative
+  weights. Every weight made here is > 0, but a document that is empty or consists only of
+  stop words gets an empty vector: **the caller must handle it** (skip the sparse field /
+  store a placeholder dimension). Such a document still counts in N and avgdl (length 0):
+  it is part of the tenant's corpus.
+* an **empty query** vector is accepted by ``search`` and returns no hits.
+* weights are stored as float32, so the Milvus inner product equals BM25 to ~1e-7 relative.
+
+Everything here is thread-safe: a gRPC server calls it from its worker threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sqlite3
+import threading
+import unicodedata
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from itertools import chain
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "LUCENE_ENGLISH_STOP_WORDS",
+    "SKLEARN_ENGLISH_STOP_WORDS",
+    "TERM_HASH_NAME",
+    "term_hash",
+    "idf",
+    "Analyzer",
+    "Bm25Params",
+    "CorpusStats",
+    "Bm25Stats",
+    "Bm25Encoder",
+]
+
+# --------------------------------------------------------------------------- stop words
+
+#: Lucene's / Elasticsearch's default English stop words (``EnglishAnalyzer``), 33 words.
+#: The default: short and safe for technical text.
+LUCENE_ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
+    """
+    a an and are as at be but by for if in into is it no not of on or such that the their
+    then there these they this to was will with
+    """.split()
+)
+
+#: scikit-learn's ``ENGLISH_STOP_WORDS`` (Glasgow IR group list), 318 words. Aggressive:
+#: it contains content words such as "system", "fire", "interest", "found", "show".
+SKLEARN_ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
+    """
+    a about above across after afterwards again against all almost alone along already also
+    although always am among amongst amoungst amount an and another any anyhow anyone anything
+    anyway anywhere are around as at back be became because become becomes becoming been before
+    beforehand behind being below beside besides between beyond bill both bottom but by call can
+    cannot cant co con could couldnt cry de describe detail do done down due during each eg
+    eight either eleven else elsewhere empty enough etc even ever every everyone everything
+    everywhere except few fifteen fifty fill find fire first five for former formerly forty
+    found four from front full further get give go had has hasnt have he hence her here
+    hereafter hereby herein hereupon hers herself him himself his how however hundred i ie if in
+    inc indeed interest into is it its itself keep last latter latterly least less ltd made many
+    may me meanwhile might mill mine more moreover most mostly move much must my myself name
+    namely neither never nevertheless next nine no nobody none noone nor not nothing now nowhere
+    of off often on once one only onto or other others otherwise our ours ourselves out over own
+    part per perhaps please put rather re same see seem seemed seeming seems serious several she
+    should show side since sincere six sixty so some somehow someone something sometime
+    sometimes somewhere still such system take ten than that the their them themselves then
+    thence there thereafter thereby therefore therein thereupon these they thick thin third this
+    those though three through throughout thru thus to together too top toward towards twelve
+    twenty two un under until up upon us very via was we well were what whatever when whence
+    whenever where whereafter whereas whereby wherein whereupon wherever whether which while
+    whither who whoever whole whom whose why will with within without would yet you your yours
+    yourself yourselves
+    """.split()
+)
+
+_NAMED_STOP_WORDS: dict[str, frozenset[str]] = {
+    "lucene": LUCENE_ENGLISH_STOP_WORDS,
+    "english": LUCENE_ENGLISH_STOP_WORDS,
+    "sklearn": SKLEARN_ENGLISH_STOP_WORDS,
+}
+_DEFAULT_STOP_WORDS: dict[str, frozenset[str]] = {
+    "english": LUCENE_ENGLISH_STOP_WORDS,
+    "porter": LUCENE_ENGLISH_STOP_WORDS,
+}
+
+# --------------------------------------------------------------------------- hashing
+
+#: Name of the term-index function; recorded in the statistics database so that a file
+#: written with another function is refused instead of silently mixing indexes.
+TERM_HASH_NAME = "crc32-utf8-31bit"
+_HASH_MASK = 0x7FFFFFFF
+
+
+def term_hash(term: str) -> int:
+    """Stable 31-bit index of an analysed term (CRC-32 of its UTF-8 bytes & 0x7FFFFFFF)."""
+    return zlib.crc32(term.encode("utf-8")) & _HASH_MASK
+
+
+def idf(n_docs: int, df: int) -> float:
+    """Lucene's BM25 idf: ``ln(1 + (N - df + 0.5) / (df + 0.5))``, always > 0 for df <= N."""
+    return math.log1p((n_docs - df + 0.5) / (df + 0.5))
+
+
+# --------------------------------------------------------------------------- analyzer
+
+# A word: a run of Unicode word characters, with inner apostrophes kept ("patient's" is
+# one token; the Snowball stemmer strips the possessive).
+_DEFAULT_TOKEN_PATTERN = r"\w+(?:'\w+)*"
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+class Analyzer:
+    """Text -> list of terms: NFKC + lowercase, Unicode word tokens, stop words, Snowball.
+
+    Args:
+        language: a PyStemmer/Snowball algorithm name (``Stemmer.algorithms()``), e.g.
+            ``"english"``.
+        stopwords: ``True`` = the built-in list for ``language`` (English: Lucene's 33
+            words; other languages have none built in, pass a list), ``False``/``None`` = keep
+            every word, a name (``"lucene"``, ``"sklearn"``), or an iterable of words
+            (compared after lowercasing, before stemming, as Lucene does).
+        stem: apply the Snowball stemmer of ``language``.
+        min_token_len, max_token_len: tokens outside this length range (in characters,
+            before stemming) are dropped.
+        token_pattern: regex for one token (applied to the normalised, lowercased text).
+
+    Instances are thread-safe (a Snowball stemmer object is not, so each thread gets its
+    own). Changing any setting changes the terms, so an index built with one analyzer must
+    be queried with the same one: persist :attr:`fingerprint` with the collection.
+    """
+
+    def __init__(
+        self,
+        language: str = "english",
+        *,
+        stopwords: bool | str | Iterable[str] | None = True,
+        stem: bool = True,
+        min_token_len: int = 1,
+        max_token_len: int = 64,
+        token_pattern: str = _DEFAULT_TOKEN_PATTERN,
+    ) -> None:
+        import Stemmer  # PyStemmer
+
+        if min_token_len < 1 or max_token_len < min_token_len:
+            raise ValueError(
+                f"need 1 <= min_token_len <= max_token_len, got {min_token_len}, {max_token_len}"
+            )
+        if stem and language not in Stemmer.algorithms():
+            raise ValueError(
+                f"no Snowball stemmer for language {language!r}; "
+                f"known: {', '.join(Stemmer.algorithms())}"
+            )
+        if stopwords is True:
+            if language not in _DEFAULT_STOP_WORDS:
+                raise ValueError(
+                    f"no built-in stop words for language {language!r}: "
+                    "pass stopwords=<iterable of words> or stopwords=False"
+                )
+            stop = _DEFAULT_STOP_WORDS[language]
+            stop_name = "lucene"
+        elif stopwords is False or stopwords is None:
+            stop, stop_name = frozenset(), "none"
+        elif isinstance(stopwords, str):
+            if stopwords not in _NAMED_STOP_WORDS:
+                raise ValueError(
+                    f"unknown stop-word list {stopwords!r}; known: {sorted(_NAMED_STOP_WORDS)}"
+                )
+            stop = _NAMED_STOP_WORDS[stopwords]
+            stop_name = "lucene" if stopwords == "english" else stopwords
+        else:
+            stop = frozenset(w.lower() for w in stopwords)
+            stop_name = "custom-%08x" % zlib.crc32("\n".join(sorted(stop)).encode("utf-8"))
+
+        self.language = language
+        self.stopwords: frozenset[str] = stop
+        self.stem = stem
+        self.min_token_len = min_token_len
+        self.max_token_len = max_token_len
+        self.token_pattern = token_pattern
+        self._token_re = re.compile(token_pattern)
+        self._length_filter = not (min_token_len == 1 and max_token_len >= 1 << 30)
+        self._local = threading.local()
+        self._stemmer_cls = Stemmer.Stemmer
+        self.fingerprint = (
+            f"lang={language};stop={stop_name};stem={'snowball' if stem else 'none'};"
+            f"len={min_token_len}-{max_token_len};re={token_pattern};hash={TERM_HASH_NAME}"
+        )
+
+    def _stemmer(self):
+        s = getattr(self._local, "stemmer", None)
+        if s is None:
+            s = self._stemmer_cls(self.language)
+            s.maxCacheSize = 100_000
+            self._local.stemmer = s
+        return s
+
+    def terms(self, text: str | None) -> list[str]:
+        """The analysed terms of ``text`` in order (with repeats); ``[]`` for empty text."""
+        if not text:
+            return []
+        text = unicodedata.normalize("NFKC", text).lower()
+        if not text.isascii():
+            text = text.translate(_APOSTROPHES)
+        tokens = self._token_re.findall(text)
+        lo, hi, stop = self.min_token_len, self.max_token_len, self.stopwords
+        if self._length_filter:
+            tokens = [t for t in tokens if lo <= len(t) <= hi and t not in stop]
+        elif stop:
+            tokens = [t for t in tokens if t not in stop]
+        if self.stem and tokens:
+            tokens = self._stemmer().stemWords(tokens)
+        return tokens
+
+    def term_counts(self, text: str | None) -> Counter[int]:
+        """``Counter`` of :func:`term_hash` -> occurrences in ``text``."""
+        counts: Counter[int] = Counter()
+        for term, n in Counter(self.terms(text)).items():
+            counts[term_hash(term)] += n
+        return counts
+
+    def __repr__(self) -> str:
+        return f"Analyzer({self.fingerprint})"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Bm25Params:
+    """BM25 parameters: ``k1`` (term-frequency saturation, >= 0) and ``b`` (length
+    normalisation, in [0, 1]). Defaults are Lucene's."""
+
+    k1: float = 1.2
+    b: float = 0.75
+
+    def __post_init__(self) -> None:
+        for name in ("k1", "b"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"BM25 {name} must be a finite number, got {v!r}")
+        if self.k1 < 0:
+            raise ValueError(f"BM25 k1 must be >= 0, got {self.k1}")
+        if not 0.0 <= self.b <= 1.0:
+            raise ValueError(f"BM25 b must be in [0, 1], got {self.b}")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """Size of one (collection, tenant) corpus: document count and total analysed length."""
+
+    n_docs: int = 0
+    total_len: int = 0
+
+    @property
+    def avgdl(self) -> float:
+        return self.total_len / self.n_docs if self.n_docs > 0 else 0.0
+
+
+_SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bm25_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bm25_corpus (
+    collection TEXT    NOT NULL,
+    tenant     TEXT    NOT NULL,
+    n_docs     INTEGER NOT NULL,
+    total_len  INTEGER NOT NULL,
+    PRIMARY KEY (collection, tenant)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bm25_df (
+    collection TEXT    NOT NULL,
+    tenant     TEXT    NOT NULL,
+    term       INTEGER NOT NULL,
+    df         INTEGER NOT NULL,
+    PRIMARY KEY (collection, tenant, term)
+) WITHOUT ROWID;
+"""
+_IN_CHUNK = 900  # below SQLite's default host-parameter limit, with room for the others
+
+
+class Bm25Stats:
+    """Persistent BM25 corpus statistics per (collection, tenant), in SQLite.
+
+    Tables: ``bm25_corpus(collection, tenant) -> n_docs, total_len`` and
+    ``bm25_df(collection, tenant, term) -> df`` (rows with df = 0 are deleted).
+
+    * WAL journal, ``synchronous=FULL`` by default: every :meth:`apply` is one transaction
+      that is either fully on disk or not at all, also across a crash.
+    * Thread-safe: one connection per thread (readers run concurrently under WAL); writers
+      in this process are serialised by a lock and take SQLite's write lock up front
+      (``BEGIN IMMEDIATE``), so other processes sharing the file are safe as well.
+    * Reads that combine tables (:meth:`idf`) run in one read transaction: one snapshot.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_s: float = 30.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"bad synchronous mode {synchronous!r}")
+        self.path = os.fspath(path)
+        if self.path == ":memory:" or self.path.startswith("file::memory:"):
+            raise ValueError("Bm25Stats needs a file path (each thread opens its own connection)")
+        self._timeout_s = float(timeout_s)
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        # WAL is a property of the file: set once, kept by every later connection.
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                meta = dict(conn.execute("SELECT key, value FROM bm25_meta").fetchall())
+                want = {"schema_version": _SCHEMA_VERSION, "term_hash": TERM_HASH_NAME}
+                for key, value in want.items():
+                    if key not in meta:
+                        conn.execute("INSERT INTO bm25_meta VALUES (?, ?)", (key, value))
+                    elif meta[key] != value:
+                        raise RuntimeError(
+                            f"{self.path}: BM25 statistics written with {key}={meta[key]!r}, "
+                            f"this code uses {value!r}"
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    # ---- connections
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"Bm25Stats({self.path!r}) is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._timeout_s,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # each thread has its own; close() runs anywhere
+            )
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout_s * 1000)}")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _read(self) -> "_Txn":
+        return _Txn(self._conn(), "BEGIN", None)
+
+    def _write(self) -> "_Txn":
+        return _Txn(self._conn(), "BEGIN IMMEDIATE", self._write_lock)
+
+    def close(self) -> None:
+        """Close every connection this object opened (call when no thread uses it)."""
+        with self._conns_lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self) -> "Bm25Stats":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- writes
+
+    def apply(
+        self,
+        collection: str,
+        tenant: str,
+        added: Sequence[Mapping[int, int]] = (),
+        removed: Sequence[Mapping[int, int]] = (),
+    ) -> CorpusStats:
+        """Add documents ``added`` and take away documents ``removed`` (each a term-hash ->
+        count mapping) in one transaction; returns the corpus size after the change, read
+        inside that transaction (so ``.avgdl`` includes this batch).
+
+        A replacement is ``added=[new]``, ``removed=[old]``; a deletion ``removed=[old]``.
+        The inverse call (swap the arguments) undoes a call, e.g. when the Milvus write that
+        it accompanied failed. Removing more than was added clamps at zero.
+        """
+        df_delta: Counter[int] = Counter()
+        len_delta = 0
+        for counts in added:
+            df_delta.update(counts.keys())
+            len_delta += sum(counts.values())
+        for counts in removed:
+            df_delta.subtract(counts.keys())
+            len_delta -= sum(counts.values())
+        n_delta = len(added) - len(removed)
+        terms = [t for t, d in df_delta.items() if d != 0]
+        for t in terms:
+            if not 0 <= t <= 0xFFFFFFFF:
+                raise ValueError(f"term index {t!r} outside uint32")
+
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?",
+                (collection, tenant),
+            ).fetchone()
+            n_docs, total_len = row if row else (0, 0)
+            n_docs = max(0, n_docs + n_delta)
+            total_len = max(0, total_len + len_delta)
+            if n_docs == 0:
+                total_len = 0
+            conn.execute(
+                "INSERT INTO bm25_corpus (collection, tenant, n_docs, total_len) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (collection, tenant) DO UPDATE SET "
+                "n_docs=excluded.n_docs, total_len=excluded.total_len",
+                (collection, tenant, n_docs, total_len),
+            )
+            current = self._df_in(conn, collection, tenant, terms)
+            upserts = []
+            deletes = []
+            for t in terms:
+                new = current.get(t, 0) + df_delta[t]
+                if new > 0:
+                    upserts.append((collection, tenant, t, new))
+                elif t in current:
+                    deletes.append((collection, tenant, t))
+            if upserts:
+                conn.executemany(
+                    "INSERT INTO bm25_df (collection, tenant, term, df) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (collection, tenant, term) DO UPDATE SET df=excluded.df",
+                    upserts,
+                )
+            if deletes:
+                conn.executemany(
+                    "DELETE FROM bm25_df WHERE collection=? AND tenant=? AND term=?", deletes
+                )
+        return CorpusStats(n_docs, total_len)
+
+    def drop(self, collection: str) -> None:
+        """Forget every tenant's statistics of ``collection``."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM bm25_df WHERE collection=?", (collection,))
+            conn.execute("DELETE FROM bm25_corpus WHERE collection=?", (collection,))
+
+    def drop_tenant(self, collection: str, tenant: str) -> None:
+        """Forget one tenant's statistics of ``collection``."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM bm25_df WHERE collection=? AND tenant=?", (collection, tenant)
+            )
+            conn.execute(
+                "DELETE FROM bm25_corpus WHERE collection=? AND tenant=?", (collection, tenant)
+            )
+
+    # ---- reads
+
+    def corpus(self, collection: str, tenant: str) -> CorpusStats:
+        """Document count and total length of (collection, tenant); zeros if unknown."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?",
+                (collection, tenant),
+            )
+            .fetchone()
+        )
+        return CorpusStats(*row) if row else CorpusStats()
+
+    def avgdl(self, collection: str, tenant: str) -> float:
+        """Average analysed document length of (collection, tenant); 0.0 when empty."""
+        return self.corpus(collection, tenant).avgdl
+
+    def df(self, collection: str, tenant: str, term_hashes: Iterable[int]) -> dict[int, int]:
+        """Document frequencies of the given terms; terms no document has are left out."""
+        with self._read() as conn:
+            return self._df_in(conn, collection, tenant, list(set(term_hashes)))
+
+    def idf(self, collection: str, tenant: str, term_hashes: Iterable[int]) -> dict[int, float]:
+        """Lucene idf of each term that occurs in (collection, tenant) (see :func:`idf`).
+
+        Terms absent from the corpus are left out (no document can match them), so an
+        empty corpus gives ``{}``. N and df come from one consistent snapshot.
+        """
+        terms = list(set(term_hashes))
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT n_docs FROM bm25_corpus WHERE collection=? AND tenant=?",
+                (collection, tenant),
+            ).fetchone()
+            n_docs = row[0] if row else 0
+            if n_docs <= 0 or not terms:
+                return {}
+            dfs = self._df_in(conn, collection, tenant, terms)
+        return {t: idf(n_docs, min(d, n_docs)) for t, d in dfs.items()}
+
+    @staticmethod
+    def _df_in(
+        conn: sqlite3.Connection, collection: str, tenant: str, terms: Sequence[int]
+    ) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for i in range(0, len(terms), _IN_CHUNK):
+            chunk = terms[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                conn.execute(
+                    f"SELECT term, df FROM bm25_df WHERE collection=? AND tenant=? "
+                    f"AND term IN ({marks})",
+                    (collection, tenant, *chunk),
+                ).fetchall()
+            )
+        return out
+
+
+class _Txn:
+    """``with`` block = one SQLite transaction (commit on success, rollback on error)."""
+
+    __slots__ = ("conn", "begin", "lock")
+
+    def __init__(self, conn: sqlite3.Connection, begin: str, lock: threading.Lock | None):
+        self.conn, self.begin, self.lock = conn, begin, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        if self.lock is not None:
+            self.lock.acquire()
+        try:
+            self.conn.execute(self.begin)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class Bm25Encoder:
+    """Sparse BM25 vectors for Milvus (``{uint32 index: float weight}``, metric IP).
+
+    Two layers:
+
+    * pure functions, no statistics touched: :meth:`term_counts`,
+      :meth:`document_weights` (counts + avgdl -> vectors), :meth:`query_weights`
+      (counts + idf -> vector);
+    * per-(collection, tenant) operations that read or update :class:`Bm25Stats`:
+      :meth:`document_vectors` (ingest / replace, updates the statistics),
+      :meth:`remove_documents` (delete), :meth:`revert_documents` (undo an ingest whose
+      Milvus write failed), :meth:`query_vector`.
+
+    Empty or stop-word-only texts give ``{}``; Milvus refuses an empty sparse vector on
+    insert (the caller must handle it), an empty query vector simply matches nothing.
+    """
+
+    def __init__(
+        self,
+        analyzer: Analyzer | None = None,
+        params: Bm25Params | None = None,
+        stats: Bm25Stats | None = None,
+    ) -> None:
+        self.analyzer = analyzer if analyzer is not None else Analyzer()
+        self.params = params if params is not None else Bm25Params()
+        self.stats = stats
+
+    # ---- pure
+
+    def term_counts(self, texts: Iterable[str | None]) -> list[Counter[int]]:
+        """Term-hash counts of each text."""
+        return [self.analyzer.term_counts(t) for t in texts]
+
+    def document_weights(
+        self, counts: Sequence[Mapping[int, int]], avgdl: float
+    ) -> list[dict[int, float]]:
+        """BM25 document vectors ``tf*(k1+1)/(tf + k1*(1-b+b*|d|/avgdl))`` (vectorised)."""
+        if not counts:
+            return []
+        sizes = np.fromiter((len(c) for c in counts), dtype=np.int64, count=len(counts))
+        total = int(sizes.sum())
+        if total == 0:
+            return [{} for _ in counts]
+        if not (avgdl > 0 and math.isfinite(avgdl)):
+            raise ValueError(f"avgdl must be > 0 for non-empty documents, got {avgdl!r}")
+        k1, b = self.params.k1, self.params.b
+        keys = list(chain.from_iterable(c.keys() for c in counts))
+        tf = np.fromiter(
+            chain.from_iterable(c.values() for c in counts), dtype=np.float64, count=total
+        )
+        doc_of = np.repeat(np.arange(len(counts)), sizes)
+        dl = np.bincount(doc_of, weights=tf, minlength=len(counts))[doc_of]
+        w = (tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * dl / avgdl))).tolist()
+        out: list[dict[int, float]] = []
+        pos = 0
+        for n in sizes.tolist():
+            out.append(dict(zip(keys[pos : pos + n], w[pos : pos + n])))
+            pos += n
+        return out
+
+    @staticmethod
+    def query_weights(counts: Mapping[int, int], idfs: Mapping[int, float]) -> dict[int, float]:
+        """Query vector: ``count * idf`` for each term with an idf (i.e. known to the corpus)."""
+        return {t: n * idfs[t] for t, n in counts.items() if t in idfs}
+
+    # ---- with statistics
+
+    def _require_stats(self) -> Bm25Stats:
+        if self.stats is None:
+            raise RuntimeError("this Bm25Encoder has no Bm25Stats")
+        return self.stats
+
+    def document_vectors(
+        self,
+        collection: str,
+        tenant: str,
+        texts: Sequence[str | None],
+        replaced_texts: Sequence[str | None] = (),
+    ) -> list[dict[int, float]]:
+        """Vectors for ``texts`` being ingested into (collection, tenant), and the statistics
+        update that goes with it (one transaction): ``texts`` are added, ``replaced_texts``
+        (the previous texts of documents being overwritten, e.g. upserts) are removed.
+        Weights use the tenant's avgdl after this update. If the Milvus write then fails,
+        call :meth:`revert_documents` with the same arguments.
+        """
+        stats = self._require_stats()
+        added = self.term_counts(texts)
+        removed = self.term_counts(replaced_texts)
+        corpus = stats.apply(collection, tenant, added, removed)
+        return self.document_weights(added, corpus.avgdl)
+
+    def remove_documents(self, collection: str, tenant: str, texts: Sequence[str | None]) -> None:
+        """Statistics update for deleting documents with these texts."""
+        self._require_stats().apply(collection, tenant, (), self.term_counts(texts))
+
+    def revert_documents(
+        self,
+        collection: str,
+        tenant: str,
+        texts: Sequence[str | None],
+        replaced_texts: Sequence[str | None] = (),
+    ) -> None:
+        """Undo the statistics update of ``document_vectors(collection, tenant, texts,
+        replaced_texts)``."""
+        self._require_stats().apply(
+            collection, tenant, self.term_counts(replaced_texts), self.term_counts(texts)
+        )
+
+    def query_vector(self, collection: str, tenant: str, text: str | None) -> dict[int, float]:
+        """BM25 query vector against (collection, tenant) statistics now; ``{}`` when no
+        query term occurs in the corpus (or the text is empty / only stop words)."""
+        counts = self.analyzer.term_counts(text)
+        if not counts:
+            return {}
+        return self.query_weights(counts, self._require_stats().idf(collection, tenant, counts))
+
+    def query_vectors(
+        self, collection: str, tenant: str, texts: Sequence[str | None]
+    ) -> list[dict[int, float]]:
+        """:meth:`query_vector` for several texts with one statistics read."""
+        counts = self.term_counts(texts)
+        idfs = self._require_stats().idf(collection, tenant, chain.from_iterable(counts))
+        return [self.query_weights(c, idfs) for c in counts]
+

@@ -1,0 +1,345 @@
+"""The `hsearch` command line: serve, ingest, search, manage collections, and a demo."""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import grpc
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+DEMO_COLLECTION = "scifact_sample"
+DEMO_PROFILE = "minilm-bm25"
+
+
+# ---------------------------------------------------------------- input files
+def read_documents(path: Path, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
+    """Documents from a JSONL file ({id, text, metadata}) or a BEIR folder/corpus file ({_id, title, text})."""
+    if path.is_dir():
+        candidates = [path / "corpus.jsonl", path / "corpus.jsonl.gz"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise SystemExit(f"error: {candidates[0]} (or .gz) not found: a BEIR folder holds corpus.jsonl")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if limit is not None and line_no > limit:
+                return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"error: {path}:{line_no}: not valid JSON ({exc.msg})")
+            if "_id" in row:  # BEIR
+                title = (row.get("title") or "").strip()
+                text = (row.get("text") or "").strip()
+                yield {"id": str(row["_id"]), "text": f"{title}. {text}" if title else text, "metadata": {"title": title[:200]} if title else {}}
+            elif "id" in row and "text" in row:
+                yield {"id": str(row["id"]), "text": row["text"], "metadata": row.get("metadata") or {}}
+            else:
+                raise SystemExit(f"error: {path}:{line_no}: a document needs `id` and `text` (or BEIR `_id`, `title`, `text`)")
+
+
+def batched(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---------------------------------------------------------------- output
+def parse_filter(text: str, types: dict[str, str]) -> tuple[str, str, Any]:
+    """`year>=2015`, `title==Foo`, `tag in a,b` -> (field, op, typed value)."""
+    for op in (" not in ", " in ", ">=", "<=", "!=", "==", ">", "<", "="):
+        if op in text:
+            field, raw = (s.strip() for s in text.split(op, 1))
+            kind = types.get(field)
+            if kind is None:
+                raise SystemExit(f"error: --filter {text!r}: {field!r} is not a filterable field; declared: {', '.join(types) or 'none'}")
+
+            def convert(v: str) -> Any:
+                try:
+                    return {"int": int, "double": float, "bool": lambda s: s.lower() in ("1", "true", "yes"), "string": str}[kind](v)
+                except ValueError:
+                    raise SystemExit(f"error: --filter {text!r}: {v!r} is not a {kind}")
+
+            name = op.strip()
+            if name in ("in", "not in"):
+                return field, name, [convert(v.strip()) for v in raw.split(",")]
+            return field, "==" if name == "=" else name, convert(raw)
+    raise SystemExit(f"error: --filter {text!r}: expected FIELD OP VALUE with OP one of == != > >= < <= in 'not in'")
+
+
+def print_hits(reply, width: int = 60) -> None:
+    rows = [("#", "id", "score", "fused", "dense rank/raw", "sparse rank/raw", "rerank", "text")]
+    for i, h in enumerate(reply.hits, 1):
+        dense = f"{h.dense.rank}/{h.dense.raw_score:.3f}" if h.HasField("dense") else "-"
+        sparse = f"{h.sparse.rank}/{h.sparse.raw_score:.3f}" if h.HasField("sparse") else "-"
+        rerank = f"{h.rerank_score:.3f}" if h.HasField("rerank_score") else "-"
+        text = h.text.replace("\n", " ")
+        rows.append((str(i), h.id, f"{h.score:.4f}", f"{h.fused_score:.4f}", dense, sparse, rerank, text[:width] + ("…" if len(text) > width else "")))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    t = reply.timings
+    print(
+        f"timings ms: encode {t.encode_ms:.1f}{' (cached)' if t.query_cache_hit else ''}, dense {t.dense_search_ms:.1f}, "
+        f"sparse {t.sparse_search_ms:.1f}, fusion {t.fusion_ms:.2f}, rerank {t.rerank_ms:.1f}, total {t.total_ms:.1f}"
+    )
+    d = reply.rerank
+    if d.depth_chosen or d.degraded or d.reason:
+        from hybridsearch.v1 import hybridsearch_pb2 as pb
+
+        extra = f"; degraded: {d.degraded_reason}" if d.degraded else ""
+        print(f"rerank: {pb.RerankMode.Name(d.mode)} depth {d.depth_chosen} ({d.reason}); cost {d.cost_units} tokens{extra}")
+
+
+# ---------------------------------------------------------------- commands
+def _client(args):
+    from engine.client import HybridSearchClient
+
+    return HybridSearchClient(args.target, tenant=args.tenant, api_key=args.api_key)
+
+
+def _fail(exc: grpc.RpcError) -> int:
+    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    return 1
+
+
+def cmd_serve(args) -> int:
+    from engine.config import load_settings
+    from engine.server import serve
+
+    overrides = {}
+    if args.port is not None:
+        overrides["server"] = {**load_settings(args.config).server.model_dump(), "port": args.port}
+    serve(load_settings(args.config, **overrides))
+    return 0
+
+
+def ingest_documents(client, collection: str, docs: Iterator[dict], batch_size: int, total: Optional[int] = None) -> int:
+    from tqdm import tqdm
+
+    written = 0
+    start = time.perf_counter()
+    with tqdm(total=total, unit="doc", desc=f"ingest {collection}", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress() -> Iterator[list[dict]]:
+            for batch in batched(docs, batch_size):
+                yield batch
+                bar.update(len(batch))
+
+        reply = client.bulk_upsert(collection, progress())
+        written = reply.upserted
+    seconds = time.perf_counter() - start
+    print(f"ingested {written} documents in {reply.batches} batches, {seconds:.1f} s ({written / max(seconds, 1e-9):.0f} docs/s)", file=sys.stderr)
+    return written
+
+
+def cmd_ingest(args) -> int:
+    client = _client(args)
+    path = Path(args.path)
+    if not path.exists():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    try:
+        if args.create:
+            existing = {c.name for c in client.list_collections()}
+            if args.collection not in existing:
+                client.create_collection(args.collection, args.profile or "", metadata_fields=dict(f.split(":", 1) for f in args.field))
+        total = sum(1 for _ in read_documents(path, args.limit))
+        ingest_documents(client, args.collection, read_documents(path, args.limit), args.batch_size, total)
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    return 0
+
+
+def cmd_search(args) -> int:
+    client = _client(args)
+    try:
+        filters = []
+        if args.filter:
+            types = {f.name: f.type for f in client.describe_collection(args.collection).metadata_fields}
+            from hybridsearch.v1 import hybridsearch_pb2 as pb
+
+            names = {k: pb.FieldType.Name(v).removeprefix("FIELD_TYPE_").lower() for k, v in types.items()}
+            filters = [parse_filter(f, names) for f in args.filter]
+        reply = client.search(
+            args.collection,
+            args.query,
+            args.top_k,
+            filters=filters,
+            dense_k=args.dense_k,
+            sparse_k=args.sparse_k,
+            fusion=args.fusion,
+            rrf_k=args.rrf_k,
+            dense_weight=args.dense_weight,
+            sparse_weight=args.sparse_weight,
+            normalizer=args.normalizer,
+            rerank=args.rerank,
+            rerank_depth=args.rerank_depth,
+            explain=args.explain,
+        )
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    if args.json:
+        from google.protobuf.json_format import MessageToJson
+
+        print(MessageToJson(reply))
+    else:
+        print_hits(reply)
+        if args.explain:
+            for h in reply.hits:
+                print(f"  {h.id}: {h.explanation}")
+    return 0
+
+
+def cmd_collections(args) -> int:
+    client = _client(args)
+    try:
+        if args.action == "list":
+            for c in client.list_collections():
+                print(f"{c.name}\tprofile={c.profile}\tdim={c.dimension}\tmetric={c.dense_metric}")
+        elif args.action == "describe":
+            c = client.describe_collection(args.name)
+            from google.protobuf.json_format import MessageToJson
+
+            print(MessageToJson(c))
+        elif args.action == "create":
+            fields = dict(f.split(":", 1) for f in args.field)
+            c = client.create_collection(args.name, args.profile or "", dense_metric=args.metric, metadata_fields=fields)
+            print(f"created {c.name} (profile {c.profile}, dim {c.dimension}, {c.dense_metric})")
+        elif args.action == "drop":
+            client.drop_collection(args.name)
+            print(f"dropped {args.name}")
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Start the service on Milvus Lite, ingest the sample corpus, run searches, stop."""
+    from engine.client import HybridSearchClient
+    from engine.config import load_settings
+    from engine.server import Server
+
+    settings = load_settings(
+        args.config,
+        data_dir=args.data_dir,
+        default_profile=DEMO_PROFILE,
+        server={"host": "127.0.0.1", "port": args.port, "grace_s": 2},
+    )
+    print(f"starting the service on Milvus Lite in {settings.data_dir} ...", file=sys.stderr)
+    server = Server(settings)
+    port = server.start()
+    print(f"service listening on 127.0.0.1:{port}", file=sys.stderr)
+    try:
+        client = HybridSearchClient(f"127.0.0.1:{port}", tenant="demo")
+        if DEMO_COLLECTION not in {c.name for c in client.list_collections()}:
+            client.create_collection(DEMO_COLLECTION, DEMO_PROFILE, metadata_fields={"title": "string", "chars": "int"})
+        corpus = SAMPLES / "scifact-300.jsonl"
+        total = sum(1 for _ in read_documents(corpus))
+        ingest_documents(client, DEMO_COLLECTION, read_documents(corpus), 64, total)
+        queries = [json.loads(line) for line in (SAMPLES / "queries.jsonl").read_text().splitlines()[: args.queries]]
+        for q in queries:
+            print(f"\nquery: {q['text']}\n(relevant: {', '.join(q['relevant'])})")
+            print_hits(client.search(DEMO_COLLECTION, q["text"], top_k=5))
+        print(f"\nfiltered (chars >= 1500), weighted z-score fusion:")
+        print_hits(client.search(DEMO_COLLECTION, queries[0]["text"], top_k=5, filters=[("chars", ">=", 1500)], fusion="weighted", normalizer="z_score"))
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    finally:
+        server.stop(grace=1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hsearch", description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def remote(p):
+        p.add_argument("--target", default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"), help="service address (env HSEARCH_TARGET)")
+        p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT", "default"), help="tenant (env HSEARCH_TENANT)")
+        p.add_argument("--api-key", default=os.environ.get("HSEARCH_API_KEY"), help="API key (env HSEARCH_API_KEY)")
+
+    p = sub.add_parser("serve", help="run the gRPC service")
+    p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG)")
+    p.add_argument("--port", type=int)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("demo", help="start the service on Milvus Lite, ingest the sample corpus, run searches")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", default="./data/demo")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--queries", type=int, default=3)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("ingest", help="load a JSONL file or a BEIR corpus")
+    remote(p)
+    p.add_argument("--collection", required=True)
+    p.add_argument("path", help="JSONL of {id, text, metadata}, or a BEIR folder / corpus.jsonl[.gz]")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--create", action="store_true", help="create the collection if missing")
+    p.add_argument("--profile", help="with --create: embedding profile")
+    p.add_argument("--field", action="append", default=[], help="with --create: filterable field NAME:TYPE (string|int|double|bool)")
+    p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("search", help="run one search and print a table")
+    remote(p)
+    p.add_argument("--collection", required=True)
+    p.add_argument("query")
+    p.add_argument("-k", "--top-k", type=int, default=10)
+    p.add_argument("--dense-k", type=int, default=0)
+    p.add_argument("--sparse-k", type=int, default=0)
+    p.add_argument("--fusion", choices=["rrf", "weighted", "dbsf"], default="rrf")
+    p.add_argument("--rrf-k", type=float, default=0.0)
+    p.add_argument("--normalizer", choices=["min_max", "z_score", "arctan", "none"], default="min_max")
+    p.add_argument("--dense-weight", type=float)
+    p.add_argument("--sparse-weight", type=float)
+    p.add_argument("--filter", action="append", help="FIELD OP VALUE, e.g. 'year>=2015' (repeatable, ANDed)")
+    p.add_argument("--rerank", choices=["off", "fixed", "auto"])
+    p.add_argument("--rerank-depth", type=int, default=0)
+    p.add_argument("--explain", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("collections", help="create, list, describe, drop collections")
+    remote(p)
+    csub = p.add_subparsers(dest="action", required=True)
+    csub.add_parser("list")
+    for action in ("describe", "drop"):
+        csub.add_parser(action).add_argument("name")
+    c = csub.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--profile")
+    c.add_argument("--metric", default="", choices=["", "COSINE", "IP"])
+    c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
+    p.set_defaults(fn=cmd_collections)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from engine.server import offline_model_environment
+
+    offline_model_environment()
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

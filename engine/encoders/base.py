@@ -1,0 +1,70 @@
+"""The shared interface of embedding profiles."""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engine.encoders.query_cache import QueryCache
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where text is encoded for: sparse statistics (BM25) are per collection and tenant."""
+
+    collection: str
+    tenant: str
+
+
+def _nothing_to_commit() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DocumentVectors:
+    dense: np.ndarray  # (n, dimension) float32
+    sparse: list[dict[int, float]]
+    # Called once the documents are durable in the store: profiles with corpus
+    # statistics (BM25) apply their update here, so a failed write changes nothing.
+    commit: Callable[[], None] = _nothing_to_commit
+
+
+@dataclass(frozen=True)
+class QueryVectors:
+    dense: np.ndarray  # (dimension,) float32
+    sparse: dict[int, float]
+    cache_hit: bool
+
+
+class EmbeddingProfile(ABC):
+    """Turns documents and queries into the two vectors the two routes search with."""
+
+    kind: str
+
+    def __init__(self, name: str, model_path: str, cache: QueryCache):
+        self.name = name
+        self.model_path = model_path
+        self.cache = cache
+        # One forward pass at a time: on a few cores, concurrent torch calls only
+        # fight over the same threads.
+        self._model_lock = threading.Lock()
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int: ...
+
+    @abstractmethod
+    def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
+        """Vectors for new documents. ``replaced`` holds the texts of documents they overwrite."""
+
+    def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:
+        """Called with the texts of deleted documents (profiles with corpus statistics update them)."""
+
+    def drop(self, collection: str) -> None:
+        """Called when a collection is dropped."""
+
+    @abstractmethod
+    def encode_query(self, scope: Scope, text: str) -> QueryVectors: ...

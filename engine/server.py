@@ -1,0 +1,107 @@
+"""The gRPC server: service wiring, standard health checking, reflection, graceful shutdown."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from typing import Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from engine.config import Settings
+from engine.service import SearchService
+from engine.servicer import HybridSearchServicer
+from hybridsearch.v1 import hybridsearch_pb2 as pb
+from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["HybridSearch"].full_name,
+    pb.DESCRIPTOR.services_by_name["TenantAdmin"].full_name,
+)
+
+
+def offline_model_environment() -> None:
+    """Models load from local paths only; make every hub client fail fast instead of hanging."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Server:
+    """A running service. ``start()`` binds and serves; ``stop()`` drains and closes."""
+
+    def __init__(self, settings: Settings, service: Optional[SearchService] = None):
+        offline_model_environment()
+        self.settings = settings
+        self.service = service or SearchService(settings)
+        opts = [
+            ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+            ("grpc.max_send_message_length", settings.server.max_message_bytes),
+        ]
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="rpc"),
+            options=opts,
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.port: int = 0
+        self._stopped = threading.Event()
+        self.extra_servicers: list = []
+
+    def start(self) -> int:
+        self.service.start()
+        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service), self.grpc_server)
+        for add in self.extra_servicers:
+            add(self.grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.grpc_server,
+        )
+        address = f"{self.settings.server.host}:{self.settings.server.port}"
+        self.port = self.grpc_server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        self.grpc_server.start()
+        self._set_serving(True)
+        log.info("serving on %s:%d (Milvus %s)", self.settings.server.host, self.port, self.settings.milvus_uri)
+        return self.port
+
+    def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("", status)
+        for name in SERVICE_NAMES:
+            self.health.set(name, status)
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Health turns NOT_SERVING first, new calls are refused, in-flight calls get ``grace`` seconds."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._set_serving(False)
+        grace = self.settings.server.grace_s if grace is None else grace
+        self.grpc_server.stop(grace).wait()
+        self.service.close()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            log.info("signal %d: draining (grace %.1fs)", signum, self.settings.server.grace_s)
+            threading.Thread(target=self.stop, name="shutdown", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+
+def serve(settings: Settings) -> None:
+    server = Server(settings)
+    server.install_signal_handlers()
+    server.start()
+    server.wait()

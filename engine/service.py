@@ -1,0 +1,318 @@
+"""The search service core: collections, writes and the hybrid search pipeline.
+
+Transport-agnostic: the gRPC servicer validates requests, resolves the tenant and
+calls these methods with domain types; everything here raises ServiceError for
+anything a caller should see.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+import fusion
+from engine.collections import CollectionSpec, column_of
+from engine.config import Settings
+from engine.encoders.base import Scope
+from engine.encoders.registry import ProfileRegistry
+from engine.errors import already_exists, invalid
+from engine.filters import compile_filter
+from engine.search_types import (
+    Document,
+    RerankDecision,
+    RouteDetail,
+    SearchHit,
+    SearchOutcome,
+    SearchQuery,
+    StageTimings,
+)
+from engine.store import MilvusStore, RouteHit, StoredDoc
+from engine.tenancy import doc_id_of, primary_key
+
+log = logging.getLogger(__name__)
+ROUTES = ("dense", "sparse")
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class SearchService:
+    def __init__(self, settings: Settings, store: Optional[MilvusStore] = None, profiles: Optional[ProfileRegistry] = None):
+        self.settings = settings
+        self.store = store or MilvusStore(settings.milvus_uri, settings.milvus)
+        self.profiles = profiles or ProfileRegistry(settings)
+        self._search_pool = ThreadPoolExecutor(max_workers=settings.search_threads, thread_name_prefix="route")
+        # Writes to one collection are serialised: an upsert reads the documents it
+        # replaces (their texts leave the BM25 statistics) before writing.
+        self._write_locks: dict[str, threading.Lock] = {}
+        self._write_locks_guard = threading.Lock()
+        # Set by the rerank stage (engine.rerank_stage) when one is configured.
+        self.rerank_stage = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Connect, load the profiles existing collections use, and warm their indexes."""
+        import torch
+
+        torch.set_num_threads(self.settings.torch_threads)
+        self.store.connect()
+        for spec in self.store.list_specs():
+            try:
+                self.profiles.get(spec.profile)
+            except Exception as exc:  # a missing model must not stop the other collections
+                log.warning("collection %s: profile %s not loaded: %s", spec.name, spec.profile, exc)
+            self.store.warm(spec.name)
+
+    def close(self) -> None:
+        self._search_pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    def _write_lock(self, collection: str) -> threading.Lock:
+        with self._write_locks_guard:
+            return self._write_locks.setdefault(collection, threading.Lock())
+
+    # ------------------------------------------------------------ collections
+    def create_collection(self, spec: CollectionSpec) -> CollectionSpec:
+        profile = self.profiles.get(spec.profile)
+        if spec.dimension == 0:
+            spec = replace(spec, dimension=profile.dimension)
+        elif spec.dimension != profile.dimension:
+            raise invalid("dimension", f"{spec.dimension} does not match profile {spec.profile!r}, whose model gives {profile.dimension}")
+        if self.store.has_collection(spec.name):
+            raise already_exists(f"collection {spec.name!r} already exists")
+        self.store.create_collection(spec)
+        self.store.warm(spec.name)
+        return spec
+
+    def describe(self, name: str, tenant: str) -> tuple[CollectionSpec, int]:
+        spec = self.store.spec(name)
+        return spec, self.store.count(name, compile_filter(spec, tenant, (), max_clauses=0, max_values=1))
+
+    def list_collections(self) -> list[CollectionSpec]:
+        return self.store.list_specs()
+
+    def drop_collection(self, name: str) -> None:
+        spec = self.store.spec(name)
+        with self._write_lock(name):
+            self.store.drop_collection(name)
+            self.profiles.get(spec.profile).drop(name)
+
+    # ------------------------------------------------------------ documents
+    def _tenant_expr(self, spec: CollectionSpec, tenant: str) -> str:
+        return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
+
+    def upsert(self, tenant: str, collection: str, documents: Sequence[Document]) -> int:
+        """Write a validated batch; durable (flushed) when this returns."""
+        spec = self.store.spec(collection)
+        self.check_metadata(spec, documents)
+        if not documents:
+            return 0
+        profile = self.profiles.get(spec.profile)
+        scope = Scope(collection, tenant)
+        pks = [primary_key(tenant, d.id) for d in documents]
+        with self._write_lock(collection):
+            existing = self.store.get(spec, pks, self._tenant_expr(spec, tenant))
+            replaced = [existing[pk].text for pk in pks if pk in existing]
+            vectors = profile.encode_documents(scope, [d.text for d in documents], replaced)
+            rows = [
+                self._row(spec, tenant, pk, doc, vectors.dense[i], vectors.sparse[i])
+                for i, (pk, doc) in enumerate(zip(pks, documents))
+            ]
+            self.store.upsert(spec, rows)
+            self.store.flush(spec)
+            # Corpus statistics change only once the documents are durable.
+            vectors.commit()
+        return len(documents)
+
+    def check_metadata(self, spec: CollectionSpec, documents: Sequence[Document]) -> None:
+        from engine.validation import check_metadata_types
+
+        for i, doc in enumerate(documents):
+            check_metadata_types(spec, doc.metadata, f"documents[{i}].metadata")
+
+    def _row(self, spec: CollectionSpec, tenant: str, pk: str, doc: Document, dense: np.ndarray, sparse: dict) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "pk": pk,
+            "tenant": tenant,
+            "text": doc.text,
+            "metadata": {k: v for k, v in doc.metadata.items() if k not in spec.metadata_fields},
+            "dense": dense.tolist(),
+            "sparse": sparse,
+        }
+        for name in spec.metadata_fields:
+            value = doc.metadata.get(name)
+            # A declared double given as an int is stored as a double.
+            row[column_of(name)] = float(value) if value is not None and spec.metadata_fields[name].value == "double" else value
+        return row
+
+    def delete(self, tenant: str, collection: str, ids: Sequence[str]) -> int:
+        spec = self.store.spec(collection)
+        pks = [primary_key(tenant, i) for i in ids]
+        expr = self._tenant_expr(spec, tenant)
+        with self._write_lock(collection):
+            existing = self.store.get(spec, pks, expr)
+            if not existing:
+                return 0
+            self.store.delete(spec, list(existing), expr)
+            self.store.flush(spec)
+            self.profiles.get(spec.profile).forget_documents(Scope(collection, tenant), [d.text for d in existing.values()])
+        return len(existing)
+
+    def get(self, tenant: str, collection: str, ids: Sequence[str]) -> list[Document]:
+        spec = self.store.spec(collection)
+        found = self.store.get(spec, [primary_key(tenant, i) for i in ids], self._tenant_expr(spec, tenant))
+        docs = []
+        for doc_id in ids:
+            stored = found.get(primary_key(tenant, doc_id))
+            if stored is not None:
+                docs.append(Document(id=doc_id, text=stored.text, metadata=stored.metadata))
+        return docs
+
+    # ------------------------------------------------------------ search
+    def search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None) -> SearchOutcome:
+        """Encode, search both routes concurrently, fuse, and (optionally) rerank.
+
+        ``deadline`` is an absolute ``time.monotonic()`` value, or None for no deadline.
+        """
+        started = time.perf_counter()
+        timings = StageTimings()
+        spec = self.store.spec(query.collection)
+        expr = compile_filter(
+            spec,
+            tenant,
+            query.clauses,
+            max_clauses=self.settings.limits.max_filter_clauses,
+            max_values=self.settings.limits.max_filter_values,
+        )
+        profile = self.profiles.get(spec.profile)
+
+        t = time.perf_counter()
+        vectors = profile.encode_query(Scope(query.collection, tenant), query.text)
+        timings.encode_ms = _ms(t)
+        timings.query_cache_hit = vectors.cache_hit
+
+        def timed(fn, *args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            return out, _ms(t0)
+
+        sparse_future = self._search_pool.submit(timed, self.store.search_sparse, spec, vectors.sparse, query.sparse_k, expr)
+        dense_hits, timings.dense_search_ms = timed(self.store.search_dense, spec, vectors.dense, query.dense_k, expr)
+        sparse_hits, timings.sparse_search_ms = sparse_future.result()
+
+        t = time.perf_counter()
+        fused = self._fuse(spec, query, dense_hits, sparse_hits)
+        docs: dict[str, StoredDoc] = {h.pk: h.doc for h in sparse_hits}
+        docs.update((h.pk, h.doc) for h in dense_hits)
+        timings.fusion_ms = _ms(t)
+
+        decision = RerankDecision(mode="off", reason="fusion only")
+        rerank_scores: dict[str, float] = {}
+        order = fused.ids
+        if self.rerank_stage is not None:
+            t = time.perf_counter()
+            order, rerank_scores, decision = self.rerank_stage.run(
+                tenant=tenant,
+                query=query,
+                fused=fused,
+                docs=docs,
+                started=started,
+                deadline=deadline,
+            )
+            timings.rerank_ms = _ms(t)
+
+        t = time.perf_counter()
+        hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
+        timings.fusion_ms += _ms(t)
+        timings.total_ms = _ms(started)
+        return SearchOutcome(
+            hits=hits,
+            timings=timings,
+            decision=decision,
+            dense_candidates=len(dense_hits),
+            sparse_candidates=len(sparse_hits),
+        )
+
+    def _fuse(self, spec: CollectionSpec, query: SearchQuery, dense_hits: list[RouteHit], sparse_hits: list[RouteHit]) -> fusion.FusionResult:
+        routes = [
+            fusion.RouteList("dense", [h.pk for h in dense_hits], np.array([h.score for h in dense_hits], dtype=np.float64)),
+            fusion.RouteList("sparse", [h.pk for h in sparse_hits], np.array([h.score for h in sparse_hits], dtype=np.float64)),
+        ]
+        f = query.fusion
+        return fusion.fuse(
+            f.method,
+            routes,
+            k=f.rrf_k,
+            weights=[f.dense_weight, f.sparse_weight],
+            normalizer=f.normalizer,
+            metrics={"dense": spec.dense_metric, "sparse": "IP"},
+        )
+
+    def _hits(
+        self,
+        tenant: str,
+        query: SearchQuery,
+        fused: fusion.FusionResult,
+        order: Sequence[str],
+        docs: dict[str, StoredDoc],
+        rerank_scores: dict[str, float],
+    ) -> list[SearchHit]:
+        position = {pk: i for i, pk in enumerate(fused.ids)}
+        hits = []
+        for pk in order[: query.top_k]:
+            i = position[pk]
+            details = {}
+            for route in ROUTES:
+                rank = int(fused.route_ranks[route][i])
+                details[route] = (
+                    RouteDetail(
+                        raw_score=float(fused.route_raw[route][i]),
+                        normalized_score=float(fused.route_norm[route][i]),
+                        rank=rank,
+                    )
+                    if rank > 0
+                    else None
+                )
+            fused_score = float(fused.scores[i])
+            rerank_score = rerank_scores.get(pk)
+            doc = docs[pk]
+            hit = SearchHit(
+                id=doc_id_of(tenant, pk),
+                text=doc.text,
+                metadata=doc.metadata,
+                score=rerank_score if rerank_score is not None else fused_score,
+                fused_score=fused_score,
+                fused_rank=i + 1,
+                dense=details["dense"],
+                sparse=details["sparse"],
+                reranked=rerank_score is not None,
+                rerank_score=rerank_score,
+            )
+            if query.explain:
+                hit.explanation = _explain(query, details, fused_score)
+            hits.append(hit)
+        return hits
+
+
+def _explain(query: SearchQuery, details: dict[str, Optional[RouteDetail]], fused_score: float) -> str:
+    f = query.fusion
+    weights = {"dense": f.dense_weight, "sparse": f.sparse_weight}
+    parts = []
+    for route, d in details.items():
+        if d is None:
+            parts.append(f"{route}: absent")
+        elif f.method == "rrf":
+            parts.append(f"{route}: rank {d.rank} -> {weights[route]:g}/({f.rrf_k:g}+{d.rank}) = {d.normalized_score:.6f}")
+        else:
+            parts.append(f"{route}: raw {d.raw_score:.6f} -> {f.normalizer if f.method == 'weighted' else 'dbsf'} {d.normalized_score:.6f} x {weights[route]:g}")
+    method = f.method if f.method != "weighted" else f"weighted[{f.normalizer}]"
+    if not math.isfinite(fused_score):
+        fused_score = 0.0
+    return f"{method}: " + "; ".join(parts) + f"; fused {fused_score:.6f}"

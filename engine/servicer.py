@@ -1,0 +1,219 @@
+"""gRPC servicers: resolve the tenant, validate, call the service, build replies."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Callable, Iterator
+
+import grpc
+
+from engine import validation
+from engine.errors import ServiceError, invalid
+from engine.search_types import RouteDetail, SearchOutcome
+from engine.service import SearchService
+from engine.tenancy import tenant_from_metadata
+from hybridsearch.v1 import hybridsearch_pb2 as pb
+from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def rpc(method: Callable) -> Callable:
+    """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except ServiceError as exc:
+            context.abort(exc.code, exc.message)
+        except Exception as exc:  # the server must survive any request
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
+                raise
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e8:
+        return None
+    return time.monotonic() + remaining
+
+
+def collection_message(spec, count: int = 0) -> pb.Collection:
+    return pb.Collection(
+        name=spec.name,
+        profile=spec.profile,
+        dimension=spec.dimension,
+        dense_metric=spec.dense_metric,
+        metadata_fields=[pb.MetadataField(name=n, type=validation.FIELD_TYPES_BACK[t]) for n, t in spec.metadata_fields.items()],
+        tenant_document_count=count,
+    )
+
+
+def _route(detail: RouteDetail | None) -> pb.RouteScore | None:
+    if detail is None:
+        return None
+    return pb.RouteScore(raw_score=detail.raw_score, normalized_score=detail.normalized_score, rank=detail.rank)
+
+
+def search_response(outcome: SearchOutcome) -> pb.SearchResponse:
+    hits = []
+    for h in outcome.hits:
+        hit = pb.Hit(
+            id=h.id,
+            text=h.text,
+            metadata={k: validation.to_metadata_value(v) for k, v in h.metadata.items()},
+            score=h.score,
+            fused_score=h.fused_score,
+            fused_rank=h.fused_rank,
+            dense=_route(h.dense),
+            sparse=_route(h.sparse),
+            reranked=h.reranked,
+            explanation=h.explanation,
+        )
+        if h.rerank_score is not None:
+            hit.rerank_score = h.rerank_score
+        hits.append(hit)
+    t, d = outcome.timings, outcome.decision
+    return pb.SearchResponse(
+        hits=hits,
+        timings=pb.StageTimings(
+            encode_ms=t.encode_ms,
+            dense_search_ms=t.dense_search_ms,
+            sparse_search_ms=t.sparse_search_ms,
+            fusion_ms=t.fusion_ms,
+            rerank_ms=t.rerank_ms,
+            total_ms=t.total_ms,
+            query_cache_hit=t.query_cache_hit,
+        ),
+        rerank=pb.RerankDecision(
+            mode=validation.RERANK_MODES_BACK.get(d.mode, pb.OFF),
+            depth_chosen=d.depth_chosen,
+            reason=d.reason,
+            predicted_ms=d.predicted_ms,
+            actual_ms=d.actual_ms,
+            cost_units=d.cost_units,
+            cost_money=d.cost_money,
+            budget_left_units=d.budget_left_units,
+            partial=d.partial,
+            depth_scored=d.depth_scored,
+            degraded=d.degraded,
+            degraded_reason=d.degraded_reason,
+            backend=d.backend,
+        ),
+        dense_candidates=outcome.dense_candidates,
+        sparse_candidates=outcome.sparse_candidates,
+    )
+
+
+class Authenticator:
+    """Development mode: the tenant named by the x-tenant header."""
+
+    def tenant(self, context: grpc.ServicerContext) -> str:
+        return tenant_from_metadata(context.invocation_metadata() or ())
+
+
+class HybridSearchServicer(pb_grpc.HybridSearchServicer):
+    def __init__(self, service: SearchService, auth: Authenticator | None = None):
+        self.service = service
+        self.auth = auth or Authenticator()
+        self.limits = service.settings.limits
+
+    # ------------------------------------------------------------ collections
+    @rpc
+    def CreateCollection(self, request, context):
+        self.auth.tenant(context)
+        spec = validation.collection_spec(request, self.service.settings.default_profile)
+        return collection_message(self.service.create_collection(spec))
+
+    @rpc
+    def DescribeCollection(self, request, context):
+        tenant = self.auth.tenant(context)
+        spec, count = self.service.describe(validation.check_collection_name(request.name, "name"), tenant)
+        return collection_message(spec, count)
+
+    @rpc
+    def ListCollections(self, request, context):
+        self.auth.tenant(context)
+        return pb.ListCollectionsResponse(collections=[collection_message(s) for s in self.service.list_collections()])
+
+    @rpc
+    def DropCollection(self, request, context):
+        self.auth.tenant(context)
+        self.service.drop_collection(validation.check_collection_name(request.name, "name"))
+        return pb.DropCollectionResponse(dropped=True)
+
+    # ------------------------------------------------------------ documents
+    @rpc
+    def Upsert(self, request, context):
+        tenant = self.auth.tenant(context)
+        start = time.perf_counter()
+        collection = validation.check_collection_name(request.collection)
+        docs = validation.documents(request.documents, self.limits)
+        n = self.service.upsert(tenant, collection, docs)
+        return pb.UpsertResponse(upserted=n, batches=1, elapsed_ms=(time.perf_counter() - start) * 1000)
+
+    @rpc
+    def BulkUpsert(self, request_iterator: Iterator[pb.UpsertRequest], context):
+        """Each stream message is validated and written as one batch.
+
+        Batches acknowledged by earlier messages stay written if a later one is
+        rejected; the error names the batch so the client can resume from it.
+        """
+        tenant = self.auth.tenant(context)
+        start = time.perf_counter()
+        collection = None
+        total = batches = 0
+        for i, request in enumerate(request_iterator):
+            where = f"batch {i} (after {total} documents written)"
+            name = request.collection or collection
+            if collection is None:
+                if not name:
+                    raise invalid(f"{where}: collection", "the first message must name the collection")
+                collection = validation.check_collection_name(name)
+            elif name != collection:
+                raise invalid(f"{where}: collection", f"{name!r} differs from the stream's collection {collection!r}")
+            docs = validation.documents(request.documents, self.limits, where=f"{where}: documents")
+            total += self.service.upsert(tenant, collection, docs)
+            batches += 1
+        return pb.UpsertResponse(upserted=total, batches=batches, elapsed_ms=(time.perf_counter() - start) * 1000)
+
+    @rpc
+    def Delete(self, request, context):
+        tenant = self.auth.tenant(context)
+        collection = validation.check_collection_name(request.collection)
+        ids = validation.doc_ids(request.ids, self.limits)
+        return pb.DeleteResponse(deleted=self.service.delete(tenant, collection, ids))
+
+    @rpc
+    def Get(self, request, context):
+        tenant = self.auth.tenant(context)
+        collection = validation.check_collection_name(request.collection)
+        ids = validation.doc_ids(request.ids, self.limits)
+        docs = self.service.get(tenant, collection, ids)
+        return pb.GetResponse(
+            documents=[
+                pb.Document(id=d.id, text=d.text, metadata={k: validation.to_metadata_value(v) for k, v in d.metadata.items()})
+                for d in docs
+            ]
+        )
+
+    # ------------------------------------------------------------ search
+    @rpc
+    def Search(self, request, context):
+        tenant = self.auth.tenant(context)
+        query = validation.search_query(request, self.limits)
+        return search_response(self.service.search(tenant, query, deadline_of(context)))
+
+    @rpc
+    def Rerank(self, request, context):
+        self.auth.tenant(context)
+        rerank = getattr(self.service, "standalone_rerank", None)
+        if rerank is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no rerank backend is configured on this server")
+        return rerank(request, deadline_of(context))

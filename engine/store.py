@@ -1,0 +1,277 @@
+"""The Milvus store: one collection per corpus, tenants separated by a partition key.
+
+Works the same on Milvus Lite (a local ``.db`` path) and on Milvus standalone or
+distributed (``http://host:19530``). Every read takes a compiled expression that
+starts with the tenant clause; every write takes tenant-prefixed primary keys.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from engine.collections import CollectionSpec, FieldType, column_of
+from engine.config import MilvusConfig
+from engine.errors import ServiceError, invalid, not_found, unavailable
+from engine.filters import string_literal
+
+log = logging.getLogger(__name__)
+
+SPEC_PROPERTY = "hsearch.spec"
+# Milvus rejects empty sparse vectors. A document with no sparse terms (say, only
+# stop words) gets this one placeholder dimension, which no query vector ever
+# holds (BGE-M3 token ids and BM25 hashes are both below 2**31).
+EMPTY_SPARSE = {2**31: 1e-6}
+_SCALAR_TYPES = {
+    FieldType.STRING: (DataType.VARCHAR, {"max_length": 4096}),
+    FieldType.INT: (DataType.INT64, {}),
+    FieldType.DOUBLE: (DataType.DOUBLE, {}),
+    FieldType.BOOL: (DataType.BOOL, {}),
+}
+BASE_OUTPUT = ["pk", "text", "metadata"]
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    pk: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RouteHit:
+    pk: str
+    score: float
+    doc: StoredDoc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("unavailable", "connect", "timeout", "deadline", "closed", "open local milvus failed"))
+
+
+class MilvusStore:
+    """Thin, typed access to Milvus for the search pipeline."""
+
+    def __init__(self, uri: str, config: MilvusConfig):
+        self.uri = uri
+        self.config = config
+        self._specs: dict[str, CollectionSpec] = {}
+        self._specs_lock = threading.Lock()
+        self._client: MilvusClient | None = None
+        self._client_lock = threading.Lock()
+
+    # ------------------------------------------------------------ connection
+    @property
+    def is_lite(self) -> bool:
+        return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    def connect(self) -> MilvusClient:
+        with self._client_lock:
+            if self._client is None:
+                if self.is_lite:
+                    Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                kwargs: dict[str, Any] = {"uri": self.uri, "timeout": self.config.timeout_s}
+                if self.config.token:
+                    kwargs["token"] = self.config.token
+                if self.config.db_name:
+                    kwargs["db_name"] = self.config.db_name
+                try:
+                    self._client = MilvusClient(**kwargs)
+                except Exception as exc:  # pymilvus raises several types here
+                    raise unavailable(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                finally:
+                    self._client = None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """Run one Milvus call, mapping its failures to gRPC-facing errors."""
+        client = self.connect()
+        try:
+            return getattr(client, fn)(*args, **kwargs)
+        except ServiceError:
+            raise
+        except MilvusException as exc:
+            if _is_connection_error(exc):
+                raise unavailable(f"Milvus {what} failed: {exc.message}") from exc
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise unavailable(f"Milvus {what} failed: {exc}") from exc
+            raise
+
+    # ------------------------------------------------------------ collections
+    def create_collection(self, spec: CollectionSpec) -> None:
+        client = self.connect()
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        # Metadata keys the collection does not declare are kept here, unfilterable.
+        schema.add_field("metadata", DataType.JSON)
+        for name, kind in spec.metadata_fields.items():
+            dtype, extra = _SCALAR_TYPES[kind]
+            schema.add_field(column_of(name), dtype, nullable=True, **extra)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=spec.dimension)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        index = client.prepare_index_params()
+        index.add_index(
+            "dense",
+            index_type="HNSW",
+            metric_type=spec.dense_metric,
+            params={"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
+        )
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        self._call(
+            "create_collection",
+            "create_collection",
+            spec.name,
+            schema=schema,
+            index_params=index,
+            properties={SPEC_PROPERTY: spec.to_json()},
+        )
+        with self._specs_lock:
+            self._specs[spec.name] = spec
+
+    def has_collection(self, name: str) -> bool:
+        return bool(self._call("has_collection", "has_collection", name))
+
+    def spec(self, name: str) -> CollectionSpec:
+        """The spec of a collection made by this service; NOT_FOUND otherwise."""
+        with self._specs_lock:
+            cached = self._specs.get(name)
+        if cached is not None:
+            return cached
+        if not self.has_collection(name):
+            raise not_found(f"collection {name!r} does not exist")
+        described = self._call("describe_collection", "describe_collection", name)
+        text = (described.get("properties") or {}).get(SPEC_PROPERTY)
+        if not text:
+            raise not_found(f"collection {name!r} exists in Milvus but was not created by this service")
+        spec = CollectionSpec.from_json(name, text)
+        with self._specs_lock:
+            self._specs[name] = spec
+        return spec
+
+    def list_specs(self) -> list[CollectionSpec]:
+        specs = []
+        for name in sorted(self._call("list_collections", "list_collections")):
+            try:
+                specs.append(self.spec(name))
+            except ServiceError:
+                continue  # someone else's collection in the same Milvus
+        return specs
+
+    def drop_collection(self, name: str) -> None:
+        self.spec(name)
+        self._call("drop_collection", "drop_collection", name)
+        with self._specs_lock:
+            self._specs.pop(name, None)
+
+    def warm(self, name: str) -> None:
+        """Load the collection and touch both indexes so the first real query is not the slow one."""
+        spec = self.spec(name)
+        self._call("load_collection", "load_collection", name)
+        probe_expr = 'tenant == "__warmup__"'
+        self.search_dense(spec, np.ones(spec.dimension, dtype=np.float32), 1, probe_expr)
+        self.search_sparse(spec, {1: 1.0}, 1, probe_expr)
+
+    def count(self, name: str, tenant_expr: str) -> int:
+        rows = self._call("count", "query", name, filter=tenant_expr, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    # ------------------------------------------------------------ documents
+    def output_fields(self, spec: CollectionSpec) -> list[str]:
+        return BASE_OUTPUT + [column_of(n) for n in spec.metadata_fields]
+
+    def to_doc(self, spec: CollectionSpec, entity: dict[str, Any], pk: str) -> StoredDoc:
+        metadata = dict(entity.get("metadata") or {})
+        for name in spec.metadata_fields:
+            value = entity.get(column_of(name))
+            if value is not None:
+                metadata[name] = value
+        return StoredDoc(pk=pk, text=entity.get("text", ""), metadata=metadata)
+
+    def get(self, spec: CollectionSpec, pks: Sequence[str], tenant_expr: str) -> dict[str, StoredDoc]:
+        """Documents by primary key, restricted to the tenant expression."""
+        if not pks:
+            return {}
+        rows = self._call(
+            "query",
+            "query",
+            spec.name,
+            filter=f"{tenant_expr} and pk in {_string_list(pks)}",
+            output_fields=self.output_fields(spec),
+        )
+        return {row["pk"]: self.to_doc(spec, row, row["pk"]) for row in rows}
+
+    def upsert(self, spec: CollectionSpec, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if not row["sparse"]:
+                row["sparse"] = dict(EMPTY_SPARSE)
+        try:
+            self._call("upsert", "upsert", spec.name, rows)
+        except MilvusException as exc:
+            raise invalid("documents", f"Milvus rejected the batch: {exc.message}") from exc
+
+    def delete(self, spec: CollectionSpec, pks: Sequence[str], tenant_expr: str) -> None:
+        if pks:
+            self._call("delete", "delete", spec.name, filter=f"{tenant_expr} and pk in {_string_list(pks)}")
+
+    def flush(self, spec: CollectionSpec) -> None:
+        self._call("flush", "flush", spec.name)
+
+    # ------------------------------------------------------------ search
+    def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str) -> list[RouteHit]:
+        params = {"metric_type": spec.dense_metric, "params": {"ef": max(self.config.hnsw_ef, limit)}}
+        result = self._call(
+            "dense search",
+            "search",
+            spec.name,
+            [vector.astype(np.float32, copy=False).tolist()],
+            anns_field="dense",
+            limit=limit,
+            filter=expr,
+            output_fields=self.output_fields(spec),
+            search_params=params,
+        )
+        return self._hits(spec, result)
+
+    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float], limit: int, expr: str) -> list[RouteHit]:
+        if not vector:
+            return []
+        result = self._call(
+            "sparse search",
+            "search",
+            spec.name,
+            [vector],
+            anns_field="sparse",
+            limit=limit,
+            filter=expr,
+            output_fields=self.output_fields(spec),
+            search_params={"metric_type": "IP", "params": {}},
+        )
+        return self._hits(spec, result)
+
+    def _hits(self, spec: CollectionSpec, result) -> list[RouteHit]:
+        hits = []
+        for hit in result[0]:
+            pk = hit["pk"] if "pk" in hit else hit["id"]
+            hits.append(RouteHit(pk=pk, score=float(hit["distance"]), doc=self.to_doc(spec, hit["entity"], pk)))
+        return hits
+
+
+def _string_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(string_literal(v, "ids") for v in values) + "]"
