@@ -25,11 +25,32 @@ SERVICE_NAMES = (
 )
 
 
+class _LiteUnimplementedFilter(logging.Filter):
+    """Milvus Lite runs an in-process gRPC adapter without AllocTimestamp; pymilvus probes it
+    on flush and falls back. Drop that one traceback; our own servicers never raise
+    NotImplementedError into grpc (they answer with a status)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not isinstance(record.exc_info[1], NotImplementedError):
+            return True
+        return not any("milvus" in tb.tb_frame.f_code.co_filename for tb in _walk(record.exc_info[2]))
+
+
+def _walk(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+logging.getLogger("grpc._server").addFilter(_LiteUnimplementedFilter())
+
+
 def offline_model_environment() -> None:
     """Models load from local paths only; make every hub client fail fast instead of hanging."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class Server:

@@ -29,7 +29,7 @@ import numpy as np
 
 from fusion.types import FusionResult, RouteList
 
-_ABSENT_RANK = np.iinfo(np.int32).max
+_ABSENT_KEY = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,13 @@ def fused_order(ranks: np.ndarray, contributions: np.ndarray) -> tuple[np.ndarra
     n_routes, n_candidates = contributions.shape
     if n_candidates == 0:
         return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.intp)
-    fused = np.sort(contributions, axis=0).sum(axis=0)
-    present_ranks = np.where(ranks > 0, ranks, _ABSENT_RANK).astype(np.int64)
-    best_route = present_ranks.argmin(axis=0)
-    best_rank = present_ranks[best_route, np.arange(n_candidates)]
-    # best_rank and best_route are unique together, so one integer key carries both.
-    rank_key = best_rank * n_routes + best_route
+    # Two terms add the same either way round; from three on, sort so order cannot matter.
+    if n_routes > 2:
+        contributions = np.sort(contributions, axis=0)
+    fused = contributions.sum(axis=0)
+    # rank * n_routes + route is smallest for the best rank, then the first route.
+    route_index = np.arange(n_routes, dtype=np.int64)[:, None]
+    rank_key = np.where(ranks > 0, ranks * np.int64(n_routes) + route_index, _ABSENT_KEY).min(axis=0)
     order = np.lexsort((rank_key, -fused))
     return fused, order
 

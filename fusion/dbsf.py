@@ -32,13 +32,14 @@ def three_sigma(scores: np.ndarray) -> np.ndarray:
         raise ValueError(f"scores must be 1-D, got shape {values.shape}")
     if values.size == 0:
         return values.copy()
-    if values.size == 1 or values.max() == values.min():
+    low, high = values.min(), values.max()
+    if high == low:  # one score, or all equal
         return np.full_like(values, 0.5)
-    values = rescaled(values)
+    values = rescaled(values, low, high)
     mean = values.mean()
-    std = values.std(ddof=1)
-    low = mean - 3.0 * std
-    return (values - low) / (6.0 * std)
+    deviations = values - mean
+    std = np.sqrt(deviations.dot(deviations) / (values.size - 1))
+    return (deviations + 3.0 * std) / (6.0 * std)
 
 
 def dbsf(

@@ -40,15 +40,20 @@ def _as_scores(scores: np.ndarray) -> np.ndarray:
     return values
 
 
-def rescaled(values: np.ndarray) -> np.ndarray:
-    """`values` divided by a power of two near their largest magnitude.
+# Inside these magnitudes max - min and sums of squares neither overflow nor underflow.
+_SAFE_LOW, _SAFE_HIGH = 1e-100, 1e100
+
+
+def rescaled(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`values` (whose min and max are `low` and `high`), divided by a power of two when
+    their magnitude is extreme.
 
     Min-max, z-score and 3-sigma are scale-invariant, and dividing by a power of two is
     exact, so this changes no result; it only keeps ``max - min`` and the sum of squares
     from overflowing (scores near 1e308) or underflowing (near 1e-300) to inf or 0.
     """
-    largest = float(np.abs(values).max()) if values.size else 0.0
-    if largest == 0.0:
+    largest = max(abs(low), abs(high))
+    if _SAFE_LOW < largest < _SAFE_HIGH or largest == 0.0:
         return values
     return values / np.ldexp(1.0, int(np.frexp(largest)[1]) - 1)
 
@@ -61,12 +66,12 @@ def min_max(scores: np.ndarray) -> np.ndarray:
     values = _as_scores(scores)
     if values.size == 0:
         return values.copy()
-    values = rescaled(values)
-    low = values.min()
-    spread = values.max() - low
-    if spread == 0.0:
+    low, high = values.min(), values.max()
+    if high == low:
         return np.ones_like(values)
-    return (values - low) / spread
+    values = rescaled(values, low, high)
+    low = values.min()
+    return (values - low) / (values.max() - low)
 
 
 def z_score(scores: np.ndarray) -> np.ndarray:
@@ -78,10 +83,12 @@ def z_score(scores: np.ndarray) -> np.ndarray:
     values = _as_scores(scores)
     if values.size == 0:
         return values.copy()
-    if values.max() == values.min():
+    low, high = values.min(), values.max()
+    if high == low:
         return np.zeros_like(values)
-    values = rescaled(values)
-    return (values - values.mean()) / values.std()
+    deviations = rescaled(values, low, high)
+    deviations = deviations - deviations.mean()
+    return deviations / np.sqrt(deviations.dot(deviations) / values.size)
 
 
 def arctan(scores: np.ndarray, *, metric: str = "IP") -> np.ndarray:

@@ -39,7 +39,8 @@ class DenseBm25Profile(EmbeddingProfile):
         self.config = config
         self.model = SentenceTransformer(model_path, device=config.device)
         self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
-        self._dimension = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self._dimension = int(get_dim())
         state_path.parent.mkdir(parents=True, exist_ok=True)
         self.bm25 = Bm25Encoder(Analyzer(config.language), Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
 
