@@ -74,6 +74,60 @@ class LimitsConfig(BaseModel):
     max_string_value_chars: int = Field(1024, ge=1)
 
 
+class RerankBackendConfig(BaseModel):
+    """One cross-encoder the service can rerank with."""
+
+    kind: Literal["flag", "cross-encoder", "onnx"] = "flag"
+    # Local directory, cached hub id, or package:<module> (see ProfileConfig.model).
+    model: str = "BAAI/bge-reranker-v2-m3"
+    max_length: int = Field(512, ge=8, le=8192)
+    batch_size: int = Field(16, ge=1, le=1024)
+    device: str = "cpu"
+    use_fp16: bool = False
+    quantize: bool = False  # onnx: int8 dynamic quantisation
+    # For reports that show money: price per million reranker tokens.
+    price_per_million_tokens: float = Field(0.0, ge=0)
+
+
+class BudgetDefaults(BaseModel):
+    """The budget of tenants that have none of their own."""
+
+    latency_target_ms: float = Field(0.0, ge=0)
+    max_cost_per_query: int = Field(0, ge=0)
+    cost_per_minute: float = Field(0.0, ge=0)
+    min_depth: int = Field(0, ge=0)
+    max_depth: int = Field(50, ge=0)
+    default_mode: Literal["off", "fixed", "auto"] = "off"
+
+
+class RerankConfig(BaseModel):
+    enabled: bool = True
+    default_backend: str = "bge-reranker"
+    backends: dict[str, RerankBackendConfig] = Field(default_factory=lambda: {"bge-reranker": RerankBackendConfig()})
+    default_budget: BudgetDefaults = BudgetDefaults()
+    # Pairs scored per step of a deadline-aware rerank: the granularity of "partial".
+    chunk_pairs: int = Field(16, ge=1, le=1024)
+    max_batch_pairs: int = Field(64, ge=1)
+    max_queue_pairs: int = Field(2048, ge=1)
+    # Standalone Rerank RPC: most documents per call.
+    max_documents: int = Field(1000, ge=1)
+    # Kept free for merging and building the response when fitting a deadline.
+    reserve_ms: float = Field(2.0, ge=0)
+    # A backend that has not answered in this long is treated as stalled (fusion
+    # only, and a failure for the circuit breaker) even with no deadline.
+    stall_timeout_s: float = Field(5.0, gt=0)
+    failure_threshold: int = Field(3, ge=1)
+    cooldown_s: float = Field(10.0, ge=0)
+    # Score a few synthetic batches at start-up to seed the latency model.
+    calibrate: bool = True
+
+    @model_validator(mode="after")
+    def _default_backend_exists(self) -> "RerankConfig":
+        if self.enabled and self.default_backend not in self.backends:
+            raise ValueError(f"rerank.default_backend {self.default_backend!r} is not one of {sorted(self.backends)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HSEARCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -81,6 +135,7 @@ class Settings(BaseSettings):
     milvus: MilvusConfig = MilvusConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
+    rerank: RerankConfig = RerankConfig()
     profiles: dict[str, ProfileConfig] = Field(
         default_factory=lambda: {
             "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),

@@ -73,7 +73,7 @@ def compile_filter(
     max_values: int,
 ) -> str:
     """The Milvus expression for one tenant's view of a collection plus the caller's clauses."""
-    if not TENANT_NAME.match(tenant):
+    if not TENANT_NAME.fullmatch(tenant):
         # Unreachable through the servicer (tenants are checked on the way in);
         # kept so the compiler is safe on its own.
         raise invalid("tenant", "invalid tenant name")

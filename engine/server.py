@@ -14,11 +14,14 @@ from grpc_reflection.v1alpha import reflection
 
 from engine.config import Settings
 from engine.service import SearchService
-from engine.servicer import HybridSearchServicer
+from engine.servicer import HybridSearchServicer, TenantAdminServicer
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+# Health entry for the rerank stage: NOT_SERVING while the default reranker is
+# missing, failing (circuit open) or disabled; searches still work, fusion only.
+RERANK_HEALTH = "hybridsearch.v1.Rerank"
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["HybridSearch"].full_name,
     pb.DESCRIPTOR.services_by_name["TenantAdmin"].full_name,
@@ -76,6 +79,7 @@ class Server:
     def start(self) -> int:
         self.service.start()
         pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service), self.grpc_server)
+        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service), self.grpc_server)
         for add in self.extra_servicers:
             add(self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -89,6 +93,7 @@ class Server:
             raise RuntimeError(f"could not bind {address}")
         self.grpc_server.start()
         self._set_serving(True)
+        threading.Thread(target=self._watch_reranker, name="rerank-health", daemon=True).start()
         log.info("serving on %s:%d (Milvus %s)", self.settings.server.host, self.port, self.settings.milvus_uri)
         return self.port
 
@@ -98,12 +103,29 @@ class Server:
         for name in SERVICE_NAMES:
             self.health.set(name, status)
 
+    def reranker_serving(self) -> bool:
+        stage = self.service.rerank_stage
+        return stage is not None and stage.health()[0]
+
+    def _watch_reranker(self) -> None:
+        last = None
+        while not self._stopped.is_set():
+            serving = self.reranker_serving()
+            if serving != last:
+                status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                self.health.set(RERANK_HEALTH, status)
+                if last is not None:
+                    log.warning("reranker health: %s (%s)", "SERVING" if serving else "NOT_SERVING", self.service.rerank_stage.health()[1] if self.service.rerank_stage else "disabled")
+                last = serving
+            self._stopped.wait(0.5)
+
     def stop(self, grace: Optional[float] = None) -> None:
         """Health turns NOT_SERVING first, new calls are refused, in-flight calls get ``grace`` seconds."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self._set_serving(False)
+        self.health.set(RERANK_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
         grace = self.settings.server.grace_s if grace is None else grace
         self.grpc_server.stop(grace).wait()
         self.service.close()

@@ -53,8 +53,11 @@ class SearchService:
         # replaces (their texts leave the BM25 statistics) before writing.
         self._write_locks: dict[str, threading.Lock] = {}
         self._write_locks_guard = threading.Lock()
-        # Set by the rerank stage (engine.rerank_stage) when one is configured.
         self.rerank_stage = None
+        if settings.rerank.enabled:
+            from engine.rerank_stage import RerankStage
+
+            self.rerank_stage = RerankStage(settings)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -69,8 +72,12 @@ class SearchService:
             except Exception as exc:  # a missing model must not stop the other collections
                 log.warning("collection %s: profile %s not loaded: %s", spec.name, spec.profile, exc)
             self.store.warm(spec.name)
+        if self.rerank_stage is not None:
+            self.rerank_stage.start()
 
     def close(self) -> None:
+        if self.rerank_stage is not None:
+            self.rerank_stage.close()
         self._search_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
@@ -213,10 +220,13 @@ class SearchService:
         docs.update((h.pk, h.doc) for h in dense_hits)
         timings.fusion_ms = _ms(t)
 
-        decision = RerankDecision(mode="off", reason="fusion only")
+        decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
         rerank_scores: dict[str, float] = {}
         order = fused.ids
-        if self.rerank_stage is not None:
+        if self.rerank_stage is None and query.rerank_mode in ("fixed", "auto"):
+            decision.degraded = True
+            decision.degraded_reason = "reranking is disabled on this server (rerank.enabled = false)"
+        elif self.rerank_stage is not None:
             t = time.perf_counter()
             order, rerank_scores, decision = self.rerank_stage.run(
                 tenant=tenant,

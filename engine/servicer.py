@@ -9,10 +9,11 @@ from typing import Callable, Iterator
 import grpc
 
 from engine import validation
-from engine.errors import ServiceError, invalid
+from engine.errors import ServiceError, failed_precondition, invalid
 from engine.search_types import RouteDetail, SearchOutcome
 from engine.service import SearchService
-from engine.tenancy import tenant_from_metadata
+from engine.tenancy import check_tenant_name, tenant_from_metadata
+from rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -213,7 +214,69 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
     @rpc
     def Rerank(self, request, context):
         self.auth.tenant(context)
-        rerank = getattr(self.service, "standalone_rerank", None)
-        if rerank is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no rerank backend is configured on this server")
-        return rerank(request, deadline_of(context))
+        stage = self.service.rerank_stage
+        if stage is None:
+            raise failed_precondition("reranking is disabled on this server (rerank.enabled = false)")
+        query, documents, top_n = validation.rerank_request(request, self.service.settings)
+        result = stage.standalone(query, documents, request.model, deadline_of(context))
+        results = []
+        for i in result.order[:top_n]:
+            item = pb.RerankResult(index=i, relevance_score=float(result.scores.normalized[i]), raw_score=float(result.scores.raw[i]))
+            if request.return_documents:
+                item.document = documents[i]
+            results.append(item)
+        return pb.RerankResponse(
+            results=results,
+            usage=pb.RerankUsage(tokens=int(result.scores.tokens.sum()), truncated_documents=result.truncated),
+            model=result.model,
+            elapsed_ms=result.elapsed_ms,
+        )
+
+
+def budget_message(budget: RerankBudget) -> pb.RerankBudget:
+    return pb.RerankBudget(
+        tenant=budget.tenant,
+        latency_target_ms=budget.latency_target_ms,
+        max_cost_per_query=budget.max_cost_per_query,
+        cost_per_minute=budget.cost_per_minute,
+        min_depth=budget.min_depth,
+        max_depth=budget.max_depth,
+        default_mode=validation.RERANK_MODES_BACK[budget.default_mode],
+    )
+
+
+class TenantAdminServicer(pb_grpc.TenantAdminServicer):
+    """Operators set per-tenant rerank budgets; they persist across restarts."""
+
+    def __init__(self, service: SearchService, auth: Authenticator | None = None):
+        self.service = service
+        self.auth = auth or Authenticator()
+
+    def _budgets(self):
+        if self.service.rerank_stage is None:
+            raise failed_precondition("reranking is disabled on this server (rerank.enabled = false)")
+        return self.service.rerank_stage.budgets
+
+    @rpc
+    def SetBudget(self, request, context):
+        self.auth.tenant(context)
+        budget = validation.rerank_budget(request.budget, self.service.settings.limits.max_depth)
+        return budget_message(self._budgets().set(budget))
+
+    @rpc
+    def GetBudget(self, request, context):
+        self.auth.tenant(context)
+        tenant = check_tenant_name(request.tenant, "tenant")
+        return budget_message(self._budgets().effective(tenant))
+
+    @rpc
+    def ListBudgets(self, request, context):
+        self.auth.tenant(context)
+        store = self._budgets()
+        return pb.ListBudgetsResponse(budgets=[budget_message(b) for b in store.list()], default_budget=budget_message(store.default))
+
+    @rpc
+    def DeleteBudget(self, request, context):
+        self.auth.tenant(context)
+        tenant = check_tenant_name(request.tenant, "tenant")
+        return pb.DeleteBudgetResponse(deleted=self._budgets().delete(tenant))

@@ -16,7 +16,7 @@ TENANT_HEADER = "x-tenant"
 def check_tenant_name(name: str, field: str = "tenant") -> str:
     if not name:
         raise invalid(field, "must not be empty")
-    if not TENANT_NAME.match(name):
+    if not TENANT_NAME.fullmatch(name):
         raise invalid(field, f"{name[:80]!r} is not a valid tenant name (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit)")
     return name
 
@@ -31,7 +31,7 @@ def tenant_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     value = values[0]
     if isinstance(value, bytes):
         raise unauthenticated(f"{TENANT_HEADER} metadata must be text")
-    if not TENANT_NAME.match(value):
+    if not TENANT_NAME.fullmatch(value):
         raise unauthenticated(f"{TENANT_HEADER} {value[:80]!r} is not a valid tenant name (1-64 of A-Z a-z 0-9 _ . -)")
     return value
 

@@ -9,6 +9,8 @@ from engine.config import LimitsConfig
 from engine.errors import invalid
 from engine.filters import FilterClause
 from engine.search_types import Document, FusionSettings, SearchQuery
+from engine.tenancy import check_tenant_name
+from rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 FIELD_TYPES = {
@@ -31,7 +33,7 @@ def enum_names(enum, values) -> str:
 def check_collection_name(name: str, field: str = "collection") -> str:
     if not name:
         raise invalid(field, "must not be empty")
-    if not COLLECTION_NAME.match(name):
+    if not COLLECTION_NAME.fullmatch(name):
         raise invalid(field, f"{name[:80]!r} is not a valid collection name (a letter or _, then letters, digits or _; at most 255)")
     return name
 
@@ -46,7 +48,7 @@ def collection_spec(request: pb.CreateCollectionRequest, default_profile: str) -
     fields: dict[str, FieldType] = {}
     for i, f in enumerate(request.metadata_fields):
         where = f"metadata_fields[{i}]"
-        if not FIELD_NAME.match(f.name):
+        if not FIELD_NAME.fullmatch(f.name):
             raise invalid(f"{where}.name", f"{f.name[:80]!r} is not a valid field name (a letter or _, then letters, digits or _; at most 63)")
         if f.name in fields:
             raise invalid(f"{where}.name", f"field {f.name!r} declared twice")
@@ -124,7 +126,7 @@ def documents(request_docs: Sequence[pb.Document], limits: LimitsConfig, where: 
             raise invalid(f"{at}.metadata", f"{len(d.metadata)} keys; at most {limits.max_metadata_keys} allowed")
         metadata = {}
         for key in sorted(d.metadata):
-            if not FIELD_NAME.match(key):
+            if not FIELD_NAME.fullmatch(key):
                 raise invalid(f"{at}.metadata", f"key {key[:80]!r} is not a valid field name (a letter or _, then letters, digits or _)")
             metadata[key] = metadata_value(d.metadata[key], f"{at}.metadata[{key!r}]")
         out.append(Document(id=d.id, text=d.text, metadata=metadata))
@@ -250,3 +252,46 @@ def search_query(request: pb.SearchRequest, limits: LimitsConfig) -> SearchQuery
         rerank_mode=mode,
         rerank_depth=request.rerank_depth,
     )
+
+
+def rerank_request(request: pb.RerankRequest, settings) -> tuple[str, list[str], int]:
+    """(query, documents, top_n) of a standalone Rerank call."""
+    if not request.query.strip():
+        raise invalid("query", "must not be empty or whitespace")
+    if len(request.query) > settings.limits.max_query_chars:
+        raise invalid("query", f"{len(request.query)} characters; at most {settings.limits.max_query_chars} allowed")
+    n = len(request.documents)
+    if n == 0:
+        raise invalid("documents", "must hold at least one document")
+    if n > settings.rerank.max_documents:
+        raise invalid("documents", f"{n} documents; at most {settings.rerank.max_documents} allowed")
+    for i, doc in enumerate(request.documents):
+        size = len(doc.encode("utf-8"))
+        if size > settings.limits.max_text_bytes:
+            raise invalid(f"documents[{i}]", f"{size} bytes of UTF-8; at most {settings.limits.max_text_bytes} allowed")
+    if request.top_n < 0:
+        raise invalid("top_n", f"must be >= 0 (0 = all documents), got {request.top_n}")
+    # Documents longer than the model's token limit are truncated, not rejected:
+    # usage.truncated_documents says how many were cut.
+    top_n = min(request.top_n or n, n)
+    return request.query, list(request.documents), top_n
+
+
+def rerank_budget(message: pb.RerankBudget, max_depth_limit: int) -> RerankBudget:
+    tenant = check_tenant_name(message.tenant, "budget.tenant")
+    if message.default_mode not in RERANK_MODES:
+        raise invalid("budget.default_mode", f"unknown mode {message.default_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}")
+    budget = RerankBudget(
+        tenant=tenant,
+        latency_target_ms=message.latency_target_ms,
+        max_cost_per_query=message.max_cost_per_query,
+        cost_per_minute=message.cost_per_minute,
+        min_depth=message.min_depth,
+        max_depth=message.max_depth,
+        default_mode=RERANK_MODES[message.default_mode] or "off",
+    )
+    problems = budget.problems(max_depth_limit)
+    if problems:
+        field, message_text = problems[0]
+        raise invalid(f"budget.{field}", message_text)
+    return budget

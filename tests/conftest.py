@@ -33,8 +33,17 @@ def tiny_reranker_dir(tmp_path_factory) -> Path:
     return build_tiny_reranker(tmp_path_factory.getbasetemp() / "tiny-reranker")
 
 
-def make_settings(data_dir: Path, tiny_m3_dir: Path, **overrides):
+def make_settings(data_dir: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path | None = None, **overrides):
     from engine.config import ProfileConfig, Settings
+
+    rerank = {"enabled": False}
+    if tiny_reranker_dir is not None:
+        rerank = {
+            "default_backend": "tiny",
+            "backends": {"tiny": {"kind": "flag", "model": str(tiny_reranker_dir), "max_length": 128, "batch_size": 16, "price_per_million_tokens": 0.05}},
+            "default_budget": {"max_depth": 50, "default_mode": "off"},
+            "chunk_pairs": 8,
+        }
 
     values = dict(
         data_dir=data_dir,
@@ -47,6 +56,7 @@ def make_settings(data_dir: Path, tiny_m3_dir: Path, **overrides):
         server={"host": "127.0.0.1", "port": 0, "grace_s": 2, "max_workers": 16},
         limits={"max_top_k": 100, "max_depth": 200, "default_depth": 50, "max_batch_docs": 100, "max_query_chars": 500, "max_text_bytes": 4000},
         search_threads=4,
+        rerank=rerank,
     )
     values.update(overrides)
     return Settings(**values)
@@ -81,20 +91,20 @@ class RunningServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_m3_dir) -> Iterator[RunningServer]:
-    """One server per test module, on its own Milvus Lite directory."""
-    running = RunningServer(make_settings(tmp_path_factory.mktemp("data"), tiny_m3_dir))
+def server(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir) -> Iterator[RunningServer]:
+    """One server per test module, on its own Milvus Lite directory, with the tiny reranker."""
+    running = RunningServer(make_settings(tmp_path_factory.mktemp("data"), tiny_m3_dir, tiny_reranker_dir))
     yield running
     running.stop()
 
 
 @pytest.fixture
-def start_server(tmp_path, tiny_m3_dir) -> Iterator[Callable[..., RunningServer]]:
+def start_server(tmp_path, tiny_m3_dir, tiny_reranker_dir) -> Iterator[Callable[..., RunningServer]]:
     """Start servers with custom settings inside one test; all are stopped afterwards."""
     started: list[RunningServer] = []
 
     def start(data_dir: Path | None = None, **overrides) -> RunningServer:
-        running = RunningServer(make_settings(data_dir or tmp_path / "data", tiny_m3_dir, **overrides))
+        running = RunningServer(make_settings(data_dir or tmp_path / "data", tiny_m3_dir, tiny_reranker_dir, **overrides))
         started.append(running)
         return running
 

@@ -1,0 +1,305 @@
+"""The rerank stage of a Search, and the standalone Rerank call.
+
+Per search: the tenant's budget and the requested mode give the candidate range;
+the head is tokenised once (token counts are the cost unit); the policy picks
+the depth from the live latency model, the deadline, the latency target, the
+cost cap and the rate budget; the head is scored in fused order, chunk by chunk,
+through the shared batcher, stopping early (partial) when the next chunk would
+not fit. Any reranker failure answers fusion-only with ``degraded`` set: a
+Search never fails because the reranker did.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from engine.config import RerankBackendConfig, Settings
+from engine.encoders.model_paths import ModelNotFound, resolve_model
+from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
+from engine.search_types import RerankDecision, SearchQuery
+from rerank.backends import load_backend
+from rerank.base import EncodedPairs, RerankBackend, Scores
+from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
+from rerank.budgets import BudgetStore, RerankBudget
+from rerank.circuit import CircuitBreaker
+from rerank.latency_model import LatencyModel
+from rerank.policy import PolicyInputs, choose_depth
+from rerank.signals import query_signals
+from rerank.token_bucket import BucketRegistry
+
+log = logging.getLogger(__name__)
+UNLIMITED = -1.0  # budget_left_units when the tenant has no rate budget
+
+
+class Reranker:
+    """One configured backend with its latency model, circuit breaker and batcher."""
+
+    def __init__(self, name: str, config: RerankBackendConfig, settings: Settings):
+        self.name = name
+        self.config = config
+        self.model = LatencyModel()
+        self.breaker = CircuitBreaker(settings.rerank.failure_threshold, settings.rerank.cooldown_s)
+        self.backend: Optional[RerankBackend] = None
+        self.batcher: Optional[RerankBatcher] = None
+        self.load_error = ""
+        self._settings = settings
+
+    def load(self) -> None:
+        try:
+            path = resolve_model(self.config.model, f"rerank backend {self.name!r}")
+            self.backend = load_backend(
+                self.config.kind,
+                self.name,
+                path,
+                max_length=self.config.max_length,
+                batch_size=self.config.batch_size,
+                device=self.config.device,
+                use_fp16=self.config.use_fp16,
+                quantize=self.config.quantize,
+                threads=self._settings.torch_threads,
+            )
+        except ModelNotFound as exc:
+            self.load_error = str(exc)
+            log.warning("%s", exc)
+            return
+        except Exception as exc:  # a broken model directory must not stop the service
+            self.load_error = f"rerank backend {self.name!r} failed to load from {self.config.model!r}: {type(exc).__name__}: {exc}"
+            log.exception("rerank backend %s failed to load", self.name)
+            return
+        if self._settings.rerank.calibrate:
+            self.calibrate()
+        self.batcher = RerankBatcher(
+            self.backend,
+            self.model,
+            max_queue_pairs=self._settings.rerank.max_queue_pairs,
+            max_batch_pairs=self._settings.rerank.max_batch_pairs,
+        )
+
+    def calibrate(self) -> None:
+        """Seed the latency model with a few real batches (the first one only warms up)."""
+        words = "cell protein gene study effect patients treatment analysis".split()
+        for i, (pairs, doc_words) in enumerate([(2, 16), (1, 16), (4, 64), (8, 128), (4, 200), (16, 64)]):
+            docs = [" ".join(words[(j + k) % len(words)] for k in range(doc_words)) for j in range(pairs)]
+            encoded = self.backend.encode("calibration query about cells", docs)
+            start = time.perf_counter()
+            scores = self.backend.score_encoded(encoded)
+            if i > 0:
+                self.model.observe(pairs, int(scores.tokens.sum()), (time.perf_counter() - start) * 1000)
+
+    @property
+    def available(self) -> bool:
+        return self.backend is not None and self.batcher is not None
+
+    def status(self) -> tuple[bool, str]:
+        if not self.available:
+            return False, self.load_error or "not loaded"
+        if self.breaker.state != "closed":
+            return False, f"circuit {self.breaker.state}: {self.breaker.last_error}"
+        return True, "ok"
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+@dataclass
+class StandaloneResult:
+    order: list[int]
+    scores: Scores
+    truncated: int
+    model: str
+    elapsed_ms: float
+
+
+class RerankStage:
+    def __init__(self, settings: Settings, budgets: Optional[BudgetStore] = None, metrics=None):
+        self.settings = settings
+        self.config = settings.rerank
+        d = self.config.default_budget
+        default = RerankBudget(
+            tenant="",
+            latency_target_ms=d.latency_target_ms,
+            max_cost_per_query=d.max_cost_per_query,
+            cost_per_minute=d.cost_per_minute,
+            min_depth=d.min_depth,
+            max_depth=d.max_depth,
+            default_mode=d.default_mode,
+        )
+        self.budgets = budgets or BudgetStore(settings.state_path, default)
+        self.buckets = BucketRegistry()
+        self.rerankers = {name: Reranker(name, cfg, settings) for name, cfg in self.config.backends.items()}
+        self.metrics = metrics
+
+    def start(self) -> None:
+        for reranker in self.rerankers.values():
+            reranker.load()
+
+    def close(self) -> None:
+        for reranker in self.rerankers.values():
+            reranker.close()
+
+    def reranker(self, name: str = "") -> Reranker:
+        name = name or self.config.default_backend
+        reranker = self.rerankers.get(name)
+        if reranker is None:
+            raise invalid("model", f"unknown rerank model {name!r}; configured: {', '.join(sorted(self.rerankers))}")
+        return reranker
+
+    def health(self) -> tuple[bool, str]:
+        return self.reranker().status()
+
+    # ------------------------------------------------------------ search stage
+    def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]):
+        """(order of pks, rerank score by pk, decision) for one search."""
+        budget = self.budgets.effective(tenant)
+        mode = query.rerank_mode or budget.default_mode
+        decision = RerankDecision(mode=mode)
+        bucket = self.buckets.bucket(tenant, budget.cost_per_minute) if budget.cost_per_minute > 0 else None
+        decision.budget_left_units = bucket.available() if bucket else UNLIMITED
+        if mode == "off":
+            decision.reason = "fusion only: rerank mode OFF" + (" (tenant default)" if query.rerank_mode is None else "")
+            return fused.ids, {}, decision
+        reranker = self.reranker()
+        decision.backend = reranker.name
+
+        def degrade(reason: str):
+            decision.degraded = True
+            decision.degraded_reason = reason
+            decision.reason = decision.reason or "fusion only: reranker unavailable"
+            return fused.ids, {}, decision
+
+        if not reranker.available:
+            return degrade(f"reranker unavailable: {reranker.load_error or 'not loaded'}")
+        if not reranker.breaker.allow():
+            return degrade(f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
+
+        cap = budget.max_depth if mode == "auto" else min(query.rerank_depth, budget.max_depth)
+        head = fused.ids[: max(cap, 0)]
+        if not head:
+            decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
+            return fused.ids, {}, decision
+        encoded = reranker.backend.encode(query.text, [docs[pk].text for pk in head])
+        cumulative = np.cumsum(encoded.tokens).astype(np.float64)
+
+        now = time.monotonic()
+        pending = reranker.batcher.pending_pairs
+        avg_tokens = float(cumulative[-1]) / len(head)
+        inputs = PolicyInputs(
+            mode=mode,
+            budget=budget,
+            cumulative_tokens=cumulative,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            deadline_left_ms=(deadline - now) * 1000.0 if deadline is not None else None,
+            bucket_level=bucket.available() if bucket else None,
+            signals=query_signals(fused.route_ranks, fused.scores),
+            queue_wait_ms=reranker.model.predict_ms(pending, pending * avg_tokens) if pending else 0.0,
+            reserve_ms=self.config.reserve_ms,
+            requested_depth=query.rerank_depth,
+        )
+        choice = choose_depth(inputs, reranker.model)
+        decision.depth_chosen = choice.depth
+        decision.reason = choice.reason
+        decision.predicted_ms = choice.predicted_ms
+        if choice.depth == 0:
+            return fused.ids, {}, decision
+
+        # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
+        stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
+        raw, error = self._score_prefix(reranker, encoded.subset(range(choice.depth)), stop_at)
+        scored = len(raw)
+        decision.actual_ms = (time.monotonic() - now) * 1000.0
+        decision.depth_scored = scored
+        tokens = int(encoded.tokens[:scored].sum())
+        decision.cost_units = tokens
+        decision.cost_money = tokens * reranker.config.price_per_million_tokens / 1e6
+        if bucket is not None:
+            decision.budget_left_units = bucket.spend(tokens)
+        if error is not None and scored == 0:
+            return degrade(error)
+        if error is not None:
+            decision.degraded, decision.degraded_reason = True, error
+        if scored < choice.depth:
+            decision.partial = True
+            decision.reason += f"; partial: scored {scored} of {choice.depth} before the time ran out"
+        normalized = 1.0 / (1.0 + np.exp(-np.asarray(raw)))
+        prefix = head[:scored]
+        # Stable sort: equal rerank scores keep their fused order.
+        reranked = [prefix[i] for i in np.argsort(-normalized, kind="stable")]
+        order = reranked + list(fused.ids[scored:])
+        return order, {pk: float(s) for pk, s in zip(prefix, normalized)}, decision
+
+    def _score_prefix(self, reranker: Reranker, pairs: EncodedPairs, stop_at: Optional[float]) -> tuple[list[float], Optional[str]]:
+        """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.
+
+        Returns the raw scores of the scored prefix and an error text if the backend failed.
+        """
+        raw: list[float] = []
+        chunk = self.config.chunk_pairs
+        stall_s = self.config.stall_timeout_s
+        while len(raw) < len(pairs):
+            sub = pairs.subset(range(len(raw), min(len(raw) + chunk, len(pairs))))
+            wait_s = stall_s
+            if stop_at is not None:
+                left_ms = (stop_at - time.monotonic()) * 1000.0
+                fit = reranker.model.largest_fitting(np.cumsum(sub.tokens).astype(np.float64), left_ms)
+                if fit == 0:
+                    return raw, None
+                if fit < len(sub):
+                    sub = sub.subset(range(fit))
+                wait_s = min(stall_s, max(left_ms, 0.0) / 1000.0 + self.config.reserve_ms / 1000.0)
+            try:
+                future = reranker.batcher.submit(sub, deadline=stop_at)
+            except Overloaded as exc:
+                return raw, f"reranker overloaded: {exc}"
+            try:
+                scores = future.result(timeout=max(wait_s, 0.001))
+            except DeadlineExpired:
+                return raw, None
+            except FutureTimeout:
+                if stop_at is not None and time.monotonic() >= stop_at - 0.001 and wait_s < stall_s:
+                    # Our own time ran out while the batch was queued or running.
+                    return raw, None
+                reranker.breaker.record_failure(f"timed out after {wait_s * 1000:.0f} ms")
+                return raw, f"reranker timed out after {wait_s * 1000:.0f} ms"
+            except Exception as exc:
+                reranker.breaker.record_failure(f"{type(exc).__name__}: {exc}")
+                return raw, f"reranker failed: {type(exc).__name__}: {exc}"
+            reranker.breaker.record_success()
+            raw.extend(scores.raw.tolist())
+        return raw, None
+
+    # ------------------------------------------------------------ standalone
+    def standalone(self, query: str, documents: Sequence[str], model: str, deadline: Optional[float]) -> StandaloneResult:
+        reranker = self.reranker(model)
+        if not reranker.available:
+            raise failed_precondition(f"rerank model {reranker.name!r} is not available: {reranker.load_error or 'not loaded'}")
+        if not reranker.breaker.allow():
+            raise unavailable(f"rerank model {reranker.name!r} is failing (circuit open): {reranker.breaker.last_error}")
+        start = time.perf_counter()
+        encoded = reranker.backend.encode(query, documents)
+        try:
+            future = reranker.batcher.submit(encoded, deadline=deadline)
+        except Overloaded as exc:
+            raise exhausted(f"reranker overloaded: {exc}") from exc
+        timeout = self.config.stall_timeout_s if deadline is None else max(deadline - time.monotonic(), 0.001)
+        try:
+            scores = future.result(timeout=timeout)
+        except DeadlineExpired as exc:
+            raise deadline_exceeded(str(exc)) from exc
+        except FutureTimeout as exc:
+            if deadline is None:
+                reranker.breaker.record_failure("timed out")
+            raise deadline_exceeded(f"reranking {len(documents)} documents did not finish in time") from exc
+        except ServiceError:
+            raise
+        except Exception as exc:
+            reranker.breaker.record_failure(f"{type(exc).__name__}: {exc}")
+            raise unavailable(f"reranker failed: {type(exc).__name__}: {exc}") from exc
+        reranker.breaker.record_success()
+        order = sorted(range(len(documents)), key=lambda i: (-scores.raw[i], i))
+        return StandaloneResult(order, scores, int(encoded.truncated.sum()), reranker.name, (time.perf_counter() - start) * 1000)

@@ -1,0 +1,112 @@
+"""The interface every cross-encoder backend shares, and the scoring path they all use.
+
+A backend loads a model and a tokenizer and implements one method, ``_forward``
+(padded token ids -> one logit per pair). Tokenising, counting tokens (the cost
+unit), length-sorting to cut padding, and batching live here, once.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EncodedPairs:
+    """Tokenised (query, document) pairs, truncated to the model's limit."""
+
+    input_ids: list[list[int]]
+    truncated: np.ndarray  # bool per pair: the document was cut to fit max_length
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Token count per pair: what a pair costs (query + document + special tokens)."""
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def subset(self, indices: Sequence[int]) -> "EncodedPairs":
+        return EncodedPairs([self.input_ids[i] for i in indices], self.truncated[list(indices)])
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class Scores:
+    raw: np.ndarray  # logits, float64
+    tokens: np.ndarray  # per pair
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """Scores in [0, 1]: the sigmoid of the logit (as FlagReranker's normalize=True)."""
+        return 1.0 / (1.0 + np.exp(-self.raw))
+
+
+class RerankBackend(ABC):
+    """A cross-encoder: (query, document) pairs to relevance logits."""
+
+    kind: str = ""
+
+    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32):
+        self.name = name
+        self.model_path = model_path
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.tokenizer = None  # set by the subclass
+        self.pad_id = 0
+        # One forward pass at a time: concurrent torch/ORT calls on a few cores only
+        # fight over the same threads. Concurrency is handled by the batcher.
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits for one padded batch: (batch, seq) int64 arrays -> (batch,) float."""
+
+    def encode(self, query: str, documents: Sequence[str]) -> EncodedPairs:
+        """Tokenise pairs once; the ids are reused for scoring and the lengths for cost."""
+        if not documents:
+            return EncodedPairs([], np.zeros(0, dtype=bool))
+        queries = [query] * len(documents)
+        full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
+        if truncated.any():
+            idx = np.flatnonzero(truncated).tolist()
+            cut = self.tokenizer(
+                [query] * len(idx),
+                [documents[i] for i in idx],
+                truncation="longest_first",
+                max_length=self.max_length,
+                add_special_tokens=True,
+            )["input_ids"]
+            for i, ids in zip(idx, cut):
+                full[i] = ids
+        return EncodedPairs(full, truncated)
+
+    def score_encoded(self, pairs: EncodedPairs) -> Scores:
+        """Score pre-tokenised pairs: sorted by length, padded per batch, in batches."""
+        n = len(pairs)
+        raw = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return Scores(raw, pairs.tokens)
+        lengths = pairs.tokens
+        order = np.argsort(lengths, kind="stable")
+        with self._lock:
+            for start in range(0, n, self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                width = int(lengths[chunk].max())
+                ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(chunk), width), dtype=np.int64)
+                for row, i in enumerate(chunk):
+                    seq = pairs.input_ids[i]
+                    ids[row, : len(seq)] = seq
+                    mask[row, : len(seq)] = 1
+                raw[chunk] = self._forward(ids, mask)
+        return Scores(raw, lengths)
+
+    def score(self, query: str, documents: Sequence[str]) -> Scores:
+        return self.score_encoded(self.encode(query, documents))
+
+    def close(self) -> None:
+        """Release resources (subclasses with sessions or pools override)."""

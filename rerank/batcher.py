@@ -1,0 +1,143 @@
+"""Batch rerank requests from concurrent searches into shared forward passes.
+
+One worker thread per backend. It takes the oldest request, adds whatever else is
+queued (up to ``max_batch_pairs``), drops requests whose deadline has passed
+without scoring them, scores the rest together (the backend sorts pairs by length
+so short pairs are not padded to long ones), feeds the latency model, and hands
+each request its slice. The queue is bounded in pairs: a full queue answers
+``Overloaded`` at once instead of letting latency grow without bound.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from rerank.base import EncodedPairs, RerankBackend, Scores
+from rerank.latency_model import LatencyModel
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(RuntimeError):
+    """The rerank queue is full."""
+
+
+class DeadlineExpired(RuntimeError):
+    """The request's deadline passed while it waited; it was not scored."""
+
+
+@dataclass
+class _Request:
+    pairs: EncodedPairs
+    deadline: Optional[float]  # time.monotonic()
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class RerankBatcher:
+    def __init__(self, backend: RerankBackend, model: LatencyModel, *, max_queue_pairs: int = 2048, max_batch_pairs: int = 64):
+        self.backend = backend
+        self.model = model
+        self.max_queue_pairs = max_queue_pairs
+        self.max_batch_pairs = max_batch_pairs
+        self._queue: deque[_Request] = deque()
+        self._queued_pairs = 0
+        self._in_flight_pairs = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped_expired = 0
+        self.batches = 0
+        self._worker = threading.Thread(target=self._run, name=f"rerank-{backend.name}", daemon=True)
+        self._worker.start()
+
+    @property
+    def pending_pairs(self) -> int:
+        """Pairs waiting or being scored: the queue a new request stands behind."""
+        with self._cond:
+            return self._queued_pairs + self._in_flight_pairs
+
+    def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> Future:
+        """Queue pairs for scoring; the future gives Scores, or raises DeadlineExpired / the backend's error."""
+        request = _Request(pairs, deadline)
+        with self._cond:
+            if self._closed:
+                raise Overloaded("reranker is shutting down")
+            if self._queued_pairs + len(pairs) > self.max_queue_pairs:
+                raise Overloaded(f"rerank queue full ({self._queued_pairs} pairs queued, limit {self.max_queue_pairs})")
+            self._queue.append(request)
+            self._queued_pairs += len(pairs)
+            self._cond.notify()
+        return request.future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            while self._queue:
+                request = self._queue.popleft()
+                request.future.set_exception(Overloaded("reranker is shutting down"))
+            self._queued_pairs = 0
+
+    def _take_batch(self) -> list[_Request]:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return []
+            batch: list[_Request] = []
+            size = 0
+            now = time.monotonic()
+            while self._queue:
+                request = self._queue[0]
+                if batch and size + len(request.pairs) > self.max_batch_pairs:
+                    break
+                self._queue.popleft()
+                self._queued_pairs -= len(request.pairs)
+                if request.deadline is not None and request.deadline <= now:
+                    self.dropped_expired += 1
+                    request.future.set_exception(DeadlineExpired(f"deadline passed after {1000 * (now - request.enqueued):.1f} ms in the rerank queue"))
+                    continue
+                if not request.future.set_running_or_notify_cancel():
+                    continue
+                batch.append(request)
+                size += len(request.pairs)
+            self._in_flight_pairs = size
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                if self._closed:
+                    return
+                continue
+            merged = EncodedPairs(
+                [ids for r in batch for ids in r.pairs.input_ids],
+                np.concatenate([r.pairs.truncated for r in batch]),
+            )
+            start = time.perf_counter()
+            try:
+                scores = self.backend.score_encoded(merged)
+            except BaseException as exc:  # a failing backend fails its requests, not the worker
+                log.warning("rerank backend %s failed: %s", self.backend.name, exc)
+                for r in batch:
+                    r.future.set_exception(exc)
+                continue
+            finally:
+                with self._cond:
+                    self._in_flight_pairs = 0
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            self.model.observe(len(merged), int(scores.tokens.sum()), elapsed_ms)
+            self.batches += 1
+            offset = 0
+            for r in batch:
+                n = len(r.pairs)
+                r.future.set_result(Scores(scores.raw[offset : offset + n], scores.tokens[offset : offset + n]))
+                offset += n

@@ -1,0 +1,110 @@
+"""The budget-aware depth policy: how many fused candidates to rerank for this query.
+
+Pure: every input is a value, so the decision can be tested, replayed and explained.
+The guarantees (DESIGN section 7): never start work that cannot finish before the
+deadline or the tenant's latency target; never spend past the per-query cap or the
+tenant's rate budget; n = 0 (fusion only) with a reason when nothing fits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from rerank.budgets import RerankBudget
+from rerank.latency_model import LatencyModel
+from rerank.signals import QuerySignals
+
+# AUTO spends less on queries whose fused head is already confident: at full
+# confidence it reranks (1 - CONFIDENCE_DISCOUNT) of the depth it could afford.
+CONFIDENCE_DISCOUNT = 0.5
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    mode: str  # "fixed" | "auto"
+    budget: RerankBudget
+    cumulative_tokens: np.ndarray  # tokens of the first n fused candidates, n = 1..len
+    elapsed_ms: float  # time this search has spent so far
+    deadline_left_ms: Optional[float]  # gRPC deadline left, None if none
+    bucket_level: Optional[float]  # tenant's rate budget left (tokens), None if unlimited
+    signals: QuerySignals
+    queue_wait_ms: float = 0.0  # predicted wait behind other queries' pairs
+    reserve_ms: float = 2.0  # kept for merging and building the response
+    requested_depth: int = 0  # FIXED only
+
+
+@dataclass(frozen=True)
+class DepthChoice:
+    depth: int
+    reason: str
+    predicted_ms: float
+    time_left_ms: Optional[float]  # the time the rerank must fit in (None: unbounded)
+
+
+def _largest_within(cumulative: np.ndarray, cap: float) -> int:
+    return int(np.searchsorted(cumulative, cap, side="right"))
+
+
+def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
+    b = inputs.budget
+    cum = inputs.cumulative_tokens
+    available = len(cum)
+    if available == 0:
+        return DepthChoice(0, "fusion only: no candidates to rerank", 0.0, None)
+
+    # Bounds from the request and the tenant's depth range.
+    if inputs.mode == "fixed":
+        upper = min(inputs.requested_depth, b.max_depth, available)
+        bound = f"fixed depth {inputs.requested_depth}" if upper == inputs.requested_depth else (
+            f"tenant max_depth {b.max_depth}" if b.max_depth < min(inputs.requested_depth, available) else f"{available} candidates"
+        )
+    else:
+        upper = min(b.max_depth, available)
+        bound = f"tenant max_depth {b.max_depth}" if b.max_depth <= available else f"{available} candidates"
+    limits = [(upper, bound)]
+
+    # Cost: per-query cap and what is left of the rate budget.
+    if b.max_cost_per_query > 0:
+        limits.append((_largest_within(cum, b.max_cost_per_query), f"cost cap {b.max_cost_per_query} tokens/query"))
+    if inputs.bucket_level is not None:
+        limits.append((_largest_within(cum, max(inputs.bucket_level, 0.0)), f"rate budget ({inputs.bucket_level:.0f} tokens left)"))
+
+    # Time: the deadline for every mode; the tenant's latency target for AUTO.
+    windows = []
+    if inputs.deadline_left_ms is not None:
+        windows.append((inputs.deadline_left_ms, "gRPC deadline"))
+    if inputs.mode == "auto" and b.latency_target_ms > 0:
+        windows.append((b.latency_target_ms - inputs.elapsed_ms, f"latency target {b.latency_target_ms:g} ms"))
+    time_left = None
+    if windows:
+        window, window_name = min(windows)
+        time_left = window - inputs.reserve_ms - inputs.queue_wait_ms
+        n_time = model.largest_fitting(cum[:upper] if upper else cum[:0], time_left)
+        limits.append((n_time, f"{window_name} ({time_left:.1f} ms left)"))
+
+    depth, reason = min(limits, key=lambda item: item[0])
+
+    # AUTO: the query's confidence trims the depth it could afford, never below min_depth.
+    if inputs.mode == "auto" and depth > 0:
+        confidence = inputs.signals.confidence
+        wanted = int(np.ceil(depth * (1.0 - CONFIDENCE_DISCOUNT * confidence)))
+        wanted = max(wanted, min(b.min_depth, depth))
+        if wanted < depth:
+            reason = (
+                f"confidence {confidence:.2f} (route agreement {inputs.signals.route_agreement:.2f}, "
+                f"top gap {inputs.signals.top_gap:.2f}) trimmed it from {depth}, bound by {reason}"
+            )
+            depth = wanted
+
+    floor = max(b.min_depth, 1) if inputs.mode == "auto" else 1
+    if depth < floor:
+        if depth == 0:
+            why = f"fusion only: nothing fits the {reason}"
+        else:
+            why = f"fusion only: {depth} fit(s) the {reason}, below tenant min_depth {b.min_depth}"
+        predicted = model.predict_ms(1, float(cum[0]))
+        return DepthChoice(0, f"{why} (1 pair predicted {predicted:.1f} ms)", 0.0, time_left)
+    predicted = model.predict_ms(depth, float(cum[depth - 1]))
+    return DepthChoice(depth, f"{inputs.mode} depth {depth}: bound by {reason}", predicted, time_left)

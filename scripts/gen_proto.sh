@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Regenerate the Python stubs from proto/ (the generated files are committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto proto/hybridsearch/v1/hybridsearch.proto
