@@ -229,6 +229,43 @@ def cmd_collections(args) -> int:
     return 0
 
 
+def _budget_line(b) -> str:
+    from hybridsearch.v1 import hybridsearch_pb2 as pb
+
+    return (
+        f"{b.tenant or '(default)'}\tmode={pb.RerankMode.Name(b.default_mode)}\tdepth={b.min_depth}..{b.max_depth}"
+        f"\ttarget_ms={b.latency_target_ms:g}\tmax_cost/query={b.max_cost_per_query}\tcost/min={b.cost_per_minute:g}"
+    )
+
+
+def cmd_tenant(args) -> int:
+    client = _client(args)
+    try:
+        if args.action == "set":
+            b = client.set_budget(
+                args.name,
+                latency_target_ms=args.latency_target_ms,
+                max_cost_per_query=args.max_cost_per_query,
+                cost_per_minute=args.cost_per_minute,
+                min_depth=args.min_depth,
+                max_depth=args.max_depth,
+                default_mode=args.mode,
+            )
+            print(_budget_line(b))
+        elif args.action == "get":
+            print(_budget_line(client.get_budget(args.name)))
+        elif args.action == "list":
+            reply = client.list_budgets()
+            print(_budget_line(reply.default_budget))
+            for b in reply.budgets:
+                print(_budget_line(b))
+        elif args.action == "delete":
+            print("deleted" if client.delete_budget(args.name) else f"{args.name} had no budget of its own")
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Start the service on Milvus Lite, ingest the sample corpus, run searches, stop."""
     from engine.client import HybridSearchClient
@@ -329,6 +366,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", default="", choices=["", "COSINE", "IP"])
     c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
     p.set_defaults(fn=cmd_collections)
+
+    p = sub.add_parser("tenant", help="per-tenant rerank budgets: set, get, list, delete")
+    remote(p)
+    tsub = p.add_subparsers(dest="action", required=True)
+    tsub.add_parser("list")
+    for action in ("get", "delete"):
+        tsub.add_parser(action).add_argument("name")
+    t = tsub.add_parser("set")
+    t.add_argument("name")
+    t.add_argument("--mode", choices=["off", "fixed", "auto"], default="off", help="default rerank mode")
+    t.add_argument("--latency-target-ms", type=float, default=0.0, help="p95 target for a whole Search (0 = none)")
+    t.add_argument("--max-cost-per-query", type=int, default=0, help="reranker tokens per query (0 = no cap)")
+    t.add_argument("--cost-per-minute", type=float, default=0.0, help="reranker tokens per minute, token bucket (0 = unlimited)")
+    t.add_argument("--min-depth", type=int, default=0)
+    t.add_argument("--max-depth", type=int, default=50)
+    p.set_defaults(fn=cmd_tenant)
     return parser
 
 

@@ -167,3 +167,35 @@ class HybridSearchClient:
     def rerank(self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = "") -> pb.RerankResponse:
         request = pb.RerankRequest(query=query, documents=list(documents), top_n=top_n, return_documents=return_documents, model=model)
         return self.stub.Rerank(request, **self._kw(None))
+
+    # ------------------------------------------------------------ tenant budgets
+    def set_budget(
+        self,
+        tenant: str,
+        *,
+        latency_target_ms: float = 0.0,
+        max_cost_per_query: int = 0,
+        cost_per_minute: float = 0.0,
+        min_depth: int = 0,
+        max_depth: int = 50,
+        default_mode: Optional[str] = "off",
+    ) -> pb.RerankBudget:
+        budget = pb.RerankBudget(
+            tenant=tenant,
+            latency_target_ms=latency_target_ms,
+            max_cost_per_query=max_cost_per_query,
+            cost_per_minute=cost_per_minute,
+            min_depth=min_depth,
+            max_depth=max_depth,
+            default_mode=RERANK[default_mode],
+        )
+        return self.admin.SetBudget(pb.SetBudgetRequest(budget=budget), **self._kw(None))
+
+    def get_budget(self, tenant: str) -> pb.RerankBudget:
+        return self.admin.GetBudget(pb.GetBudgetRequest(tenant=tenant), **self._kw(None))
+
+    def list_budgets(self) -> pb.ListBudgetsResponse:
+        return self.admin.ListBudgets(pb.ListBudgetsRequest(), **self._kw(None))
+
+    def delete_budget(self, tenant: str) -> bool:
+        return self.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=tenant), **self._kw(None)).deleted

@@ -92,6 +92,8 @@ class Server:
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
         self.grpc_server.start()
+        if self.settings.server.metrics_port:
+            self.service.metrics.serve(self.settings.server.host, self.settings.server.metrics_port)
         self._set_serving(True)
         threading.Thread(target=self._watch_reranker, name="rerank-health", daemon=True).start()
         log.info("serving on %s:%d (Milvus %s)", self.settings.server.host, self.port, self.settings.milvus_uri)

@@ -53,6 +53,9 @@ class SearchService:
         # replaces (their texts leave the BM25 statistics) before writing.
         self._write_locks: dict[str, threading.Lock] = {}
         self._write_locks_guard = threading.Lock()
+        from engine.metrics import Metrics
+
+        self.metrics = Metrics()
         self.rerank_stage = None
         if settings.rerank.enabled:
             from engine.rerank_stage import RerankStage
@@ -242,13 +245,15 @@ class SearchService:
         hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
         timings.fusion_ms += _ms(t)
         timings.total_ms = _ms(started)
-        return SearchOutcome(
+        outcome = SearchOutcome(
             hits=hits,
             timings=timings,
             decision=decision,
             dense_candidates=len(dense_hits),
             sparse_candidates=len(sparse_hits),
         )
+        self.metrics.observe_search(tenant, outcome)
+        return outcome
 
     def _fuse(self, spec: CollectionSpec, query: SearchQuery, dense_hits: list[RouteHit], sparse_hits: list[RouteHit]) -> fusion.FusionResult:
         routes = [

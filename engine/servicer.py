@@ -28,6 +28,7 @@ def rpc(method: Callable) -> Callable:
         try:
             return method(self, request, context)
         except ServiceError as exc:
+            self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
             context.abort(exc.code, exc.message)
         except Exception as exc:  # the server must survive any request
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":

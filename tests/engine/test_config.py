@@ -1,0 +1,187 @@
+"""Settings: defaults, a YAML file, HSEARCH_* environment overrides, and pydantic validation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from engine.config import LimitsConfig, ProfileConfig, ServerConfig, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No HSEARCH_* variable from the caller's shell may leak into these tests."""
+    for name in list(os.environ):
+        if name.startswith("HSEARCH_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hsearch.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_locations(info: pytest.ExceptionInfo) -> set[str]:
+    return {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_defaults_serve_bge_m3_on_localhost_50051_with_milvus_lite_under_data_dir():
+    s = Settings()
+    assert s.server.host == "127.0.0.1" and s.server.port == 50051
+    assert s.server.grace_s == ServerConfig().grace_s > 0
+    assert s.default_profile == "bge-m3" and s.default_profile in s.profiles
+    assert s.profiles["bge-m3"].kind == "bge-m3" and s.profiles["minilm-bm25"].kind == "dense-bm25"
+    assert s.limits == LimitsConfig()
+    assert s.limits.default_depth <= s.limits.max_depth
+    assert s.milvus.uri == "" and s.milvus_uri == str(Path("data") / "milvus.db")
+    assert s.state_path == Path("data") / "state.sqlite3"
+    assert s.dev_tenant_header is True
+
+
+def test_a_remote_milvus_uri_replaces_milvus_lite():
+    assert Settings(milvus={"uri": "http://milvus:19530"}).milvus_uri == "http://milvus:19530"
+
+
+def test_load_settings_without_a_file_gives_the_defaults():
+    assert load_settings() == Settings()
+
+
+# ---------------------------------------------------------------- YAML file
+
+
+def test_yaml_file_sets_values_and_keeps_defaults_for_the_rest(tmp_path):
+    path = write(
+        tmp_path,
+        f"""
+data_dir: {tmp_path / "store"}
+server:
+  port: 6000
+limits:
+  max_top_k: 50
+profiles:
+  small:
+    kind: dense-bm25
+    model: /models/minilm
+    max_length: 256
+default_profile: small
+""",
+    )
+    s = load_settings(path)
+    assert s.server.port == 6000 and s.server.host == "127.0.0.1"  # the rest of `server` keeps its defaults
+    assert s.limits.max_top_k == 50 and s.limits.max_depth == LimitsConfig().max_depth
+    assert list(s.profiles) == ["small"]  # a profiles mapping replaces the default one
+    assert s.profiles["small"] == ProfileConfig(kind="dense-bm25", model="/models/minilm", max_length=256)
+    assert s.milvus_uri == str(tmp_path / "store" / "milvus.db")
+
+
+def test_hsearch_config_environment_variable_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HSEARCH_CONFIG", str(write(tmp_path, "server: {port: 6001}\n")))
+    assert load_settings().server.port == 6001
+
+
+def test_an_empty_yaml_file_gives_the_defaults(tmp_path):
+    assert load_settings(write(tmp_path, "")) == Settings()
+
+
+def test_a_missing_config_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_a_yaml_file_that_is_not_a_mapping_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_an_unknown_key_in_the_file_is_rejected_not_ignored(tmp_path):
+    with pytest.raises(ValidationError) as info:
+        load_settings(write(tmp_path, "sever: {port: 1}\n"))
+    assert "sever" in error_locations(info)
+
+
+def test_keyword_overrides_win_over_the_file(tmp_path):
+    s = load_settings(write(tmp_path, "server: {port: 6002}\ndata_dir: /a\n"), data_dir=tmp_path / "b")
+    assert s.data_dir == tmp_path / "b" and s.server.port == 6002
+
+
+# ---------------------------------------------------------------- environment
+
+
+def test_environment_overrides_one_nested_value_of_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "server:\n  host: 0.0.0.0\n  port: 1234\n  max_workers: 4\n")
+    monkeypatch.setenv("HSEARCH_SERVER__PORT", "50052")
+    s = load_settings(path)
+    assert s.server.port == 50052
+    # the other values of the same section still come from the file
+    assert s.server.host == "0.0.0.0" and s.server.max_workers == 4
+
+
+def test_environment_sets_values_without_a_file(monkeypatch):
+    monkeypatch.setenv("HSEARCH_LIMITS__MAX_TOP_K", "77")
+    monkeypatch.setenv("HSEARCH_DEFAULT_PROFILE", "minilm-bm25")
+    s = load_settings()
+    assert s.limits.max_top_k == 77 and s.default_profile == "minilm-bm25"
+
+
+def test_environment_can_repoint_a_profile_model_named_in_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "profiles:\n  p:\n    kind: bge-m3\n    model: /models/old\ndefault_profile: p\n")
+    monkeypatch.setenv("HSEARCH_PROFILES__P__MODEL", "/models/new")
+    s = load_settings(path)
+    assert s.profiles["p"].model == "/models/new" and s.profiles["p"].kind == "bge-m3"
+
+
+# ---------------------------------------------------------------- invalid values
+
+
+@pytest.mark.parametrize(
+    "values,location",
+    [
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"port": -1}}, "server.port"),
+        ({"server": {"max_workers": 0}}, "server.max_workers"),
+        ({"server": {"grace_s": -1}}, "server.grace_s"),
+        ({"limits": {"max_top_k": 0}}, "limits.max_top_k"),
+        ({"limits": {"max_text_bytes": 70000}}, "limits.max_text_bytes"),
+        ({"milvus": {"hnsw_m": 2}}, "milvus.hnsw_m"),
+        ({"milvus": {"timeout_s": 0}}, "milvus.timeout_s"),
+        ({"search_threads": 1}, "search_threads"),
+        ({"torch_threads": 0}, "torch_threads"),
+        ({"profiles": {"p": {"kind": "word2vec", "model": "/m"}}, "default_profile": "p"}, "profiles.p.kind"),
+        ({"profiles": {"p": {"kind": "bge-m3"}}, "default_profile": "p"}, "profiles.p.model"),
+        ({"profiles": {"p": {"kind": "bge-m3", "model": "/m", "bm25_b": 2}}, "default_profile": "p"}, "profiles.p.bm25_b"),
+    ],
+)
+def test_out_of_range_or_wrong_typed_values_are_pydantic_errors_naming_the_setting(values, location):
+    with pytest.raises(ValidationError) as info:
+        Settings(**values)
+    assert location in error_locations(info)
+
+
+def test_an_invalid_environment_value_is_a_pydantic_error_naming_the_setting(monkeypatch):
+    monkeypatch.setenv("HSEARCH_SERVER__PORT", "not-a-port")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "server.port" in error_locations(info)
+
+
+def test_default_profile_must_be_one_of_the_profiles():
+    with pytest.raises(ValidationError, match="default_profile 'missing' is not one of"):
+        Settings(default_profile="missing")
+    with pytest.raises(ValidationError, match="default_profile 'bge-m3'"):
+        Settings(profiles={"only": {"kind": "bge-m3", "model": "/m"}})
+
+
+def test_at_least_one_profile_is_required():
+    with pytest.raises(ValidationError, match="at least one embedding profile"):
+        Settings(profiles={})
+
+
+def test_default_depth_must_not_exceed_max_depth():
+    with pytest.raises(ValidationError, match="default_depth"):
+        Settings(limits={"default_depth": 300, "max_depth": 200})

@@ -1,0 +1,193 @@
+"""Model lookup never downloads: every miss fails fast with a message naming the model and the fix."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from engine.config import ProfileConfig, Settings
+from engine.encoders.model_paths import ModelNotFound, resolve_model
+from engine.encoders.registry import ProfileRegistry
+from engine.errors import ServiceError
+from tests.conftest import TINY_PROFILE, status_of
+
+REPO = Path(__file__).resolve().parents[2]
+PURPOSE = "profile 'p'"
+
+
+def not_found(spec: str) -> str:
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(spec, PURPOSE)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- local directories
+
+
+def test_an_existing_directory_resolves_to_itself(tmp_path):
+    assert resolve_model(str(tmp_path), PURPOSE) == str(tmp_path)
+
+
+def test_a_missing_local_directory_names_the_path_the_setting_and_how_to_provide_the_model(tmp_path):
+    missing = tmp_path / "models" / "bge-m3"
+    message = not_found(str(missing))
+    assert message.startswith(PURPOSE + ":")
+    assert str(missing) in message and "not found" in message
+    assert "does not download" in message and "huggingface-cli download" in message
+    assert "HSEARCH_PROFILES__" in message  # which setting to change
+    # a path is not looked up in the hub cache
+    assert "hub id" not in message
+
+
+@pytest.mark.parametrize("spec", ["./models/m3", "~/no-such-model-dir", "a/b/c", "plainname"])
+def test_specs_that_look_like_paths_are_only_tried_as_directories(spec):
+    message = not_found(spec)
+    assert repr(spec) in message and "hub id" not in message
+
+
+def test_a_file_where_a_model_directory_is_expected_is_reported_as_a_file(tmp_path):
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"x")
+    message = not_found(str(file))
+    assert str(file) in message and "is a file" in message
+
+
+# ---------------------------------------------------------------- hub ids
+
+
+def test_an_uncached_hub_id_fails_fast_offline_naming_the_id_the_cache_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    started = time.monotonic()
+    message = not_found("no-such-org/no-such-model")
+    assert time.monotonic() - started < 5
+    assert "'no-such-org/no-such-model'" in message and "hub id" in message and "cache" in message
+    assert "huggingface-cli download no-such-org/no-such-model" in message
+    assert "set the profile's `model`" in message
+
+
+def _run_resolve(spec: str, hub_cache: Path) -> subprocess.CompletedProcess:
+    """resolve_model in a fresh interpreter, so huggingface_hub reads this cache location at import."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), PYTHONPATH=str(REPO))
+    code = "import sys; from engine.encoders.model_paths import resolve_model; print(resolve_model(sys.argv[1], 'profile x'))"
+    return subprocess.run([sys.executable, "-c", code, spec], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_a_hub_id_already_in_the_local_cache_resolves_to_its_snapshot_without_network(tmp_path):
+    hub = tmp_path / "hub"
+    repo = hub / "models--some-org--tiny-model"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    started = time.monotonic()
+    result = _run_resolve("some-org/tiny-model", hub)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == snapshot
+    assert time.monotonic() - started < 30
+    missing = _run_resolve("some-org/other-model", hub)
+    assert missing.returncode != 0 and "ModelNotFound" in missing.stderr and "'some-org/other-model'" in missing.stderr
+
+
+# ---------------------------------------------------------------- package: specs
+
+
+@pytest.fixture
+def packages(tmp_path, monkeypatch) -> Path:
+    """A folder on sys.path for throwaway model packages."""
+    root = tmp_path / "pkgs"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def test_a_package_spec_resolves_to_the_packages_model_directory(packages, tmp_path):
+    model_dir = tmp_path / "shipped-model"
+    model_dir.mkdir()
+    (packages / "hs_test_model_ok.py").write_text(f"def get_model_path():\n    return {str(model_dir)!r}\n")
+    assert resolve_model("package:hs_test_model_ok", PURPOSE) == str(model_dir)
+
+
+def test_a_package_spec_for_a_missing_module_names_the_package_and_how_to_install():
+    message = not_found("package:hs_no_such_model_package")
+    assert message.startswith(PURPOSE + ":")
+    assert "'hs_no_such_model_package'" in message and "not installed" in message
+    assert "pip install" in message and "local directory" in message
+
+
+def test_a_package_without_get_model_path_is_a_model_not_found_naming_the_package(packages):
+    (packages / "hs_test_not_a_model.py").write_text("VALUE = 1\n")
+    message = not_found("package:hs_test_not_a_model")
+    assert "'hs_test_not_a_model'" in message and "get_model_path" in message
+
+
+def test_a_package_pointing_at_a_missing_directory_is_a_model_not_found(packages, tmp_path):
+    (packages / "hs_test_model_gone.py").write_text(f"def get_model_path():\n    return {str(tmp_path / 'gone')!r}\n")
+    message = not_found("package:hs_test_model_gone")
+    assert "'hs_test_model_gone'" in message and str(tmp_path / "gone") in message
+
+
+def test_a_package_spec_with_no_module_name_is_a_model_not_found():
+    assert "names no package" in not_found("package:")
+
+
+# ---------------------------------------------------------------- profile registry
+
+
+def _registry(tmp_path, **profiles) -> ProfileRegistry:
+    return ProfileRegistry(Settings(data_dir=tmp_path, profiles=profiles, default_profile=next(iter(profiles))))
+
+
+def test_the_registry_turns_a_missing_model_into_failed_precondition(tmp_path):
+    missing = tmp_path / "no-model"
+    registry = _registry(tmp_path, gone=ProfileConfig(kind="bge-m3", model=str(missing)))
+    with pytest.raises(ServiceError) as info:
+        registry.get("gone")
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "profile 'gone'" in info.value.message and str(missing) in info.value.message
+
+
+def test_the_registry_turns_a_broken_package_spec_into_failed_precondition(tmp_path, packages):
+    (packages / "hs_test_registry_pkg.py").write_text("X = 1\n")
+    registry = _registry(tmp_path, pkg=ProfileConfig(kind="dense-bm25", model="package:hs_test_registry_pkg"))
+    with pytest.raises(ServiceError) as info:
+        registry.get("pkg")
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION and "hs_test_registry_pkg" in info.value.message
+
+
+def test_the_registry_rejects_an_unknown_profile_listing_the_configured_ones(tmp_path):
+    registry = _registry(tmp_path, one=ProfileConfig(kind="bge-m3", model="/m1"), two=ProfileConfig(kind="bge-m3", model="/m2"))
+    with pytest.raises(ServiceError) as info:
+        registry.get("three")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.message.startswith("profile:") and "'three'" in info.value.message and "one, two" in info.value.message
+
+
+def test_create_collection_with_a_profile_whose_model_is_missing_is_failed_precondition(start_server, tiny_m3_dir, tmp_path):
+    missing = tmp_path / "missing-model-dir"
+    running = start_server(
+        profiles={
+            TINY_PROFILE: ProfileConfig(kind="bge-m3", model=str(tiny_m3_dir), max_length=128),
+            "gone": ProfileConfig(kind="bge-m3", model=str(missing)),
+            "gone-pkg": ProfileConfig(kind="dense-bm25", model="package:hs_no_such_model_package"),
+        },
+        rerank={"enabled": False},
+    )
+    client = running.client("acme")
+    code, details = status_of(lambda: client.create_collection("needs_model", "gone"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "profile 'gone'" in details and str(missing) in details and "huggingface-cli download" in details
+    code, details = status_of(lambda: client.create_collection("needs_pkg", "gone-pkg"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "hs_no_such_model_package" in details
+    # nothing was created, and the server keeps serving collections whose model is present
+    assert {c.name for c in client.list_collections()} == set()
+    assert client.create_collection("fine", TINY_PROFILE).dimension == 32
