@@ -142,10 +142,12 @@ def cached_dense(
     cache_dir: Path = CACHE_DIR,
     chunk: int = 256,
     log: Callable[[str], None] = print,
-) -> tuple[np.ndarray, dict]:
+    only_if_cached: bool = False,
+) -> tuple[np.ndarray | None, dict]:
     """Dense vectors of ``texts``, from ``cache_dir`` when a cache for the same texts and
     encoder (``key_parts``: model path, max length, ...) exists, else encoded in chunks
-    (with progress) and saved. Returns the matrix and a dict describing where it came from."""
+    (with progress) and saved. Returns the matrix and a dict describing where it came from;
+    with ``only_if_cached``, ``(None, {})`` when there is no cache."""
     h = hashlib.sha256()
     for part in key_parts:
         h.update(str(part).encode())
@@ -162,6 +164,8 @@ def cached_dense(
         if vectors.shape[0] == len(texts):
             meta["from_cache"] = True
             return vectors, meta
+    if only_if_cached:
+        return None, {}
     cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     parts = []

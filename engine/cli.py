@@ -266,6 +266,35 @@ def cmd_tenant(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    """API keys, on this host's state file (bootstrap the first admin key here;
+    later keys can also be made over the TenantAdmin RPCs)."""
+    from engine.api_keys import ApiKeyStore
+    from engine.config import load_settings
+    from engine.tenancy import check_tenant_name
+    from engine.errors import ServiceError
+
+    store = ApiKeyStore(load_settings(args.config).state_path)
+    if args.action == "create":
+        try:
+            check_tenant_name(args.tenant)
+        except ServiceError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        record, secret = store.create(args.tenant, args.role, args.description)
+        print(f"key id {record.key_id} for tenant {record.tenant}, role {record.role}. The key (shown once):", file=sys.stderr)
+        print(secret)
+    elif args.action == "list":
+        for r in store.list(args.tenant or ""):
+            print(f"{r.key_id}\t{r.tenant}\t{r.role}\t{'revoked' if r.revoked else 'active'}\t{r.description}")
+    elif args.action == "revoke":
+        if not store.revoke(args.key_id):
+            print(f"error: no active key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Start the service on Milvus Lite, ingest the sample corpus, run searches, stop."""
     from engine.client import HybridSearchClient
@@ -277,6 +306,8 @@ def cmd_demo(args) -> int:
         data_dir=args.data_dir,
         default_profile=DEMO_PROFILE,
         server={"host": "127.0.0.1", "port": args.port, "grace_s": 2},
+        # The demo is local and unauthenticated: tenant from x-tenant (development mode).
+        auth_mode="dev_header",
     )
     print(f"starting the service on Milvus Lite in {settings.data_dir} ...", file=sys.stderr)
     server = Server(settings)
@@ -366,6 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", default="", choices=["", "COSINE", "IP"])
     c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
     p.set_defaults(fn=cmd_collections)
+
+    p = sub.add_parser("keys", help="API keys on this host's state file: create, list, revoke")
+    p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG): where the state file is")
+    ksub = p.add_subparsers(dest="action", required=True)
+    k = ksub.add_parser("create")
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--role", choices=["search", "write", "admin"], required=True)
+    k.add_argument("--description", default="")
+    ksub.add_parser("list").add_argument("--tenant")
+    ksub.add_parser("revoke").add_argument("key_id")
+    p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("tenant", help="per-tenant rerank budgets: set, get, list, delete")
     remote(p)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -55,8 +55,20 @@ class ServerConfig(BaseModel):
     # SIGTERM: in-flight calls get this long to finish; new calls are refused.
     grace_s: float = Field(10.0, ge=0)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # TLS: both set = serve TLS only (grpc ssl server credentials).
+    tls_cert_file: Optional[Path] = None
+    tls_key_file: Optional[Path] = None
     # Prometheus metrics over HTTP; 0 disables.
     metrics_port: int = Field(0, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerConfig":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("server.tls_cert_file and server.tls_key_file must be set together")
+        for f in (self.tls_cert_file, self.tls_key_file):
+            if f is not None and not Path(f).is_file():
+                raise ValueError(f"TLS file {f} does not exist")
+        return self
 
 
 class LimitsConfig(BaseModel):
@@ -72,6 +84,8 @@ class LimitsConfig(BaseModel):
     max_filter_clauses: int = Field(32, ge=0)
     max_filter_values: int = Field(1024, ge=1)
     max_string_value_chars: int = Field(1024, ge=1)
+    # Calls in flight per tenant; more are refused with RESOURCE_EXHAUSTED.
+    max_concurrent_per_tenant: int = Field(64, ge=1)
 
 
 class RerankBackendConfig(BaseModel):
@@ -149,8 +163,9 @@ class Settings(BaseSettings):
     # Threads issuing Milvus searches (dense and sparse run concurrently).
     search_threads: int = Field(8, ge=2, le=256)
     query_cache_size: int = Field(10_000, ge=0)
-    # Tenant from the x-tenant header; the only mode until API keys land.
-    dev_tenant_header: bool = True
+    # api_key: `authorization: Bearer <key>`, each key one tenant and role.
+    # dev_header: tenant from `x-tenant`, every caller admin. Development only.
+    auth_mode: Literal["api_key", "dev_header"] = "api_key"
 
     @field_validator("profiles")
     @classmethod

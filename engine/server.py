@@ -14,7 +14,8 @@ from grpc_reflection.v1alpha import reflection
 
 from engine.config import Settings
 from engine.service import SearchService
-from engine.servicer import HybridSearchServicer, TenantAdminServicer
+from engine.api_keys import ApiKeyStore
+from engine.servicer import Authenticator, HybridSearchServicer, TenantAdminServicer
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -72,14 +73,18 @@ class Server:
             options=opts,
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.keys = ApiKeyStore(settings.state_path)
+        if settings.auth_mode == "dev_header":
+            log.warning("auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)")
         self.port: int = 0
         self._stopped = threading.Event()
         self.extra_servicers: list = []
 
     def start(self) -> int:
         self.service.start()
-        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service), self.grpc_server)
-        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service), self.grpc_server)
+        auth = Authenticator(self.settings, self.keys)
+        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, auth), self.grpc_server)
+        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, auth, self.keys), self.grpc_server)
         for add in self.extra_servicers:
             add(self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -88,7 +93,12 @@ class Server:
             self.grpc_server,
         )
         address = f"{self.settings.server.host}:{self.settings.server.port}"
-        self.port = self.grpc_server.add_insecure_port(address)
+        tls = self.settings.server
+        if tls.tls_cert_file is not None:
+            credentials = grpc.ssl_server_credentials([(tls.tls_key_file.read_bytes(), tls.tls_cert_file.read_bytes())])
+            self.port = self.grpc_server.add_secure_port(address, credentials)
+        else:
+            self.port = self.grpc_server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
         self.grpc_server.start()

@@ -9,10 +9,11 @@ from typing import Callable, Iterator
 import grpc
 
 from engine import validation
-from engine.errors import ServiceError, failed_precondition, invalid
+from engine.api_keys import ROLE_RANK, ApiKeyStore
+from engine.errors import ServiceError, failed_precondition, invalid, permission_denied, unauthenticated
 from engine.search_types import RouteDetail, SearchOutcome
 from engine.service import SearchService
-from engine.tenancy import check_tenant_name, tenant_from_metadata
+from engine.tenancy import TENANT_HEADER, TenantLimiter, check_tenant_name, tenant_from_metadata
 from rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
@@ -114,46 +115,80 @@ def search_response(outcome: SearchOutcome) -> pb.SearchResponse:
 
 
 class Authenticator:
-    """Development mode: the tenant named by the x-tenant header."""
+    """Who is calling: an API key (``authorization: Bearer <key>``) names the tenant and role.
 
-    def tenant(self, context: grpc.ServicerContext) -> str:
-        return tenant_from_metadata(context.invocation_metadata() or ())
+    In development mode (``auth_mode: dev_header``, off by default) the tenant comes
+    from the ``x-tenant`` header and every caller is an admin. Each authenticated
+    call also takes one of the tenant's concurrency slots until it finishes.
+    """
+
+    def __init__(self, settings, keys: ApiKeyStore | None = None, limiter: TenantLimiter | None = None):
+        self.dev_mode = settings.auth_mode == "dev_header"
+        self.keys = keys
+        self.limiter = limiter or TenantLimiter(settings.limits.max_concurrent_per_tenant)
+
+    def principal(self, metadata) -> tuple[str, str]:
+        """(tenant, role) of the caller."""
+        if self.dev_mode:
+            return tenant_from_metadata(metadata), "admin"
+        values = [v for k, v in metadata if k == "authorization"]
+        if not values:
+            raise unauthenticated("missing `authorization: Bearer <API key>` metadata")
+        if len(values) > 1 or not isinstance(values[0], str) or not values[0].startswith("Bearer "):
+            raise unauthenticated("authorization metadata must be one `Bearer <API key>` value")
+        record = self.keys.verify(values[0].removeprefix("Bearer ").strip()) if self.keys else None
+        if record is None:
+            raise unauthenticated("invalid or revoked API key")
+        claimed = [v for k, v in metadata if k == TENANT_HEADER]
+        if claimed and claimed != [record.tenant]:
+            # The key decides the tenant; a header naming another one is a forgery, not a hint.
+            raise permission_denied(f"{TENANT_HEADER} metadata does not match the API key's tenant")
+        return record.tenant, record.role
+
+    def require(self, context: grpc.ServicerContext, role: str) -> str:
+        """The caller's tenant, if its role is at least ``role``; holds a concurrency slot for the call."""
+        tenant, granted = self.principal(context.invocation_metadata() or ())
+        if ROLE_RANK[granted] < ROLE_RANK[role]:
+            raise permission_denied(f"this API key has role {granted!r}; the call needs {role!r}")
+        self.limiter.acquire(tenant)
+        context.add_callback(lambda: self.limiter.release(tenant))
+        return tenant
 
 
 class HybridSearchServicer(pb_grpc.HybridSearchServicer):
-    def __init__(self, service: SearchService, auth: Authenticator | None = None):
+    def __init__(self, service: SearchService, auth: Authenticator):
         self.service = service
-        self.auth = auth or Authenticator()
+        self.auth = auth
         self.limits = service.settings.limits
 
     # ------------------------------------------------------------ collections
     @rpc
     def CreateCollection(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         spec = validation.collection_spec(request, self.service.settings.default_profile)
         return collection_message(self.service.create_collection(spec))
 
     @rpc
     def DescribeCollection(self, request, context):
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "search")
         spec, count = self.service.describe(validation.check_collection_name(request.name, "name"), tenant)
         return collection_message(spec, count)
 
     @rpc
     def ListCollections(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "search")
         return pb.ListCollectionsResponse(collections=[collection_message(s) for s in self.service.list_collections()])
 
     @rpc
     def DropCollection(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         self.service.drop_collection(validation.check_collection_name(request.name, "name"))
         return pb.DropCollectionResponse(dropped=True)
 
     # ------------------------------------------------------------ documents
     @rpc
     def Upsert(self, request, context):
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "write")
         start = time.perf_counter()
         collection = validation.check_collection_name(request.collection)
         docs = validation.documents(request.documents, self.limits)
@@ -167,7 +202,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         Batches acknowledged by earlier messages stay written if a later one is
         rejected; the error names the batch so the client can resume from it.
         """
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "write")
         start = time.perf_counter()
         collection = None
         total = batches = 0
@@ -187,14 +222,14 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
 
     @rpc
     def Delete(self, request, context):
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "write")
         collection = validation.check_collection_name(request.collection)
         ids = validation.doc_ids(request.ids, self.limits)
         return pb.DeleteResponse(deleted=self.service.delete(tenant, collection, ids))
 
     @rpc
     def Get(self, request, context):
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "search")
         collection = validation.check_collection_name(request.collection)
         ids = validation.doc_ids(request.ids, self.limits)
         docs = self.service.get(tenant, collection, ids)
@@ -208,13 +243,13 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
     # ------------------------------------------------------------ search
     @rpc
     def Search(self, request, context):
-        tenant = self.auth.tenant(context)
+        tenant = self.auth.require(context, "search")
         query = validation.search_query(request, self.limits)
         return search_response(self.service.search(tenant, query, deadline_of(context)))
 
     @rpc
     def Rerank(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "search")
         stage = self.service.rerank_stage
         if stage is None:
             raise failed_precondition("reranking is disabled on this server (rerank.enabled = false)")
@@ -249,9 +284,10 @@ def budget_message(budget: RerankBudget) -> pb.RerankBudget:
 class TenantAdminServicer(pb_grpc.TenantAdminServicer):
     """Operators set per-tenant rerank budgets; they persist across restarts."""
 
-    def __init__(self, service: SearchService, auth: Authenticator | None = None):
+    def __init__(self, service: SearchService, auth: Authenticator, keys: ApiKeyStore):
         self.service = service
-        self.auth = auth or Authenticator()
+        self.auth = auth
+        self.keys = keys
 
     def _budgets(self):
         if self.service.rerank_stage is None:
@@ -260,24 +296,63 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
 
     @rpc
     def SetBudget(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         budget = validation.rerank_budget(request.budget, self.service.settings.limits.max_depth)
         return budget_message(self._budgets().set(budget))
 
     @rpc
     def GetBudget(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         tenant = check_tenant_name(request.tenant, "tenant")
         return budget_message(self._budgets().effective(tenant))
 
     @rpc
     def ListBudgets(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         store = self._budgets()
         return pb.ListBudgetsResponse(budgets=[budget_message(b) for b in store.list()], default_budget=budget_message(store.default))
 
     @rpc
     def DeleteBudget(self, request, context):
-        self.auth.tenant(context)
+        self.auth.require(context, "admin")
         tenant = check_tenant_name(request.tenant, "tenant")
         return pb.DeleteBudgetResponse(deleted=self._budgets().delete(tenant))
+
+    @rpc
+    def CreateApiKey(self, request, context):
+        self.auth.require(context, "admin")
+        tenant = check_tenant_name(request.tenant, "tenant")
+        if request.role not in ROLE_NAMES:
+            raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES)}, got {request.role}")
+        if len(request.description) > 256:
+            raise invalid("description", f"{len(request.description)} characters; at most 256 allowed")
+        record, secret = self.keys.create(tenant, ROLE_NAMES[request.role], request.description)
+        return pb.CreateApiKeyResponse(key=api_key_message(record), secret=secret)
+
+    @rpc
+    def ListApiKeys(self, request, context):
+        self.auth.require(context, "admin")
+        tenant = check_tenant_name(request.tenant, "tenant") if request.tenant else ""
+        return pb.ListApiKeysResponse(keys=[api_key_message(r) for r in self.keys.list(tenant)])
+
+    @rpc
+    def RevokeApiKey(self, request, context):
+        self.auth.require(context, "admin")
+        if not request.key_id:
+            raise invalid("key_id", "must not be empty")
+        return pb.RevokeApiKeyResponse(revoked=self.keys.revoke(request.key_id))
+
+
+ROLE_NAMES = {pb.SEARCH: "search", pb.WRITE: "write", pb.ADMIN: "admin"}
+ROLE_VALUES = {v: k for k, v in ROLE_NAMES.items()}
+
+
+def api_key_message(record) -> pb.ApiKey:
+    return pb.ApiKey(
+        key_id=record.key_id,
+        tenant=record.tenant,
+        role=ROLE_VALUES[record.role],
+        description=record.description,
+        created_unix=record.created_unix,
+        revoked=record.revoked,
+    )

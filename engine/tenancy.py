@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Iterable
 
-from engine.errors import invalid, unauthenticated
+from engine.errors import exhausted, invalid, unauthenticated
 
 # Tenant names are restricted so that "<tenant>:<doc id>" primary keys are
 # unambiguous and a tenant name can be spliced into an expression as a plain
@@ -43,3 +44,28 @@ def primary_key(tenant: str, doc_id: str) -> str:
 
 def doc_id_of(tenant: str, pk: str) -> str:
     return pk[len(tenant) + 1 :]
+
+
+class TenantLimiter:
+    """At most ``limit`` calls in flight per tenant; the next one is refused, not queued,
+    so one tenant's burst cannot take every worker thread from the others."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, tenant: str) -> None:
+        with self._lock:
+            n = self._in_flight.get(tenant, 0)
+            if n >= self.limit:
+                raise exhausted(f"tenant {tenant!r} has {n} calls in flight; limit {self.limit} (limits.max_concurrent_per_tenant)")
+            self._in_flight[tenant] = n + 1
+
+    def release(self, tenant: str) -> None:
+        with self._lock:
+            n = self._in_flight.get(tenant, 0) - 1
+            if n > 0:
+                self._in_flight[tenant] = n
+            else:
+                self._in_flight.pop(tenant, None)

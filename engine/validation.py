@@ -207,7 +207,8 @@ def filter_clauses(request: pb.Filter, limits: LimitsConfig) -> tuple[FilterClau
             values = (metadata_value(c.value, f"{where}.value"),)
         for j, v in enumerate(values):
             if isinstance(v, str) and len(v) > limits.max_string_value_chars:
-                raise invalid(f"{where}.value", f"string of {len(v)} characters; at most {limits.max_string_value_chars} allowed")
+                at = f"{where}.values[{j}]" if op in ("IN", "NOT_IN") else f"{where}.value"
+                raise invalid(at, f"string of {len(v)} characters; at most {limits.max_string_value_chars} allowed")
         clauses.append(FilterClause(field=c.field, op=op, values=values))
     return tuple(clauses)
 

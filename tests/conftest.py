@@ -57,6 +57,8 @@ def make_settings(data_dir: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path | N
         limits={"max_top_k": 100, "max_depth": 200, "default_depth": 50, "max_batch_docs": 100, "max_query_chars": 500, "max_text_bytes": 4000},
         search_threads=4,
         rerank=rerank,
+        # The API tests name their tenant with x-tenant; tests/api/test_auth.py covers API keys.
+        auth_mode="dev_header",
     )
     values.update(overrides)
     return Settings(**values)

@@ -19,7 +19,7 @@ class FlagRerankerBackend(RerankBackend):
 
     kind = "flag"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, use_fp16: bool = False, device: str = "cpu"):
+    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, use_fp16: bool = False, device: str = "cpu", **_ignored):
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size)
         from FlagEmbedding import FlagReranker
 

@@ -73,12 +73,24 @@ def test_an_uncached_hub_id_fails_fast_offline_naming_the_id_the_cache_and_the_f
     assert "set the profile's `model`" in message
 
 
-def _run_resolve(spec: str, hub_cache: Path) -> subprocess.CompletedProcess:
+def _run_resolve(specs: list[str], hub_cache: Path) -> list[str]:
     """resolve_model in a fresh interpreter, so huggingface_hub reads this cache location at import."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), PYTHONPATH=str(REPO))
-    code = "import sys; from engine.encoders.model_paths import resolve_model; print(resolve_model(sys.argv[1], 'profile x'))"
-    return subprocess.run([sys.executable, "-c", code, spec], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    code = textwrap.dedent(
+        """
+        import sys
+        from engine.encoders.model_paths import ModelNotFound, resolve_model
+        for spec in sys.argv[1:]:
+            try:
+                print("FOUND", resolve_model(spec, "profile x"))
+            except ModelNotFound as exc:
+                print("MISSING", exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code, *specs], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 def test_a_hub_id_already_in_the_local_cache_resolves_to_its_snapshot_without_network(tmp_path):
@@ -90,12 +102,10 @@ def test_a_hub_id_already_in_the_local_cache_resolves_to_its_snapshot_without_ne
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
     started = time.monotonic()
-    result = _run_resolve("some-org/tiny-model", hub)
-    assert result.returncode == 0, result.stderr
-    assert Path(result.stdout.strip()) == snapshot
+    found, missing = _run_resolve(["some-org/tiny-model", "some-org/other-model"], hub)
     assert time.monotonic() - started < 30
-    missing = _run_resolve("some-org/other-model", hub)
-    assert missing.returncode != 0 and "ModelNotFound" in missing.stderr and "'some-org/other-model'" in missing.stderr
+    assert found == f"FOUND {snapshot}"
+    assert missing.startswith("MISSING") and "'some-org/other-model'" in missing and str(hub) in missing
 
 
 # ---------------------------------------------------------------- package: specs

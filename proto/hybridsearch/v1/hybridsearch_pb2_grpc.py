@@ -501,6 +501,21 @@ class TenantAdminStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateApiKey = channel.unary_unary(
+                '/hybridsearch.v1.TenantAdmin/CreateApiKey',
+                request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/hybridsearch.v1.TenantAdmin/ListApiKeys',
+                request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/hybridsearch.v1.TenantAdmin/RevokeApiKey',
+                request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
         self.SetBudget = channel.unary_unary(
                 '/hybridsearch.v1.TenantAdmin/SetBudget',
                 request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.SetBudgetRequest.SerializeToString,
@@ -525,6 +540,24 @@ class TenantAdminStub:
 
 class TenantAdminServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreateApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def SetBudget(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -554,6 +587,21 @@ class TenantAdminServicer:
 
 def add_TenantAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
             'SetBudget': grpc.unary_unary_rpc_method_handler(
                     servicer.SetBudget,
                     request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.SetBudgetRequest.FromString,
@@ -584,6 +632,87 @@ def add_TenantAdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TenantAdmin:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridsearch.v1.TenantAdmin/CreateApiKey',
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyRequest.SerializeToString,
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridsearch.v1.TenantAdmin/ListApiKeys',
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysRequest.SerializeToString,
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridsearch.v1.TenantAdmin/RevokeApiKey',
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyRequest.SerializeToString,
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SetBudget(request,

