@@ -111,6 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the Milvus Lite directories afterwards")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-load", type=float, default=None,
+                   help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
+                        "the load is recorded in the report either way")
+    p.add_argument("--max-wait", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=None, help="report path (.md; the .json goes beside it)")
     args = p.parse_args(argv)
     if args.quick:
@@ -141,6 +145,18 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "max": float(a.max()),
         "mean": float(a.mean()),
     }
+
+
+def wait_for_quiet(args, phase: str) -> dict[str, Any]:
+    """Wait until the machine is quiet enough (``--max-load``); returns the load seen."""
+    waited = 0.0
+    if args.max_load is not None:
+        while os.getloadavg()[0] >= args.max_load and waited < args.max_wait:
+            if waited == 0.0:
+                log.info("  %s: load average %.1f >= %.1f, waiting", phase, os.getloadavg()[0], args.max_load)
+            time.sleep(5.0)
+            waited += 5.0
+    return {"phase": phase, "load_before": round(os.getloadavg()[0], 2), "waited_s": waited}
 
 
 def ms(start: float) -> float:
@@ -258,13 +274,32 @@ PROBE = ServerProbe()
 def make_settings(data_dir: Path, torch_threads: int):
     from engine.config import ProfileConfig, Settings
 
-    return Settings(
+    values: dict[str, Any] = dict(
         data_dir=data_dir,
         profiles={PROFILE: ProfileConfig(kind="dense-bm25", model=MODEL, max_length=256)},
         default_profile=PROFILE,
         server={"host": "127.0.0.1", "port": 0, "grace_s": 1},
         torch_threads=torch_threads,
     )
+    fields = Settings.model_fields
+    if "auth_mode" in fields:
+        values["auth_mode"] = "api_key"  # the production default: every call verifies a key
+    if "rerank" in fields:
+        values["rerank"] = {"enabled": False}  # fusion only; no cross-encoder weights here
+    return Settings(**values)
+
+
+def connect_client(server):
+    """A client for TENANT: with a fresh admin API key when the server has a key store,
+    else with the development `x-tenant` header. Returns (client, auth description)."""
+    from engine.client import HybridSearchClient
+
+    target = f"127.0.0.1:{server.port}"
+    keys = getattr(server, "keys", None)
+    if keys is not None and getattr(server.settings, "auth_mode", "dev_header") == "api_key":
+        _, api_key = keys.create(TENANT, "admin", "bench_search")
+        return HybridSearchClient(target, api_key=api_key, timeout=120), "API key (auth_mode api_key)"
+    return HybridSearchClient(target, tenant=TENANT, timeout=120), "x-tenant header (development mode)"
 
 
 class Corpus:
@@ -588,7 +623,6 @@ def profile_search(server, queries, args) -> str:
 
 
 def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict[str, Any]:
-    from engine.client import HybridSearchClient
     from engine.server import Server
 
     n = corpus_size(requested, len(source))
@@ -600,8 +634,8 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
     started = time.perf_counter()
     server = Server(make_settings(run_dir, args.torch_threads))
     server.start()
-    client = HybridSearchClient(f"127.0.0.1:{server.port}", tenant=TENANT, timeout=120)
-    result: dict[str, Any] = {"requested_docs": requested, "docs": n}
+    client, auth = connect_client(server)
+    result: dict[str, Any] = {"requested_docs": requested, "docs": n, "auth": auth}
     try:
         profile = server.service.profiles.get(PROFILE)
         result["startup_s"] = round(time.perf_counter() - started, 1)
@@ -628,10 +662,14 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
         for text in warmups[: args.warmup]:
             client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, rerank="off")
         records = []
+        loads = result["load"] = []
         for pass_name in ("cold", "warm"):
+            loads.append(wait_for_quiet(args, pass_name))
             t = time.perf_counter()
             recs = [derive(r) for r in run_queries(client, queries, args, pass_name)]
-            log.info("  %s pass: %d queries in %.1f s", pass_name, len(recs), time.perf_counter() - t)
+            loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
+            log.info("  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)", pass_name, len(recs),
+                     time.perf_counter() - t, loads[-1]["load_before"], loads[-1]["load_after"])
             records.extend(recs)
         result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in ("cold", "warm")}
         result["stages"] = {
@@ -646,8 +684,10 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
         result["records"] = records
 
         log.info("  fusion vs hybrid_search")
+        loads.append(wait_for_quiet(args, "fusion vs hybrid_search"))
         t = time.perf_counter()
         result["fusion_vs_hybrid"] = fusion_vs_hybrid(server, queries, args)
+        loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
         log.info("  done in %.1f s", time.perf_counter() - t)
         if args.profile:
             log.info("  profiling")
@@ -758,7 +798,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         f"sentence-transformers {v['sentence-transformers']}, transformers {v['transformers']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy {v['numpy']}",
         f"- Service: `engine.server.Server` in this process on Milvus Lite, profile `{PROFILE}` "
         f"({MODEL}, max_length 256, BM25 by the service), HNSW (M 16, efConstruction 200, ef 128); "
-        f"one `HybridSearchClient` over loopback gRPC, one request at a time.",
+        f"one `HybridSearchClient` over loopback gRPC, one request at a time; caller authenticated by {results[0]['auth']}; rerank stage disabled.",
         f"- Queries: {len(results[0]['records']) // 2} SciFact test queries, top_k {args.top_k}, "
         f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit).",
         f"- Corpus: SciFact (5,183 docs, title + abstract); beyond that, textual variations ({WORD_DROP:.0%} of words dropped) "
@@ -803,6 +843,10 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
             f"Encode-cache hits: cold pass {r['cache_hits']['cold']}, warm pass {r['cache_hits']['warm']}. "
             f"Candidates per route: dense median {_f(r['candidates']['dense']['median'], 0)}, sparse median {_f(r['candidates']['sparse']['median'], 0)} "
             f"(min {_f(r['candidates']['sparse']['min'], 0)}); response size median {_f(r['candidates']['response_bytes']['median'], 0)} bytes.",
+            "",
+            "Load average (1 min) before -> after each measured phase: "
+            + "; ".join(f"{l['phase']} {l['load_before']} -> {l.get('load_after', '?')}" + (f" (waited {l['waited_s']:.0f} s)" if l["waited_s"] else "") for l in r["load"])
+            + f" ({machine['cores']} cores; other jobs on the machine show up here).",
             "",
             f"Ingest check: {ic['docs']} docs through the `Upsert` RPC took {ic['upsert_rpc_s']} s ({ic['service_docs_per_s']} docs/s, "
             f"almost all MiniLM encoding); stored vectors vs the direct path: dense max |diff| {ic['dense_max_abs_diff']:.2e}, "

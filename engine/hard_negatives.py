@@ -405,3 +405,97 @@ def train_from_beir(
         info=result.info,
     )
 
+
+
+# ---------------------------------------------------------------- quality check
+def _ndcg_at_10(qrels: dict[str, dict[str, int]], runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    from ranx import Qrels, Run, evaluate
+
+    q = Qrels({qid: {d: s for d, s in judged.items()} for qid, judged in qrels.items()})
+    return {name: float(evaluate(q, Run(run, name=name), "ndcg@10")) for name, run in runs.items()}
+
+
+def evaluate_reranker(
+    beir_dir: Path,
+    model_dir: Path,
+    *,
+    split: str = "test",
+    depth: int = 100,
+    cache_dir: Path = DEFAULT_CACHE,
+    settings=None,
+    profile: str = DEFAULT_PROFILE,
+    tenant: str = DEFAULT_TENANT,
+    backend: str = "cross-encoder",
+    max_length: int = 256,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict:
+    """nDCG@10 on ``split`` of the fused (RRF) top ``depth`` and of the same list reranked.
+
+    The fused lists are cached like the training ones (``ranked-<split>-top<depth>.jsonl``);
+    the reranker's scores per query go to ``<model_dir>/eval-<split>-top<depth>.jsonl``, so an
+    interrupted check resumes too.
+    """
+    from rerank.backends import load_backend
+    from rerank.training import model_hash
+
+    beir = load_beir(beir_dir, (split,))
+    mine_settings = mining_settings(Path(cache_dir), settings, profile)
+    prof = mine_settings.profiles[profile]
+    identity = {"profile": profile, "model": prof.model, "max_length": prof.max_length, "tenant": tenant}
+    meta = ranking_meta(beir, split, identity, depth, candidates=max(100, depth))
+    holder: dict[str, HybridIndex] = {}
+
+    def opener() -> HybridIndex:
+        holder["index"] = open_index(beir, Path(cache_dir), settings=settings, profile=profile, tenant=tenant, progress=progress)
+        return holder["index"]
+
+    try:
+        ranked = rank_queries(None, beir.split_queries(split), ranked_path(Path(cache_dir), split, depth), meta, depth=depth, candidates=max(100, depth), progress=progress, open_index_fn=opener)
+    finally:
+        if "index" in holder:
+            holder["index"].close()
+
+    score_meta = {"model_hash": model_hash(Path(model_dir)), "max_length": max_length, "ranked": meta}
+    scores_path = Path(model_dir) / f"eval-{split}-top{depth}.jsonl"
+    done: dict[str, list[float]] = {}
+    if scores_path.exists():
+        lines = scores_path.read_text().splitlines()
+        if lines and json.loads(lines[0]).get("meta") == score_meta:
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                done[row["qid"]] = row["scores"]
+        else:
+            scores_path.unlink()
+    todo = [qid for qid in ranked.ranked if qid not in done]
+    started = time.perf_counter()
+    if todo:
+        model = load_backend(backend, "eval", str(model_dir), max_length=max_length, batch_size=batch_size)
+        with open(scores_path, "a" if done else "w", encoding="utf-8") as f, _progress(len(ranked.ranked), len(done), f"rerank {split}", "query", progress) as bar:
+            if not done:
+                f.write(json.dumps({"meta": score_meta}) + "\n")
+            for qid in todo:
+                ids = ranked.ranked[qid]
+                raw = model.score(beir.queries[qid], [beir.corpus[d].full_text for d in ids]).raw
+                done[qid] = [float(x) for x in raw]
+                f.write(json.dumps({"qid": qid, "scores": done[qid]}) + "\n")
+                f.flush()
+                bar.update(1)
+        model.close()
+    fused_run = {qid: {d: 1.0 / (r + 1) for r, d in enumerate(ids)} for qid, ids in ranked.ranked.items()}
+    rerank_run = {qid: dict(zip(ids, done[qid])) for qid, ids in ranked.ranked.items()}
+    result = _ndcg_at_10(beir.qrels[split], {"rrf": fused_run, "reranked": rerank_run})
+    return {
+        "split": split,
+        "queries": len(ranked.ranked),
+        "depth": depth,
+        "ndcg@10_rrf": round(result["rrf"], 4),
+        "ndcg@10_reranked": round(result["reranked"], 4),
+        "rerank_seconds": round(time.perf_counter() - started, 1),
+        "pairs": sum(len(ids) for ids in ranked.ranked.values()),
+        "backend": backend,
+        "max_length": max_length,
+    }

@@ -251,7 +251,9 @@ class RerankStage:
                     return raw, None
                 if fit < len(sub):
                     sub = sub.subset(range(fit))
-                wait_s = min(stall_s, max(left_ms, 0.0) / 1000.0 + self.config.reserve_ms / 1000.0)
+                # Wait no later than stop_at: the reserve after it is for building the reply
+                # (stop_at is already the deadline less reserve_ms).
+                wait_s = min(stall_s, max(left_ms, 0.0) / 1000.0)
             try:
                 future = reranker.batcher.submit(sub, deadline=stop_at)
             except Overloaded as exc:

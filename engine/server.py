@@ -105,7 +105,7 @@ class Server:
         if self.settings.server.metrics_port:
             self.service.metrics.serve(self.settings.server.host, self.settings.server.metrics_port)
         self._set_serving(True)
-        threading.Thread(target=self._watch_reranker, name="rerank-health", daemon=True).start()
+        threading.Thread(target=self._watch, name="health", daemon=True).start()
         log.info("serving on %s:%d (Milvus %s)", self.settings.server.host, self.port, self.settings.milvus_uri)
         return self.port
 
@@ -119,17 +119,24 @@ class Server:
         stage = self.service.rerank_stage
         return stage is not None and stage.health()[0]
 
-    def _watch_reranker(self) -> None:
-        last = None
+    def _watch(self) -> None:
+        """Keep health current: the service follows Milvus, the Rerank entry the reranker."""
+        last_store = last_rerank = None
         while not self._stopped.is_set():
-            serving = self.reranker_serving()
-            if serving != last:
-                status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            store_ok = self.service.store.ping()
+            if store_ok != last_store and not self._stopped.is_set():
+                self._set_serving(store_ok)
+                if last_store is not None or not store_ok:
+                    log.warning("Milvus at %s: %s", self.settings.milvus_uri, "reachable again" if store_ok else "unreachable; answering UNAVAILABLE")
+                last_store = store_ok
+            rerank_ok = self.reranker_serving()
+            if rerank_ok != last_rerank and not self._stopped.is_set():
+                status = health_pb2.HealthCheckResponse.SERVING if rerank_ok else health_pb2.HealthCheckResponse.NOT_SERVING
                 self.health.set(RERANK_HEALTH, status)
-                if last is not None:
-                    log.warning("reranker health: %s (%s)", "SERVING" if serving else "NOT_SERVING", self.service.rerank_stage.health()[1] if self.service.rerank_stage else "disabled")
-                last = serving
-            self._stopped.wait(0.5)
+                if last_rerank is not None:
+                    log.warning("reranker health: %s (%s)", "SERVING" if rerank_ok else "NOT_SERVING", self.service.rerank_stage.health()[1] if self.service.rerank_stage else "disabled")
+                last_rerank = rerank_ok
+            self._stopped.wait(self.settings.server.health_interval_s)
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Health turns NOT_SERVING first, new calls are refused, in-flight calls get ``grace`` seconds."""

@@ -21,7 +21,7 @@ from engine.collections import CollectionSpec, column_of
 from engine.config import Settings
 from engine.encoders.base import Scope
 from engine.encoders.registry import ProfileRegistry
-from engine.errors import already_exists, invalid
+from engine.errors import ServiceError, already_exists, invalid
 from engine.filters import compile_filter
 from engine.search_types import (
     Document,
@@ -68,8 +68,14 @@ class SearchService:
         import torch
 
         torch.set_num_threads(self.settings.torch_threads)
-        self.store.connect()
-        for spec in self.store.list_specs():
+        try:
+            specs = self.store.list_specs()
+        except ServiceError as exc:
+            # Serve anyway: calls answer UNAVAILABLE until Milvus is back, then
+            # recover without a restart (the store reconnects on the next call).
+            log.warning("starting without Milvus: %s", exc.message)
+            specs = []
+        for spec in specs:
             try:
                 self.profiles.get(spec.profile)
             except Exception as exc:  # a missing model must not stop the other collections

@@ -96,6 +96,17 @@ class MilvusStore:
                 finally:
                     self._client = None
 
+    def _drop_client(self) -> None:
+        """Forget a client whose connection failed; the next call connects afresh.
+        (A pymilvus client does not always recover by itself after Milvus restarts.)"""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Milvus call, mapping its failures to gRPC-facing errors."""
         client = self.connect()
@@ -103,14 +114,25 @@ class MilvusStore:
             return getattr(client, fn)(*args, **kwargs)
         except ServiceError:
             raise
-        except MilvusException as exc:
-            if _is_connection_error(exc):
-                raise unavailable(f"Milvus {what} failed: {exc.message}") from exc
-            raise
         except Exception as exc:
+            text = exc.message if isinstance(exc, MilvusException) else str(exc)
             if _is_connection_error(exc):
-                raise unavailable(f"Milvus {what} failed: {exc}") from exc
+                self._drop_client()
+                raise unavailable(f"Milvus at {self.uri} is unavailable ({what}): {text}") from exc
+            lowered = text.lower()
+            if args and ("not loaded" in lowered or "state 'released'" in lowered):
+                # Milvus restarted (or a Lite store was reopened): collections come back released.
+                self._call("load_collection", "load_collection", args[0])
+                return getattr(self.connect(), fn)(*args, **kwargs)
             raise
+
+    def ping(self) -> bool:
+        """Whether Milvus answers now."""
+        try:
+            self._call("ping", "list_collections")
+            return True
+        except ServiceError:
+            return False
 
     # ------------------------------------------------------------ collections
     def create_collection(self, spec: CollectionSpec) -> None:
@@ -161,6 +183,9 @@ class MilvusStore:
         if not text:
             raise not_found(f"collection {name!r} exists in Milvus but was not created by this service")
         spec = CollectionSpec.from_json(name, text)
+        # First use in this process: make sure the collection is loaded (a reopened
+        # Lite store, or a restarted Milvus, has it released).
+        self._call("load_collection", "load_collection", name)
         with self._specs_lock:
             self._specs[name] = spec
         return spec
@@ -267,8 +292,14 @@ class MilvusStore:
 
     def _hits(self, spec: CollectionSpec, result) -> list[RouteHit]:
         hits = []
+        seen: set[str] = set()
         for hit in result[0]:
             pk = hit["pk"] if "pk" in hit else hit["id"]
+            # Milvus Lite can hold a stale copy of rows whose write was cut by a crash
+            # until they are written again; keep the best-scored copy only.
+            if pk in seen:
+                continue
+            seen.add(pk)
             hits.append(RouteHit(pk=pk, score=float(hit["distance"]), doc=self.to_doc(spec, hit["entity"], pk)))
         return hits
 

@@ -58,7 +58,7 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     if inputs.mode == "fixed":
         upper = min(inputs.requested_depth, b.max_depth, available)
         bound = f"fixed depth {inputs.requested_depth}" if upper == inputs.requested_depth else (
-            f"tenant max_depth {b.max_depth}" if b.max_depth < min(inputs.requested_depth, available) else f"{available} candidates"
+            f"tenant max_depth {b.max_depth}" if b.max_depth <= min(inputs.requested_depth, available) else f"{available} candidates"
         )
     else:
         upper = min(b.max_depth, available)

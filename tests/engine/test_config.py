@@ -41,7 +41,7 @@ def test_defaults_serve_bge_m3_on_localhost_50051_with_milvus_lite_under_data_di
     assert s.limits.default_depth <= s.limits.max_depth
     assert s.milvus.uri == "" and s.milvus_uri == str(Path("data") / "milvus.db")
     assert s.state_path == Path("data") / "state.sqlite3"
-    assert s.dev_tenant_header is True
+    assert s.auth_mode == "api_key"  # the unauthenticated x-tenant header mode is opt-in
 
 
 def test_a_remote_milvus_uri_replaces_milvus_lite():

@@ -28,6 +28,11 @@ class FaultyBackend(RerankBackend):
         self.started = threading.Event()  # set when a batch reaches _forward
         self.calls = 0
         self.pairs_scored = 0
+        self.batch_sizes: list[int] = []  # pairs per score_encoded call (one batcher batch)
+
+    def score_encoded(self, pairs):
+        self.batch_sizes.append(len(pairs))
+        return super().score_encoded(pairs)
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.calls += 1

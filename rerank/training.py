@@ -1,0 +1,410 @@
+"""Fine-tune a cross-encoder reranker from a transformers encoder directory.
+
+Input is plain data (no engine imports): :class:`TrainingExample` = a query, one relevant
+document and a pool of hard negatives. Each optimizer step scores groups of
+``1 + negatives`` documents per query; the loss is either listwise (softmax cross-entropy
+with the relevant document as the target class, as FlagEmbedding's reranker fine-tuning
+does) or pointwise binary cross-entropy. Negatives are re-drawn from the pool every epoch
+(seeded).
+
+The head is a fresh ``AutoModelForSequenceClassification`` with one label, so the saved
+directory (config.json, model.safetensors, tokenizer files) loads in every rerank backend:
+``FlagReranker``, sentence-transformers' ``CrossEncoder`` and the ONNX export. The shared
+scoring path (:mod:`rerank.base`) sends no ``token_type_ids``; training does the same, and
+the saved model's token-type embeddings are all set to the one it was trained with, so
+scoring with or without segment ids gives the same result.
+
+Caching: ``<out>/training_info.json`` records the base model, the data hash and every
+setting that changes the weights; a directory whose info matches is returned as is.
+While training, ``<out>.partial/checkpoint.pt`` is written every ``checkpoint_seconds``;
+an interrupted run with the same settings resumes from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hsearch-reranker/1"
+INFO_FILE = "training_info.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+LOSSES = ("listwise", "bce")
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """A query, one relevant document, and hard negatives to draw from."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    negatives: int = 7  # hard negatives per relevant document in each group
+    batch_groups: int = 4  # groups (queries) per optimizer step
+    lr: float = 3e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    loss: str = "listwise"
+    seed: int = 13
+    # Not part of the cache key: they do not change the result.
+    checkpoint_seconds: float = field(default=120.0, compare=False)
+    threads: Optional[int] = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("epochs", "negatives", "batch_groups", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def key(self) -> dict:
+        values = asdict(self)
+        values.pop("checkpoint_seconds")
+        values.pop("threads")
+        return values
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    cached: bool
+    info: dict
+    seconds: float  # spent by this call
+
+
+# ---------------------------------------------------------------- hashing / cache
+def examples_hash(examples: Sequence[TrainingExample]) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(ex.query.encode() + b"\x00" + ex.positive.encode() + b"\x00")
+        for neg in ex.negatives:
+            h.update(neg.encode() + b"\x01")
+        h.update(b"\x02")
+    return h.hexdigest()[:16]
+
+
+def model_hash(model_dir: Path) -> str:
+    """SHA-256 (16 hex) of a model directory's config and weights."""
+    h = hashlib.sha256()
+    model_dir = Path(model_dir)
+    for name in ("config.json", *WEIGHT_FILES):
+        path = model_dir / name
+        if path.is_file():
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def read_info(model_dir: Path) -> Optional[dict]:
+    path = Path(model_dir) / INFO_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(model_dir: Path, key: Optional[dict] = None) -> bool:
+    """A finished model (weights, config, tokenizer, info) — trained with ``key`` if given."""
+    model_dir = Path(model_dir)
+    info = read_info(model_dir)
+    if not info or not info.get("complete") or info.get("format") != FORMAT:
+        return False
+    if not (model_dir / "config.json").is_file() or not any((model_dir / w).is_file() for w in WEIGHT_FILES):
+        return False
+    if not (model_dir / "tokenizer_config.json").is_file():
+        return False
+    return key is None or info.get("key") == key
+
+
+# ---------------------------------------------------------------- the data plan
+def _sample(pool: Sequence[str], k: int, rng: random.Random) -> list[str]:
+    """``k`` of ``pool`` without replacement, cycling through the pool when it is short."""
+    out: list[str] = []
+    while len(out) < k:
+        out.extend(rng.sample(list(pool), min(len(pool), k - len(out))))
+    return out
+
+
+def epoch_plan(examples: Sequence[TrainingExample], config: TrainConfig, epoch: int) -> list[list[tuple[str, list[str]]]]:
+    """Batches of (query, [positive, negatives...]) groups for one epoch; a function of (seed, epoch)."""
+    rng = random.Random(f"{config.seed}:{epoch}")
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    groups = []
+    for i in order:
+        ex = examples[i]
+        groups.append((ex.query, [ex.positive, *_sample(ex.negatives, config.negatives, rng)]))
+    return [groups[i : i + config.batch_groups] for i in range(0, len(groups), config.batch_groups)]
+
+
+def steps_per_epoch(n_examples: int, config: TrainConfig) -> int:
+    return math.ceil(n_examples / config.batch_groups)
+
+
+# ---------------------------------------------------------------- training
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    def restore() -> None:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+    return restore
+
+
+def _tie_token_types(model) -> None:
+    """Make every token-type embedding equal to type 0 (the one training used)."""
+    import torch
+
+    embeddings = getattr(getattr(model, "base_model", None), "embeddings", None)
+    table = getattr(embeddings, "token_type_embeddings", None)
+    if table is not None and table.weight.shape[0] > 1:
+        with torch.no_grad():
+            table.weight[1:] = table.weight[0]
+
+
+def _loss_fn(kind: str, group: int):
+    import torch
+
+    def listwise(logits):  # (groups, 1 + negatives), the positive first
+        target = torch.zeros(logits.shape[0], dtype=torch.long)
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    def bce(logits):
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        # Weigh the one positive as much as the negatives together.
+        weights = torch.ones_like(logits)
+        weights[:, 0] = float(group - 1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weights) * group / (2 * (group - 1))
+
+    return listwise if kind == "listwise" else bce
+
+
+def _curve(losses: Sequence[float], points: int = 20) -> list[float]:
+    if not losses:
+        return []
+    points = min(points, len(losses))
+    edges = [round(i * len(losses) / points) for i in range(points + 1)]
+    return [round(sum(losses[a:b]) / (b - a), 5) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def train_cross_encoder(
+    base_dir: str | os.PathLike,
+    examples: Sequence[TrainingExample],
+    out_dir: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    *,
+    base_name: Optional[str] = None,
+    progress: bool = True,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> TrainResult:
+    """Fine-tune ``base_dir`` on ``examples`` and save a cross-encoder to ``out_dir``.
+
+    Returns at once (``cached=True``) when ``out_dir`` already holds a model trained from the
+    same base, data and settings. ``on_step(step, loss)`` is called after every optimizer
+    step (tests use it to interrupt a run).
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    started = time.perf_counter()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not examples:
+        raise ValueError("no training examples")
+    empty = [i for i, ex in enumerate(examples) if not ex.negatives]
+    if empty:
+        raise ValueError(f"training example {empty[0]} (query {examples[empty[0]].query[:60]!r}) has no negatives")
+    key = {
+        "base_hash": model_hash(base_dir),
+        "data_hash": examples_hash(examples),
+        "examples": len(examples),
+        **config.key(),
+    }
+    if is_complete(out_dir, key):
+        log.info("reranker in %s is up to date (same base, data and settings); not training", out_dir)
+        return TrainResult(out_dir, True, read_info(out_dir), time.perf_counter() - started)
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = partial / CHECKPOINT_FILE
+
+    restore = _quiet_transformers()
+    try:
+        torch.manual_seed(config.seed)  # the new head's initial weights
+        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, ignore_mismatched_sizes=True)
+    finally:
+        restore()
+    group = 1 + config.negatives
+    spe = steps_per_epoch(len(examples), config)
+    total_steps = spe * config.epochs
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [
+        {"params": [p for n, p in model.named_parameters() if not any(s in n for s in no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(s in n for s in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    loss_fn = _loss_fn(config.loss, group)
+
+    step, losses, elapsed_before = 0, [], 0.0
+    if checkpoint_path.exists():
+        try:
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn file from a kill mid-write is replaced atomically, but be safe
+            log.warning("ignoring unreadable checkpoint %s: %s", checkpoint_path, exc)
+            state = None
+        if state is not None and state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            step, losses, elapsed_before = int(state["step"]), list(state["losses"]), float(state["elapsed"])
+            log.info("resuming reranker training at step %d/%d from %s", step, total_steps, checkpoint_path)
+        elif state is not None:
+            log.info("checkpoint %s is for other data or settings; starting over", checkpoint_path)
+
+    def save_checkpoint(next_step: int) -> None:
+        tmp = checkpoint_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "key": key,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": next_step,
+                "losses": losses,
+                "elapsed": elapsed_before + time.perf_counter() - loop_started,
+            },
+            tmp,
+        )
+        os.replace(tmp, checkpoint_path)
+
+    model.train()
+    plan, plan_epoch = None, -1
+    loop_started = time.perf_counter()
+    last_checkpoint = time.monotonic()
+    ema = None
+    with tqdm(total=total_steps, initial=step, desc="train reranker", unit="step", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
+        while step < total_steps:
+            epoch, index = divmod(step, spe)
+            if epoch != plan_epoch:
+                plan, plan_epoch = epoch_plan(examples, config, epoch), epoch
+            batch = plan[index]
+            enc = tokenizer(
+                [q for q, docs in batch for _ in docs],
+                [d for _, docs in batch for d in docs],
+                truncation="longest_first",
+                max_length=config.max_length,
+                padding=True,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
+            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.view(len(batch), group)
+            loss = loss_fn(logits)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            losses.append(value)
+            step += 1
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            bar.set_postfix(loss=f"{ema:.4f}", epoch=f"{epoch + 1}/{config.epochs}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, value)
+            if step < total_steps and time.monotonic() - last_checkpoint >= config.checkpoint_seconds:
+                save_checkpoint(step)
+                last_checkpoint = time.monotonic()
+
+    train_seconds = elapsed_before + time.perf_counter() - loop_started
+    model.eval()
+    _tie_token_types(model)
+    info = {
+        "format": FORMAT,
+        "complete": True,
+        "key": key,
+        "base_model": base_name or str(base_dir),
+        "base_model_dir": str(base_dir),
+        "seed": config.seed,
+        "examples": len(examples),
+        "queries": len({ex.query for ex in examples}),
+        "pairs_per_epoch": len(examples) * group,
+        "epochs": config.epochs,
+        "steps": total_steps,
+        "loss": config.loss,
+        "negatives": config.negatives,
+        "batch_groups": config.batch_groups,
+        "lr": config.lr,
+        "max_length": config.max_length,
+        "data_hash": key["data_hash"],
+        "train_seconds": round(train_seconds, 1),
+        "threads": torch.get_num_threads(),
+        "epoch_losses": [round(sum(losses[e * spe : (e + 1) * spe]) / max(1, len(losses[e * spe : (e + 1) * spe])), 5) for e in range(config.epochs)],
+        "loss_curve": _curve(losses),
+        "token_type_ids": "not used (all token-type embeddings equal)",
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    restore = _quiet_transformers()
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    finally:
+        restore()
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+    return TrainResult(out_dir, False, info, time.perf_counter() - started)
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}

@@ -1,0 +1,110 @@
+"""Milvus unreachable at start or mid-run: UNAVAILABLE with a clear message, recovery without a restart.
+
+Milvus here is a real gRPC endpoint: `milvus-lite server` in a subprocess on a loopback port.
+"""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import status_of
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MilvusProcess:
+    def __init__(self, data_dir, port):
+        self.data_dir, self.port, self.proc = data_dir, port, None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("milvus-lite server did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def wait_for_health(channel, want, timeout=20.0):
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = stub.Check(health_pb2.HealthCheckRequest(service="")).status
+        if status == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"health stayed {status}, wanted {want}")
+
+
+def retry(call, timeout=20.0):
+    """The first call after Milvus returns may still see the old connection fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def milvus(tmp_path):
+    process = MilvusProcess(tmp_path / "milvus", free_port())
+    yield process
+    process.kill()
+
+
+def test_service_starts_without_milvus_and_recovers_when_it_comes_back_and_after_a_crash(start_server, tmp_path, milvus):
+    uri = f"http://127.0.0.1:{milvus.port}"
+    running = start_server(tmp_path / "svc", milvus={"uri": uri, "timeout_s": 3}, server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "health_interval_s": 0.2})
+    client = running.client("acme", timeout=10)
+    channel = running.channel()
+
+    # down at start: the service serves, answers UNAVAILABLE naming Milvus, health says NOT_SERVING
+    code, details = status_of(lambda: client.create_collection("docs"))
+    assert code == grpc.StatusCode.UNAVAILABLE and "Milvus" in details and str(milvus.port) in details
+    wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    # Milvus comes up: no restart needed
+    milvus.start()
+    wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+    retry(lambda: client.create_collection("docs"))
+    client.upsert("docs", [{"id": "a", "text": "cancer cells"}, {"id": "b", "text": "brain sleep"}])
+    assert client.search("docs", "cancer", top_k=1).hits[0].id == "a"
+
+    # Milvus crashes mid-run
+    milvus.kill()
+    code, details = status_of(lambda: client.search("docs", "cancer", top_k=1))
+    assert code == grpc.StatusCode.UNAVAILABLE and "Milvus" in details
+    wait_for_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    # and comes back with its data: searches work again, still no restart
+    milvus.start()
+    wait_for_health(channel, health_pb2.HealthCheckResponse.SERVING)
+    reply = retry(lambda: client.search("docs", "cancer", top_k=1))
+    assert reply.hits[0].id == "a"
+    assert [d.id for d in client.get("docs", ["b"])] == ["b"]

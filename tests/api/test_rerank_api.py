@@ -1,0 +1,436 @@
+"""The rerank stage and the rerank APIs end to end: the tiny FlagReranker behind a real gRPC server.
+
+Faults are injected by wrapping the server's real backend (tests.rerank.faults): the
+real model still scores, the wrapper raises, sleeps or stalls on demand.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hybridsearch.v1 import hybridsearch_pb2 as pb
+from tests.conftest import make_settings, status_of
+from tests.rerank.faults import FaultyBackend, swapped_backend
+
+COLLECTION = "rerank_docs"
+QUERY = "protein expression in cancer cells"
+PRICE = 0.05  # per million tokens, the tiny backend's configured price
+UNLIMITED = -1.0
+_WORDS = (
+    "protein expression cancer cells gene regulation stem immune response viral infection mice brain memory "
+    "sleep diet cohort study bacteria resistance antibiotic treatment heart liver kidney tumor growth enzyme "
+    "activity receptor binding insulin glucose diabetes vaccine influenza blood tissue mutation dna rna"
+).split()
+_rng = random.Random(11)
+DOCS = [{"id": f"doc{i:02d}", "text": " ".join(_rng.sample(_WORDS, _rng.randint(6, 14)))} for i in range(60)]
+
+
+def wait_for(predicate, timeout: float = 8.0, every: float = 0.1):
+    """Poll until predicate() is truthy; its last value."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(every)
+
+
+def budget(tenant: str, **fields) -> pb.RerankBudget:
+    fields.setdefault("max_depth", 50)
+    return pb.RerankBudget(tenant=tenant, **fields)
+
+
+def rerank_overrides(tiny_m3_dir, tiny_reranker_dir, **changes) -> dict:
+    """The test servers' rerank settings with some values changed (for start_server)."""
+    rerank = make_settings("unused", tiny_m3_dir, tiny_reranker_dir).rerank.model_dump()
+    rerank.update(changes)
+    return {"rerank": rerank}
+
+
+def fill(running, tenant: str, docs=DOCS):
+    """A client for ``tenant`` with the corpus loaded into COLLECTION."""
+    client = running.client(tenant)
+    if COLLECTION not in [c.name for c in client.list_collections()]:
+        client.create_collection(COLLECTION)
+    client.upsert(COLLECTION, docs)
+    return client
+
+
+@pytest.fixture(scope="module")
+def tenant(server):
+    """tenant(name) -> a client of that tenant with the corpus loaded (once per tenant)."""
+    clients = {}
+
+    def get(name: str):
+        if name not in clients:
+            clients[name] = fill(server, name)
+        return clients[name]
+
+    return get
+
+
+def reranked_prefix_is_ordered_then_fused_order(hits, n: int) -> None:
+    head, tail = hits[:n], hits[n:]
+    assert all(h.reranked and h.HasField("rerank_score") for h in head)
+    assert all(0.0 <= h.rerank_score <= 1.0 and h.score == h.rerank_score for h in head)
+    scores = [h.rerank_score for h in head]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(h.fused_rank for h in head) == list(range(1, n + 1))
+    assert all(not h.reranked and not h.HasField("rerank_score") and h.score == h.fused_score for h in tail)
+    assert [h.fused_rank for h in tail] == list(range(n + 1, n + 1 + len(tail)))
+
+
+def in_fused_order(hits) -> bool:
+    return [h.fused_rank for h in hits] == list(range(1, len(hits) + 1)) and not any(h.reranked or h.HasField("rerank_score") for h in hits)
+
+
+def health(running, service: str = "hybridsearch.v1.Rerank"):
+    stub = health_pb2_grpc.HealthStub(running.channel())
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+# ---------------------------------------------------------------------- modes
+
+
+def test_off_mode_returns_fused_hits_without_rerank_scores(tenant):
+    reply = tenant("acme").search(COLLECTION, QUERY, top_k=10, rerank="off")
+    assert len(reply.hits) == 10 and in_fused_order(reply.hits)
+    d = reply.rerank
+    assert d.mode == pb.OFF and d.depth_chosen == 0 and d.depth_scored == 0 and d.cost_units == 0
+    assert "rerank mode OFF" in d.reason and "tenant default" not in d.reason
+    assert not d.degraded and not d.partial
+
+
+def test_fixed_mode_reranks_the_first_n_fused_hits_and_keeps_the_rest_in_fused_order(tenant):
+    client = tenant("acme")
+    n = 5
+    reply = client.search(COLLECTION, QUERY, top_k=12, rerank="fixed", rerank_depth=n)
+    assert len(reply.hits) == 12
+    reranked_prefix_is_ordered_then_fused_order(reply.hits, n)
+    d = reply.rerank
+    assert d.mode == pb.FIXED and d.depth_chosen == n and d.depth_scored == n
+    assert not d.partial and not d.degraded and d.backend == "tiny"
+    assert d.reason.startswith("fixed depth 5") and d.predicted_ms > 0 and d.actual_ms > 0
+    assert reply.timings.rerank_ms > 0
+    # cost = the reranker tokens of exactly those pairs; money at 0.05 per million tokens
+    head = reply.hits[:n]
+    standalone = client.rerank(QUERY, [h.text for h in head])
+    assert d.cost_units > 0 and d.cost_units == standalone.usage.tokens
+    assert d.cost_money == pytest.approx(d.cost_units * PRICE / 1e6)
+    assert d.budget_left_units == UNLIMITED
+    # each hit carries its own score (the same the standalone call gives the same pair)
+    by_text = {head[r.index].id: r.relevance_score for r in standalone.results}
+    for h in head:
+        assert h.rerank_score == pytest.approx(by_text[h.id], abs=1e-5)
+
+
+def test_fixed_depth_is_capped_by_the_tenant_max_depth(tenant):
+    client = tenant("capped")
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("capped", max_depth=3)), metadata=client.metadata)
+    reply = client.search(COLLECTION, QUERY, top_k=8, rerank="fixed", rerank_depth=7)
+    assert reply.rerank.depth_chosen == 3 and "max_depth 3" in reply.rerank.reason
+    reranked_prefix_is_ordered_then_fused_order(reply.hits, 3)
+
+
+def test_auto_mode_with_a_tenant_budget_picks_a_depth_within_its_range(tenant):
+    client = tenant("auto-t")
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("auto-t", min_depth=3, max_depth=12)), metadata=client.metadata)
+    reply = client.search(COLLECTION, QUERY, top_k=20, rerank="auto")
+    d = reply.rerank
+    assert d.mode == pb.AUTO and d.reason and not d.degraded
+    assert 3 <= d.depth_chosen <= 12 and d.depth_scored == d.depth_chosen
+    assert d.cost_units > 0
+    reranked_prefix_is_ordered_then_fused_order(reply.hits, d.depth_chosen)
+
+
+def test_tenant_default_mode_applies_when_the_request_leaves_the_mode_unset(tenant):
+    client = tenant("dflt-auto")
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("dflt-auto", max_depth=6, default_mode=pb.AUTO)), metadata=client.metadata)
+    reply = client.search(COLLECTION, QUERY, top_k=10)
+    assert reply.rerank.mode == pb.AUTO and 1 <= reply.rerank.depth_chosen <= 6
+    assert any(h.reranked for h in reply.hits)
+    # an explicit mode wins over the tenant default
+    off = client.search(COLLECTION, QUERY, top_k=10, rerank="off")
+    assert off.rerank.mode == pb.OFF and in_fused_order(off.hits)
+    # a tenant without a budget of its own gets the server default (OFF)
+    plain = tenant("acme").search(COLLECTION, QUERY, top_k=10)
+    assert plain.rerank.mode == pb.OFF and "tenant default" in plain.rerank.reason and in_fused_order(plain.hits)
+
+
+def test_tighter_latency_target_gives_smaller_or_zero_depth(tenant):
+    client = tenant("latency")
+
+    def depth_with_target(ms: float):
+        client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("latency", max_depth=10, latency_target_ms=ms)), metadata=client.metadata)
+        return client.search(COLLECTION, QUERY, top_k=10, rerank="auto")
+
+    loose = depth_with_target(60_000.0)
+    tight = depth_with_target(0.001)
+    assert loose.rerank.depth_chosen > 0
+    assert tight.rerank.depth_chosen == 0 <= loose.rerank.depth_chosen
+    assert "latency target" in tight.rerank.reason and tight.rerank.reason.startswith("fusion only")
+    assert tight.rerank.cost_units == 0 and in_fused_order(tight.hits) and not tight.rerank.degraded
+
+
+def test_rate_budget_runs_out_and_reports_what_is_left(tenant):
+    client = tenant("rate")
+    per_minute = 100.0
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("rate", cost_per_minute=per_minute)), metadata=client.metadata)
+    decisions = []
+    for _ in range(12):
+        decisions.append(client.search(COLLECTION, QUERY, top_k=10, rerank="fixed", rerank_depth=10).rerank)
+        if decisions[-1].depth_chosen == 0:
+            break
+    first, last = decisions[0], decisions[-1]
+    # ~20 tokens a pair: 10 pairs would cost more than the whole minute's budget
+    assert 0 < first.depth_chosen < 10 and "rate budget" in first.reason
+    assert first.cost_units <= per_minute
+    assert first.budget_left_units == pytest.approx(per_minute - first.cost_units, abs=2.0)
+    assert last.depth_chosen == 0, [(d.depth_chosen, d.reason) for d in decisions]
+    assert "rate budget" in last.reason and last.reason.startswith("fusion only")
+    assert 0 <= last.budget_left_units < per_minute
+    assert sum(d.cost_units for d in decisions) <= per_minute + 5  # refill over a second or two is < 5 tokens
+
+
+# ---------------------------------------------------------------------- deadlines and faults
+
+
+def test_rerank_stops_partway_at_the_grpc_deadline_and_the_search_still_succeeds(server, tenant):
+    client = tenant("acme")
+    with swapped_backend(server, lambda real: FaultyBackend(real, delay_s=0.25)) as slow:
+        # 48 pairs in chunks of 8 would take 6 x 250 ms, more than the 1.5 s deadline
+        reply = client.search(COLLECTION, QUERY, top_k=50, rerank="fixed", rerank_depth=48, timeout=1.5)
+    d = reply.rerank
+    assert d.partial and not d.degraded, d.reason
+    assert d.depth_chosen == 48 and 0 < d.depth_scored < d.depth_chosen
+    assert "partial" in d.reason and slow.pairs_scored >= d.depth_scored
+    reranked_prefix_is_ordered_then_fused_order(reply.hits, d.depth_scored)
+
+
+def test_failing_backend_degrades_to_fusion_only_and_the_search_succeeds(server, tenant):
+    client = tenant("acme")
+    with swapped_backend(server, lambda real: FaultyBackend(real, error=RuntimeError("injected model failure"))):
+        reply = client.search(COLLECTION, QUERY, top_k=10, rerank="fixed", rerank_depth=5)
+    d = reply.rerank
+    assert d.degraded and "injected model failure" in d.degraded_reason
+    assert d.reason and d.depth_scored == 0 and d.cost_units == 0
+    assert len(reply.hits) == 10 and in_fused_order(reply.hits)
+    # and the real backend serves the next search
+    assert client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3).rerank.depth_scored == 3
+
+
+def test_circuit_opens_after_repeated_failures_and_health_recovers_after_cooldown(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    running = start_server(tmp_path / "circuit", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=2, cooldown_s=1.0))
+    client = fill(running, "acme", DOCS[:20])
+    SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert wait_for(lambda: health(running) == SERVING)
+
+    def search():
+        return client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)
+
+    with swapped_backend(running, lambda real: FaultyBackend(real, error=RuntimeError("backend down"))) as fake:
+        reasons = [search().rerank.degraded_reason for _ in range(3)]
+        assert "backend down" in reasons[0] and "backend down" in reasons[1]
+        assert "circuit" in reasons[2], reasons
+        calls = fake.calls
+        assert search().rerank.degraded and fake.calls == calls  # an open circuit sends no work
+        assert wait_for(lambda: health(running) == NOT_SERVING)
+        assert health(running, "hybridsearch.v1.HybridSearch") == SERVING  # searches still work
+
+        fake.error = None  # the backend recovers; after the cooldown a probe closes the circuit
+        recovered = wait_for(lambda: (lambda r: r if not r.rerank.degraded else None)(search()), timeout=10, every=0.2)
+        assert recovered and recovered.rerank.depth_scored == 3
+        assert wait_for(lambda: health(running) == SERVING)
+
+
+def test_stalled_backend_degrades_with_timed_out(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    running = start_server(tmp_path / "stall", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, stall_timeout_s=0.3))
+    client = fill(running, "acme", DOCS[:20])
+    with swapped_backend(running, lambda real: FaultyBackend(real, delay_s=2.0)):
+        start = time.monotonic()
+        reply = client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)
+        waited = time.monotonic() - start
+        breaker = running.server.service.rerank_stage.rerankers["tiny"].breaker
+        assert breaker.failures == 1
+    d = reply.rerank
+    assert d.degraded and "timed out" in d.degraded_reason and in_fused_order(reply.hits)
+    assert waited < 1.9  # answered at the stall timeout, not when the backend woke up
+
+
+def test_budgets_persist_across_a_server_restart(start_server, tmp_path):
+    first = start_server(tmp_path / "persist")
+    admin = first.client("ops")
+    saved = budget("durable-tenant", latency_target_ms=80.0, max_cost_per_query=900, cost_per_minute=12000.0, min_depth=2, max_depth=40, default_mode=pb.AUTO)
+    assert admin.admin.SetBudget(pb.SetBudgetRequest(budget=saved), metadata=admin.metadata) == saved
+    first.stop()
+    second = start_server(tmp_path / "persist")
+    admin2 = second.client("ops")
+    assert admin2.admin.GetBudget(pb.GetBudgetRequest(tenant="durable-tenant"), metadata=admin2.metadata) == saved
+    listed = admin2.admin.ListBudgets(pb.ListBudgetsRequest(), metadata=admin2.metadata)
+    assert list(listed.budgets) == [saved]
+    assert listed.default_budget.tenant == "" and listed.default_budget.default_mode == pb.OFF
+
+
+# ---------------------------------------------------------------------- tenant admin
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"tenant": ""}, "budget.tenant"),
+        ({"tenant": "bad tenant!"}, "budget.tenant"),
+        ({"latency_target_ms": -5.0}, "budget.latency_target_ms"),
+        ({"latency_target_ms": math.nan}, "budget.latency_target_ms"),
+        ({"max_cost_per_query": -1}, "budget.max_cost_per_query"),
+        ({"cost_per_minute": -100.0}, "budget.cost_per_minute"),
+        ({"min_depth": -1}, "budget.min_depth"),
+        ({"min_depth": 20, "max_depth": 10}, "budget.min_depth"),
+        ({"max_depth": 201}, "budget.max_depth"),
+        ({"max_depth": -1}, "budget.max_depth"),
+        ({"default_mode": 9}, "budget.default_mode"),
+    ],
+)
+def test_set_budget_rejects_bad_input_naming_the_field(server, fields, field):
+    client = server.client("ops")
+    values = {"tenant": "someone", "max_depth": 50, **fields}
+    request = pb.SetBudgetRequest(budget=pb.RerankBudget(**values))
+    code, details = status_of(lambda: client.admin.SetBudget(request, metadata=client.metadata))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
+    assert client.admin.GetBudget(pb.GetBudgetRequest(tenant="someone"), metadata=client.metadata).tenant == ""
+
+
+def test_get_budget_of_an_unknown_tenant_returns_the_default_budget(server):
+    client = server.client("ops")
+    reply = client.admin.GetBudget(pb.GetBudgetRequest(tenant="never-configured"), metadata=client.metadata)
+    assert reply.tenant == "" and reply.max_depth == 50 and reply.default_mode == pb.OFF
+    assert reply.latency_target_ms == 0 and reply.cost_per_minute == 0 and reply.max_cost_per_query == 0
+    code, details = status_of(lambda: client.admin.GetBudget(pb.GetBudgetRequest(tenant="no spaces"), metadata=client.metadata))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("tenant:")
+
+
+def test_delete_budget_returns_the_tenant_to_the_default(server):
+    client = server.client("ops")
+    mine = budget("to-delete", max_depth=7, default_mode=pb.FIXED)
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=mine), metadata=client.metadata)
+    assert client.admin.GetBudget(pb.GetBudgetRequest(tenant="to-delete"), metadata=client.metadata) == mine
+    assert mine in client.admin.ListBudgets(pb.ListBudgetsRequest(), metadata=client.metadata).budgets
+    assert client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant="to-delete"), metadata=client.metadata).deleted
+    assert client.admin.GetBudget(pb.GetBudgetRequest(tenant="to-delete"), metadata=client.metadata).tenant == ""
+    assert not client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant="to-delete"), metadata=client.metadata).deleted
+    code, details = status_of(lambda: client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=""), metadata=client.metadata))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("tenant:")
+
+
+# ---------------------------------------------------------------------- search input
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"rerank_mode": 9}, "rerank_mode"),
+        ({"rerank_mode": pb.FIXED, "rerank_depth": -1}, "rerank_depth"),
+        ({"rerank_mode": pb.FIXED, "rerank_depth": 201}, "rerank_depth"),
+        ({"rerank_mode": pb.FIXED, "rerank_depth": 0}, "rerank_depth"),
+        ({"rerank_mode": pb.AUTO, "rerank_depth": 5}, "rerank_depth"),
+    ],
+)
+def test_search_rejects_bad_rerank_input_naming_the_field(tenant, fields, field):
+    client = tenant("acme")
+    request = pb.SearchRequest(collection=COLLECTION, query=QUERY, top_k=5, **fields)
+    code, details = status_of(lambda: client.stub.Search(request, metadata=client.metadata, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
+
+
+# ---------------------------------------------------------------------- standalone Rerank
+
+
+RERANK_DOCS = [
+    "protein expression in cancer cells",
+    "bacteria resistance to antibiotic treatment",
+    "the of and",
+    "cancer cells and protein binding in tumor growth",
+    "sleep and memory",
+    "gene regulation of stem cells",
+]
+
+
+def test_rerank_sorts_documents_by_relevance_with_their_indexes(server):
+    client = server.client("acme")
+    reply = client.rerank(QUERY, RERANK_DOCS)
+    assert reply.model == "tiny" and reply.elapsed_ms > 0
+    assert sorted(r.index for r in reply.results) == list(range(len(RERANK_DOCS)))
+    scores = [r.relevance_score for r in reply.results]
+    assert scores == sorted(scores, reverse=True)
+    for r in reply.results:
+        assert 0.0 <= r.relevance_score <= 1.0 and r.document == ""
+        assert r.relevance_score == pytest.approx(1.0 / (1.0 + math.exp(-r.raw_score)))
+    backend = server.server.service.rerank_stage.rerankers["tiny"].backend
+    direct = backend.score(QUERY, RERANK_DOCS)
+    for r in reply.results:
+        assert r.raw_score == pytest.approx(direct.raw[r.index], abs=1e-5)
+    assert reply.usage.tokens == int(direct.tokens.sum()) > 0 and reply.usage.truncated_documents == 0
+
+
+def test_rerank_top_n_cuts_and_return_documents_echoes_them(server):
+    client = server.client("acme")
+    full = client.rerank(QUERY, RERANK_DOCS)
+    top = client.rerank(QUERY, RERANK_DOCS, top_n=2, return_documents=True)
+    assert [r.index for r in top.results] == [r.index for r in full.results[:2]]
+    assert [r.document for r in top.results] == [RERANK_DOCS[r.index] for r in top.results]
+    assert top.usage.tokens == full.usage.tokens  # every document is scored either way
+    assert len(client.rerank(QUERY, RERANK_DOCS, top_n=100).results) == len(RERANK_DOCS)
+
+
+def test_rerank_truncates_documents_over_max_length_and_counts_them(server):
+    client = server.client("acme")
+    long_doc = " ".join(_WORDS * 6)  # far over the tiny backend's 128 tokens
+    reply = client.rerank(QUERY, [RERANK_DOCS[0], long_doc, long_doc + " again"])
+    assert reply.usage.truncated_documents == 2
+    assert len(reply.results) == 3
+    backend = server.server.service.rerank_stage.rerankers["tiny"].backend
+    short = int(backend.encode(QUERY, [RERANK_DOCS[0]]).tokens[0])
+    assert reply.usage.tokens == short + 2 * 128
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"query": QUERY, "documents": []}, "documents"),
+        ({"query": "", "documents": RERANK_DOCS}, "query"),
+        ({"query": "   ", "documents": RERANK_DOCS}, "query"),
+        ({"query": QUERY, "documents": RERANK_DOCS, "top_n": -1}, "top_n"),
+        ({"query": QUERY, "documents": RERANK_DOCS, "model": "no-such-model"}, "model"),
+        ({"query": QUERY, "documents": ["x" * 5000]}, "documents[0]"),
+    ],
+)
+def test_rerank_rejects_bad_input_naming_the_field(server, kwargs, field):
+    client = server.client("acme")
+    code, details = status_of(lambda: client.stub.Rerank(pb.RerankRequest(**kwargs), metadata=client.metadata, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
+    assert client.rerank(QUERY, RERANK_DOCS[:2]).results  # still serving
+
+
+def test_rerank_rejects_too_many_documents(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    running = start_server(tmp_path / "few", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, max_documents=3))
+    client = running.client("acme")
+    assert len(client.rerank(QUERY, RERANK_DOCS[:3]).results) == 3
+    code, details = status_of(lambda: client.rerank(QUERY, RERANK_DOCS[:4]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("documents:") and "at most 3" in details
+    assert len(client.rerank(QUERY, RERANK_DOCS[:2]).results) == 2
+
+
+def test_server_keeps_serving_after_bad_rerank_requests(server, tenant):
+    client = tenant("acme")
+    for request in (pb.RerankRequest(query="", documents=["a"]), pb.RerankRequest(query="q"), pb.RerankRequest(query="q", documents=["a"], top_n=-3)):
+        code, _ = status_of(lambda: client.stub.Rerank(request, metadata=client.metadata, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert client.rerank(QUERY, RERANK_DOCS).usage.tokens > 0
+    reply = client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)
+    assert reply.rerank.depth_scored == 3 and not reply.rerank.degraded
+    assert health(server) == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,221 @@
+"""Reranker fine-tuning at CI size: a tiny BEIR folder, the tiny XLM-R models, Milvus Lite.
+
+Mining runs the real SearchService (tiny-bm25 profile) and training the real loop; the
+trained directory must load in every rerank backend, a second run must be a cache hit,
+and interrupted mining / ingestion / training must resume from their caches.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_BM25_PROFILE, make_settings
+from tests.tiny_models import WORDS
+
+TRAIN_CONFIG = dict(epochs=4, negatives=3, batch_groups=4, lr=1e-3, max_length=64, seed=7, checkpoint_seconds=1e9)
+N_DOCS, N_TRAIN, N_TEST = 40, 24, 8
+
+
+def write_tiny_beir(root: Path, seed: int = 3) -> Path:
+    """Documents of 12 random words; a query is 3 words of its one relevant document."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    docs = [{"_id": f"doc{i}", "title": " ".join(rng.sample(WORDS, 2)), "text": " ".join(rng.sample(WORDS, 12))} for i in range(N_DOCS)]
+    queries, qrels = [], {"train": [], "test": []}
+    for i in range(N_TRAIN + N_TEST):
+        doc = docs[i]
+        queries.append({"_id": f"q{i}", "text": " ".join(rng.sample(doc["text"].split(), 3))})
+        qrels["train" if i < N_TRAIN else "test"].append((f"q{i}", doc["_id"], 1))
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
+    root = tmp_path_factory.mktemp("train")
+    beir = write_tiny_beir(root / "tinybeir")
+    settings = make_settings(root / "unused", tiny_m3_dir)
+    return {"root": root, "beir": beir, "cache": root / "cache", "settings": settings, "base": tiny_reranker_dir}
+
+
+def run_pipeline(ws, **overrides):
+    from engine.hard_negatives import train_from_beir
+    from rerank.training import TrainConfig
+
+    kwargs = dict(
+        split="train",
+        base=str(ws["base"]),
+        cache_dir=ws["cache"],
+        settings=ws["settings"],
+        profile=TINY_BM25_PROFILE,
+        mine_depth=10,
+        config=TrainConfig(**TRAIN_CONFIG),
+        progress=False,
+    )
+    kwargs.update(overrides)
+    return train_from_beir(ws["beir"], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    return run_pipeline(workspace)
+
+
+def test_pipeline_trains_and_records_what_it_did(trained, workspace):
+    assert not trained.cached
+    assert trained.model_dir == workspace["cache"] / "reranker"
+    assert trained.examples == N_TRAIN and trained.queries == N_TRAIN
+    info = json.loads((trained.model_dir / "training_info.json").read_text())
+    assert info["complete"] and info["seed"] == 7 and info["epochs"] == 4 and info["loss"] == "listwise"
+    assert info["pairs_per_epoch"] == N_TRAIN * 4 and info["base_model"] == str(workspace["base"])
+    assert len(info["data_hash"]) == 16 and info["train_seconds"] > 0
+    # The loss goes down: last epoch below the first, end of the curve below its start.
+    assert info["epoch_losses"][-1] < info["epoch_losses"][0]
+    assert info["loss_curve"][-1] < info["loss_curve"][0]
+    # Ranked lists cached: one line per train query after the header, no relevant doc among the negatives.
+    lines = trained.ranked_path.read_text().splitlines()
+    assert json.loads(lines[0])["meta"]["split"] == "train" and len(lines) == 1 + N_TRAIN
+    assert not (workspace["cache"] / "reranker.partial").exists()
+
+
+def test_trained_dir_loads_in_every_backend_and_they_agree(trained):
+    from rerank.backends import load_backend
+
+    query = "protein expression in cancer cells"
+    docs = ["protein expression cancer cells tumor", "water carbon oxygen pressure", "cells of the immune system"]
+    scores = {}
+    for kind in ("flag", "cross-encoder", "onnx"):
+        backend = load_backend(kind, kind, str(trained.model_dir), max_length=64, batch_size=4)
+        scores[kind] = backend.score(query, docs).raw
+        if kind == "flag":
+            # FlagReranker's own path sends token_type_ids; the trained model ignores them.
+            np.testing.assert_allclose(backend.compute_score_plain(query, docs), scores[kind], rtol=1e-4, atol=1e-4)
+        backend.close()
+    assert np.ptp(scores["flag"]) > 0
+    np.testing.assert_allclose(scores["cross-encoder"], scores["flag"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores["onnx"], scores["flag"], rtol=1e-3, atol=1e-3)
+
+
+def test_second_run_is_a_cache_hit(trained, workspace):
+    before = (trained.model_dir / "model.safetensors").stat().st_mtime_ns
+    again = run_pipeline(workspace)
+    assert again.cached and again.mining_seconds == 0 and again.ingest_seconds == 0
+    assert (trained.model_dir / "model.safetensors").stat().st_mtime_ns == before
+    # Another seed is another model: not a cache hit (trained to a separate directory here).
+    from rerank.training import TrainConfig, is_complete, read_info
+
+    assert not is_complete(trained.model_dir, {**read_info(trained.model_dir)["key"], "seed": 8})
+    assert TrainConfig(**TRAIN_CONFIG).key() == {k: v for k, v in read_info(trained.model_dir)["key"].items() if k in TrainConfig(**TRAIN_CONFIG).key()}
+
+
+def test_interrupted_mining_and_ingest_resume(trained, workspace):
+    from engine.beir import load_beir
+    from engine.hard_negatives import open_index, rank_queries, read_ranked
+
+    beir = load_beir(workspace["beir"], ("train",))
+    path = trained.ranked_path
+    full = path.read_text().splitlines()
+    meta = json.loads(full[0])["meta"]
+    expected = read_ranked(path, meta)
+    # A run that died after 5 queries, in the middle of writing the 6th line.
+    path.write_text("\n".join(full[:6]) + "\n" + full[6][: len(full[6]) // 2])
+    assert len(read_ranked(path, meta)) == 5 and path.read_text().endswith("\n")
+
+    index = open_index(beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False)
+    try:
+        assert index.ingested == 0  # the collection is complete
+        resumed = rank_queries(index, beir.split_queries("train"), path, meta, depth=10, progress=False)
+        assert resumed.searched == N_TRAIN - 5
+        assert resumed.ranked == expected
+        assert len(path.read_text().splitlines()) == 1 + N_TRAIN
+        # Ingestion killed part-way: three documents are missing; only they are written again.
+        index.service.delete(index.tenant, index.collection, ["doc1", "doc5", "doc9"])
+    finally:
+        index.close()
+    index = open_index(beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False)
+    try:
+        assert index.ingested == 3
+        assert index.service.describe(index.collection, index.tenant)[1] == N_DOCS
+    finally:
+        index.close()
+    # A file written for another setup is set aside, not trusted.
+    assert read_ranked(path, {**meta, "depth": 11}) == {} and not path.exists()
+    assert path.with_suffix(".jsonl.stale").exists()
+    path.with_suffix(".jsonl.stale").rename(path)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(trained, workspace, tmp_path):
+    from engine.beir import load_beir
+    from engine.hard_negatives import hard_negatives, read_ranked, training_examples
+    from rerank.training import TrainConfig, train_cross_encoder
+
+    beir = load_beir(workspace["beir"], ("train",))
+    meta = json.loads(trained.ranked_path.read_text().splitlines()[0])["meta"]
+    examples = training_examples(beir, "train", hard_negatives(beir, "train", read_ranked(trained.ranked_path, meta)))
+    config = TrainConfig(**{**TRAIN_CONFIG, "epochs": 2, "checkpoint_seconds": 0.0})
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(step, loss):
+        if step == 5:
+            raise Stop
+
+    out = tmp_path / "model"
+    with pytest.raises(Stop):
+        train_cross_encoder(workspace["base"], examples, out, config, on_step=stop_at_5, progress=False)
+    assert (tmp_path / "model.partial" / "checkpoint.pt").exists() and not out.exists()
+    steps = []
+    resumed = train_cross_encoder(workspace["base"], examples, out, config, on_step=lambda s, l: steps.append(s), progress=False)
+    assert steps[0] == 5 and steps[-1] == resumed.info["steps"]  # continued after the last checkpoint (step 4)
+    straight = train_cross_encoder(workspace["base"], examples, tmp_path / "straight", config, progress=False)
+    assert resumed.info["loss_curve"] == pytest.approx(straight.info["loss_curve"], rel=1e-4, abs=1e-5)
+
+
+def test_bad_inputs(workspace, tmp_path):
+    from engine.beir import BeirError
+    from rerank.training import TrainConfig, TrainingExample, train_cross_encoder
+
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="no training examples"):
+        train_cross_encoder(workspace["base"], [], tmp_path / "m")
+    with pytest.raises(ValueError, match="has no negatives"):
+        train_cross_encoder(workspace["base"], [TrainingExample("q", "d", ())], tmp_path / "m")
+    broken = write_tiny_beir(tmp_path / "broken")
+    (broken / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(BeirError, match="train.tsv: the split is empty"):
+        run_pipeline({**workspace, "beir": broken, "cache": tmp_path / "cache"})
+
+
+def test_cli(trained, workspace, tmp_path, capsys):
+    import yaml
+
+    from engine.cli import main
+
+    config = tmp_path / "hsearch.yaml"
+    profiles = {name: p.model_dump() for name, p in workspace["settings"].profiles.items()}
+    config.write_text(yaml.safe_dump({"profiles": profiles, "default_profile": TINY_BM25_PROFILE}))
+    common = ["train-reranker", "--base", str(workspace["base"]), "--cache-dir", str(workspace["cache"]), "--config", str(config),
+              "--profile", TINY_BM25_PROFILE, "--mine-depth", "10", "--epochs", "4", "--negatives", "3", "--batch-groups", "4",
+              "--lr", "1e-3", "--max-length", "64", "--seed", "7", "--quiet"]
+    assert main(common + ["--beir", str(workspace["beir"]), "--eval-split", "test", "--eval-depth", "10"]) == 0
+    captured = capsys.readouterr()
+    assert "up to date (cached)" in captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["queries"] == N_TEST and 0 <= result["ndcg@10_rrf"] <= 1 and 0 <= result["ndcg@10_reranked"] <= 1
+
+    missing = tmp_path / "nothing-here"
+    missing.mkdir()
+    assert main(common + ["--beir", str(missing)]) == 2
+    assert f"{missing / 'corpus.jsonl'}: missing" in capsys.readouterr().err
