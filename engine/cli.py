@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def remote(p):
         p.add_argument("--target", default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"), help="service address (env HSEARCH_TARGET)")
-        p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT", "default"), help="tenant (env HSEARCH_TENANT)")
+        p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT"), help="tenant, development mode only (env HSEARCH_TENANT); with an API key the key names the tenant")
         p.add_argument("--api-key", default=os.environ.get("HSEARCH_API_KEY"), help="API key (env HSEARCH_API_KEY)")
 
     p = sub.add_parser("serve", help="run the gRPC service")
