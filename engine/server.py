@@ -78,6 +78,7 @@ class Server:
             log.warning("auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)")
         self.port: int = 0
         self._stopped = threading.Event()
+        self._closed = threading.Event()
         self.extra_servicers: list = []
 
     def start(self) -> int:
@@ -143,11 +144,13 @@ class Server:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self._set_serving(False)
-        self.health.set(RERANK_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Every entry NOT_SERVING, and later sets ignored, so the health watcher
+        # cannot flip it back while calls drain.
+        self.health.enter_graceful_shutdown()
         grace = self.settings.server.grace_s if grace is None else grace
         self.grpc_server.stop(grace).wait()
         self.service.close()
+        self._closed.set()
         log.info("stopped")
 
     def wait(self) -> None:
@@ -167,3 +170,5 @@ def serve(settings: Settings) -> None:
     server.install_signal_handlers()
     server.start()
     server.wait()
+    # gRPC has stopped; let the shutdown thread finish closing the store and reranker.
+    server._closed.wait(settings.server.grace_s + 30)

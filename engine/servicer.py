@@ -21,6 +21,18 @@ from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
+# The status message travels percent-encoded in the grpc-message trailer (up to 12 bytes
+# per character); clients drop trailers over 16 KiB and see a transport error instead of
+# the status. Messages that echo a caller's huge value are cut to fit.
+MAX_STATUS_MESSAGE_CHARS = 1000
+
+
+def status_message(text: str) -> str:
+    if len(text) <= MAX_STATUS_MESSAGE_CHARS:
+        return text
+    return text[: MAX_STATUS_MESSAGE_CHARS - 40] + f"... ({len(text)} characters, cut)"
+
+
 def rpc(method: Callable) -> Callable:
     """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving."""
 
@@ -30,12 +42,12 @@ def rpc(method: Callable) -> Callable:
             return method(self, request, context)
         except ServiceError as exc:
             self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
-            context.abort(exc.code, exc.message)
+            context.abort(exc.code, status_message(exc.message))
         except Exception as exc:  # the server must survive any request
             if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
                 raise
             log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))
 
     return wrapper
 
@@ -216,7 +228,13 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
             elif name != collection:
                 raise invalid(f"{where}: collection", f"{name!r} differs from the stream's collection {collection!r}")
             docs = validation.documents(request.documents, self.limits, where=f"{where}: documents")
-            total += self.service.upsert(tenant, collection, docs)
+            try:
+                total += self.service.upsert(tenant, collection, docs)
+            except ServiceError as exc:
+                # The service checks declared metadata types; say which batch failed.
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ServiceError(exc.code, f"{where}: {exc.message}") from exc
+                raise
             batches += 1
         return pb.UpsertResponse(upserted=total, batches=batches, elapsed_ms=(time.perf_counter() - start) * 1000)
 

@@ -234,6 +234,16 @@ def test_bulk_upsert_refuses_a_later_batch_naming_it_and_writes_none_of_that_bat
     assert client.delete(COLLECTION, ["bulk-0"]) == 1
 
 
+def test_bulk_upsert_names_the_batch_of_a_metadata_type_error(client, stub):
+    def stream():
+        yield pb.UpsertRequest(collection=COLLECTION, documents=[pb.Document(id="bulkt-0", text="first batch")])
+        yield pb.UpsertRequest(documents=[pb.Document(id="bulkt-1", text="ok"), pb.Document(id="bulkt-2", text="t", metadata={"year": S(string_value="x")})])
+
+    assert_rejected(lambda: stub.BulkUpsert(stream(), metadata=MD), INVALID, "batch 1", "1 documents written", "documents[1].metadata['year']", "int")
+    assert [d.id for d in client.get(COLLECTION, ["bulkt-0", "bulkt-1", "bulkt-2"])] == ["bulkt-0"]
+    assert client.delete(COLLECTION, ["bulkt-0"]) == 1
+
+
 def test_bulk_upsert_refuses_a_stream_that_switches_collection_or_names_none(stub):
     def switching():
         yield pb.UpsertRequest(collection=COLLECTION, documents=[pb.Document(id="sw-0", text="first")])

@@ -139,7 +139,7 @@ def test_graceful_stop_turns_health_not_serving_finishes_in_flight_calls_and_ref
     search = pb.SearchRequest(collection="drain", query="written", top_k=1)
     new_call = lambda: pb_grpc.HybridSearchStub(fresh).Search(search, metadata=[("x-tenant", "acme")], timeout=2)  # noqa: E731
     assert wait_for(lambda: refused(new_call) == grpc.StatusCode.UNAVAILABLE, 10, "UNAVAILABLE on a new channel")
-    assert refused(lambda: client.search("drain", "written", top_k=1, timeout=2)) == grpc.StatusCode.UNAVAILABLE
+    assert wait_for(lambda: refused(lambda: client.search("drain", "written", top_k=1, timeout=2)) == grpc.StatusCode.UNAVAILABLE, 10, "UNAVAILABLE on the open channel")
     assert loader.is_alive() and stopper.is_alive()
 
     # the in-flight stream still completes, and the stop then returns well inside the grace period
@@ -149,6 +149,7 @@ def test_graceful_stop_turns_health_not_serving_finishes_in_flight_calls_and_ref
     assert outcome["reply"].upserted == 2 and outcome["reply"].batches == 2
     stopper.join(grace)
     assert not stopper.is_alive() and time.monotonic() - started < grace / 2
+    assert refused(lambda: health_stub(fresh).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)) == grpc.StatusCode.UNAVAILABLE
 
     # both batches are durable: a new server on the same data directory has them
     again = start_server(data_dir, rerank={"enabled": False})
