@@ -128,7 +128,7 @@ class RerankConfig(BaseModel):
     # Standalone Rerank RPC: most documents per call.
     max_documents: int = Field(1000, ge=1)
     # Kept free for merging and building the response when fitting a deadline.
-    reserve_ms: float = Field(2.0, ge=0)
+    reserve_ms: float = Field(5.0, ge=0)
     # A backend that has not answered in this long is treated as stalled (fusion
     # only, and a failure for the circuit breaker) even with no deadline.
     stall_timeout_s: float = Field(5.0, gt=0)

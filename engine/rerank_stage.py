@@ -178,7 +178,10 @@ class RerankStage:
         if not reranker.breaker.allow():
             return degrade(f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
 
-        cap = budget.max_depth if mode == "auto" else min(query.rerank_depth, budget.max_depth)
+        # FIXED as the tenant's default mode comes with no depth in the request: it
+        # then means "rerank max_depth".
+        requested = query.rerank_depth or budget.max_depth
+        cap = budget.max_depth if mode == "auto" else min(requested, budget.max_depth)
         head = fused.ids[: max(cap, 0)]
         if not head:
             decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
@@ -199,7 +202,7 @@ class RerankStage:
             signals=query_signals(fused.route_ranks, fused.scores),
             queue_wait_ms=reranker.model.predict_ms(pending, pending * avg_tokens) if pending else 0.0,
             reserve_ms=self.config.reserve_ms,
-            requested_depth=query.rerank_depth,
+            requested_depth=requested,
         )
         choice = choose_depth(inputs, reranker.model)
         decision.depth_chosen = choice.depth

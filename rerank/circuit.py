@@ -21,6 +21,7 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.last_error = ""
         self._probe_in_flight = False
+        self._probe_started = 0.0
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
@@ -30,8 +31,12 @@ class CircuitBreaker:
             if self.state == OPEN and self.clock() - self.opened_at >= self.cooldown_s:
                 self.state = HALF_OPEN
                 self._probe_in_flight = False
-            if self.state == HALF_OPEN and not self._probe_in_flight:
+            # A probe that never reported back (its caller scored nothing, or gave up)
+            # must not keep the circuit half-open for good: after another cooldown
+            # the next caller probes instead.
+            if self.state == HALF_OPEN and (not self._probe_in_flight or self.clock() - self._probe_started >= self.cooldown_s):
                 self._probe_in_flight = True
+                self._probe_started = self.clock()
                 return True
             return False
 

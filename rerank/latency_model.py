@@ -85,6 +85,8 @@ class LatencyModel:
             a, b, c = self.theta
         margin = self.margin
         predicted = np.maximum(a + b * n + c * cumulative_tokens, 0.1) * margin
+        # Scoring more pairs never takes less time, even if a fitted coefficient went
+        # negative: the running maximum keeps the fitting n a prefix.
+        predicted = np.maximum.accumulate(predicted)
         fits = np.flatnonzero(predicted <= budget_ms)
-        # Prediction grows with n, so the fitting ones form a prefix.
         return int(fits[-1] + 1) if len(fits) else 0

@@ -16,13 +16,14 @@ from rerank.latency_model import LatencyModel
 class FaultyBackend(RerankBackend):
     """Delegates tokenising and ``_forward`` to a real backend; can raise, sleep or block per batch."""
 
-    def __init__(self, real: RerankBackend, *, delay_s: float = 0.0, error: Optional[BaseException] = None):
+    def __init__(self, real: RerankBackend, *, delay_s: float = 0.0, delay_per_pair_s: float = 0.0, error: Optional[BaseException] = None):
         super().__init__(real.name, real.model_path, max_length=real.max_length, batch_size=real.batch_size)
         self.kind = real.kind
         self.real = real
         self.tokenizer = real.tokenizer
         self.pad_id = real.pad_id
-        self.delay_s = delay_s
+        self.delay_s = delay_s  # per batch (per _forward call)
+        self.delay_per_pair_s = delay_per_pair_s  # per pair: slower the way a real model is
         self.error = error
         self.gate: Optional[threading.Event] = None  # when set, each batch waits for it
         self.started = threading.Event()  # set when a batch reaches _forward
@@ -39,8 +40,8 @@ class FaultyBackend(RerankBackend):
         self.started.set()
         if self.gate is not None:
             self.gate.wait(30)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.delay_s or self.delay_per_pair_s:
+            time.sleep(self.delay_s + self.delay_per_pair_s * len(input_ids))
         if self.error is not None:
             raise self.error
         self.pairs_scored += len(input_ids)

@@ -63,3 +63,17 @@ def test_failed_probe_opens_the_circuit_again_for_a_full_cooldown():
     assert not breaker.allow()
     clock.advance(1)
     assert breaker.allow()
+
+
+def test_probe_that_never_reports_back_is_replaced_after_another_cooldown():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure("down")
+    clock.advance(10)
+    assert breaker.allow()  # a probe whose caller then scores nothing and reports nothing
+    clock.advance(9)
+    assert not breaker.allow()
+    clock.advance(1)
+    assert breaker.allow()  # the next caller probes instead
+    breaker.record_success()
+    assert breaker.state == CLOSED

@@ -76,3 +76,13 @@ def test_largest_fitting_agrees_with_predict():
             assert model.predict_ms(n, cumulative[n - 1]) <= budget + 1e-9
         if n < len(cumulative):
             assert model.predict_ms(n + 1, cumulative[n]) > budget
+
+
+def test_largest_fitting_stays_a_prefix_when_a_fitted_coefficient_is_negative():
+    model = LatencyModel()
+    model.theta = np.array([50.0, -5.0, 0.01])  # a fit gone wrong: time falls with pairs
+    cumulative = np.cumsum(np.full(20, 100.0))
+    n = model.largest_fitting(cumulative, budget_ms=60.0)
+    # every prefix up to n fits, none beyond it is chosen just because its own prediction dipped
+    assert n == 0 or model.predict_ms(1, cumulative[0]) <= 60.0
+    assert all(max(model.predict_ms(i, cumulative[i - 1]) for i in range(1, k + 1)) <= 60.0 for k in range(1, n + 1))
