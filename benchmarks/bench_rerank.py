@@ -148,11 +148,13 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"python": platform.python_version()}
-    for module in ("torch", "onnxruntime", "transformers", "FlagEmbedding", "numpy", "pymilvus", "milvus_lite", "grpc"):
+    for package in ("torch", "onnxruntime", "transformers", "FlagEmbedding", "numpy", "pymilvus", "milvus-lite", "grpcio"):
         try:
-            versions[module] = getattr(__import__(module), "__version__", "?")
-        except Exception:
+            versions[package] = version(package)
+        except PackageNotFoundError:
             pass
     return {
         "cpu": cpu,
@@ -293,9 +295,14 @@ def padding_efficiency(lengths: np.ndarray, batch_size: int, sort: bool) -> floa
 Request = tuple[str, list[str]]
 
 
-def uniform_requests(tokenizer, queries: list[str], docs: list[str], size: int, count: int, max_length: int, offset: int) -> list[Request]:
-    """``count`` requests of ``size`` pairs, each cut to exactly ``max_length`` tokens."""
-    long_docs = [d for d, n in zip(docs, (len(x) for x in tokenizer(docs, add_special_tokens=False)["input_ids"])) if n >= max_length]
+def long_documents(tokenizer, docs: list[str], max_length: int) -> list[str]:
+    """Documents that alone reach ``max_length`` tokens: any pair with them is cut to exactly that."""
+    counts = (len(x) for x in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"])
+    return [d for d, n in zip(docs, counts) if n >= max_length]
+
+
+def uniform_requests(long_docs: list[str], queries: list[str], size: int, count: int, offset: int) -> list[Request]:
+    """``count`` requests of ``size`` pairs drawn in turn from ``long_docs``."""
     out = []
     for i in range(count):
         start = ((offset + i) * size) % len(long_docs)
@@ -346,7 +353,7 @@ def run_rounds(methods: dict[str, Callable[[int], int]], samples: int, warmup: i
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256], help="pairs per request")
-    parser.add_argument("--samples", type=int, default=7, help="timed rounds per measurement")
+    parser.add_argument("--samples", type=int, default=5, help="timed rounds per measurement")
     parser.add_argument("--pairs-per-sample", type=int, default=256, help="pairs per timed sample (several requests when the size is smaller)")
     parser.add_argument("--batch-size", type=int, default=16, help="forward-pass batch size of every backend")
     parser.add_argument("--max-length", type=int, default=256)
@@ -396,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     onnx8 = load_backend("onnx", "onnx-int8", str(model_path), max_length=args.max_length, batch_size=args.batch_size, quantize=True, threads=THREADS)
     log(f"backends loaded (ONNX export/quantisation included when not cached) in {time.perf_counter() - t0:.1f} s")
     onnx_sizes = {"fp32_mb": round(onnx32.onnx_file.stat().st_size / 1e6, 1), "int8_mb": round(onnx8.onnx_file.stat().st_size / 1e6, 1)}
-    tokenizer = flag.tokenizer
+    long_docs = long_documents(flag.tokenizer, docs, args.max_length)
 
     results: dict = {
         "command": command,
@@ -415,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
         for size in args.sizes:
             per_sample = max(1, math.ceil(args.pairs_per_sample / size))
             # Distinct requests for the warm-up and for every sample.
-            sets = [uniform_requests(tokenizer, queries, docs, size, per_sample, args.max_length, offset=k * per_sample) for k in range(args.samples + 1)]
+            sets = [uniform_requests(long_docs, queries, size, per_sample, offset=k * per_sample) for k in range(args.samples + 1)]
             encoded = [[flag.encode(q, d) for q, d in s] for s in sets]
             lengths = np.concatenate([e.tokens for s in encoded for e in s])
             assert (lengths == args.max_length).all(), f"uniform pairs should be {args.max_length} tokens, got {np.unique(lengths)}"
@@ -523,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
         sweep = {}
         if args.sweep:
             n = args.pairs_per_sample
-            sets = [uniform_requests(tokenizer, queries, docs, n, 1, args.max_length, offset=k) for k in range(args.samples + 1)]
+            sets = [uniform_requests(long_docs, queries, n, 1, offset=k) for k in range(args.samples + 1)]
             encoded_sweep = [onnx8.encode(q, d) for s in sets for q, d in s]
 
             def with_batch(backend, bs):

@@ -54,6 +54,7 @@ import argparse
 import cProfile
 import datetime as dt
 import functools
+import gc
 import io
 import json
 import logging
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--depth", type=int, default=100, help="dense_k = sparse_k")
     p.add_argument("--fusion-reps", type=int, default=20, help="timed repetitions per query of the in-process fusion step")
+    p.add_argument("--compare-queries", type=int, default=100,
+                   help="queries (the first N) on which the Milvus calls are timed against each other (7 calls each)")
     p.add_argument("--write-batch", type=int, default=1000, help="documents per upsert + flush (the service's max batch)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up searches with non-test queries before measuring")
     p.add_argument("--profile", action="store_true", help="also cProfile the search path in-process (writes search_profile.txt)")
@@ -110,12 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=CACHE_DIR / "runs", help="where the fresh Milvus Lite directories go")
     p.add_argument("--keep", action="store_true", help="keep the Milvus Lite directories afterwards")
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--gc-freeze-pass", action="store_true",
+                   help="a third pass, warm, after gc.collect(); gc.freeze() (what moving the heap out of the collector's way buys)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-load", type=float, default=None,
                    help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
                         "the load is recorded in the report either way")
     p.add_argument("--max-wait", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=None, help="report path (.md; the .json goes beside it)")
+    p.add_argument("--from-json", type=Path, default=None, help="only re-render the report from a .json this script wrote")
     args = p.parse_args(argv)
     if args.quick:
         if "--docs" not in (argv if argv is not None else sys.argv[1:]):
@@ -227,45 +233,139 @@ def machine_info() -> dict[str, Any]:
 
 
 class ServerProbe:
-    """Times the servicer's `Search` handler and its protobuf response building.
+    """Times the servicer's `Search` handler, its protobuf response building, and the CPU
+    time of the fusion steps.
 
-    Wraps `engine.servicer.HybridSearchServicer.Search` and `engine.servicer.search_response`
-    in this process (before the server registers its servicer). Engine code is not changed.
+    Wraps, in this process and before the server registers its servicer,
+    `engine.servicer.HybridSearchServicer.Search`, `engine.servicer.search_response` and
+    `engine.service.SearchService._fuse` / `_hits`. Engine code is not changed. Besides
+    wall time, the wrappers read the thread's CPU clock (`time.thread_time_ns`), which does
+    not advance while the thread waits for a core or for the GIL: "fusion + response, CPU"
+    is the work itself, whatever else the machine (or this process) is doing.
     """
+
+    STEPS = ("fuse", "hits", "build")
 
     def __init__(self) -> None:
         self.records: list[dict[str, float]] = []
         self._local = threading.local()
-        self.installed_build = False
+        self.wrapped: list[str] = []
+
+    def _timed(self, step: str, fn: Callable) -> Callable:
+        probe = self
+
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            c, t = time.thread_time_ns(), time.perf_counter_ns()
+            try:
+                return fn(*a, **kw)
+            finally:
+                acc = getattr(probe._local, "acc", None)
+                if acc is not None:
+                    acc[step + "_wall"] += (time.perf_counter_ns() - t) / 1e6
+                    acc[step + "_cpu"] += (time.thread_time_ns() - c) / 1e6
+
+        return wrapper
 
     def install(self) -> None:
+        import engine.service as service_module
         import engine.servicer as sv
 
-        probe = self
-        build = getattr(sv, "search_response", None)
-        if build is not None:
-            @functools.wraps(build)
-            def timed_build(outcome):
-                t = time.perf_counter()
-                out = build(outcome)
-                probe._local.build_ms = ms(t)
-                return out
-
-            sv.search_response = timed_build
-            self.installed_build = True
+        for owner, name, step in (
+            (sv, "search_response", "build"),
+            (service_module.SearchService, "_fuse", "fuse"),
+            (service_module.SearchService, "_hits", "hits"),
+        ):
+            fn = getattr(owner, name, None)
+            if fn is not None:
+                setattr(owner, name, self._timed(step, fn))
+                self.wrapped.append(name)
         handler = sv.HybridSearchServicer.Search
+        probe = self
 
         def timed_search(self_, request, context):
-            probe._local.build_ms = float("nan")
+            probe._local.acc = acc = {f"{s}_{k}": 0.0 for s in probe.STEPS for k in ("wall", "cpu")}
             t = time.perf_counter()
-            out = handler(self_, request, context)
-            probe.records.append({"handler_ms": ms(t), "response_build_ms": probe._local.build_ms})
-            return out
+            try:
+                return handler(self_, request, context)
+            finally:
+                probe._local.acc = None
+                rec = {"handler_ms": ms(t), "response_build_ms": acc["build_wall"] if "search_response" in probe.wrapped else float("nan")}
+                if {"_fuse", "_hits", "search_response"} <= set(probe.wrapped):
+                    rec["fusion_response_cpu_ms"] = acc["fuse_cpu"] + acc["hits_cpu"] + acc["build_cpu"]
+                    rec["fusion_response_steps_wall_ms"] = acc["fuse_wall"] + acc["hits_wall"] + acc["build_wall"]
+                probe.records.append(rec)
 
         sv.HybridSearchServicer.Search = timed_search
 
 
 PROBE = ServerProbe()
+
+
+class MilvusLiteBackground(logging.Handler):
+    """Remembers when Milvus Lite last reported background work (compaction, index builds).
+
+    Milvus Lite 3.x runs in this process, in Python threads: after each flush it compacts
+    segments and builds their indexes in a background thread, which competes for the GIL
+    with every search. Measuring before that work ends measures it too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.last = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return
+        if message.startswith(("bg:", "compaction")):
+            self.last = time.monotonic()
+
+    def settle(self, uri: str, collection: str, quiet_s: float = 10.0, max_s: float = 900.0) -> float:
+        """Wait until the collection's background queue is drained and nothing was reported
+        for ``quiet_s``; returns the seconds waited."""
+        started = time.monotonic()
+        coll = None
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            db = server_manager_instance._servers[os.path.abspath(uri)][1]
+            coll = db.get_collection(collection)
+        except Exception:  # another Milvus Lite version: fall back to the log alone
+            coll = None
+        while time.monotonic() - started < max_s:
+            if coll is not None and hasattr(coll, "_wait_for_bg"):
+                coll._wait_for_bg(timeout=max_s)
+            if time.monotonic() - self.last >= quiet_s:
+                break
+            time.sleep(1.0)
+        return time.monotonic() - started
+
+
+BACKGROUND = MilvusLiteBackground()
+
+
+class GcWatch:
+    """Python garbage-collector pauses in this process (any thread), via `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.total_ns = 0
+        self.counts = [0, 0, 0]
+        self._start: int | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter_ns()
+        elif self._start is not None:
+            self.total_ns += time.perf_counter_ns() - self._start
+            self.counts[info.get("generation", 2)] += 1
+            self._start = None
+
+
+GC = GcWatch()
+gc.callbacks.append(GC)
+logging.getLogger("milvus_lite").addHandler(BACKGROUND)
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -419,12 +519,14 @@ def run_queries(client, queries, args, pass_name: str) -> list[dict[str, Any]]:
     out = []
     for qid, text in queries:
         before = len(PROBE.records)
+        gc_ns, gen2 = GC.total_ns, GC.counts[2]
         t = time.perf_counter()
         resp = client.search(
             COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, fusion="rrf", rerank="off"
         )
         rtt = ms(t)
-        server = PROBE.records[-1] if len(PROBE.records) == before + 1 else {"handler_ms": float("nan"), "response_build_ms": float("nan")}
+        gc_ms, gen2 = (GC.total_ns - gc_ns) / 1e6, GC.counts[2] - gen2
+        server = PROBE.records[-1] if len(PROBE.records) == before + 1 else {}
         tm = resp.timings
         out.append(
             {
@@ -436,9 +538,12 @@ def run_queries(client, queries, args, pass_name: str) -> list[dict[str, Any]]:
                 "fusion_ms": tm.fusion_ms,
                 "total_ms": tm.total_ms,
                 "query_cache_hit": tm.query_cache_hit,
-                "response_build_ms": server["response_build_ms"],
-                "handler_ms": server["handler_ms"],
+                "response_build_ms": server.get("response_build_ms", float("nan")),
+                "handler_ms": server.get("handler_ms", float("nan")),
+                "fusion_response_cpu_ms": server.get("fusion_response_cpu_ms", float("nan")),
                 "client_rtt_ms": rtt,
+                "gc_ms": gc_ms,
+                "gc_gen2": gen2,
                 "dense_candidates": resp.dense_candidates,
                 "sparse_candidates": resp.sparse_candidates,
                 "hits": len(resp.hits),
@@ -457,9 +562,11 @@ STAGES = [
     ("fusion_ms", "fusion (`fusion_ms`: fuse + hits)"),
     ("response_build_ms", "response building (protobuf)"),
     ("fusion_response_ms", "**fusion + response**"),
+    ("fusion_response_cpu_ms", "fusion + response, thread CPU time"),
     ("total_ms", "service total (`total_ms`)"),
     ("handler_ms", "servicer handler"),
     ("client_rtt_ms", "client round trip"),
+    ("gc_ms", "Python GC pauses during the request"),
 ]
 
 
@@ -484,6 +591,10 @@ def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
     expr = service._tenant_expr(spec, TENANT)
     client = store.connect()
     build = getattr(sv.search_response, "__wrapped__", None) or sv.search_response
+    fuse_fn = getattr(type(service)._fuse, "__wrapped__", None)
+    hits_fn = getattr(type(service)._hits, "__wrapped__", None)
+    _fuse = (lambda *a: fuse_fn(service, *a)) if fuse_fn else service._fuse
+    _hits = (lambda *a: hits_fn(service, *a)) if hits_fn else service._hits
     depth, top_k = args.depth, args.top_k
     dense_params = {"metric_type": spec.dense_metric, "params": {"ef": max(store.config.hnsw_ef, depth)}}
     sparse_params = {"metric_type": "IP", "params": {}}
@@ -508,10 +619,10 @@ def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
         return dense_hits, future.result()
 
     def fuse_and_hits(query, dense_hits, sparse_hits):
-        fused = service._fuse(spec, query, dense_hits, sparse_hits)
+        fused = _fuse(spec, query, dense_hits, sparse_hits)
         docs = {h.pk: h.doc for h in sparse_hits}
         docs.update((h.pk, h.doc) for h in dense_hits)
-        return fused, service._hits(TENANT, query, fused, fused.ids, docs, {})
+        return fused, _hits(TENANT, query, fused, fused.ids, docs, {})
 
     def full_fusion_step(query, dense_hits, sparse_hits):
         fused, hits = fuse_and_hits(query, dense_hits, sparse_hits)
@@ -541,8 +652,7 @@ def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
     milvus_calls = [
         ("hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata", lambda q, v: hybrid(q, v, depth)),
         (f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata", lambda q, v: hybrid(q, v, top_k)),
-        ("service: dense || sparse (pool), 100 each, pk+text+metadata", service_routes),
-        ("service: dense || sparse + our fusion + hits", routes_then_fusion),
+        ("service path: dense and sparse concurrently (pool), 100 each, pk+text+metadata, + our fusion + hits", routes_then_fusion),
         ("dense search alone, pk+text+metadata (as the service)", lambda q, v: dense_only(q, v, fields)),
         ("dense search alone, pk only", lambda q, v: dense_only(q, v, ["pk"])),
         ("sparse search alone, pk+text+metadata (as the service)", lambda q, v: sparse_only(q, v, fields)),
@@ -558,33 +668,41 @@ def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
         union_sizes.append(len({h.pk for h in dense_hits} | {h.pk for h in sparse_hits}))
         # (a) fusion steps, in microseconds, `fusion_reps` runs each on this query's candidates.
         for key, fn in (
-            ("fuse_us", lambda: service._fuse(spec, query, dense_hits, sparse_hits)),
+            ("fuse_us", lambda: _fuse(spec, query, dense_hits, sparse_hits)),
             ("fuse_hits_us", lambda: fuse_and_hits(query, dense_hits, sparse_hits)),
             ("fuse_hits_response_us", lambda: full_fusion_step(query, dense_hits, sparse_hits)),
         ):
             fn()
             for _ in range(args.fusion_reps):
+                gc_before = GC.total_ns
                 t = time.perf_counter_ns()
                 fn()
-                add(key, (time.perf_counter_ns() - t) / 1e3)
+                elapsed = time.perf_counter_ns() - t
+                add(key, elapsed / 1e3)
+                if GC.total_ns == gc_before:
+                    add(key + "_nogc", elapsed / 1e3)
+        if qi >= args.compare_queries:
+            continue
         # (b) Milvus calls, in milliseconds: one each, order rotated per query.
+        outputs = {}
         for j in range(len(milvus_calls)):
             label, fn = milvus_calls[(qi + j) % len(milvus_calls)]
             t = time.perf_counter()
-            fn(query, qv)
+            outputs[label] = fn(query, qv)
             add(label, ms(t))
         # Parity: top-k of hybrid_search against our RRF on the same candidates.
-        ours = service._fuse(spec, query, dense_hits, sparse_hits).ids[:top_k]
-        theirs = [h["pk"] if "pk" in h else h["id"] for h in hybrid(query, qv, top_k)]
+        ours = _fuse(spec, query, dense_hits, sparse_hits).ids[:top_k]
+        theirs = [h["pk"] if "pk" in h else h["id"] for h in outputs[milvus_calls[1][0]]]
         if ours:
             parity.append(len(set(ours) & set(theirs)) / len(ours))
 
     return {
-        "fusion_us": {k: summary(samples[k]) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us")},
+        "fusion_us": {k: summary(samples.get(k, [])) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us",
+                                                                 "fuse_us_nogc", "fuse_hits_us_nogc", "fuse_hits_response_us_nogc")},
         "milvus_ms": {label: summary(samples[label]) for label, _ in milvus_calls},
         "topk_overlap_with_hybrid_search": float(np.mean(parity)) if parity else None,
         "mean_candidate_union": float(np.mean(union_sizes)) if union_sizes else None,
-        "raw": samples,
+        "raw": {k: v for k, v in samples.items() if not k.endswith("_nogc")},
     }
 
 
@@ -653,6 +771,9 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
         t = time.perf_counter()
         server.service.store.warm(COLLECTION)
         result["write"]["load_s"] = round(time.perf_counter() - t, 2)
+        log.info("  waiting for Milvus Lite's background compaction and index builds")
+        result["write"]["settle_s"] = round(BACKGROUND.settle(server.settings.milvus_uri, COLLECTION), 1)
+        log.info("  settled after %.0f s", result["write"]["settle_s"])
         count = client.describe_collection(COLLECTION).tenant_document_count
         result["stored_docs"] = int(count)
         stats = corpus.bm25.stats.corpus(COLLECTION, TENANT)
@@ -663,19 +784,40 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
             client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, rerank="off")
         records = []
         loads = result["load"] = []
-        for pass_name in ("cold", "warm"):
+        passes = ("cold", "warm") + (("warm, gc.freeze()",) if args.gc_freeze_pass else ())
+        for pass_name in passes:
             loads.append(wait_for_quiet(args, pass_name))
+            frozen = pass_name.endswith("gc.freeze()")
+            if frozen:
+                gc.collect()
+                gc.freeze()
             t = time.perf_counter()
             recs = [derive(r) for r in run_queries(client, queries, args, pass_name)]
+            if frozen:
+                gc.unfreeze()
             loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
             log.info("  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)", pass_name, len(recs),
                      time.perf_counter() - t, loads[-1]["load_before"], loads[-1]["load_after"])
             records.extend(recs)
-        result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in ("cold", "warm")}
+        result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in passes}
         result["stages"] = {
             p: {key: summary([r[key] for r in records if r["pass"] == p]) for key, _ in STAGES}
-            for p in ("cold", "warm")
+            for p in passes
         }
+        # The slow tail of fusion + response: how much of it coincides with a GC pause.
+        result["tail"] = {}
+        for p in passes:
+            slow = [r for r in records if r["pass"] == p and r["fusion_response_ms"] > 2.0]
+            result["tail"][p] = {
+                "requests": sum(r["pass"] == p for r in records),
+                "over_2ms": len(slow),
+                "over_2ms_with_gc": sum(r["gc_ms"] > 0 for r in slow),
+                "over_2ms_gc_ms_median": round(float(np.median([r["gc_ms"] for r in slow])), 2) if slow else 0.0,
+                "over_2ms_cpu_ms_median": round(float(np.median([r["fusion_response_cpu_ms"] for r in slow])), 2) if slow else 0.0,
+                "over_2ms_with_gen2_gc": sum(r["gc_gen2"] > 0 for r in slow),
+                "gen2_collections": sum(r["gc_gen2"] for r in records if r["pass"] == p),
+                "gc_ms_total": round(sum(r["gc_ms"] for r in records if r["pass"] == p), 1),
+            }
         result["candidates"] = {
             "dense": summary([r["dense_candidates"] for r in records]),
             "sparse": summary([r["sparse_candidates"] for r in records]),
@@ -746,6 +888,38 @@ def stage_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tail_lines(r: dict[str, Any]) -> list[str]:
+    lines = ["Where the fusion + response tail comes from (GC = Python garbage collector pauses in this process, "
+             "which also holds Milvus Lite's in-memory segments):", ""]
+    for p, t in r.get("tail", {}).items():
+        lines.append(
+            f"- {p}: {t['over_2ms']}/{t['requests']} requests over 2 ms (wall); their fusion + response CPU time: median "
+            f"{t.get('over_2ms_cpu_ms_median', '?')} ms; {t['over_2ms_with_gc']} of them had a GC pause "
+            f"during the request (median {t.get('over_2ms_gc_ms_median', '?')} ms; {t['over_2ms_with_gen2_gc']} a full, generation-2 collection); the pass had "
+            f"{t['gen2_collections']} generation-2 collections and {t['gc_ms_total']} ms of GC in all."
+        )
+    frozen = [p for p in r["stages"] if p.endswith("gc.freeze()")]
+    if frozen:
+        f = frozen[0]
+        lines += [
+            "",
+            f"Warm pass against a third, warm pass run after `gc.collect(); gc.freeze()` (the existing heap, mostly Milvus Lite's, "
+            "moved out of the collector's reach):",
+            "",
+            "| stage (ms) | warm median | p95 | p99 | max | frozen median | p95 | p99 | max |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in STAGES:
+            if key not in ("fusion_ms", "response_build_ms", "fusion_response_ms", "fusion_response_cpu_ms", "routes_ms", "total_ms", "gc_ms"):
+                continue
+            cells = []
+            for p in ("warm", f):
+                st = r["stages"][p][key]
+                cells += [_f(st.get("median")), _f(st.get("p95")), _f(st.get("p99")), _f(st.get("max"))]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def fusion_table(results: list[dict[str, Any]], args) -> list[str]:
     lines = [
         "| step | unit | " + " | ".join(f"{size_label(r)} median | p95" for r in results) + " |",
@@ -767,23 +941,36 @@ def fusion_table(results: list[dict[str, Any]], args) -> list[str]:
         for r in results:
             s = r["fusion_vs_hybrid"]["milvus_ms"][label]
             cells += [_f(s.get("median")), _f(s.get("p95"))]
-        lines.append(f"| {label} | ms | " + " | ".join(cells) + " |")
+        shown = label.replace("dense || sparse", "dense and sparse concurrently")  # a | would split the cell
+        lines.append(f"| {shown} | ms | " + " | ".join(cells) + " |")
     return lines
 
 
 def verdict(results: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in results:
-        s = r["stages"]["warm"]["fusion_response_ms"]
-        c = r["stages"]["cold"]["fusion_response_ms"]
-        worst = max(s.get("p95", float("nan")), c.get("p95", float("nan")))
-        ok = worst < 2.0
-        out.append(
-            f"- {size_label(r)}: fusion + response building median {_f(s.get('median'))} ms, p95 {_f(worst)} ms "
-            f"(worst of the two passes), p99 {_f(max(s.get('p99', float('nan')), c.get('p99', float('nan'))))} ms: "
-            f"target < 2 ms {'**met**' if ok else '**not met**'} at the p95."
-        )
+        for p in ("cold", "warm"):
+            w = r["stages"][p]["fusion_response_ms"]
+            c = r["stages"][p].get("fusion_response_cpu_ms", {})
+            ok_wall = w.get("p95", float("inf")) < 2.0
+            ok_cpu = c.get("p95", float("inf")) < 2.0
+            out.append(
+                f"- {size_label(r)}, {p}: wall median {_f(w.get('median'))} / p95 {_f(w.get('p95'))} / p99 {_f(w.get('p99'))} ms "
+                f"({'under' if ok_wall else 'over'} 2 ms at the p95); CPU median {_f(c.get('median'))} / p95 {_f(c.get('p95'))} / "
+                f"p99 {_f(c.get('p99'))} ms ({'under' if ok_cpu else 'over'} 2 ms at the p95)."
+            )
     return out
+
+
+def compact(value: Any) -> Any:
+    """Floats rounded to 4 decimals (ms and us: far below the noise) to keep the .json small."""
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [compact(v) for v in value]
+    return value
 
 
 def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command: str) -> str:
@@ -799,8 +986,9 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         f"- Service: `engine.server.Server` in this process on Milvus Lite, profile `{PROFILE}` "
         f"({MODEL}, max_length 256, BM25 by the service), HNSW (M 16, efConstruction 200, ef 128); "
         f"one `HybridSearchClient` over loopback gRPC, one request at a time; caller authenticated by {results[0]['auth']}; rerank stage disabled.",
-        f"- Queries: {len(results[0]['records']) // 2} SciFact test queries, top_k {args.top_k}, "
-        f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit).",
+        f"- Queries: {sum(rec['pass'] == 'cold' for rec in results[0]['records'])} SciFact test queries, top_k {args.top_k}, "
+        f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit)"
+        + ("; then a third, warm pass after `gc.collect(); gc.freeze()`." if any(p.endswith("gc.freeze()") for p in results[0]["stages"]) else "."),
         f"- Corpus: SciFact (5,183 docs, title + abstract); beyond that, textual variations ({WORD_DROP:.0%} of words dropped) "
         f"with the original's MiniLM vector + noise (||noise|| {DENSE_NOISE_NORM}); written through `MilvusStore.upsert` + `flush` "
         f"in batches of {args.write_batch}, rows from `SearchService._row`, BM25 statistics per batch (see benchmarks/corpus.py).",
@@ -821,7 +1009,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         "",
         f"Fusion rows: {args.fusion_reps} timed runs per query on the 100 + 100 candidates that query actually got "
         f"(mean union {', '.join(_f(r['fusion_vs_hybrid']['mean_candidate_union'], 0) for r in results)} candidates). "
-        "Milvus rows: one call each per query, in rotating order, in-process on the service's own `MilvusClient`, "
+        f"Milvus rows: one call each on the first {min(args.compare_queries, args.queries)} queries, in rotating order, in-process on the service's own `MilvusClient`, "
         "all with the tenant filter. Overlap of `hybrid_search` top-"
         f"{args.top_k} with our RRF top-{args.top_k}: "
         + ", ".join(f"{_f(100 * (r['fusion_vs_hybrid']['topk_overlap_with_hybrid_search'] or 0), 1)} % ({size_label(r)})" for r in results)
@@ -838,7 +1026,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
             "",
             f"Collection: {r['stored_docs']:,} docs stored ({w['replicas']} replica(s) of SciFact), BM25 avgdl {r['bm25']['avgdl']}; "
             f"written in {w['total_s']} s (rows {w['rows_s']} s, upsert {w['upsert_s']} s, flush {w['flush_s']} s, "
-            f"BM25 statistics {w['stats_s']} s), load + warm {w['load_s']} s. Dense vectors of the originals "
+            f"BM25 statistics {w['stats_s']} s), load + warm {w['load_s']} s, then {w.get('settle_s', '?')} s until Milvus Lite's background compaction and index builds were done. Dense vectors of the originals "
             f"{'from cache' if r['dense_cache']['from_cache'] else 'encoded'} ({r['dense_cache'].get('encode_s', '?')} s to encode {r['dense_cache'].get('n', '?'):,} docs once, cached). "
             f"Encode-cache hits: cold pass {r['cache_hits']['cold']}, warm pass {r['cache_hits']['warm']}. "
             f"Candidates per route: dense median {_f(r['candidates']['dense']['median'], 0)}, sparse median {_f(r['candidates']['sparse']['median'], 0)} "
@@ -854,6 +1042,8 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
             "",
             *stage_table(r),
             "",
+            *tail_lines(r),
+            "",
         ]
     return "\n".join(lines)
 
@@ -864,6 +1054,18 @@ def main(argv: list[str] | None = None) -> str:
     for noisy in ("engine", "pymilvus", "httpx", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     command = "python -m benchmarks.bench_search " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json is not None:
+        payload = json.loads(args.from_json.read_text())
+        saved = argparse.Namespace(**payload["args"])
+        report = render(payload["results"], payload["machine"], saved, payload["command"])
+        print(report)
+        out = Path(saved.out)
+        out.write_text(report + "\n")
+        args.from_json.write_text(json.dumps(compact(payload), indent=None, default=float))
+        profiles = [f"## {size_label(r)}\n\n{r['profile']}" for r in payload["results"] if "profile" in r]
+        if profiles:
+            out.with_name(out.stem + "_profile.txt").write_text("\n\n".join(profiles))
+        return report
     PROBE.install()
 
     source = load_scifact_docs(args.data)
@@ -899,7 +1101,7 @@ def main(argv: list[str] | None = None) -> str:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
     payload = {"machine": machine, "command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results}
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
+    args.out.with_suffix(".json").write_text(json.dumps(compact(payload), indent=None, default=float))
     profiles = [f"## {size_label(r)}\n\n{r['profile']}" for r in results if "profile" in r]
     if profiles:
         args.out.with_name(args.out.stem + "_profile.txt").write_text("\n\n".join(profiles))

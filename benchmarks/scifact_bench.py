@@ -59,7 +59,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 log = logging.getLogger("scifact_bench")
 
@@ -90,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
     p.add_argument("--quick", action="store_true", help="50 queries (16 under load), depths 10/20/50: a few minutes once the corpus is cached")
     p.add_argument("--queries", type=int, default=0, help="queries of the split to run at 1 client (0 = all)")
-    p.add_argument("--concurrent-queries", type=int, default=100, help="queries per mode for the concurrent-client passes (a subset of the above)")
+    p.add_argument("--concurrent-queries", type=int, default=100, help="queries per fusion-only mode for the concurrent-client passes (a subset of the above)")
+    p.add_argument("--concurrent-queries-rerank", type=int, default=32, help="the same for cross-encoder and AUTO modes (CPU-bound: a query at depth 100 costs seconds)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrency levels; the first one must be 1 (it gives quality)")
     p.add_argument("--fusions", nargs="+", default=list(FUSIONS), choices=FUSIONS, help="fusion modes to compare")
     p.add_argument("--no-routes", action="store_true", help="skip the dense-only and sparse-only modes")
@@ -139,7 +140,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.quick:
         args.queries = args.queries or 50
         args.concurrent_queries = min(args.concurrent_queries, 16)
-        args.depths = [d for d in args.depths if d <= 50] or [10]
+        args.concurrent_queries_rerank = min(args.concurrent_queries_rerank, 16)
+        args.depths = [d for d in args.depths if d <= 50] or args.depths[:1]
         args.auto_from_depths = [d for d in args.auto_from_depths if d in args.depths]
     if args.out is None:
         args.out = DEFAULT_RESULTS / "quick" if args.quick else DEFAULT_RESULTS
@@ -151,6 +153,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         raise BenchError(f"--depths must be >= 1; got {args.depths}")
     if args.top_k < max(args.depths or [0]) or args.candidates < max(args.depths or [0]):
         raise BenchError("--top-k and --candidates must be at least the largest --depths")
+    if not args.depths:
+        args.auto_from_depths = []  # no cross-encoder: fusion-only modes
     missing = [d for d in args.auto_from_depths if d not in args.depths]
     if missing and not args.auto_targets_ms:
         raise BenchError(f"--auto-from-depths {missing} are not among --depths {args.depths}")
@@ -225,7 +229,8 @@ class Workload:
     beir: Any  # engine.beir.BeirCollection
     split: str
     queries: list[tuple[str, str]]  # (qid, text): the 1-client pass, in run order
-    concurrent: list[tuple[str, str]]  # the concurrent passes: a prefix of `queries`
+    concurrent: list[tuple[str, str]]  # the concurrent passes of fusion-only modes: a prefix of `queries`
+    concurrent_rerank: list[tuple[str, str]]  # ... of cross-encoder and AUTO modes: a shorter prefix
     warmup: list[str]  # texts of queries outside the split
     qrels: dict[str, dict[str, int]]
 
@@ -243,12 +248,13 @@ def load_workload(args) -> Workload:
     if args.queries:
         queries = queries[: args.queries]
     concurrent = queries[: max(0, min(args.concurrent_queries, len(queries)))]
+    concurrent_rerank = queries[: max(0, min(args.concurrent_queries_rerank, len(queries)))]
     judged = set(beir.qrels[args.split])
     warmup = [text for qid, text in beir.queries.items() if qid not in judged][: max(args.warmup, 0)]
     if len(warmup) < args.warmup:  # every query is judged in this split: warm up with its own
         warmup += [text for _, text in split_queries[: args.warmup - len(warmup)]]
     qrels = {qid: beir.qrels[args.split][qid] for qid, _ in queries}
-    return Workload(beir, args.split, queries, concurrent, warmup, qrels)
+    return Workload(beir, args.split, queries, concurrent, concurrent_rerank, warmup, qrels)
 
 
 # ---------------------------------------------------------------------------- models
@@ -322,9 +328,13 @@ def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
     path = Path(args.reranker) if args.reranker else cache / "reranker"
     info_file = path / "training_info.json"
     deadline = time.monotonic() + args.wait_for_reranker
-    while not info_file.exists() and not (args.reranker and (path / "config.json").exists()) and time.monotonic() < deadline:
-        log.warning("waiting for the trained reranker (%s) ...", info_file)
-        time.sleep(min(30.0, max(deadline - time.monotonic(), 0.1)))
+    while time.monotonic() < deadline:
+        ready = info_file.exists() or (args.reranker and (path / "config.json").exists())
+        busy = _store_holders(cache / "service")
+        if ready and not busy:
+            break
+        print(f"waiting for {'hsearch train-reranker to finish' if busy else 'the trained reranker'} ({info_file}) ...", file=sys.stderr)
+        time.sleep(min(60.0, max(deadline - time.monotonic(), 0.1)))
     if not (path / "config.json").exists():
         raise BenchError(
             f"{path}: no trained cross-encoder here (no config.json). Train one with `hsearch train-reranker` "
@@ -346,8 +356,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
     with), so both tools share one set of document embeddings; on a cache hit nothing
     is loaded.
     """
-    from engine.config import ProfileConfig, Settings
-    from engine.hard_negatives import DEFAULT_TENANT, collection_name_for, corpus_hash, open_index
+    from engine.hard_negatives import DEFAULT_TENANT, collection_name_for, corpus_hash
 
     tenant = args.tenant or DEFAULT_TENANT
     collection = collection_name_for(workload.beir)
@@ -366,29 +375,76 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
         raise BenchError(f"{marker}: the shared SciFact store holds another build ({differs}); pass --cache DIR to build this one elsewhere")
     _check_store_free(cache / "service")
     print(f"corpus: ingesting {len(docs)} documents into {cache / 'service'} (embedded once, cached for later runs) ...", file=sys.stderr)
+    if args.in_process:
+        done = ingest(args, workload.beir, cache, profile_name, profile, tenant, collection)
+    else:
+        # Milvus Lite keeps a store locked until the process that opened it exits, so
+        # ingest in a child: the service (another child) opens the store next.
+        job = args.runs / f"ingest-{os.getpid()}.json"
+        result_file = job.with_suffix(".result.json")
+        job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cache": str(cache), "profile_name": profile_name,
+                                   "profile": profile, "tenant": tenant, "collection": collection, "result": str(result_file)}))
+        code = subprocess.call([sys.executable, "-c", f"from benchmarks.scifact_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=_die_with_parent)
+        job.unlink()
+        if not result_file.exists():
+            raise BenchError(f"ingesting the corpus into {cache / 'service'} failed (the child process exited with code {code})")
+        done = json.loads(result_file.read_text())
+        result_file.unlink()
+        if "error" in done:
+            raise BenchError(f"ingesting the corpus into {cache / 'service'} failed: {done['error']}")
+    return {**want, **done, "store": str(cache / "service")}
+
+
+def ingest(args, beir, cache: Path, profile_name: str, profile: dict, tenant: str, collection: str) -> dict[str, Any]:
+    """Run :func:`engine.hard_negatives.open_index` (resumes an interrupted ingest), then close the store."""
+    from engine.config import ProfileConfig, Settings
+    from engine.hard_negatives import open_index
+
     base = Settings(profiles={profile_name: ProfileConfig(**profile)}, default_profile=profile_name, torch_threads=args.torch_threads, rerank={"enabled": False})
-    index = open_index(workload.beir, cache, settings=base, profile=profile_name, tenant=tenant, collection=collection, progress=not args.no_progress)
+    index = open_index(beir, cache, settings=base, profile=profile_name, tenant=tenant, collection=collection, progress=not args.no_progress)
     try:
-        return {**want, "ingested": index.ingested, "ingest_s": round(index.ingest_seconds, 1), "cached": index.ingested == 0, "store": str(cache / "service")}
+        return {"ingested": index.ingested, "ingest_s": round(index.ingest_seconds, 1), "cached": index.ingested == 0}
     finally:
         index.close()
+
+
+def _ingest_child(job_file: str) -> None:
+    """Entry point of the ingest child process (see ensure_corpus)."""
+    job = json.loads(Path(job_file).read_text())
+    args = argparse.Namespace(**job["args"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
+    from engine.beir import load_beir
+    from engine.server import offline_model_environment
+
+    offline_model_environment()
+    try:
+        beir = load_beir(args.data, (args.split,))
+        out = ingest(args, beir, Path(job["cache"]), job["profile_name"], job["profile"], job["tenant"], job["collection"])
+    except Exception as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    Path(job["result"]).write_text(json.dumps(out))
+
+
+def _store_holders(store: Path) -> list[str]:
+    """Processes of `hsearch train-reranker` (which opens the shared store), when `store` is the shared one."""
+    if store.resolve() != (DEFAULT_CACHE / "service").resolve():
+        return []
+    holders: set[str] = set()
+    for pattern in ("train-reranker", "hard_negatives"):
+        try:
+            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, timeout=5).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            return []
+        holders.update(pid for pid in out if int(pid) != os.getpid())
+    return sorted(holders)
 
 
 def _check_store_free(store: Path) -> None:
     """Milvus Lite lets one process open a store: before opening the shared one, make sure
     `hsearch train-reranker` is not holding it (and say so, instead of failing obscurely)."""
-    if store.resolve() != (DEFAULT_CACHE / "service").resolve():
-        return
-    mine = os.getpid()
-    holders = []
-    for pattern in ("train-reranker", "hard_negatives"):
-        try:
-            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, timeout=5).stdout.split()
-        except (OSError, subprocess.SubprocessError):
-            return
-        holders += [pid for pid in out if int(pid) != mine]
+    holders = _store_holders(store)
     if holders:
-        raise BenchError(f"{store}: processes {', '.join(sorted(set(holders)))} (hsearch train-reranker) may hold this Milvus Lite store; only one process may open it. Run the benchmark when they are done")
+        raise BenchError(f"{store}: processes {', '.join(holders)} (hsearch train-reranker) may hold this Milvus Lite store; only one process may open it. Run the benchmark when they are done")
 
 
 # ---------------------------------------------------------------------------- the service
@@ -477,6 +533,7 @@ class ServiceUnderTest:
         config.write_text(yaml.safe_dump(self.values, sort_keys=False))
         env = dict(os.environ, OMP_NUM_THREADS=str(self.values["torch_threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env.pop("HSEARCH_CONFIG", None)
+        self._log_start = len(self.log_path.read_text(errors="replace")) if self.log_path.exists() else 0
         with open(self.log_path, "ab") as logf:
             logf.write(f"\n---- {dt.datetime.now().isoformat(timespec='seconds')} hsearch serve --config {config}\n".encode())
             logf.flush()
@@ -495,6 +552,9 @@ class ServiceUnderTest:
                 raise BenchError(f"the service exited with code {self.proc.returncode} while starting{hint}; last lines of {self.log_path}:\n  " + "\n  ".join(tail))
             if self.health("") == "SERVING":
                 return self.target
+            if "another process holds the lock" in self.log_path.read_text(errors="replace")[self._log_start :]:
+                self.stop()
+                raise BenchError(f"another process holds the Milvus Lite store {self.values['data_dir']} (only one may open it); see {self.log_path}. Run the benchmark when it is done")
             time.sleep(1.0)
         self.stop()
         raise BenchError(f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}")
@@ -689,35 +749,51 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
     }
 
 
+MAX_CONSECUTIVE_ERRORS = 10
+
+
 def run_pass(target: str, tenant: str, collection: str, mode: Mode, queries: list[tuple[str, str]], clients: int, cache: PassCache, args, warmup: list[str]) -> dict[str, Any]:
-    """Run the queries `cache` lacks with `clients` concurrent clients; the pass's timing."""
+    """Run the queries `cache` lacks with `clients` concurrent clients; the pass's timing.
+
+    A failed search is not cached (a resumed run retries it); after
+    MAX_CONSECUTIVE_ERRORS failures in a row the pass stops with the last error.
+    """
     from engine.client import HybridSearchClient
 
     todo = [(qid, text) for qid, text in queries if qid not in cache.records]
     if not todo:
         return {"ran": 0}
     made = [HybridSearchClient(target, tenant=tenant, timeout=args.timeout) for _ in range(clients)]
+    errors: list[str] = []
+    state = {"next": 0, "consecutive": 0, "stop": False}
     try:
         for text in warmup:
             search_record(made[0], collection, "warmup", text, mode, args)
         bar = _bar(len(queries), len(queries) - len(todo), f"{mode.key} x{clients}", args)
-        next_index = [0]
         lock = threading.Lock()
 
         def worker(client) -> None:
             while True:
                 with lock:
-                    i = next_index[0]
-                    next_index[0] += 1
-                if i >= len(todo):
+                    i = state["next"]
+                    state["next"] += 1
+                if i >= len(todo) or state["stop"]:
                     return
                 qid, text = todo[i]
                 record = search_record(client, collection, qid, text, mode, args)
+                with lock:
+                    if record["error"]:
+                        errors.append(f"{qid}: {record['error']}")
+                        state["consecutive"] += 1
+                        state["stop"] = state["consecutive"] >= MAX_CONSECUTIVE_ERRORS
+                        continue
+                    state["consecutive"] = 0
                 record["clients"] = clients
                 cache.add(record)
                 bar.update(1)
 
         load_start = loadavg()
+        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         started = time.perf_counter()
         threads = [threading.Thread(target=worker, args=(c,), name=f"client-{i}") for i, c in enumerate(made)]
         for th in threads:
@@ -730,7 +806,11 @@ def run_pass(target: str, tenant: str, collection: str, mode: Mode, queries: lis
         for c in made:
             c.close()
         cache.close()
-    return {"ran": len(todo), "wall_s": round(wall, 2), "qps": round(len(todo) / wall, 3) if wall > 0 else None, "load_start": load_start, "load_end": loadavg()}
+    if state["stop"]:
+        raise BenchError(f"{mode.key} at {clients} client(s): {MAX_CONSECUTIVE_ERRORS} searches in a row failed; last: {errors[-1]}")
+    ran = len(todo) - len(errors)
+    return {"ran": ran, "errors": len(errors), "error_examples": errors[:3], "wall_s": round(wall, 2), "qps": round(ran / wall, 3) if wall > 0 else None,
+            "started_at": started_at, "load_start": load_start, "load_end": loadavg()}
 
 
 def _bar(total: int, initial: int, desc: str, args):
@@ -805,7 +885,7 @@ def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int
             }
         out["latency"][str(clients)] = {
             "queries": len(cache.records),
-            "errors": sum(1 for r in cache.records.values() if r.get("error")),
+            "errors": sum(h.get("errors", 0) for h in (pass_info.get(clients) or {}).get("passes", [])),
             "rtt_ms": percentiles([r["rtt_ms"] for r in recs]),
             "server_total_ms": percentiles([r["total_ms"] for r in recs]),
             "rerank_ms": percentiles([r["rerank_ms"] for r in recs]) if mode.rerank != "off" else None,
@@ -875,22 +955,27 @@ class Bench:
         infos: dict[int, dict] = {}
         budget_set = False
         for clients in self.args.clients:
-            queries = self.workload.queries if clients == 1 else self.workload.concurrent
+            if clients == 1:
+                queries = self.workload.queries
+            else:
+                queries = self.workload.concurrent if mode.rerank == "off" else self.workload.concurrent_rerank
             if not queries:
                 continue
             meta = {**self.base_meta, "mode": mode.spec(), "clients": clients}
+            if mode.rerank != "off":  # fusion-only passes stay valid when the reranker changes
+                meta["reranker"] = self.reranker.identity() if self.reranker else None
             cache = PassCache(self.run_dir / f"{mode.key}.c{clients}.jsonl", meta)
             info = {"ran": 0}
             if any(qid not in cache.records for qid, _ in queries):
                 self.ensure_service()
-                if not budget_set:
+                if not budget_set and self.reranker is not None:  # budgets need the rerank stage
                     self.set_budget(mode)
                     budget_set = True
                 info = run_pass(self.service.target, self.tenant, self.collection, mode, queries, clients, cache, self.args, self.workload.warmup if clients == 1 else [])
             self.ran_queries[f"{mode.key}.c{clients}"] = info["ran"]
             info_path = self.run_dir / f"{mode.key}.c{clients}.pass.json"
             history = json.loads(info_path.read_text()) if info_path.exists() else []
-            if info["ran"]:
+            if "wall_s" in info:
                 history.append(info)
                 info_path.write_text(json.dumps(history, indent=1))
             ran = sum(h["ran"] for h in history)
@@ -927,11 +1012,13 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         "split": workload.split,
         "corpus": corpus["corpus_hash"],
         "profile": {"name": profile_name, **profile},
-        "reranker": reranker.identity() if reranker else None,
         "top_k": args.top_k,
         "candidates": args.candidates,
         "rrf_k": args.rrf_k,
         "query_cache": 0,
+        # A --quick or --queries N run keeps its own caches (a full run never mixes them in).
+        "queries": len(workload.queries),
+        "seed": args.seed,
     }
     run_dir = args.runs / f"run-{run_key(base_meta)}"
     if args.fresh and run_dir.exists():
@@ -950,23 +1037,31 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         idle = bench.idle or (json.loads((run_dir / "load.json").read_text()) if (run_dir / "load.json").exists() else None)
         _write(args, bench, results, reranker, corpus, idle, command, started, base_meta, run_dir)
 
+    def done(mode: Mode) -> None:
+        write()
+        ran = sum(v for k, v in bench.ran_queries.items() if k.startswith(mode.key + ".c"))
+        if ran:
+            print(f"{mode.key}: done; {_eta_text(args, bench, workload, reranker is not None)}", file=sys.stderr)
+
     try:
         modes: list[Mode] = [] if args.no_routes else route_modes(profile)
         fusion_modes = [fusion_mode(k, args.rrf_k) for k in args.fusions]
         for mode in modes + fusion_modes:
             bench.run_mode(mode)
-            write()
+            done(mode)
         best = max(fusion_modes, key=lambda m: bench.summaries[m.key]["quality"]["ndcg@10"]) if fusion_modes else None
         results["best_fusion"] = best.key if best else None
         if best is not None and reranker is not None:
             for depth in args.depths:
-                bench.run_mode(rerank_mode(best, depth))
-                write()
+                mode = rerank_mode(best, depth)
+                bench.run_mode(mode)
+                done(mode)
             targets = _auto_targets(args, bench, best, run_dir)
             results["auto_targets"] = targets
             for target in targets:
-                bench.run_mode(auto_mode(best, target["target_ms"]))
-                write()
+                mode = auto_mode(best, target["target_ms"])
+                bench.run_mode(mode)
+                done(mode)
         results["complete"] = True
         write()
     finally:
@@ -983,20 +1078,51 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
 
 
 def _plan_text(args, workload: Workload) -> str:
-    n_route = 0 if args.no_routes else 2
-    n_modes = n_route + len(args.fusions) + len(args.depths) + (len(args.auto_targets_ms or []) or len(args.auto_from_depths))
+    n_fusion = (0 if args.no_routes else 2) + len(args.fusions)
+    n_rerank = len(args.depths) + (len(args.auto_targets_ms or []) or len(args.auto_from_depths))
+    more = lambda n: "".join(f" + {n} at {c} clients" for c in args.clients[1:])
     return (
-        f"plan: {n_modes} modes x ({len(workload.queries)} queries at 1 client"
-        + "".join(f" + {len(workload.concurrent)} at {c} clients" for c in args.clients[1:])
-        + "); finished passes are skipped, cross-encoder passes dominate (about 1-2 s per query at depth 100 on 2 cores)"
+        f"plan: {n_fusion} fusion-only modes x ({len(workload.queries)} queries at 1 client{more(len(workload.concurrent))}), "
+        f"then {n_rerank} cross-encoder modes (FIXED at depths {', '.join(map(str, args.depths)) or '-'}; AUTO) x ({len(workload.queries)}{more(len(workload.concurrent_rerank))}); "
+        "passes already cached are skipped"
     )
+
+
+# Seconds per scored pair before the first cross-encoder pass has measured it (MiniLM-L6,
+# 256 tokens, 2 cores): only for the first ETA.
+PRIOR_PAIR_S = 0.04
+
+
+def _eta_text(args, bench: Bench, workload: Workload, rerank: bool) -> str:
+    """A rough estimate of the time the remaining passes take, from what this run measured."""
+    s = bench.summaries
+    fusion_rtts = [v["latency"]["1"]["rtt_ms"].get("mean", 0.0) for v in s.values() if v["spec"]["rerank"] == "off"]
+    per_query = (sum(fusion_rtts) / len(fusion_rtts) / 1000.0) if fusion_rtts else 0.1
+    pairs = sum(v["latency"]["1"]["mean_depth"] * v["latency"]["1"]["queries"] for v in s.values() if v["spec"]["rerank"] != "off")
+    rerank_s = sum((v["latency"]["1"].get("rerank_ms") or {}).get("mean", 0.0) / 1000.0 * v["latency"]["1"]["queries"] for v in s.values() if v["spec"]["rerank"] != "off")
+    per_pair = rerank_s / pairs if pairs else PRIOR_PAIR_S
+    n1, nc, ncr = len(workload.queries), len(workload.concurrent), len(workload.concurrent_rerank)
+    extra = len(args.clients) - 1
+    left = 0.0
+    n_fusion_done = sum(1 for v in s.values() if v["spec"]["rerank"] == "off")
+    n_fusion_left = (0 if args.no_routes else 2) + len(args.fusions) - n_fusion_done
+    left += n_fusion_left * (n1 + extra * nc) * per_query
+    if rerank:
+        done_depths = {v["spec"]["depth"] for v in s.values() if v["family"] == "cross-encoder"}
+        depths = [d for d in args.depths if d not in done_depths]
+        autos_left = (len(args.auto_targets_ms or []) or len(args.auto_from_depths)) - sum(1 for v in s.values() if v["family"] == "auto")
+        auto_depths = (args.auto_from_depths or [20])[-autos_left:] if autos_left > 0 else []
+        for depth in depths + [0.8 * d for d in auto_depths]:
+            left += (n1 + extra * ncr) * (per_query + depth * per_pair)
+    return f"about {left / 60:.0f} min left ({per_pair * 1000:.0f} ms per reranked pair, {per_query * 1000:.0f} ms per search without rerank)"
 
 
 def _auto_targets(args, bench: Bench, best: Mode, run_dir: Path) -> list[dict[str, Any]]:
     """Latency targets for AUTO: explicit, or --auto-factor x the p95 server latency of FIXED
     at --auto-from-depths (1 client). Saved, so a resumed run uses the same targets."""
     path = run_dir / f"auto-targets@{best.key}.json"
-    wanted = {"explicit": args.auto_targets_ms or None, "from_depths": args.auto_from_depths, "factor": args.auto_factor}
+    wanted = {"explicit": args.auto_targets_ms or None, "from_depths": args.auto_from_depths, "factor": args.auto_factor,
+              "reranker": bench.reranker.identity() if bench.reranker else None}
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("wanted") == wanted:
@@ -1089,6 +1215,7 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = [(s["latency"]["1"]["rtt_ms"].get("p95", float("nan")), s["quality"]["ndcg@10"], s) for s in summaries]
     points = [p for p in points if math.isfinite(p[0])]
@@ -1109,6 +1236,10 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
     if frontier:
         ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black", lw=1, ls="--", alpha=0.6, label="Pareto frontier", zorder=2)
     ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("p95 latency, client round trip, 1 client (ms, log scale)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(title, fontsize=10)
@@ -1134,20 +1265,21 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Fusion vs cross-encoder on SciFact ({cfg['split']} split)",
         "",
-        f"- date: {results['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; git {m['git']}",
+        f"- measured: {results.get('measured') or results['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; git {m['git']}",
         f"- command: `{results['command']}`",
-        f"- load average before measuring: {' '.join(_fmt(x, 2) for x in results['load']['after'])} (waited {results['load']['waited_s']} s for < {results['load']['threshold']}{'' if results['load']['idle'] else '; NOT reached: other work was running'})",
+        _load_line(results),
         f"- service: `hsearch serve` on Milvus Lite ({cfg['service']}), profile `{cfg['profile']['name']}` ({cfg['profile']['kind']}, {cfg['profile']['model']}), "
         f"query cache off, top_k {cfg['top_k']}, dense_k = sparse_k = {cfg['candidates']}; corpus {cfg['corpus']['n_docs']} documents",
         f"- reranker: {cfg['reranker_text']}",
         f"- queries: {cfg['queries']} at 1 client (quality and latency); "
-        + ", ".join(f"{cfg['concurrent_queries']} at {c} concurrent clients (latency only)" for c in clients[1:]),
+        + ", ".join(f"{cfg['concurrent_queries']} (fusion only) / {cfg['concurrent_queries_rerank']} (cross-encoder, AUTO) at {c} concurrent clients (latency only; a subset, to keep the run near an hour)" for c in clients[1:]),
         f"- cost: reranker tokens (query + document tokens per scored pair) per 1,000 queries; money at ${cfg['price_per_million']:g} per million tokens (an illustrative price)",
         "",
         "| mode | nDCG@10 | Recall@100 | MRR@10 | "
         + " | ".join(f"p50 / p95 / p99 ms ({c} client{'s' if c != '1' else ''})" for c in clients)
+        + "".join(f" | QPS ({c} clients)" for c in clients[1:])
         + " | mean depth | tokens / 1k q | $ / 1k q |",
-        "|---|---:|---:|---:|" + "---:|" * len(clients) + "---:|---:|---:|",
+        "|---|---:|---:|---:|" + "---:|" * (2 * len(clients) - 1) + "---:|---:|---:|",
     ]
     for s in results["modes"]:
         q = s["quality"]
@@ -1163,6 +1295,7 @@ def markdown(results: dict[str, Any]) -> str:
         name = s["label"] + (" *" if s["key"] == results.get("best_fusion") else "") + (f" ({'; '.join(flags)})" if flags else "")
         lines.append(
             f"| {name} | {q['ndcg@10']:.4f} | {q['recall@100']:.4f} | {q['mrr@10']:.4f} | " + " | ".join(lat)
+            + "".join(f" | {_fmt(s['latency'].get(c, {}).get('qps'), 2)}" for c in clients[1:])
             + f" | {_fmt(s['cost']['mean_depth'])} | {s['cost']['tokens_per_1k']:,.0f} | {s['cost']['money_per_1k']:.4f} |"
         )
     lines += ["", "`*` best fusion (by nDCG@10); the cross-encoder and AUTO modes rerank its list. Latency is the client's round trip through gRPC (the server's own total is in results.json)."]
@@ -1195,6 +1328,19 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _load_line(results: dict[str, Any]) -> str:
+    load = results.get("load")
+    if not load:
+        return "- load average before measuring: not recorded"
+    text = (f"- load average (1/5/15 min) before measuring: {' '.join(_fmt(x, 2) for x in load['after'])} "
+            f"(waited {load['waited_s']} s for the 1-minute value to drop below {load['threshold']}"
+            + ("" if load["idle"] else "; it did NOT: other work was running on the machine") + ")")
+    peak = results.get("peak_load")
+    if peak is not None:
+        text += f"; highest 1-minute load at a pass start or end: {peak:.2f} (the service and its clients alone make about 2)"
+    return text
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
@@ -1215,7 +1361,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
             "load": idle,
             "elapsed_s": round(time.perf_counter() - started, 1),
             "config": {
-                "data": str(args.data), "split": args.split, "queries": len(bench.workload.queries), "concurrent_queries": len(bench.workload.concurrent),
+                "data": str(args.data), "split": args.split, "queries": len(bench.workload.queries), "concurrent_queries": len(bench.workload.concurrent), "concurrent_queries_rerank": len(bench.workload.concurrent_rerank),
                 "clients": args.clients, "top_k": args.top_k, "candidates": args.candidates, "rrf_k": args.rrf_k,
                 "profile": base_meta["profile"], "reranker": dataclasses.asdict(reranker) if reranker else None, "reranker_text": rr_text,
                 "price_per_million": args.price_per_million, "corpus": corpus, "service": corpus["store"], "run_cache": str(run_dir),
@@ -1227,6 +1373,11 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
         }
     )
     results["goals"] = goals(bench, results.get("best_fusion"))
+    passes = [h for infos in bench.pass_log.values() for info in infos.values() for h in info.get("passes", [])]
+    stamps = sorted(h["started_at"] for h in passes if h.get("started_at"))
+    results["measured"] = f"{stamps[0][:16].replace('T', ' ')} to {stamps[-1][:16].replace('T', ' ')} UTC" if stamps else None
+    loads = [x for h in passes for x in (h.get("load_start", [None])[0], h.get("load_end", [None])[0]) if x is not None]
+    results["peak_load"] = max(loads) if loads else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results["pareto_frontier"] = pareto_plot(modes, out / "pareto.png", f"SciFact {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})") if modes else []

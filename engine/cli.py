@@ -348,7 +348,7 @@ def cmd_train_reranker(args) -> int:
     try:
         config = TrainConfig(
             epochs=args.epochs, negatives=args.negatives, batch_groups=args.batch_groups, lr=args.lr,
-            max_length=args.max_length, loss=args.loss, seed=args.seed, threads=args.threads,
+            max_length=args.max_length, loss=args.loss, seed=args.seed, threads=args.threads, bf16=args.bf16,
         )
         report = train_from_beir(
             Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=load_settings(args.config),
@@ -369,6 +369,14 @@ def cmd_train_reranker(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_bench(args) -> int:
+    """Fusion vs cross-encoder on SciFact through the real service (benchmarks/scifact_bench.py)."""
+    from benchmarks.scifact_bench import run_cli
+
+    given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
+    return run_cli(args, " ".join(["hsearch bench", *given]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -479,11 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--max-length", type=int, default=256, help="tokens per (query, document) pair")
     p.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast while training (faster on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--eval-split", help="afterwards: nDCG@10 on this split, fused top-N vs reranked")
     p.add_argument("--eval-depth", type=int, default=100)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_train_reranker)
+
+    from benchmarks.scifact_bench import add_arguments as add_bench_arguments  # stdlib-only at import
+
+    p = sub.add_parser("bench", help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service (benchmarks/README.md)")
+    add_bench_arguments(p)
+    p.set_defaults(fn=cmd_bench)
     return parser
 
 

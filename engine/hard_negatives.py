@@ -105,11 +105,13 @@ def open_index(
     batch_size: int = 64,
     progress: bool = True,
 ) -> HybridIndex:
-    """Start the service on ``<cache>/service`` and make sure it holds the whole corpus.
+    """Start the service on ``<cache>/service`` and make sure the collection holds the corpus.
 
-    Reuses the collection when it holds this corpus (same texts, same profile and model);
-    documents missing after an interrupted ingest are added; a collection built from other
-    texts or a different model is dropped and rebuilt.
+    Fast path: the marker file says a complete ingest of these texts with this profile and
+    model, and the count agrees. Otherwise the stored documents are compared with the corpus
+    and only missing or changed ones are written (an interrupted ingest resumes). A
+    collection this cache built with another model is rebuilt; one with another profile
+    (made by someone else) is an error, never dropped.
     """
     from engine.collections import CollectionSpec
     from engine.search_types import Document
@@ -128,41 +130,51 @@ def open_index(
         "max_length": settings.profiles[profile].max_length,
         "corpus_hash": corpus_hash(docs),
         "n_docs": len(docs),
-        "source": str(beir.files["corpus"]),
     }
     marker = cache_dir / f"collection-{collection}.json"
+    previous = json.loads(marker.read_text()) if marker.exists() else None
     service = SearchService(settings)
     try:
         service.start()
         store = service.store
-        previous = json.loads(marker.read_text()) if marker.exists() else None
+
+        def create() -> None:
+            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
+
         if store.has_collection(collection):
-            same = previous is not None and all(previous.get(k) == identity[k] for k in identity if k != "source")
-            if not same:
-                log.warning("collection %s in %s was built from other data or another model; rebuilding it", collection, settings.data_dir)
+            spec = store.spec(collection)
+            if spec.profile != profile:
+                raise ValueError(
+                    f"collection {collection!r} in {settings.data_dir} uses profile {spec.profile!r}, not {profile!r}; "
+                    "use another --cache-dir or drop that collection"
+                )
+            if previous is not None and any(previous.get(k) != identity[k] for k in ("model", "max_length", "tenant")):
+                log.warning("collection %s was built with model %s; rebuilding it with %s", collection, previous.get("model"), identity["model"])
                 service.drop_collection(collection)
         if not store.has_collection(collection):
-            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
-        marker.write_text(json.dumps({**identity, "complete": False}, indent=1))
+            create()
 
         _, present = service.describe(collection, tenant)
-        stats = service.profiles.get(profile).bm25.stats.corpus(collection, tenant) if hasattr(service.profiles.get(profile), "bm25") else None
+        prof = service.profiles.get(profile)
+        stats = prof.bm25.stats.corpus(collection, tenant) if hasattr(prof, "bm25") else None
         if stats is not None and stats.n_docs != present:
             # Killed between Milvus's flush and the statistics update: start over, cleanly.
             log.warning("collection %s: %d documents stored but BM25 statistics count %d; rebuilding", collection, present, stats.n_docs)
             service.drop_collection(collection)
-            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
+            create()
             present = 0
 
         index = HybridIndex(service, collection, tenant, profile, cache_dir)
-        if present < len(docs):
-            have: set[str] = set()
+        up_to_date = previous is not None and previous.get("complete") and all(previous.get(k) == v for k, v in identity.items())
+        if not (up_to_date and present == len(docs)):
+            marker.write_text(json.dumps({**identity, "complete": False}, indent=1))
+            stored: dict[str, str] = {}
             if present:
                 for i in range(0, len(docs), 500):
-                    have.update(d.id for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
-            todo = [(doc_id, text) for doc_id, text in docs if doc_id not in have]
+                    stored.update((d.id, d.text) for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
+            todo = [(doc_id, text) for doc_id, text in docs if stored.get(doc_id) != text]
             started = time.perf_counter()
-            with _progress(len(docs), len(have), f"ingest {collection}", "doc", progress) as bar:
+            with _progress(len(docs), len(docs) - len(todo), f"ingest {collection}", "doc", progress) as bar:
                 for i in range(0, len(todo), batch_size):
                     batch = todo[i : i + batch_size]
                     service.upsert(tenant, collection, [Document(id=doc_id, text=text) for doc_id, text in batch])
@@ -171,8 +183,11 @@ def open_index(
             index.ingest_seconds = time.perf_counter() - started
             _, present = service.describe(collection, tenant)
             if present != len(docs):
-                raise RuntimeError(f"collection {collection}: {present} documents after ingest, expected {len(docs)}")
-        marker.write_text(json.dumps({**identity, "complete": True}, indent=1))
+                raise ValueError(
+                    f"collection {collection!r} in {settings.data_dir} holds {present} documents of tenant {tenant!r}, "
+                    f"the corpus {len(docs)}: it holds documents that are not in {beir.files['corpus']}; use another --cache-dir or drop it"
+                )
+            marker.write_text(json.dumps({**identity, "complete": True}, indent=1))
         return index
     except BaseException:
         service.close()

@@ -21,16 +21,20 @@ from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
-# The status message travels percent-encoded in the grpc-message trailer (up to 12 bytes
-# per character); clients drop trailers over 16 KiB and see a transport error instead of
-# the status. Messages that echo a caller's huge value are cut to fit.
-MAX_STATUS_MESSAGE_CHARS = 1000
+# The status message travels percent-encoded in the grpc-message trailer (a byte outside
+# printable ASCII takes 3, so up to 12 per character); gRPC clients start refusing
+# trailers over 8 KiB and then see a transport error instead of the status. Messages that
+# echo a caller's huge value are cut to fit.
+MAX_STATUS_MESSAGE_BYTES = 4096
 
 
 def status_message(text: str) -> str:
-    if len(text) <= MAX_STATUS_MESSAGE_CHARS:
-        return text
-    return text[: MAX_STATUS_MESSAGE_CHARS - 40] + f"... ({len(text)} characters, cut)"
+    size = 0
+    for i, ch in enumerate(text):
+        size += 1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "surrogatepass"))
+        if size > MAX_STATUS_MESSAGE_BYTES - 64:
+            return text[:i] + f"... ({len(text)} characters, cut)"
+    return text
 
 
 def rpc(method: Callable) -> Callable:

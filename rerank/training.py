@@ -64,6 +64,9 @@ class TrainConfig:
     max_length: int = 256
     loss: str = "listwise"
     seed: int = 13
+    # bfloat16 autocast for the forward pass (weights and optimizer stay float32): about
+    # twice as fast on CPUs with AVX512-BF16/AMX, slower elsewhere.
+    bf16: bool = False
     # Not part of the cache key: they do not change the result.
     checkpoint_seconds: float = field(default=120.0, compare=False)
     threads: Optional[int] = field(default=None, compare=False)
@@ -333,8 +336,9 @@ def train_cross_encoder(
                 return_tensors="pt",
                 return_token_type_ids=False,
             )
-            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.view(len(batch), group)
-            loss = loss_fn(logits)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            loss = loss_fn(logits.float().view(len(batch), group))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -372,6 +376,7 @@ def train_cross_encoder(
         "batch_groups": config.batch_groups,
         "lr": config.lr,
         "max_length": config.max_length,
+        "bf16": config.bf16,
         "data_hash": key["data_hash"],
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),

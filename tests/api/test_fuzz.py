@@ -25,7 +25,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import grpc
 import pytest
@@ -66,7 +66,7 @@ ALLOWED = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
-DEFAULT_EXAMPLES = 120
+DEFAULT_EXAMPLES = 400
 CALL_TIMEOUT_S = 30.0
 
 # ---------------------------------------------------------------- scalar strategies
@@ -156,9 +156,12 @@ def doc_ids() -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from([d["id"] for d in SEED_DOCS] + [f"f{i}" for i in range(8)]), strings(60))
 
 
+_WORDS = "protein cancer cell immune virus brain memory sleep glucose insulin mice the of and".split()
+_WORD_TEXTS = st.lists(st.sampled_from(_WORDS), min_size=1, max_size=30).map(" ".join)
+
+
 def doc_texts() -> st.SearchStrategy[str]:
-    words = st.sampled_from("protein cancer cell immune virus brain memory sleep glucose insulin mice the of and".split())
-    return st.one_of(st.lists(words, min_size=1, max_size=30).map(" ".join), strings(200))
+    return st.one_of(_WORD_TEXTS, strings(200))
 
 
 # ---------------------------------------------------------------- message strategies
@@ -311,13 +314,19 @@ def near_valid_search_requests(draw) -> pb.SearchRequest:
 @st.composite
 def near_valid_documents(draw) -> pb.Document:
     """Documents that pass validation: unique-ish ids, any text, declared fields well typed."""
+    printable = st.characters(exclude_categories=("Cs", "Cc"))
     doc = pb.Document(
-        id=draw(st.one_of(doc_ids(), st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40))),
-        text=draw(st.one_of(doc_texts(), st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=200))),
+        id=draw(
+            st.one_of(
+                st.sampled_from([d["id"] for d in SEED_DOCS] + [f"f{i}" for i in range(8)]),
+                st.text(printable, min_size=1, max_size=40).filter(str.strip),
+            )
+        ),
+        text=draw(st.one_of(_WORD_TEXTS, st.text(printable, min_size=1, max_size=300).filter(str.strip))),
     )
     typed = {
         "year": st.builds(lambda v: pb.MetadataValue(int_value=v), int64s()),
-        "kind": st.builds(lambda v: pb.MetadataValue(string_value=v), strings()),
+        "kind": st.builds(lambda v: pb.MetadataValue(string_value=v), st.one_of(st.text(_ANY_CHAR, max_size=50), st.sampled_from(_SPECIAL_STRINGS))),
         "score": st.one_of(
             st.builds(lambda v: pb.MetadataValue(double_value=v), st.floats(allow_nan=False, allow_infinity=False)),
             st.builds(lambda v: pb.MetadataValue(int_value=v), int64s()),
@@ -390,10 +399,25 @@ def budgets(draw) -> pb.RerankBudget:
 
 
 @st.composite
+def near_valid_budgets(draw) -> pb.RerankBudget:
+    """Budgets that pass validation (and so change how AUTO and FIXED searches behave)."""
+    max_depth = draw(st.integers(0, 200))
+    return pb.RerankBudget(
+        tenant=draw(st.one_of(st.just(TENANT), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", fullmatch=True))),
+        latency_target_ms=draw(st.one_of(st.just(0.0), st.floats(0, 1e308))),
+        max_cost_per_query=draw(st.one_of(st.just(0), st.integers(0, INT64_MAX))),
+        cost_per_minute=draw(st.one_of(st.just(0.0), st.floats(0, 1e308))),
+        min_depth=draw(st.integers(0, max_depth)),
+        max_depth=max_depth,
+        default_mode=draw(st.sampled_from(list(pb.RerankMode.values()))),
+    )
+
+
+@st.composite
 def set_budget_requests(draw) -> pb.SetBudgetRequest:
     request = pb.SetBudgetRequest()
     if draw(st.integers(0, 5)):
-        request.budget.CopyFrom(draw(budgets()))
+        request.budget.CopyFrom(draw(st.one_of(budgets(), near_valid_budgets())))
     return request
 
 
@@ -500,6 +524,11 @@ def run_call(stubs: Stubs, call: Call, timeout: float = CALL_TIMEOUT_S) -> Outco
         return Outcome(exc.code(), exc.details() or "", time.perf_counter() - start)
 
 
+# Details gRPC itself gives when the call broke in transport rather than ending with the
+# server's status (e.g. a status message too large for the client's trailer limit).
+TRANSPORT_FAILURES = ("Stream removed", "metadata size exceeds", "Socket closed", "Connection reset", "failed to connect")
+
+
 def problem(call: Call, outcome: Outcome) -> Optional[str]:
     """Why this outcome breaks the contract, or None."""
     if outcome.ok:
@@ -508,6 +537,8 @@ def problem(call: Call, outcome: Outcome) -> Optional[str]:
         return f"{call.name} answered {outcome.code.name}: {outcome.details[:500]!r}"
     if not outcome.details.strip():
         return f"{call.name} answered {outcome.code.name} with an empty message"
+    if any(s in outcome.details for s in TRANSPORT_FAILURES):
+        return f"{call.name} broke in transport ({outcome.code.name}): {outcome.details[:500]!r}"
     return None
 
 
@@ -589,4 +620,7 @@ def test_every_request_gets_a_proper_status(fuzz_stubs, call):
 
 def test_server_still_serves_after_fuzzing(server, fuzz_stubs):
     print(f"\nfuzz seed {FUZZ_SEED} (HSEARCH_FUZZ_SEED), {EXAMPLES} examples; statuses: {dict(STATUS_COUNTS)}")
+    if STATUS_COUNTS and EXAMPLES >= 50:
+        # The strategies must reach the pipeline, not only the validators.
+        assert RPC_COUNTS[("HybridSearch.Search", "OK")] > 0, dict(RPC_COUNTS)
     check_still_serving(server.target)

@@ -52,7 +52,7 @@ def bench_argv(beir: Path, work: Path, tiny_m3_dir: Path, tiny_reranker_dir: Pat
         "--depths", "5",
         "--auto-from-depths", "5",
         "--clients", "1", "2",
-        "--concurrent-queries", "6",
+        "--concurrent-queries", "6", "--concurrent-queries-rerank", "4",
         "--max-load-wait", "0",
         "--warmup", "1",
         "--no-progress",
@@ -87,7 +87,7 @@ def test_small_run_writes_table_plot_and_json_with_metrics_in_range(first_run):
         for metric in ("ndcg@10", "recall@100", "mrr@10"):
             assert 0.0 <= mode["quality"][metric] <= 1.0, (mode["key"], metric)
         assert mode["latency"]["1"]["queries"] == N_QUERIES
-        assert mode["latency"]["2"]["queries"] == 6
+        assert mode["latency"]["2"]["queries"] == (6 if mode["spec"]["rerank"] == "off" else 4)
         for clients in ("1", "2"):
             lat = mode["latency"][clients]["rtt_ms"]
             assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
@@ -168,3 +168,13 @@ def test_empty_split_is_named(tmp_path, capsys):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
     err = _error_of(capsys, beir, tmp_path)
     assert "test.tsv" in err and "empty" in err
+
+
+def test_hsearch_bench_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    from engine.cli import main
+
+    beir = write_beir(tmp_path / "beir")
+    (beir / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\nnot json\n')
+    code = main(["bench", "--data", str(beir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    assert "corpus.jsonl:2:" in capsys.readouterr().err
