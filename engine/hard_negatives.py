@@ -345,6 +345,35 @@ def training_examples(beir: BeirCollection, split: str, negatives: dict[str, lis
     return examples
 
 
+
+def title_queries(beir: BeirCollection, n: int, seed: int) -> dict[str, str]:
+    """Up to ``n`` documents' titles as pseudo-queries (id -> title), a seeded sample.
+
+    Weak supervision from the corpus alone (no relevance judgements): a title is a short
+    statement about its abstract, much like a SciFact claim.
+    """
+    import random
+
+    with_title = [d.id for d in beir.corpus.values() if len(d.title.split()) >= 4 and d.text]
+    chosen = random.Random(f"titles:{seed}").sample(with_title, min(n, len(with_title)))
+    return {doc_id: beir.corpus[doc_id].title for doc_id in chosen}
+
+
+def title_examples(beir: BeirCollection, ranked: dict[str, list[str]]):
+    """Title -> its own abstract, against the abstracts of the other fused hits for the title.
+
+    Positives and negatives alike are abstracts *without* their titles: with titles, the
+    model could learn to find the query verbatim in the document.
+    """
+    from rerank.training import TrainingExample
+
+    examples = []
+    for doc_id, ids in ranked.items():
+        pool = tuple(beir.corpus[d].text for d in ids if d != doc_id and beir.corpus[d].text)
+        if pool:
+            examples.append(TrainingExample(query=beir.corpus[doc_id].title, positive=beir.corpus[doc_id].text, negatives=pool))
+    return examples
+
 # ---------------------------------------------------------------- the pipeline
 @dataclass
 class PipelineReport:

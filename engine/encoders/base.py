@@ -67,4 +67,6 @@ class EmbeddingProfile(ABC):
         """Called when a collection is dropped."""
 
     @abstractmethod
-    def encode_query(self, scope: Scope, text: str) -> QueryVectors: ...
+    def encode_query(self, scope: Scope, text: str) -> QueryVectors:
+        """Query vectors. Cache keys are (kind, model path, text): two profiles may share a
+        model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense)."""

@@ -82,7 +82,7 @@ class DenseBm25Profile(EmbeddingProfile):
         self.bm25.stats.drop(collection)
 
     def encode_query(self, scope: Scope, text: str) -> QueryVectors:
-        key = (self.model_path, text)
+        key = (self.kind, self.model_path, text)
         dense = self.cache.get(key)
         hit = dense is not None
         if not hit:

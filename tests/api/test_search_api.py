@@ -164,3 +164,15 @@ def test_drop_collection_then_it_is_not_found(server):
     assert c.drop_collection("to_drop")
     code, details = status_of(lambda: c.search("to_drop", "x", top_k=1))
     assert code == grpc.StatusCode.NOT_FOUND and "to_drop" in details
+
+
+def test_two_profiles_on_one_model_directory_do_not_share_query_cache_entries(server):
+    # tiny-m3 and tiny-bm25 load the same directory; the same query text goes through both.
+    c = server.client("acme")
+    if "cache_m3" not in {x.name for x in c.list_collections()}:
+        c.create_collection("cache_m3")
+        c.create_collection("cache_bm25", TINY_BM25_PROFILE)
+        for name in ("cache_m3", "cache_bm25"):
+            c.upsert(name, [{"id": "a", "text": "protein cells"}, {"id": "b", "text": "brain sleep"}])
+    for name in ("cache_m3", "cache_bm25", "cache_m3", "cache_bm25"):
+        assert c.search(name, "shared query text", top_k=2).hits
