@@ -34,9 +34,6 @@ Setup:
   AUTO, 0 otherwise). Unless ``--targets`` is given, T1 is the geometric mean of OFF's p95
   and FIXED-50's p95 (server total_ms, rounded to 10 ms; under 8 closed-loop clients
   FIXED-50's p95 is many times OFF's, so the midpoint would be near FIXED-50) and T2 = 2 x T1.
-* **Workaround.** The child serialises ``RerankBackend.encode`` (``--no-tokenizer-lock``
-  turns it off): concurrent calls race on the shared tokenizer's truncation setting and
-  return pairs longer than ``max_length``; see ``serialise_reranker_tokenizer``.
 
 Reported per phase: share of searches meeting each T (server ``total_ms`` and client round
 trip), p50/p95/p99 of both, mean depth chosen and scored, mean reranker tokens per query,
@@ -177,36 +174,12 @@ def install_probes(path: Path) -> None:
     LatencyModel.observe = logged_observe
 
 
-def serialise_reranker_tokenizer() -> None:
-    """Workaround, in this process only: one ``RerankBackend.encode`` at a time.
-
-    ``encode`` calls the shared fast tokenizer first with ``truncation=False`` and then
-    with ``truncation="longest_first"``; transformers sets truncation on the shared Rust
-    tokenizer before each call, so concurrent searches race and some pairs come back
-    longer than ``max_length`` (up to 867 tokens seen at max_length 256), which makes
-    BERT fail beyond 512 positions and opens the circuit breaker.
-    """
-    from rerank.base import RerankBackend
-
-    encode = RerankBackend.encode
-    lock = threading.Lock()
-
-    def locked_encode(self, query, documents):
-        with lock:
-            return encode(self, query, documents)
-
-    RerankBackend.encode = locked_encode
-
-
 def serve_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_policy serve")
     parser.add_argument("--settings", type=Path, required=True)
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--probe-log", type=Path)
-    parser.add_argument("--no-tokenizer-lock", action="store_true")
     args = parser.parse_args(argv)
-    if not args.no_tokenizer_lock:
-        serialise_reranker_tokenizer()
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="server %(levelname)s %(name)s: %(message)s")
@@ -227,7 +200,7 @@ def serve_main(argv: list[str]) -> None:
 class ServerProcess:
     """The server in a child process; ``stop()`` sends SIGTERM (graceful drain)."""
 
-    def __init__(self, run_dir: Path, settings: dict, probe_log: Optional[Path] = None, tokenizer_lock: bool = True):
+    def __init__(self, run_dir: Path, settings: dict, probe_log: Optional[Path] = None):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.settings_file = run_dir / "settings.json"
         self.settings_file.write_text(json.dumps(settings, indent=1))
@@ -237,8 +210,6 @@ class ServerProcess:
         if probe_log is not None:
             probe_log.unlink(missing_ok=True)
             cmd += ["--probe-log", str(probe_log)]
-        if not tokenizer_lock:
-            cmd.append("--no-tokenizer-lock")
         self.log_file = open(run_dir / "server.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
         started = time.monotonic()
@@ -549,15 +520,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
         "--stall-timeout-s", type=float, default=30.0,
-        help="rerank.stall_timeout_s (service default 5): the stall timer includes the wait in the rerank queue, "
-        "so under 8 clients FIXED depths trip the circuit breaker at the default",
+        help="rerank.stall_timeout_s (service default 5): the longest a search waits for its scores, queue included; "
+        "under 8 clients FIXED 50/100 queue for longer than 5 s and would answer fusion-only (overloaded), "
+        "so the default here lets them finish and shows what FIXED really costs",
     )
     parser.add_argument("--queries", type=int, default=200, help="measured queries per phase")
     parser.add_argument("--warmup", type=int, default=24, help="warm-up queries per phase (not measured)")
     parser.add_argument("--phase-time-limit", type=float, default=420, help="seconds per measured phase at most")
     parser.add_argument("--targets", type=float, nargs="*", default=None, help="AUTO latency targets in ms (default: chosen from OFF and FIXED-50)")
     parser.add_argument("--modes", nargs="+", default=["off", "fixed50", "fixed100", "auto"], choices=["off", "fixed50", "fixed100", "auto"], help="phases to run, in this order (auto without off and fixed50 needs --targets)")
-    parser.add_argument("--no-tokenizer-lock", action="store_true", help="run the server without the encode() serialisation workaround")
     parser.add_argument("--quick", action="store_true", help="24 queries, 8 warm-up per phase, 120 s per phase")
     parser.add_argument("--wait-quiet", action="store_true", help="first wait (poll 30 s, <= 15 min) for load average < 1.0")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -589,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_dir = POLICY_CACHE / "runs" / time.strftime("%Y%m%d-%H%M%S")
     probe_log = run_dir / "probes.jsonl"
-    server = ServerProcess(run_dir, server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s), probe_log=probe_log, tokenizer_lock=not args.no_tokenizer_lock)
+    server = ServerProcess(run_dir, server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s), probe_log=probe_log)
     from engine.client import HybridSearchClient
 
     admin = HybridSearchClient(server.target, tenant=TENANT, timeout=30)
@@ -633,6 +604,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         admin.close()
         server.stop()
+        # Raw records first: the analysis below can then be redone without a new run.
+        (run_dir / "records.raw.json").write_text(json.dumps({"targets": targets, "phases": phases}, default=str))
 
     probes = [json.loads(line) for line in probe_log.read_text().splitlines() if line.strip()]
     for p in phases:

@@ -47,11 +47,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import math
-import platform
 import shutil
 import sys
 import threading
@@ -61,6 +59,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from benchmarks.machine import loadavg, machine_info
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_scifact_docs, load_test_queries
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -79,9 +78,7 @@ def log(message: str) -> None:
 
 
 def read_loadavg() -> tuple[float, float, float]:
-    with open("/proc/loadavg") as f:
-        a, b, c = f.read().split()[:3]
-    return float(a), float(b), float(c)
+    return loadavg()
 
 
 def wait_until_quiet(threshold: float = 1.0, poll_s: float = 30.0, max_wait_s: float = 900.0) -> dict:
@@ -127,42 +124,6 @@ class LoadSampler:
     def summary(self) -> dict:
         s = np.asarray(self.samples or [float("nan")])
         return {"mean": round(float(s.mean()), 2), "max": round(float(s.max()), 2), "n": len(self.samples)}
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = float("nan")
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    mem_gib = int(line.split()[1]) / 1024**2
-                    break
-    except OSError:
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "onnxruntime", "transformers", "FlagEmbedding", "numpy", "pymilvus", "milvus-lite", "grpcio"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_gib, 1),
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "versions": versions,
-    }
 
 
 def machine_line(machine: dict) -> str:

@@ -52,17 +52,14 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse
 import cProfile
-import datetime as dt
 import functools
 import gc
 import io
 import json
 import logging
 import math
-import platform
 import pstats
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -71,6 +68,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from benchmarks.machine import machine_info
 from benchmarks.corpus import (
     CACHE_DIR,
     DEFAULT_DATA,
@@ -172,61 +170,6 @@ def ms(start: float) -> float:
 # ---------------------------------------------------------------------------- machine
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for mod, name in (
-        ("pymilvus", "pymilvus"),
-        ("milvus_lite", "milvus-lite"),
-        ("torch", "torch"),
-        ("sentence_transformers", "sentence-transformers"),
-        ("transformers", "transformers"),
-        ("grpc", "grpcio"),
-        ("google.protobuf", "protobuf"),
-        ("numpy", "numpy"),
-    ):
-        try:
-            module = __import__(mod, fromlist=["__version__"])
-            versions[name] = getattr(module, "__version__", "?")
-        except Exception:  # an optional dependency missing must not stop the benchmark
-            versions[name] = "not installed"
-    commit = "?"
-    try:
-        root = Path(__file__).resolve().parents[1]
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        if dirty:
-            commit += " (with uncommitted changes)"
-    except Exception:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cores": cores,
-        "ram_gib": ram_gib,
-        "os": f"{platform.system()} {platform.release()}",
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": versions,
-        "git": commit,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-    }
 
 
 # ---------------------------------------------------------------------------- server probe
@@ -903,7 +846,7 @@ def tail_lines(r: dict[str, Any]) -> list[str]:
         f = frozen[0]
         lines += [
             "",
-            f"Warm pass against a third, warm pass run after `gc.collect(); gc.freeze()` (the existing heap, mostly Milvus Lite's, "
+            "Warm pass against a third, warm pass run after `gc.collect(); gc.freeze()` (the existing heap, mostly Milvus Lite's, "
             "moved out of the collector's reach):",
             "",
             "| stage (ms) | warm median | p95 | p99 | max | frozen median | p95 | p99 | max |",

@@ -57,7 +57,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import random
 import shutil
 import signal
@@ -74,6 +73,8 @@ from typing import Any, Iterator, Optional, Sequence
 import grpc
 import numpy as np
 import yaml
+
+from benchmarks.machine import loadavg, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -97,44 +98,6 @@ log = logging.getLogger("load_test")
 
 
 # ---------------------------------------------------------------------------- machine
-
-
-def loadavg() -> tuple[float, float, float]:
-    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
-    return float(one), float(five), float(fifteen)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram_gib = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gib = round(int(line.split()[1]) / 1024**2, 1)
-    versions = {"python": platform.python_version()}
-    for module_name, name in (("grpc", "grpcio"), ("pymilvus", "pymilvus"), ("milvus_lite", "milvus-lite"), ("torch", "torch"), ("transformers", "transformers"), ("sentence_transformers", "sentence-transformers")):
-        try:
-            versions[name] = getattr(__import__(module_name, fromlist=["__version__"]), "__version__", "?")
-        except Exception:  # an optional package missing must not stop the report
-            versions[name] = "not installed"
-    commit = "?"
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip():
-            commit += " (with uncommitted changes)"
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "ram_gib": ram_gib,
-        "platform": platform.platform(),
-        "versions": versions,
-        "commit": commit,
-    }
 
 
 def wait_for_idle(threshold: float, max_minutes: float, poll_s: float = 30.0) -> dict[str, Any]:

@@ -50,7 +50,6 @@ import json
 import logging
 import math
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -60,6 +59,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from benchmarks.machine import loadavg as _loadavg, machine_info
 
 log = logging.getLogger("scifact_bench")
 
@@ -597,10 +598,8 @@ class ServiceUnderTest:
 
 # ---------------------------------------------------------------------------- machine and load
 def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return [float("nan")] * 3
+    return list(_loadavg())
+
 
 
 def wait_until_idle(max_load: float, max_wait_s: float, poll_s: float = 30.0) -> dict[str, Any]:
@@ -615,41 +614,6 @@ def wait_until_idle(max_load: float, max_wait_s: float, poll_s: float = 30.0) ->
     return {"before": before, "after": now, "waited_s": round(time.monotonic() - start, 1), "idle": now[0] < max_load, "threshold": max_load}
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    versions = {"python": platform.python_version()}
-    for module, name in (("pymilvus", "pymilvus"), ("milvus_lite", "milvus-lite"), ("torch", "torch"), ("transformers", "transformers"),
-                         ("sentence_transformers", "sentence-transformers"), ("grpc", "grpcio"), ("ranx", "ranx")):
-        try:
-            versions[name] = getattr(__import__(module, fromlist=["__version__"]), "__version__", "?")
-        except Exception:
-            versions[name] = "not installed"
-    commit = "?"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip():
-            commit += " + uncommitted changes"
-    except Exception:
-        pass
-    return {"cpu": cpu, "cores": cores, "ram_gib": ram, "os": f"{platform.system()} {platform.release()}", "versions": versions, "git": commit}
 
 
 # ---------------------------------------------------------------------------- one pass

@@ -324,7 +324,7 @@ def cmd_demo(args) -> int:
         for q in queries:
             print(f"\nquery: {q['text']}\n(relevant: {', '.join(q['relevant'])})")
             print_hits(client.search(DEMO_COLLECTION, q["text"], top_k=5))
-        print(f"\nfiltered (chars >= 1500), weighted z-score fusion:")
+        print("\nfiltered (chars >= 1500), weighted z-score fusion:")
         print_hits(client.search(DEMO_COLLECTION, queries[0]["text"], top_k=5, filters=[("chars", ">=", 1500)], fusion="weighted", normalizer="z_score"))
     except grpc.RpcError as exc:
         return _fail(exc)

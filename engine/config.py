@@ -129,8 +129,10 @@ class RerankConfig(BaseModel):
     max_documents: int = Field(1000, ge=1)
     # Kept free for merging and building the response when fitting a deadline.
     reserve_ms: float = Field(5.0, ge=0)
-    # A backend that has not answered in this long is treated as stalled (fusion
-    # only, and a failure for the circuit breaker) even with no deadline.
+    # A search waits at most this long for its rerank scores even with no deadline
+    # (then fusion-only). If the batch being scored has itself run this long the backend
+    # is stalled: a failure for the circuit breaker. A wait that was spent in the queue
+    # behind other searches is overload: degraded, but not counted against the backend.
     stall_timeout_s: float = Field(5.0, gt=0)
     failure_threshold: int = Field(3, ge=1)
     cooldown_s: float = Field(10.0, ge=0)

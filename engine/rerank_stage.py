@@ -98,6 +98,8 @@ class Reranker:
     def status(self) -> tuple[bool, str]:
         if not self.available:
             return False, self.load_error or "not loaded"
+        if not self.batcher.alive:
+            return False, f"rerank worker is not running ({self.batcher.crash or 'stopped'}); the next rerank starts a new one"
         if self.breaker.state != "closed":
             return False, f"circuit {self.breaker.state}: {self.breaker.last_error}"
         return True, "ok"
@@ -266,11 +268,19 @@ class RerankStage:
             except DeadlineExpired:
                 return raw, None
             except FutureTimeout:
+                # Still queued: take it out so the worker does not score what nobody reads.
+                future.cancel()
                 if stop_at is not None and time.monotonic() >= stop_at - 0.001 and wait_s < stall_s:
                     # Our own time ran out while the batch was queued or running.
                     return raw, None
-                reranker.breaker.record_failure(f"timed out after {wait_s * 1000:.0f} ms")
-                return raw, f"reranker timed out after {wait_s * 1000:.0f} ms"
+                running_s = reranker.batcher.running_for_s()
+                if running_s >= stall_s:
+                    # One batch running this long is a stuck backend, not a busy one.
+                    reranker.breaker.record_failure(f"stalled: a batch has run {running_s * 1000:.0f} ms")
+                    return raw, f"reranker timed out: stalled, a batch has run {running_s * 1000:.0f} ms"
+                # Waiting behind other searches' work: overload. Degrade this search, but
+                # do not count it against the backend (the breaker would cut off a healthy one).
+                return raw, f"reranker overloaded: no result after {wait_s * 1000:.0f} ms in the rerank queue"
             except Exception as exc:
                 reranker.breaker.record_failure(f"{type(exc).__name__}: {exc}")
                 return raw, f"reranker failed: {type(exc).__name__}: {exc}"
@@ -297,8 +307,11 @@ class RerankStage:
         except DeadlineExpired as exc:
             raise deadline_exceeded(str(exc)) from exc
         except FutureTimeout as exc:
-            if deadline is None:
-                reranker.breaker.record_failure("timed out")
+            future.cancel()
+            running_s = reranker.batcher.running_for_s()
+            if deadline is None and running_s >= self.config.stall_timeout_s:
+                reranker.breaker.record_failure(f"stalled: a batch has run {running_s * 1000:.0f} ms")
+                raise unavailable(f"reranker {reranker.name!r} stalled: a batch has run {running_s * 1000:.0f} ms") from exc
             raise deadline_exceeded(f"reranking {len(documents)} documents did not finish in time") from exc
         except ServiceError:
             raise

@@ -59,6 +59,11 @@ class RerankBackend(ABC):
         # One forward pass at a time: concurrent torch/ORT calls on a few cores only
         # fight over the same threads. Concurrency is handled by the batcher.
         self._lock = threading.Lock()
+        # One tokenizer call at a time: transformers sets truncation on the shared Rust
+        # tokenizer before every call, so a concurrent call without truncation could undo
+        # ours and hand back pairs longer than max_length (seen: 867 tokens at 256, which
+        # BERT refuses past 512 positions and which opened the circuit breaker under load).
+        self._tokenizer_lock = threading.Lock()
 
     @abstractmethod
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -69,19 +74,24 @@ class RerankBackend(ABC):
         if not documents:
             return EncodedPairs([], np.zeros(0, dtype=bool))
         queries = [query] * len(documents)
-        full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-        truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
-        if truncated.any():
-            idx = np.flatnonzero(truncated).tolist()
-            cut = self.tokenizer(
-                [query] * len(idx),
-                [documents[i] for i in idx],
-                truncation="longest_first",
-                max_length=self.max_length,
-                add_special_tokens=True,
-            )["input_ids"]
-            for i, ids in zip(idx, cut):
-                full[i] = ids
+        with self._tokenizer_lock:
+            full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+            truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
+            if truncated.any():
+                idx = np.flatnonzero(truncated).tolist()
+                cut = self.tokenizer(
+                    [query] * len(idx),
+                    [documents[i] for i in idx],
+                    truncation="longest_first",
+                    max_length=self.max_length,
+                    add_special_tokens=True,
+                )["input_ids"]
+                for i, ids in zip(idx, cut):
+                    full[i] = ids
+        longest = max(len(ids) for ids in full)
+        if longest > self.max_length:
+            # Never hand the model more positions than it was told to take.
+            raise RuntimeError(f"reranker {self.name!r}: tokenizer returned a pair of {longest} tokens over max_length {self.max_length}")
         return EncodedPairs(full, truncated)
 
     def score_encoded(self, pairs: EncodedPairs) -> Scores:

@@ -50,10 +50,13 @@ class RerankBatcher:
         self._queue: deque[_Request] = deque()
         self._queued_pairs = 0
         self._in_flight_pairs = 0
+        self._batch_started: Optional[float] = None  # monotonic start of the batch being scored
         self._cond = threading.Condition()
         self._closed = False
         self.dropped_expired = 0
         self.batches = 0
+        self.restarts = 0
+        self.crash = ""  # why the last worker died, if one did
         self._worker = threading.Thread(target=self._run, name=f"rerank-{backend.name}", daemon=True)
         self._worker.start()
 
@@ -63,6 +66,16 @@ class RerankBatcher:
         with self._cond:
             return self._queued_pairs + self._in_flight_pairs
 
+    def running_for_s(self) -> float:
+        """How long the batch now being scored has run (0 when idle).
+
+        Callers that time out use it to tell a stalled backend (one batch running far too
+        long: a failure for the circuit breaker) from a long queue (overload: not a failure).
+        """
+        with self._cond:
+            started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
+
     def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> Future:
         """Queue pairs for scoring; the future gives Scores, or raises DeadlineExpired / the backend's error."""
         request = _Request(pairs, deadline)
@@ -71,6 +84,7 @@ class RerankBatcher:
                 raise Overloaded("reranker is shutting down")
             if self._queued_pairs + len(pairs) > self.max_queue_pairs:
                 raise Overloaded(f"rerank queue full ({self._queued_pairs} pairs queued, limit {self.max_queue_pairs})")
+            self._ensure_worker()
             self._queue.append(request)
             self._queued_pairs += len(pairs)
             self._cond.notify()
@@ -82,7 +96,8 @@ class RerankBatcher:
             self._cond.notify_all()
             while self._queue:
                 request = self._queue.popleft()
-                request.future.set_exception(Overloaded("reranker is shutting down"))
+                if not request.future.cancelled():
+                    request.future.set_exception(Overloaded("reranker is shutting down"))
             self._queued_pairs = 0
 
     def _take_batch(self) -> list[_Request]:
@@ -100,6 +115,8 @@ class RerankBatcher:
                     break
                 self._queue.popleft()
                 self._queued_pairs -= len(request.pairs)
+                if request.future.cancelled():  # its search stopped waiting
+                    continue
                 if request.deadline is not None and request.deadline <= now:
                     self.dropped_expired += 1
                     request.future.set_exception(DeadlineExpired(f"deadline passed after {1000 * (now - request.enqueued):.1f} ms in the rerank queue"))
@@ -109,35 +126,77 @@ class RerankBatcher:
                 batch.append(request)
                 size += len(request.pairs)
             self._in_flight_pairs = size
+            self._batch_started = time.monotonic() if batch else None
             return batch
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread is running (False after close() or if it died)."""
+        return self._worker.is_alive()
+
+    def _ensure_worker(self) -> None:
+        """Start a new worker if the last one died; called with ``_cond`` held."""
+        if self._closed or self._worker.is_alive():
+            return
+        self.restarts += 1
+        log.error("rerank worker for %s had died (%s); starting a new one (restart %d)", self.backend.name, self.crash, self.restarts)
+        self._worker = threading.Thread(target=self._run, name=f"rerank-{self.backend.name}", daemon=True)
+        self._worker.start()
+
     def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if not batch:
-                if self._closed:
-                    return
-                continue
-            merged = EncodedPairs(
-                [ids for r in batch for ids in r.pairs.input_ids],
-                np.concatenate([r.pairs.truncated for r in batch]),
-            )
-            start = time.perf_counter()
-            try:
-                scores = self.backend.score_encoded(merged)
-            except BaseException as exc:  # a failing backend fails its requests, not the worker
-                log.warning("rerank backend %s failed: %s", self.backend.name, exc)
-                for r in batch:
-                    r.future.set_exception(exc)
-                continue
-            finally:
-                with self._cond:
-                    self._in_flight_pairs = 0
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
-            self.model.observe(len(merged), int(scores.tokens.sum()), elapsed_ms)
-            self.batches += 1
-            offset = 0
-            for r in batch:
-                n = len(r.pairs)
-                r.future.set_result(Scores(scores.raw[offset : offset + n], scores.tokens[offset : offset + n]))
-                offset += n
+        batch: list[_Request] = []
+        try:
+            while True:
+                batch = self._take_batch()
+                if not batch:
+                    if self._closed:
+                        return
+                    continue
+                try:
+                    self._score(batch)
+                except Exception as exc:  # a bug in this loop fails its batch, not the worker
+                    log.exception("rerank worker for %s: unexpected error", self.backend.name)
+                    self._fail(batch, exc)
+                batch = []
+        except BaseException as exc:
+            # The thread is going away (killed: an asynchronous SystemExit or similar). Fail
+            # what it held so nobody waits on it; the next submit() starts a new worker and
+            # until then the reranker's health says it is down.
+            self.crash = f"{type(exc).__name__}: {exc}"
+            log.error("rerank worker for %s died: %s", self.backend.name, self.crash)
+            self._fail(batch, RuntimeError(f"rerank worker died: {self.crash}"))
+            with self._cond:
+                self._in_flight_pairs = 0
+                self._batch_started = None
+            return  # the thread ends here either way; re-raising would only print it again
+
+    @staticmethod
+    def _fail(batch: list[_Request], exc: BaseException) -> None:
+        for r in batch:
+            if not r.future.done():
+                r.future.set_exception(exc)
+
+    def _score(self, batch: list[_Request]) -> None:
+        merged = EncodedPairs(
+            [ids for r in batch for ids in r.pairs.input_ids],
+            np.concatenate([r.pairs.truncated for r in batch]),
+        )
+        start = time.perf_counter()
+        try:
+            scores = self.backend.score_encoded(merged)
+        except Exception as exc:  # a failing backend fails its requests, not the worker
+            log.warning("rerank backend %s failed: %s", self.backend.name, exc)
+            self._fail(batch, exc)
+            return
+        finally:
+            with self._cond:
+                self._in_flight_pairs = 0
+                self._batch_started = None
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        self.model.observe(len(merged), int(scores.tokens.sum()), elapsed_ms)
+        self.batches += 1
+        offset = 0
+        for r in batch:
+            n = len(r.pairs)
+            r.future.set_result(Scores(scores.raw[offset : offset + n], scores.tokens[offset : offset + n]))
+            offset += n

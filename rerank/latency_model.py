@@ -1,11 +1,22 @@
 """A live latency model of one backend: ms as a function of pairs and tokens, fitted online.
 
-    ms ~= a + b * pairs + c * tokens
+    ms ~= a + b * pairs + c * tokens,   a, b, c >= 0
 
-fitted by recursive least squares with exponential forgetting over real batches,
-so the model follows the machine as its load changes. A tail margin turns the
-mean prediction into a p95 one: the 95th percentile of recent actual/predicted
-ratios (at least 1), so a latency target is met by the tail, not the mean.
+fitted to the recent real batches (exponentially down-weighted with age, so the model
+follows the machine as its load changes) by non-negative least squares. A tail margin
+turns the mean prediction into a p95 one: the 95th percentile of recent
+actual/predicted ratios (at least 1), so a latency target is met by the tail, not
+the mean.
+
+Why not recursive least squares (the first version): a service scores batches of
+nearly the same size for hours, and forgetting then inflates the covariance in the
+directions no batch excites ("windup": 1e26 after 3,000 same-size batches; one odd
+batch then threw the fit to 478 s for 800 pairs, and AUTO answered "nothing fits"
+under load). A refit over a window cannot wind up, the non-negative coefficients
+keep time from falling with more work, and a weak pull towards the prior settles
+what the data cannot tell apart (pairs and tokens move together). One ratio counts at
+most 4x either way in the tail margin: further off is the fit being wrong, which the
+next refit corrects, not the tail.
 """
 from __future__ import annotations
 
@@ -13,6 +24,12 @@ import threading
 from collections import deque
 
 import numpy as np
+from scipy.optimize import nnls
+
+# Feature scales (a chunk of 16 pairs, 4,096 tokens): the fit sees values near 1.
+SCALE = np.array([1.0, 16.0, 4096.0])
+MAX_RATIO = 4.0
+PRIOR_WEIGHT = 1e-3  # the prior counts as this many observations, per coefficient
 
 
 class LatencyModel:
@@ -26,13 +43,14 @@ class LatencyModel:
         window: int = 200,
         min_margin: float = 1.0,
     ):
-        # theta = [a, b, c]; a wide prior covariance lets real batches take over fast.
-        self.theta = np.array([prior_fixed_ms, 0.0, prior_ms_per_token], dtype=np.float64)
-        self.P = np.diag([100.0, 1.0, 1e-2])
+        # theta = [a, b, c]: ms, ms per pair, ms per token.
+        self.prior = np.array([prior_fixed_ms, 0.0, prior_ms_per_token], dtype=np.float64)
+        self.theta = self.prior.copy()
         self.forgetting = forgetting
         self.tail_quantile = tail_quantile
         self.min_margin = min_margin
         self.ratios: deque[float] = deque(maxlen=window)
+        self._batches: deque[tuple[np.ndarray, float]] = deque(maxlen=window)
         self.observations = 0
         self._lock = threading.Lock()
 
@@ -45,8 +63,6 @@ class LatencyModel:
             return 0.0
         with self._lock:
             value = float(self._x(pairs, tokens) @ self.theta)
-        # Never predict less than the token term alone at its prior rate's fraction;
-        # a fitted model can drift negative on tiny batches.
         return max(value, 0.1)
 
     @property
@@ -64,17 +80,31 @@ class LatencyModel:
         """Feed one real batch: its size and how long it took."""
         if pairs <= 0 or not np.isfinite(ms) or ms <= 0:
             return
-        x = self._x(pairs, tokens)
+        x = self._x(pairs, tokens) / SCALE
         with self._lock:
-            predicted = float(x @ self.theta)
-            if self.observations >= 3 and predicted > 0:
-                self.ratios.append(ms / predicted)
-            lam = self.forgetting
-            Px = self.P @ x
-            gain = Px / (lam + x @ Px)
-            self.theta = self.theta + gain * (ms - predicted)
-            self.P = (self.P - np.outer(gain, Px)) / lam
+            if self.observations >= 3:
+                predicted = max(float(x @ (self.theta * SCALE)), 0.1)
+                self.ratios.append(min(max(ms / predicted, 1.0 / MAX_RATIO), MAX_RATIO))
+                # One stalled batch (a GC pause, a stuck thread) must not drag the fit for
+                # the next hundred: it enters at most 4x off; a real, lasting change still
+                # gets through, 4x per step.
+                ms = min(max(ms, predicted / MAX_RATIO), predicted * MAX_RATIO)
+            self._batches.append((x, float(ms)))
+            self.theta = self._fit()
             self.observations += 1
+
+    def _fit(self) -> np.ndarray:
+        """Weighted NNLS over the window on scaled features, with a weak pull to the prior."""
+        n = len(self._batches)
+        X = np.array([b[0] for b in self._batches])
+        y = np.array([b[1] for b in self._batches])
+        w = np.sqrt(self.forgetting ** np.arange(n - 1, -1, -1, dtype=np.float64))
+        # The pull scales with the data's size so it stays weak whatever the ms level.
+        pull = np.sqrt(PRIOR_WEIGHT) * max(float(np.sqrt(np.mean(y**2))), 1.0) / np.maximum(self.prior * SCALE, 1.0)
+        A = np.vstack([X * w[:, None], np.diag(pull)])
+        b = np.concatenate([y * w, pull * self.prior * SCALE])
+        coef, _ = nnls(A, b)
+        return coef / SCALE
 
     def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float) -> int:
         """The largest n with predict_ms(n, cumulative_tokens[n-1]) <= budget_ms (0 if none)."""
@@ -85,8 +115,8 @@ class LatencyModel:
             a, b, c = self.theta
         margin = self.margin
         predicted = np.maximum(a + b * n + c * cumulative_tokens, 0.1) * margin
-        # Scoring more pairs never takes less time, even if a fitted coefficient went
-        # negative: the running maximum keeps the fitting n a prefix.
+        # Scoring more pairs never takes less time, even if a coefficient was set
+        # negative by hand: the running maximum keeps the fitting n a prefix.
         predicted = np.maximum.accumulate(predicted)
         fits = np.flatnonzero(predicted <= budget_ms)
         return int(fits[-1] + 1) if len(fits) else 0

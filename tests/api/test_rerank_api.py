@@ -251,6 +251,54 @@ def test_circuit_opens_after_repeated_failures_and_health_recovers_after_cooldow
         assert wait_for(lambda: health(running) == SERVING)
 
 
+def kill_thread(thread) -> None:
+    """Raise SystemExit inside another Python thread: the closest thing to killing it."""
+    import ctypes
+
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
+    assert done == 1
+
+
+def test_killed_rerank_worker_degrades_searches_reports_down_and_is_replaced(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    import threading
+
+    running = start_server(tmp_path / "killed", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, calibrate=False))
+    client = fill(running, "acme", DOCS[:20])
+    SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert wait_for(lambda: health(running) == SERVING)
+    batcher = running.server.service.rerank_stage.rerankers["tiny"].batcher
+
+    def search():
+        return client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)
+
+    with swapped_backend(running, lambda real: FaultyBackend(real)) as fake:
+        fake.gate = threading.Event()
+        replies = []
+        searching = threading.Thread(target=lambda: replies.append(search()))
+        searching.start()
+        assert fake.started.wait(10)  # the worker is inside a forward pass for this search
+        worker = batcher._worker
+        kill_thread(worker)
+        fake.gate.set()  # the SystemExit lands as soon as the worker runs Python again
+        searching.join(10)
+        worker.join(10)
+        assert not worker.is_alive()
+
+        # the search in flight answered fusion-only, saying why; the server kept serving
+        (reply,) = replies
+        assert reply.rerank.degraded and "rerank worker died: SystemExit" in reply.rerank.degraded_reason
+        assert in_fused_order(reply.hits)
+        assert wait_for(lambda: health(running) == NOT_SERVING)
+        assert health(running, "hybridsearch.v1.HybridSearch") == SERVING
+
+        # the next search starts a new worker and is reranked; health follows
+        fake.gate = None
+        again = search()
+        assert not again.rerank.degraded and again.rerank.depth_scored == 3
+        assert batcher.restarts == 1 and batcher.alive
+        assert wait_for(lambda: health(running) == SERVING)
+
+
 def test_circuit_recovers_when_the_first_probe_after_cooldown_scores_nothing(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
     running = start_server(tmp_path / "probe", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=1, cooldown_s=0.5))
     client = fill(running, "acme", DOCS[:20])
@@ -282,8 +330,31 @@ def test_stalled_backend_degrades_with_timed_out(start_server, tmp_path, tiny_m3
         breaker = running.server.service.rerank_stage.rerankers["tiny"].breaker
         assert breaker.failures == 1
     d = reply.rerank
-    assert d.degraded and "timed out" in d.degraded_reason and in_fused_order(reply.hits)
+    assert d.degraded and "timed out" in d.degraded_reason and "stalled" in d.degraded_reason and in_fused_order(reply.hits)
     assert waited < 2.5  # answered at the 0.3 s stall timeout, not when the backend woke up after 3 s
+
+
+def test_a_long_rerank_queue_degrades_as_overloaded_without_opening_the_breaker(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    # A healthy but busy backend: every batch takes 0.35 s, under the 0.5 s stall timeout,
+    # but four searches queued one batch each wait longer than that. Overload degrades the
+    # late searches; it is not a backend failure, so the breaker stays closed.
+    import concurrent.futures
+
+    running = start_server(
+        tmp_path / "queue",
+        **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, stall_timeout_s=0.5, max_batch_pairs=3, calibrate=False),
+    )
+    client = fill(running, "acme", DOCS[:20])
+    with swapped_backend(running, lambda real: FaultyBackend(real, delay_s=0.35)):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3), range(4)))
+        breaker = running.server.service.rerank_stage.rerankers["tiny"].breaker
+        assert breaker.failures == 0 and breaker.allow()
+    reasons = [r.rerank.degraded_reason for r in replies if r.rerank.degraded]
+    assert reasons, "some searches must have waited past the stall timeout"
+    assert all("overloaded" in reason and "stalled" not in reason for reason in reasons)
+    assert all(in_fused_order(r.hits) for r in replies if r.rerank.degraded)
+    assert any(not r.rerank.degraded and r.rerank.depth_scored == 3 for r in replies)
 
 
 def test_budgets_persist_across_a_server_restart(start_server, tmp_path):

@@ -80,3 +80,34 @@ def test_batching_and_length_sorting_do_not_change_scores(flag_backend, referenc
 def test_no_documents_score_to_empty_arrays(flag_backend):
     scores = flag_backend.score(QUERY, [])
     assert scores.raw.shape == (0,) and scores.tokens.shape == (0,)
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_concurrent_encodes_never_return_pairs_over_max_length(backends, kind):
+    # Concurrent searches share one tokenizer whose truncation setting transformers changes
+    # per call; untruncated calls racing truncated ones used to leak over-long pairs.
+    import threading
+
+    backend = backends[kind]
+    errors: list[BaseException] = []
+    longest: list[int] = []
+    start = threading.Barrier(6)
+
+    def work(seed: int) -> None:
+        try:
+            start.wait()
+            for round_ in range(40):
+                docs = DOCS if (seed + round_) % 2 else [DOCS[LONG]] * 3
+                pairs = backend.encode(QUERY, docs)
+                longest.append(int(pairs.tokens.max()))
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(longest) == 6 * 40
+    assert max(longest) == MAX_LENGTH

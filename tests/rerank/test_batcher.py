@@ -146,3 +146,21 @@ def test_close_fails_queued_requests_and_refuses_new_ones(fake, make_batcher):
         batcher.submit(fake.encode("q", ["after close"]))
     fake.gate.set()
     assert len(first.result(WAIT).raw) == 2  # the batch in flight still completes
+
+
+def test_cancelled_requests_are_skipped_and_the_worker_keeps_serving(fake, make_batcher):
+    # A search that stopped waiting cancels its request; an expired deadline on a cancelled
+    # request used to raise InvalidStateError inside the worker thread and kill it.
+    batcher = make_batcher(fake, max_batch_pairs=64)
+    first = hold(fake, batcher)
+    assert batcher.running_for_s() > 0.0
+    expired = batcher.submit(fake.encode(*REQUESTS[0]), deadline=time.monotonic() + 0.01)
+    plain = batcher.submit(fake.encode(*REQUESTS[1]))
+    assert expired.cancel() and plain.cancel()
+    time.sleep(0.02)  # past the expired request's deadline
+    fake.gate.set()
+    assert len(first.result(WAIT).raw) == 2
+    after = batcher.submit(fake.encode(*REQUESTS[2]))
+    assert len(after.result(WAIT).raw) == 1
+    assert fake.pairs_scored == 3  # the two cancelled requests were never scored
+    assert batcher.running_for_s() == 0.0 and batcher.pending_pairs == 0

@@ -86,3 +86,55 @@ def test_largest_fitting_stays_a_prefix_when_a_fitted_coefficient_is_negative():
     # every prefix up to n fits, none beyond it is chosen just because its own prediction dipped
     assert n == 0 or model.predict_ms(1, cumulative[0]) <= 60.0
     assert all(max(model.predict_ms(i, cumulative[i - 1]) for i in range(1, k + 1)) <= 60.0 for k in range(1, n + 1))
+
+
+def test_hours_of_same_size_batches_do_not_wind_the_fit_up():
+    # A service scores 16-pair chunks all day. The recursive least-squares fit this model
+    # had first let its covariance grow without bound in the directions such batches never
+    # excite (1e26 after 3,000 of them), predicted 0 ms for 1 pair and 478 s for 800,
+    # and AUTO answered "nothing fits" under load. Predictions must stay near the truth.
+    rng = np.random.default_rng(0)
+
+    def true_ms(tokens):
+        return 5.0 + 0.23 * tokens  # about 43 ms per pair of 180 tokens, as measured on 2 cores
+
+    model = LatencyModel()
+    for pairs in (1, 4, 8, 16):  # start-up calibration
+        model.observe(pairs, pairs * 180, true_ms(pairs * 180))
+    for _ in range(3000):
+        tokens = int(16 * rng.normal(180, 20))
+        model.observe(16, tokens, true_ms(tokens) * float(rng.lognormal(0.0, 0.15)))
+    assert np.all(model.theta >= 0) and np.all(np.isfinite(model.theta))
+    for pairs in (1, 16, 100, 800):
+        mean = model.mean_ms(pairs, pairs * 180)
+        assert 0.7 * true_ms(pairs * 180) <= mean <= 1.5 * true_ms(pairs * 180), (pairs, mean)
+    assert 1.0 <= model.margin <= 1.6
+
+    # a burst of contended batches (twice as slow) moves the fit towards it, but sanely
+    for _ in range(20):
+        model.observe(64, 64 * 180, 2 * true_ms(64 * 180))
+    predictions = [model.predict_ms(p, p * 180) for p in (1, 16, 64, 100, 800)]
+    assert predictions == sorted(predictions) and predictions[0] > 0
+    assert predictions[-1] <= 4 * true_ms(800 * 180)
+
+
+def test_one_wild_batch_cannot_blow_up_the_fit_or_the_tail_margin():
+    model = trained()
+    before = model.mean_ms(8, 400)
+    model.observe(8, 400, 1e6)  # a stall: a hundred thousand times the usual time
+    assert model.margin <= 4.0
+    assert np.all(model.theta >= 0)
+    assert model.mean_ms(8, 400) <= 1.3 * before
+
+
+def test_a_lasting_slowdown_is_learned_even_past_the_outlier_clip():
+    model = trained()
+    slow = 10 * float(truth(400))
+    for _ in range(20):  # the machine became ten times slower and stays so
+        model.observe(8, 400, slow)
+    # the tail margin reacts first: the p95 prediction already covers the new speed
+    assert model.predict_ms(8, 400) >= slow
+    for _ in range(130):
+        model.observe(8, 400, slow)
+    # and the mean follows at the forgetting rate
+    assert model.mean_ms(8, 400) == pytest.approx(slow, rel=0.15)
