@@ -30,6 +30,7 @@ from scipy.optimize import nnls
 SCALE = np.array([1.0, 16.0, 4096.0])
 MAX_RATIO = 4.0
 PRIOR_WEIGHT = 1e-3  # the prior counts as this many observations, per coefficient
+PULL_STIFFNESS = np.array([30.0, 3.0, 1.0])  # fixed, per pair, per token (chosen on the two windup and convergence tests)
 
 
 class LatencyModel:
@@ -99,8 +100,13 @@ class LatencyModel:
         X = np.array([b[0] for b in self._batches])
         y = np.array([b[1] for b in self._batches])
         w = np.sqrt(self.forgetting ** np.arange(n - 1, -1, -1, dtype=np.float64))
-        # The pull scales with the data's size so it stays weak whatever the ms level.
-        pull = np.sqrt(PRIOR_WEIGHT) * max(float(np.sqrt(np.mean(y**2))), 1.0) / np.maximum(self.prior * SCALE, 1.0)
+        # The pull acts in ms, like the data: moving coefficient j off its prior by d costs
+        # d x (typical size of feature j), weighted as PRIOR_WEIGHT of one batch, so it only
+        # settles what the batches cannot tell apart. Where they cannot (one batch size all
+        # day), time is put on tokens rather than on the fixed term (held 30x harder) or the
+        # per-pair term (3x): a transformer's cost is its tokens, and then 1 pair is not
+        # predicted at the cost of 16.
+        pull = np.sqrt(PRIOR_WEIGHT) * np.maximum(np.sqrt(np.mean(X**2, axis=0)), 1e-6) * PULL_STIFFNESS
         A = np.vstack([X * w[:, None], np.diag(pull)])
         b = np.concatenate([y * w, pull * self.prior * SCALE])
         coef, _ = nnls(A, b)
