@@ -68,16 +68,9 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.bench_rerank import (
-    LoadSampler,
-    log,
-    machine_info,
-    machine_line,
-    read_loadavg,
-    resolve_model,
-    wait_until_quiet,
-)
+from benchmarks.bench_rerank import LoadSampler, log, machine_line, resolve_model, wait_until_quiet
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_scifact_docs, load_test_queries
+from benchmarks.machine import loadavg, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICY_CACHE = CACHE_DIR / "policy"
@@ -269,7 +262,7 @@ def ensure_store(args, model: Path) -> tuple[Path, dict]:
             count = int(client.describe_collection(COLLECTION).tenant_document_count)
         if count != len(source):
             raise RuntimeError(f"ingested {len(source)} documents but the collection holds {count}")
-        info = {"docs": len(source), "ingest_s": round(time.perf_counter() - started, 1), "count": count, "load_average_during_ingest_end": read_loadavg()}
+        info = {"docs": len(source), "ingest_s": round(time.perf_counter() - started, 1), "count": count, "load_average_during_ingest_end": loadavg()}
     finally:
         server.stop()
     marker.write_text(json.dumps(info))
@@ -550,7 +543,7 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"store: {data_dir} ({ingest})")
 
     quiet = wait_until_quiet() if args.wait_quiet else None
-    load_start = read_loadavg()
+    load_start = loadavg()
     log(f"load average at start: {load_start}")
 
     queries = load_test_queries(args.data)
@@ -597,7 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
                 t0 = time.time()
                 records, wall = run_closed_loop(server.target, measured, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit)
                 t1 = time.time()
-                phases.append({"name": name, "mode": mode, "depth": depth, "target": target, "t0": t0, "t1": t1, "records": records, "wall_s": wall, "load_average_end": read_loadavg()})
+                phases.append({"name": name, "mode": mode, "depth": depth, "target": target, "t0": t0, "t1": t1, "records": records, "wall_s": wall, "load_average_end": loadavg()})
                 s = summarise(records, wall, [target] if target else [])
                 log(f"  n {s['n']} errors {s['errors']} total p50/p95 {s['total_ms']['p50']:.0f}/{s['total_ms']['p95']:.0f} ms, rtt p95 {s['rtt_ms']['p95']:.0f}, depth {s['depth_chosen_mean']:.1f}, partial {s['partial']}, degraded {s['degraded']}")
                 phases[-1]["summary"] = s
@@ -619,7 +612,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
         "load_average_start": load_start,
         "load_average_during": sampler.summary(),
-        "load_average_end": read_loadavg(),
+        "load_average_end": loadavg(),
         "wait_quiet": quiet,
         "model": {**model_info, "path": str(model)},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

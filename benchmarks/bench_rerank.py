@@ -77,16 +77,12 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- machine
 
 
-def read_loadavg() -> tuple[float, float, float]:
-    return loadavg()
-
-
 def wait_until_quiet(threshold: float = 1.0, poll_s: float = 30.0, max_wait_s: float = 900.0) -> dict:
     """Poll the 1-minute load average until it is below ``threshold`` (at most ``max_wait_s``)."""
     started = time.monotonic()
     polls = []
     while True:
-        load = read_loadavg()
+        load = loadavg()
         polls.append(load[0])
         waited = time.monotonic() - started
         if load[0] < threshold:
@@ -110,7 +106,7 @@ class LoadSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(read_loadavg()[0])
+            self.samples.append(loadavg()[0])
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> "LoadSampler":
@@ -340,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     command = "python -m benchmarks.bench_rerank " + " ".join(argv if argv is not None else sys.argv[1:])
     quiet = wait_until_quiet() if args.wait_quiet else None
-    load_start = read_loadavg()
+    load_start = loadavg()
     log(f"load average at start: {load_start}")
 
     import torch
@@ -521,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["agreement"] = score_agreement(args, flag, onnx32, onnx8, docs, source, spearmanr)
 
     results["load_average_during"] = sampler.summary()
-    results["load_average_end"] = read_loadavg()
+    results["load_average_end"] = loadavg()
     for backend in (flag, onnx32, onnx8):
         backend.close()
 

@@ -22,8 +22,11 @@ PACKAGES = (
 
 
 def loadavg() -> tuple[float, float, float]:
-    """The 1, 5 and 15 minute load averages."""
-    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    """The 1, 5 and 15 minute load averages (NaN where /proc/loadavg is missing)."""
+    try:
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        return float("nan"), float("nan"), float("nan")
     return float(one), float(five), float(fifteen)
 
 

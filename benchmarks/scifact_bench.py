@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks.machine import loadavg as _loadavg, machine_info
+from benchmarks.machine import loadavg, machine_info
 
 log = logging.getLogger("scifact_bench")
 
@@ -596,12 +596,7 @@ class ServiceUnderTest:
         self.proc = None
 
 
-# ---------------------------------------------------------------------------- machine and load
-def loadavg() -> list[float]:
-    return list(_loadavg())
-
-
-
+# ---------------------------------------------------------------------------- load
 def wait_until_idle(max_load: float, max_wait_s: float, poll_s: float = 30.0) -> dict[str, Any]:
     """Wait (up to max_wait_s) for the 1-minute load average to drop below max_load."""
     start = time.monotonic()

@@ -104,6 +104,20 @@ class Reranker:
             return False, f"circuit {self.breaker.state}: {self.breaker.last_error}"
         return True, "ok"
 
+    def stalled(self, stall_s: float) -> Optional[str]:
+        """After a wait for scores timed out: why, if the backend is stuck (else None).
+
+        One batch that has itself run ``stall_s`` is a stuck backend: a failure for the
+        circuit breaker. A wait spent queued behind other searches' work is overload, not
+        a failure (counting it would cut off a healthy backend).
+        """
+        running_s = self.batcher.running_for_s()
+        if running_s < stall_s:
+            return None
+        why = f"stalled: a batch has run {running_s * 1000:.0f} ms"
+        self.breaker.record_failure(why)
+        return why
+
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
@@ -273,13 +287,9 @@ class RerankStage:
                 if stop_at is not None and time.monotonic() >= stop_at - 0.001 and wait_s < stall_s:
                     # Our own time ran out while the batch was queued or running.
                     return raw, None
-                running_s = reranker.batcher.running_for_s()
-                if running_s >= stall_s:
-                    # One batch running this long is a stuck backend, not a busy one.
-                    reranker.breaker.record_failure(f"stalled: a batch has run {running_s * 1000:.0f} ms")
-                    return raw, f"reranker timed out: stalled, a batch has run {running_s * 1000:.0f} ms"
-                # Waiting behind other searches' work: overload. Degrade this search, but
-                # do not count it against the backend (the breaker would cut off a healthy one).
+                stalled = reranker.stalled(stall_s)
+                if stalled:
+                    return raw, f"reranker timed out: {stalled}"
                 return raw, f"reranker overloaded: no result after {wait_s * 1000:.0f} ms in the rerank queue"
             except Exception as exc:
                 reranker.breaker.record_failure(f"{type(exc).__name__}: {exc}")
@@ -308,10 +318,9 @@ class RerankStage:
             raise deadline_exceeded(str(exc)) from exc
         except FutureTimeout as exc:
             future.cancel()
-            running_s = reranker.batcher.running_for_s()
-            if deadline is None and running_s >= self.config.stall_timeout_s:
-                reranker.breaker.record_failure(f"stalled: a batch has run {running_s * 1000:.0f} ms")
-                raise unavailable(f"reranker {reranker.name!r} stalled: a batch has run {running_s * 1000:.0f} ms") from exc
+            stalled = reranker.stalled(self.config.stall_timeout_s) if deadline is None else None
+            if stalled:
+                raise unavailable(f"reranker {reranker.name!r} {stalled}") from exc
             raise deadline_exceeded(f"reranking {len(documents)} documents did not finish in time") from exc
         except ServiceError:
             raise

@@ -165,10 +165,14 @@ class RerankBatcher:
             self.crash = f"{type(exc).__name__}: {exc}"
             log.error("rerank worker for %s died: %s", self.backend.name, self.crash)
             self._fail(batch, RuntimeError(f"rerank worker died: {self.crash}"))
-            with self._cond:
-                self._in_flight_pairs = 0
-                self._batch_started = None
+            self._batch_done()
             return  # the thread ends here either way; re-raising would only print it again
+
+    def _batch_done(self) -> None:
+        """Nothing is being scored any more (pending_pairs and running_for_s follow)."""
+        with self._cond:
+            self._in_flight_pairs = 0
+            self._batch_started = None
 
     @staticmethod
     def _fail(batch: list[_Request], exc: BaseException) -> None:
@@ -189,9 +193,7 @@ class RerankBatcher:
             self._fail(batch, exc)
             return
         finally:
-            with self._cond:
-                self._in_flight_pairs = 0
-                self._batch_started = None
+            self._batch_done()
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         self.model.observe(len(merged), int(scores.tokens.sum()), elapsed_ms)
         self.batches += 1
