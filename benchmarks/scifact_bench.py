@@ -112,6 +112,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--reranker-kind", choices=["cross-encoder", "flag", "onnx"], help="rerank backend kind (default: from training_info.json, else cross-encoder)")
     p.add_argument("--reranker-max-length", type=int, help="default: from training_info.json, else 512")
     p.add_argument("--reranker-batch-size", type=int, default=16)
+    p.add_argument("--reranker-fusion-weight", type=float, default=1.0,
+                   help="the rerank backend's fusion_weight: the reranked head is ordered by RRF of its fused rank (this weight) and its rerank rank; "
+                        "0 = the reranker's order alone. Default 1 (plain RRF); the report also gives the reranker-alone order from the same scores")
     p.add_argument("--untrained-reranker", action="store_true", help="no trained reranker: use the MiniLM backbone with an untrained head (a baseline, says so in the report)")
     p.add_argument("--wait-for-reranker", type=float, default=0, help="seconds to wait for <cache>/reranker/training_info.json to appear")
     p.add_argument("--cache", type=Path, help="the shared SciFact cache (Milvus Lite store, reranker); default benchmarks/.cache/scifact")
@@ -287,6 +290,7 @@ class RerankerChoice:
     trained: bool
     info: dict = field(default_factory=dict)
     note: str = ""
+    fusion_weight: float = 0.0
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs' cross-encoder results comparable: the weights, not the path."""
@@ -295,7 +299,7 @@ class RerankerChoice:
             if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return {"kind": self.kind, "max_length": self.max_length, "trained": self.trained, "weights": h.hexdigest()[:16]}
+        return {"kind": self.kind, "max_length": self.max_length, "trained": self.trained, "weights": h.hexdigest()[:16], "fusion_weight": self.fusion_weight}
 
 
 def build_untrained_reranker(target: Path) -> Path:
@@ -325,7 +329,7 @@ def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
         return None
     if args.untrained_reranker:
         path = build_untrained_reranker(args.runs / "untrained-minilm-ce")
-        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker")
+        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", fusion_weight=args.reranker_fusion_weight)
     path = Path(args.reranker) if args.reranker else cache / "reranker"
     info_file = path / "training_info.json"
     deadline = time.monotonic() + args.wait_for_reranker
@@ -346,7 +350,7 @@ def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
     if kind not in ("cross-encoder", "flag", "onnx"):
         kind = "cross-encoder"
     max_length = args.reranker_max_length or int(info.get("max_length") or 512)
-    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json")
+    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json", fusion_weight=args.reranker_fusion_weight)
 
 
 # ---------------------------------------------------------------------------- corpus cache
@@ -493,6 +497,7 @@ def service_settings(args, cache: Path, profile_name: str, profile: dict, rerank
                     "max_length": reranker.max_length,
                     "batch_size": args.reranker_batch_size,
                     "price_per_million_tokens": args.price_per_million,
+                    "fusion_weight": reranker.fusion_weight,
                 }
             },
             "default_budget": {"max_depth": max(args.depths or [100]), "default_mode": "off"},
@@ -704,6 +709,9 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
         "degraded": d.degraded,
         "reason": d.degraded_reason if d.degraded else d.reason,
         "ids": [h.id for h in reply.hits],
+        # The reranker's own score of each reranked hit (None for the rest), so the report
+        # can also rank by the reranker alone from the same scores.
+        "rerank_scores": [round(h.rerank_score, 6) if h.HasField("rerank_score") else None for h in reply.hits] if d.depth_scored else None,
         "error": None,
     }
 
@@ -811,6 +819,21 @@ def evaluate_quality(qrels: dict[str, dict[str, int]], records: dict[str, dict])
     return {m: float(means[m]) for m in METRICS}, per_query
 
 
+def rerank_alone(records: dict[str, dict]) -> dict[str, dict]:
+    """The same answers with the reranked hits ordered by the reranker's score alone
+    (ties in answered order), the other hits after them as answered."""
+    out = {}
+    for qid, r in records.items():
+        scores = r.get("rerank_scores")
+        if not scores:
+            out[qid] = r
+            continue
+        head = sorted((i for i, v in enumerate(scores) if v is not None), key=lambda i: -scores[i])
+        rest = [i for i, v in enumerate(scores) if v is None]
+        out[qid] = {**r, "ids": [r["ids"][i] for i in head + rest]}
+    return out
+
+
 def paired_p(a: dict[str, float], b: dict[str, float]) -> Optional[float]:
     """Two-sided paired t-test p-value of per-query scores (None when undefined)."""
     from scipy import stats
@@ -834,6 +857,8 @@ def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int
     quality, per_query = evaluate_quality(workload.qrels, c1)
     out["quality"] = quality
     out["per_query_ndcg10"] = per_query
+    if mode.rerank != "off" and any(r.get("rerank_scores") for r in c1.values()):
+        out["quality_rerank_alone"], out["per_query_ndcg10_rerank_alone"] = evaluate_quality(workload.qrels, rerank_alone(c1))
     for clients, cache in passes.items():
         recs = [r for r in cache.records.values() if not r.get("error")]
         within = {}
@@ -1112,7 +1137,11 @@ def goals(bench: Bench, best_key: Optional[str]) -> dict[str, Any]:
     if best_key and ce:
         gains = []
         for v in sorted(ce, key=lambda v: v["spec"]["depth"]):
-            gains.append({"depth": v["spec"]["depth"], "ndcg10": nd(v["key"]), "gain": nd(v["key"]) - nd(best_key), "p_value": paired_p(v["per_query_ndcg10"], s[best_key]["per_query_ndcg10"])})
+            row = {"depth": v["spec"]["depth"], "ndcg10": nd(v["key"]), "gain": nd(v["key"]) - nd(best_key), "p_value": paired_p(v["per_query_ndcg10"], s[best_key]["per_query_ndcg10"])}
+            if "quality_rerank_alone" in v:
+                alone = v["quality_rerank_alone"]["ndcg@10"]
+                row.update(ndcg10_rerank_alone=alone, gain_rerank_alone=alone - nd(best_key), p_value_rerank_alone=paired_p(v["per_query_ndcg10_rerank_alone"], s[best_key]["per_query_ndcg10"]))
+            gains.append(row)
         out["cross_encoder_adds"] = {"per_depth": gains, "met": any(g["gain"] > 0 for g in gains)}
     autos = [v for v in s.values() if v["family"] == "auto"]
     if autos:
@@ -1264,9 +1293,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Goals", "", f"- **Fusion beats both single routes: {'met' if f['met'] else 'NOT met'}.** Best fusion {f['best_fusion']} nDCG@10 {f['ndcg10']:.4f} vs dense {f['dense']:.4f}, sparse {f['sparse']:.4f} (reference on this copy: BM25 0.662, MiniLM 0.647, RRF 0.689). Fusions beating both: {', '.join(f['fusions_beating_both']) or 'none'}."]
     if "cross_encoder_adds" in g:
         c = g["cross_encoder_adds"]
-        lines += [f"- **Cross-encoder adds nDCG@10 on top of the best fusion at some depth: {'met' if c['met'] else 'NOT met'}.**", "", "  | depth | nDCG@10 | gain vs best fusion | paired t-test p |", "  |---:|---:|---:|---:|"]
+        weight = (cfg.get("reranker") or {}).get("fusion_weight") or 0
+        served = f"served order (RRF of fused rank x{weight:g} and rerank rank)" if weight else "served order (the reranker's)"
+        lines += [f"- **Cross-encoder adds nDCG@10 on top of the best fusion at some depth: {'met' if c['met'] else 'NOT met'}.**", "",
+                  f"  | depth | nDCG@10, {served} | gain vs best fusion | paired t-test p | nDCG@10, reranker order alone (same scores) | gain | p |",
+                  "  |---:|---:|---:|---:|---:|---:|---:|"]
         for row in c["per_depth"]:
-            lines.append(f"  | {row['depth']} | {row['ndcg10']:.4f} | {row['gain']:+.4f} | {_fmt(row['p_value'], 3)} |")
+            alone = f"{row['ndcg10_rerank_alone']:.4f} | {row['gain_rerank_alone']:+.4f} | {_fmt(row['p_value_rerank_alone'], 3)}" if "ndcg10_rerank_alone" in row else "- | - | -"
+            lines.append(f"  | {row['depth']} | {row['ndcg10']:.4f} | {row['gain']:+.4f} | {_fmt(row['p_value'], 3)} | {alone} |")
     if "auto" in g:
         a = g["auto"]
         lines += ["", f"- **AUTO matches the best fixed depth within the same target, at equal or lower mean cost, within target on >= 95 % of queries: {'met' if a['met'] else 'NOT met'} (all targets).**", "",
@@ -1310,7 +1344,8 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
     if reranker is not None:
         info = reranker.info
         trained = f"trained by `hsearch train-reranker` ({', '.join(f'{k} {v}' for k, v in info.items() if k in ('base', 'base_model', 'examples', 'epochs', 'train_split', 'split', 'loss'))})" if reranker.trained else f"**{reranker.note}**"
-        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}"
+        order = f"the reranked head ordered by RRF of its fused rank (weight {reranker.fusion_weight:g}) and its rerank rank (`fusion_weight {reranker.fusion_weight:g}`)" if reranker.fusion_weight else "the reranked head ordered by the reranker alone (`fusion_weight 0`)"
+        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}; {order}"
     results.update(
         {
             "format": RUN_FORMAT,

@@ -347,7 +347,7 @@ def cmd_train_reranker(args) -> int:
     out = Path(args.out) if args.out else cache / "reranker"
     try:
         config = TrainConfig(
-            epochs=args.epochs, negatives=args.negatives, batch_groups=args.batch_groups, lr=args.lr,
+            epochs=args.epochs, negatives=args.negatives, batch_groups=args.batch_groups, lr=args.lr, head_lr=args.head_lr,
             max_length=args.max_length, loss=args.loss, seed=args.seed, threads=args.threads, bf16=args.bf16,
         )
         report = train_from_beir(
@@ -485,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-groups", type=int, default=4, help="queries per optimizer step")
     p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--head-lr", type=float, help="learning rate of the new classification head (default: --lr); a fresh head learns far faster with its own, higher rate")
     p.add_argument("--max-length", type=int, default=256, help="tokens per (query, document) pair")
     p.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast while training (faster on CPUs with AVX512-BF16/AMX)")

@@ -103,6 +103,11 @@ class RerankBackendConfig(BaseModel):
     quantize: bool = False  # onnx: int8 dynamic quantisation
     # For reports that show money: price per million reranker tokens.
     price_per_million_tokens: float = Field(0.0, ge=0)
+    # Order the reranked head by RRF of the fused rank (this weight) and the reranker's
+    # rank (weight 1); 0 = the reranker's order alone. A per-model setting because it
+    # depends on how good the model is: a small project-trained cross-encoder loses what
+    # fusion got right when it orders alone (see fusion.blend and benchmarks/README.md).
+    fusion_weight: float = Field(0.0, ge=0, le=1000)
 
 
 class BudgetDefaults(BaseModel):

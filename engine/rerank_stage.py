@@ -21,7 +21,8 @@ import numpy as np
 from engine.config import RerankBackendConfig, Settings
 from engine.encoders.model_paths import ModelNotFound, resolve_model
 from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
-from engine.search_types import RerankDecision, SearchQuery
+from engine.search_types import HeadScore, RerankDecision, SearchQuery
+from fusion.blend import blend_head
 from rerank.backends import load_backend
 from rerank.base import EncodedPairs, RerankBackend, Scores
 from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
@@ -171,7 +172,7 @@ class RerankStage:
 
     # ------------------------------------------------------------ search stage
     def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]):
-        """(order of pks, rerank score by pk, decision) for one search."""
+        """(order of pks, HeadScore by reranked pk, decision) for one search."""
         budget = self.budgets.effective(tenant)
         mode = query.rerank_mode or budget.default_mode
         decision = RerankDecision(mode=mode)
@@ -247,10 +248,12 @@ class RerankStage:
             decision.reason += f"; partial: scored {scored} of {choice.depth} before the time ran out"
         normalized = 1.0 / (1.0 + np.exp(-np.asarray(raw)))
         prefix = head[:scored]
-        # Stable sort: equal rerank scores keep their fused order.
-        reranked = [prefix[i] for i in np.argsort(-normalized, kind="stable")]
-        order = reranked + list(fused.ids[scored:])
-        return order, {pk: float(s) for pk, s in zip(prefix, normalized)}, decision
+        # Ties keep their fused order (blend_head sorts stably).
+        ranking, order_scores = blend_head(normalized, reranker.config.fusion_weight)
+        if reranker.config.fusion_weight > 0:
+            decision.reason += f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+        order = [prefix[i] for i in ranking] + list(fused.ids[scored:])
+        return order, {pk: HeadScore(float(s), float(o)) for pk, s, o in zip(prefix, normalized, order_scores)}, decision
 
     def _score_prefix(self, reranker: Reranker, pairs: EncodedPairs, stop_at: Optional[float]) -> tuple[list[float], Optional[str]]:
         """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from engine.filters import FilterClause
 
@@ -73,6 +73,14 @@ class StageTimings:
     rerank_ms: float = 0.0
     total_ms: float = 0.0
     query_cache_hit: bool = False
+
+
+class HeadScore(NamedTuple):
+    """A reranked hit's reranker score (normalised to [0, 1]) and the score it is ordered by
+    (the same, or its blend with the fused rank: see fusion.blend)."""
+
+    rerank: float
+    order: float
 
 
 @dataclass

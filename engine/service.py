@@ -25,6 +25,7 @@ from engine.errors import ServiceError, already_exists, invalid
 from engine.filters import compile_filter
 from engine.search_types import (
     Document,
+    HeadScore,
     RerankDecision,
     RouteDetail,
     SearchHit,
@@ -230,7 +231,7 @@ class SearchService:
         timings.fusion_ms = _ms(t)
 
         decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
-        rerank_scores: dict[str, float] = {}
+        rerank_scores: dict[str, HeadScore] = {}
         order = fused.ids
         if self.rerank_stage is None and query.rerank_mode in ("fixed", "auto"):
             decision.degraded = True
@@ -283,7 +284,7 @@ class SearchService:
         fused: fusion.FusionResult,
         order: Sequence[str],
         docs: dict[str, StoredDoc],
-        rerank_scores: dict[str, float],
+        rerank_scores: dict[str, HeadScore],
     ) -> list[SearchHit]:
         position = {pk: i for i, pk in enumerate(fused.ids)}
         hits = []
@@ -302,19 +303,19 @@ class SearchService:
                     else None
                 )
             fused_score = float(fused.scores[i])
-            rerank_score = rerank_scores.get(pk)
+            head = rerank_scores.get(pk)
             doc = docs[pk]
             hit = SearchHit(
                 id=doc_id_of(tenant, pk),
                 text=doc.text,
                 metadata=doc.metadata,
-                score=rerank_score if rerank_score is not None else fused_score,
+                score=head.order if head is not None else fused_score,
                 fused_score=fused_score,
                 fused_rank=i + 1,
                 dense=details["dense"],
                 sparse=details["sparse"],
-                reranked=rerank_score is not None,
-                rerank_score=rerank_score,
+                reranked=head is not None,
+                rerank_score=head.rerank if head is not None else None,
             )
             if query.explain:
                 hit.explanation = _explain(query, details, fused_score)

@@ -153,12 +153,19 @@ def doc_ids(ids: Sequence[str], limits: LimitsConfig, where: str = "ids") -> lis
     return list(dict.fromkeys(ids))
 
 
+# Route weights are relative; past this they only push fused scores toward float
+# overflow (1e307 x a score of 20 is inf, and inf - inf poisons everything after it).
+MAX_FUSION_WEIGHT = 1e6
+
+
 def _weight(request: pb.FusionSpec, name: str) -> float:
     if not request.HasField(name):
         return 1.0
     value = getattr(request, name)
     if not math.isfinite(value) or value < 0:
         raise invalid(f"fusion.{name}", f"must be a finite number >= 0, got {value}")
+    if value > MAX_FUSION_WEIGHT:
+        raise invalid(f"fusion.{name}", f"must be at most {MAX_FUSION_WEIGHT:g} (weights are relative: scale both down), got {value:g}")
     return value
 
 

@@ -35,4 +35,6 @@ def query_signals(route_ranks: dict[str, np.ndarray], fused_scores: np.ndarray, 
         gap = float((head[0] - head[1]) / (head[0] - head[-1]))
     else:
         gap = 1.0 if len(head) == 1 else 0.0
+    if not np.isfinite(gap):  # overflowing fused scores: no usable signal, assume a flat head
+        gap = 0.0
     return QuerySignals(route_agreement=float(agreement), top_gap=gap)

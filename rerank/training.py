@@ -82,6 +82,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ValueError(f"head_lr must be > 0, got {self.head_lr}")
 
     def key(self) -> dict:
         values = asdict(self)
@@ -202,6 +204,21 @@ def _is_head(name: str) -> bool:
     return name.startswith("classifier") or ".pooler." in name or name.startswith("pooler")
 
 
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def param_groups(model, config: TrainConfig) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; the new head at ``head_lr``."""
+    groups = []
+    for head in (False, True):
+        for decay in (True, False):
+            chosen = [p for n, p in model.named_parameters() if _is_head(n) == head and (not any(s in n for s in NO_DECAY)) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
+                               "lr": (config.head_lr or config.lr) if head else config.lr, "head": head})
+    return groups
+
+
 def _loss_fn(kind: str, group: int):
     import torch
 
@@ -281,14 +298,7 @@ def train_cross_encoder(
     group = 1 + config.negatives
     spe = steps_per_epoch(len(examples), config)
     total_steps = spe * config.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = []
-    for head in (False, True):
-        for decay in (True, False):
-            chosen = [p for n, p in model.named_parameters() if _is_head(n) == head and (not any(s in n for s in no_decay)) == decay]
-            if chosen:
-                params.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0, "lr": (config.head_lr or config.lr) if head else config.lr})
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     loss_fn = _loss_fn(config.loss, group)
 

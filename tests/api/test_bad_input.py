@@ -97,6 +97,7 @@ SEARCH_CASES = [
     pytest.param(dict(fusion=pb.FusionSpec(dense_weight=NAN)), INVALID, ["fusion.dense_weight:", "finite"], id="nan-dense-weight"),
     pytest.param(dict(fusion=pb.FusionSpec(sparse_weight=NAN)), INVALID, ["fusion.sparse_weight:", "finite"], id="nan-sparse-weight"),
     pytest.param(dict(fusion=pb.FusionSpec(dense_weight=INF)), INVALID, ["fusion.dense_weight:", "finite"], id="inf-dense-weight"),
+    pytest.param(dict(fusion=pb.FusionSpec(sparse_weight=8.3e307)), INVALID, ["fusion.sparse_weight:", "at most 1e+06"], id="overflowing-sparse-weight"),
     pytest.param(dict(fusion=pb.FusionSpec(sparse_weight=-INF)), INVALID, ["fusion.sparse_weight:"], id="minus-inf-sparse-weight"),
     pytest.param(dict(fusion=pb.FusionSpec(dense_weight=0, sparse_weight=0)), INVALID, ["fusion:", "dense_weight and sparse_weight", "both be 0"], id="both-weights-zero"),
     pytest.param(dict(fusion=pb.FusionSpec(rrf_k=-1)), INVALID, ["fusion.rrf_k:", ">= 0"], id="negative-rrf_k"),

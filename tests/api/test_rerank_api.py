@@ -130,6 +130,29 @@ def test_fixed_mode_reranks_the_first_n_fused_hits_and_keeps_the_rest_in_fused_o
         assert h.rerank_score == pytest.approx(by_text[h.id], abs=1e-5)
 
 
+def test_fusion_weight_orders_the_head_by_the_blend_of_fused_and_rerank_ranks(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    from fusion.blend import blend_head
+
+    backends = make_settings("unused", tiny_m3_dir, tiny_reranker_dir).rerank.model_dump()["backends"]
+    backends["tiny"]["fusion_weight"] = 1.0
+    running = start_server(tmp_path / "blend", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, backends=backends))
+    client = fill(running, "acme")
+    n = 20
+    reply = client.search(COLLECTION, QUERY, top_k=30, rerank="fixed", rerank_depth=n)
+    head, tail = reply.hits[:n], reply.hits[n:]
+    assert all(h.reranked and 0.0 <= h.rerank_score <= 1.0 for h in head)
+    assert "RRF of fused rank (weight 1)" in reply.rerank.reason
+    # the same order and scores the pure function gives the head's rerank scores in fused order
+    by_fused = sorted(head, key=lambda h: h.fused_rank)
+    order, blended = blend_head([h.rerank_score for h in by_fused], 1.0)
+    assert [h.id for h in head] == [by_fused[i].id for i in order]
+    assert [h.score for h in head] == pytest.approx(blended[order].tolist())
+    assert [h.score for h in head] == sorted((h.score for h in head), reverse=True)
+    assert [h.fused_rank for h in tail] == list(range(n + 1, n + 1 + len(tail)))
+    # the blend differs from the reranker's order alone on this corpus (else the test proves nothing)
+    assert [h.id for h in head] != [h.id for h in sorted(by_fused, key=lambda h: -h.rerank_score)]
+
+
 def test_fixed_depth_is_capped_by_the_tenant_max_depth(tenant):
     client = tenant("capped")
     client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("capped", max_depth=3)), metadata=client.metadata)

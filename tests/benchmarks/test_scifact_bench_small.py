@@ -103,6 +103,23 @@ def test_small_run_writes_table_plot_and_json_with_metrics_in_range(first_run):
     assert "| mode | nDCG@10 | Recall@100 | MRR@10 |" in table
     assert "CE@5 on" in table and "AUTO, target" in table
     assert saved["goals"]["cross_encoder_adds"]["per_depth"][0]["depth"] == 5
+    # the served order blends fused and rerank ranks (default fusion_weight 1); the
+    # reranker-alone order is scored from the same answers
+    assert saved["config"]["reranker"]["fusion_weight"] == 1.0
+    assert 0.0 <= ce["quality_rerank_alone"]["ndcg@10"] <= 1.0
+    assert "ndcg10_rerank_alone" in saved["goals"]["cross_encoder_adds"]["per_depth"][0]
+    assert "reranker order alone (same scores)" in table and "RRF of fused rank x1" in table
+
+
+def test_rerank_alone_orders_reranked_hits_by_their_scores_and_keeps_the_rest():
+    records = {
+        "q1": {"ids": ["a", "b", "c", "d"], "rerank_scores": [0.2, 0.9, 0.5, None]},
+        "q2": {"ids": ["x", "y"], "rerank_scores": None},
+    }
+    alone = scifact_bench.rerank_alone(records)
+    assert alone["q1"]["ids"] == ["b", "c", "a", "d"]
+    assert alone["q2"]["ids"] == ["x", "y"]
+    assert records["q1"]["ids"] == ["a", "b", "c", "d"]  # the input is left alone
 
 
 def test_single_route_modes_return_that_routes_order(first_run):

@@ -187,3 +187,9 @@ def test_query_signals_measure_route_agreement_and_top_gap():
     assert agree.route_agreement == 1.0 and agree.top_gap == pytest.approx(0.5)
     disjoint = query_signals({"dense": np.array([1, 2, 0, 0]), "sparse": np.array([0, 0, 1, 2])}, np.array([1.0, 1.0, 1.0, 1.0]), k=4)
     assert disjoint.route_agreement == 0.0 and disjoint.top_gap == 0.0 and disjoint.confidence == 0.0
+
+
+def test_query_signals_of_overflowing_fused_scores_are_finite():
+    same = np.array([1, 2, 3])
+    signals = query_signals({"dense": same, "sparse": same}, np.array([np.inf, np.inf, 1.0]), k=3)
+    assert signals.top_gap == 0.0 and 0.0 <= signals.confidence <= 1.0

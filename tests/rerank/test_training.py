@@ -191,6 +191,24 @@ def test_interrupted_training_resumes_from_its_checkpoint(trained, workspace, tm
     assert resumed.info["loss_curve"] == pytest.approx(straight.info["loss_curve"], rel=1e-4, abs=1e-5)
 
 
+def test_head_learns_at_its_own_rate(workspace):
+    """The fresh classifier (and BERT's pooler) get head_lr; the pretrained body keeps lr."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rerank.training import TrainConfig, param_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(workspace["base"]), num_labels=1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, TrainConfig(lr=2e-5, head_lr=1e-3))
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    for g in groups:
+        for p in g["params"]:
+            assert g["lr"] == (1e-3 if names[id(p)].startswith("classifier") or "pooler" in names[id(p)] else 2e-5), names[id(p)]
+            assert (g["weight_decay"] == 0.0) == any(s in names[id(p)] for s in ("bias", "LayerNorm.weight"))
+    assert any(g["head"] for g in groups) and any(not g["head"] for g in groups)
+    assert {g["lr"] for g in param_groups(model, TrainConfig(lr=2e-5))} == {2e-5}  # no head_lr: one rate
+
+
 def test_bad_inputs(workspace, tmp_path):
     from engine.beir import BeirError
     from rerank.training import TrainConfig, TrainingExample, train_cross_encoder
@@ -199,6 +217,8 @@ def test_bad_inputs(workspace, tmp_path):
         TrainConfig(loss="hinge")
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="head_lr must be > 0"):
+        TrainConfig(head_lr=0.0)
     with pytest.raises(ValueError, match="no training examples"):
         train_cross_encoder(workspace["base"], [], tmp_path / "m")
     with pytest.raises(ValueError, match="has no negatives"):
