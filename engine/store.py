@@ -120,8 +120,9 @@ class MilvusStore:
                 self._drop_client()
                 raise unavailable(f"Milvus at {self.uri} is unavailable ({what}): {text}") from exc
             lowered = text.lower()
-            if args and ("not loaded" in lowered or "state 'released'" in lowered):
-                # Milvus restarted (or a Lite store was reopened): collections come back released.
+            if args and ("not loaded" in lowered or "state 'released'" in lowered or "state 'loading'" in lowered):
+                # Milvus restarted (or a Lite store was reopened): collections come back released,
+                # or still loading when another call asked first; load_collection waits for the load.
                 self._call("load_collection", "load_collection", args[0])
                 return getattr(self.connect(), fn)(*args, **kwargs)
             raise
