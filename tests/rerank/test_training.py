@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import TINY_BM25_PROFILE, make_settings
 from tests.tiny_models import WORDS
 
-TRAIN_CONFIG = dict(epochs=4, negatives=3, batch_groups=4, lr=1e-3, max_length=64, seed=7, checkpoint_seconds=1e9)
+TRAIN_CONFIG = dict(epochs=4, negatives=3, batch_groups=4, lr=1e-3, head_lr=1e-3, max_length=64, seed=7, checkpoint_seconds=1e9)
 N_DOCS, N_TRAIN, N_TEST = 40, 24, 8
 
 
@@ -239,7 +239,7 @@ def test_cli(trained, workspace, tmp_path, capsys):
     config.write_text(yaml.safe_dump({"profiles": profiles, "default_profile": TINY_BM25_PROFILE}))
     common = ["train-reranker", "--base", str(workspace["base"]), "--cache-dir", str(workspace["cache"]), "--config", str(config),
               "--profile", TINY_BM25_PROFILE, "--mine-depth", "10", "--epochs", "4", "--negatives", "3", "--batch-groups", "4",
-              "--lr", "1e-3", "--max-length", "64", "--seed", "7", "--quiet"]
+              "--lr", "1e-3", "--head-lr", "1e-3", "--max-length", "64", "--seed", "7", "--quiet"]
     assert main(common + ["--beir", str(workspace["beir"]), "--eval-split", "test", "--eval-depth", "10"]) == 0
     captured = capsys.readouterr()
     assert "up to date (cached)" in captured.err
@@ -250,3 +250,12 @@ def test_cli(trained, workspace, tmp_path, capsys):
     missing.mkdir()
     assert main(common + ["--beir", str(missing)]) == 2
     assert f"{missing / 'corpus.jsonl'}: missing" in capsys.readouterr().err
+
+
+def test_train_reranker_defaults_are_the_measured_recipe():
+    from engine.cli import build_parser
+    from rerank.training import RECIPE
+
+    args = build_parser().parse_args(["train-reranker", "--beir", "unused"])
+    given = {name: getattr(args, name) for name in ("epochs", "negatives", "batch_groups", "lr", "head_lr", "max_length", "loss", "seed", "bf16")}
+    assert given == {name: getattr(RECIPE, name) for name in given}
