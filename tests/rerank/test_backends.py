@@ -63,6 +63,26 @@ def test_backend_counts_tokens_per_pair_and_flags_truncated_documents(backends, 
 
 
 @pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_one_pass_encoding_gives_the_ids_transformers_gives(backends, kind):
+    """encode() truncates in one pass of the Rust tokenizer; the pairs are exactly those of
+    the tokenizer's own truncating call, and the next plain call is not truncated."""
+    backend = backends[kind]
+    assert backend.tokenizer.is_fast  # else encode() takes the two-pass path, tested above too
+    pairs = backend.encode(QUERY, DOCS)
+    expected = backend.tokenizer([QUERY] * len(DOCS), DOCS, truncation="longest_first", max_length=MAX_LENGTH)["input_ids"]
+    assert pairs.input_ids == expected
+    whole = backend.tokenizer(QUERY, DOCS[LONG], add_special_tokens=True)["input_ids"]
+    assert len(whole) > MAX_LENGTH
+
+
+def test_encoded_pairs_concatenate_in_order(flag_backend):
+    first, second = flag_backend.encode(QUERY, DOCS[:3]), flag_backend.encode(QUERY, DOCS[3:])
+    joined = first + second
+    whole = flag_backend.encode(QUERY, DOCS)
+    assert joined.input_ids == whole.input_ids and joined.truncated.tolist() == whole.truncated.tolist()
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
 def test_normalized_score_is_the_sigmoid_of_the_raw_score_in_unit_range(backends, kind):
     scores = backends[kind].score(QUERY, DOCS)
     normalized = scores.normalized
