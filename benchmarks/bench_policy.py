@@ -135,7 +135,8 @@ def install_probes(path: Path) -> None:
                 "predicted_ms": choice.predicted_ms,
                 "margin": model.margin,
                 "theta": model.theta.tolist(),
-                "confidence": inputs.signals.confidence,
+                "top_agree": inputs.signals.top_agree,
+                "route_agreement": inputs.signals.route_agreement,
                 "candidates": int(len(inputs.cumulative_tokens)),
             }
         )

@@ -108,6 +108,18 @@ class RerankBackendConfig(BaseModel):
     # depends on how good the model is: a small project-trained cross-encoder loses what
     # fusion got right when it orders alone (see fusion.blend and benchmarks/README.md).
     fusion_weight: float = Field(0.0, ge=0, le=1000)
+    # AUTO reranks only the tenant's min_depth (default 0: fusion only) for a query whose
+    # dense and sparse routes put the same document first. Per model for the same reason:
+    # with the SciFact-trained MiniLM reranker, reranking such queries lost nDCG@10 on
+    # held-out data while the others gained (benchmarks/README.md, "AUTO's signal"); a
+    # stronger model may improve those too.
+    skip_when_routes_agree: bool = False
+    # AUTO never reranks deeper than this (0 = no limit of its own; the tenant's max_depth
+    # and time and cost still bound it). The depth past which this model stops paying,
+    # found on held-out data with `python -m benchmarks.replay_depths`: a time budget says
+    # how deep AUTO *may* go, not how deep is worth it (for the SciFact-trained MiniLM,
+    # reranking past about 15 lost quality again).
+    auto_max_depth: int = Field(0, ge=0)
 
 
 class BudgetDefaults(BaseModel):

@@ -4,6 +4,14 @@ Pure: every input is a value, so the decision can be tested, replayed and explai
 The guarantees (DESIGN section 7): never start work that cannot finish before the
 deadline or the tenant's latency target; never spend past the per-query cap or the
 tenant's rate budget; n = 0 (fusion only) with a reason when nothing fits.
+
+AUTO takes the largest depth every bound allows, except where the query shows the
+reranker has little to fix: with ``skip_when_routes_agree`` (a setting of the rerank
+backend, since it depends on how good the model is), a query whose dense and sparse
+routes put the same document first reranks only the tenant's ``min_depth`` (0: fusion
+only). A tuned fixed depth is a strong baseline (Meng et al., SIGIR 2024); spending the
+same budget unevenly only pays where a signal says where it is worth spending, and this
+is the one that held on held-out data (benchmarks/README.md, "AUTO's signal").
 """
 from __future__ import annotations
 
@@ -16,16 +24,13 @@ from rerank.budgets import RerankBudget
 from rerank.latency_model import LatencyModel
 from rerank.signals import QuerySignals
 
-# AUTO spends less on queries whose fused head is already confident: at full
-# confidence it reranks (1 - CONFIDENCE_DISCOUNT) of the depth it could afford.
-CONFIDENCE_DISCOUNT = 0.5
-
-
 @dataclass(frozen=True)
 class PolicyInputs:
     mode: str  # "fixed" | "auto"
     budget: RerankBudget
-    cumulative_tokens: np.ndarray  # tokens of the first n fused candidates, n = 1..len
+    # Tokens of the first n fused candidates, n = 1..len: all of them, or a prefix (see
+    # `candidates` and DepthChoice.more).
+    cumulative_tokens: np.ndarray
     elapsed_ms: float  # time this search has spent so far
     deadline_left_ms: Optional[float]  # gRPC deadline left, None if none
     bucket_level: Optional[float]  # tenant's rate budget left (tokens), None if unlimited
@@ -33,6 +38,9 @@ class PolicyInputs:
     queue_wait_ms: float = 0.0  # predicted wait behind other queries' pairs
     reserve_ms: float = 2.0  # kept for merging and building the response
     requested_depth: int = 0  # FIXED only
+    skip_when_routes_agree: bool = False  # AUTO only: the backend's setting
+    auto_max_depth: int = 0  # AUTO only: the backend's setting; 0 = none
+    candidates: Optional[int] = None  # the head's length when only a prefix is tokenised
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class DepthChoice:
     reason: str
     predicted_ms: float
     time_left_ms: Optional[float]  # the time the rerank must fit in (None: unbounded)
+    # Only a prefix of the candidates was tokenised and every one of it fits: tokenise
+    # more and ask again (AUTO usually reranks a few of 100 candidates, and tokenising
+    # all of them cost more than scoring the few).
+    more: bool = False
 
 
 def _largest_within(cumulative: np.ndarray, cap: float) -> int:
@@ -50,7 +62,8 @@ def _largest_within(cumulative: np.ndarray, cap: float) -> int:
 def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     b = inputs.budget
     cum = inputs.cumulative_tokens
-    available = len(cum)
+    known = len(cum)
+    available = known if inputs.candidates is None else inputs.candidates
     if available == 0:
         return DepthChoice(0, "fusion only: no candidates to rerank", 0.0, None)
 
@@ -63,6 +76,14 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     else:
         upper = min(b.max_depth, available)
         bound = f"tenant max_depth {b.max_depth}" if b.max_depth <= available else f"{available} candidates"
+        if 0 < inputs.auto_max_depth < upper:
+            upper, bound = inputs.auto_max_depth, f"the model's auto_max_depth {inputs.auto_max_depth}"
+        if inputs.skip_when_routes_agree and inputs.signals.top_agree:
+            agree = f"dense and sparse routes agree on the top hit (route agreement {inputs.signals.route_agreement:.2f} in the top 10)"
+            if b.min_depth == 0:
+                return DepthChoice(0, f"fusion only: {agree}; skip_when_routes_agree", 0.0, None)
+            if b.min_depth < upper:
+                upper, bound = b.min_depth, f"tenant min_depth {b.min_depth}: {agree}"
     limits = [(upper, bound)]
 
     # Cost: per-query cap and what is left of the rate budget.
@@ -85,18 +106,8 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
         limits.append((n_time, f"{window_name} ({time_left:.1f} ms left)"))
 
     depth, reason = min(limits, key=lambda item: item[0])
-
-    # AUTO: the query's confidence trims the depth it could afford, never below min_depth.
-    if inputs.mode == "auto" and depth > 0:
-        confidence = inputs.signals.confidence
-        wanted = int(np.ceil(depth * (1.0 - CONFIDENCE_DISCOUNT * confidence)))
-        wanted = max(wanted, min(b.min_depth, depth))
-        if wanted < depth:
-            reason = (
-                f"confidence {confidence:.2f} (route agreement {inputs.signals.route_agreement:.2f}, "
-                f"top gap {inputs.signals.top_gap:.2f}) trimmed it from {depth}, bound by {reason}"
-            )
-            depth = wanted
+    if known < upper and depth >= known:
+        return DepthChoice(known, f"{known} tokenised candidate(s) fit; more needed to decide", 0.0, time_left, more=True)
 
     floor = max(b.min_depth, 1) if inputs.mode == "auto" else 1
     if depth < floor:
@@ -104,7 +115,7 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
             why = f"fusion only: nothing fits the {reason}"
         else:
             why = f"fusion only: {depth} fit(s) the {reason}, below tenant min_depth {b.min_depth}"
-        predicted = model.predict_ms(1, float(cum[0]))
-        return DepthChoice(0, f"{why} (1 pair predicted {predicted:.1f} ms)", 0.0, time_left)
+        predicted = f" (1 pair predicted {model.predict_ms(1, float(cum[0])):.1f} ms)" if known else ""
+        return DepthChoice(0, f"{why}{predicted}", 0.0, time_left)
     predicted = model.predict_ms(depth, float(cum[depth - 1]))
     return DepthChoice(depth, f"{inputs.mode} depth {depth}: bound by {reason}", predicted, time_left)

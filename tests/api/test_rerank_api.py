@@ -153,6 +153,44 @@ def test_fusion_weight_orders_the_head_by_the_blend_of_fused_and_rerank_ranks(st
     assert [h.id for h in head] != [h.id for h in sorted(by_fused, key=lambda h: -h.rerank_score)]
 
 
+def test_auto_skips_queries_whose_routes_agree_on_the_top_hit_when_the_backend_says_so(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+    backends = make_settings("unused", tiny_m3_dir, tiny_reranker_dir).rerank.model_dump()["backends"]
+    backends["tiny"]["skip_when_routes_agree"] = True
+    running = start_server(tmp_path / "agree", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, backends=backends))
+    client = fill(running, "acme")
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("acme", max_depth=8)), metadata=client.metadata)
+    seen = set()
+    # Each document's own text: BM25 puts it first; the tiny dense model sometimes does too.
+    for doc in DOCS[:30]:
+        reply = client.search(COLLECTION, doc["text"], top_k=10, rerank="auto")
+        agree = any(h.dense.rank == 1 and h.sparse.rank == 1 for h in reply.hits)
+        d = reply.rerank
+        assert not d.degraded
+        if agree:
+            assert d.depth_chosen == 0 and d.cost_units == 0 and in_fused_order(reply.hits)
+            assert d.reason.startswith("fusion only: dense and sparse routes agree on the top hit")
+        else:
+            assert d.depth_chosen == 8 and any(h.reranked for h in reply.hits)
+        seen.add(agree)
+    assert seen == {True, False}  # both kinds of query occurred (else the test proves nothing)
+    # FIXED ignores the signal
+    text = next(doc["text"] for doc in DOCS[:30] if any(h.dense.rank == 1 and h.sparse.rank == 1 for h in client.search(COLLECTION, doc["text"], top_k=10).hits))
+    assert client.search(COLLECTION, text, top_k=10, rerank="fixed", rerank_depth=5).rerank.depth_scored == 5
+
+
+def test_auto_tokenises_only_the_candidates_it_may_rerank(server, tenant):
+    client = tenant("lazy")
+    # A cost cap of 40 tokens fits a few short pairs of the 50 candidates.
+    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("lazy", max_depth=50, max_cost_per_query=40)), metadata=client.metadata)
+    first = server.settings.rerank.chunk_pairs  # the first batch AUTO tokenises
+    with swapped_backend(server, lambda real: FaultyBackend(real)) as counting:
+        reply = client.search(COLLECTION, QUERY, top_k=50, rerank="auto")
+        assert 0 < reply.rerank.depth_chosen < first and "cost cap 40" in reply.rerank.reason
+        assert counting.docs_encoded == first  # the first batch decided it, not all 50
+        client.search(COLLECTION, QUERY, top_k=50, rerank="fixed", rerank_depth=30)
+        assert counting.docs_encoded == first + 30  # FIXED needs its whole head
+
+
 def test_fixed_depth_is_capped_by_the_tenant_max_depth(tenant):
     client = tenant("capped")
     client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("capped", max_depth=3)), metadata=client.metadata)

@@ -30,6 +30,11 @@ class FaultyBackend(RerankBackend):
         self.calls = 0
         self.pairs_scored = 0
         self.batch_sizes: list[int] = []  # pairs per score_encoded call (one batcher batch)
+        self.docs_encoded = 0  # documents tokenised
+
+    def encode(self, query, documents):
+        self.docs_encoded += len(documents)
+        return super().encode(query, documents)
 
     def score_encoded(self, pairs):
         self.batch_sizes.append(len(pairs))

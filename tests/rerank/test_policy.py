@@ -13,8 +13,8 @@ from rerank.signals import QuerySignals, query_signals
 
 TOKENS_PER_PAIR = 20.0
 CUMULATIVE = np.cumsum(np.full(100, TOKENS_PER_PAIR))  # 100 candidates of 20 tokens each
-UNSURE = QuerySignals(route_agreement=0.0, top_gap=0.0)
-CONFIDENT = QuerySignals(route_agreement=1.0, top_gap=1.0)
+UNSURE = QuerySignals(top_agree=False, route_agreement=0.0)
+AGREE = QuerySignals(top_agree=True, route_agreement=0.7)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,8 @@ def model() -> LatencyModel:
     return m
 
 
-def inputs(mode="auto", *, budget=None, cumulative=CUMULATIVE, deadline=None, bucket=None, signals=UNSURE, requested=0, elapsed=0.0, **budget_fields):
+def inputs(mode="auto", *, budget=None, cumulative=CUMULATIVE, deadline=None, bucket=None, signals=UNSURE, requested=0, elapsed=0.0, skip=False,
+           auto_max_depth=0, candidates=None, **budget_fields):
     b = budget or RerankBudget(tenant="t", max_depth=100)
     if budget_fields:
         b = replace(b, **budget_fields)
@@ -44,6 +45,9 @@ def inputs(mode="auto", *, budget=None, cumulative=CUMULATIVE, deadline=None, bu
         queue_wait_ms=0.0,
         reserve_ms=0.0,
         requested_depth=requested,
+        skip_when_routes_agree=skip,
+        auto_max_depth=auto_max_depth,
+        candidates=candidates,
     )
 
 
@@ -154,25 +158,32 @@ def test_fixed_ignores_the_latency_target(model):
     assert choice.depth == 40 and "latency target" not in choice.reason
 
 
-def test_fixed_ignores_min_depth_and_confidence(model):
-    choice = choose_depth(inputs("fixed", requested=2, min_depth=5, signals=CONFIDENT), model)
+def test_fixed_ignores_min_depth_and_route_agreement(model):
+    choice = choose_depth(inputs("fixed", requested=2, min_depth=5, signals=AGREE, skip=True), model)
     assert choice.depth == 2
 
 
-def test_auto_trims_depth_for_confident_queries(model):
-    unsure = choose_depth(inputs(max_depth=40, signals=UNSURE), model)
-    confident = choose_depth(inputs(max_depth=40, signals=CONFIDENT), model)
-    assert unsure.depth == 40
-    assert confident.depth == 20 and "confidence 1.00" in confident.reason
-    middle = choose_depth(inputs(max_depth=40, signals=QuerySignals(route_agreement=0.5, top_gap=0.5)), model)
-    assert confident.depth < middle.depth < unsure.depth
+def test_auto_skips_the_rerank_when_the_routes_agree_on_the_top_hit(model):
+    choice = choose_depth(inputs(max_depth=40, signals=AGREE, skip=True), model)
+    assert choice.depth == 0
+    assert choice.reason.startswith("fusion only: dense and sparse routes agree on the top hit") and "skip_when_routes_agree" in choice.reason
 
 
-def test_auto_confidence_trim_never_goes_below_min_depth(model):
-    choice = choose_depth(inputs(max_depth=40, min_depth=30, signals=CONFIDENT), model)
-    assert choice.depth == 30
-    tiny = choose_depth(inputs(max_depth=1, min_depth=1, signals=CONFIDENT), model)
-    assert tiny.depth == 1
+def test_auto_takes_the_whole_budget_when_the_routes_disagree(model):
+    choice = choose_depth(inputs(max_depth=40, signals=UNSURE, skip=True), model)
+    assert choice.depth == 40
+
+
+def test_route_agreement_changes_nothing_unless_the_backend_skips(model):
+    assert choose_depth(inputs(max_depth=40, signals=AGREE, skip=False), model).depth == 40
+
+
+def test_routes_agreeing_still_rerank_the_tenant_min_depth(model):
+    choice = choose_depth(inputs(max_depth=40, min_depth=5, signals=AGREE, skip=True), model)
+    assert choice.depth == 5 and "tenant min_depth 5: dense and sparse routes agree" in choice.reason
+    # and the other bounds still hold under it
+    capped = choose_depth(inputs(max_depth=40, min_depth=5, max_cost_per_query=3 * TOKENS_PER_PAIR, signals=AGREE, skip=True), model)
+    assert capped.depth == 0 and "cost cap" in capped.reason
 
 
 def test_auto_below_min_depth_gives_zero(model):
@@ -181,15 +192,47 @@ def test_auto_below_min_depth_gives_zero(model):
     assert "below tenant min_depth 10" in choice.reason and "cost cap" in choice.reason
 
 
-def test_query_signals_measure_route_agreement_and_top_gap():
+def test_query_signals_see_the_routes_agree_on_the_top_hit_and_measure_overlap():
     same = np.array([1, 2, 3, 4])
-    agree = query_signals({"dense": same, "sparse": same}, np.array([1.0, 0.5, 0.4, 0.0]), k=4)
-    assert agree.route_agreement == 1.0 and agree.top_gap == pytest.approx(0.5)
-    disjoint = query_signals({"dense": np.array([1, 2, 0, 0]), "sparse": np.array([0, 0, 1, 2])}, np.array([1.0, 1.0, 1.0, 1.0]), k=4)
-    assert disjoint.route_agreement == 0.0 and disjoint.top_gap == 0.0 and disjoint.confidence == 0.0
+    agree = query_signals({"dense": same, "sparse": same}, k=4)
+    assert agree.top_agree and agree.route_agreement == 1.0
+    # both routes retrieved the first two documents, in swapped order: no top agreement
+    swapped = query_signals({"dense": np.array([1, 2, 3, 0]), "sparse": np.array([2, 1, 0, 3])}, k=4)
+    assert not swapped.top_agree and swapped.route_agreement == pytest.approx(2 / 3)
+    disjoint = query_signals({"dense": np.array([1, 2, 0, 0]), "sparse": np.array([0, 0, 1, 2])}, k=4)
+    assert not disjoint.top_agree and disjoint.route_agreement == 0.0
 
 
-def test_query_signals_of_overflowing_fused_scores_are_finite():
-    same = np.array([1, 2, 3])
-    signals = query_signals({"dense": same, "sparse": same}, np.array([np.inf, np.inf, 1.0]), k=3)
-    assert signals.top_gap == 0.0 and 0.0 <= signals.confidence <= 1.0
+def test_one_route_alone_gives_no_agreement_signal():
+    alone = query_signals({"dense": np.array([1, 2, 3])})
+    assert not alone.top_agree and alone.route_agreement == 0.0
+
+
+def test_auto_never_goes_past_the_models_auto_max_depth(model):
+    choice = choose_depth(inputs(max_depth=40, auto_max_depth=15), model)
+    assert choice.depth == 15 and "auto_max_depth 15" in choice.reason
+    # the tighter bound wins either way, and FIXED is not bound by it
+    assert choose_depth(inputs(max_depth=10, auto_max_depth=15), model).depth == 10
+    assert choose_depth(inputs(max_depth=40, auto_max_depth=15, max_cost_per_query=5 * TOKENS_PER_PAIR), model).depth == 5
+    assert choose_depth(inputs("fixed", requested=30, max_depth=40, auto_max_depth=15), model).depth == 30
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"latency_target_ms": 5.0}, {"max_cost_per_query": 25 * TOKENS_PER_PAIR}, {"deadline": 9.0}])
+def test_deciding_on_a_tokenised_prefix_asks_for_more_until_it_gives_the_full_answer(model, kwargs):
+    """The stage tokenises AUTO's candidates in growing batches: on any prefix the policy
+    either decides what it would on all of them, or says it needs more."""
+    full = choose_depth(inputs(max_depth=100, **kwargs), model)
+    known = 0
+    while True:
+        choice = choose_depth(inputs(max_depth=100, cumulative=CUMULATIVE[:known], candidates=len(CUMULATIVE), **kwargs), model)
+        if not choice.more:
+            break
+        assert choice.depth == known < len(CUMULATIVE) and known <= full.depth
+        known = min(len(CUMULATIVE), max(2 * known, 16))
+    assert (choice.depth, choice.reason) == (full.depth, full.reason)
+    assert known <= max(16, 2 * full.depth)  # no more tokenised than the depth needed, give or take a doubling
+
+
+def test_agreeing_routes_decide_before_anything_is_tokenised(model):
+    choice = choose_depth(inputs(max_depth=100, cumulative=CUMULATIVE[:0], candidates=100, signals=AGREE, skip=True), model)
+    assert choice.depth == 0 and not choice.more and "agree on the top hit" in choice.reason
