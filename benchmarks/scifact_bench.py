@@ -115,8 +115,17 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--reranker-fusion-weight", type=float, default=1.0,
                    help="the rerank backend's fusion_weight: the reranked head is ordered by RRF of its fused rank (this weight) and its rerank rank; "
                         "0 = the reranker's order alone. Default 1 (plain RRF); the report also gives the reranker-alone order from the same scores")
+    p.add_argument("--no-agreement-skip", dest="skip_when_routes_agree", action="store_false",
+                   help="AUTO reranks queries whose dense and sparse routes agree on the top hit too (the backend's skip_when_routes_agree, on by default here)")
+    p.add_argument("--reranker-auto-max-depth", type=int, default=15,
+                   help="the backend's auto_max_depth: AUTO reranks no deeper (0: only time, cost and the tenant's max_depth bound it). "
+                        "Default 15: what `python -m benchmarks.replay_depths` recommended for the default training recipe on a held-out part of train")
     p.add_argument("--untrained-reranker", action="store_true", help="no trained reranker: use the MiniLM backbone with an untrained head (a baseline, says so in the report)")
     p.add_argument("--wait-for-reranker", type=float, default=0, help="seconds to wait for <cache>/reranker/training_info.json to appear")
+    p.add_argument("--train-split", default="train",
+                   help="with no trained reranker in <cache>/reranker (and no --reranker): train one on this qrels split first, "
+                        "with `hsearch train-reranker`'s defaults (about 25 min on 2 cores, cached); never the evaluated --split")
+    p.add_argument("--no-train", action="store_true", help="do not train a missing reranker: stop with an error instead")
     p.add_argument("--cache", type=Path, help="the shared SciFact cache (Milvus Lite store, reranker); default benchmarks/.cache/scifact")
     p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="per-mode JSONL caches (resume)")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/scifact, --quick: .../scifact/quick)")
@@ -291,6 +300,9 @@ class RerankerChoice:
     info: dict = field(default_factory=dict)
     note: str = ""
     fusion_weight: float = 0.0
+    # AUTO only, so not part of identity(): FIXED passes stay valid when they change.
+    skip_when_routes_agree: bool = False
+    auto_max_depth: int = 0
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs' cross-encoder results comparable: the weights, not the path."""
@@ -323,13 +335,13 @@ def build_untrained_reranker(target: Path) -> Path:
     return target
 
 
-def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
+def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> Optional[RerankerChoice]:
     """The trained cross-encoder from `hsearch train-reranker` (waiting for it if asked), or the fallback."""
     if not args.depths and not args.auto_targets_ms:
         return None
     if args.untrained_reranker:
         path = build_untrained_reranker(args.runs / "untrained-minilm-ce")
-        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", fusion_weight=args.reranker_fusion_weight)
+        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", fusion_weight=args.reranker_fusion_weight, skip_when_routes_agree=args.skip_when_routes_agree, auto_max_depth=args.reranker_auto_max_depth)
     path = Path(args.reranker) if args.reranker else cache / "reranker"
     info_file = path / "training_info.json"
     deadline = time.monotonic() + args.wait_for_reranker
@@ -340,6 +352,8 @@ def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
             break
         print(f"waiting for {'hsearch train-reranker to finish' if busy else 'the trained reranker'} ({info_file}) ...", file=sys.stderr)
         time.sleep(min(60.0, max(deadline - time.monotonic(), 0.1)))
+    if not (path / "config.json").exists() and not args.reranker and not args.no_train and not _store_holders(cache / "service"):
+        train_reranker(args, cache, path, profile_name)
     if not (path / "config.json").exists():
         raise BenchError(
             f"{path}: no trained cross-encoder here (no config.json). Train one with `hsearch train-reranker` "
@@ -350,7 +364,36 @@ def choose_reranker(args, cache: Path) -> Optional[RerankerChoice]:
     if kind not in ("cross-encoder", "flag", "onnx"):
         kind = "cross-encoder"
     max_length = args.reranker_max_length or int(info.get("max_length") or 512)
-    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json", fusion_weight=args.reranker_fusion_weight)
+    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json", fusion_weight=args.reranker_fusion_weight, skip_when_routes_agree=args.skip_when_routes_agree, auto_max_depth=args.reranker_auto_max_depth)
+
+
+def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
+    """Train the cross-encoder the benchmark needs: `hsearch train-reranker` with its defaults
+    on --train-split (the evaluated split is never trained on). Cached: a later run finds it,
+    and an interrupted one resumes from its checkpoint.
+
+    A child process, because Milvus Lite keeps the store it mines with locked until the
+    process that opened it exits, and the service opens that store next.
+    """
+    from engine.beir import available_splits
+
+    if args.train_split == args.split:
+        raise BenchError(f"--train-split {args.train_split!r} is the evaluated --split: train the reranker on another split, or pass --reranker DIR")
+    if profile_name not in (DEFAULT_PROFILE, BGE_M3_PROFILE):
+        raise BenchError(f"{out}: no trained cross-encoder; with --profile-model, train one with `hsearch train-reranker` and pass --reranker DIR")
+    if args.train_split not in available_splits(Path(args.data)):
+        raise BenchError(
+            f"{out}: no trained cross-encoder, and {Path(args.data) / 'qrels' / (args.train_split + '.tsv')} is missing to train one on; "
+            f"pass --reranker DIR, --train-split SPLIT, or --untrained-reranker"
+        )
+    command = [sys.executable, "-m", "engine.cli", "train-reranker", "--beir", str(args.data), "--split", args.train_split,
+               "--out", str(out), "--cache-dir", str(cache), "--profile", profile_name, "--threads", str(args.torch_threads)]
+    if args.no_progress:
+        command.append("--quiet")
+    print(f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 25 min on 2 cores, cached) ...", file=sys.stderr)
+    code = subprocess.call(command, cwd=str(REPO), preexec_fn=_die_with_parent)
+    if code != 0:
+        raise BenchError(f"training the reranker failed (hsearch train-reranker exited with code {code}; its error is above)")
 
 
 # ---------------------------------------------------------------------------- corpus cache
@@ -498,6 +541,8 @@ def service_settings(args, cache: Path, profile_name: str, profile: dict, rerank
                     "batch_size": args.reranker_batch_size,
                     "price_per_million_tokens": args.price_per_million,
                     "fusion_weight": reranker.fusion_weight,
+                    "skip_when_routes_agree": reranker.skip_when_routes_agree,
+                    "auto_max_depth": reranker.auto_max_depth,
                 }
             },
             "default_budget": {"max_depth": max(args.depths or [100]), "default_mode": "off"},
@@ -948,6 +993,9 @@ class Bench:
             meta = {**self.base_meta, "mode": mode.spec(), "clients": clients}
             if mode.rerank != "off":  # fusion-only passes stay valid when the reranker changes
                 meta["reranker"] = self.reranker.identity() if self.reranker else None
+                if mode.family == "auto" and self.reranker:
+                    meta["skip_when_routes_agree"] = self.reranker.skip_when_routes_agree
+                    meta["auto_max_depth"] = self.reranker.auto_max_depth
             cache = PassCache(self.run_dir / f"{mode.key}.c{clients}.jsonl", meta)
             info = {"ran": 0}
             if any(qid not in cache.records for qid, _ in queries):
@@ -984,7 +1032,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     profile_name, profile = choose_profile(args)
     cache = Path(args.cache) if args.cache else (DEFAULT_CACHE if profile_name == DEFAULT_PROFILE else DEFAULT_CACHE.with_name(f"scifact-{profile_name}"))
     args.runs.mkdir(parents=True, exist_ok=True)
-    reranker = choose_reranker(args, cache)
+    reranker = choose_reranker(args, cache, profile_name)
     if reranker is not None and not reranker.trained:
         print(f"WARNING: {reranker.note or 'the cross-encoder is not a trained one'}; cross-encoder numbers are a baseline", file=sys.stderr)
     corpus = ensure_corpus(args, workload, cache, profile_name, profile)
@@ -1345,7 +1393,9 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
         info = reranker.info
         trained = f"trained by `hsearch train-reranker` ({', '.join(f'{k} {v}' for k, v in info.items() if k in ('base', 'base_model', 'examples', 'epochs', 'train_split', 'split', 'loss'))})" if reranker.trained else f"**{reranker.note}**"
         order = f"the reranked head ordered by RRF of its fused rank (weight {reranker.fusion_weight:g}) and its rerank rank (`fusion_weight {reranker.fusion_weight:g}`)" if reranker.fusion_weight else "the reranked head ordered by the reranker alone (`fusion_weight 0`)"
-        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}; {order}"
+        skip = "AUTO skips the rerank when the dense and sparse routes agree on the top hit (`skip_when_routes_agree`)" if reranker.skip_when_routes_agree else "AUTO reranks every query (`skip_when_routes_agree` off)"
+        skip += f" and reranks at most {reranker.auto_max_depth} (`auto_max_depth`)" if reranker.auto_max_depth else " with no depth limit of its own (`auto_max_depth 0`)"
+        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}; {order}; {skip}"
     results.update(
         {
             "format": RUN_FORMAT,

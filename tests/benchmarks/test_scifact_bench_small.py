@@ -195,3 +195,87 @@ def test_hsearch_bench_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     code = main(["bench", "--data", str(beir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
     assert code == 2
     assert "corpus.jsonl:2:" in capsys.readouterr().err
+
+
+def test_missing_reranker_without_a_train_split_says_what_to_do(tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir")  # qrels/test.tsv only
+    err = _error_of(capsys, beir, tmp_path)
+    assert "no trained cross-encoder" in err and "train.tsv is missing" in err and "--reranker DIR" in err
+
+
+def test_reranker_is_never_trained_on_the_evaluated_split(tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir")
+    code = scifact_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                               "--no-progress", "--train-split", "test"])
+    assert code == 2
+    assert "--train-split 'test' is the evaluated --split" in capsys.readouterr().err
+
+
+def test_no_train_stops_with_the_missing_reranker_named(tmp_path, capsys):
+    beir = write_beir(tmp_path / "beir")
+    code = scifact_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                               "--no-progress", "--no-train"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "cache" / "reranker") in err and "hsearch train-reranker" in err
+
+
+def test_replaying_a_cross_encoder_pass_offline_gives_the_served_quality(first_run, tmp_path):
+    """benchmarks.replay_depths orders the head as the service does: replaying the CE@5
+    pass from its cached scores gives the nDCG@10 the bench measured through gRPC."""
+    from benchmarks import replay_depths
+
+    work, beir, _, results = first_run
+    run_dir = Path(results["config"]["run_cache"])
+    best = results["best_fusion"]
+    queries = replay_depths.load_replay(run_dir, best, depth=5)
+    assert len(queries) == N_QUERIES
+    qrels = scifact_bench.load_workload(scifact_bench.parse_args(["--data", str(beir)])).qrels
+    replayed = replay_depths.replay(queries, qrels, fusion_weight=results["config"]["reranker"]["fusion_weight"])
+    served = next(m for m in results["modes"] if m["key"] == f"ce5@{best}")
+    fusion_only = next(m for m in results["modes"] if m["key"] == best)
+    assert replayed["fixed"][5] == pytest.approx(served["quality"]["ndcg@10"])
+    assert replayed["fusion"] == pytest.approx(fusion_only["quality"]["ndcg@10"])
+    assert sum(g["queries"] for g in replayed["groups"]) == N_QUERIES
+    out = tmp_path / "replay"
+    assert replay_depths.main(["--run-dir", str(run_dir), "--data", str(beir), "--base", best, "--depth", "5", "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "| nDCG@10, FIXED n |" in text and "Recommended for this model" in text
+    assert json.loads(out.with_suffix(".json").read_text())["fixed"]["5"] == pytest.approx(served["quality"]["ndcg@10"])
+
+
+def test_replay_recommends_skipping_where_reranking_hurts_and_the_depth_that_pays():
+    import numpy as np
+
+    from benchmarks.replay_depths import ReplayQuery, replay
+
+    docs = ["a", "b", "c", "d", "e"]
+    queries = {
+        # routes agree and fusion is right; the reranker puts the relevant document last
+        "agree": ReplayQuery(["r"] + docs, np.array([0.1, 0.9, 0.8, 0.7, 0.6, 0.5]), top_agree=True),
+        # routes disagree; the relevant document is third and the reranker finds it
+        "disagree": ReplayQuery(["a", "b", "r", "c", "d", "e"], np.array([0.2, 0.3, 0.9, 0.1, 0.1, 0.1]), top_agree=False),
+    }
+    qrels = {"agree": {"r": 1}, "disagree": {"r": 1}}
+    result = replay(queries, qrels, fusion_weight=0.0, depths=(1, 3, 5))
+    agree, disagree = result["groups"]
+    assert agree["gain"][3] < 0 < disagree["gain"][3]
+    assert result["recommended"]["skip_when_routes_agree"] and result["recommended"]["auto_max_depth"] == 3
+    assert result["recommended"]["ndcg10"] == pytest.approx(1.0)
+    assert result["skip_mean_depth"][3] == pytest.approx(1.5)
+
+
+def test_dev_split_holds_out_a_seeded_fifth_of_train(tmp_path):
+    from benchmarks import replay_depths
+
+    beir = write_beir(tmp_path / "beir")
+    train = (beir / "qrels" / "test.tsv").read_text()
+    (beir / "qrels" / "train.tsv").write_text(train)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert replay_depths.main(["--make-dev-split", str(out), "--data", str(beir)]) == 0
+    fit, dev = ((tmp_path / "a" / "qrels" / f"{s}.tsv").read_text().splitlines()[1:] for s in ("train-fit", "dev"))
+    qid = lambda row: row.split("\t")[0]
+    assert {qid(r) for r in fit}.isdisjoint({qid(r) for r in dev})
+    assert sorted(fit + dev) == sorted(train.splitlines()[1:])
+    assert len({qid(r) for r in dev}) == N_QUERIES // 5
+    assert (tmp_path / "b" / "qrels" / "dev.tsv").read_text() == (tmp_path / "a" / "qrels" / "dev.tsv").read_text()
