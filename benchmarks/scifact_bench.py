@@ -1245,6 +1245,31 @@ def bench_records(bench: Bench, key: str) -> list[dict]:
     return out
 
 
+def _place_labels(fig, ax, labelled: list[tuple[float, float, str]]) -> None:
+    """Annotate each point where its label overlaps no label placed before it and no marker.
+
+    Modes of similar quality and latency (AUTO under two loose targets, CE@10 beside them)
+    sit a few pixels apart, and labels at one fixed offset print over each other. Greedy,
+    best point first, over a few offsets around the marker; the last one is kept if all
+    collide."""
+    offsets = [(5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left"), (-5, 14, "right"), (5, -21, "left"), (-5, -21, "right")]
+    renderer = fig.canvas.get_renderer()
+    markers = [ax.transData.transform((x, y)) for x, y, _ in labelled]
+    inside = ax.get_window_extent(renderer)
+    taken = []
+    for x, y, text in sorted(labelled, key=lambda p: -p[1]):
+        for dx, dy, ha in offsets:
+            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=ha)
+            box = note.get_window_extent(renderer).expanded(1.05, 1.1)
+            hits_marker = any(box.x0 - 4 < mx < box.x1 + 4 and box.y0 - 4 < my < box.y1 + 4 for mx, my in markers)
+            clipped = box.x0 < inside.x0 or box.x1 > inside.x1 or box.y0 < inside.y0 or box.y1 > inside.y1
+            if not hits_marker and not clipped and not any(box.overlaps(t) for t in taken):
+                break
+            if (dx, dy, ha) != offsets[-1]:
+                note.remove()
+        taken.append(box)
+
+
 def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
     """nDCG@10 against p95 latency (1 client), one point per mode; the frontier's keys."""
     import matplotlib
@@ -1267,14 +1292,13 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
         fam = [p for p in points if p[2]["family"] == family]
         if fam:
             ax.scatter([p[0] for p in fam], [p[1] for p in fam], marker=marker, color=color, s=55, label=family, zorder=3)
-    for x, y, s in points:
-        ax.annotate(s["key"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     if frontier:
         ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black", lw=1, ls="--", alpha=0.6, label="Pareto frontier", zorder=2)
     ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    # Every minor tick labelled (60 70 80 90 100) runs the labels into each other; 2, 3 and 5
+    # per decade are enough to read a point off.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("p95 latency, client round trip, 1 client (ms, log scale)")
     ax.set_ylabel("nDCG@10")
@@ -1282,6 +1306,7 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    _place_labels(fig, ax, [(x, y, s["key"]) for x, y, s in points])
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
