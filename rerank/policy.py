@@ -5,13 +5,15 @@ The guarantees (DESIGN section 7): never start work that cannot finish before th
 deadline or the tenant's latency target; never spend past the per-query cap or the
 tenant's rate budget; n = 0 (fusion only) with a reason when nothing fits.
 
-AUTO takes the largest depth every bound allows, except where the query shows the
-reranker has little to fix: with ``skip_when_routes_agree`` (a setting of the rerank
-backend, since it depends on how good the model is), a query whose dense and sparse
-routes put the same document first reranks only the tenant's ``min_depth`` (0: fusion
-only). A tuned fixed depth is a strong baseline (Meng et al., SIGIR 2024); spending the
-same budget unevenly only pays where a signal says where it is worth spending, and this
-is the one that held on held-out data (benchmarks/README.md, "AUTO's signal").
+AUTO takes the largest depth every bound allows, with two settings of the rerank backend
+(they depend on how good the model is, so they live with it, not with the tenant):
+``auto_max_depth``, the depth past which the model stops paying (a time budget says how
+deep AUTO may go, not how deep is worth it), and ``skip_when_routes_agree``: a query whose
+dense and sparse routes put the same document first reranks only the tenant's
+``min_depth`` (0: fusion only). A tuned fixed depth is a strong baseline (Meng et al.,
+SIGIR 2024); spending the same budget unevenly only pays where a signal says where it is
+worth spending, and this is the one that held on held-out data (benchmarks/README.md,
+"AUTO's signal"; ``benchmarks/replay_depths.py`` measures both settings for a model).
 """
 from __future__ import annotations
 
