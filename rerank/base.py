@@ -89,10 +89,13 @@ class RerankBackend(ABC):
                 # every document whole first: twice the time for SciFact's long abstracts.
                 fast.enable_truncation(self.max_length, strategy="longest_first")
                 fast.no_padding()
-                encodings = fast.encode_batch(list(zip(queries, documents)), add_special_tokens=True)
+                try:
+                    encodings = fast.encode_batch(list(zip(queries, documents)), add_special_tokens=True)
+                finally:
+                    # The tokenizer is shared; leave no truncation behind for other callers.
+                    fast.no_truncation()
                 full = [e.ids for e in encodings]
                 truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
-                fast.no_truncation()
                 return self._checked(full, truncated)
             full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
             truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
