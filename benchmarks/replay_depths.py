@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from benchmarks.scifact_bench import DEFAULT_DATA, BenchError
+from benchmarks.scifact_bench import DEFAULT_DATA, BenchError, pass_records
 
 DEPTHS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
 
@@ -45,13 +45,7 @@ def _records(run_dir: Path, key: str) -> dict[str, dict]:
     path = run_dir / f"{key}.c1.jsonl"
     if not path.exists():
         raise BenchError(f"{path}: missing; run `hsearch bench` with this mode first (the CE@100 pass and the dense/sparse passes)")
-    out = {}
-    for line in path.read_text().splitlines()[1:]:
-        if line.strip():
-            row = json.loads(line)
-            if not row.get("error"):
-                out[row["qid"]] = row
-    return out
+    return {row["qid"]: row for row in pass_records(run_dir, key)}
 
 
 def load_replay(run_dir: Path, base: str, depth: int = 100) -> dict[str, ReplayQuery]:

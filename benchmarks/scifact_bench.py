@@ -1229,7 +1229,13 @@ def goals(bench: Bench, best_key: Optional[str]) -> dict[str, Any]:
 
 def bench_records(bench: Bench, key: str) -> list[dict]:
     """The 1-client records of a mode that answered (no error)."""
-    path = bench.run_dir / f"{key}.c1.jsonl"
+    return pass_records(bench.run_dir, key)
+
+
+def pass_records(run_dir: Path, key: str) -> list[dict]:
+    """The 1-client records of a mode in a run cache that answered (no error); a torn line
+    (a pass killed mid-write) is skipped."""
+    path = run_dir / f"{key}.c1.jsonl"
     out = []
     if not path.exists():
         return out
