@@ -124,7 +124,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--wait-for-reranker", type=float, default=0, help="seconds to wait for <cache>/reranker/training_info.json to appear")
     p.add_argument("--train-split", default="train",
                    help="with no trained reranker in <cache>/reranker (and no --reranker): train one on this qrels split first, "
-                        "with `hsearch train-reranker`'s defaults (about 25 min on 2 cores, cached); never the evaluated --split")
+                        "with `hsearch train-reranker`'s defaults (about 22 min on 2 cores after a one-off 10-min corpus embedding, cached); never the evaluated --split")
     p.add_argument("--no-train", action="store_true", help="do not train a missing reranker: stop with an error instead")
     p.add_argument("--cache", type=Path, help="the shared SciFact cache (Milvus Lite store, reranker); default benchmarks/.cache/scifact")
     p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="per-mode JSONL caches (resume)")
@@ -390,7 +390,7 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
                "--out", str(out), "--cache-dir", str(cache), "--profile", profile_name, "--threads", str(args.torch_threads)]
     if args.no_progress:
         command.append("--quiet")
-    print(f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 25 min on 2 cores, cached) ...", file=sys.stderr)
+    print(f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 22 min on 2 cores after a one-off 10-min corpus embedding, cached) ...", file=sys.stderr)
     code = subprocess.call(command, cwd=str(REPO), preexec_fn=_die_with_parent)
     if code != 0:
         raise BenchError(f"training the reranker failed (hsearch train-reranker exited with code {code}; its error is above)")
