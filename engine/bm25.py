@@ -47,17 +47,18 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sqlite3
 import threading
-import unicodedata
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from itertools import chain
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from engine.analysis import TERM_HASH_NAME, TermAnalyzer, term_hash
+from engine.analysis.standard import StandardAnalyzer as Analyzer
+from engine.analysis.stopwords import LUCENE_ENGLISH_STOP_WORDS, SKLEARN_ENGLISH_STOP_WORDS
 
 __all__ = [
     "LUCENE_ENGLISH_STOP_WORDS",
@@ -72,193 +73,12 @@ __all__ = [
     "Bm25Encoder",
 ]
 
-# --------------------------------------------------------------------------- stop words
-
-#: Lucene's / Elasticsearch's default English stop words (``EnglishAnalyzer``), 33 words.
-#: The default: short and safe for technical text.
-LUCENE_ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
-    """
-    a an and are as at be but by for if in into is it no not of on or such that the their
-    then there these they this to was will with
-    """.split()
-)
-
-#: scikit-learn's ``ENGLISH_STOP_WORDS`` (Glasgow IR group list), 318 words. Aggressive:
-#: it contains content words such as "system", "fire", "interest", "found", "show".
-SKLEARN_ENGLISH_STOP_WORDS: frozenset[str] = frozenset(
-    """
-    a about above across after afterwards again against all almost alone along already also
-    although always am among amongst amoungst amount an and another any anyhow anyone anything
-    anyway anywhere are around as at back be became because become becomes becoming been before
-    beforehand behind being below beside besides between beyond bill both bottom but by call can
-    cannot cant co con could couldnt cry de describe detail do done down due during each eg
-    eight either eleven else elsewhere empty enough etc even ever every everyone everything
-    everywhere except few fifteen fifty fill find fire first five for former formerly forty
-    found four from front full further get give go had has hasnt have he hence her here
-    hereafter hereby herein hereupon hers herself him himself his how however hundred i ie if in
-    inc indeed interest into is it its itself keep last latter latterly least less ltd made many
-    may me meanwhile might mill mine more moreover most mostly move much must my myself name
-    namely neither never nevertheless next nine no nobody none noone nor not nothing now nowhere
-    of off often on once one only onto or other others otherwise our ours ourselves out over own
-    part per perhaps please put rather re same see seem seemed seeming seems serious several she
-    should show side since sincere six sixty so some somehow someone something sometime
-    sometimes somewhere still such system take ten than that the their them themselves then
-    thence there thereafter thereby therefore therein thereupon these they thick thin third this
-    those though three through throughout thru thus to together too top toward towards twelve
-    twenty two un under until up upon us very via was we well were what whatever when whence
-    whenever where whereafter whereas whereby wherein whereupon wherever whether which while
-    whither who whoever whole whom whose why will with within without would yet you your yours
-    yourself yourselves
-    """.split()
-)
-
-_NAMED_STOP_WORDS: dict[str, frozenset[str]] = {
-    "lucene": LUCENE_ENGLISH_STOP_WORDS,
-    "english": LUCENE_ENGLISH_STOP_WORDS,
-    "sklearn": SKLEARN_ENGLISH_STOP_WORDS,
-}
-_DEFAULT_STOP_WORDS: dict[str, frozenset[str]] = {
-    "english": LUCENE_ENGLISH_STOP_WORDS,
-    "porter": LUCENE_ENGLISH_STOP_WORDS,
-}
-
-# --------------------------------------------------------------------------- hashing
-
-#: Name of the term-index function; recorded in the statistics database so that a file
-#: written with another function is refused instead of silently mixing indexes.
-TERM_HASH_NAME = "crc32-utf8-31bit"
-_HASH_MASK = 0x7FFFFFFF
-
-
-def term_hash(term: str) -> int:
-    """Stable 31-bit index of an analysed term (CRC-32 of its UTF-8 bytes & 0x7FFFFFFF)."""
-    return zlib.crc32(term.encode("utf-8")) & _HASH_MASK
+# --------------------------------------------------------------------------- idf
 
 
 def idf(n_docs: int, df: int) -> float:
     """Lucene's BM25 idf: ``ln(1 + (N - df + 0.5) / (df + 0.5))``, always > 0 for df <= N."""
     return math.log1p((n_docs - df + 0.5) / (df + 0.5))
-
-
-# --------------------------------------------------------------------------- analyzer
-
-# A word: a run of Unicode word characters, with inner apostrophes kept ("patient's" is
-# one token; the Snowball stemmer strips the possessive).
-_DEFAULT_TOKEN_PATTERN = r"\w+(?:'\w+)*"
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})
-
-
-class Analyzer:
-    """Text -> list of terms: NFKC + lowercase, Unicode word tokens, stop words, Snowball.
-
-    Args:
-        language: a PyStemmer/Snowball algorithm name (``Stemmer.algorithms()``), e.g.
-            ``"english"``.
-        stopwords: ``True`` = the built-in list for ``language`` (English: Lucene's 33
-            words; other languages have none built in, pass a list), ``False``/``None`` = keep
-            every word, a name (``"lucene"``, ``"sklearn"``), or an iterable of words
-            (compared after lowercasing, before stemming, as Lucene does).
-        stem: apply the Snowball stemmer of ``language``.
-        min_token_len, max_token_len: tokens outside this length range (in characters,
-            before stemming) are dropped.
-        token_pattern: regex for one token (applied to the normalised, lowercased text).
-
-    Instances are thread-safe (a Snowball stemmer object is not, so each thread gets its
-    own). Changing any setting changes the terms, so an index built with one analyzer must
-    be queried with the same one: persist :attr:`fingerprint` with the collection.
-    """
-
-    def __init__(
-        self,
-        language: str = "english",
-        *,
-        stopwords: bool | str | Iterable[str] | None = True,
-        stem: bool = True,
-        min_token_len: int = 1,
-        max_token_len: int = 64,
-        token_pattern: str = _DEFAULT_TOKEN_PATTERN,
-    ) -> None:
-        import Stemmer  # PyStemmer
-
-        if min_token_len < 1 or max_token_len < min_token_len:
-            raise ValueError(
-                f"need 1 <= min_token_len <= max_token_len, got {min_token_len}, {max_token_len}"
-            )
-        if stem and language not in Stemmer.algorithms():
-            raise ValueError(
-                f"no Snowball stemmer for language {language!r}; "
-                f"known: {', '.join(Stemmer.algorithms())}"
-            )
-        if stopwords is True:
-            if language not in _DEFAULT_STOP_WORDS:
-                raise ValueError(
-                    f"no built-in stop words for language {language!r}: "
-                    "pass stopwords=<iterable of words> or stopwords=False"
-                )
-            stop = _DEFAULT_STOP_WORDS[language]
-            stop_name = "lucene"
-        elif stopwords is False or stopwords is None:
-            stop, stop_name = frozenset(), "none"
-        elif isinstance(stopwords, str):
-            if stopwords not in _NAMED_STOP_WORDS:
-                raise ValueError(
-                    f"unknown stop-word list {stopwords!r}; known: {sorted(_NAMED_STOP_WORDS)}"
-                )
-            stop = _NAMED_STOP_WORDS[stopwords]
-            stop_name = "lucene" if stopwords == "english" else stopwords
-        else:
-            stop = frozenset(w.lower() for w in stopwords)
-            stop_name = "custom-%08x" % zlib.crc32("\n".join(sorted(stop)).encode("utf-8"))
-
-        self.language = language
-        self.stopwords: frozenset[str] = stop
-        self.stem = stem
-        self.min_token_len = min_token_len
-        self.max_token_len = max_token_len
-        self.token_pattern = token_pattern
-        self._token_re = re.compile(token_pattern)
-        self._length_filter = not (min_token_len == 1 and max_token_len >= 1 << 30)
-        self._local = threading.local()
-        self._stemmer_cls = Stemmer.Stemmer
-        self.fingerprint = (
-            f"lang={language};stop={stop_name};stem={'snowball' if stem else 'none'};"
-            f"len={min_token_len}-{max_token_len};re={token_pattern};hash={TERM_HASH_NAME}"
-        )
-
-    def _stemmer(self):
-        s = getattr(self._local, "stemmer", None)
-        if s is None:
-            s = self._stemmer_cls(self.language)
-            s.maxCacheSize = 100_000
-            self._local.stemmer = s
-        return s
-
-    def terms(self, text: str | None) -> list[str]:
-        """The analysed terms of ``text`` in order (with repeats); ``[]`` for empty text."""
-        if not text:
-            return []
-        text = unicodedata.normalize("NFKC", text).lower()
-        if not text.isascii():
-            text = text.translate(_APOSTROPHES)
-        tokens = self._token_re.findall(text)
-        lo, hi, stop = self.min_token_len, self.max_token_len, self.stopwords
-        if self._length_filter:
-            tokens = [t for t in tokens if lo <= len(t) <= hi and t not in stop]
-        elif stop:
-            tokens = [t for t in tokens if t not in stop]
-        if self.stem and tokens:
-            tokens = self._stemmer().stemWords(tokens)
-        return tokens
-
-    def term_counts(self, text: str | None) -> Counter[int]:
-        """``Counter`` of :func:`term_hash` -> occurrences in ``text``."""
-        counts: Counter[int] = Counter()
-        for term, n in Counter(self.terms(text)).items():
-            counts[term_hash(term)] += n
-        return counts
-
-    def __repr__(self) -> str:
-        return f"Analyzer({self.fingerprint})"
 
 
 # --------------------------------------------------------------------------- parameters
@@ -620,11 +440,11 @@ class Bm25Encoder:
 
     def __init__(
         self,
-        analyzer: Analyzer | None = None,
+        analyzer: TermAnalyzer | None = None,
         params: Bm25Params | None = None,
         stats: Bm25Stats | None = None,
     ) -> None:
-        self.analyzer = analyzer if analyzer is not None else Analyzer()
+        self.analyzer: TermAnalyzer = analyzer if analyzer is not None else Analyzer()
         self.params = params if params is not None else Bm25Params()
         self.stats = stats
 

@@ -5,6 +5,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Optional
 
 
 class FieldType(str, Enum):
@@ -17,6 +18,17 @@ class FieldType(str, Enum):
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DENSE_METRICS = ("COSINE", "IP")
+# How the sparse route's vectors come to be: "vector" = the service writes them (BGE-M3
+# lexical weights, service-computed BM25); "milvus-bm25" = a Milvus BM25 function derives
+# them from the text field.
+SPARSE_KINDS = ("vector", "milvus-bm25")
+# Collections made before the analyzer was persisted (spec without "sparse") that use a
+# dense-bm25 profile were built by the standard English analyzer with BM25 k1 1.2, b 0.75:
+# the only analyzer there was (`language` was never changed in a shipped config).
+LEGACY_SPARSE_ANALYZER = (
+    "service-bm25;k1=1.2;b=0.75;"
+    "lang=english;stop=lucene;stem=snowball;len=1-64;re=\\w+(?:'\\w+)*;hash=crc32-utf8-31bit"
+)
 # Typed metadata fields become scalar columns named with this prefix, so a
 # caller's field name can never collide with the service's own columns.
 FIELD_COLUMN_PREFIX = "m_"
@@ -29,6 +41,15 @@ class CollectionSpec:
     dimension: int
     dense_metric: str = "COSINE"
     metadata_fields: dict[str, FieldType] = field(default_factory=dict)
+    # Filled in by the service from the profile at creation (see EmbeddingProfile):
+    sparse_kind: str = "vector"
+    # Everything that decides the sparse terms and weights (analyzer fingerprint, BM25
+    # parameters; "" when the model alone decides, as for BGE-M3). A search or write
+    # through a profile that analyses differently is refused.
+    # None: a collection made before this was persisted (see LEGACY_SPARSE_ANALYZER).
+    sparse_analyzer: Optional[str] = ""
+    # milvus-bm25 only: the analyzer_params of the Milvus text field.
+    milvus_analyzer: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -37,6 +58,11 @@ class CollectionSpec:
                 "dimension": self.dimension,
                 "dense_metric": self.dense_metric,
                 "metadata_fields": {k: v.value for k, v in self.metadata_fields.items()},
+                "sparse": {
+                    "kind": self.sparse_kind,
+                    "analyzer": self.sparse_analyzer,
+                    "milvus_analyzer": self.milvus_analyzer,
+                },
             },
             sort_keys=True,
         )
@@ -44,12 +70,18 @@ class CollectionSpec:
     @classmethod
     def from_json(cls, name: str, text: str) -> "CollectionSpec":
         data = json.loads(text)
+        sparse = data.get("sparse")
+        if sparse is None:  # made before the analyzer was persisted
+            sparse = {"kind": "vector", "analyzer": None}
         return cls(
             name=name,
             profile=data["profile"],
             dimension=int(data["dimension"]),
             dense_metric=data["dense_metric"],
             metadata_fields={k: FieldType(v) for k, v in data["metadata_fields"].items()},
+            sparse_kind=sparse.get("kind", "vector"),
+            sparse_analyzer=sparse.get("analyzer", ""),
+            milvus_analyzer=sparse.get("milvus_analyzer", {}),
         )
 
 

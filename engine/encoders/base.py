@@ -43,6 +43,13 @@ class EmbeddingProfile(ABC):
     """Turns documents and queries into the two vectors the two routes search with."""
 
     kind: str
+    #: "vector": the profile computes sparse vectors; "milvus-bm25": Milvus does, from text.
+    sparse_kind: str = "vector"
+    #: What decides the sparse terms and weights, persisted with each collection (the
+    #: service refuses a collection built differently); "" when the model alone decides.
+    sparse_analyzer: str = ""
+    #: milvus-bm25 only: analyzer_params for the Milvus text field.
+    milvus_analyzer: dict = {}
 
     def __init__(self, name: str, model_path: str, cache: QueryCache):
         self.name = name

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.bm25 import Analyzer, Bm25Encoder, Bm25Params, Bm25Stats
+from engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 from engine.config import ProfileConfig
 from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
 from engine.encoders.query_cache import QueryCache
@@ -42,7 +42,10 @@ class DenseBm25Profile(EmbeddingProfile):
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._dimension = int(get_dim())
         state_path.parent.mkdir(parents=True, exist_ok=True)
-        self.bm25 = Bm25Encoder(Analyzer(config.language), Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
+        analyzer = config.analyzer.build()
+        self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
+        # k1 and b are baked into stored document weights, so they are part of it too.
+        self.sparse_analyzer = f"service-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};{analyzer.fingerprint}"
 
     @property
     def dimension(self) -> int:

@@ -94,8 +94,10 @@ def test_analyzer_tokenises_unicode_words_and_strips_possessives():
 def test_analyzer_rejects_unknown_language_or_stop_word_list():
     with pytest.raises(ValueError):
         Analyzer("klingon")
-    with pytest.raises(ValueError):
-        Analyzer("german")  # no built-in German stop words: must be explicit
+    with pytest.raises(ValueError, match="no built-in stop words"):
+        Analyzer("german", stopwords=True)  # asked for a built-in list German does not have
+    # By default a language without a built-in list keeps every word.
+    assert Analyzer("german").terms("Die Häuser") == ["die", "haus"]
     assert Analyzer("german", stopwords=False).terms("Häuser") == ["haus"]
     with pytest.raises(ValueError):
         Analyzer(stopwords="nope")

@@ -1,0 +1,61 @@
+"""Analyzers: text -> the terms of the service-computed BM25 route.
+
+``standard`` (Unicode words, stop words, Snowball), ``cjk`` (CJK character bigrams) and
+``jieba`` (Chinese word segmentation, search mode); the last two send words of other
+scripts through the standard path, so mixed Chinese/English text works with either.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Literal
+
+from engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize, term_hash
+from engine.analysis.cjk import CjkAnalyzer
+from engine.analysis.jieba_words import JiebaAnalyzer
+from engine.analysis.standard import StandardAnalyzer
+
+ANALYZER_TYPES = ("standard", "cjk", "jieba")
+AnalyzerType = Literal["standard", "cjk", "jieba"]
+
+__all__ = [
+    "ANALYZER_TYPES",
+    "TERM_HASH_NAME",
+    "AnalyzerError",
+    "CjkAnalyzer",
+    "JiebaAnalyzer",
+    "StandardAnalyzer",
+    "TermAnalyzer",
+    "build_analyzer",
+    "normalize",
+    "term_hash",
+]
+
+
+def build_analyzer(
+    type: str = "standard",
+    *,
+    language: str = "english",
+    stopwords: bool | str | Iterable[str] | None = "auto",
+    stem: bool | None = None,
+    unigrams: bool | None = None,
+    user_dict: str | Path | None = None,
+) -> TermAnalyzer:
+    """An analyzer from its settings (the ``analyzer`` block of a profile's config).
+
+    ``language``, ``stopwords`` and ``stem`` configure the standard word path, which the
+    CJK analyzers use for text in other scripts. ``unigrams`` (CJK runs also give single
+    characters) defaults to on for ``cjk`` and off for ``jieba``, as measured on cmrc2018;
+    ``user_dict`` is for ``jieba`` only.
+    """
+    if type not in ANALYZER_TYPES:
+        raise AnalyzerError(f"unknown analyzer type {type!r}; known: {', '.join(ANALYZER_TYPES)}")
+    if user_dict is not None and type != "jieba":
+        raise AnalyzerError(f"analyzer.user_dict is for the jieba analyzer only, not {type!r}")
+    words = StandardAnalyzer(language, stopwords=stopwords, stem=stem)
+    if type == "standard":
+        if unigrams:
+            raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
+        return words
+    if type == "cjk":
+        return CjkAnalyzer(words, unigrams=True if unigrams is None else unigrams)
+    return JiebaAnalyzer(words, user_dict=user_dict, unigrams=bool(unigrams))

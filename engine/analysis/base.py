@@ -1,0 +1,69 @@
+"""What every analyzer shares: text normalisation, the term index, the analyzer interface."""
+from __future__ import annotations
+
+import unicodedata
+import zlib
+from abc import ABC, abstractmethod
+from collections import Counter
+
+#: Name of the term-index function; recorded in the statistics database and in every
+#: analyzer fingerprint, so that data written with another function is refused instead
+#: of silently mixing indexes.
+TERM_HASH_NAME = "crc32-utf8-31bit"
+_HASH_MASK = 0x7FFFFFFF
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+class AnalyzerError(ValueError):
+    """An analyzer cannot be built as configured; the message names the setting."""
+
+
+def term_hash(term: str) -> int:
+    """Stable 31-bit index of an analysed term (CRC-32 of its UTF-8 bytes & 0x7FFFFFFF).
+
+    Stable across processes, platforms and Python versions (unlike ``hash()``), it fits
+    Milvus's uint32 sparse index (and a signed int32). A colliding pair of terms simply
+    behaves as one term, consistently in documents, queries and statistics.
+    """
+    return zlib.crc32(term.encode("utf-8")) & _HASH_MASK
+
+
+def normalize(text: str) -> str:
+    """NFKC + lowercase, typographic apostrophes as ``'``.
+
+    NFKC folds full-width Latin letters and digits (``ｉＰｈｏｎｅ１５`` -> ``iphone15``),
+    full-width punctuation and half-width katakana, so both widths give the same terms.
+    It does not map Traditional to Simplified Chinese: ``臺灣`` and ``台湾`` stay different
+    (see README, "Chinese text").
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    if not text.isascii():
+        text = text.translate(_APOSTROPHES)
+    return text
+
+
+class TermAnalyzer(ABC):
+    """Text -> terms. Instances are thread-safe and immutable once built.
+
+    ``fingerprint`` names every setting that changes the terms. An index built with one
+    analyzer must be searched with the same one, so collections persist it and the service
+    refuses a mismatch.
+    """
+
+    #: The analyzer type as configured: ``standard``, ``cjk``, ``jieba``.
+    type: str
+    fingerprint: str
+
+    @abstractmethod
+    def terms(self, text: str | None) -> list[str]:
+        """The analysed terms of ``text`` (with repeats); ``[]`` for empty text."""
+
+    def term_counts(self, text: str | None) -> Counter[int]:
+        """``Counter`` of :func:`term_hash` -> occurrences in ``text``."""
+        counts: Counter[int] = Counter()
+        for term, n in Counter(self.terms(text)).items():
+            counts[term_hash(term)] += n
+        return counts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.fingerprint})"

@@ -1,0 +1,41 @@
+"""The ``cjk`` analyzer: CJK runs become overlapping character bigrams (optionally plus
+unigrams), as Lucene's ``CJKAnalyzer`` and Elasticsearch's ``cjk`` analyzer do; words in
+other scripts go through the standard path (stemmed, stop words).
+
+Bigrams need no dictionary and work the same for Chinese, Japanese and Korean. Unigrams
+add recall for one-character words and for queries that split a word differently (on
+cmrc2018 unigrams + bigrams beat bigrams alone: benchmarks/README.md).
+"""
+from __future__ import annotations
+
+from engine.analysis.base import TermAnalyzer, normalize
+from engine.analysis.scripts import CJK_OR_WORD, bigrams
+from engine.analysis.standard import StandardAnalyzer
+
+
+class CjkAnalyzer(TermAnalyzer):
+    """``iPhone 15 的电池续航`` -> ``iphon, 15, 的电, 电池, 池续, 续航`` (+ ``的, 电, 池, 续, 航``
+    with ``unigrams``). Stop words apply to every term, CJK ones included."""
+
+    type = "cjk"
+
+    def __init__(self, words: StandardAnalyzer, *, unigrams: bool = True) -> None:
+        self.words = words
+        self.unigrams = unigrams
+        self.fingerprint = f"cjk;unigrams={int(unigrams)};words=[{words.fingerprint}]"
+
+    def terms(self, text: str | None) -> list[str]:
+        if not text:
+            return []
+        cjk_terms: list[str] = []
+        words: list[str] = []
+        for m in CJK_OR_WORD.finditer(normalize(text)):
+            run = m.group("cjk")
+            if run is None:
+                words.append(m.group("word"))
+            else:
+                cjk_terms.extend(bigrams(run, self.unigrams))
+        stop = self.words.stopwords
+        if stop:
+            cjk_terms = [t for t in cjk_terms if t not in stop]
+        return self.words.word_terms(words) + cjk_terms
