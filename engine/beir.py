@@ -53,6 +53,12 @@ class BeirCollection:
     def name(self) -> str:
         return self.root.name
 
+    def without_titles(self) -> "BeirCollection":
+        """The same collection with every title dropped: ``full_text`` is then the text
+        alone (how cmrc2018's sentences are indexed for its reference figures)."""
+        corpus = {doc_id: BeirDoc(doc.id, "", doc.text) for doc_id, doc in self.corpus.items()}
+        return BeirCollection(self.root, corpus, self.queries, self.qrels, self.files)
+
     def split_queries(self, split: str) -> dict[str, str]:
         """The queries judged in ``split`` (text by id), in qrels order."""
         return {qid: self.queries[qid] for qid in self.qrels[split]}

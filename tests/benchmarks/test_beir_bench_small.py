@@ -1,6 +1,6 @@
 """The SciFact benchmark harness at CI size: a 300-document BEIR folder, tiny models, a few modes.
 
-Runs `benchmarks.scifact_bench` end to end through the real gRPC service (in this process,
+Runs `benchmarks.beir_bench` end to end through the real gRPC service (in this process,
 Milvus Lite, the tiny dense-bm25 profile and the tiny FlagReranker), and checks its bad-input
 errors and that an interrupted run resumes from its caches. The full run is a documented
 command (benchmarks/README.md), not part of CI.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import scifact_bench
+from benchmarks import beir_bench
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 N_QUERIES = 12
@@ -65,7 +65,7 @@ def first_run(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
     work = tmp_path_factory.mktemp("scifact-bench")
     beir = write_beir(work / "beir")
     argv = bench_argv(beir, work, tiny_m3_dir, tiny_reranker_dir)
-    results = scifact_bench.run(scifact_bench.parse_args(argv), "test")
+    results = beir_bench.run(beir_bench.parse_args(argv), "test")
     return work, beir, argv, results
 
 
@@ -116,7 +116,7 @@ def test_rerank_alone_orders_reranked_hits_by_their_scores_and_keeps_the_rest():
         "q1": {"ids": ["a", "b", "c", "d"], "rerank_scores": [0.2, 0.9, 0.5, None]},
         "q2": {"ids": ["x", "y"], "rerank_scores": None},
     }
-    alone = scifact_bench.rerank_alone(records)
+    alone = beir_bench.rerank_alone(records)
     assert alone["q1"]["ids"] == ["b", "c", "a", "d"]
     assert alone["q2"]["ids"] == ["x", "y"]
     assert records["q1"]["ids"] == ["a", "b", "c", "d"]  # the input is left alone
@@ -135,7 +135,7 @@ def test_single_route_modes_return_that_routes_order(first_run):
 def test_rerun_skips_finished_modes_and_resumes_an_interrupted_one(first_run):
     work, _, argv, first = first_run
     run_dir = Path(first["config"]["run_cache"])
-    again = scifact_bench.run(scifact_bench.parse_args(argv), "test")
+    again = beir_bench.run(beir_bench.parse_args(argv), "test")
     assert again["complete"]
     assert set(again["ran_queries"].values()) == {0}  # nothing re-run, the service not even started
 
@@ -143,14 +143,14 @@ def test_rerun_skips_finished_modes_and_resumes_an_interrupted_one(first_run):
     path = run_dir / "rrf.c1.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-4]) + '\n{"qid": "torn', encoding="utf-8")
-    resumed = scifact_bench.run(scifact_bench.parse_args(argv), "test")
+    resumed = beir_bench.run(beir_bench.parse_args(argv), "test")
     assert resumed["ran_queries"]["rrf.c1"] == 4
     assert sum(resumed["ran_queries"].values()) == 4
     assert len(path.read_text().splitlines()) == N_QUERIES + 1  # header + one line per query
 
 
 def _error_of(capsys, beir: Path, work: Path) -> str:
-    code = scifact_bench.main(["--data", str(beir), "--cache", str(work / "cache"), "--runs", str(work / "runs"), "--out", str(work / "out"), "--no-progress"])
+    code = beir_bench.main(["--data", str(beir), "--cache", str(work / "cache"), "--runs", str(work / "runs"), "--out", str(work / "out"), "--no-progress"])
     assert code == 2
     return capsys.readouterr().err
 
@@ -205,7 +205,7 @@ def test_missing_reranker_without_a_train_split_says_what_to_do(tmp_path, capsys
 
 def test_reranker_is_never_trained_on_the_evaluated_split(tmp_path, capsys):
     beir = write_beir(tmp_path / "beir")
-    code = scifact_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+    code = beir_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
                                "--no-progress", "--train-split", "test"])
     assert code == 2
     assert "--train-split 'test' is the evaluated --split" in capsys.readouterr().err
@@ -213,7 +213,7 @@ def test_reranker_is_never_trained_on_the_evaluated_split(tmp_path, capsys):
 
 def test_no_train_stops_with_the_missing_reranker_named(tmp_path, capsys):
     beir = write_beir(tmp_path / "beir")
-    code = scifact_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+    code = beir_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
                                "--no-progress", "--no-train"])
     assert code == 2
     err = capsys.readouterr().err
@@ -230,7 +230,7 @@ def test_replaying_a_cross_encoder_pass_offline_gives_the_served_quality(first_r
     best = results["best_fusion"]
     queries = replay_depths.load_replay(run_dir, best, depth=5)
     assert len(queries) == N_QUERIES
-    qrels = scifact_bench.load_workload(scifact_bench.parse_args(["--data", str(beir)])).qrels
+    qrels = beir_bench.load_workload(beir_bench.parse_args(["--data", str(beir)])).qrels
     replayed = replay_depths.replay(queries, qrels, fusion_weight=results["config"]["reranker"]["fusion_weight"])
     served = next(m for m in results["modes"] if m["key"] == f"ce5@{best}")
     fusion_only = next(m for m in results["modes"] if m["key"] == best)

