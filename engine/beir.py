@@ -48,6 +48,8 @@ class BeirCollection:
     # split -> query id -> document id -> graded relevance (> 0 is relevant)
     qrels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    # Queries whose text is empty: left out of `queries` and of every split's judgements.
+    empty_queries: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -57,7 +59,7 @@ class BeirCollection:
         """The same collection with every title dropped: ``full_text`` is then the text
         alone (how cmrc2018's sentences are indexed for its reference figures)."""
         corpus = {doc_id: BeirDoc(doc.id, "", doc.text) for doc_id, doc in self.corpus.items()}
-        return BeirCollection(self.root, corpus, self.queries, self.qrels, self.files)
+        return BeirCollection(self.root, corpus, self.queries, self.qrels, self.files, self.empty_queries)
 
     def split_queries(self, split: str) -> dict[str, str]:
         """The queries judged in ``split`` (text by id), in qrels order."""
@@ -161,25 +163,33 @@ def load_corpus(path: Path) -> dict[str, BeirDoc]:
     return corpus
 
 
-def load_queries(path: Path) -> dict[str, str]:
+def load_queries(path: Path) -> tuple[dict[str, str], set[str]]:
+    """(text by query id, ids of queries whose text is empty).
+
+    An empty question cannot be searched (the service refuses it), but published sets
+    hold a few (cmrc2018's train split has one): such a query is left out, and so are its
+    judgements (:func:`load_qrels`), rather than rejecting the whole collection."""
     queries: dict[str, str] = {}
+    empty: set[str] = set()
     first_line: dict[str, int] = {}
     for line_no, row in _json_rows(path):
         qid = _id_of(path, line_no, row)
-        if qid in queries:
+        if qid in queries or qid in empty:
             raise BeirError(f"{path}:{line_no}: duplicate query id {qid!r} (first on line {first_line[qid]})")
         text = _text_of(path, line_no, row, "text", required=True)
-        if not text:
-            raise BeirError(f"{path}:{line_no}: query {qid!r} has empty text")
-        queries[qid] = text
         first_line[qid] = line_no
+        if not text:
+            empty.add(qid)
+            continue
+        queries[qid] = text
     if not queries:
-        raise BeirError(f"{path}: holds no queries")
-    return queries
+        raise BeirError(f"{path}: holds no queries" + (f" with text ({len(empty)} have empty text)" if empty else ""))
+    return queries, empty
 
 
-def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Judgements of one split, checked against the corpus and the queries."""
+def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str], empty_queries: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, int]]:
+    """Judgements of one split, checked against the corpus and the queries; judgements of
+    queries with empty text are skipped."""
     qrels: dict[str, dict[str, int]] = {}
     seen_header = False
     judged_line: dict[tuple[str, str], int] = {}
@@ -201,6 +211,8 @@ def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str]) 
             score = int(raw_score)
         except ValueError:
             raise BeirError(f"{path}:{line_no}: score {raw_score!r} is not an integer") from None
+        if qid in empty_queries:
+            continue
         if qid not in queries:
             raise BeirError(f"{path}:{line_no}: query id {qid!r} is not in the queries file")
         if did not in corpus:
@@ -236,6 +248,6 @@ def load_beir(root: str | Path, splits: Sequence[str] = ("test",)) -> BeirCollec
             raise BeirError(f"{path}: missing: no qrels for split {split!r}" + (f" (splits here: {', '.join(have)})" if have else " (no qrels/*.tsv here)"))
         files[f"qrels/{split}"] = path
     corpus = load_corpus(files["corpus"])
-    queries = load_queries(files["queries"])
-    qrels = {split: load_qrels(files[f"qrels/{split}"], corpus, queries) for split in splits}
-    return BeirCollection(root=root, corpus=corpus, queries=queries, qrels=qrels, files=files)
+    queries, empty = load_queries(files["queries"])
+    qrels = {split: load_qrels(files[f"qrels/{split}"], corpus, queries, empty) for split in splits}
+    return BeirCollection(root=root, corpus=corpus, queries=queries, qrels=qrels, files=files, empty_queries=empty)

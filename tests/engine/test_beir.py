@@ -147,9 +147,24 @@ def test_duplicate_query_id(tmp_path):
     assert f"{root / 'queries.jsonl'}:4:" in msg and "duplicate query id 'q1'" in msg
 
 
-def test_empty_query_text(tmp_path):
-    root = make_folder(tmp_path / "col", queries=QUERIES + [{"_id": "q9", "text": " "}])
-    assert f"{root / 'queries.jsonl'}:4:" in error_of(root)
+def test_a_query_with_empty_text_is_left_out_with_its_judgements(tmp_path):
+    # cmrc2018's train split holds one; the service could not search it anyway.
+    qrels = {"train": QRELS["train"] + [("q9", "d1", 1)], "test": QRELS["test"]}
+    root = make_folder(tmp_path / "col", queries=QUERIES + [{"_id": "q9", "text": " "}], qrels=qrels)
+    c = load_beir(root, ("train",))
+    assert "q9" not in c.queries and c.empty_queries == {"q9"}
+    assert set(c.qrels["train"]) == {"q1", "q2"}
+
+
+def test_only_empty_queries_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "col", queries=[{"_id": "q1", "text": ""}], qrels={"train": [("q1", "d1", 1)]})
+    assert "holds no queries with text (1 have empty text)" in error_of(root)
+
+
+def test_without_titles_indexes_the_text_alone(tmp_path):
+    c = load_beir(make_folder(tmp_path / "col"), ("train",)).without_titles()
+    assert c.corpus["d1"].full_text == "Vitamin D lowers the risk of fractures."
+    assert set(c.qrels["train"]) == {"q1", "q2"}
 
 
 def test_empty_corpus(tmp_path):
