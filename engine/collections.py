@@ -48,8 +48,8 @@ class CollectionSpec:
     # through a profile that analyses differently is refused.
     # None: a collection made before this was persisted (see LEGACY_SPARSE_ANALYZER).
     sparse_analyzer: Optional[str] = ""
-    # milvus-bm25 only: the analyzer_params of the Milvus text field.
-    milvus_analyzer: dict = field(default_factory=dict)
+    # milvus-bm25 only: {"analyzer_params": <the Milvus text field's>, "k1": .., "b": ..}.
+    milvus_bm25: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -61,7 +61,7 @@ class CollectionSpec:
                 "sparse": {
                     "kind": self.sparse_kind,
                     "analyzer": self.sparse_analyzer,
-                    "milvus_analyzer": self.milvus_analyzer,
+                    "milvus_bm25": self.milvus_bm25,
                 },
             },
             sort_keys=True,
@@ -81,7 +81,7 @@ class CollectionSpec:
             metadata_fields={k: FieldType(v) for k, v in data["metadata_fields"].items()},
             sparse_kind=sparse.get("kind", "vector"),
             sparse_analyzer=sparse.get("analyzer", ""),
-            milvus_analyzer=sparse.get("milvus_analyzer", {}),
+            milvus_bm25=sparse.get("milvus_bm25", {}),
         )
 
 

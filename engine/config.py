@@ -57,6 +57,12 @@ class AnalyzerConfig(BaseModel):
             raise ValueError(str(exc)) from None
         return self
 
+    def milvus_params(self) -> dict:
+        """These settings as Milvus analyzer_params (sparse: milvus-bm25)."""
+        from engine.analysis.milvus import milvus_analyzer_params
+
+        return milvus_analyzer_params(self.type, language=self.language, stopwords=self.stopwords, stem=self.stem, user_dict=self.user_dict)
+
     def build(self):
         """The analyzer these settings describe (engine.analysis.TermAnalyzer)."""
         from engine.analysis import build_analyzer
@@ -108,6 +114,13 @@ class ProfileConfig(BaseModel):
             AnalyzerConfig.model_validate(self.analyzer.model_dump())
         if self.kind == "bge-m3" and (self.sparse != "service-bm25" or self.dense_engine != "sentence-transformers"):
             raise ValueError("sparse and dense_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both routes from BGE-M3")
+        if self.sparse == "milvus-bm25":
+            from engine.analysis import AnalyzerError
+
+            try:
+                self.analyzer.milvus_params()
+            except AnalyzerError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 

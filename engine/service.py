@@ -108,7 +108,7 @@ class SearchService:
             spec,
             sparse_kind=profile.sparse_kind,
             sparse_analyzer=profile.sparse_analyzer,
-            milvus_analyzer=dict(profile.milvus_analyzer),
+            milvus_bm25=dict(profile.milvus_bm25),
         )
         self.store.create_collection(spec)
         self.store.warm(spec.name)

@@ -71,6 +71,8 @@ def collection_message(spec, count: int = 0) -> pb.Collection:
         dense_metric=spec.dense_metric,
         metadata_fields=[pb.MetadataField(name=n, type=validation.FIELD_TYPES_BACK[t]) for n, t in spec.metadata_fields.items()],
         tenant_document_count=count,
+        sparse_kind=spec.sparse_kind,
+        sparse_analyzer=spec.sparse_analyzer or "",
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from engine.collections import CollectionSpec, FieldType, column_of
@@ -141,7 +141,12 @@ class MilvusStore:
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
-        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        milvus_bm25 = spec.sparse_kind == "milvus-bm25"
+        if milvus_bm25:
+            # Milvus analyses the text itself and a BM25 function fills the sparse field.
+            schema.add_field("text", DataType.VARCHAR, max_length=65535, enable_analyzer=True, analyzer_params=spec.milvus_bm25["analyzer_params"])
+        else:
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
         # Metadata keys the collection does not declare are kept here, unfilterable.
         schema.add_field("metadata", DataType.JSON)
         for name, kind in spec.metadata_fields.items():
@@ -149,6 +154,8 @@ class MilvusStore:
             schema.add_field(column_of(name), dtype, nullable=True, **extra)
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=spec.dimension)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        if milvus_bm25:
+            schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]))
         index = client.prepare_index_params()
         index.add_index(
             "dense",
@@ -156,7 +163,14 @@ class MilvusStore:
             metric_type=spec.dense_metric,
             params={"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
         )
-        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        if milvus_bm25:
+            # Nested under "params": pymilvus 3.0.2 flattens index params and Milvus Lite
+            # then drops flat bm25_k1/bm25_b silently (its default k1 is 1.5); a server
+            # reads the nested form too.
+            bm25 = {"bm25_k1": spec.milvus_bm25["k1"], "bm25_b": spec.milvus_bm25["b"]}
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"params": bm25})
+        else:
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         self._call(
             "create_collection",
             "create_collection",
@@ -212,7 +226,7 @@ class MilvusStore:
         self._call("load_collection", "load_collection", name)
         probe_expr = 'tenant == "__warmup__"'
         self.search_dense(spec, np.ones(spec.dimension, dtype=np.float32), 1, probe_expr)
-        self.search_sparse(spec, {1: 1.0}, 1, probe_expr)
+        self.search_sparse(spec, "warm up" if spec.sparse_kind == "milvus-bm25" else {1: 1.0}, 1, probe_expr)
 
     def count(self, name: str, tenant_expr: str) -> int:
         rows = self._call("count", "query", name, filter=tenant_expr, output_fields=["count(*)"])
@@ -245,7 +259,10 @@ class MilvusStore:
 
     def upsert(self, spec: CollectionSpec, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            if not row["sparse"]:
+            if spec.sparse_kind == "milvus-bm25":
+                # A function's output field must be absent from the row (Milvus fills it).
+                row.pop("sparse", None)
+            elif not row["sparse"]:
                 row["sparse"] = dict(EMPTY_SPARSE)
         try:
             self._call("upsert", "upsert", spec.name, rows)
@@ -275,8 +292,10 @@ class MilvusStore:
         )
         return self._hits(spec, result)
 
-    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float], limit: int, expr: str) -> list[RouteHit]:
-        if not vector:
+    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float] | str, limit: int, expr: str) -> list[RouteHit]:
+        """``vector``: the query's sparse vector, or its text for a milvus-bm25 collection."""
+        milvus_bm25 = spec.sparse_kind == "milvus-bm25"
+        if not (vector.strip() if isinstance(vector, str) else vector):
             return []
         result = self._call(
             "sparse search",
@@ -287,11 +306,13 @@ class MilvusStore:
             limit=limit,
             filter=expr,
             output_fields=self.output_fields(spec),
-            search_params={"metric_type": "IP", "params": {}},
+            search_params={"metric_type": "BM25" if milvus_bm25 else "IP", "params": {}},
         )
-        return self._hits(spec, result)
+        # Milvus Lite 3.x answers BM25 as a distance (-score); a server as the score. BM25
+        # is never negative, so the magnitude is the score on either.
+        return self._hits(spec, result, score=abs if milvus_bm25 else float)
 
-    def _hits(self, spec: CollectionSpec, result) -> list[RouteHit]:
+    def _hits(self, spec: CollectionSpec, result, score=float) -> list[RouteHit]:
         hits = []
         seen: set[str] = set()
         for hit in result[0]:
@@ -301,7 +322,7 @@ class MilvusStore:
             if pk in seen:
                 continue
             seen.add(pk)
-            hits.append(RouteHit(pk=pk, score=float(hit["distance"]), doc=self.to_doc(spec, hit["entity"], pk)))
+            hits.append(RouteHit(pk=pk, score=float(score(hit["distance"])), doc=self.to_doc(spec, hit["entity"], pk)))
         return hits
 
 

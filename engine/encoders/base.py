@@ -26,6 +26,7 @@ def _nothing_to_commit() -> None:
 @dataclass(frozen=True)
 class DocumentVectors:
     dense: np.ndarray  # (n, dimension) float32
+    # Empty dicts for a profile whose sparse vectors Milvus derives from the text.
     sparse: list[dict[int, float]]
     # Called once the documents are durable in the store: profiles with corpus
     # statistics (BM25) apply their update here, so a failed write changes nothing.
@@ -35,7 +36,8 @@ class DocumentVectors:
 @dataclass(frozen=True)
 class QueryVectors:
     dense: np.ndarray  # (dimension,) float32
-    sparse: dict[int, float]
+    # The query text itself when Milvus computes the sparse side (milvus-bm25).
+    sparse: dict[int, float] | str
     cache_hit: bool
 
 
@@ -48,8 +50,8 @@ class EmbeddingProfile(ABC):
     #: What decides the sparse terms and weights, persisted with each collection (the
     #: service refuses a collection built differently); "" when the model alone decides.
     sparse_analyzer: str = ""
-    #: milvus-bm25 only: analyzer_params for the Milvus text field.
-    milvus_analyzer: dict = {}
+    #: milvus-bm25 only: the Milvus analyzer and BM25 parameters (CollectionSpec.milvus_bm25).
+    milvus_bm25: dict = {}
 
     def __init__(self, name: str, model_path: str, cache: QueryCache):
         self.name = name

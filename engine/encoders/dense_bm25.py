@@ -86,3 +86,47 @@ class DenseBm25Profile(EmbeddingProfile):
             self.cache.put(key, dense)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
         return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)
+
+
+class DenseMilvusBm25Profile(EmbeddingProfile):
+    """Dense model + Milvus's own BM25: Milvus derives the sparse vectors from the text
+    field with its analyzer (a BM25 function) and scores queries by their text.
+
+    The service keeps no corpus statistics, so replicas share nothing but Milvus. The price:
+    Milvus's statistics are its own (per segment on Milvus Lite, per collection on a server),
+    not per tenant, so one tenant's documents move another's BM25 scores (README).
+    """
+
+    kind = "dense-bm25"
+    sparse_kind = "milvus-bm25"
+
+    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache):
+        super().__init__(name, model_path, cache)
+        import json
+
+        self.config = config
+        self.model = build_dense_model(name, model_path, config)
+        self._dimension = int(self.model.dimension)
+        self.milvus_bm25 = {"analyzer_params": config.analyzer.milvus_params(), "k1": config.bm25_k1, "b": config.bm25_b}
+        self.sparse_analyzer = f"milvus-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};" + json.dumps(
+            self.milvus_bm25["analyzer_params"], sort_keys=True, ensure_ascii=False
+        )
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
+        with self._model_lock:
+            dense = self.model.encode_passages(texts)
+        return DocumentVectors(dense=dense, sparse=[{} for _ in texts])
+
+    def encode_query(self, scope: Scope, text: str) -> QueryVectors:
+        key = (self.kind, self.model_path, text)
+        dense = self.cache.get(key)
+        hit = dense is not None
+        if not hit:
+            with self._model_lock:
+                dense = self.model.encode_queries([text])[0]
+            self.cache.put(key, dense)
+        return QueryVectors(dense=dense, sparse=text, cache_hit=hit)

@@ -24,8 +24,10 @@ def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state_pat
         from engine.encoders.bge_m3 import BgeM3Profile
 
         return BgeM3Profile(name, model_path, config, cache)
-    from engine.encoders.dense_bm25 import DenseBm25Profile
+    from engine.encoders.dense_bm25 import DenseBm25Profile, DenseMilvusBm25Profile
 
+    if config.sparse == "milvus-bm25":
+        return DenseMilvusBm25Profile(name, model_path, config, cache)
     return DenseBm25Profile(name, model_path, config, cache, state_path)
 
 

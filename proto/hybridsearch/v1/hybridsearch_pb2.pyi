@@ -87,20 +87,24 @@ class MetadataField(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
 class Collection(_message.Message):
-    __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count")
+    __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count", "sparse_kind", "sparse_analyzer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DENSE_METRIC_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELDS_FIELD_NUMBER: _ClassVar[int]
     TENANT_DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_ANALYZER_FIELD_NUMBER: _ClassVar[int]
     name: str
     profile: str
     dimension: int
     dense_metric: str
     metadata_fields: _containers.RepeatedCompositeFieldContainer[MetadataField]
     tenant_document_count: int
-    def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., dimension: _Optional[int] = ..., dense_metric: _Optional[str] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataField, _Mapping]]] = ..., tenant_document_count: _Optional[int] = ...) -> None: ...
+    sparse_kind: str
+    sparse_analyzer: str
+    def __init__(self, name: _Optional[str] = ..., profile: _Optional[str] = ..., dimension: _Optional[int] = ..., dense_metric: _Optional[str] = ..., metadata_fields: _Optional[_Iterable[_Union[MetadataField, _Mapping]]] = ..., tenant_document_count: _Optional[int] = ..., sparse_kind: _Optional[str] = ..., sparse_analyzer: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields")
