@@ -33,7 +33,7 @@ class AnalyzerConfig(BaseModel):
     stopwords: Union[bool, str, list[str]] = "auto"
     # None: stem when Snowball has the language.
     stem: Optional[bool] = None
-    # CJK runs also give single characters (default: on for cjk, off for jieba).
+    # CJK runs also give single characters (default on: better on cmrc2018 for both).
     unigrams: Optional[bool] = None
     # jieba only: a user dictionary, one "word [freq] [tag]" per line (UTF-8).
     user_dict: Optional[Path] = None

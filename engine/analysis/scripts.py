@@ -38,3 +38,11 @@ def bigrams(run: str, unigrams: bool) -> list[str]:
     if unigrams:
         grams.extend(run)
     return grams
+
+
+_HAS_CJK = re.compile(f"[{CJK}]")
+
+
+def cjk_words(words: frozenset[str]) -> frozenset[str]:
+    """The words of a stop list that contain a CJK character (the only ones a CJK term can equal)."""
+    return frozenset(w for w in words if _HAS_CJK.search(w))
