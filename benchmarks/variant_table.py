@@ -60,6 +60,7 @@ def rows_of(runs: list[dict]) -> list[dict]:
             rows.append(
                 {
                     "dense": run["dense"], "analyzer": run["analyzer"], "sparse": run["sparse"], "variant": run["variant"],
+                    "indexed": "title + text" if run["title"] else "text",
                     "mode": m["key"], "label": m["label"], "family": m["family"], "queries": lat["queries"],
                     "ndcg@10": m["quality"]["ndcg@10"], "mrr@10": m["quality"]["mrr@10"], "recall@100": m["quality"]["recall@100"],
                     "ndcg@10_common": sum(per_query[q] for q in common) / len(common) if common and per_query else None,
@@ -77,16 +78,17 @@ def markdown(dataset: str, runs: list[dict], rows: list[dict], n_common: int) ->
         f"nDCG@10 (common) is over the {n_common} queries every run answered (the first ones of the bench's seeded order).",
         "Latency: the server's own total per search at 1 client, p50 / p95 ms (Milvus Lite, 2 cores, shared with other work).",
         "",
-        "| dense model | analyzer | BM25 by | mode | queries | nDCG@10 | MRR@10 | Recall@100 | nDCG@10 (common) | p50 / p95 ms |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dense model | analyzer | BM25 by | indexed | mode | queries | nDCG@10 | MRR@10 | Recall@100 | nDCG@10 (common) | p50 / p95 ms |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         common = f"{r['ndcg@10_common']:.4f}" if r["ndcg@10_common"] is not None else "-"
         lines.append(
-            f"| {r['dense']} | {r['analyzer']} | {r['sparse']} | {r['label'].split(' (')[0] if r['family'] == 'route' else r['label']} | {r['queries']} | "
+            f"| {r['dense']} | {r['analyzer']} | {r['sparse']} | {r['indexed']} | {r['label'].split(' (')[0] if r['family'] == 'route' else r['label']} | {r['queries']} | "
             f"{r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | {common} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |"
         )
-    lines += ["", "Ingest (documents written through the service: dense encoding + analysis + Milvus Lite write and flush):", ""]
+    lines += ["", "Ingest (documents written through the service: dense encoding + analysis + Milvus Lite write and flush; "
+              "the machine's load differed between runs, so compare rates with care):", ""]
     for run in runs:
         ing = run["ingest"]
         rate = f"{ing['n_docs'] / ing['ingest_s']:.1f} docs/s ({ing['ingest_s']:.0f} s)" if ing.get("ingest_s") else "cached"
