@@ -42,39 +42,29 @@ class AnalyzerConfig(BaseModel):
     def _valid(self) -> "AnalyzerConfig":
         # Checks everything that does not need the segmenter loaded, so a bad setting
         # stops the server at start-up with the setting's name, not at the first search.
-        from engine.analysis import AnalyzerError, StandardAnalyzer
-        from engine.analysis.jieba_words import read_user_dict
+        from engine.analysis import AnalyzerError, check_settings
 
         try:
-            StandardAnalyzer(self.language, stopwords=self.stopwords, stem=self.stem)
-            if self.user_dict is not None:
-                if self.type != "jieba":
-                    raise AnalyzerError(f"analyzer.user_dict is for the jieba analyzer only, not {self.type!r}")
-                read_user_dict(self.user_dict)
-            if self.unigrams and self.type == "standard":
-                raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
+            check_settings(**self.settings())
         except AnalyzerError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as engine.analysis takes them."""
+        return self.model_dump()
 
     def milvus_params(self) -> dict:
         """These settings as Milvus analyzer_params (sparse: milvus-bm25)."""
         from engine.analysis.milvus import milvus_analyzer_params
 
-        return milvus_analyzer_params(self.type, language=self.language, stopwords=self.stopwords, stem=self.stem, user_dict=self.user_dict)
+        return milvus_analyzer_params(**self.settings())
 
     def build(self):
         """The analyzer these settings describe (engine.analysis.TermAnalyzer)."""
         from engine.analysis import build_analyzer
 
-        return build_analyzer(
-            self.type,
-            language=self.language,
-            stopwords=self.stopwords,
-            stem=self.stem,
-            unigrams=self.unigrams,
-            user_dict=self.user_dict,
-        )
+        return build_analyzer(**self.settings())
 
 
 class ProfileConfig(BaseModel):

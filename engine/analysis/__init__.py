@@ -7,15 +7,14 @@ scripts through the standard path, so mixed Chinese/English text works with eith
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 from engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize, term_hash
 from engine.analysis.cjk import CjkAnalyzer
-from engine.analysis.jieba_words import JiebaAnalyzer
+from engine.analysis.jieba_words import JiebaAnalyzer, read_user_dict
 from engine.analysis.standard import StandardAnalyzer
 
 ANALYZER_TYPES = ("standard", "cjk", "jieba")
-AnalyzerType = Literal["standard", "cjk", "jieba"]
 
 __all__ = [
     "ANALYZER_TYPES",
@@ -26,9 +25,33 @@ __all__ = [
     "StandardAnalyzer",
     "TermAnalyzer",
     "build_analyzer",
+    "check_settings",
     "normalize",
     "term_hash",
 ]
+
+
+def check_settings(
+    type: str,
+    *,
+    language: str = "english",
+    stopwords: bool | str | Iterable[str] | None = "auto",
+    stem: bool | None = None,
+    unigrams: bool | None = None,
+    user_dict: str | Path | None = None,
+) -> StandardAnalyzer:
+    """Everything about these settings that can be checked without loading a segmenter
+    (a user dictionary is read and parsed); AnalyzerError naming the setting. Returns the
+    standard word path they describe."""
+    if type not in ANALYZER_TYPES:
+        raise AnalyzerError(f"unknown analyzer type {type!r}; known: {', '.join(ANALYZER_TYPES)}")
+    if user_dict is not None:
+        if type != "jieba":
+            raise AnalyzerError(f"analyzer.user_dict is for the jieba analyzer only, not {type!r}")
+        read_user_dict(user_dict)
+    if unigrams and type == "standard":
+        raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
+    return StandardAnalyzer(language, stopwords=stopwords, stem=stem)
 
 
 def build_analyzer(
@@ -47,14 +70,8 @@ def build_analyzer(
     characters) defaults to on for both CJK analyzers, as measured on cmrc2018 (nDCG@10:
     cjk 0.719 -> 0.744, jieba 0.717 -> 0.747); ``user_dict`` is for ``jieba`` only.
     """
-    if type not in ANALYZER_TYPES:
-        raise AnalyzerError(f"unknown analyzer type {type!r}; known: {', '.join(ANALYZER_TYPES)}")
-    if user_dict is not None and type != "jieba":
-        raise AnalyzerError(f"analyzer.user_dict is for the jieba analyzer only, not {type!r}")
-    words = StandardAnalyzer(language, stopwords=stopwords, stem=stem)
+    words = check_settings(type, language=language, stopwords=stopwords, stem=stem, unigrams=unigrams, user_dict=user_dict)
     if type == "standard":
-        if unigrams:
-            raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
         return words
     if type == "cjk":
         return CjkAnalyzer(words, unigrams=True if unigrams is None else unigrams)

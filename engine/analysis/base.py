@@ -40,7 +40,7 @@ class _TermHashes(dict):
     def __missing__(self, term: str) -> int:
         if len(self) >= self.MAX_TERMS:
             self.clear()
-        value = self[term] = zlib.crc32(term.encode("utf-8")) & _HASH_MASK
+        value = self[term] = term_hash(term)
         return value
 
 

@@ -20,8 +20,9 @@ import zlib
 from importlib import metadata
 from pathlib import Path
 
-from engine.analysis.base import AnalyzerError, TermAnalyzer, normalize
-from engine.analysis.scripts import HAN_OR_OTHER_CJK_OR_WORD, bigrams, cjk_words
+from engine.analysis.base import AnalyzerError, normalize
+from engine.analysis.cjk import MixedScriptAnalyzer
+from engine.analysis.scripts import HAN_OR_OTHER_CJK_OR_WORD, bigrams
 from engine.analysis.standard import StandardAnalyzer
 
 
@@ -65,7 +66,7 @@ def read_user_dict(path: str | Path) -> list[tuple[str, int | None, str | None]]
     return entries
 
 
-class JiebaAnalyzer(TermAnalyzer):
+class JiebaAnalyzer(MixedScriptAnalyzer):
     """``iPhone 15 的电池续航`` -> ``iphon, 15, 的, 电池, 续航`` (+ ``的, 电, 池, 续, 航``
     with ``unigrams``)."""
 
@@ -76,9 +77,7 @@ class JiebaAnalyzer(TermAnalyzer):
             import rjieba
         except ImportError as exc:  # a dependency of the project; missing only in a broken install
             raise AnalyzerError("the jieba analyzer needs the rjieba package: pip install rjieba") from exc
-        self.words = words
-        self.unigrams = unigrams
-        self._cjk_stopwords = cjk_words(words.stopwords)
+        super().__init__(words, unigrams)
         self._segmenter = rjieba.Jieba()
         dict_id = "default"
         if user_dict is not None:
@@ -114,7 +113,4 @@ class JiebaAnalyzer(TermAnalyzer):
                 cjk_terms.extend(bigrams(m.group("cjk"), self.unigrams))
             else:
                 words.append(m.group("word"))
-        stop = self._cjk_stopwords
-        if stop:
-            cjk_terms = [t for t in cjk_terms if t not in stop]
-        return self.words.word_terms(words) + cjk_terms
+        return self._join(words, cjk_terms)
