@@ -31,19 +31,18 @@ def shared_stats(path) -> Bm25Stats:
         return _stats_by_path[key]
 
 
-class DenseBm25Profile(EmbeddingProfile):
+class _DenseModelProfile(EmbeddingProfile):
+    """The dense half both BM25 profiles share: the dense model, one forward pass at a
+    time, and the query cache (which holds only the dense vector: the sparse side of a
+    query depends on the corpus or on Milvus, not on the text alone)."""
+
     kind = "dense-bm25"
 
-    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state_path):
+    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache):
         super().__init__(name, model_path, cache)
         self.config = config
         self.model = build_dense_model(name, model_path, config)
         self._dimension = int(self.model.dimension)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        analyzer = config.analyzer.build()
-        self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
-        # k1 and b are baked into stored document weights, so they are part of it too.
-        self.sparse_analyzer = f"service-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};{analyzer.fingerprint}"
 
     @property
     def dimension(self) -> int:
@@ -54,6 +53,26 @@ class DenseBm25Profile(EmbeddingProfile):
             if queries:
                 return self.model.encode_queries(texts)
             return self.model.encode_passages(texts)
+
+    def _query_dense(self, text: str) -> tuple[np.ndarray, bool]:
+        """(dense vector of a query, whether it came from the cache)."""
+        key = (self.kind, self.model_path, text)
+        dense = self.cache.get(key)
+        if dense is not None:
+            return dense, True
+        dense = self._dense([text], queries=True)[0]
+        self.cache.put(key, dense)
+        return dense, False
+
+
+class DenseBm25Profile(_DenseModelProfile):
+    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state_path):
+        super().__init__(name, model_path, config, cache)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        analyzer = config.analyzer.build()
+        self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
+        # k1 and b are baked into stored document weights, so they are part of it too.
+        self.sparse_analyzer = f"service-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};{analyzer.fingerprint}"
 
     def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
         added = self.bm25.term_counts(texts)
@@ -78,17 +97,12 @@ class DenseBm25Profile(EmbeddingProfile):
         self.bm25.stats.drop(collection)
 
     def encode_query(self, scope: Scope, text: str) -> QueryVectors:
-        key = (self.kind, self.model_path, text)
-        dense = self.cache.get(key)
-        hit = dense is not None
-        if not hit:
-            dense = self._dense([text], queries=True)[0]
-            self.cache.put(key, dense)
+        dense, hit = self._query_dense(text)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
         return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)
 
 
-class DenseMilvusBm25Profile(EmbeddingProfile):
+class DenseMilvusBm25Profile(_DenseModelProfile):
     """Dense model + Milvus's own BM25: Milvus derives the sparse vectors from the text
     field with its analyzer (a BM25 function) and scores queries by their text.
 
@@ -97,36 +111,20 @@ class DenseMilvusBm25Profile(EmbeddingProfile):
     not per tenant, so one tenant's documents move another's BM25 scores (README).
     """
 
-    kind = "dense-bm25"
     sparse_kind = "milvus-bm25"
 
     def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache):
-        super().__init__(name, model_path, cache)
+        super().__init__(name, model_path, config, cache)
         import json
 
-        self.config = config
-        self.model = build_dense_model(name, model_path, config)
-        self._dimension = int(self.model.dimension)
         self.milvus_bm25 = {"analyzer_params": config.analyzer.milvus_params(), "k1": config.bm25_k1, "b": config.bm25_b}
         self.sparse_analyzer = f"milvus-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};" + json.dumps(
             self.milvus_bm25["analyzer_params"], sort_keys=True, ensure_ascii=False
         )
 
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
     def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
-        with self._model_lock:
-            dense = self.model.encode_passages(texts)
-        return DocumentVectors(dense=dense, sparse=[{} for _ in texts])
+        return DocumentVectors(dense=self._dense(texts, queries=False), sparse=[{} for _ in texts])
 
     def encode_query(self, scope: Scope, text: str) -> QueryVectors:
-        key = (self.kind, self.model_path, text)
-        dense = self.cache.get(key)
-        hit = dense is not None
-        if not hit:
-            with self._model_lock:
-                dense = self.model.encode_queries([text])[0]
-            self.cache.put(key, dense)
+        dense, hit = self._query_dense(text)
         return QueryVectors(dense=dense, sparse=text, cache_hit=hit)
