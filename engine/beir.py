@@ -167,7 +167,7 @@ def load_queries(path: Path) -> tuple[dict[str, str], set[str]]:
     """(text by query id, ids of queries whose text is empty).
 
     An empty question cannot be searched (the service refuses it), but published sets
-    hold a few (cmrc2018's train split has one): such a query is left out, and so are its
+    hold a few (cmrc2018's train split has two): such a query is left out, and so are its
     judgements (:func:`load_qrels`), rather than rejecting the whole collection."""
     queries: dict[str, str] = {}
     empty: set[str] = set()

@@ -18,10 +18,6 @@ class FieldType(str, Enum):
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DENSE_METRICS = ("COSINE", "IP")
-# How the sparse route's vectors come to be: "vector" = the service writes them (BGE-M3
-# lexical weights, service-computed BM25); "milvus-bm25" = a Milvus BM25 function derives
-# them from the text field.
-SPARSE_KINDS = ("vector", "milvus-bm25")
 # Collections made before the analyzer was persisted (spec without "sparse") that use a
 # dense-bm25 profile were built by the standard English analyzer with BM25 k1 1.2, b 0.75:
 # the only analyzer there was (`language` was never changed in a shipped config).
@@ -41,7 +37,10 @@ class CollectionSpec:
     dimension: int
     dense_metric: str = "COSINE"
     metadata_fields: dict[str, FieldType] = field(default_factory=dict)
-    # Filled in by the service from the profile at creation (see EmbeddingProfile):
+    # Filled in by the service from the profile at creation (see EmbeddingProfile).
+    # How the sparse route's vectors come to be: "vector" = the service writes them (BGE-M3
+    # lexical weights, service-computed BM25); "milvus-bm25" = a Milvus BM25 function
+    # derives them from the text field.
     sparse_kind: str = "vector"
     # Everything that decides the sparse terms and weights (analyzer fingerprint, BM25
     # parameters; "" when the model alone decides, as for BGE-M3). A search or write

