@@ -174,7 +174,7 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         args.runs = CACHE_ROOT / f"{dataset}-bench"
     if args.out is None:
         out = RESULTS_ROOT / dataset
-        if (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25") or not args.title:
+        if is_variant(args) or not args.title:
             out = out / variant_name(args)
         args.out = out / "quick" if args.quick else out
     if not args.clients or args.clients[0] != 1:
@@ -294,19 +294,27 @@ def load_workload(args) -> Workload:
 
 
 # ---------------------------------------------------------------------------- models
+def is_variant(args) -> bool:
+    """Whether --dense, --analyzer and --sparse describe another profile than minilm-bm25."""
+    return (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25")
+
+
+def variant_profile(args) -> str:
+    """The profile --dense, --analyzer and --sparse describe, as a name: "e5-cjk", "minilm-jieba-milvus" ..."""
+    return "-".join([args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else []))
+
+
 def variant_name(args) -> str:
     """The profile and title choice as a name: "e5-cjk", "minilm-jieba-milvus-notitle" ..."""
-    parts = [args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else [])
-    return "-".join(parts) + ("" if args.title else "-notitle")
+    return variant_profile(args) + ("" if args.title else "-notitle")
 
 
 def choose_profile(args) -> tuple[str, dict[str, Any]]:
     """(profile name, ProfileConfig values): minilm-bm25, or bge-m3 when its weights are here,
     or the dense-bm25 profile that --dense, --analyzer and --sparse describe."""
-    if (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25"):
+    if is_variant(args):
         dense = DENSE_MODELS[args.dense]
-        name = "-".join([args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else []))
-        return name, {"kind": "dense-bm25", "model": dense["model"], "dense_engine": dense["dense_engine"], "max_length": args.profile_max_length,
+        return variant_profile(args), {"kind": "dense-bm25", "model": dense["model"], "dense_engine": dense["dense_engine"], "max_length": args.profile_max_length,
                       "analyzer": {"type": args.analyzer}, "sparse": args.sparse}
     if args.profile_model:
         kind = args.profile_kind or "dense-bm25"
@@ -432,10 +440,6 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- corpus cache
-def _variant_profiles() -> set[str]:
-    return {"-".join([d, a] + m) for d in DENSE_MODELS for a in ("standard", "cjk", "jieba") for m in ([], ["milvus"])}
-
-
 def collection_for(beir, profile_name: str, title: bool) -> str:
     """One collection per profile and title choice, so every variant's vectors stay cached
     side by side in the dataset's store ("scifact" for the default, as before)."""
@@ -454,7 +458,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
     with), so both tools share one set of document embeddings; on a cache hit nothing
     is loaded.
     """
-    from engine.hard_negatives import DEFAULT_TENANT, collection_name_for, corpus_hash
+    from engine.hard_negatives import DEFAULT_TENANT, corpus_hash
 
     tenant = args.tenant or DEFAULT_TENANT
     collection = collection_for(workload.beir, profile_name, args.title)
@@ -1086,7 +1090,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     workload = load_workload(args)
     profile_name, profile = choose_profile(args)
     dataset = workload.beir.name
-    cache = Path(args.cache) if args.cache else (CACHE_ROOT / dataset if profile_name in (DEFAULT_PROFILE, *_variant_profiles()) else CACHE_ROOT / f"{dataset}-{profile_name}")
+    cache = Path(args.cache) if args.cache else (CACHE_ROOT / dataset if profile_name == DEFAULT_PROFILE or is_variant(args) else CACHE_ROOT / f"{dataset}-{profile_name}")
     args.runs.mkdir(parents=True, exist_ok=True)
     reranker = choose_reranker(args, cache, profile_name)
     if reranker is not None and not reranker.trained:

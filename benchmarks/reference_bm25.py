@@ -26,8 +26,6 @@ Writes ``benchmarks/results/<dataset>/reference[-title][-<split>].md`` and ``.js
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import re
 import shlex
@@ -209,50 +207,13 @@ def analyzer_speed(jobs: list[tuple[str, str, list[str]]], runs: int) -> list[di
 # --------------------------------------------------------------------------- data
 
 
-class Beir:
-    """A BEIR folder, read leniently: engine.beir.load_beir refuses a query with empty text,
-    and cmrc2018 has two (TRIAL_776_QUERY_4, TRIAL_20_QUERY_0, train split); here such a
-    query is kept and simply finds nothing."""
+def load(root: Path, split: str | None):
+    """The BEIR folder through engine.beir (the same reader the service's tools use: it
+    checks every file and leaves out queries with empty text, as cmrc2018's train split has
+    two); the corpus alone when ``split`` is None."""
+    from engine.beir import load_beir
 
-    def __init__(self, root: Path, split: str | None) -> None:
-        self.root = Path(root)
-        self.name = self.root.resolve().name
-
-        def first(stem: str) -> Path:
-            for p in (self.root / stem, self.root / f"{stem}.gz"):
-                if p.is_file():
-                    return p
-            raise SystemExit(f"{self.root}: no {stem}[.gz]")
-
-        def rows(path: Path):
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        yield json.loads(line)
-
-        self.files = [first("corpus.jsonl")]
-        self.corpus = {str(r["_id"]): (r.get("title") or "", r.get("text") or "") for r in rows(self.files[0])}
-        self.qrels: dict[str, dict[str, int]] = {}
-        self.queries: dict[str, str] = {}
-        if split is None:
-            return
-        self.files.append(first("queries.jsonl"))
-        self.queries = {str(r["_id"]): r.get("text") or "" for r in rows(self.files[1])}
-        self.files.append(self.root / "qrels" / f"{split}.tsv")
-        with open(self.files[2], encoding="utf-8") as f:
-            next(f)  # header: query-id corpus-id score
-            for line in f:
-                if line.strip():
-                    qid, did, score = line.rstrip("\n").split("\t")
-                    if int(score) > 0:
-                        self.qrels.setdefault(qid, {})[did] = int(score)
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for path in self.files:
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
-        return h.hexdigest()[:16]
+    return load_beir(root, (split,) if split else ())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -264,11 +225,12 @@ def is_chinese(texts: list[str]) -> bool:
     return letters > 0 and len(_HAN_CHAR.findall(sample)) / letters > 0.3
 
 
-def corpus_texts(coll: Beir, title: bool) -> tuple[list[str], list[str]]:
+def corpus_texts(coll, title: bool) -> tuple[list[str], list[str]]:
+    if not title:
+        coll = coll.without_titles()
     doc_ids = list(coll.corpus)
-    # As benchmarks/check_bm25_scifact.py and engine.beir.BeirDoc.full_text join them.
-    texts = [f"{t} {x}".strip() if title else x for t, x in (coll.corpus[d] for d in doc_ids)]
-    return doc_ids, texts
+    # engine.beir.BeirDoc.full_text: "title text", as the bench and check_bm25_scifact.py index it.
+    return doc_ids, [coll.corpus[d].full_text for d in doc_ids]
 
 
 def fmt_rate(r: dict, key: str) -> str:
@@ -359,10 +321,11 @@ def main(argv=None) -> int:
 
     load_start = loadavg()
     t_start = time.perf_counter()
-    coll = Beir(args.data, args.split)
-    name = coll.name
+    coll = load(args.data, args.split)
+    name = coll.root.resolve().name
     doc_ids, texts = corpus_texts(coll, args.title)
-    qrels = coll.qrels
+    qrels = {q: {d: s for d, s in judged.items() if s > 0} for q, judged in coll.qrels[args.split].items()}
+    qrels = {q: judged for q, judged in qrels.items() if judged}
     qids = list(qrels)
     query_texts = [coll.queries[q] for q in qids]
     chinese = is_chinese(texts)
@@ -386,9 +349,9 @@ def main(argv=None) -> int:
         jobs = [(t, name, texts) for t in names if t in ANALYZERS]
         eng_label = None
         if chinese and args.english and args.english.is_dir():
-            eng = Beir(args.english, None)
+            eng = load(args.english, None)
             _, eng_texts = corpus_texts(eng, True)  # SciFact is indexed as "title text"
-            eng_label = f"{eng.name} (title + text)"
+            eng_label = f"{eng.root.resolve().name} (title + text)"
             jobs.append(("standard", eng_label, eng_texts))
         speed = analyzer_speed(jobs, args.runs)
         for r in speed:
@@ -420,7 +383,7 @@ def main(argv=None) -> int:
         "dataset": {
             "name": name, "path": str(args.data), "split": args.split, "title": args.title,
             "chinese": chinese, "n_docs": len(doc_ids), "n_queries": len(qids),
-            "fingerprint": coll.fingerprint(),
+            "fingerprint": coll.fingerprint([args.split]),
         },
         "known": {k: {"what": w, "ndcg@10": v} for k, (w, v) in KNOWN.get(name, {}).items()},
         "rows": rows,
