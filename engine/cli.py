@@ -338,11 +338,7 @@ def cmd_demo(args) -> int:
     print(f"service listening on 127.0.0.1:{port}", file=sys.stderr)
     try:
         client = HybridSearchClient(f"127.0.0.1:{port}", tenant="demo")
-        if DEMO_COLLECTION not in {c.name for c in client.list_collections()}:
-            client.create_collection(DEMO_COLLECTION, DEMO_PROFILE, metadata_fields={"title": "string", "chars": "int"})
-        corpus = SAMPLES / "scifact-300.jsonl"
-        total = sum(1 for _ in read_documents(corpus))
-        ingest_documents(client, DEMO_COLLECTION, read_documents(corpus), 64, total)
+        ingest_demo(client, DEMO_COLLECTION, DEMO_PROFILE, {"title": "string", "chars": "int"}, SAMPLES / "scifact-300.jsonl")
         queries = [json.loads(line) for line in (SAMPLES / "queries.jsonl").read_text().splitlines()[: args.queries]]
         for q in queries:
             print(f"\nquery: {q['text']}\n(relevant: {', '.join(q['relevant'])})")
@@ -358,13 +354,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def ingest_demo(client, collection: str, profile: str, metadata_fields: dict[str, str], corpus: Path) -> None:
+    """Create the demo's collection if needed and (re)ingest its sample. A collection left by
+    an earlier version whose profile now analyses differently (FAILED_PRECONDITION) is the
+    demo's own: it is dropped and built again, where a user's collection would be refused."""
+    if collection not in {c.name for c in client.list_collections()}:
+        client.create_collection(collection, profile, metadata_fields=metadata_fields)
+    total = sum(1 for _ in read_documents(corpus))
+    try:
+        ingest_documents(client, collection, read_documents(corpus), 64, total)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        print(f"{collection}: {exc.details()}; rebuilding the demo collection", file=sys.stderr)
+        client.drop_collection(collection)
+        client.create_collection(collection, profile, metadata_fields=metadata_fields)
+        ingest_documents(client, collection, read_documents(corpus), 64, total)
+
+
 def demo_chinese(client, n_queries: int) -> None:
     """Chinese and mixed Chinese/English documents in their own collection and profile."""
     print(f"\n=== Chinese and mixed Chinese/English: profile {DEMO_ZH_PROFILE} ===", file=sys.stderr)
-    if DEMO_ZH_COLLECTION not in {c.name for c in client.list_collections()}:
-        client.create_collection(DEMO_ZH_COLLECTION, DEMO_ZH_PROFILE, metadata_fields={"title": "string"})
-    corpus = SAMPLES / "cmrc2018-zh.jsonl"
-    ingest_documents(client, DEMO_ZH_COLLECTION, read_documents(corpus), 64, sum(1 for _ in read_documents(corpus)))
+    ingest_demo(client, DEMO_ZH_COLLECTION, DEMO_ZH_PROFILE, {"title": "string"}, SAMPLES / "cmrc2018-zh.jsonl")
     described = client.describe_collection(DEMO_ZH_COLLECTION)
     print(f"collection {DEMO_ZH_COLLECTION}: profile {described.profile}, sparse route {described.sparse_kind} [{described.sparse_analyzer[:60]}…]")
     queries = [json.loads(line) for line in (SAMPLES / "queries-zh.jsonl").read_text(encoding="utf-8").splitlines()]

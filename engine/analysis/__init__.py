@@ -38,6 +38,7 @@ def check_settings(
     stopwords: bool | str | Iterable[str] | None = "auto",
     stem: bool | None = None,
     unigrams: bool | None = None,
+    bigrams: bool | None = None,
     user_dict: str | Path | None = None,
 ) -> StandardAnalyzer:
     """Everything about these settings that can be checked without loading a segmenter
@@ -51,6 +52,8 @@ def check_settings(
         read_user_dict(user_dict)
     if unigrams and type == "standard":
         raise AnalyzerError("analyzer.unigrams is for the cjk and jieba analyzers only")
+    if bigrams and type != "jieba":
+        raise AnalyzerError(f"analyzer.bigrams is for the jieba analyzer only (cjk always gives bigrams), not {type!r}")
     return StandardAnalyzer(language, stopwords=stopwords, stem=stem)
 
 
@@ -61,6 +64,7 @@ def build_analyzer(
     stopwords: bool | str | Iterable[str] | None = "auto",
     stem: bool | None = None,
     unigrams: bool | None = None,
+    bigrams: bool | None = None,
     user_dict: str | Path | None = None,
 ) -> TermAnalyzer:
     """An analyzer from its settings (the ``analyzer`` block of a profile's config).
@@ -68,11 +72,12 @@ def build_analyzer(
     ``language``, ``stopwords`` and ``stem`` configure the standard word path, which the
     CJK analyzers use for text in other scripts. ``unigrams`` (CJK runs also give single
     characters) defaults to on for both CJK analyzers, as measured on cmrc2018 (nDCG@10:
-    cjk 0.719 -> 0.744, jieba 0.717 -> 0.747); ``user_dict`` is for ``jieba`` only.
+    cjk 0.719 -> 0.744, jieba 0.717 -> 0.747); ``bigrams`` (Han runs also give character
+    bigrams) and ``user_dict`` are for ``jieba`` only.
     """
-    words = check_settings(type, language=language, stopwords=stopwords, stem=stem, unigrams=unigrams, user_dict=user_dict)
+    words = check_settings(type, language=language, stopwords=stopwords, stem=stem, unigrams=unigrams, bigrams=bigrams, user_dict=user_dict)
     if type == "standard":
         return words
     if type == "cjk":
         return CjkAnalyzer(words, unigrams=True if unigrams is None else unigrams)
-    return JiebaAnalyzer(words, user_dict=user_dict, unigrams=True if unigrams is None else unigrams)
+    return JiebaAnalyzer(words, user_dict=user_dict, unigrams=True if unigrams is None else unigrams, bigrams=bool(bigrams))

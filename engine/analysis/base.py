@@ -5,13 +5,14 @@ import unicodedata
 import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
+from typing import Iterable
 
 #: Name of the term-index function; recorded in the statistics database and in every
 #: analyzer fingerprint, so that data written with another function is refused instead
 #: of silently mixing indexes.
 TERM_HASH_NAME = "crc32-utf8-31bit"
 _HASH_MASK = 0x7FFFFFFF
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})
+_APOSTROPHES = ("\u2019", "\u02bc", "\uff07")
 
 
 class AnalyzerError(ValueError):
@@ -55,9 +56,15 @@ def normalize(text: str) -> str:
     It does not map Traditional to Simplified Chinese: ``臺灣`` and ``台湾`` stay different
     (see README, "Chinese text").
     """
-    text = unicodedata.normalize("NFKC", text).lower()
+    # The quick check first: normalize() itself runs at ~10 M chars/s on Chinese text even
+    # when there is nothing to change, is_normalized() at ~600 M (and str.replace beats
+    # str.translate 30x), which made normalising 25 % of the cjk analyzer's time.
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    text = text.lower()
     if not text.isascii():
-        text = text.translate(_APOSTROPHES)
+        for apostrophe in _APOSTROPHES:
+            text = text.replace(apostrophe, "'")
     return text
 
 
@@ -81,6 +88,11 @@ class TermAnalyzer(ABC):
         """``Counter`` of :func:`term_hash` -> occurrences in ``text`` (terms that share a
         hash count as one)."""
         return Counter(map(_TERM_HASHES.__getitem__, self.terms(text)))
+
+    def term_counts_many(self, texts: Iterable[str | None]) -> list[Counter[int]]:
+        """:meth:`term_counts` of each text (what ingest calls: an analyzer may count a
+        batch faster than text by text)."""
+        return [self.term_counts(t) for t in texts]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.fingerprint})"

@@ -17,9 +17,10 @@ from engine.analysis.standard import StandardAnalyzer
 PUNCTUATION = sorted(set("？，。、！：；“”‘’（）《》〈〉【】「」『』—…·～?,.!:;()[]{}<>\"'-/\\|~`@#$%^&*+=_ \t\n"))
 
 
-def milvus_analyzer_params(type: str, *, language: str = "english", stopwords="auto", stem: bool | None = None, unigrams: bool | None = None, user_dict=None) -> dict:
+def milvus_analyzer_params(type: str, *, language: str = "english", stopwords="auto", stem: bool | None = None, unigrams: bool | None = None, bigrams: bool | None = None, user_dict=None) -> dict:
     """``analyzer_params`` for a Milvus VARCHAR field that feeds a BM25 function. Milvus's
-    jieba tokenizer gives words only: ``unigrams`` has no Milvus equivalent and is ignored."""
+    jieba tokenizer gives words only: ``unigrams`` and ``bigrams`` have no Milvus equivalent
+    and are ignored."""
     if type == "cjk":
         raise AnalyzerError(
             "analyzer.type cjk: Milvus has no CJK bigram analyzer; with sparse milvus-bm25 use analyzer type jieba "

@@ -52,4 +52,5 @@ def test_chinese_questions_find_their_sentence_on_each_route_and_in_fusion(e5_cl
 def test_the_collection_records_the_e5_profile_and_its_analyzer(e5_client):
     c = e5_client.describe_collection("zh")
     assert c.profile == "e5-small" and c.dimension == 384
-    assert c.sparse_kind == "vector" and "jieba;seg=rjieba" in c.sparse_analyzer and "unigrams=1" in c.sparse_analyzer
+    assert c.sparse_kind == "vector" and "jieba;seg=rjieba" in c.sparse_analyzer
+    assert "unigrams=1;bigrams=1" in c.sparse_analyzer and "k1=0.3" in c.sparse_analyzer and "b=0.4" in c.sparse_analyzer

@@ -1,12 +1,15 @@
 """Analyzers per language and script, with the exact terms they must give."""
 from __future__ import annotations
 
+import random
 import re
 import threading
+from collections import Counter
 
 import pytest
 
 from engine.analysis import AnalyzerError, build_analyzer, term_hash
+from engine.analysis.cjk_counts import run_hashes
 from engine.config import AnalyzerConfig, ProfileConfig
 
 MIXED = "iPhone 15 的电池续航"
@@ -204,3 +207,49 @@ def test_analyzers_are_thread_safe(jieba):
     for t in threads:
         t.join()
     assert not errors
+
+
+BATCH = [
+    MIXED, "", None, "黑豹队的防守丢了多少分？", "𠀀𠀁中文𠀂 and 𠀃", "日本語のテキストｶﾀｶﾅ", "한국어 텍스트",
+    "的", "电池电池", "English only, nothing else", "臺灣 台湾", "中😀文", "！！", "ＡＢＣ１２３ 的了",
+]
+
+
+@pytest.mark.parametrize("settings", [
+    {"type": "cjk"}, {"type": "cjk", "unigrams": False}, {"type": "jieba"}, {"type": "jieba", "unigrams": False},
+    {"type": "cjk", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了", "的电"]},
+    {"type": "jieba", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了"]},
+    {"type": "jieba", "bigrams": True}, {"type": "jieba", "bigrams": True, "unigrams": False},
+])
+def test_counting_a_batch_gives_each_text_its_own_counts(settings):
+    a = build_analyzer(**settings)
+    want = [Counter(map(term_hash, a.terms(t))) for t in BATCH]
+    assert a.term_counts_many(BATCH) == want
+    assert [a.term_counts(t) for t in BATCH] == want
+    assert a.term_counts_many([]) == []
+
+
+def test_batch_hashes_of_every_three_byte_character_and_of_bigrams_equal_term_hash():
+    # cjk_counts computes CRC-32 from per-code-point tables; any table error shows here.
+    chars = [chr(c) for c in range(0x800, 0x10000) if not 0xD800 <= c <= 0xDFFF]
+    hashes, owners = run_hashes(["".join(chars)], [0], bigrams=False, unigrams=True)
+    assert hashes.tolist() == [term_hash(c) for c in chars] and set(owners.tolist()) == {0}
+    rng = random.Random(7)
+    runs = ["".join(rng.choice(chars) for _ in range(rng.randint(1, 6))) for _ in range(3000)]
+    hashes, owners = run_hashes(runs, range(len(runs)), bigrams=True, unigrams=False)
+    want = sorted(
+        (i, term_hash(g)) for i, run in enumerate(runs) for g in ([run] if len(run) == 1 else [run[j:j + 2] for j in range(len(run) - 1)])
+    )
+    assert sorted(zip(owners.tolist(), hashes.tolist())) == want
+
+
+def test_jieba_with_bigrams_adds_the_cjk_bigrams_of_han_runs_to_the_words():
+    a = build_analyzer("jieba", bigrams=True)
+    assert sorted(a.terms(MIXED)) == sorted(
+        ["iphon", "15", "的", "电池", "续航", "的", "电", "池", "续", "航", "的电", "电池", "池续", "续航"]
+    )
+    no_chars = build_analyzer("jieba", bigrams=True, unigrams=False)
+    assert sorted(no_chars.terms("电池")) == ["电池", "电池"]  # the word and the bigram
+    assert "bigrams=1" in a.fingerprint and "bigrams" not in build_analyzer("jieba").fingerprint
+    with pytest.raises(AnalyzerError, match="analyzer.bigrams is for the jieba analyzer only"):
+        build_analyzer("cjk", bigrams=True)
