@@ -2,6 +2,8 @@
 sparse kind and analyzer, and the refusal of a collection built with another analyzer."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -119,6 +121,15 @@ def test_a_collection_searched_with_another_analyzer_is_refused(tmp_path, tiny_m
         # Nothing was written or deleted by the refused calls, and the server keeps serving.
         assert [d.id for d in client.get("docs", ["z1", "z4"])] == ["z1"]
         assert client.describe_collection("docs").tenant_document_count == 3
+        # The demo, whose collections are its own, drops such a collection and builds it again.
+        from engine.cli import ingest_demo
+
+        sample = tmp_path / "sample.jsonl"
+        sample.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
+        ingest_demo(client, "docs", "zh", {}, sample)
+        rebuilt = client.describe_collection("docs")
+        assert "jieba;" in rebuilt.sparse_analyzer and rebuilt.tenant_document_count == len(DOCS)
+        assert client.search("docs", "黑豹队的防守", top_k=1).hits[0].id == "z1"
     finally:
         second.stop()
 
