@@ -161,7 +161,9 @@ class MilvusStore:
             "dense",
             index_type="HNSW",
             metric_type=spec.dense_metric,
-            params={"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
+            # Nested for the same reason as BM25's below: flat, Milvus Lite dropped M and
+            # efConstruction without a word (describe_index showed none).
+            params={"params": {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction}},
         )
         if milvus_bm25:
             # Nested under "params": pymilvus 3.0.2 flattens index params and Milvus Lite
