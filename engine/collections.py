@@ -49,6 +49,9 @@ class CollectionSpec:
     sparse_analyzer: Optional[str] = ""
     # milvus-bm25 only: {"analyzer_params": <the Milvus text field's>, "k1": .., "b": ..}.
     milvus_bm25: dict = field(default_factory=dict)
+    # The dense index type, chosen by the store at creation (milvus.dense_index); searches
+    # pass that index's parameters. Collections made before it was recorded used HNSW.
+    dense_index: str = "HNSW"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -56,6 +59,7 @@ class CollectionSpec:
                 "profile": self.profile,
                 "dimension": self.dimension,
                 "dense_metric": self.dense_metric,
+                "dense_index": self.dense_index,
                 "metadata_fields": {k: v.value for k, v in self.metadata_fields.items()},
                 "sparse": {
                     "kind": self.sparse_kind,
@@ -81,6 +85,7 @@ class CollectionSpec:
             sparse_kind=sparse.get("kind", "vector"),
             sparse_analyzer=sparse.get("analyzer", ""),
             milvus_bm25=sparse.get("milvus_bm25", {}),
+            dense_index=data.get("dense_index", "HNSW"),
         )
 
 

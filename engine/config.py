@@ -125,6 +125,13 @@ class MilvusConfig(BaseModel):
     uri: str = ""
     token: str = ""
     db_name: str = ""
+    # The dense index of new collections. auto: HNSW on a Milvus server; FLAT (exact) on
+    # Milvus Lite, where 3.2.2 builds no index whatever the type (it accepts even an unknown
+    # name, and FLAT/IVF_FLAT/HNSW search alike: benchmarks/README.md, "Embedded engine") and
+    # native Lite 2.5 refuses HNSW. A collection keeps the index it was made with.
+    dense_index: Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "auto"
+    ivf_nlist: int = Field(128, ge=1, le=65536)
+    ivf_nprobe: int = Field(16, ge=1, le=65536)
     hnsw_m: int = Field(16, ge=4, le=64)
     hnsw_ef_construction: int = Field(200, ge=8, le=1024)
     # ef at search time is max(hnsw_ef, dense_k).

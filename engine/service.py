@@ -109,6 +109,7 @@ class SearchService:
             sparse_kind=profile.sparse_kind,
             sparse_analyzer=profile.sparse_analyzer,
             milvus_bm25=dict(profile.milvus_bm25),
+            dense_index=self.store.dense_index,
         )
         self.store.create_collection(spec)
         self.store.warm(spec.name)

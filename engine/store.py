@@ -18,7 +18,7 @@ from pymilvus.exceptions import MilvusException
 
 from engine.collections import CollectionSpec, FieldType, column_of
 from engine.config import MilvusConfig
-from engine.errors import ServiceError, invalid, not_found, unavailable
+from engine.errors import ServiceError, failed_precondition, invalid, not_found, unavailable
 from engine.filters import string_literal
 
 log = logging.getLogger(__name__)
@@ -157,14 +157,13 @@ class MilvusStore:
         if milvus_bm25:
             schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]))
         index = client.prepare_index_params()
-        index.add_index(
-            "dense",
-            index_type="HNSW",
-            metric_type=spec.dense_metric,
-            # Nested for the same reason as BM25's below: flat, Milvus Lite dropped M and
-            # efConstruction without a word (describe_index showed none).
-            params={"params": {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction}},
-        )
+        # Nested under "params" for the same reason as BM25's below: flat, Milvus Lite dropped
+        # M and efConstruction without a word (describe_index showed none).
+        build = {
+            "HNSW": {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
+            "IVF_FLAT": {"nlist": self.config.ivf_nlist},
+        }.get(spec.dense_index)
+        index.add_index("dense", index_type=spec.dense_index, metric_type=spec.dense_metric, params={"params": build} if build else {})
         if milvus_bm25:
             # Nested under "params": pymilvus 3.0.2 flattens index params and Milvus Lite
             # then drops flat bm25_k1/bm25_b silently (its default k1 is 1.5); a server
@@ -173,14 +172,23 @@ class MilvusStore:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params={"params": bm25})
         else:
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
-        self._call(
-            "create_collection",
-            "create_collection",
-            spec.name,
-            schema=schema,
-            index_params=index,
-            properties={SPEC_PROPERTY: spec.to_json()},
-        )
+        try:
+            self._call(
+                "create_collection",
+                "create_collection",
+                spec.name,
+                schema=schema,
+                index_params=index,
+                properties={SPEC_PROPERTY: spec.to_json()},
+            )
+        except MilvusException as exc:
+            if "index type" in exc.message.lower():
+                # An operator setting the engine cannot serve, not the caller's input.
+                raise failed_precondition(
+                    f"milvus.dense_index {spec.dense_index!r} is not supported by the Milvus at {self.uri}: {exc.message}; "
+                    "set milvus.dense_index to one it supports (auto picks FLAT on Milvus Lite, HNSW on a server)"
+                ) from exc
+            raise
         with self._specs_lock:
             self._specs[spec.name] = spec
 
@@ -279,8 +287,22 @@ class MilvusStore:
         self._call("flush", "flush", spec.name)
 
     # ------------------------------------------------------------ search
+    @property
+    def dense_index(self) -> str:
+        """The dense index type for a new collection (milvus.dense_index, "auto" resolved)."""
+        if self.config.dense_index != "auto":
+            return self.config.dense_index
+        return "FLAT" if self.is_lite else "HNSW"
+
+    def _dense_search_params(self, spec: CollectionSpec, limit: int) -> dict:
+        if spec.dense_index == "HNSW":
+            return {"ef": max(self.config.hnsw_ef, limit)}
+        if spec.dense_index == "IVF_FLAT":
+            return {"nprobe": min(self.config.ivf_nprobe, self.config.ivf_nlist)}
+        return {}
+
     def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str) -> list[RouteHit]:
-        params = {"metric_type": spec.dense_metric, "params": {"ef": max(self.config.hnsw_ef, limit)}}
+        params = {"metric_type": spec.dense_metric, "params": self._dense_search_params(spec, limit)}
         result = self._call(
             "dense search",
             "search",

@@ -36,14 +36,6 @@ def test_collection_is_described_with_profile_dimension_and_tenant_count(client)
     assert COLLECTION in [x.name for x in client.list_collections()]
 
 
-def test_the_configured_hnsw_parameters_reach_milvus(server, client):
-    store = server.server.service.store
-    index = store.connect().describe_index(COLLECTION, "dense")
-    config = server.settings.milvus
-    assert index["index_type"] == "HNSW"
-    assert index["params"] == {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}
-
-
 def test_search_returns_hits_with_per_route_scores_and_stage_timings(client):
     reply = client.search(COLLECTION, "cancer cells", top_k=4)
     assert 1 <= len(reply.hits) <= 4

@@ -1,0 +1,54 @@
+"""The dense index type comes from config (milvus.dense_index), is recorded per collection,
+and each type's build and search parameters reach Milvus."""
+from __future__ import annotations
+
+import pytest
+
+DOCS = [
+    {"id": "a", "text": "Aspirin lowers the risk of heart attacks."},
+    {"id": "b", "text": "Vitamin D deficiency is common in winter."},
+    {"id": "c", "text": "Heart attacks are caused by blocked arteries."},
+]
+
+
+@pytest.mark.parametrize(
+    "configured, built, params",
+    [
+        ("auto", "FLAT", None),  # Milvus Lite: exact search (it builds no index anyway)
+        ("HNSW", "HNSW", {"M": 8, "efConstruction": 64}),
+        ("IVF_FLAT", "IVF_FLAT", {"nlist": 4}),
+    ],
+)
+def test_the_configured_dense_index_is_built_recorded_and_searched(tmp_path, tiny_m3_dir, configured, built, params):
+    from tests.conftest import RunningServer, make_settings
+
+    milvus = {"dense_index": configured, "hnsw_m": 8, "hnsw_ef_construction": 64, "ivf_nlist": 4, "ivf_nprobe": 2}
+    running = RunningServer(make_settings(tmp_path, tiny_m3_dir, None, milvus=milvus))
+    try:
+        client = running.client("acme")
+        client.create_collection("docs")
+        client.upsert("docs", DOCS)
+        index = running.server.service.store.connect().describe_index("docs", "dense")
+        assert index["index_type"] == built and index.get("params") == params
+        assert running.server.service.store.spec("docs").dense_index == built
+        hits = client.search("docs", "heart attack risk", top_k=3, fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0)
+        assert {h.id for h in hits.hits} == {"a", "b", "c"}
+    finally:
+        running.stop()
+
+
+def test_a_collection_made_before_the_index_was_recorded_reads_as_hnsw():
+    from engine.collections import CollectionSpec
+
+    spec = CollectionSpec.from_json("old", '{"profile": "p", "dimension": 8, "dense_metric": "COSINE", "metadata_fields": {}}')
+    assert spec.dense_index == "HNSW"
+    assert CollectionSpec.from_json("new", CollectionSpec("new", "p", 8, dense_index="FLAT").to_json()).dense_index == "FLAT"
+
+
+def test_an_unknown_dense_index_is_refused_in_config_naming_the_setting():
+    from pydantic import ValidationError
+
+    from engine.config import Settings
+
+    with pytest.raises(ValidationError, match="milvus.dense_index"):
+        Settings(milvus={"dense_index": "DISKANN"})
