@@ -20,8 +20,9 @@ import fusion
 from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, column_of
 from engine.config import Settings
 from engine.encoders.base import Scope
+from engine.encoders.query_batcher import EncodeTimeout, QueueFull
 from engine.encoders.registry import ProfileRegistry
-from engine.errors import ServiceError, already_exists, failed_precondition, invalid
+from engine.errors import ServiceError, already_exists, deadline_exceeded, exhausted, failed_precondition, invalid
 from engine.filters import compile_filter
 from engine.search_types import (
     Document,
@@ -89,6 +90,7 @@ class SearchService:
         if self.rerank_stage is not None:
             self.rerank_stage.close()
         self._search_pool.shutdown(wait=False, cancel_futures=True)
+        self.profiles.close()
         self.store.close()
 
     def _write_lock(self, collection: str) -> threading.Lock:
@@ -236,7 +238,12 @@ class SearchService:
         profile = self.profile_for(spec)
 
         t = time.perf_counter()
-        vectors = profile.encode_query(Scope(query.collection, tenant), query.text)
+        try:
+            vectors = profile.encode_query(Scope(query.collection, tenant), query.text, deadline)
+        except QueueFull as exc:
+            raise exhausted(f"{exc}; retry shortly") from exc
+        except EncodeTimeout as exc:
+            raise deadline_exceeded(f"deadline passed while encoding the query: {exc}") from exc
         timings.encode_ms = _ms(t)
         timings.query_cache_hit = vectors.cache_hit
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.encoders.query_batcher import QueryBatcher
 from engine.encoders.query_cache import QueryCache
 
 
@@ -60,6 +62,18 @@ class EmbeddingProfile(ABC):
         # One forward pass at a time: on a few cores, concurrent torch calls only
         # fight over the same threads.
         self._model_lock = threading.Lock()
+        self._query_batcher: QueryBatcher | None = None
+
+    def _batched_queries(self, encode: Callable[[Sequence[str]], Sequence]) -> QueryBatcher:
+        """The batcher that encodes this profile's cache-missing queries together (started
+        by the subclass once its model is loaded)."""
+        self._query_batcher = QueryBatcher(self.name, encode)
+        return self._query_batcher
+
+    def close(self) -> None:
+        """Stop the query batcher (queued queries fail with QueueFull)."""
+        if self._query_batcher is not None:
+            self._query_batcher.close()
 
     @property
     @abstractmethod
@@ -76,6 +90,12 @@ class EmbeddingProfile(ABC):
         """Called when a collection is dropped."""
 
     @abstractmethod
-    def encode_query(self, scope: Scope, text: str) -> QueryVectors:
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None) -> QueryVectors:
         """Query vectors. Cache keys are (kind, model path, text): two profiles may share a
-        model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense)."""
+        model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense).
+        A cache miss is encoded with other concurrent ones (QueryBatcher); ``deadline``
+        (time.monotonic()) bounds the wait: EncodeTimeout, or QueueFull when too many wait."""
+
+    @staticmethod
+    def _timeout(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -40,6 +40,11 @@ class ProfileRegistry:
         self._loaded: dict[str, EmbeddingProfile] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        with self._lock:
+            for profile in self._loaded.values():
+                profile.close()
+
     def names(self) -> list[str]:
         return sorted(self.settings.profiles)
 

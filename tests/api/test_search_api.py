@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import grpc
+import numpy as np
 import pytest
 
 from tests.conftest import TINY_BM25_PROFILE, status_of
@@ -176,3 +177,24 @@ def test_two_profiles_on_one_model_directory_do_not_share_query_cache_entries(se
             c.upsert(name, [{"id": "a", "text": "protein cells"}, {"id": "b", "text": "brain sleep"}])
     for name in ("cache_m3", "cache_bm25", "cache_m3", "cache_bm25"):
         assert c.search(name, "shared query text", top_k=2).hits
+
+
+def test_queries_encoded_together_get_the_vectors_each_would_get_alone(server, client):
+    """Concurrent cache-missing queries go through the profile's QueryBatcher in shared
+    forward passes; padding to the longest query must not change anyone's vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.encoders.base import Scope
+    from tests.conftest import TINY_PROFILE
+
+    profile = server.server.service.profiles.get(TINY_PROFILE)
+    texts = [f"batched query {i} " + "word " * (i % 5) for i in range(12)]
+    before = profile._query_batcher.encoded
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda t: profile.encode_query(Scope(COLLECTION, "acme"), t), texts))
+    assert profile._query_batcher.encoded - before == len(texts) and not any(v.cache_hit for v in together)
+    for text, vectors in zip(texts, together):
+        dense, sparse = profile._encode([text])
+        assert float(np.dot(dense[0], vectors.dense)) == pytest.approx(1.0, abs=1e-4)
+        assert set(sparse[0]) == set(vectors.sparse)
+        assert [round(sparse[0][k], 4) for k in sorted(sparse[0])] == [round(vectors.sparse[k], 4) for k in sorted(vectors.sparse)]

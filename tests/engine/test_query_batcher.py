@@ -1,0 +1,107 @@
+"""QueryBatcher: concurrent queries encoded together, deadlines, a full queue, failures
+that stay with their own query."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from engine.encoders.query_batcher import EncodeTimeout, QueryBatcher, QueueFull
+
+
+class SlowEncoder:
+    """Upper-cases texts; each call takes `seconds` (a forward pass) and is recorded."""
+
+    def __init__(self, seconds: float = 0.02):
+        self.seconds = seconds
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, texts):
+        self.gate.wait(5)
+        self.calls.append(list(texts))
+        time.sleep(self.seconds)
+        if any("bad" in t for t in texts):
+            raise ValueError(f"cannot encode {[t for t in texts if 'bad' in t]}")
+        return [t.upper() for t in texts]
+
+
+def test_concurrent_queries_share_forward_passes_and_each_gets_its_own_result():
+    encoder = SlowEncoder()
+    batcher = QueryBatcher("t", encoder, max_batch=8)
+    texts = [f"query {i}" for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(batcher.encode, texts))
+    assert results == [t.upper() for t in texts]
+    assert sorted(t for call in encoder.calls for t in call) == sorted(texts)  # each encoded once
+    assert len(encoder.calls) < len(texts) and max(len(c) for c in encoder.calls) > 1
+    assert all(len(c) <= 8 for c in encoder.calls)
+    batcher.close()
+
+
+def test_a_lone_query_waits_at_most_the_batching_window():
+    encoder = SlowEncoder(seconds=0)
+    batcher = QueryBatcher("t", encoder, max_wait_s=0.002)
+    assert batcher.encode("one") == "ONE" and encoder.calls == [["one"]]
+    batcher.close()
+
+
+def test_a_query_whose_deadline_passes_while_queued_is_never_encoded():
+    encoder = SlowEncoder()
+    encoder.gate.clear()  # the worker is stuck in a forward pass
+    batcher = QueryBatcher("t", encoder)
+    busy = threading.Thread(target=batcher.encode, args=("first",))
+    busy.start()
+    time.sleep(0.05)
+    with pytest.raises(EncodeTimeout):
+        batcher.encode("late", timeout_s=0.01)
+    encoder.gate.set()
+    busy.join(5)
+    assert batcher.encode("after") == "AFTER"
+    assert all("late" not in call for call in encoder.calls) and batcher.dropped == 1
+    batcher.close()
+
+
+def test_a_full_queue_answers_at_once():
+    encoder = SlowEncoder()
+    encoder.gate.clear()
+    batcher = QueryBatcher("t", encoder, max_queue=2, max_batch=1)
+    threads = [threading.Thread(target=lambda t=t: batcher.encode(t, timeout_s=5)) for t in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+        time.sleep(0.03)  # "a" is taken into the stuck pass, "b" and "c" fill the queue
+    started = time.monotonic()
+    with pytest.raises(QueueFull, match="limit 2"):
+        batcher.encode("d")
+    assert time.monotonic() - started < 0.5
+    encoder.gate.set()
+    for t in threads:
+        t.join(5)
+    batcher.close()
+
+
+def test_a_failing_query_fails_alone_and_its_batch_mates_succeed():
+    encoder = SlowEncoder()
+    batcher = QueryBatcher("t", encoder, max_batch=8, max_wait_s=0.05)
+    texts = ["fine 1", "bad one", "fine 2", "fine 3"]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.encode, t) for t in texts]
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(5))
+            except ValueError as exc:
+                outcomes.append(exc)
+    assert outcomes[0] == "FINE 1" and outcomes[2] == "FINE 2" and outcomes[3] == "FINE 3"
+    assert isinstance(outcomes[1], ValueError) and "bad one" in str(outcomes[1])
+    batcher.close()
+
+
+def test_closing_fails_new_queries_with_queue_full():
+    batcher = QueryBatcher("t", SlowEncoder(0))
+    batcher.close()
+    with pytest.raises(QueueFull, match="shutting down"):
+        batcher.encode("x")
