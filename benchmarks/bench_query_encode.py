@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "scifact")
+    ap.add_argument("--max-wait-ms", type=float, help="the batcher's wait for company (default: the service's)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
         registry = ProfileRegistry(settings)
         profile = registry.get(args.profile)
         scope = Scope("bench", "t")
+        if args.max_wait_ms is not None:
+            profile._query_batcher.max_wait_s = args.max_wait_ms / 1000
         profile.encode_query(scope, "warm up")
         load_start = loadavg()
         # "unbatched": the batcher capped at one query per pass, which is what the model lock
