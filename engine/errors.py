@@ -48,5 +48,9 @@ def failed_precondition(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def cancelled(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.CANCELLED, message)
+
+
 def deadline_exceeded(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.DEADLINE_EXCEEDED, message)

@@ -20,9 +20,9 @@ import fusion
 from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, column_of
 from engine.config import Settings
 from engine.encoders.base import Scope
-from engine.encoders.query_batcher import EncodeTimeout, QueueFull
+from engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueueFull
 from engine.encoders.registry import ProfileRegistry
-from engine.errors import ServiceError, already_exists, deadline_exceeded, exhausted, failed_precondition, invalid
+from engine.errors import ServiceError, already_exists, cancelled, deadline_exceeded, exhausted, failed_precondition, invalid
 from engine.filters import compile_filter
 from engine.search_types import (
     Document,
@@ -220,10 +220,12 @@ class SearchService:
         return docs
 
     # ------------------------------------------------------------ search
-    def search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None) -> SearchOutcome:
+    def search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None, call_ended: Optional[threading.Event] = None) -> SearchOutcome:
         """Encode, search both routes concurrently, fuse, and (optionally) rerank.
 
         ``deadline`` is an absolute ``time.monotonic()`` value, or None for no deadline.
+        ``call_ended`` is set when the caller's call ends (gRPC: cancelled included): a query
+        still queued for encoding is then dropped, not encoded for nobody.
         """
         started = time.perf_counter()
         timings = StageTimings()
@@ -239,11 +241,13 @@ class SearchService:
 
         t = time.perf_counter()
         try:
-            vectors = profile.encode_query(Scope(query.collection, tenant), query.text, deadline)
+            vectors = profile.encode_query(Scope(query.collection, tenant), query.text, deadline, call_ended)
         except QueueFull as exc:
             raise exhausted(f"{exc}; retry shortly") from exc
         except EncodeTimeout as exc:
             raise deadline_exceeded(f"deadline passed while encoding the query: {exc}") from exc
+        except EncodeCancelled as exc:
+            raise cancelled(str(exc)) from exc
         timings.encode_ms = _ms(t)
         timings.query_cache_hit = vectors.cache_hit
 

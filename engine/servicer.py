@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -269,7 +270,11 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
     def Search(self, request, context):
         tenant = self.auth.require(context, "search")
         query = validation.search_query(request, self.limits)
-        return search_response(self.service.search(tenant, query, deadline_of(context)))
+        # Set when the call ends, cancelled included: a query still queued for encoding is
+        # then dropped instead of encoded for nobody.
+        ended = threading.Event()
+        context.add_callback(ended.set)
+        return search_response(self.service.search(tenant, query, deadline_of(context), ended))
 
     @rpc
     def Rerank(self, request, context):

@@ -90,11 +90,12 @@ class EmbeddingProfile(ABC):
         """Called when a collection is dropped."""
 
     @abstractmethod
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None) -> QueryVectors:
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled: threading.Event | None = None) -> QueryVectors:
         """Query vectors. Cache keys are (kind, model path, text): two profiles may share a
         model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense).
         A cache miss is encoded with other concurrent ones (QueryBatcher); ``deadline``
-        (time.monotonic()) bounds the wait: EncodeTimeout, or QueueFull when too many wait."""
+        (time.monotonic()) bounds the wait: EncodeTimeout, or QueueFull when too many wait; a
+        query whose ``cancelled`` is set while queued is dropped (EncodeCancelled)."""
 
     @staticmethod
     def _timeout(deadline: float | None) -> float | None:

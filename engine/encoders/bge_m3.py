@@ -51,11 +51,11 @@ class BgeM3Profile(EmbeddingProfile):
         dense, sparse = self._encode(texts)
         return DocumentVectors(dense=dense, sparse=sparse)
 
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None) -> QueryVectors:
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled=None) -> QueryVectors:
         key = (self.kind, self.model_path, text)
         cached = self.cache.get(key)
         if cached is not None:
             return QueryVectors(dense=cached[0], sparse=cached[1], cache_hit=True)
-        dense, sparse = self._queries.encode(text, self._timeout(deadline))
+        dense, sparse = self._queries.encode(text, self._timeout(deadline), cancelled)
         self.cache.put(key, (dense, sparse))
         return QueryVectors(dense=dense, sparse=sparse, cache_hit=False)

@@ -36,10 +36,15 @@ class EncodeTimeout(TimeoutError):
     """The query's deadline passed before its vectors were ready."""
 
 
+class EncodeCancelled(RuntimeError):
+    """The caller went away (its call was cancelled) before the query was encoded."""
+
+
 @dataclass
 class _Request(Generic[T]):
     text: str
     deadline: Optional[float]  # time.monotonic()
+    cancelled: Optional[threading.Event] = None  # set when the caller's call ends
     future: Future = field(default_factory=Future)
 
 
@@ -62,12 +67,12 @@ class QueryBatcher(Generic[T]):
         self._worker = threading.Thread(target=self._run, name=f"query-encoder-{name}", daemon=True)
         self._worker.start()
 
-    def encode(self, text: str, timeout_s: Optional[float] = None) -> T:
+    def encode(self, text: str, timeout_s: Optional[float] = None, cancelled: Optional[threading.Event] = None) -> T:
         """The vectors of one query, encoded with whatever else is waiting. Raises QueueFull,
-        EncodeTimeout (nothing is encoded for a request that expired while queued), or the
-        encoder's own error for this query."""
+        EncodeTimeout / EncodeCancelled (nothing is encoded for a request that expired, or
+        whose ``cancelled`` event was set, while queued), or the encoder's own error."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        request: _Request[T] = _Request(text, deadline)
+        request: _Request[T] = _Request(text, deadline, cancelled)
         with self._cond:
             if self._closed:
                 raise QueueFull(f"query encoder {self.name} is shutting down")
@@ -115,10 +120,13 @@ class QueryBatcher(Generic[T]):
             while self._queue and len(batch) < self.max_batch:
                 request = self._queue.popleft()
                 expired = request.deadline is not None and request.deadline <= now
-                if expired or not request.future.set_running_or_notify_cancel():
+                gone = request.cancelled is not None and request.cancelled.is_set()
+                if expired or gone or not request.future.set_running_or_notify_cancel():
                     self.dropped += 1
-                    if expired and not request.future.done():
-                        request.future.set_exception(EncodeTimeout("deadline passed while queued for encoding"))
+                    if not request.future.done():
+                        request.future.set_exception(
+                            EncodeTimeout("deadline passed while queued for encoding") if expired else EncodeCancelled("the call was cancelled while its query was queued")
+                        )
                     continue
                 batch.append(request)
             return batch

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from engine.encoders.query_batcher import EncodeTimeout, QueryBatcher, QueueFull
+from engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueryBatcher, QueueFull
 
 
 class SlowEncoder:
@@ -105,3 +105,32 @@ def test_closing_fails_new_queries_with_queue_full():
     batcher.close()
     with pytest.raises(QueueFull, match="shutting down"):
         batcher.encode("x")
+
+
+def test_a_query_whose_call_was_cancelled_while_queued_is_never_encoded():
+    encoder = SlowEncoder()
+    encoder.gate.clear()
+    batcher = QueryBatcher("t", encoder)
+    busy = threading.Thread(target=batcher.encode, args=("first",))
+    busy.start()
+    time.sleep(0.05)
+    ended = threading.Event()
+    outcome = []
+    waiter = threading.Thread(target=lambda: outcome.append(_raises(lambda: batcher.encode("gone", cancelled=ended))))
+    waiter.start()
+    time.sleep(0.05)
+    ended.set()  # the client cancels while its query waits behind the stuck pass
+    encoder.gate.set()
+    busy.join(5)
+    waiter.join(5)
+    assert outcome and isinstance(outcome[0], EncodeCancelled)
+    assert all("gone" not in call for call in encoder.calls) and batcher.dropped == 1
+    batcher.close()
+
+
+def _raises(fn):
+    try:
+        fn()
+    except Exception as exc:  # the test inspects the type
+        return exc
+    return None
