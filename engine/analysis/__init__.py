@@ -7,7 +7,7 @@ scripts through the standard path, so mixed Chinese/English text works with eith
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize, term_hash
 from engine.analysis.cjk import CjkAnalyzer
@@ -57,17 +57,9 @@ def check_settings(
     return StandardAnalyzer(language, stopwords=stopwords, stem=stem)
 
 
-def build_analyzer(
-    type: str = "standard",
-    *,
-    language: str = "english",
-    stopwords: bool | str | Iterable[str] | None = "auto",
-    stem: bool | None = None,
-    unigrams: bool | None = None,
-    bigrams: bool | None = None,
-    user_dict: str | Path | None = None,
-) -> TermAnalyzer:
-    """An analyzer from its settings (the ``analyzer`` block of a profile's config).
+def build_analyzer(type: str = "standard", **settings: Any) -> TermAnalyzer:
+    """An analyzer from its settings (the ``analyzer`` block of a profile's config), named
+    and checked as in :func:`check_settings`.
 
     ``language``, ``stopwords`` and ``stem`` configure the standard word path, which the
     CJK analyzers use for text in other scripts. ``unigrams`` (CJK runs also give single
@@ -75,9 +67,11 @@ def build_analyzer(
     cjk 0.719 -> 0.744, jieba 0.717 -> 0.747); ``bigrams`` (Han runs also give character
     bigrams) and ``user_dict`` are for ``jieba`` only.
     """
-    words = check_settings(type, language=language, stopwords=stopwords, stem=stem, unigrams=unigrams, bigrams=bigrams, user_dict=user_dict)
+    words = check_settings(type, **settings)
     if type == "standard":
         return words
+    unigrams = settings.get("unigrams")
+    unigrams = True if unigrams is None else unigrams
     if type == "cjk":
-        return CjkAnalyzer(words, unigrams=True if unigrams is None else unigrams)
-    return JiebaAnalyzer(words, user_dict=user_dict, unigrams=True if unigrams is None else unigrams, bigrams=bool(bigrams))
+        return CjkAnalyzer(words, unigrams=unigrams)
+    return JiebaAnalyzer(words, user_dict=settings.get("user_dict"), unigrams=unigrams, bigrams=bool(settings.get("bigrams")))

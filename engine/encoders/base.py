@@ -62,13 +62,17 @@ class EmbeddingProfile(ABC):
         # One forward pass at a time: on a few cores, concurrent torch calls only
         # fight over the same threads.
         self._model_lock = threading.Lock()
+        # Encodes cache-missing queries of concurrent searches together; the subclass
+        # starts it (_batch_queries) once its model is loaded.
         self._query_batcher: QueryBatcher | None = None
 
-    def _batched_queries(self, encode: Callable[[Sequence[str]], Sequence]) -> QueryBatcher:
-        """The batcher that encodes this profile's cache-missing queries together (started
-        by the subclass once its model is loaded)."""
+    def _batch_queries(self, encode: Callable[[Sequence[str]], Sequence]) -> None:
         self._query_batcher = QueryBatcher(self.name, encode)
-        return self._query_batcher
+
+    def _encode_query_batched(self, text: str, deadline: float | None, call_ended: threading.Event | None):
+        """``text`` encoded with whatever other queries wait (see encode_query)."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._query_batcher.encode(text, timeout, call_ended)
 
     def close(self) -> None:
         """Stop the query batcher (queued queries fail with QueueFull)."""
@@ -90,13 +94,9 @@ class EmbeddingProfile(ABC):
         """Called when a collection is dropped."""
 
     @abstractmethod
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled: threading.Event | None = None) -> QueryVectors:
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended: threading.Event | None = None) -> QueryVectors:
         """Query vectors. Cache keys are (kind, model path, text): two profiles may share a
         model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense).
         A cache miss is encoded with other concurrent ones (QueryBatcher); ``deadline``
         (time.monotonic()) bounds the wait: EncodeTimeout, or QueueFull when too many wait; a
-        query whose ``cancelled`` is set while queued is dropped (EncodeCancelled)."""
-
-    @staticmethod
-    def _timeout(deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        query whose ``call_ended`` is set while queued is dropped (EncodeCancelled)."""

@@ -28,7 +28,7 @@ class BgeM3Profile(EmbeddingProfile):
         self.model = BGEM3FlagModel(model_path, use_fp16=config.use_fp16, devices=[config.device])
         self._dimension = int(self.model.model.config.hidden_size)
         # Concurrent queries in one forward pass: (dense, sparse) per query.
-        self._queries = self._batched_queries(lambda texts: list(zip(*self._encode(texts))))
+        self._batch_queries(lambda texts: list(zip(*self._encode(texts))))
 
     @property
     def dimension(self) -> int:
@@ -51,11 +51,11 @@ class BgeM3Profile(EmbeddingProfile):
         dense, sparse = self._encode(texts)
         return DocumentVectors(dense=dense, sparse=sparse)
 
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled=None) -> QueryVectors:
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
         key = (self.kind, self.model_path, text)
         cached = self.cache.get(key)
         if cached is not None:
             return QueryVectors(dense=cached[0], sparse=cached[1], cache_hit=True)
-        dense, sparse = self._queries.encode(text, self._timeout(deadline), cancelled)
+        dense, sparse = self._encode_query_batched(text, deadline, call_ended)
         self.cache.put(key, (dense, sparse))
         return QueryVectors(dense=dense, sparse=sparse, cache_hit=False)

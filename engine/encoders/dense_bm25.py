@@ -44,7 +44,7 @@ class _DenseModelProfile(EmbeddingProfile):
         self.model = build_dense_model(name, model_path, config)
         self._dimension = int(self.model.dimension)
         # Concurrent queries in one forward pass.
-        self._queries = self._batched_queries(lambda texts: list(self._dense(texts, queries=True)))
+        self._batch_queries(lambda texts: list(self._dense(texts, queries=True)))
 
     @property
     def dimension(self) -> int:
@@ -56,13 +56,13 @@ class _DenseModelProfile(EmbeddingProfile):
                 return self.model.encode_queries(texts)
             return self.model.encode_passages(texts)
 
-    def _query_dense(self, text: str, deadline: float | None = None, cancelled=None) -> tuple[np.ndarray, bool]:
+    def _query_dense(self, text: str, deadline: float | None = None, call_ended=None) -> tuple[np.ndarray, bool]:
         """(dense vector of a query, whether it came from the cache)."""
         key = (self.kind, self.model_path, text)
         dense = self.cache.get(key)
         if dense is not None:
             return dense, True
-        dense = self._queries.encode(text, self._timeout(deadline), cancelled)
+        dense = self._encode_query_batched(text, deadline, call_ended)
         self.cache.put(key, dense)
         return dense, False
 
@@ -98,8 +98,8 @@ class DenseBm25Profile(_DenseModelProfile):
     def drop(self, collection: str) -> None:
         self.bm25.stats.drop(collection)
 
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled=None) -> QueryVectors:
-        dense, hit = self._query_dense(text, deadline, cancelled)
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
+        dense, hit = self._query_dense(text, deadline, call_ended)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
         return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)
 
@@ -127,6 +127,6 @@ class DenseMilvusBm25Profile(_DenseModelProfile):
     def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
         return DocumentVectors(dense=self._dense(texts, queries=False), sparse=[{} for _ in texts])
 
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, cancelled=None) -> QueryVectors:
-        dense, hit = self._query_dense(text, deadline, cancelled)
+    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
+        dense, hit = self._query_dense(text, deadline, call_ended)
         return QueryVectors(dense=dense, sparse=text, cache_hit=hit)
