@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -55,15 +54,13 @@ def embeddings(cache: Path, ids_and_texts: list[tuple[str, str]], kind: str) -> 
 
 
 def ndcg_at_10(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> float:
-    """Binary nDCG@10 (one relevant document per question on cmrc2018; ideal DCG from the
-    number judged, as ranx computes it)."""
-    total = 0.0
-    for q, ids in ranked.items():
-        rel = qrels[q]
-        dcg = sum(1 / math.log2(r + 2) for r, d in enumerate(ids[:10]) if d in rel)
-        ideal = sum(1 / math.log2(r + 2) for r in range(min(len(rel), 10)))
-        total += dcg / ideal
-    return total / len(ranked)
+    """Mean nDCG@10 (ranx, through replay_depths.ndcg10) over every judged question; a
+    question with nothing ranked counts 0."""
+    from benchmarks.replay_depths import ndcg10
+
+    answered = {q: ids for q, ids in ranked.items() if ids}
+    per_query = ndcg10({q: {d: 1 for d in rel} for q, rel in qrels.items()}, answered) if answered else {}
+    return sum(per_query.values()) / len(qrels)
 
 
 def main(argv=None) -> int:
