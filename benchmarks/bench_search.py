@@ -114,6 +114,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gc-freeze-pass", action="store_true",
                    help="a third pass, warm, after gc.collect(); gc.freeze() (what moving the heap out of the collector's way buys)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clients", type=int, default=0,
+                   help="also run this many concurrent clients (closed loop, one channel each): a cold pass over "
+                        "--concurrent-queries queries never searched before, then the same queries warm")
+    p.add_argument("--concurrent-queries", type=int, default=800)
+    p.add_argument("--skip-hybrid", action="store_true", help="skip the fusion vs hybrid_search comparison")
     p.add_argument("--max-load", type=float, default=None,
                    help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
                         "the load is recorded in the report either way")
@@ -513,6 +518,107 @@ STAGES = [
 ]
 
 
+CONCURRENT_KEYS = ("client_rtt_ms", "total_ms", "encode_ms", "dense_search_ms", "sparse_search_ms", "routes_ms", "fusion_ms")
+
+
+def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
+    """``args.clients`` closed-loop clients share ``texts`` (each searched once per pass):
+    throughput, latency and each stage's median, to set against the one-client passes
+    (a stage that grows with clients is waiting, not working)."""
+    clients = [connect_client(server)[0] for _ in range(args.clients)]
+    out: dict[str, Any] = {"clients": args.clients, "queries": len(texts)}
+    try:
+        for pass_name in ("cold", "warm"):
+            quiet = wait_for_quiet(args, f"{args.clients} clients, {pass_name}")
+            pending = list(texts)
+            records: list[dict[str, float]] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+
+            def worker(client) -> None:
+                while True:
+                    with lock:
+                        if not pending:
+                            return
+                        text = pending.pop()
+                    t = time.perf_counter()
+                    try:
+                        resp = client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, fusion="rrf", rerank="off")
+                    except Exception as exc:  # reported, not hidden: the pass counts its errors
+                        with lock:
+                            errors.append(repr(exc)[:300])
+                        continue
+                    tm = resp.timings
+                    rec = {
+                        "client_rtt_ms": ms(t), "total_ms": tm.total_ms, "encode_ms": tm.encode_ms,
+                        "dense_search_ms": tm.dense_search_ms, "sparse_search_ms": tm.sparse_search_ms,
+                        "fusion_ms": tm.fusion_ms, "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms,
+                        "cache_hit": float(tm.query_cache_hit),
+                    }
+                    with lock:
+                        records.append(rec)
+
+            cpu = os.times()
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            wall = time.perf_counter() - t0
+            cpu_after = os.times()
+            out[pass_name] = {
+                "wall_s": round(wall, 2),
+                "qps": round(len(records) / wall, 1),
+                "ok": len(records),
+                "errors": len(errors),
+                "first_errors": errors[:3],
+                "cache_hits": int(sum(r["cache_hit"] for r in records)),
+                # This process (service + clients); the engine's own process is apart.
+                "process_cpu_ms_per_query": round(1000 * ((cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)) / max(len(records), 1), 2),
+                "load_before": quiet["load_before"],
+                "load_after": round(os.getloadavg()[0], 2),
+                "stages": {k: summary([r[k] for r in records]) for k in CONCURRENT_KEYS},
+            }
+            log.info("  %d clients, %s: %.1f queries/s, p50 %.1f ms, p95 %.1f ms, %d errors", args.clients, pass_name,
+                     out[pass_name]["qps"], out[pass_name]["stages"]["client_rtt_ms"].get("median", float("nan")),
+                     out[pass_name]["stages"]["client_rtt_ms"].get("p95", float("nan")), len(errors))
+    finally:
+        for c in clients:
+            c.close()
+    return out
+
+
+def concurrent_table(r: dict[str, Any]) -> list[str]:
+    c = r.get("concurrent")
+    if not c:
+        return []
+    one = r["stages"]
+    lines = [
+        f"### {c['clients']} concurrent clients ({c['queries']} SciFact queries never searched before: cold, then the same warm)",
+        "",
+        "| | 1 client cold | " + f"{c['clients']} clients cold | 1 client warm | {c['clients']} clients warm |",
+        "|---|---:|---:|---:|---:|",
+        f"| queries/s | {_f(1000 / one['cold']['client_rtt_ms']['mean'], 1)} | **{c['cold']['qps']}** | {_f(1000 / one['warm']['client_rtt_ms']['mean'], 1)} | **{c['warm']['qps']}** |",
+    ]
+    for key in CONCURRENT_KEYS:
+        for stat in ("median", "p95"):
+            lines.append(
+                f"| {key} {stat} | {_f(one['cold'][key].get(stat))} | {_f(c['cold']['stages'][key].get(stat))} | "
+                f"{_f(one['warm'][key].get(stat))} | {_f(c['warm']['stages'][key].get(stat))} |"
+            )
+    lines += [
+        f"| errors | 0 | {c['cold']['errors']} | 0 | {c['warm']['errors']} |",
+        f"| cache hits | {r['cache_hits']['cold']} | {c['cold']['cache_hits']} | {r['cache_hits']['warm']} | {c['warm']['cache_hits']} |",
+        f"| this process's CPU ms per query (service + clients) | | {c['cold']['process_cpu_ms_per_query']} | | {c['warm']['process_cpu_ms_per_query']} |",
+        f"| load average before -> after | | {c['cold']['load_before']} -> {c['cold']['load_after']} | | {c['warm']['load_before']} -> {c['warm']['load_after']} |",
+        "",
+        "1-client queries/s = 1000 / mean client round trip of the sequential pass. A stage whose median grows with "
+        "clients is waiting (for a core, the GIL, the engine or the encoding batch), not working more.",
+    ]
+    return lines
+
+
 def derive(rec: dict[str, Any]) -> dict[str, Any]:
     rec["routes_ms"] = rec["total_ms"] - rec["encode_ms"] - rec["fusion_ms"]
     rec["fusion_response_ms"] = rec["fusion_ms"] + rec["response_build_ms"]
@@ -710,6 +816,7 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
 
         client.create_collection(COLLECTION, profile=PROFILE)
         spec = server.service.store.spec(COLLECTION)
+        result["engine"] = {"engine": server.service.store.engine, "dense_index": spec.dense_index, "layout": spec.layout}
         result["write"] = corpus.write(spec, n, args.write_batch)
         t = time.perf_counter()
         server.service.store.warm(COLLECTION)
@@ -767,13 +874,16 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
             "response_bytes": summary([r["response_bytes"] for r in records]),
         }
         result["records"] = records
+        if args.clients:
+            result["concurrent"] = run_concurrent(server, args.fresh_queries, args)
 
-        log.info("  fusion vs hybrid_search")
-        loads.append(wait_for_quiet(args, "fusion vs hybrid_search"))
-        t = time.perf_counter()
-        result["fusion_vs_hybrid"] = fusion_vs_hybrid(server, queries, args)
-        loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
-        log.info("  done in %.1f s", time.perf_counter() - t)
+        if not args.skip_hybrid:
+            log.info("  fusion vs hybrid_search")
+            loads.append(wait_for_quiet(args, "fusion vs hybrid_search"))
+            t = time.perf_counter()
+            result["fusion_vs_hybrid"] = fusion_vs_hybrid(server, queries, args)
+            loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
+            log.info("  done in %.1f s", time.perf_counter() - t)
         if args.profile:
             log.info("  profiling")
             result["profile"] = profile_search(server, queries, args)
@@ -927,7 +1037,8 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         f"- Versions: Python {v['python']}, pymilvus {v['pymilvus']}, milvus-lite {v['milvus-lite']}, torch {v['torch']}, "
         f"sentence-transformers {v['sentence-transformers']}, transformers {v['transformers']}, grpcio {v['grpcio']}, protobuf {v['protobuf']}, numpy {v['numpy']}",
         f"- Service: `engine.server.Server` in this process on Milvus Lite, profile `{PROFILE}` "
-        f"({MODEL}, max_length 256, BM25 by the service), HNSW (M 16, efConstruction 200, ef 128); "
+        f"({MODEL}, max_length 256, BM25 by the service), engine {results[0].get('engine', {}).get('engine', 'lite-python')}, "
+        f"dense index {results[0].get('engine', {}).get('dense_index', 'HNSW')} (collection layout {results[0].get('engine', {}).get('layout', 'typed')}); "
         f"one `HybridSearchClient` over loopback gRPC, one request at a time; caller authenticated by {results[0]['auth']}; rerank stage disabled.",
         f"- Queries: {sum(rec['pass'] == 'cold' for rec in results[0]['records'])} SciFact test queries, top_k {args.top_k}, "
         f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit)"
@@ -948,6 +1059,11 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         "",
         *verdict(results),
         "",
+    ]
+    for r in results:
+        lines += [*concurrent_table(r), ""] if r.get("concurrent") else []
+    if any("fusion_vs_hybrid" in r for r in results):
+        lines += [
         "## Fusion alone vs Milvus `hybrid_search` (same collection, same query vectors)",
         "",
         f"Fusion rows: {args.fusion_reps} timed runs per query on the 100 + 100 candidates that query actually got "
@@ -960,7 +1076,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         "",
         *fusion_table(results, args),
         "",
-    ]
+        ]
     for r in results:
         w = r["write"]
         ic = r["ingest_check"]
@@ -1014,7 +1130,9 @@ def main(argv: list[str] | None = None) -> str:
     source = load_scifact_docs(args.data)
     all_queries = load_test_queries(args.data)
     queries = all_queries[: args.queries]
-    warmups = load_other_queries(args.data, exclude={q for q, _ in all_queries}, n=max(args.warmup, 1))
+    others = load_other_queries(args.data, exclude={q for q, _ in all_queries}, n=max(args.warmup, 1) + args.concurrent_queries)
+    warmups = others[: max(args.warmup, 1)]
+    args.fresh_queries = others[max(args.warmup, 1) :]
     log.info("SciFact: %d documents, %d test queries (using %d)", len(source), len(all_queries), len(queries))
 
     def base_cache(profile):
@@ -1043,7 +1161,7 @@ def main(argv: list[str] | None = None) -> str:
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
-    payload = {"machine": machine, "command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "results": results}
+    payload = {"machine": machine, "command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fresh_queries"}, "results": results}
     args.out.with_suffix(".json").write_text(json.dumps(compact(payload), indent=None, default=float))
     profiles = [f"## {size_label(r)}\n\n{r['profile']}" for r in results if "profile" in r]
     if profiles:

@@ -52,6 +52,18 @@ class CollectionSpec:
     # The dense index type, chosen by the store at creation (milvus.dense_index); searches
     # pass that index's parameters. Collections made before it was recorded used HNSW.
     dense_index: str = "HNSW"
+    # How tenants and declared metadata sit in Milvus, chosen by the store at creation
+    # from what the engine supports (see MilvusStore.layout):
+    #   "typed": tenant is the partition key, each declared field a nullable typed column;
+    #   "json": tenant a plain column, declared fields inside the metadata JSON column,
+    #           filtered by JSON path (native Milvus Lite 2.5 has neither nullable fields
+    #           nor working filters on partition-key collections).
+    # Collections made before it was recorded are "typed".
+    layout: str = "typed"
+
+    @property
+    def json_metadata(self) -> bool:
+        return self.layout == "json"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -60,6 +72,7 @@ class CollectionSpec:
                 "dimension": self.dimension,
                 "dense_metric": self.dense_metric,
                 "dense_index": self.dense_index,
+                "layout": self.layout,
                 "metadata_fields": {k: v.value for k, v in self.metadata_fields.items()},
                 "sparse": {
                     "kind": self.sparse_kind,
@@ -86,6 +99,7 @@ class CollectionSpec:
             sparse_analyzer=sparse.get("analyzer", ""),
             milvus_bm25=sparse.get("milvus_bm25", {}),
             dense_index=data.get("dense_index", "HNSW"),
+            layout=data.get("layout", "typed"),
         )
 
 

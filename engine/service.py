@@ -112,6 +112,7 @@ class SearchService:
             sparse_analyzer=profile.sparse_analyzer,
             milvus_bm25=dict(profile.milvus_bm25),
             dense_index=self.store.dense_index,
+            layout=self.store.layout,
         )
         self.store.create_collection(spec)
         self.store.warm(spec.name)
@@ -185,14 +186,20 @@ class SearchService:
             "pk": pk,
             "tenant": tenant,
             "text": doc.text,
-            "metadata": {k: v for k, v in doc.metadata.items() if k not in spec.metadata_fields},
+            "metadata": {k: v for k, v in doc.metadata.items() if spec.json_metadata or k not in spec.metadata_fields},
             "dense": dense.tolist(),
             "sparse": sparse,
         }
         for name in spec.metadata_fields:
             value = doc.metadata.get(name)
             # A declared double given as an int is stored as a double.
-            row[column_of(name)] = float(value) if value is not None and spec.metadata_fields[name].value == "double" else value
+            if value is not None and spec.metadata_fields[name].value == "double":
+                value = float(value)
+            if spec.json_metadata:
+                if value is not None:
+                    row["metadata"][name] = value
+            else:
+                row[column_of(name)] = value
         return row
 
     def delete(self, tenant: str, collection: str, ids: Sequence[str]) -> int:
@@ -236,6 +243,7 @@ class SearchService:
             query.clauses,
             max_clauses=self.settings.limits.max_filter_clauses,
             max_values=self.settings.limits.max_filter_values,
+            dialect=self.store.literal_dialect,
         )
         profile = self.profile_for(spec)
 

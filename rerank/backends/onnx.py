@@ -15,20 +15,30 @@ ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
 
-def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, quantize: bool = False, opset: int = 17) -> Path:
-    """Export a transformers sequence-classification directory to ONNX (once; reused after).
+def export_onnx(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    quantize: bool = False,
+    opset: int = 17,
+    output: str = "logits",
+) -> Path:
+    """Export a transformers directory to ONNX (once; reused after).
 
-    Writes ``model.onnx`` (and ``model.int8.onnx`` with dynamic int8 quantisation of
-    the weights) into ``out_dir`` (default ``<model_dir>/onnx``). Returns the file to load.
+    ``output`` "logits": a sequence-classification model (cross-encoders); "last_hidden_state":
+    the bare encoder (dense embedding models, pooled by the caller). Writes ``model.onnx``
+    (and ``model.int8.onnx`` with dynamic int8 quantisation of the weights) into ``out_dir``
+    (default ``<model_dir>/onnx``). Returns the file to load.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     out = Path(out_dir) if out_dir else Path(model_dir) / "onnx"
     out.mkdir(parents=True, exist_ok=True)
     fp32 = out / ONNX_FILE
     if not fp32.exists():
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        loader = AutoModelForSequenceClassification if output == "logits" else AutoModel
+        model = loader.from_pretrained(str(model_dir))
         model.eval()
 
         class Logits(torch.nn.Module):
@@ -37,7 +47,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                 self.inner = inner
 
             def forward(self, input_ids, attention_mask):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).logits
+                return getattr(self.inner(input_ids=input_ids, attention_mask=attention_mask, return_dict=True), output)
 
         dummy = torch.ones((2, 8), dtype=torch.long)
         tmp = fp32.with_suffix(".tmp")
@@ -49,8 +59,8 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                 (dummy, dummy),
                 str(tmp),
                 input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},
+                output_names=[output],
+                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, output: {0: "batch"} if output == "logits" else {0: "batch", 1: "seq"}},
                 opset_version=opset,
                 dynamo=False,
             )

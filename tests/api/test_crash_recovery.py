@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from engine.client import HybridSearchClient
-from tests.api.test_milvus_outage import free_port
+from tests.milvus_process import free_port
 
 
 def start_serve(config_path, port):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.api.test_milvus_outage import free_port
+from tests.milvus_process import free_port
 
 
 def test_metrics_endpoint_counts_searches_by_tenant_stage_and_rerank(start_server, tmp_path):

@@ -1,13 +1,10 @@
 """Milvus unreachable at start or mid-run: UNAVAILABLE with a clear message, recovery without a restart.
 
-Milvus here is a real gRPC endpoint: `milvus-lite server` in a subprocess on a loopback port.
+Milvus here is a real gRPC endpoint: the installed milvus-lite as a server process on a loopback port
+(tests/milvus_process.py).
 """
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import grpc
@@ -15,36 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import status_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MilvusProcess:
-    def __init__(self, data_dir, port):
-        self.data_dir, self.port, self.proc = data_dir, port, None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError("milvus-lite server did not start")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+from tests.milvus_process import MilvusProcess, free_port
 
 
 def wait_for_health(channel, want, timeout=20.0):

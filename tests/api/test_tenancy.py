@@ -14,6 +14,7 @@ from engine.tenancy import tenant_from_metadata
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 from tests.conftest import status_of
+from tests.milvus_process import NATIVE_LITE
 
 COLLECTION = "shared"
 # "tenant" is a caller field: it must never be confused with the tenant scope.
@@ -288,5 +289,10 @@ def test_a_hostile_string_is_stored_returned_and_found_by_eq_on_exactly_that_val
 
 @pytest.mark.parametrize("near_miss", NEAR_MISSES, ids=[repr(v) for v in NEAR_MISSES])
 def test_near_misses_of_a_hostile_string_find_nothing(round_trip, near_miss):
+    if NATIVE_LITE and "\r" in near_miss:
+        # Native Milvus Lite cannot express a carriage return in a filter: refused by name.
+        code, details = status_of(lambda: search(round_trip, [("label", "==", near_miss)]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "filter.clauses[0].value" in details and "carriage return" in details
+        return
     assert search(round_trip, [("label", "==", near_miss)]).hits == []
     assert search(round_trip, [("label", "in", [near_miss])]).hits == []

@@ -45,18 +45,42 @@ def test_no_clauses_compile_to_the_tenant_clause_alone():
 
 def test_tenant_clause_comes_first_and_caller_clauses_are_anded_in_parentheses():
     expr = compile_([("i", "GTE", [2015]), ("s", "EQ", ["x"]), ("b", "NE", [True])])
-    assert expr == 'tenant == "acme" and (m_i >= 2015 and m_s == "x" and m_b != true)'
+    assert expr == 'tenant == "acme" and (m_i >= 2015 and m_s == "x" and (m_b != true and m_b is not null))'
 
 
 def test_each_comparison_operator_compiles_to_its_milvus_operator():
     ops = {"EQ": "==", "NE": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
     for op, symbol in ops.items():
-        assert compile_([("i", op, [7])]) == f'tenant == "acme" and (m_i {symbol} 7)'
+        want = f"m_i {symbol} 7" if op != "NE" else "(m_i != 7 and m_i is not null)"
+        assert compile_([("i", op, [7])]) == f'tenant == "acme" and ({want})'
 
 
 def test_set_operators_compile_to_bracketed_literal_lists():
     assert compile_([("s", "IN", ["a", "b"])]) == 'tenant == "acme" and (m_s in ["a", "b"])'
-    assert compile_([("i", "NOT_IN", [1, 2, 3])]) == 'tenant == "acme" and (m_i not in [1, 2, 3])'
+    assert compile_([("i", "NOT_IN", [1, 2, 3])]) == 'tenant == "acme" and ((m_i not in [1, 2, 3] and m_i is not null))'
+
+
+JSON_SPEC = CollectionSpec(name="docs", profile="tiny-m3", dimension=32, metadata_fields=SPEC.metadata_fields, layout="json")
+
+
+def test_json_layout_names_declared_fields_by_escaped_json_path():
+    expr = compile_([("i", "GTE", [2015]), ("s", "IN", ["a"]), ("tenant", "EQ", ["other"])], spec=JSON_SPEC)
+    assert expr == 'tenant == "acme" and (metadata["i"] >= 2015 and metadata["s"] in ["a"] and metadata["tenant"] == "other")'
+
+
+@pytest.mark.parametrize(
+    "field, op, values, presence",
+    [
+        ("i", "NE", [1], 'metadata["i"] >= -9223372036854775808'),
+        ("d", "NOT_IN", [1.5], 'metadata["d"] >= -1.7976931348623157e+308'),
+        ("s", "NE", ["x"], 'metadata["s"] >= ""'),
+        ("b", "NOT_IN", [True], 'metadata["b"] in [true, false]'),
+    ],
+)
+def test_json_layout_negations_also_require_the_key_to_be_present(field, op, values, presence):
+    # Milvus answers NOT IN / != true for a missing JSON key; a missing field must never match.
+    expr = compile_([(field, op, values)], spec=JSON_SPEC)
+    assert expr.endswith(f" and {presence}))")
 
 
 def test_a_caller_field_named_tenant_is_a_prefixed_column_not_the_tenant_scope():
