@@ -40,6 +40,31 @@ def _sparse(rng: np.random.Generator) -> dict[int, float]:
     return {int(t): float(w) for t, w in zip(terms, rng.random(TERMS) + 0.1)}
 
 
+def rss_mib() -> dict[str, float]:
+    """Resident memory of this process and of its children (native Milvus Lite's engine
+    process is one), from /proc."""
+    import os
+
+    def rss(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    me = os.getpid()
+    children = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        children += rss(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return {"this_process": round(rss(me), 1), "children": round(children, 1)}
+
+
 def compatibility(client, DataType) -> dict[str, str]:
     """What the service's store needs, tried one feature at a time on a tiny collection."""
     out: dict[str, str] = {}
@@ -104,6 +129,8 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(7)
         insert_s = 0.0
         for start in range(0, args.rows, 1000):
+            if start and start % 100_000 == 0:
+                print(f"inserted {start} rows", file=sys.stderr)
             n = min(1000, args.rows - start)
             dense = rng.standard_normal((n, DIM)).astype(np.float32)
             rows = [{"pk": f"d{start + i}", "tenant": f"t{(start + i) % TENANTS}", "dense": dense[i].tolist(), "sparse": _sparse(rng)} for i in range(n)]
@@ -137,11 +164,12 @@ def main(argv=None) -> int:
                 if q >= 3:
                     times[name].append(elapsed)
                 assert len(hits[0]) > 0, name
+        memory = rss_mib()
         client.close()
     report = {
         "versions": versions, "rows": args.rows, "queries": args.queries, "index": args.index, "partition_key": args.partition_key,
         "insert_rows_per_s": args.rows / insert_s, "flush_s": flush_s,
-        "ms": {k: _ms(v) for k, v in times.items() if v}, "compatibility": compat,
+        "ms": {k: _ms(v) for k, v in times.items() if v}, "compatibility": compat, "rss_mib": memory,
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -69,7 +69,7 @@ from typing import Optional
 import numpy as np
 
 from benchmarks.bench_rerank import LoadSampler, log, machine_line, resolve_model, wait_until_quiet
-from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_scifact_docs, load_test_queries
+from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_qrels, load_scifact_docs, load_test_queries
 from benchmarks.machine import loadavg, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -366,16 +366,6 @@ def ndcg10(records: list[dict], qrels: dict[str, dict[str, int]]) -> float:
         return float("nan")
     q = Qrels({qid: qrels[qid] for qid in run})
     return float(evaluate(q, Run(run), "ndcg@10"))
-
-
-def load_qrels(data: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(data / "qrels" / "test.tsv", encoding="utf-8") as f:
-        next(f)
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[did] = int(score)
-    return qrels
 
 
 # --------------------------------------------------------------------------- AUTO analysis

@@ -484,6 +484,7 @@ def run_queries(client, queries, args, pass_name: str) -> list[dict[str, Any]]:
                 "dense_search_ms": tm.dense_search_ms,
                 "sparse_search_ms": tm.sparse_search_ms,
                 "fusion_ms": tm.fusion_ms,
+                "fetch_ms": tm.fetch_ms,
                 "total_ms": tm.total_ms,
                 "query_cache_hit": tm.query_cache_hit,
                 "response_build_ms": server.get("response_build_ms", float("nan")),
@@ -508,6 +509,7 @@ STAGES = [
     ("sparse_search_ms", "sparse search (Milvus, top-100)"),
     ("routes_ms", "both routes, wall (concurrent)"),
     ("fusion_ms", "fusion (`fusion_ms`: fuse + hits)"),
+    ("fetch_ms", "fetch text + metadata of the hits (`fetch_ms`)"),
     ("response_build_ms", "response building (protobuf)"),
     ("fusion_response_ms", "**fusion + response**"),
     ("fusion_response_cpu_ms", "fusion + response, thread CPU time"),
@@ -518,7 +520,7 @@ STAGES = [
 ]
 
 
-CONCURRENT_KEYS = ("client_rtt_ms", "total_ms", "encode_ms", "dense_search_ms", "sparse_search_ms", "routes_ms", "fusion_ms")
+CONCURRENT_KEYS = ("client_rtt_ms", "total_ms", "encode_ms", "dense_search_ms", "sparse_search_ms", "routes_ms", "fusion_ms", "fetch_ms")
 
 
 def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
@@ -552,7 +554,8 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
                     rec = {
                         "client_rtt_ms": ms(t), "total_ms": tm.total_ms, "encode_ms": tm.encode_ms,
                         "dense_search_ms": tm.dense_search_ms, "sparse_search_ms": tm.sparse_search_ms,
-                        "fusion_ms": tm.fusion_ms, "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms,
+                        "fusion_ms": tm.fusion_ms, "fetch_ms": tm.fetch_ms,
+                        "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms - tm.fetch_ms,
                         "cache_hit": float(tm.query_cache_hit),
                     }
                     with lock:
@@ -620,7 +623,7 @@ def concurrent_table(r: dict[str, Any]) -> list[str]:
 
 
 def derive(rec: dict[str, Any]) -> dict[str, Any]:
-    rec["routes_ms"] = rec["total_ms"] - rec["encode_ms"] - rec["fusion_ms"]
+    rec["routes_ms"] = rec["total_ms"] - rec["encode_ms"] - rec["fusion_ms"] - rec["fetch_ms"]
     rec["fusion_response_ms"] = rec["fusion_ms"] + rec["response_build_ms"]
     return rec
 
@@ -1051,7 +1054,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         "",
         *summary_table(results),
         "",
-        "`both routes, wall` = total - encode - fusion: the dense and sparse searches run concurrently, plus the thread hand-off. "
+        "`both routes, wall` = total - encode - fusion - fetch: the dense and sparse searches run concurrently, plus the thread hand-off. "
         "`fusion + response` = `fusion_ms` (fuse + hits, in `StageTimings`) + the servicer's protobuf building (`search_response`, timed by a wrapper). "
         "Percentiles over the queries of one pass (p99 of 300 samples is the 3rd-largest).",
         "",

@@ -87,6 +87,17 @@ def load_test_queries(data: Path = DEFAULT_DATA, split: str = "test") -> list[tu
     return [(qid, texts[qid]) for qid in ids]
 
 
+def load_qrels(data: Path = DEFAULT_DATA, split: str = "test") -> dict[str, dict[str, int]]:
+    """query id -> {doc id: grade} from ``qrels/<split>.tsv``."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
+        next(f)  # header
+        for line in f:
+            qid, did, score = line.rstrip("\n").split("\t")
+            qrels.setdefault(qid, {})[did] = int(score)
+    return qrels
+
+
 def load_other_queries(data: Path = DEFAULT_DATA, exclude: set[str] = frozenset(), n: int = 20) -> list[str]:
     """Queries not in ``exclude`` (for warm-up, so the measured queries stay uncached)."""
     out = []

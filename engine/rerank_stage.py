@@ -171,6 +171,22 @@ class RerankStage:
         return self.reranker().status()
 
     # ------------------------------------------------------------ search stage
+    def head_cap(self, tenant: str, query: SearchQuery) -> int:
+        """The most fused candidates run() may read the text of for this query (0: it will
+        not rerank); the service fetches those documents, and only those, before run()."""
+        budget = self.budgets.effective(tenant)
+        mode = query.rerank_mode or budget.default_mode
+        if mode == "off":
+            return 0
+        return self._cap(query, budget, mode)
+
+    @staticmethod
+    def _cap(query: SearchQuery, budget, mode: str) -> int:
+        # FIXED as the tenant's default mode comes with no depth in the request: it
+        # then means "rerank max_depth".
+        requested = query.rerank_depth or budget.max_depth
+        return max(budget.max_depth if mode == "auto" else min(requested, budget.max_depth), 0)
+
     def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]):
         """(order of pks, HeadScore by reranked pk, decision) for one search."""
         budget = self.budgets.effective(tenant)
@@ -195,11 +211,7 @@ class RerankStage:
         if not reranker.breaker.allow():
             return degrade(f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
 
-        # FIXED as the tenant's default mode comes with no depth in the request: it
-        # then means "rerank max_depth".
-        requested = query.rerank_depth or budget.max_depth
-        cap = budget.max_depth if mode == "auto" else min(requested, budget.max_depth)
-        head = fused.ids[: max(cap, 0)]
+        head = fused.ids[: self._cap(query, budget, mode)]
         if not head:
             decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
             return fused.ids, {}, decision
@@ -226,7 +238,7 @@ class RerankStage:
                 signals=signals,
                 queue_wait_ms=reranker.model.predict_ms(pending, pending * per_pair) if pending else 0.0,
                 reserve_ms=self.config.reserve_ms,
-                requested_depth=requested,
+                requested_depth=query.rerank_depth or budget.max_depth,
                 skip_when_routes_agree=reranker.config.skip_when_routes_agree,
                 auto_max_depth=reranker.config.auto_max_depth,
                 candidates=len(head),

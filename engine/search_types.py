@@ -70,6 +70,7 @@ class StageTimings:
     dense_search_ms: float = 0.0
     sparse_search_ms: float = 0.0
     fusion_ms: float = 0.0
+    fetch_ms: float = 0.0  # text + metadata of the answered (and rerank head) candidates
     rerank_ms: float = 0.0
     total_ms: float = 0.0
     query_cache_hit: bool = False

@@ -1,6 +1,7 @@
 """The gRPC server: service wiring, standard health checking, reflection, graceful shutdown."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,11 @@ class Server:
 
     def start(self) -> int:
         self.service.start()
+        # Everything loaded so far (models, tokenizers, their module trees) lives as long as
+        # the process: move it out of the collector's view, so that a full collection does
+        # not walk it during a request (a 650 ms gen-2 pause was seen at 50k documents).
+        gc.collect()
+        gc.freeze()
         auth = Authenticator(self.settings, self.keys)
         pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, auth), self.grpc_server)
         pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, auth, self.keys), self.grpc_server)

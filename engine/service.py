@@ -264,15 +264,21 @@ class SearchService:
             out = fn(*args)
             return out, _ms(t0)
 
-        sparse_future = self._search_pool.submit(timed, self.store.search_sparse, spec, vectors.sparse, query.sparse_k, expr)
-        dense_hits, timings.dense_search_ms = timed(self.store.search_dense, spec, vectors.dense, query.dense_k, expr)
+        # The routes return ids and scores only: text and metadata of 100 + 100 candidates cost
+        # more to ship and parse (pymilvus, under the GIL) than one fetch of the few answered
+        # (benchmarks/README.md, "Concurrency").
+        sparse_future = self._search_pool.submit(timed, self.store.search_sparse, spec, vectors.sparse, query.sparse_k, expr, False)
+        dense_hits, timings.dense_search_ms = timed(self.store.search_dense, spec, vectors.dense, query.dense_k, expr, False)
         sparse_hits, timings.sparse_search_ms = sparse_future.result()
 
         t = time.perf_counter()
         fused = self._fuse(spec, query, dense_hits, sparse_hits)
-        docs: dict[str, StoredDoc] = {h.pk: h.doc for h in sparse_hits}
-        docs.update((h.pk, h.doc) for h in dense_hits)
         timings.fusion_ms = _ms(t)
+
+        t = time.perf_counter()
+        head_cap = self.rerank_stage.head_cap(tenant, query) if self.rerank_stage is not None else 0
+        fused, docs = self._fetch_docs(spec, fused, max(query.top_k, head_cap), expr)
+        timings.fetch_ms = _ms(t)
 
         decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
         rerank_scores: dict[str, HeadScore] = {}
@@ -305,6 +311,21 @@ class SearchService:
         )
         self.metrics.observe_search(tenant, outcome)
         return outcome
+
+    def _fetch_docs(self, spec: CollectionSpec, fused: fusion.FusionResult, want: int, expr: str) -> tuple[fusion.FusionResult, dict[str, StoredDoc]]:
+        """Text and metadata of the first ``want`` fused candidates, read with the routes'
+        own expression. A candidate deleted (or changed to fail the filter) since the route
+        searches is dropped from the ranking and the next one takes its place."""
+        docs: dict[str, StoredDoc] = {}
+        while True:
+            window = [pk for pk in fused.ids[:want] if pk not in docs]
+            if not window:
+                return fused, docs
+            found = self.store.get(spec, window, expr)
+            docs.update(found)
+            gone = set(window) - found.keys()
+            if gone:
+                fused = fused.without(gone)
 
     def _fuse(self, spec: CollectionSpec, query: SearchQuery, dense_hits: list[RouteHit], sparse_hits: list[RouteHit]) -> fusion.FusionResult:
         routes = [

@@ -112,6 +112,7 @@ def search_response(outcome: SearchOutcome) -> pb.SearchResponse:
             rerank_ms=t.rerank_ms,
             total_ms=t.total_ms,
             query_cache_hit=t.query_cache_hit,
+            fetch_ms=t.fetch_ms,
         ),
         rerank=pb.RerankDecision(
             mode=validation.RERANK_MODES_BACK.get(d.mode, pb.OFF),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -53,7 +54,14 @@ class StoredDoc:
 class RouteHit:
     pk: str
     score: float
-    doc: StoredDoc
+    doc: Optional[StoredDoc]  # None when the search asked for ids and scores only
+
+
+def _installed_lite() -> str:
+    try:
+        return metadata.version("milvus-lite")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -111,6 +119,13 @@ class MilvusStore:
             if self._client is None:
                 if self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                    if Path(self.uri).is_dir() and _installed_lite().startswith("2."):
+                        # Milvus Lite 3.x keeps a store as a directory; native 2.5 cannot open it.
+                        raise unavailable(
+                            f"{self.uri} is a Milvus Lite 3.x store, which the installed milvus-lite {_installed_lite()} "
+                            "cannot open: point data_dir (or milvus.uri) at a new location and ingest again, "
+                            "or install milvus-lite 3.x (pip install 'milvus-lite>=3,<4') to keep serving it"
+                        )
                 kwargs: dict[str, Any] = {"uri": self.uri, "timeout": self.config.timeout_s}
                 if self.config.token:
                     kwargs["token"] = self.config.token
@@ -357,7 +372,7 @@ class MilvusStore:
             return {"nprobe": min(self.config.ivf_nprobe, self.config.ivf_nlist)}
         return {}
 
-    def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str) -> list[RouteHit]:
+    def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str, with_docs: bool = True) -> list[RouteHit]:
         params = {"metric_type": spec.dense_metric, "params": self._dense_search_params(spec, limit)}
         result = self._call(
             "dense search",
@@ -367,13 +382,15 @@ class MilvusStore:
             anns_field="dense",
             limit=limit,
             filter=expr,
-            output_fields=self.output_fields(spec),
+            output_fields=self.output_fields(spec) if with_docs else ["pk"],
             search_params=params,
         )
-        return self._hits(spec, result)
+        return self._hits(spec, result, with_docs=with_docs)
 
-    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float] | str, limit: int, expr: str) -> list[RouteHit]:
-        """``vector``: the query's sparse vector, or its text for a milvus-bm25 collection."""
+    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float] | str, limit: int, expr: str, with_docs: bool = True) -> list[RouteHit]:
+        """``vector``: the query's sparse vector, or its text for a milvus-bm25 collection.
+        ``with_docs`` False: ids and scores only (text and metadata fetched later for the few
+        hits that are answered; see SearchService.search)."""
         milvus_bm25 = spec.sparse_kind == "milvus-bm25"
         if not (vector.strip() if isinstance(vector, str) else vector):
             return []
@@ -386,7 +403,7 @@ class MilvusStore:
                 anns_field="sparse",
                 limit=limit,
                 filter=expr,
-                output_fields=self.output_fields(spec),
+                output_fields=self.output_fields(spec) if with_docs else ["pk"],
                 search_params={"metric_type": "BM25" if milvus_bm25 else "IP", "params": {}},
             )
         except MilvusException as exc:
@@ -397,9 +414,9 @@ class MilvusStore:
             raise
         # Milvus Lite 3.x answers BM25 as a distance (-score); a server as the score. BM25
         # is never negative, so the magnitude is the score on either.
-        return self._hits(spec, result, score=abs if milvus_bm25 else float)
+        return self._hits(spec, result, score=abs if milvus_bm25 else float, with_docs=with_docs)
 
-    def _hits(self, spec: CollectionSpec, result, score=float) -> list[RouteHit]:
+    def _hits(self, spec: CollectionSpec, result, score=float, with_docs: bool = True) -> list[RouteHit]:
         hits = []
         seen: set[str] = set()
         for hit in result[0]:
@@ -409,7 +426,8 @@ class MilvusStore:
             if pk in seen:
                 continue
             seen.add(pk)
-            hits.append(RouteHit(pk=pk, score=float(score(hit["distance"])), doc=self.to_doc(spec, hit["entity"], pk)))
+            doc = self.to_doc(spec, hit["entity"], pk) if with_docs else None
+            hits.append(RouteHit(pk=pk, score=float(score(hit["distance"])), doc=doc))
         return hits
 
     def _string_list(self, values: Sequence[str]) -> str:

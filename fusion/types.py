@@ -118,3 +118,15 @@ class FusionResult:
             route_raw={name: raw[:n] for name, raw in self.route_raw.items()},
             route_norm={name: norm[:n] for name, norm in self.route_norm.items()},
         )
+
+    def without(self, drop: set[str]) -> FusionResult:
+        """The same ranking with the ids in `drop` removed (the others keep their order,
+        scores and route views; positions close up)."""
+        keep = np.fromiter((pk not in drop for pk in self.ids), dtype=bool, count=len(self.ids))
+        return FusionResult(
+            ids=[pk for pk, k in zip(self.ids, keep) if k],
+            scores=self.scores[keep],
+            route_ranks={name: ranks[keep] for name, ranks in self.route_ranks.items()},
+            route_raw={name: raw[keep] for name, raw in self.route_raw.items()},
+            route_norm={name: norm[keep] for name, norm in self.route_norm.items()},
+        )

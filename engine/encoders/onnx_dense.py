@@ -2,7 +2,8 @@
 
 The model's transformer is exported once (``rerank.backends.onnx.export_onnx``, output
 ``last_hidden_state``) into ``<cache>/<model fingerprint>/``; pooling and normalisation
-are read from the model's own sentence-transformers files and applied here in numpy, so
+is read from the model's own sentence-transformers files and applied here in numpy (then
+unit length, as the sentence-transformers engine), so
 the vectors are the same model's (fp32: equal to torch's within float error; int8: close,
 nDCG@10 on SciFact in benchmarks/README.md). Only mean or CLS pooling over a transformer at
 the directory's root (the layout of all-MiniLM-L6-v2 and most sentence-transformers
@@ -39,11 +40,11 @@ def _fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _pooling(model_dir: Path) -> tuple[str, bool]:
-    """(pooling mode, normalise) from the sentence-transformers module files."""
+def _pooling(model_dir: Path) -> str:
+    """The pooling mode from the sentence-transformers module files ("mean" or "cls")."""
     modules_file = model_dir / "modules.json"
     if not modules_file.exists():
-        return "mean", True  # a bare transformers model: mean pooling, as sentence-transformers does
+        return "mean"  # a bare transformers model: mean pooling, as sentence-transformers does
     modules = json.loads(modules_file.read_text())
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
     if kinds[0] != "Transformer" or modules[0].get("path", "") != "":
@@ -59,7 +60,7 @@ def _pooling(model_dir: Path) -> tuple[str, bool]:
             if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"]):
                 raise ModelNotFound(f"{model_dir}: dense_engine onnx supports mean or CLS pooling, not {modes}; use dense_engine sentence-transformers")
             mode = "mean" if modes == ["pooling_mode_mean_tokens"] else "cls"
-    return mode, "Normalize" in kinds
+    return mode
 
 
 class OnnxDense:
@@ -72,11 +73,11 @@ class OnnxDense:
         from rerank.backends.onnx import export_onnx
 
         model_dir = Path(model_path)
-        self.pooling, self.normalize = _pooling(model_dir)
+        self.pooling = _pooling(model_dir)
         self.batch_size = config.batch_size
         self.max_length = config.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.onnx_file = export_onnx(model_dir, onnx_cache_dir() / _fingerprint(model_dir), quantize=quantize, output="last_hidden_state")
+        self.onnx_file = export_onnx(model_dir, onnx_cache_dir() / _fingerprint(model_dir), quantize=quantize, output="last_hidden_state", per_channel=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         options.inter_op_num_threads = 1
@@ -93,8 +94,8 @@ class OnnxDense:
         else:
             m = mask[:, :, None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
-        if self.normalize:
-            pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        # Always unit length, as SentenceTransformerDense (normalize_embeddings=True).
+        pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -103,7 +104,6 @@ class OnnxDense:
         # Longest first in batches of similar length: padding costs compute (as
         # sentence-transformers does; results go back in the caller's order).
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), 0), dtype=np.float32)
         parts = []
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

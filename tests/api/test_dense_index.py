@@ -65,3 +65,29 @@ def test_an_unknown_dense_index_is_refused_in_config_naming_the_setting():
 
     with pytest.raises(ValidationError, match="milvus.dense_index"):
         Settings(milvus={"dense_index": "DISKANN"})
+
+
+@pytest.mark.parametrize("layout", ["auto", "typed", "json"])
+def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_where_unsupported(tmp_path, tiny_m3_dir, layout):
+    from tests.conftest import RunningServer, make_settings
+
+    running = RunningServer(make_settings(tmp_path, tiny_m3_dir, None, milvus={"schema_layout": layout}))
+    try:
+        client = running.client("acme")
+        expected = {"auto": "json" if NATIVE_LITE else "typed"}.get(layout, layout)
+        if expected == "typed" and NATIVE_LITE:
+            # Native Milvus Lite has no nullable fields: refused at creation, naming the setting.
+            code, details = status_of(lambda: client.create_collection("docs", metadata_fields={"year": "int"}))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "milvus.schema_layout 'typed'" in details
+            assert "docs" not in [c.name for c in client.list_collections()]
+            return
+        client.create_collection("docs", metadata_fields={"year": "int"})
+        assert running.server.service.store.spec("docs").layout == expected
+        client.upsert("docs", [dict(d, metadata={"year": 2010 + i}) for i, d in enumerate(DOCS)] + [{"id": "bare", "text": "no year at all"}])
+        found = client.search("docs", "heart", top_k=10, filters=[("year", "!=", 2010)])
+        assert {h.id for h in found.hits} == {"b", "c"}  # "bare" has no year: it never matches
+        found = client.search("docs", "heart", top_k=10, filters=[("year", "not in", [2011])])
+        assert {h.id for h in found.hits} == {"a", "c"}
+        assert client.get("docs", ["a"])[0].metadata["year"].int_value == 2010
+    finally:
+        running.stop()

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import status_of
-from tests.milvus_process import MilvusProcess, free_port
+from tests.milvus_process import NATIVE_LITE, MilvusProcess, free_port
 
 
 def wait_for_health(channel, want, timeout=20.0):
@@ -76,3 +76,13 @@ def test_service_starts_without_milvus_and_recovers_when_it_comes_back_and_after
     reply = retry(lambda: client.search("docs", "cancer", top_k=1))
     assert reply.hits[0].id == "a"
     assert [d.id for d in client.get("docs", ["b"])] == ["b"]
+
+
+@pytest.mark.skipif(not NATIVE_LITE, reason="only native milvus-lite 2.5 cannot open a 3.x store")
+def test_a_milvus_lite_3_store_is_refused_with_what_to_do(start_server, tmp_path):
+    # Milvus Lite 3.x keeps its store as a directory at <data_dir>/milvus.db.
+    (tmp_path / "svc" / "milvus.db").mkdir(parents=True)
+    running = start_server(tmp_path / "svc")
+    code, details = status_of(lambda: running.client("acme").list_collections())
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "is a Milvus Lite 3.x store" in details and "ingest again" in details and "milvus-lite>=3,<4" in details

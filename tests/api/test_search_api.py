@@ -55,8 +55,33 @@ def test_search_returns_hits_with_per_route_scores_and_stage_timings(client):
         assert h.fused_score == pytest.approx(expected)
         assert h.score == h.fused_score and not h.reranked
     t = reply.timings
-    assert t.total_ms >= t.encode_ms >= 0 and t.dense_search_ms > 0 and t.sparse_search_ms > 0
+    assert t.total_ms >= t.encode_ms >= 0 and t.dense_search_ms > 0 and t.sparse_search_ms > 0 and t.fetch_ms > 0
     assert reply.rerank.mode != 0 and not reply.rerank.degraded
+    # Every hit comes with its whole stored text and metadata (fetched after fusion).
+    by_id = {d["id"]: d for d in DOCS}
+    for h in reply.hits:
+        assert h.text == by_id[h.id]["text"] and set(h.metadata) == set(by_id[h.id]["metadata"])
+
+
+def test_a_candidate_deleted_after_the_route_searches_gives_its_place_to_the_next(server, client):
+    """The routes return ids only; a document deleted before its text is fetched is not answered."""
+    from engine.encoders.base import Scope
+    from engine.search_types import SearchQuery
+
+    service = server.server.service
+    spec = service.store.spec(COLLECTION)
+    expr = service._tenant_expr(spec, "acme")
+    query = SearchQuery(collection=COLLECTION, text="cancer cells", top_k=3, dense_k=6, sparse_k=6)
+    dense = service.store.search_dense(spec, service.profile_for(spec).encode_query(Scope(COLLECTION, "acme"), "cancer cells").dense, 6, expr, False)
+    fused = service._fuse(spec, query, dense, [])
+    ghost = "acme:ghost"  # as if deleted between the route searches and the fetch
+    fused = fused.__class__(ids=[ghost] + fused.ids, scores=np.concatenate([[9.0], fused.scores]),
+                            route_ranks={k: np.concatenate([[1], v]) for k, v in fused.route_ranks.items()},
+                            route_raw={k: np.concatenate([[1.0], v]) for k, v in fused.route_raw.items()},
+                            route_norm={k: np.concatenate([[1.0], v]) for k, v in fused.route_norm.items()})
+    kept, docs = service._fetch_docs(spec, fused, 3, expr)
+    assert ghost not in kept.ids and kept.ids[:3] == [pk for pk in fused.ids if pk != ghost][:3]
+    assert set(docs) == set(kept.ids[:3]) and all(d.text for d in docs.values())
 
 
 def test_repeated_query_hits_the_query_cache(client):

@@ -126,6 +126,19 @@ def test_rrf_head_keeps_every_per_route_array_aligned():
         result.head(-1)
 
 
+def test_without_drops_ids_and_keeps_the_others_aligned():
+    result = rrf([route("dense", ["a", "b", "c"]), route("sparse", ["c", "d"])])
+    kept = result.without({"c", "zzz"})
+    assert kept.ids == [pk for pk in result.ids if pk != "c"]
+    position = {pk: i for i, pk in enumerate(result.ids)}
+    for i, pk in enumerate(kept.ids):
+        assert kept.scores[i] == result.scores[position[pk]]
+        for name in ("dense", "sparse"):
+            assert kept.route_ranks[name][i] == result.route_ranks[name][position[pk]]
+            np.testing.assert_array_equal(kept.route_norm[name][i], result.route_norm[name][position[pk]])
+    assert result.without(set()).ids == result.ids and result.without(set(result.ids)).ids == []
+
+
 def test_fuse_dispatches_rrf_with_k_and_weights():
     dense = route("dense", ["a", "b"])
     sparse = route("sparse", ["b"])

@@ -331,7 +331,7 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., fused_score: _Optional[float] = ..., fused_rank: _Optional[int] = ..., dense: _Optional[_Union[RouteScore, _Mapping]] = ..., sparse: _Optional[_Union[RouteScore, _Mapping]] = ..., reranked: _Optional[bool] = ..., rerank_score: _Optional[float] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit")
+    __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit", "fetch_ms")
     ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     DENSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
     SPARSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +339,7 @@ class StageTimings(_message.Message):
     RERANK_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     QUERY_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    FETCH_MS_FIELD_NUMBER: _ClassVar[int]
     encode_ms: float
     dense_search_ms: float
     sparse_search_ms: float
@@ -346,7 +347,8 @@ class StageTimings(_message.Message):
     rerank_ms: float
     total_ms: float
     query_cache_hit: bool
-    def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ...) -> None: ...
+    fetch_ms: float
+    def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ..., fetch_ms: _Optional[float] = ...) -> None: ...
 
 class RerankDecision(_message.Message):
     __slots__ = ("mode", "depth_chosen", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money", "budget_left_units", "partial", "depth_scored", "degraded", "degraded_reason", "backend")
