@@ -264,9 +264,10 @@ class SearchService:
             out = fn(*args)
             return out, _ms(t0)
 
-        # The routes return ids and scores only: text and metadata of 100 + 100 candidates cost
-        # more to ship and parse (pymilvus, under the GIL) than one fetch of the few answered
-        # (benchmarks/README.md, "Concurrency").
+        # The routes return ids and scores only; text and metadata are fetched after fusion for
+        # the few answered (and the rerank head). Shipping and parsing 100 + 100 candidates'
+        # text (pymilvus, under the GIL) cost more: 8 clients, 5k, warm: 164-167 against
+        # 120-139 queries/s (benchmarks/README.md, "Concurrency").
         sparse_future = self._search_pool.submit(timed, self.store.search_sparse, spec, vectors.sparse, query.sparse_k, expr, False)
         dense_hits, timings.dense_search_ms = timed(self.store.search_dense, spec, vectors.dense, query.dense_k, expr, False)
         sparse_hits, timings.sparse_search_ms = sparse_future.result()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from engine.errors import ServiceError, failed_precondition, invalid, not_found,
 from engine.filters import string_literal
 
 log = logging.getLogger(__name__)
+# milvus-lite 2.5.1 imports pkg_resources (hence setuptools<81 in pyproject.toml), which
+# warns on every start; the pin is deliberate, the warning is noise.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 SPEC_PROPERTY = "hsearch.spec"
 # The spec is also written into the schema's description: native Milvus Lite 2.5 drops
@@ -55,6 +59,23 @@ class RouteHit:
     pk: str
     score: float
     doc: Optional[StoredDoc]  # None when the search asked for ids and scores only
+
+
+def _forget_dead_lite_engine(uri: str) -> None:
+    """Native Milvus Lite runs its engine as a child process that pymilvus starts once per
+    file and then reuses: if that process died (killed, crashed), pymilvus would hand out
+    its dead socket forever. Release it so the next connection starts a fresh engine on
+    the same file, which replays what was written. A live engine is left alone."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # Milvus Lite 3.x, or no Milvus Lite at all
+        return
+    path = str(Path(uri).absolute().resolve())
+    server = server_manager_instance._servers.get(path)
+    process = getattr(server, "_p", None)  # milvus_lite.server.Server's subprocess
+    if process is not None and process.poll() is not None:
+        log.warning("the Milvus Lite engine for %s exited with %s; starting a new one", uri, process.returncode)
+        server_manager_instance.release_server(path)
 
 
 def _installed_lite() -> str:
@@ -155,6 +176,8 @@ class MilvusStore:
                 client.close()
             except Exception:
                 pass
+        if self.is_lite:
+            _forget_dead_lite_engine(self.uri)
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Milvus call, mapping its failures to gRPC-facing errors."""
@@ -207,13 +230,7 @@ class MilvusStore:
         if milvus_bm25:
             schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]))
         index = client.prepare_index_params()
-        # Nested under "params" for the same reason as BM25's below: flat, Milvus Lite dropped
-        # M and efConstruction without a word (describe_index showed none).
-        build = {
-            "HNSW": {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
-            "IVF_FLAT": {"nlist": self.config.ivf_nlist},
-        }.get(spec.dense_index)
-        index.add_index("dense", index_type=spec.dense_index, metric_type=spec.dense_metric, params={"params": build} if build else {})
+        index.add_index("dense", index_type=spec.dense_index, metric_type=spec.dense_metric, params=self.dense_build_params(spec))
         if milvus_bm25:
             # Nested under "params": pymilvus 3.0.2 flattens index params and Milvus Lite
             # then drops flat bm25_k1/bm25_b silently (its default k1 is 1.5); a server
@@ -365,7 +382,17 @@ class MilvusStore:
         # By engine, not by URI: a milvus-lite server answers on http:// too.
         return "HNSW" if self.engine == "server" else "FLAT"
 
-    def _dense_search_params(self, spec: CollectionSpec, limit: int) -> dict:
+    def dense_build_params(self, spec: CollectionSpec) -> dict:
+        """The dense index's build parameters as sent to Milvus. Nested under "params" for
+        the same reason as BM25's: flat, Milvus Lite 3.x dropped M and efConstruction
+        without a word (describe_index showed none); servers and native Lite read both."""
+        build = {
+            "HNSW": {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction},
+            "IVF_FLAT": {"nlist": self.config.ivf_nlist},
+        }.get(spec.dense_index)
+        return {"params": build} if build else {}
+
+    def dense_search_params(self, spec: CollectionSpec, limit: int) -> dict:
         if spec.dense_index == "HNSW":
             return {"ef": max(self.config.hnsw_ef, limit)}
         if spec.dense_index == "IVF_FLAT":
@@ -373,7 +400,7 @@ class MilvusStore:
         return {}
 
     def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str, with_docs: bool = True) -> list[RouteHit]:
-        params = {"metric_type": spec.dense_metric, "params": self._dense_search_params(spec, limit)}
+        params = {"metric_type": spec.dense_metric, "params": self.dense_search_params(spec, limit)}
         result = self._call(
             "dense search",
             "search",

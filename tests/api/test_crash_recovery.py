@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from engine.client import HybridSearchClient
-from tests.milvus_process import free_port
+from tests.milvus_process import NATIVE_LITE, free_port
 
 
 def start_serve(config_path, port):
@@ -112,3 +112,55 @@ def test_kill_9_during_ingest_keeps_every_acknowledged_document_whole(config):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def _engine_processes(data_dir) -> list[int]:
+    """Native Milvus Lite's engine: a child process named after the store file."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"/milvus") and str(data_dir / "milvus.db").encode() in argv:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not NATIVE_LITE, reason="Milvus Lite 3.x runs inside the service's own process")
+def test_the_engine_process_killed_mid_ingest_is_restarted_and_keeps_every_acknowledged_document(start_server, tmp_path):
+    running = start_server(tmp_path / "data")
+    client = running.client("acme")
+    client.create_collection("docs", metadata_fields={"batch": "int"})
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def ingest():
+        n = 0
+        while not stop.is_set() and n < 200:
+            try:
+                client.upsert("docs", batch(n))
+                acked.append(n)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc  # the engine died under this call
+            n += 1
+
+    writer = threading.Thread(target=ingest, daemon=True)
+    writer.start()
+    while len(acked) < 5:
+        time.sleep(0.05)
+    (engine,) = _engine_processes(tmp_path / "data")
+    os.kill(engine, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while len(acked) < 10 and time.monotonic() < deadline:  # the service recovers by itself
+        time.sleep(0.1)
+    stop.set()
+    writer.join(60)
+    assert len(acked) >= 10, "ingest did not resume after the engine was killed"
+    assert _engine_processes(tmp_path / "data") and engine not in _engine_processes(tmp_path / "data")
+    for n in acked:
+        assert len(client.get("docs", [d["id"] for d in batch(n)])) == 10, f"acknowledged batch {n} lost documents"
+    reply = client.search("docs", f"protein cells batch {acked[-1]}", top_k=10, filters=[("batch", "==", acked[-1])])
+    assert {h.id for h in reply.hits} == {d["id"] for d in batch(acked[-1])}

@@ -91,3 +91,21 @@ def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_wher
         assert client.get("docs", ["a"])[0].metadata["year"].int_value == 2010
     finally:
         running.stop()
+
+
+def test_hnsw_build_and_search_parameters_as_sent_to_a_milvus_server():
+    # No Milvus server that holds this schema installs offline here: the parameters the
+    # store sends are checked as data (native Lite refuses HNSW, see above).
+    from engine.collections import CollectionSpec
+    from engine.config import MilvusConfig
+    from engine.store import MilvusStore
+
+    store = MilvusStore("http://milvus.invalid:19530", MilvusConfig(hnsw_m=24, hnsw_ef_construction=300, hnsw_ef=64, ivf_nlist=256, ivf_nprobe=8))
+    hnsw = CollectionSpec("c", "p", 8, dense_index="HNSW")
+    assert store.dense_build_params(hnsw) == {"params": {"M": 24, "efConstruction": 300}}
+    assert store.dense_search_params(hnsw, 10) == {"ef": 64}
+    assert store.dense_search_params(hnsw, 500) == {"ef": 500}  # ef never below the results asked for
+    ivf = CollectionSpec("c", "p", 8, dense_index="IVF_FLAT")
+    assert store.dense_build_params(ivf) == {"params": {"nlist": 256}} and store.dense_search_params(ivf, 10) == {"nprobe": 8}
+    flat = CollectionSpec("c", "p", 8, dense_index="FLAT")
+    assert store.dense_build_params(flat) == {} and store.dense_search_params(flat, 10) == {}
