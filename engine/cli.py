@@ -432,6 +432,19 @@ def cmd_bench(args) -> int:
     return run_cli(args, " ".join(["hsearch bench", *given]))
 
 
+def _config_after_subcommands(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Let `--config` come after nested subcommands too (`hsearch keys create ... --config F`,
+    as the README writes it), not only before them. The nested copies default to SUPPRESS so
+    they never overwrite a value given earlier on the line."""
+    has = inherited or any("--config" in a.option_strings for a in parser._actions)
+    if has and not any("--config" in a.option_strings for a in parser._actions):
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file (or env HSEARCH_CONFIG)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _config_after_subcommands(child, has)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsearch", description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -556,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service (benchmarks/README.md)")
     add_bench_arguments(p)
     p.set_defaults(fn=cmd_bench)
+    _config_after_subcommands(parser)
     return parser
 
 

@@ -181,6 +181,12 @@ class LimitsConfig(BaseModel):
     max_id_chars: int = Field(256, ge=1, le=256)
     max_batch_docs: int = Field(1000, ge=1)
     max_metadata_keys: int = Field(64, ge=0)
+    # Every metadata string value, declared or not, in UTF-8 bytes; and a document's
+    # metadata as a whole (keys + values; numbers and bools count 8 bytes). Without these,
+    # one document of 64 x 1 MB fields was accepted and every search hitting it failed
+    # with an 84 MB reply (issue 15).
+    max_metadata_value_bytes: int = Field(4096, ge=1, le=65535)
+    max_metadata_bytes: int = Field(16384, ge=1, le=65536)
     max_filter_clauses: int = Field(32, ge=0)
     max_filter_values: int = Field(1024, ge=1)
     max_string_value_chars: int = Field(1024, ge=1)

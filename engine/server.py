@@ -17,6 +17,7 @@ from engine.config import Settings
 from engine.service import SearchService
 from engine.api_keys import ApiKeyStore
 from engine.servicer import Authenticator, HybridSearchServicer, TenantAdminServicer
+from engine.wire import MalformedRequestInterceptor
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -58,6 +59,19 @@ def offline_model_environment() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+class HealthWithList(health.HealthServicer):
+    """grpcio-health-checking's servicer, with the List RPC it advertises but leaves
+    UNIMPLEMENTED: every service name this server reports on, with its status, so a client
+    can discover names such as hybridsearch.v1.Rerank."""
+
+    def List(self, request, context):
+        with self._lock:  # the parent class's lock over its status map
+            statuses = dict(self._server_status)
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()}
+        )
+
+
 class Server:
     """A running service. ``start()`` binds and serves; ``stop()`` drains and closes."""
 
@@ -72,8 +86,9 @@ class Server:
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="rpc"),
             options=opts,
+            interceptors=[MalformedRequestInterceptor()],
         )
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = HealthWithList(experimental_non_blocking=True)
         self.keys = ApiKeyStore(settings.state_path)
         if settings.auth_mode == "dev_header":
             log.warning("auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)")

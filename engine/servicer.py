@@ -11,7 +11,7 @@ import grpc
 
 from engine import validation
 from engine.api_keys import ROLE_RANK, ApiKeyStore
-from engine.errors import ServiceError, failed_precondition, invalid, permission_denied, unauthenticated
+from engine.errors import ServiceError, exhausted, failed_precondition, invalid, permission_denied, unauthenticated
 from engine.search_types import RouteDetail, SearchOutcome
 from engine.service import SearchService
 from engine.tenancy import TENANT_HEADER, TenantLimiter, check_tenant_name, tenant_from_metadata
@@ -132,6 +132,36 @@ def search_response(outcome: SearchOutcome) -> pb.SearchResponse:
         dense_candidates=outcome.dense_candidates,
         sparse_candidates=outcome.sparse_candidates,
     )
+
+
+# Room left under the message limit for the reply's framing and the fields after the hits.
+REPLY_HEADROOM_BYTES = 16 * 1024
+
+
+def fit_reply(reply: pb.SearchResponse, max_bytes: int) -> pb.SearchResponse:
+    """Keep a search reply under the gRPC message limit: cut the stored text of the last
+    hits first (``text_truncated``), so the best hits stay whole. With the write limits
+    (text 64 KiB, metadata 16 KiB per document) only a large top_k can get there."""
+    budget = max_bytes - REPLY_HEADROOM_BYTES
+    size = reply.ByteSize()
+    for _ in range(3):  # each pass estimates the saving; the next measures it again
+        if size <= budget:
+            return reply
+        over = size - budget
+        for hit in reversed(reply.hits):
+            if over <= 0:
+                break
+            raw = hit.text.encode("utf-8")
+            if not raw:
+                continue
+            keep = max(0, len(raw) - over - 8)  # 8: the flag and shorter length prefixes
+            hit.text = raw[:keep].decode("utf-8", "ignore")
+            hit.text_truncated = True
+            over -= len(raw) - keep - 2
+        size = reply.ByteSize()
+    if size > budget:
+        raise exhausted(f"the reply would be {size} bytes even without hit texts; server.max_message_bytes is {max_bytes}: ask for a smaller top_k")
+    return reply
 
 
 class Authenticator:
@@ -275,7 +305,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         # then dropped instead of encoded for nobody.
         ended = threading.Event()
         context.add_callback(ended.set)
-        return search_response(self.service.search(tenant, query, deadline_of(context), ended))
+        return fit_reply(search_response(self.service.search(tenant, query, deadline_of(context), ended)), self.service.settings.server.max_message_bytes)
 
     @rpc
     def Rerank(self, request, context):

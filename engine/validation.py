@@ -125,10 +125,18 @@ def documents(request_docs: Sequence[pb.Document], limits: LimitsConfig, where: 
         if len(d.metadata) > limits.max_metadata_keys:
             raise invalid(f"{at}.metadata", f"{len(d.metadata)} keys; at most {limits.max_metadata_keys} allowed")
         metadata = {}
+        total = 0
         for key in sorted(d.metadata):
             if not FIELD_NAME.fullmatch(key):
                 raise invalid(f"{at}.metadata", f"key {key[:80]!r} is not a valid field name (a letter or _, then letters, digits or _)")
-            metadata[key] = metadata_value(d.metadata[key], f"{at}.metadata[{key!r}]")
+            value = metadata_value(d.metadata[key], f"{at}.metadata[{key!r}]")
+            size = len(value.encode("utf-8")) if isinstance(value, str) else 8
+            if isinstance(value, str) and size > limits.max_metadata_value_bytes:
+                raise invalid(f"{at}.metadata[{key!r}]", f"{size} bytes of UTF-8; at most {limits.max_metadata_value_bytes} allowed (limits.max_metadata_value_bytes)")
+            total += len(key) + size
+            metadata[key] = value
+        if total > limits.max_metadata_bytes:
+            raise invalid(f"{at}.metadata", f"{total} bytes in all (keys + values); at most {limits.max_metadata_bytes} allowed (limits.max_metadata_bytes)")
         out.append(Document(id=d.id, text=d.text, metadata=metadata))
     return out
 

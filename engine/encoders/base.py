@@ -95,8 +95,10 @@ class EmbeddingProfile(ABC):
 
     @abstractmethod
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended: threading.Event | None = None) -> QueryVectors:
-        """Query vectors. Cache keys are (kind, model path, text): two profiles may share a
-        model directory but cache different things (BGE-M3: dense + sparse; dense-bm25: dense).
+        """Query vectors. Cache keys are (kind, model path, tenant, text): two profiles may
+        share a model directory but cache different things (BGE-M3: dense + sparse; dense-bm25:
+        dense), and a tenant never hits an entry another tenant's search made (a hit is
+        visible in `query_cache_hit` and in the latency: it would tell what others searched).
         A cache miss is encoded with other concurrent ones (QueryBatcher); ``deadline``
         (time.monotonic()) bounds the wait: EncodeTimeout, or QueueFull when too many wait; a
         query whose ``call_ended`` is set while queued is dropped (EncodeCancelled)."""

@@ -52,7 +52,7 @@ class BgeM3Profile(EmbeddingProfile):
         return DocumentVectors(dense=dense, sparse=sparse)
 
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
-        key = (self.kind, self.model_path, text)
+        key = (self.kind, self.model_path, scope.tenant, text)
         cached = self.cache.get(key)
         if cached is not None:
             return QueryVectors(dense=cached[0], sparse=cached[1], cache_hit=True)

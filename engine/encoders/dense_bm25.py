@@ -56,9 +56,9 @@ class _DenseModelProfile(EmbeddingProfile):
                 return self.model.encode_queries(texts)
             return self.model.encode_passages(texts)
 
-    def _query_dense(self, text: str, deadline: float | None = None, call_ended=None) -> tuple[np.ndarray, bool]:
-        """(dense vector of a query, whether it came from the cache)."""
-        key = (self.kind, self.model_path, text)
+    def _query_dense(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> tuple[np.ndarray, bool]:
+        """(dense vector of a query, whether it came from this tenant's cache entries)."""
+        key = (self.kind, self.model_path, scope.tenant, text)
         dense = self.cache.get(key)
         if dense is not None:
             return dense, True
@@ -99,7 +99,7 @@ class DenseBm25Profile(_DenseModelProfile):
         self.bm25.stats.drop(collection)
 
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
-        dense, hit = self._query_dense(text, deadline, call_ended)
+        dense, hit = self._query_dense(scope, text, deadline, call_ended)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
         return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)
 
@@ -128,5 +128,5 @@ class DenseMilvusBm25Profile(_DenseModelProfile):
         return DocumentVectors(dense=self._dense(texts, queries=False), sparse=[{} for _ in texts])
 
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
-        dense, hit = self._query_dense(text, deadline, call_ended)
+        dense, hit = self._query_dense(scope, text, deadline, call_ended)
         return QueryVectors(dense=dense, sparse=text, cache_hit=hit)

@@ -1,4 +1,4 @@
-"""LRU cache of query encodings keyed by model and text."""
+"""LRU cache of query encodings keyed by model, tenant and text."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,10 @@ from typing import Any, Hashable
 
 
 class QueryCache:
-    """A thread-safe LRU. Keys include the model so two profiles never share entries."""
+    """A thread-safe LRU. Keys include the model so two profiles never share entries, and
+    the tenant so no tenant learns from a hit what another searched. One capacity for all
+    tenants: a busy tenant can evict another's entries (it learns only that its own were
+    evicted, not what anyone searched)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity

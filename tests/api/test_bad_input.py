@@ -361,3 +361,32 @@ def test_after_all_the_bad_input_the_server_still_answers_and_lost_nothing(clien
     reply = client.search(COLLECTION, "cancer cells", top_k=3, filters=[("year", ">=", 2010)])
     assert 1 <= len(reply.hits) <= 3 and {h.id for h in reply.hits} <= {d["id"] for d in SEED}
     assert reply.hits[0].fused_rank == 1
+
+
+# ---------------------------------------------------------------- the wire
+
+
+def _with_invalid_utf8(message) -> bytes:
+    """``message`` serialised with its marker text replaced by bytes that are not UTF-8."""
+    raw = message.SerializeToString()
+    assert raw.count(b"MARKER") == 1
+    return raw.replace(b"MARKER", b"\xff\xfe\xfd\xfc\xfb\xfa")
+
+
+def test_invalid_utf8_or_garbage_bytes_answer_invalid_argument_not_internal(server, client, stub):
+    """Issue 15, finding 5: grpcio answered INTERNAL ("Exception deserializing request!")."""
+    channel = server.channel()
+    upsert = channel.unary_unary("/hybridsearch.v1.HybridSearch/Upsert", request_serializer=None, response_deserializer=pb.UpsertResponse.FromString)
+    bad_doc = pb.UpsertRequest(collection=COLLECTION, documents=[pb.Document(id="utf8-bad", text="MARKER")])
+    assert_rejected(lambda: upsert(_with_invalid_utf8(bad_doc), metadata=MD), INVALID, "not a valid Upsert message", "UTF-8")
+    search = channel.unary_unary("/hybridsearch.v1.HybridSearch/Search", request_serializer=None, response_deserializer=pb.SearchResponse.FromString)
+    assert_rejected(lambda: search(_with_invalid_utf8(pb.SearchRequest(collection=COLLECTION, query="MARKER", top_k=3)), metadata=MD), INVALID, "not a valid Search message")
+    assert_rejected(lambda: search(b"\x0a\xff\xff\xff\xff\x0f", metadata=MD), INVALID, "not a valid Search message")
+    # A stream: the batch before the malformed one is applied, the malformed one is not.
+    bulk = channel.stream_unary("/hybridsearch.v1.HybridSearch/BulkUpsert", request_serializer=None, response_deserializer=pb.UpsertResponse.FromString)
+    first = pb.UpsertRequest(collection=COLLECTION, documents=[pb.Document(id="utf8-ok", text="a fine batch")]).SerializeToString()
+    second = _with_invalid_utf8(pb.UpsertRequest(documents=[pb.Document(id="utf8-bad2", text="MARKER")]))
+    assert_rejected(lambda: bulk(iter([first, second]), metadata=MD), INVALID, "message 1 of the stream", "the 1 before it were handled")
+    assert [d.id for d in client.get(COLLECTION, ["utf8-bad", "utf8-ok", "utf8-bad2"])] == ["utf8-ok"]
+    assert client.delete(COLLECTION, ["utf8-ok"]) == 1
+    assert stub.Search(pb.SearchRequest(collection=COLLECTION, query="still serving", top_k=1), metadata=MD) is not None

@@ -41,6 +41,14 @@ def test_health_check_answers_serving(server, service):
     assert reply.status == SERVING
 
 
+def test_health_list_names_every_service_with_its_status(server):
+    """Issue 15, finding 7: List was advertised (reflection) but UNIMPLEMENTED."""
+    reply = health_stub(server.channel()).List(health_pb2.HealthListRequest(), timeout=5)
+    statuses = {name: r.status for name, r in reply.statuses.items()}
+    assert statuses[""] == statuses[SERVICE] == statuses[ADMIN] == SERVING
+    assert "hybridsearch.v1.Rerank" in statuses  # discoverable, whatever the reranker's state
+
+
 def test_health_check_of_an_unknown_service_is_not_found(server):
     code, _ = status_of(lambda: health_stub(server.channel()).Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5))
     assert code == grpc.StatusCode.NOT_FOUND

@@ -89,6 +89,22 @@ def test_repeated_query_hits_the_query_cache(client):
     assert client.search(COLLECTION, "memory and sleep", top_k=2).timings.query_cache_hit
 
 
+@pytest.mark.parametrize("profile", ["tiny-m3", TINY_BM25_PROFILE])
+def test_no_tenant_hits_a_query_cache_entry_another_tenant_made(server, profile):
+    """Issue 15, finding 2: a hit would tell tenant A what tenant B searched."""
+    a, b = server.client("tenant-a"), server.client("tenant-b")
+    name = f"cache_tenants_{profile.replace('-', '_')}"
+    for c in (a, b):
+        if name not in {x.name for x in c.list_collections()}:
+            c.create_collection(name, profile)
+        c.upsert(name, [{"id": "x", "text": "what tenant b searched for"}])
+    text = f"a secret question of tenant b ({profile})"
+    assert not b.search(name, text, top_k=1).timings.query_cache_hit
+    assert b.search(name, text, top_k=1).timings.query_cache_hit  # b's own entry
+    assert not a.search(name, text, top_k=1).timings.query_cache_hit
+    assert a.search(name, text, top_k=1).timings.query_cache_hit
+
+
 @pytest.mark.parametrize(
     "fusion,normalizer",
     [("rrf", "min_max"), ("weighted", "min_max"), ("weighted", "z_score"), ("weighted", "arctan"), ("weighted", "none"), ("dbsf", "min_max")],

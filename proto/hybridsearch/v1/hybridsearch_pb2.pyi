@@ -298,7 +298,7 @@ class RouteScore(_message.Message):
     def __init__(self, raw_score: _Optional[float] = ..., normalized_score: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "text", "metadata", "score", "fused_score", "fused_rank", "dense", "sparse", "reranked", "rerank_score", "explanation")
+    __slots__ = ("id", "text", "metadata", "score", "fused_score", "fused_rank", "dense", "sparse", "reranked", "rerank_score", "explanation", "text_truncated")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +317,7 @@ class Hit(_message.Message):
     RERANKED_FIELD_NUMBER: _ClassVar[int]
     RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     metadata: _containers.MessageMap[str, MetadataValue]
@@ -328,7 +329,8 @@ class Hit(_message.Message):
     reranked: bool
     rerank_score: float
     explanation: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., fused_score: _Optional[float] = ..., fused_rank: _Optional[int] = ..., dense: _Optional[_Union[RouteScore, _Mapping]] = ..., sparse: _Optional[_Union[RouteScore, _Mapping]] = ..., reranked: _Optional[bool] = ..., rerank_score: _Optional[float] = ..., explanation: _Optional[str] = ...) -> None: ...
+    text_truncated: bool
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., fused_score: _Optional[float] = ..., fused_rank: _Optional[int] = ..., dense: _Optional[_Union[RouteScore, _Mapping]] = ..., sparse: _Optional[_Union[RouteScore, _Mapping]] = ..., reranked: _Optional[bool] = ..., rerank_score: _Optional[float] = ..., explanation: _Optional[str] = ..., text_truncated: _Optional[bool] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit", "fetch_ms")
