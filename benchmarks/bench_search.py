@@ -345,7 +345,7 @@ def connect_client(server):
     target = f"127.0.0.1:{server.port}"
     keys = getattr(server, "keys", None)
     if keys is not None and getattr(server.settings, "auth_mode", "dev_header") == "api_key":
-        _, api_key = keys.create(TENANT, "admin", "bench_search")
+        _, api_key = keys.create(TENANT, "tenant-admin", "bench_search")
         return HybridSearchClient(target, api_key=api_key, timeout=120), "API key (auth_mode api_key)"
     return HybridSearchClient(target, tenant=TENANT, timeout=120), "x-tenant header (development mode)"
 

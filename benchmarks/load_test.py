@@ -859,7 +859,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     tenants = tenant_names(args.tenants)
     keys = ApiKeyStore(run_dir / "data" / "state.sqlite3")
     tenant_keys = {t: keys.create(t, "write", "load test client")[1] for t in tenants}
-    admin_key = keys.create("load-admin", "admin", "load test budgets")[1]
+    admin_key = keys.create("load-admin", "operator", "load test budgets")[1]
     port = free_port()
     config = write_config(run_dir / "config.yaml", base_config(run_dir / "data", port, "api_key", rerank_config(reranker)))
 

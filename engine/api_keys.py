@@ -11,14 +11,25 @@ import hmac
 import secrets
 import sqlite3
 import threading
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-ROLES = ("search", "write", "admin")
+# Each role can do what the ones before it can (README, "Roles"):
+#   search        Search, Get, Rerank, Describe/ListCollections, in its own tenant
+#   write         + Upsert, BulkUpsert, Delete
+#   tenant-admin  + CreateCollection, its own tenant's keys (up to tenant-admin), its own budget (read)
+#   operator      everything, for every tenant: budgets, DropCollection, operator keys
+ROLES = ("search", "write", "tenant-admin", "operator")
 ROLE_RANK = {role: i for i, role in enumerate(ROLES)}
+# Keys made before roles had a scope were "admin", which could act on every tenant. They
+# become tenant-admin (their own tenant only); an operator key is made on purpose
+# (`hsearch keys create --role operator`).
+LEGACY_ROLES = {"admin": "tenant-admin"}
 PREFIX = "hsk_"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,11 @@ class ApiKeyStore:
             "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, tenant TEXT NOT NULL,"
             " role TEXT NOT NULL, description TEXT NOT NULL, created_unix REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
         )
+        for old, new in LEGACY_ROLES.items():
+            moved = self._conn().execute("UPDATE api_keys SET role = ? WHERE role = ?", (new, old)).rowcount
+            if moved:
+                log.warning("%d API key(s) of the old role %r are now %r (their own tenant only); "
+                            "create an operator key for budgets and other tenants", moved, old, new)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -107,6 +123,11 @@ class ApiKeyStore:
         if not hmac.compare_digest(expected, _hash(secret)) or entry is None or entry[1].revoked:
             return None
         return entry[1]
+
+    def get(self, key_id: str) -> Optional[ApiKeyRecord]:
+        """The record of a key id (revoked or not), else None."""
+        r = self._conn().execute("SELECT key_id, tenant, role, description, created_unix, revoked FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        return ApiKeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) if r else None
 
     def list(self, tenant: str = "") -> list[ApiKeyRecord]:
         sql = "SELECT key_id, tenant, role, description, created_unix, revoked FROM api_keys"

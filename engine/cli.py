@@ -13,6 +13,8 @@ from typing import Any, Iterator, Optional
 
 import grpc
 
+from engine.api_keys import ROLES
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEMO_COLLECTION = "scifact_sample"
 DEMO_PROFILE = "minilm-bm25"
@@ -516,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = p.add_subparsers(dest="action", required=True)
     k = ksub.add_parser("create")
     k.add_argument("--tenant", required=True)
-    k.add_argument("--role", choices=["search", "write", "admin"], required=True)
+    k.add_argument("--role", choices=list(ROLES), required=True, help="search, write, tenant-admin (own tenant), operator (every tenant; README 'Roles')")
     k.add_argument("--description", default="")
     ksub.add_parser("list").add_argument("--tenant")
     ksub.add_parser("revoke").add_argument("key_id")

@@ -180,7 +180,7 @@ class Authenticator:
     def principal(self, metadata) -> tuple[str, str]:
         """(tenant, role) of the caller."""
         if self.dev_mode:
-            return tenant_from_metadata(metadata), "admin"
+            return tenant_from_metadata(metadata), "operator"
         values = [v for k, v in metadata if k == "authorization"]
         if not values:
             raise unauthenticated("missing `authorization: Bearer <API key>` metadata")
@@ -197,12 +197,25 @@ class Authenticator:
 
     def require(self, context: grpc.ServicerContext, role: str) -> str:
         """The caller's tenant, if its role is at least ``role``; holds a concurrency slot for the call."""
+        return self.caller(context, role)[0]
+
+    def caller(self, context: grpc.ServicerContext, role: str) -> tuple[str, str]:
+        """(tenant, role) of a caller whose role is at least ``role``; holds a concurrency slot."""
         tenant, granted = self.principal(context.invocation_metadata() or ())
         if ROLE_RANK[granted] < ROLE_RANK[role]:
             raise permission_denied(f"this API key has role {granted!r}; the call needs {role!r}")
         self.limiter.acquire(tenant)
         context.add_callback(lambda: self.limiter.release(tenant))
-        return tenant
+        return tenant, granted
+
+    def scope(self, context: grpc.ServicerContext, role: str, requested: str, field: str = "tenant", with_role: bool = False):
+        """The tenant a TenantAdmin call acts on: ``requested`` (empty: the caller's own), which
+        only an operator may set to another tenant. ``with_role``: (tenant, caller's role)."""
+        tenant, granted = self.caller(context, role)
+        target = check_tenant_name(requested, field) if requested else tenant
+        if target != tenant and granted != "operator":
+            raise permission_denied(f"{field}: a {granted} key acts on its own tenant {tenant!r} only, not {target!r}")
+        return (target, granted) if with_role else target
 
 
 class HybridSearchServicer(pb_grpc.HybridSearchServicer):
@@ -214,7 +227,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
     # ------------------------------------------------------------ collections
     @rpc
     def CreateCollection(self, request, context):
-        self.auth.require(context, "admin")
+        self.auth.require(context, "tenant-admin")
         spec = validation.collection_spec(request, self.service.settings.default_profile)
         return collection_message(self.service.create_collection(spec))
 
@@ -231,7 +244,8 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
 
     @rpc
     def DropCollection(self, request, context):
-        self.auth.require(context, "admin")
+        # A collection holds every tenant's documents: dropping it is no tenant's decision.
+        self.auth.require(context, "operator")
         self.service.drop_collection(validation.check_collection_name(request.name, "name"))
         return pb.DropCollectionResponse(dropped=True)
 
@@ -356,55 +370,67 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
 
     @rpc
     def SetBudget(self, request, context):
-        self.auth.require(context, "admin")
+        # Operators only: a tenant must not raise its own rerank budget.
+        self.auth.require(context, "operator")
         budget = validation.rerank_budget(request.budget, self.service.settings.limits.max_depth)
         return budget_message(self._budgets().set(budget))
 
     @rpc
     def GetBudget(self, request, context):
-        self.auth.require(context, "admin")
-        tenant = check_tenant_name(request.tenant, "tenant")
+        tenant = self.auth.scope(context, "tenant-admin", request.tenant)
         return budget_message(self._budgets().effective(tenant))
 
     @rpc
     def ListBudgets(self, request, context):
-        self.auth.require(context, "admin")
+        self.auth.require(context, "operator")
         store = self._budgets()
         return pb.ListBudgetsResponse(budgets=[budget_message(b) for b in store.list()], default_budget=budget_message(store.default))
 
     @rpc
     def DeleteBudget(self, request, context):
-        self.auth.require(context, "admin")
+        self.auth.require(context, "operator")
         tenant = check_tenant_name(request.tenant, "tenant")
         return pb.DeleteBudgetResponse(deleted=self._budgets().delete(tenant))
 
     @rpc
     def CreateApiKey(self, request, context):
-        self.auth.require(context, "admin")
-        tenant = check_tenant_name(request.tenant, "tenant")
+        tenant, granted = self.auth.scope(context, "tenant-admin", request.tenant, with_role=True)
         if request.role not in ROLE_NAMES:
-            raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES)}, got {request.role}")
+            raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES if r != pb.ADMIN)}, got {request.role}")
+        role = ROLE_NAMES[request.role]
+        if ROLE_RANK[role] > ROLE_RANK[granted]:
+            raise permission_denied(f"role: a {granted} key cannot create a {role} key")
         if len(request.description) > 256:
             raise invalid("description", f"{len(request.description)} characters; at most 256 allowed")
-        record, secret = self.keys.create(tenant, ROLE_NAMES[request.role], request.description)
+        record, secret = self.keys.create(tenant, role, request.description)
         return pb.CreateApiKeyResponse(key=api_key_message(record), secret=secret)
 
     @rpc
     def ListApiKeys(self, request, context):
-        self.auth.require(context, "admin")
-        tenant = check_tenant_name(request.tenant, "tenant") if request.tenant else ""
+        own, granted = self.auth.caller(context, "tenant-admin")
+        # An operator's empty tenant lists every tenant's keys; anyone else's, their own.
+        tenant = check_tenant_name(request.tenant, "tenant") if request.tenant else ("" if granted == "operator" else own)
+        if granted != "operator" and tenant != own:
+            raise permission_denied(f"tenant: a {granted} key acts on its own tenant {own!r} only, not {tenant!r}")
         return pb.ListApiKeysResponse(keys=[api_key_message(r) for r in self.keys.list(tenant)])
 
     @rpc
     def RevokeApiKey(self, request, context):
-        self.auth.require(context, "admin")
+        own, granted = self.auth.caller(context, "tenant-admin")
         if not request.key_id:
             raise invalid("key_id", "must not be empty")
+        if granted != "operator":
+            record = self.keys.get(request.key_id)
+            # Another tenant's key answers as an unknown one: no probing of key ids.
+            if record is None or record.tenant != own:
+                return pb.RevokeApiKeyResponse(revoked=False)
+            if ROLE_RANK[record.role] > ROLE_RANK[granted]:
+                raise permission_denied(f"key_id: a {granted} key cannot revoke a {record.role} key")
         return pb.RevokeApiKeyResponse(revoked=self.keys.revoke(request.key_id))
 
 
-ROLE_NAMES = {pb.SEARCH: "search", pb.WRITE: "write", pb.ADMIN: "admin"}
-ROLE_VALUES = {v: k for k, v in ROLE_NAMES.items()}
+ROLE_NAMES = {pb.SEARCH: "search", pb.WRITE: "write", pb.ADMIN: "tenant-admin", pb.TENANT_ADMIN: "tenant-admin", pb.OPERATOR: "operator"}
+ROLE_VALUES = {"search": pb.SEARCH, "write": pb.WRITE, "tenant-admin": pb.TENANT_ADMIN, "operator": pb.OPERATOR}
 
 
 def api_key_message(record) -> pb.ApiKey:

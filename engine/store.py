@@ -210,6 +210,13 @@ class MilvusStore:
     # ------------------------------------------------------------ collections
     def create_collection(self, spec: CollectionSpec) -> None:
         client = self.connect()
+        if spec.json_metadata and self.engine == "lite-python":
+            # Measured: 3.2.2 refuses `in` / `not in` on a JSON path ("left side of 'in' must
+            # be a field reference"), so IN / NOT_IN filters could not run there.
+            raise failed_precondition(
+                f"milvus.schema_layout 'json' cannot be filtered with IN / NOT_IN by the Milvus Lite 3.x at {self.uri}; "
+                "set milvus.schema_layout to typed (or auto)"
+            )
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=SPEC_DESCRIPTION_PREFIX + spec.to_json())
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=not spec.json_metadata)

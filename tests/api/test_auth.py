@@ -14,9 +14,9 @@ from tests.conftest import status_of
 
 @pytest.fixture
 def keyed(start_server, tmp_path):
-    """A server in api_key mode with one admin key made on the host (bootstrap)."""
+    """A server in api_key mode with one operator key made on the host (bootstrap)."""
     running = start_server(tmp_path / "data", auth_mode="api_key")
-    _, admin = ApiKeyStore(running.settings.state_path).create("ops", "admin", "bootstrap")
+    _, admin = ApiKeyStore(running.settings.state_path).create("ops", "operator", "bootstrap")
     return running, admin
 
 
@@ -87,10 +87,83 @@ def test_revoked_keys_stop_working_and_keys_are_stored_hashed(keyed):
 def test_create_api_key_rejects_bad_tenant_and_role(keyed):
     running, admin = keyed
     c = running.client(tenant=None, api_key=admin)
-    code, details = status_of(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="", role=pb.SEARCH), metadata=c.metadata))
+    code, details = status_of(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="no spaces!", role=pb.SEARCH), metadata=c.metadata))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tenant" in details
+    # An empty tenant is the caller's own.
+    assert c.admin.CreateApiKey(pb.CreateApiKeyRequest(role=pb.SEARCH), metadata=c.metadata).key.tenant == "ops"
     code, details = status_of(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="acme"), metadata=c.metadata))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "role" in details
+
+
+# ---------------------------------------------------------------- roles with scope (issue 15)
+
+ROLE_OF = {"search": pb.SEARCH, "write": pb.WRITE, "tenant-admin": pb.TENANT_ADMIN, "operator": pb.OPERATOR}
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+def _outcome(call):
+    try:
+        call()
+        return "ok"
+    except grpc.RpcError as exc:
+        return exc.code()
+
+
+@pytest.mark.parametrize("role", ["search", "write", "tenant-admin", "operator"])
+def test_every_tenant_admin_call_acts_on_the_callers_tenant_only_unless_operator(keyed, role):
+    """Issue 15, finding 1: an admin key of tenant A administered tenant B."""
+    running, operator = keyed
+    store = ApiKeyStore(running.settings.state_path)
+    op = running.client(tenant=None, api_key=operator)
+    op.create_collection("shared")
+    b_key, b_secret = store.create("b", "write", "b's writer")
+    running.client(tenant=None, api_key=b_secret).upsert("shared", [{"id": "b1", "text": "tenant b's document"}])
+    _, secret = store.create("a", role, "the caller")
+    c = running.client(tenant=None, api_key=secret)
+    md, admin = c.metadata, c.admin
+    is_op = role == "operator"
+    tenant_admin_or_more = role in ("tenant-admin", "operator")
+    expect_own = "ok" if tenant_admin_or_more else DENIED
+    expect_other = "ok" if is_op else DENIED
+    for tenant, expected in (("a", expect_own), ("", expect_own), ("b", expect_other)):
+        assert _outcome(lambda: admin.CreateApiKey(pb.CreateApiKeyRequest(tenant=tenant, role=pb.SEARCH), metadata=md)) == expected, (role, tenant)
+        assert _outcome(lambda: admin.ListApiKeys(pb.ListApiKeysRequest(tenant=tenant), metadata=md)) == expected, (role, tenant)
+        assert _outcome(lambda: admin.GetBudget(pb.GetBudgetRequest(tenant=tenant), metadata=md)) == expected, (role, tenant)
+    # Budgets are set, listed and deleted by operators only: no tenant raises its own.
+    for tenant in ("a", "b"):
+        assert _outcome(lambda: c.set_budget(tenant, max_depth=10)) == ("ok" if is_op else DENIED)
+        assert _outcome(lambda: admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=tenant), metadata=md)) == ("ok" if is_op else DENIED)
+    assert _outcome(lambda: admin.ListBudgets(pb.ListBudgetsRequest(), metadata=md)) == ("ok" if is_op else DENIED)
+    # No key above the caller's own role; operator keys only from an operator.
+    assert _outcome(lambda: admin.CreateApiKey(pb.CreateApiKeyRequest(tenant="a", role=pb.OPERATOR), metadata=md)) == ("ok" if is_op else DENIED)
+    if tenant_admin_or_more and not is_op:
+        listed = admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=md).keys
+        assert listed and {k.tenant for k in listed} == {"a"}
+        # Another tenant's key reads as unknown, and keeps working.
+        assert not admin.RevokeApiKey(pb.RevokeApiKeyRequest(key_id=b_key.key_id), metadata=md).revoked
+        assert running.client(tenant=None, api_key=b_secret).get("shared", ["b1"])
+    # A collection holds every tenant's documents: only an operator drops it.
+    assert _outcome(lambda: c.drop_collection("shared")) == ("ok" if is_op else DENIED)
+    if not is_op:
+        assert running.client(tenant=None, api_key=b_secret).get("shared", ["b1"])
+    assert _outcome(lambda: c.create_collection(f"made_by_{role.replace('-', '_')}")) == ("ok" if tenant_admin_or_more else DENIED)
+
+
+def test_old_admin_keys_become_tenant_admins_of_their_own_tenant(tmp_path, start_server):
+    import sqlite3
+
+    running = start_server(tmp_path / "data", auth_mode="api_key")
+    store = ApiKeyStore(running.settings.state_path)
+    record, secret = store.create("a", "write", "to be an old admin key")
+    with sqlite3.connect(str(running.settings.state_path)) as conn:  # as an earlier release wrote it
+        conn.execute("UPDATE api_keys SET role = 'admin' WHERE key_id = ?", (record.key_id,))
+    migrated = ApiKeyStore(running.settings.state_path)  # what a restart does
+    assert migrated.get(record.key_id).role == "tenant-admin"
+    c = running.client(tenant=None, api_key=secret)
+    running.server.keys._cache.clear()  # the running server re-reads the row
+    code, details = status_of(lambda: c.admin.ListApiKeys(pb.ListApiKeysRequest(tenant="b"), metadata=c.metadata))
+    assert code == DENIED and "own tenant 'a'" in details
+    assert [k.role for k in c.admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=c.metadata).keys] == [pb.TENANT_ADMIN]
 
 
 def test_concurrent_calls_per_tenant_are_limited(start_server, tmp_path):

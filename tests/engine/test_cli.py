@@ -12,12 +12,12 @@ def test_keys_create_takes_config_after_the_subcommand_as_the_readme_writes_it(t
     """Issue 15, finding 7: `hsearch keys create ... --config config.yaml` failed."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
-    assert main(["keys", "create", "--tenant", "ops", "--role", "admin", "--config", str(config)]) == 0
+    assert main(["keys", "create", "--tenant", "ops", "--role", "operator", "--config", str(config)]) == 0
     secret = capsys.readouterr().out.strip()
     assert main(["keys", "--config", str(config), "create", "--tenant", "ops", "--role", "write"]) == 0
     capsys.readouterr()
     store = ApiKeyStore(load_settings(str(config)).state_path)
-    assert sorted(r.role for r in store.list("ops")) == ["admin", "write"]
+    assert sorted(r.role for r in store.list("ops")) == ["operator", "write"]
     assert store.verify(secret).tenant == "ops"
     assert main(["keys", "list", "--tenant", "ops", "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("\tops\t") == 2

@@ -43,6 +43,8 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH: _ClassVar[Role]
     WRITE: _ClassVar[Role]
     ADMIN: _ClassVar[Role]
+    TENANT_ADMIN: _ClassVar[Role]
+    OPERATOR: _ClassVar[Role]
 FIELD_TYPE_UNSPECIFIED: FieldType
 FIELD_TYPE_STRING: FieldType
 FIELD_TYPE_INT: FieldType
@@ -65,6 +67,8 @@ ROLE_UNSPECIFIED: Role
 SEARCH: Role
 WRITE: Role
 ADMIN: Role
+TENANT_ADMIN: Role
+OPERATOR: Role
 
 class MetadataValue(_message.Message):
     __slots__ = ("string_value", "int_value", "double_value", "bool_value")
