@@ -119,6 +119,16 @@ class HybridSearchClient:
 
         return self.stub.BulkUpsert(stream(), metadata=self.metadata, timeout=timeout)
 
+    def bulk_upsert_acked(self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: Optional[float] = None):
+        """The acknowledged stream: yields one UpsertAck per batch once it is durable. The
+        returned iterator is also the call: ``.cancel()`` stops it (see README, "Bulk loads")."""
+
+        def stream() -> Iterator[pb.UpsertRequest]:
+            for i, batch in enumerate(batches):
+                yield pb.UpsertRequest(collection=collection if i == 0 else "", documents=[document_message(d) for d in batch])
+
+        return self.stub.BulkUpsertAcked(stream(), metadata=self.metadata, timeout=timeout)
+
     def delete(self, collection: str, ids: Sequence[str]) -> int:
         return self.stub.Delete(pb.DeleteRequest(collection=collection, ids=list(ids)), **self._kw(None)).deleted
 

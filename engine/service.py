@@ -152,8 +152,13 @@ class SearchService:
     def _tenant_expr(self, spec: CollectionSpec, tenant: str) -> str:
         return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
 
-    def upsert(self, tenant: str, collection: str, documents: Sequence[Document]) -> int:
-        """Write a validated batch; durable (flushed) when this returns."""
+    def upsert(self, tenant: str, collection: str, documents: Sequence[Document], call_ended: Optional[threading.Event] = None) -> int:
+        """Write a validated batch; durable (flushed) when this returns.
+
+        ``call_ended``: set when the caller's call ends (cancelled, deadline passed). Checked
+        after encoding, the long part, right before the write: a batch whose caller is gone
+        is not written (CANCELLED). Once the write has started it completes: Milvus has no
+        transaction to roll back, so a call cut during the write may have been applied."""
         spec = self.store.spec(collection)
         self.check_metadata(spec, documents)
         if not documents:
@@ -165,6 +170,8 @@ class SearchService:
             existing = self.store.get(spec, pks, self._tenant_expr(spec, tenant))
             replaced = [existing[pk].text for pk in pks if pk in existing]
             vectors = profile.encode_documents(scope, [d.text for d in documents], replaced)
+            if call_ended is not None and call_ended.is_set():
+                raise cancelled("the call ended while its batch was being encoded; nothing of it was written")
             rows = [
                 self._row(spec, tenant, pk, doc, vectors.dense[i], vectors.sparse[i])
                 for i, (pk, doc) in enumerate(zip(pks, documents))

@@ -57,6 +57,13 @@ def rpc(method: Callable) -> Callable:
     return wrapper
 
 
+def call_ended(context: grpc.ServicerContext) -> threading.Event:
+    """An event set when the call ends, however (cancelled, deadline, done)."""
+    ended = threading.Event()
+    context.add_callback(ended.set)
+    return ended
+
+
 def deadline_of(context: grpc.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     if remaining is None or remaining > 1e8:
@@ -256,21 +263,18 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         start = time.perf_counter()
         collection = validation.check_collection_name(request.collection)
         docs = validation.documents(request.documents, self.limits)
-        n = self.service.upsert(tenant, collection, docs)
+        n = self.service.upsert(tenant, collection, docs, call_ended(context))
         return pb.UpsertResponse(upserted=n, batches=1, elapsed_ms=(time.perf_counter() - start) * 1000)
 
-    @rpc
-    def BulkUpsert(self, request_iterator: Iterator[pb.UpsertRequest], context):
-        """Each stream message is validated and written as one batch.
-
-        Batches acknowledged by earlier messages stay written if a later one is
-        rejected; the error names the batch so the client can resume from it.
-        """
-        tenant = self.auth.require(context, "write")
-        start = time.perf_counter()
+    def _stream_batches(self, request_iterator: Iterator[pb.UpsertRequest], context, tenant: str):
+        """(batch index, documents written, total so far, ms) per stream message, each written
+        and durable before the next message is read. A batch whose call has ended by the
+        time it is encoded is not written."""
+        ended = call_ended(context)
         collection = None
-        total = batches = 0
+        total = 0
         for i, request in enumerate(request_iterator):
+            start = time.perf_counter()
             where = f"batch {i} (after {total} documents written)"
             name = request.collection or collection
             if collection is None:
@@ -281,14 +285,43 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
                 raise invalid(f"{where}: collection", f"{name!r} differs from the stream's collection {collection!r}")
             docs = validation.documents(request.documents, self.limits, where=f"{where}: documents")
             try:
-                total += self.service.upsert(tenant, collection, docs)
+                n = self.service.upsert(tenant, collection, docs, ended)
             except ServiceError as exc:
                 # The service checks declared metadata types; say which batch failed.
-                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                if exc.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.CANCELLED):
                     raise ServiceError(exc.code, f"{where}: {exc.message}") from exc
                 raise
+            total += n
+            yield i, n, total, (time.perf_counter() - start) * 1000
+
+    @rpc
+    def BulkUpsert(self, request_iterator: Iterator[pb.UpsertRequest], context):
+        """Each stream message is validated and written as one batch.
+
+        Batches acknowledged by earlier messages stay written if a later one is
+        rejected; the error names the batch so the client can resume from it.
+        """
+        tenant = self.auth.require(context, "write")
+        start = time.perf_counter()
+        total = batches = 0
+        for _, _, total, _ in self._stream_batches(request_iterator, context, tenant):
             batches += 1
         return pb.UpsertResponse(upserted=total, batches=batches, elapsed_ms=(time.perf_counter() - start) * 1000)
+
+    def BulkUpsertAcked(self, request_iterator: Iterator[pb.UpsertRequest], context):
+        """BulkUpsert with one UpsertAck per batch, sent once the batch is durable."""
+        try:
+            tenant = self.auth.require(context, "write")
+            for i, n, total, ms in self._stream_batches(request_iterator, context, tenant):
+                yield pb.UpsertAck(batch=i, upserted=n, total=total, elapsed_ms=ms)
+        except ServiceError as exc:
+            self.service.metrics.rpc_errors.labels("BulkUpsertAcked", exc.code.name).inc()
+            context.abort(exc.code, status_message(exc.message))
+        except Exception as exc:  # as @rpc does for unary handlers: answer, keep serving
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError" or not context.is_active():
+                raise
+            log.exception("BulkUpsertAcked failed")
+            context.abort(grpc.StatusCode.INTERNAL, status_message(f"BulkUpsertAcked failed: {type(exc).__name__}: {exc}"))
 
     @rpc
     def Delete(self, request, context):
@@ -317,8 +350,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         query = validation.search_query(request, self.limits)
         # Set when the call ends, cancelled included: a query still queued for encoding is
         # then dropped instead of encoded for nobody.
-        ended = threading.Event()
-        context.add_callback(ended.set)
+        ended = call_ended(context)
         return fit_reply(search_response(self.service.search(tenant, query, deadline_of(context), ended)), self.service.settings.server.max_message_bytes)
 
     @rpc

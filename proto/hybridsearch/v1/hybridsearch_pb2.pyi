@@ -187,6 +187,18 @@ class UpsertResponse(_message.Message):
     elapsed_ms: float
     def __init__(self, upserted: _Optional[int] = ..., batches: _Optional[int] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
 
+class UpsertAck(_message.Message):
+    __slots__ = ("batch", "upserted", "total", "elapsed_ms")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    batch: int
+    upserted: int
+    total: int
+    elapsed_ms: float
+    def __init__(self, batch: _Optional[int] = ..., upserted: _Optional[int] = ..., total: _Optional[int] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
 class DeleteRequest(_message.Message):
     __slots__ = ("collection", "ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

@@ -66,6 +66,11 @@ class HybridSearchStub:
                 request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.SerializeToString,
                 response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertResponse.FromString,
                 _registered_method=True)
+        self.BulkUpsertAcked = channel.stream_stream(
+                '/hybridsearch.v1.HybridSearch/BulkUpsertAcked',
+                request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertAck.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/hybridsearch.v1.HybridSearch/Delete',
                 request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.DeleteRequest.SerializeToString,
@@ -131,6 +136,14 @@ class HybridSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BulkUpsertAcked(self, request_iterator, context):
+        """The same, acknowledging each batch once it is durable: a client cut off knows what was
+        written (every acknowledged batch; of the batch in flight, all or nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Delete(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -187,6 +200,11 @@ def add_HybridSearchServicer_to_server(servicer, server):
                     servicer.BulkUpsert,
                     request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.FromString,
                     response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertResponse.SerializeToString,
+            ),
+            'BulkUpsertAcked': grpc.stream_stream_rpc_method_handler(
+                    servicer.BulkUpsertAcked,
+                    request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.FromString,
+                    response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertAck.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -373,6 +391,33 @@ class HybridSearch:
             '/hybridsearch.v1.HybridSearch/BulkUpsert',
             hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.SerializeToString,
             hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkUpsertAcked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hybridsearch.v1.HybridSearch/BulkUpsertAcked',
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertRequest.SerializeToString,
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.UpsertAck.FromString,
             options,
             channel_credentials,
             insecure,
