@@ -171,6 +171,16 @@ class ServerConfig(BaseModel):
         return self
 
 
+class TenantLimits(BaseModel):
+    """One tenant's own cost limits (unset: the server-wide one). Each may only lower the
+    server-wide limit: a tenant never gets more than the server allows anyone."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_top_k: Optional[int] = Field(None, ge=1)
+    max_depth: Optional[int] = Field(None, ge=1)  # dense_k, sparse_k, rerank_depth
+    max_concurrent: Optional[int] = Field(None, ge=1)  # calls in flight
+
+
 class LimitsConfig(BaseModel):
     max_top_k: int = Field(1000, ge=1)
     max_depth: int = Field(2000, ge=1)
@@ -192,6 +202,33 @@ class LimitsConfig(BaseModel):
     max_string_value_chars: int = Field(1024, ge=1)
     # Calls in flight per tenant; more are refused with RESOURCE_EXHAUSTED.
     max_concurrent_per_tenant: int = Field(64, ge=1)
+    # Per-request cost limits of single tenants, e.g. {"free-tier": {max_top_k: 20, max_depth: 100}}.
+    per_tenant: dict[str, TenantLimits] = Field(default_factory=dict)
+    # Where these limits come from, for error messages (set by for_tenant).
+    label: str = Field("limits", exclude=True)
+
+    @field_validator("per_tenant")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantLimits]) -> dict[str, TenantLimits]:
+        from engine.tenancy import TENANT_NAME
+
+        bad = [name for name in value if not TENANT_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"limits.per_tenant: invalid tenant name(s) {bad}")
+        return value
+
+    def for_tenant(self, tenant: str) -> "LimitsConfig":
+        """The limits one tenant's requests are checked against."""
+        own = self.per_tenant.get(tenant)
+        if own is None:
+            return self
+        return self.model_copy(update={
+            "max_top_k": min(self.max_top_k, own.max_top_k or self.max_top_k),
+            "max_depth": min(self.max_depth, own.max_depth or self.max_depth),
+            "max_concurrent_per_tenant": min(self.max_concurrent_per_tenant, own.max_concurrent or self.max_concurrent_per_tenant),
+            "default_depth": min(self.default_depth, own.max_depth or self.default_depth),
+            "label": f"limits.per_tenant[{tenant!r}]",
+        })
 
 
 class RerankBackendConfig(BaseModel):

@@ -182,7 +182,9 @@ class Authenticator:
     def __init__(self, settings, keys: ApiKeyStore | None = None, limiter: TenantLimiter | None = None):
         self.dev_mode = settings.auth_mode == "dev_header"
         self.keys = keys
-        self.limiter = limiter or TenantLimiter(settings.limits.max_concurrent_per_tenant)
+        self.limiter = limiter or TenantLimiter(settings.limits.max_concurrent_per_tenant, {
+            name: own.max_concurrent for name, own in settings.limits.per_tenant.items() if own.max_concurrent
+        })
 
     def principal(self, metadata) -> tuple[str, str]:
         """(tenant, role) of the caller."""
@@ -347,7 +349,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
     @rpc
     def Search(self, request, context):
         tenant = self.auth.require(context, "search")
-        query = validation.search_query(request, self.limits)
+        query = validation.search_query(request, self.limits.for_tenant(tenant))
         # Set when the call ends, cancelled included: a query still queued for encoding is
         # then dropped instead of encoded for nobody.
         ended = call_ended(context)

@@ -50,16 +50,20 @@ class TenantLimiter:
     """At most ``limit`` calls in flight per tenant; the next one is refused, not queued,
     so one tenant's burst cannot take every worker thread from the others."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, per_tenant: dict[str, int] | None = None):
         self.limit = limit
+        # limits.per_tenant[...].max_concurrent: lower limits for single tenants.
+        self.per_tenant = {name: min(n, limit) for name, n in (per_tenant or {}).items()}
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def acquire(self, tenant: str) -> None:
+        limit = self.per_tenant.get(tenant, self.limit)
         with self._lock:
             n = self._in_flight.get(tenant, 0)
-            if n >= self.limit:
-                raise exhausted(f"tenant {tenant!r} has {n} calls in flight; limit {self.limit} (limits.max_concurrent_per_tenant)")
+            if n >= limit:
+                where = f"limits.per_tenant[{tenant!r}].max_concurrent" if tenant in self.per_tenant else "limits.max_concurrent_per_tenant"
+                raise exhausted(f"tenant {tenant!r} has {n} calls in flight; limit {limit} ({where}); retry shortly")
             self._in_flight[tenant] = n + 1
 
     def release(self, tenant: str) -> None:

@@ -236,7 +236,7 @@ def search_query(request: pb.SearchRequest, limits: LimitsConfig) -> SearchQuery
     if len(text) > limits.max_query_chars:
         raise invalid("query", f"{len(text)} characters; at most {limits.max_query_chars} allowed")
     if request.top_k <= 0 or request.top_k > limits.max_top_k:
-        raise invalid("top_k", f"must be between 1 and {limits.max_top_k}, got {request.top_k}")
+        raise invalid("top_k", f"must be between 1 and {limits.max_top_k} ({limits.label}.max_top_k), got {request.top_k}")
     depths = {}
     for name in ("dense_k", "sparse_k"):
         value = getattr(request, name)
@@ -245,13 +245,13 @@ def search_query(request: pb.SearchRequest, limits: LimitsConfig) -> SearchQuery
         if value < request.top_k:
             raise invalid(name, f"candidate depth {value} is below top_k {request.top_k}; it must be >= top_k (or 0 for the default)")
         if value > limits.max_depth:
-            raise invalid(name, f"must be at most {limits.max_depth}, got {value}")
+            raise invalid(name, f"must be at most {limits.max_depth} ({limits.label}.max_depth), got {value}")
         depths[name] = value
     if request.rerank_mode not in RERANK_MODES:
         raise invalid("rerank_mode", f"unknown mode {request.rerank_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}")
     mode = RERANK_MODES[request.rerank_mode]
     if request.rerank_depth < 0 or request.rerank_depth > limits.max_depth:
-        raise invalid("rerank_depth", f"must be between 0 and {limits.max_depth}, got {request.rerank_depth}")
+        raise invalid("rerank_depth", f"must be between 0 and {limits.max_depth} ({limits.label}.max_depth), got {request.rerank_depth}")
     if mode == "fixed" and request.rerank_depth == 0:
         raise invalid("rerank_depth", "mode FIXED needs rerank_depth >= 1")
     if mode != "fixed" and request.rerank_depth != 0:

@@ -41,3 +41,53 @@ def test_a_reply_over_the_message_limit_cuts_the_last_hits_text_not_the_call(sta
     for h in cut:
         assert whole[h.id].startswith(h.text) and len(h.text) < len(whole[h.id])
     assert client.get("big", [cut[-1].id])[0].text == whole[cut[-1].id]  # Get returns it whole
+
+
+def test_per_tenant_cost_limits_lower_the_server_wide_ones_for_that_tenant_only(start_server, tmp_path):
+    """Issue 15, finding 3 (in part): per-request cost limits configurable per tenant."""
+    limits = {"max_top_k": 100, "max_depth": 200, "per_tenant": {"small": {"max_top_k": 5, "max_depth": 20}, "big": {"max_top_k": 5000}}}
+    running = start_server(tmp_path / "data", limits=limits)
+    small, other, big = running.client("small"), running.client("other"), running.client("big")
+    small.create_collection("costs")
+    for c in (small, other, big):
+        c.upsert("costs", [{"id": str(i), "text": f"protein cells {i}"} for i in range(8)])
+    code, details = status_of(lambda: small.search("costs", "protein", top_k=6))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "top_k" in details and "limits.per_tenant['small'].max_top_k" in details
+    code, details = status_of(lambda: small.search("costs", "protein", top_k=5, dense_k=21))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "dense_k" in details and "limits.per_tenant['small'].max_depth" in details
+    assert len(small.search("costs", "protein", top_k=5).hits) == 5  # its default depth fits its own limit
+    assert len(other.search("costs", "protein", top_k=8, dense_k=200).hits) == 8  # others keep the server-wide limits
+    # A tenant's own limit never raises the server-wide one.
+    code, details = status_of(lambda: big.search("costs", "protein", top_k=101))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "between 1 and 100" in details
+
+
+def test_per_tenant_limits_name_valid_tenants():
+    import pytest
+    from pydantic import ValidationError
+
+    from engine.config import Settings
+
+    with pytest.raises(ValidationError, match="limits.per_tenant: invalid tenant name"):
+        Settings(limits={"per_tenant": {"no spaces!": {"max_top_k": 5}}})
+
+
+def test_a_tenants_own_concurrency_limit_refuses_its_extra_calls_only():
+    import pytest
+
+    from engine.errors import ServiceError
+    from engine.tenancy import TenantLimiter
+
+    limiter = TenantLimiter(3, {"small": 1, "huge": 10})
+    limiter.acquire("small")
+    with pytest.raises(ServiceError) as info:
+        limiter.acquire("small")
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limits.per_tenant['small'].max_concurrent" in info.value.message
+    for _ in range(3):
+        limiter.acquire("other")
+    for _ in range(3):
+        limiter.acquire("huge")  # capped at the server-wide 3
+    with pytest.raises(ServiceError):
+        limiter.acquire("huge")
+    limiter.release("small")
+    limiter.acquire("small")
