@@ -41,28 +41,14 @@ def _sparse(rng: np.random.Generator) -> dict[int, float]:
 
 
 def rss_mib() -> dict[str, float]:
-    """Resident memory of this process and of its children (native Milvus Lite's engine
-    process is one), from /proc."""
+    """Resident memory of this process and of the processes below it (native Milvus Lite's
+    engine process is one)."""
     import os
 
-    def rss(pid: int) -> float:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+    from benchmarks.machine import descendants, vm_rss_kib
 
     me = os.getpid()
-    children = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                        children += rss(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return {"this_process": round(rss(me), 1), "children": round(children, 1)}
+    return {"this_process": round(vm_rss_kib(me) / 1024, 1), "children": round(sum(vm_rss_kib(c) for c in descendants(me)) / 1024, 1)}
 
 
 def compatibility(client, DataType) -> dict[str, str]:

@@ -68,7 +68,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import cpu_seconds, descendants, machine_info
 from benchmarks.corpus import (
     CACHE_DIR,
     DEFAULT_DATA,
@@ -524,19 +524,9 @@ CONCURRENT_KEYS = ("client_rtt_ms", "total_ms", "encode_ms", "dense_search_ms", 
 
 
 def children_cpu_s() -> float:
-    """CPU seconds (user + system) used so far by this process's live children: native
-    Milvus Lite's engine process is one (Milvus Lite 3.x runs inside this process)."""
-    me, total, tick = os.getpid(), 0.0, os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me:
-                    total += (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, ValueError, IndexError):
-                continue
-    return total
+    """CPU seconds used so far by the live processes below this one: native Milvus Lite's
+    engine process is one (Milvus Lite 3.x runs inside this process)."""
+    return sum(cpu_seconds(c) for c in descendants(os.getpid()))
 
 
 def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:

@@ -74,7 +74,7 @@ import grpc
 import numpy as np
 import yaml
 
-from benchmarks.machine import loadavg, machine_info
+from benchmarks.machine import descendants, loadavg, machine_info, vm_rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -122,33 +122,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _vm_rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            with contextlib.suppress(OSError, ValueError):
-                for child in (task / "children").read_text().split():
-                    out.append(int(child))
-                    stack.append(int(child))
-    return out
 
 
 class ServerProcess:
@@ -201,8 +174,8 @@ class ServerProcess:
 
     def rss_kib(self) -> dict[str, int]:
         """VmRSS of the server process, and the sum over its child processes."""
-        children = _descendants(self.pid)
-        return {"server": _vm_rss_kib(self.pid), "children": sum(_vm_rss_kib(c) for c in children), "n_children": len(children)}
+        children = descendants(self.pid)
+        return {"server": vm_rss_kib(self.pid), "children": sum(vm_rss_kib(c) for c in children), "n_children": len(children)}
 
     def health(self, service: str = "") -> str:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

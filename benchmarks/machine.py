@@ -38,6 +38,45 @@ def _proc_field(path: str, prefix: str) -> str | None:
     return None
 
 
+def vm_rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS), 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (native Milvus Lite's engine is a child of the
+    process that opened the store)."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError, ValueError):
+                for child in (task / "children").read_text().split():
+                    out.append(int(child))
+                    stack.append(int(child))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used, 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def git_commit() -> str:
     """The short commit, marked when tracked files have uncommitted changes."""
     commit = "?"
