@@ -128,9 +128,10 @@ class MilvusConfig(BaseModel):
     token: str = ""
     db_name: str = ""
     # The dense index of new collections. auto: HNSW on a Milvus server; FLAT (exact) on
-    # Milvus Lite (native 2.5 searches FLAT in ~8 ms at 50k rows), where 3.2.2 builds no index whatever the type (it accepts even an unknown
-    # name, and FLAT/IVF_FLAT/HNSW search alike: benchmarks/README.md, "Embedded engine") and
-    # native Lite 2.5 refuses HNSW. A collection keeps the index it was made with.
+    # Milvus Lite: native 2.5 refuses HNSW and searches FLAT in ~8 ms at 50k rows; 3.2.2
+    # builds no index whatever the type (it accepts even an unknown name, and FLAT/IVF_FLAT/
+    # HNSW search alike: benchmarks/README.md, "Embedded engine"). A collection keeps the
+    # index it was made with.
     dense_index: Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "auto"
     # How tenants and declared metadata fields sit in new collections (CollectionSpec.layout).
     # auto: "json" on native Milvus Lite 2.5 (no nullable fields; filters fail on

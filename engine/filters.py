@@ -26,6 +26,8 @@ Value = Union[str, int, float, bool]
 COMPARISONS = {"EQ": "==", "NE": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 SET_OPERATORS = {"IN": "in", "NOT_IN": "not in"}
 OPERATORS = tuple(COMPARISONS) + tuple(SET_OPERATORS)
+# Operators Milvus answers true for a missing value: they also test for presence.
+NEGATIONS = ("NE", "NOT_IN")
 # Milvus's expression grammar rejects \u escapes and raw control characters in
 # string literals; we reject them up front rather than guess an encoding.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -34,7 +36,6 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # backslash + raw line feed for a line feed and a raw tab for a tab, and has no way at
 # all to write a carriage return (measured: tests/api/test_tenancy.py hostile strings).
 _NATIVE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\\n", "\t": "\t"}
-DIALECTS = ("escaped", "native-lite")
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,6 @@ def compile_filter(
             if kind is FieldType.BOOL and clause.op not in ("EQ", "NE"):
                 raise invalid(f"{where}.op", f"bool fields allow EQ and NE only, not {clause.op}")
             part = f"{column} {COMPARISONS[clause.op]} {_literal(clause.values[0], kind, where + '.value', dialect)}"
-            parts.append(f"({part} and {_presence(spec, column, kind)})" if clause.op == "NE" else part)
         elif clause.op in SET_OPERATORS:
             if not clause.values:
                 raise invalid(f"{where}.values", f"operator {clause.op} needs at least one value")
@@ -137,9 +137,9 @@ def compile_filter(
                 raise invalid(f"{where}.values", f"{len(clause.values)} values; at most {max_values} allowed")
             items = ", ".join(_literal(v, kind, f"{where}.values[{j}]", dialect) for j, v in enumerate(clause.values))
             part = f"{column} {SET_OPERATORS[clause.op]} [{items}]"
-            parts.append(f"({part} and {_presence(spec, column, kind)})" if clause.op == "NOT_IN" else part)
         else:
             raise invalid(f"{where}.op", f"unknown operator {clause.op!r}; allowed: {', '.join(OPERATORS)}")
+        parts.append(f"({part} and {_presence(spec, column, kind)})" if clause.op in NEGATIONS else part)
     scope = f'tenant == "{tenant}"'
     if not parts:
         return scope

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -39,20 +40,37 @@ def status_message(text: str) -> str:
 
 
 def rpc(method: Callable) -> Callable:
-    """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving."""
+    """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving.
+    Works for unary handlers and for handlers that stream their replies (generators)."""
+
+    def fail(self, exc: Exception, context: grpc.ServicerContext) -> None:
+        if isinstance(exc, ServiceError):
+            self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
+            context.abort(exc.code, status_message(exc.message))
+        if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
+            raise exc
+        log.exception("%s failed", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(self, request, context: grpc.ServicerContext):
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:  # the server must survive any request
+                if not isinstance(exc, ServiceError) and not context.is_active():
+                    raise  # the caller is gone: nobody to answer
+                fail(self, exc, context)
+
+        return streaming
 
     @functools.wraps(method)
     def wrapper(self, request, context: grpc.ServicerContext):
         try:
             return method(self, request, context)
-        except ServiceError as exc:
-            self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
-            context.abort(exc.code, status_message(exc.message))
         except Exception as exc:  # the server must survive any request
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
-                raise
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))
+            fail(self, exc, context)
 
     return wrapper
 
@@ -217,14 +235,14 @@ class Authenticator:
         context.add_callback(lambda: self.limiter.release(tenant))
         return tenant, granted
 
-    def scope(self, context: grpc.ServicerContext, role: str, requested: str, field: str = "tenant", with_role: bool = False):
-        """The tenant a TenantAdmin call acts on: ``requested`` (empty: the caller's own), which
-        only an operator may set to another tenant. ``with_role``: (tenant, caller's role)."""
-        tenant, granted = self.caller(context, role)
-        target = check_tenant_name(requested, field) if requested else tenant
-        if target != tenant and granted != "operator":
-            raise permission_denied(f"{field}: a {granted} key acts on its own tenant {tenant!r} only, not {target!r}")
-        return (target, granted) if with_role else target
+    @staticmethod
+    def target_tenant(own: str, granted: str, requested: str, field: str = "tenant") -> str:
+        """The tenant a TenantAdmin call acts on: ``requested`` (empty: the caller's own),
+        which only an operator may set to another tenant."""
+        target = check_tenant_name(requested, field) if requested else own
+        if target != own and granted != "operator":
+            raise permission_denied(f"{field}: a {granted} key acts on its own tenant {own!r} only, not {target!r}")
+        return target
 
 
 class HybridSearchServicer(pb_grpc.HybridSearchServicer):
@@ -310,20 +328,12 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
             batches += 1
         return pb.UpsertResponse(upserted=total, batches=batches, elapsed_ms=(time.perf_counter() - start) * 1000)
 
+    @rpc
     def BulkUpsertAcked(self, request_iterator: Iterator[pb.UpsertRequest], context):
         """BulkUpsert with one UpsertAck per batch, sent once the batch is durable."""
-        try:
-            tenant = self.auth.require(context, "write")
-            for i, n, total, ms in self._stream_batches(request_iterator, context, tenant):
-                yield pb.UpsertAck(batch=i, upserted=n, total=total, elapsed_ms=ms)
-        except ServiceError as exc:
-            self.service.metrics.rpc_errors.labels("BulkUpsertAcked", exc.code.name).inc()
-            context.abort(exc.code, status_message(exc.message))
-        except Exception as exc:  # as @rpc does for unary handlers: answer, keep serving
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError" or not context.is_active():
-                raise
-            log.exception("BulkUpsertAcked failed")
-            context.abort(grpc.StatusCode.INTERNAL, status_message(f"BulkUpsertAcked failed: {type(exc).__name__}: {exc}"))
+        tenant = self.auth.require(context, "write")
+        for i, n, total, ms in self._stream_batches(request_iterator, context, tenant):
+            yield pb.UpsertAck(batch=i, upserted=n, total=total, elapsed_ms=ms)
 
     @rpc
     def Delete(self, request, context):
@@ -411,7 +421,7 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
 
     @rpc
     def GetBudget(self, request, context):
-        tenant = self.auth.scope(context, "tenant-admin", request.tenant)
+        tenant = self.auth.target_tenant(*self.auth.caller(context, "tenant-admin"), request.tenant)
         return budget_message(self._budgets().effective(tenant))
 
     @rpc
@@ -428,7 +438,8 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
 
     @rpc
     def CreateApiKey(self, request, context):
-        tenant, granted = self.auth.scope(context, "tenant-admin", request.tenant, with_role=True)
+        own, granted = self.auth.caller(context, "tenant-admin")
+        tenant = self.auth.target_tenant(own, granted, request.tenant)
         if request.role not in ROLE_NAMES:
             raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES if r != pb.ADMIN)}, got {request.role}")
         role = ROLE_NAMES[request.role]
@@ -443,9 +454,7 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
     def ListApiKeys(self, request, context):
         own, granted = self.auth.caller(context, "tenant-admin")
         # An operator's empty tenant lists every tenant's keys; anyone else's, their own.
-        tenant = check_tenant_name(request.tenant, "tenant") if request.tenant else ("" if granted == "operator" else own)
-        if granted != "operator" and tenant != own:
-            raise permission_denied(f"tenant: a {granted} key acts on its own tenant {own!r} only, not {tenant!r}")
+        tenant = "" if granted == "operator" and not request.tenant else self.auth.target_tenant(own, granted, request.tenant)
         return pb.ListApiKeysResponse(keys=[api_key_message(r) for r in self.keys.list(tenant)])
 
     @rpc

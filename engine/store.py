@@ -140,10 +140,11 @@ class MilvusStore:
             if self._client is None:
                 if self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                    if Path(self.uri).is_dir() and _installed_lite().startswith("2."):
+                    installed = _installed_lite()
+                    if Path(self.uri).is_dir() and installed.startswith("2."):
                         # Milvus Lite 3.x keeps a store as a directory; native 2.5 cannot open it.
                         raise unavailable(
-                            f"{self.uri} is a Milvus Lite 3.x store, which the installed milvus-lite {_installed_lite()} "
+                            f"{self.uri} is a Milvus Lite 3.x store, which the installed milvus-lite {installed} "
                             "cannot open: point data_dir (or milvus.uri) at a new location and ingest again, "
                             "or install milvus-lite 3.x (pip install 'milvus-lite>=3,<4') to keep serving it"
                         )
@@ -266,12 +267,12 @@ class MilvusStore:
                         client.drop_collection(spec.name)
                 except Exception:
                     log.warning("could not drop half-created collection %r", spec.name, exc_info=True)
-            if "nullable" in exc.message.lower() or "partition key" in exc.message.lower():
+            if "nullable" in refused or "partition key" in refused:
                 raise failed_precondition(
                     f"milvus.schema_layout {spec.layout!r} needs nullable fields and a partition key, which the Milvus at "
                     f"{self.uri} refuses: {exc.message}; set milvus.schema_layout to json (or auto)"
                 ) from exc
-            if "index type" in exc.message.lower():
+            if "index type" in refused:
                 # An operator setting the engine cannot serve, not the caller's input.
                 raise failed_precondition(
                     f"milvus.dense_index {spec.dense_index!r} is not supported by the Milvus at {self.uri}: {exc.message}; "

@@ -43,7 +43,7 @@ def export_onnx(
         model = loader.from_pretrained(str(model_dir))
         model.eval()
 
-        class Logits(torch.nn.Module):
+        class OneOutput(torch.nn.Module):  # the exporter wants tensors in and one tensor out
             def __init__(self, inner):
                 super().__init__()
                 self.inner = inner
@@ -57,7 +57,7 @@ def export_onnx(
             warnings.simplefilter("ignore")
             # The TorchScript exporter needs no extra packages (the dynamo one needs onnxscript).
             torch.onnx.export(
-                Logits(model),
+                OneOutput(model),
                 (dummy, dummy),
                 str(tmp),
                 input_names=["input_ids", "attention_mask"],
