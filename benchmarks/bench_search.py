@@ -119,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--concurrent-queries queries never searched before, then the same queries warm")
     p.add_argument("--concurrent-queries", type=int, default=800)
     p.add_argument("--skip-hybrid", action="store_true", help="skip the fusion vs hybrid_search comparison")
+    p.add_argument("--limits", type=json.loads, default=None,
+                   help='the service\'s limits section as JSON, e.g. \'{"max_running_per_tenant": 4}\' (default: its defaults)')
     p.add_argument("--max-load", type=float, default=None,
                    help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
                         "the load is recorded in the report either way")
@@ -319,7 +321,7 @@ logging.getLogger("milvus_lite").addHandler(BACKGROUND)
 # ---------------------------------------------------------------------------- corpus
 
 
-def make_settings(data_dir: Path, torch_threads: int):
+def make_settings(data_dir: Path, torch_threads: int, limits: dict[str, Any] | None = None):
     from engine.config import ProfileConfig, Settings
 
     values: dict[str, Any] = dict(
@@ -329,6 +331,8 @@ def make_settings(data_dir: Path, torch_threads: int):
         server={"host": "127.0.0.1", "port": 0, "grace_s": 1},
         torch_threads=torch_threads,
     )
+    if limits:
+        values["limits"] = limits
     fields = Settings.model_fields
     if "auth_mode" in fields:
         values["auth_mode"] = "api_key"  # the production default: every call verifies a key
@@ -338,14 +342,15 @@ def make_settings(data_dir: Path, torch_threads: int):
 
 
 def connect_client(server):
-    """A client for TENANT: with a fresh admin API key when the server has a key store,
+    """A client for TENANT: with a fresh operator API key when the server has a key store,
     else with the development `x-tenant` header. Returns (client, auth description)."""
     from engine.client import HybridSearchClient
 
     target = f"127.0.0.1:{server.port}"
     keys = getattr(server, "keys", None)
     if keys is not None and getattr(server.settings, "auth_mode", "dev_header") == "api_key":
-        _, api_key = keys.create(TENANT, "tenant-admin", "bench_search")
+        # operator: the run drops its scratch collection at the end (operators only)
+        _, api_key = keys.create(TENANT, "operator", "bench_search")
         return HybridSearchClient(target, api_key=api_key, timeout=120), "API key (auth_mode api_key)"
     return HybridSearchClient(target, tenant=TENANT, timeout=120), "x-tenant header (development mode)"
 
@@ -812,7 +817,7 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
     run_dir.mkdir(parents=True)
     log.info("== %d documents (data dir %s)", n, run_dir)
     started = time.perf_counter()
-    server = Server(make_settings(run_dir, args.torch_threads))
+    server = Server(make_settings(run_dir, args.torch_threads, args.limits))
     server.start()
     client, auth = connect_client(server)
     result: dict[str, Any] = {"requested_docs": requested, "docs": n, "auth": auth}

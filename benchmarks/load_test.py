@@ -281,7 +281,8 @@ def _doc(doc_id: str, text: str, i: int) -> dict[str, Any]:
 def base_config(data_dir: Path, port: int, auth_mode: str, rerank: dict[str, Any]) -> dict[str, Any]:
     return {
         "data_dir": str(data_dir),
-        "server": {"host": "127.0.0.1", "port": port, "max_workers": 16, "grace_s": 10},
+        # max_workers and limits: the service's defaults (fair admission, engine/admission.py).
+        "server": {"host": "127.0.0.1", "port": port, "grace_s": 10},
         "default_profile": PROFILE,
         "profiles": {PROFILE: {"kind": "dense-bm25", "model": PROFILE_MODEL, "max_length": PROFILE_MAX_LENGTH}},
         "torch_threads": 2,
@@ -696,7 +697,7 @@ def render(result: dict[str, Any]) -> str:
         "`ApiKeyStore` before the server started, one `admin` key for the budgets.",
         f"* **Reranker:** {result['reranker']['description']} (backend `{result['reranker']['kind'] or '-'}`, max_length {result['reranker']['max_length']}).",
         f"* **Tenant budgets (AUTO):** latency target {a['auto_target_ms']:g} ms, {a['auto_tokens_per_minute']:,.0f} reranker tokens/min, depth 0..{a['auto_max_depth']}.",
-        f"* **Server:** `python -m engine.cli serve` subprocess, max_workers 16, torch_threads 2; started in {result['server_start_s']:.0f} s.",
+        f"* **Server:** `python -m engine.cli serve` subprocess, default max_workers and admission limits, torch_threads 2; started in {result['server_start_s']:.0f} s.",
         f"* **CPU contention:** load average {', '.join(f'{x:.2f}' for x in result['load']['before'])} (1/5/15 min) right before the run"
         + (f" (waited {result['load']['wait']['waited_s']:.0f} s for the 1-min figure to drop below {result['load']['wait']['threshold']:g})" if result['load'].get('wait') else "")
         + f", {', '.join(f'{x:.2f}' for x in result['load']['after'])} at the end (this run's own load included).",

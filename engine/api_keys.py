@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-import sqlite3
-import threading
 import logging
+import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from engine import statedb
+from engine.statedb import StateDB, Tx, open_target
 
 # Each role can do what the ones before it can (README, "Roles"):
 #   search        Search, Get, Rerank, Describe/ListCollections, in its own tenant
@@ -57,35 +59,40 @@ def parse_key(key: str) -> Optional[tuple[str, str]]:
 
 
 class ApiKeyStore:
-    """Keys in the service's SQLite state file (WAL, synchronous=FULL)."""
+    """Keys in the state database (engine/statedb.py): the SQLite state file, or PostgreSQL
+    shared by every replica (``state_uri``)."""
 
-    # Other replicas may revoke a key; a cached lookup is trusted this long.
-    CACHE_S = 5.0
+    # Another replica may revoke a key: a cached lookup is trusted this long, so that a
+    # revocation anywhere holds everywhere within 5 s (README, "Several replicas").
+    CACHE_S = 2.0
+    _COLUMNS = "key_id, tenant, role, description, created_unix, revoked"
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+    def __init__(self, target: "str | Path | StateDB"):
+        self.db, self._owns_db = open_target(target)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Optional[tuple[str, ApiKeyRecord]]]] = {}
-        self._conn().execute(
-            "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, tenant TEXT NOT NULL,"
-            " role TEXT NOT NULL, description TEXT NOT NULL, created_unix REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
-        )
-        for old, new in LEGACY_ROLES.items():
-            moved = self._conn().execute("UPDATE api_keys SET role = ? WHERE role = ?", (new, old)).rowcount
+        for (old, new), moved in self.db.write(self._create_and_migrate).items():
             if moved:
                 log.warning("%d API key(s) of the old role %r are now %r (their own tenant only); "
                             "create an operator key for budgets and other tenants", moved, old, new)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+    @classmethod
+    def from_settings(cls, settings) -> "ApiKeyStore":
+        """The keys of the service these settings configure (``state_uri`` or ``state_path``)."""
+        return cls(statedb.shared(settings))
+
+    @staticmethod
+    def _create_and_migrate(tx: Tx) -> dict[tuple[str, str], int]:
+        tx.create_tables(
+            "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL, tenant TEXT NOT NULL,"
+            " role TEXT NOT NULL, description TEXT NOT NULL, created_unix DOUBLE PRECISION NOT NULL,"
+            " revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+        )
+        return {(old, new): tx.execute("UPDATE api_keys SET role = ? WHERE role = ?", (new, old)).rowcount for old, new in LEGACY_ROLES.items()}
+
+    def close(self) -> None:
+        if self._owns_db:
+            self.db.close()
 
     def create(self, tenant: str, role: str, description: str = "") -> tuple[ApiKeyRecord, str]:
         """A new key; returns the record and the full key (shown once)."""
@@ -94,11 +101,10 @@ class ApiKeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32).replace("_", "-")
         record = ApiKeyRecord(key_id, tenant, role, description, time.time(), False)
-        with self._lock:
-            self._conn().execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (key_id, _hash(secret), tenant, role, description, record.created_unix),
-            )
+        self.db.execute(
+            "INSERT INTO api_keys (key_id, key_hash, tenant, role, description, created_unix, revoked) VALUES (?, ?, ?, ?, ?, ?, 0)",
+            (key_id, _hash(secret), tenant, role, description, record.created_unix),
+        )
         return record, f"{PREFIX}{key_id}_{secret}"
 
     def verify(self, key: str) -> Optional[ApiKeyRecord]:
@@ -110,12 +116,8 @@ class ApiKeyStore:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or now - cached[0] > self.CACHE_S:
-            row = self._conn().execute(
-                "SELECT key_hash, tenant, role, description, created_unix, revoked FROM api_keys WHERE key_id = ?", (key_id,)
-            ).fetchone()
-            entry = None
-            if row is not None:
-                entry = (row[0], ApiKeyRecord(key_id, row[1], row[2], row[3], row[4], bool(row[5])))
+            row = self.db.query_one(f"SELECT key_hash, {self._COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
+            entry = (row[0], _record(row[1:])) if row is not None else None
             self._cache[key_id] = cached = (now, entry)
         entry = cached[1]
         # Compare even for unknown ids so timing does not tell which ids exist.
@@ -126,16 +128,23 @@ class ApiKeyStore:
 
     def get(self, key_id: str) -> Optional[ApiKeyRecord]:
         """The record of a key id (revoked or not), else None."""
-        r = self._conn().execute("SELECT key_id, tenant, role, description, created_unix, revoked FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        return ApiKeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) if r else None
+        row = self.db.query_one(f"SELECT {self._COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
+        return _record(row) if row else None
 
     def list(self, tenant: str = "") -> list[ApiKeyRecord]:
-        sql = "SELECT key_id, tenant, role, description, created_unix, revoked FROM api_keys"
-        rows = self._conn().execute(sql + (" WHERE tenant = ? ORDER BY created_unix" if tenant else " ORDER BY tenant, created_unix"), (tenant,) if tenant else ()).fetchall()
-        return [ApiKeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        sql = f"SELECT {self._COLUMNS} FROM api_keys"
+        if tenant:
+            rows = self.db.query(sql + " WHERE tenant = ? ORDER BY created_unix, key_id", (tenant,))
+        else:
+            rows = self.db.query(sql + " ORDER BY tenant, created_unix, key_id")
+        return [_record(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
         with self._lock:
-            cur = self._conn().execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ? AND revoked = 0", (key_id,))
+            revoked = self.db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ? AND revoked = 0", (key_id,))
             self._cache.pop(key_id, None)
-        return cur.rowcount > 0
+        return revoked > 0
+
+
+def _record(row) -> ApiKeyRecord:
+    return ApiKeyRecord(row[0], row[1], row[2], row[3], float(row[4]), bool(row[5]))

@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from itertools import chain
@@ -59,6 +57,7 @@ import numpy as np
 from engine.analysis import TERM_HASH_NAME, TermAnalyzer, term_hash
 from engine.analysis.standard import StandardAnalyzer as Analyzer
 from engine.analysis.stopwords import LUCENE_ENGLISH_STOP_WORDS, SKLEARN_ENGLISH_STOP_WORDS
+from engine.statedb import StateDB, Tx, open_target
 
 __all__ = [
     "LUCENE_ENGLISH_STOP_WORDS",
@@ -119,23 +118,25 @@ class CorpusStats:
 
 
 _SCHEMA_VERSION = "1"
+# BIGINT: term indexes are uint32, and total lengths outgrow 32 bits on a large corpus
+# (SQLite stores either as INTEGER).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bm25_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bm25_corpus (
-    collection TEXT    NOT NULL,
-    tenant     TEXT    NOT NULL,
-    n_docs     INTEGER NOT NULL,
-    total_len  INTEGER NOT NULL,
+    collection TEXT   NOT NULL,
+    tenant     TEXT   NOT NULL,
+    n_docs     BIGINT NOT NULL,
+    total_len  BIGINT NOT NULL,
     PRIMARY KEY (collection, tenant)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bm25_df (
-    collection TEXT    NOT NULL,
-    tenant     TEXT    NOT NULL,
-    term       INTEGER NOT NULL,
-    df         INTEGER NOT NULL,
+    collection TEXT   NOT NULL,
+    tenant     TEXT   NOT NULL,
+    term       BIGINT NOT NULL,
+    df         BIGINT NOT NULL,
     PRIMARY KEY (collection, tenant, term)
 ) WITHOUT ROWID;
 """
@@ -143,101 +144,67 @@ _IN_CHUNK = 900  # below SQLite's default host-parameter limit, with room for th
 
 
 class Bm25Stats:
-    """Persistent BM25 corpus statistics per (collection, tenant), in SQLite.
+    """Persistent BM25 corpus statistics per (collection, tenant), in the state database
+    (engine/statedb.py): a SQLite file, or PostgreSQL shared by replicas, so that what one
+    replica ingests moves the idf another's queries use.
 
     Tables: ``bm25_corpus(collection, tenant) -> n_docs, total_len`` and
     ``bm25_df(collection, tenant, term) -> df`` (rows with df = 0 are deleted).
 
-    * WAL journal, ``synchronous=FULL`` by default: every :meth:`apply` is one transaction
-      that is either fully on disk or not at all, also across a crash.
-    * Thread-safe: one connection per thread (readers run concurrently under WAL); writers
-      in this process are serialised by a lock and take SQLite's write lock up front
-      (``BEGIN IMMEDIATE``), so other processes sharing the file are safe as well.
+    * Every :meth:`apply` is one transaction, either fully durable or not at all, also
+      across a crash (SQLite: WAL, ``synchronous=FULL`` by default).
+    * Writers of one (collection, tenant) queue on its corpus row (on SQLite: on the file's
+      write lock), so concurrent ingests through several replicas keep exact counts.
     * Reads that combine tables (:meth:`idf`) run in one read transaction: one snapshot.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        target: "str | os.PathLike[str] | StateDB",
         *,
         timeout_s: float = 30.0,
         synchronous: str = "FULL",
     ) -> None:
-        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"bad synchronous mode {synchronous!r}")
-        self.path = os.fspath(path)
-        if self.path == ":memory:" or self.path.startswith("file::memory:"):
-            raise ValueError("Bm25Stats needs a file path (each thread opens its own connection)")
-        self._timeout_s = float(timeout_s)
-        self._synchronous = synchronous.upper()
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._write_lock = threading.Lock()
         self._closed = False
-        conn = self._conn()
-        # WAL is a property of the file: set once, kept by every later connection.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                meta = dict(conn.execute("SELECT key, value FROM bm25_meta").fetchall())
-                want = {"schema_version": _SCHEMA_VERSION, "term_hash": TERM_HASH_NAME}
-                for key, value in want.items():
-                    if key not in meta:
-                        conn.execute("INSERT INTO bm25_meta VALUES (?, ?)", (key, value))
-                    elif meta[key] != value:
-                        raise RuntimeError(
-                            f"{self.path}: BM25 statistics written with {key}={meta[key]!r}, "
-                            f"this code uses {value!r}"
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        self.db, self._owns_db = open_target(target, timeout_s=timeout_s, synchronous=synchronous)
+        self.path = self.db.label  # a file path, or the URI without its password
+        try:
+            self.db.write(self._create_schema)
+        except BaseException:
+            self.close()
+            raise
 
-    # ---- connections
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError(f"Bm25Stats({self.path!r}) is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._timeout_s,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # each thread has its own; close() runs anywhere
-            )
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout_s * 1000)}")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
-
-    def _read(self) -> "_Txn":
-        return _Txn(self._conn(), "BEGIN", None)
-
-    def _write(self) -> "_Txn":
-        return _Txn(self._conn(), "BEGIN IMMEDIATE", self._write_lock)
+    def _create_schema(self, tx: Tx) -> None:
+        tx.create_tables(_SCHEMA)
+        meta = dict(tx.all("SELECT key, value FROM bm25_meta"))
+        want = {"schema_version": _SCHEMA_VERSION, "term_hash": TERM_HASH_NAME}
+        for key, value in want.items():
+            if key not in meta:
+                tx.execute("INSERT INTO bm25_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            elif meta[key] != value:
+                raise RuntimeError(
+                    f"{self.path}: BM25 statistics written with {key}={meta[key]!r}, "
+                    f"this code uses {value!r}"
+                )
 
     def close(self) -> None:
-        """Close every connection this object opened (call when no thread uses it)."""
-        with self._conns_lock:
-            self._closed = True
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
+        """Close the database connections, if this object opened them (call when no
+        thread uses it)."""
+        self._closed = True
+        if self._owns_db:
+            self.db.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"Bm25Stats({self.path!r}) is closed")
+
+    def _read(self, fn):
+        self._check_open()
+        return self.db.read(fn)
+
+    def _write(self, fn):
+        self._check_open()
+        return self.db.write(fn)
 
     def __enter__(self) -> "Bm25Stats":
         return self
@@ -276,23 +243,27 @@ class Bm25Stats:
             if not 0 <= t <= 0xFFFFFFFF:
                 raise ValueError(f"term index {t!r} outside uint32")
 
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?",
+        def write(tx: Tx) -> CorpusStats:
+            # The corpus row is the lock of its (collection, tenant): made first if new, so
+            # that a concurrent first ingest waits on it instead of overwriting it.
+            tx.execute(
+                "INSERT INTO bm25_corpus (collection, tenant, n_docs, total_len) VALUES (?, ?, 0, 0) "
+                "ON CONFLICT (collection, tenant) DO NOTHING",
                 (collection, tenant),
-            ).fetchone()
-            n_docs, total_len = row if row else (0, 0)
+            )
+            n_docs, total_len = tx.one(
+                "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?" + tx.for_update,
+                (collection, tenant),
+            ) or (0, 0)
             n_docs = max(0, n_docs + n_delta)
-            total_len = max(0, total_len + len_delta)
-            if n_docs == 0:
-                total_len = 0
-            conn.execute(
+            total_len = max(0, total_len + len_delta) if n_docs else 0
+            tx.execute(
                 "INSERT INTO bm25_corpus (collection, tenant, n_docs, total_len) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (collection, tenant) DO UPDATE SET "
                 "n_docs=excluded.n_docs, total_len=excluded.total_len",
                 (collection, tenant, n_docs, total_len),
             )
-            current = self._df_in(conn, collection, tenant, terms)
+            current = self._df_in(tx, collection, tenant, terms)
             upserts = []
             deletes = []
             for t in terms:
@@ -302,44 +273,43 @@ class Bm25Stats:
                 elif t in current:
                     deletes.append((collection, tenant, t))
             if upserts:
-                conn.executemany(
+                tx.executemany(
                     "INSERT INTO bm25_df (collection, tenant, term, df) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (collection, tenant, term) DO UPDATE SET df=excluded.df",
                     upserts,
                 )
             if deletes:
-                conn.executemany(
+                tx.executemany(
                     "DELETE FROM bm25_df WHERE collection=? AND tenant=? AND term=?", deletes
                 )
-        return CorpusStats(n_docs, total_len)
+            return CorpusStats(n_docs, total_len)
+
+        return self._write(write)
 
     def drop(self, collection: str) -> None:
         """Forget every tenant's statistics of ``collection``."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM bm25_df WHERE collection=?", (collection,))
-            conn.execute("DELETE FROM bm25_corpus WHERE collection=?", (collection,))
+        self._forget("collection=?", (collection,))
 
     def drop_tenant(self, collection: str, tenant: str) -> None:
         """Forget one tenant's statistics of ``collection``."""
-        with self._write() as conn:
-            conn.execute(
-                "DELETE FROM bm25_df WHERE collection=? AND tenant=?", (collection, tenant)
-            )
-            conn.execute(
-                "DELETE FROM bm25_corpus WHERE collection=? AND tenant=?", (collection, tenant)
-            )
+        self._forget("collection=? AND tenant=?", (collection, tenant))
+
+    def _forget(self, where: str, params: tuple) -> None:
+        def write(tx: Tx) -> None:
+            # Corpus rows first: writers lock them before their df rows, so no deadlock.
+            tx.execute(f"DELETE FROM bm25_corpus WHERE {where}", params)
+            tx.execute(f"DELETE FROM bm25_df WHERE {where}", params)
+
+        self._write(write)
 
     # ---- reads
 
     def corpus(self, collection: str, tenant: str) -> CorpusStats:
         """Document count and total length of (collection, tenant); zeros if unknown."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?",
-                (collection, tenant),
-            )
-            .fetchone()
+        self._check_open()
+        row = self.db.query_one(
+            "SELECT n_docs, total_len FROM bm25_corpus WHERE collection=? AND tenant=?",
+            (collection, tenant),
         )
         return CorpusStats(*row) if row else CorpusStats()
 
@@ -349,8 +319,8 @@ class Bm25Stats:
 
     def df(self, collection: str, tenant: str, term_hashes: Iterable[int]) -> dict[int, int]:
         """Document frequencies of the given terms; terms no document has are left out."""
-        with self._read() as conn:
-            return self._df_in(conn, collection, tenant, list(set(term_hashes)))
+        terms = list(set(term_hashes))
+        return self._read(lambda tx: self._df_in(tx, collection, tenant, terms))
 
     def idf(self, collection: str, tenant: str, term_hashes: Iterable[int]) -> dict[int, float]:
         """Lucene idf of each term that occurs in (collection, tenant) (see :func:`idf`).
@@ -359,63 +329,34 @@ class Bm25Stats:
         empty corpus gives ``{}``. N and df come from one consistent snapshot.
         """
         terms = list(set(term_hashes))
-        with self._read() as conn:
-            row = conn.execute(
+
+        def read(tx: Tx) -> tuple[int, dict[int, int]]:
+            row = tx.one(
                 "SELECT n_docs FROM bm25_corpus WHERE collection=? AND tenant=?",
                 (collection, tenant),
-            ).fetchone()
+            )
             n_docs = row[0] if row else 0
             if n_docs <= 0 or not terms:
-                return {}
-            dfs = self._df_in(conn, collection, tenant, terms)
+                return 0, {}
+            return n_docs, self._df_in(tx, collection, tenant, terms)
+
+        n_docs, dfs = self._read(read)
         return {t: idf(n_docs, min(d, n_docs)) for t, d in dfs.items()}
 
     @staticmethod
-    def _df_in(
-        conn: sqlite3.Connection, collection: str, tenant: str, terms: Sequence[int]
-    ) -> dict[int, int]:
+    def _df_in(tx: Tx, collection: str, tenant: str, terms: Sequence[int]) -> dict[int, int]:
         out: dict[int, int] = {}
         for i in range(0, len(terms), _IN_CHUNK):
             chunk = terms[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             out.update(
-                conn.execute(
+                tx.all(
                     f"SELECT term, df FROM bm25_df WHERE collection=? AND tenant=? "
                     f"AND term IN ({marks})",
                     (collection, tenant, *chunk),
-                ).fetchall()
+                )
             )
         return out
-
-
-class _Txn:
-    """``with`` block = one SQLite transaction (commit on success, rollback on error)."""
-
-    __slots__ = ("conn", "begin", "lock")
-
-    def __init__(self, conn: sqlite3.Connection, begin: str, lock: threading.Lock | None):
-        self.conn, self.begin, self.lock = conn, begin, lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        if self.lock is not None:
-            self.lock.acquire()
-        try:
-            self.conn.execute(self.begin)
-        except BaseException:
-            if self.lock is not None:
-                self.lock.release()
-            raise
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.conn.execute("COMMIT")
-            elif self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        finally:
-            if self.lock is not None:
-                self.lock.release()
 
 
 # --------------------------------------------------------------------------- encoder

@@ -292,14 +292,24 @@ def cmd_tenant(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    """API keys, on this host's state file (bootstrap the first admin key here;
-    later keys can also be made over the TenantAdmin RPCs)."""
+    """API keys, in the service's state database (state_uri, else this host's state file):
+    bootstrap the first operator key here; later keys can also be made over the TenantAdmin
+    RPCs."""
     from engine.api_keys import ApiKeyStore
     from engine.config import load_settings
-    from engine.tenancy import check_tenant_name
-    from engine.errors import ServiceError
+    from engine.statedb import StateDBError
 
-    store = ApiKeyStore(load_settings(args.config).state_path)
+    try:
+        return _keys_action(ApiKeyStore.from_settings(load_settings(args.config)), args)
+    except StateDBError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _keys_action(store, args) -> int:
+    from engine.errors import ServiceError
+    from engine.tenancy import check_tenant_name
+
     if args.action == "create":
         try:
             check_tenant_name(args.tenant)
@@ -513,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
     p.set_defaults(fn=cmd_collections)
 
-    p = sub.add_parser("keys", help="API keys on this host's state file: create, list, revoke")
-    p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG): where the state file is")
+    p = sub.add_parser("keys", help="API keys in the state database (state_uri, else this host's state file): create, list, revoke")
+    p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG): where the state database is")
     ksub = p.add_subparsers(dest="action", required=True)
     k = ksub.add_parser("create")
     k.add_argument("--tenant", required=True)

@@ -150,7 +150,10 @@ class MilvusConfig(BaseModel):
 class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
-    max_workers: int = Field(16, ge=1, le=512)
+    # Threads that run calls. Waiting calls hold one each, so admission keeps the calls it
+    # lets in below this (less a reserve for health checks and refusals): 64 threads cost
+    # stack address space, not CPU; limits.max_running sets how many do work at once.
+    max_workers: int = Field(64, ge=4, le=512)
     # SIGTERM: in-flight calls get this long to finish; new calls are refused.
     grace_s: float = Field(10.0, ge=0)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -179,7 +182,11 @@ class TenantLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_top_k: Optional[int] = Field(None, ge=1)
     max_depth: Optional[int] = Field(None, ge=1)  # dense_k, sparse_k, rerank_depth
-    max_concurrent: Optional[int] = Field(None, ge=1)  # calls in flight
+    max_concurrent: Optional[int] = Field(None, ge=1)  # calls running + waiting
+    max_running: Optional[int] = Field(None, ge=1)  # calls doing work at once
+    # Share of the running slots when tenants compete (weighted fair queueing); 2 = twice
+    # the calls of a weight-1 tenant. Unlike the limits above it may be raised.
+    weight: float = Field(1.0, gt=0, le=1000)
 
 
 class LimitsConfig(BaseModel):
@@ -201,8 +208,17 @@ class LimitsConfig(BaseModel):
     max_filter_clauses: int = Field(32, ge=0)
     max_filter_values: int = Field(1024, ge=1)
     max_string_value_chars: int = Field(1024, ge=1)
-    # Calls in flight per tenant; more are refused with RESOURCE_EXHAUSTED.
-    max_concurrent_per_tenant: int = Field(64, ge=1)
+    # Fair admission (engine/admission.py, README "Fair sharing between tenants"). Calls
+    # of one tenant running or waiting for a slot, counted on arrival; more are refused
+    # with RESOURCE_EXHAUSTED and a retry hint.
+    max_concurrent_per_tenant: int = Field(16, ge=1)
+    # Calls doing work at once (unset: 4 per CPU). A tenant alone may use all but one; while
+    # other tenants are active (a call within tenant_active_window_s) at most
+    # max_running_per_tenant (unset: half the CPUs, at least 1). Measured trade-off, 2 cores:
+    # benchmarks/README.md "Noisy neighbour".
+    max_running: Optional[int] = Field(None, ge=2)
+    max_running_per_tenant: Optional[int] = Field(None, ge=1)
+    tenant_active_window_s: float = Field(5.0, ge=0)
     # Per-request cost limits of single tenants, e.g. {"free-tier": {max_top_k: 20, max_depth: 100}}.
     per_tenant: dict[str, TenantLimits] = Field(default_factory=dict)
     # Where these limits come from, for error messages (set by for_tenant).
@@ -218,6 +234,16 @@ class LimitsConfig(BaseModel):
             raise ValueError(f"limits.per_tenant: invalid tenant name(s) {bad}")
         return value
 
+    def running_slots(self) -> int:
+        from engine.admission import default_cpus
+
+        return self.max_running or 4 * default_cpus()
+
+    def running_per_tenant(self) -> int:
+        from engine.admission import default_cpus
+
+        return min(self.running_slots(), self.max_running_per_tenant or max(1, default_cpus() // 2))
+
     def for_tenant(self, tenant: str) -> "LimitsConfig":
         """The limits one tenant's requests are checked against."""
         own = self.per_tenant.get(tenant)
@@ -226,7 +252,6 @@ class LimitsConfig(BaseModel):
         return self.model_copy(update={
             "max_top_k": min(self.max_top_k, own.max_top_k or self.max_top_k),
             "max_depth": min(self.max_depth, own.max_depth or self.max_depth),
-            "max_concurrent_per_tenant": min(self.max_concurrent_per_tenant, own.max_concurrent or self.max_concurrent_per_tenant),
             "default_depth": min(self.default_depth, own.max_depth or self.default_depth),
             "label": f"limits.per_tenant[{tenant!r}]",
         })
@@ -312,6 +337,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HSEARCH_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Path("./data")
+    # Where API keys, rerank budgets, rate buckets and BM25 statistics live. Empty: the
+    # SQLite file <data_dir>/state.sqlite3 (one node). postgresql://user:pass@host/db: one
+    # PostgreSQL shared by every replica behind a load balancer (README, "Several replicas").
+    state_uri: str = Field("", pattern=r"^(postgres|postgresql)://|^$")
     milvus: MilvusConfig = MilvusConfig()
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()

@@ -29,6 +29,12 @@ class Metrics:
             "hsearch_rerank_prediction_error_ms", "Actual minus predicted rerank time (ms)", ["tenant"],
             buckets=(-100, -50, -20, -10, -5, -2, 0, 2, 5, 10, 20, 50, 100), registry=self.registry,
         )
+        self.admission_wait_ms = Histogram(
+            "hsearch_admission_wait_ms", "Time a call waited for a running slot (ms)", ["tenant"], buckets=_MS_BUCKETS, registry=self.registry,
+        )
+        self.admission_refused = Counter(
+            "hsearch_admission_refused_total", "Calls refused on arrival (tenant or server queue full)", ["tenant"], registry=self.registry,
+        )
         self.rpc_errors = Counter("hsearch_rpc_errors_total", "RPCs answered with an error status", ["method", "code"], registry=self.registry)
         self.port: Optional[int] = None
 
@@ -37,6 +43,12 @@ class Metrics:
         self.port = server.server_port
         log.info("metrics on http://%s:%d/metrics", host, self.port)
         return self.port
+
+    def observe_admission_wait(self, tenant: str, seconds: float) -> None:
+        self.admission_wait_ms.labels(tenant).observe(seconds * 1000)
+
+    def count_refusal(self, tenant: str) -> None:
+        self.admission_refused.labels(tenant).inc()
 
     def observe_search(self, tenant: str, outcome: SearchOutcome) -> None:
         t = outcome.timings

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from engine import statedb
 from engine.config import RerankBackendConfig, Settings
 from engine.encoders.model_paths import ModelNotFound, resolve_model
 from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
@@ -31,7 +32,7 @@ from rerank.circuit import CircuitBreaker
 from rerank.latency_model import LatencyModel
 from rerank.policy import PolicyInputs, choose_depth
 from rerank.signals import query_signals
-from rerank.token_bucket import BucketRegistry
+from rerank.rate_ledger import RateLedger
 
 log = logging.getLogger(__name__)
 UNLIMITED = -1.0  # budget_left_units when the tenant has no rate budget
@@ -147,8 +148,11 @@ class RerankStage:
             max_depth=d.max_depth,
             default_mode=d.default_mode,
         )
-        self.budgets = budgets or BudgetStore(settings.state_path, default)
-        self.buckets = BucketRegistry()
+        # One state database for budgets and rate buckets: replicas sharing it (state_uri)
+        # enforce one budget and one rate per tenant, not one each.
+        state = statedb.shared(settings)
+        self.budgets = budgets or BudgetStore(state, default)
+        self.buckets = RateLedger(state)
         self.rerankers = {name: Reranker(name, cfg, settings) for name, cfg in self.config.backends.items()}
         self.metrics = metrics
 
@@ -193,7 +197,7 @@ class RerankStage:
         mode = query.rerank_mode or budget.default_mode
         decision = RerankDecision(mode=mode)
         bucket = self.buckets.bucket(tenant, budget.cost_per_minute) if budget.cost_per_minute > 0 else None
-        decision.budget_left_units = bucket.available() if bucket else UNLIMITED
+        decision.budget_left_units = bucket.left() if bucket else UNLIMITED
         if mode == "off":
             decision.reason = "fusion only: rerank mode OFF" + (" (tenant default)" if query.rerank_mode is None else "")
             return fused.ids, {}, decision
@@ -216,7 +220,6 @@ class RerankStage:
             decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
             return fused.ids, {}, decision
         signals = query_signals(fused.route_ranks)
-        bucket_level = bucket.available() if bucket else None
         # FIXED needs the whole head; AUTO tokenises only what the policy may use, in
         # growing batches (tokenising all 100 candidates of a search that reranks 5 cost
         # about 135 ms on 2 cores, and nothing for a search it skips).
@@ -228,6 +231,9 @@ class RerankStage:
             # Queued pairs of other searches, at this head's mean length (the model's max
             # length, conservatively, before any of it is tokenised).
             per_pair = float(cumulative[-1]) / len(encoded) if len(encoded) else float(reranker.config.max_length)
+            # What the tokenised candidates would cost: the rate allowance is topped up to
+            # that (a lease from the shared bucket) only when it holds less.
+            bucket_level = bucket.available(float(cumulative[-1]) if len(encoded) else 0.0) if bucket else None
             inputs = PolicyInputs(
                 mode=mode,
                 budget=budget,

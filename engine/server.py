@@ -17,6 +17,7 @@ from engine.config import Settings
 from engine.service import SearchService
 from engine.api_keys import ApiKeyStore
 from engine.servicer import Authenticator, HybridSearchServicer, TenantAdminServicer
+from engine.admission import AdmissionInterceptor, scheduler_for
 from engine.wire import MalformedRequestInterceptor
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
@@ -83,13 +84,17 @@ class Server:
             ("grpc.max_receive_message_length", settings.server.max_message_bytes),
             ("grpc.max_send_message_length", settings.server.max_message_bytes),
         ]
+        self.keys = ApiKeyStore.from_settings(settings)
+        self.auth = Authenticator(settings, self.keys)
+        self.scheduler = scheduler_for(settings.limits, settings.server.max_workers)
+        admission = AdmissionInterceptor(self.scheduler, self.auth.identify, self.service.metrics)
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="rpc"),
             options=opts,
-            interceptors=[MalformedRequestInterceptor()],
+            # Admission first: it counts the call on arrival, before the pool.
+            interceptors=[admission, MalformedRequestInterceptor()],
         )
         self.health = HealthWithList(experimental_non_blocking=True)
-        self.keys = ApiKeyStore(settings.state_path)
         if settings.auth_mode == "dev_header":
             log.warning("auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)")
         self.port: int = 0
@@ -104,9 +109,8 @@ class Server:
         # not walk it during a request (a 650 ms gen-2 pause was seen at 50k documents).
         gc.collect()
         gc.freeze()
-        auth = Authenticator(self.settings, self.keys)
-        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, auth), self.grpc_server)
-        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, auth, self.keys), self.grpc_server)
+        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, self.auth), self.grpc_server)
+        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, self.auth, self.keys), self.grpc_server)
         for add in self.extra_servicers:
             add(self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)

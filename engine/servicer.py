@@ -15,7 +15,7 @@ from engine.api_keys import ROLE_RANK, ApiKeyStore
 from engine.errors import ServiceError, exhausted, failed_precondition, invalid, permission_denied, unauthenticated
 from engine.search_types import RouteDetail, SearchOutcome
 from engine.service import SearchService
-from engine.tenancy import TENANT_HEADER, TenantLimiter, check_tenant_name, tenant_from_metadata
+from engine.tenancy import TENANT_HEADER, check_tenant_name, tenant_from_metadata
 from rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
@@ -193,16 +193,21 @@ class Authenticator:
     """Who is calling: an API key (``authorization: Bearer <key>``) names the tenant and role.
 
     In development mode (``auth_mode: dev_header``, off by default) the tenant comes
-    from the ``x-tenant`` header and every caller is an admin. Each authenticated
-    call also takes one of the tenant's concurrency slots until it finishes.
+    from the ``x-tenant`` header and every caller is an operator. How many calls of a
+    tenant run at once is admission's business (engine/admission.py), decided on arrival.
     """
 
-    def __init__(self, settings, keys: ApiKeyStore | None = None, limiter: TenantLimiter | None = None):
+    def __init__(self, settings, keys: ApiKeyStore | None = None):
         self.dev_mode = settings.auth_mode == "dev_header"
         self.keys = keys
-        self.limiter = limiter or TenantLimiter(settings.limits.max_concurrent_per_tenant, {
-            name: own.max_concurrent for name, own in settings.limits.per_tenant.items() if own.max_concurrent
-        })
+
+    def identify(self, metadata) -> str | None:
+        """The caller's tenant for admission, or None when its credentials do not hold (the
+        handler then answers why)."""
+        try:
+            return self.principal(metadata)[0]
+        except ServiceError:
+            return None
 
     def principal(self, metadata) -> tuple[str, str]:
         """(tenant, role) of the caller."""
@@ -223,16 +228,14 @@ class Authenticator:
         return record.tenant, record.role
 
     def require(self, context: grpc.ServicerContext, role: str) -> str:
-        """The caller's tenant, if its role is at least ``role``; holds a concurrency slot for the call."""
+        """The caller's tenant, if its role is at least ``role``."""
         return self.caller(context, role)[0]
 
     def caller(self, context: grpc.ServicerContext, role: str) -> tuple[str, str]:
-        """(tenant, role) of a caller whose role is at least ``role``; holds a concurrency slot."""
+        """(tenant, role) of a caller whose role is at least ``role``."""
         tenant, granted = self.principal(context.invocation_metadata() or ())
         if ROLE_RANK[granted] < ROLE_RANK[role]:
             raise permission_denied(f"this API key has role {granted!r}; the call needs {role!r}")
-        self.limiter.acquire(tenant)
-        context.add_callback(lambda: self.limiter.release(tenant))
         return tenant, granted
 
     @staticmethod

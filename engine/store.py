@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from importlib import metadata
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ SPEC_PROPERTY = "hsearch.spec"
 # collection properties (and cannot alter them) but keeps the description; Milvus Lite 3.x
 # keeps properties and drops the description. A server keeps both.
 SPEC_DESCRIPTION_PREFIX = SPEC_PROPERTY + ":"
+# Another replica may drop or re-create a collection: a cached spec is checked against Milvus
+# (exists, same collection id) when it is older than this.
+SPEC_CACHE_S = 2.0
 # Milvus rejects empty sparse vectors. A document with no sparse terms (say, only
 # stop words) gets this one placeholder dimension, which no query vector ever
 # holds (BGE-M3 token ids and BM25 hashes are both below 2**31).
@@ -96,7 +100,8 @@ class MilvusStore:
     def __init__(self, uri: str, config: MilvusConfig):
         self.uri = uri
         self.config = config
-        self._specs: dict[str, CollectionSpec] = {}
+        # name -> (checked at, Milvus collection id, spec); see SPEC_CACHE_S.
+        self._specs: dict[str, tuple[float, object, CollectionSpec]] = {}
         self._specs_lock = threading.Lock()
         self._client: MilvusClient | None = None
         self._client_lock = threading.Lock()
@@ -280,20 +285,28 @@ class MilvusStore:
                 ) from exc
             raise
         with self._specs_lock:
-            self._specs[spec.name] = spec
+            self._specs.pop(spec.name, None)  # read back (with its Milvus id) on first use
 
     def has_collection(self, name: str) -> bool:
         return bool(self._call("has_collection", "has_collection", name))
 
     def spec(self, name: str) -> CollectionSpec:
         """The spec of a collection made by this service; NOT_FOUND otherwise."""
+        now = time.monotonic()
         with self._specs_lock:
             cached = self._specs.get(name)
-        if cached is not None:
-            return cached
+        if cached is not None and now - cached[0] < SPEC_CACHE_S:
+            return cached[2]
         if not self.has_collection(name):
+            with self._specs_lock:
+                self._specs.pop(name, None)
             raise not_found(f"collection {name!r} does not exist")
         described = self._call("describe_collection", "describe_collection", name)
+        collection_id = described.get("collection_id")
+        if cached is not None and collection_id and collection_id == cached[1]:  # Lite says 0 for every id
+            with self._specs_lock:
+                self._specs[name] = (now, collection_id, cached[2])
+            return cached[2]
         text = (described.get("properties") or {}).get(SPEC_PROPERTY)
         description = described.get("description") or ""
         if not text and description.startswith(SPEC_DESCRIPTION_PREFIX):
@@ -305,7 +318,7 @@ class MilvusStore:
         # Lite store, or a restarted Milvus, has it released).
         self._call("load_collection", "load_collection", name)
         with self._specs_lock:
-            self._specs[name] = spec
+            self._specs[name] = (now, collection_id, spec)
         return spec
 
     def list_specs(self) -> list[CollectionSpec]:

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import re
-import threading
 from typing import Iterable
 
-from engine.errors import exhausted, invalid, unauthenticated
+from engine.errors import invalid, unauthenticated
 
 # Tenant names are restricted so that "<tenant>:<doc id>" primary keys are
 # unambiguous and a tenant name can be spliced into an expression as a plain
@@ -44,32 +43,3 @@ def primary_key(tenant: str, doc_id: str) -> str:
 
 def doc_id_of(tenant: str, pk: str) -> str:
     return pk[len(tenant) + 1 :]
-
-
-class TenantLimiter:
-    """At most ``limit`` calls in flight per tenant; the next one is refused, not queued,
-    so one tenant's burst cannot take every worker thread from the others."""
-
-    def __init__(self, limit: int, per_tenant: dict[str, int] | None = None):
-        self.limit = limit
-        # limits.per_tenant[...].max_concurrent: lower limits for single tenants.
-        self.per_tenant = {name: min(n, limit) for name, n in (per_tenant or {}).items()}
-        self._in_flight: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, tenant: str) -> None:
-        limit = self.per_tenant.get(tenant, self.limit)
-        with self._lock:
-            n = self._in_flight.get(tenant, 0)
-            if n >= limit:
-                where = f"limits.per_tenant[{tenant!r}].max_concurrent" if tenant in self.per_tenant else "limits.max_concurrent_per_tenant"
-                raise exhausted(f"tenant {tenant!r} has {n} calls in flight; limit {limit} ({where}); retry shortly")
-            self._in_flight[tenant] = n + 1
-
-    def release(self, tenant: str) -> None:
-        with self._lock:
-            n = self._in_flight.get(tenant, 0) - 1
-            if n > 0:
-                self._in_flight[tenant] = n
-            else:
-                self._in_flight.pop(tenant, None)

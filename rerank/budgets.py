@@ -1,13 +1,14 @@
-"""Per-tenant rerank budgets, persisted in SQLite (atomic writes, survive a crash mid-write)."""
+"""Per-tenant rerank budgets, persisted in the state database (atomic writes, survive a crash mid-write)."""
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
-import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
+
+from engine.statedb import StateDB, open_target
 
 MODES = ("off", "fixed", "auto")
 
@@ -45,51 +46,42 @@ class RerankBudget:
 
 
 class BudgetStore:
-    """Budgets by tenant. Each write is one SQLite transaction in WAL mode with
-    synchronous=FULL: after a crash a budget is either the old one or the new one."""
+    """Budgets by tenant in the state database (engine/statedb.py). Each write is one
+    transaction: after a crash a budget is either the old one or the new one.
 
-    def __init__(self, path: str | Path, default: RerankBudget):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    Another replica may change a budget: a cached one is trusted for ``CACHE_S``, so a change
+    made anywhere is in force everywhere within that, and searches read the store once per
+    tenant and ``CACHE_S``, not once each."""
+
+    CACHE_S = 2.0
+
+    def __init__(self, target: "str | Path | StateDB", default: RerankBudget):
+        self.db, self._owns_db = open_target(target)
         self.default = replace(default, tenant="")
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._cache: dict[str, Optional[RerankBudget]] = {}
-        with self._conn() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS rerank_budgets (tenant TEXT PRIMARY KEY, budget TEXT NOT NULL) WITHOUT ROWID")
+        self._cache: dict[str, tuple[float, Optional[RerankBudget]]] = {}
+        self.db.write(lambda tx: tx.create_tables("CREATE TABLE IF NOT EXISTS rerank_budgets (tenant TEXT PRIMARY KEY, budget TEXT NOT NULL) WITHOUT ROWID"))
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+    def close(self) -> None:
+        if self._owns_db:
+            self.db.close()
 
     def set(self, budget: RerankBudget) -> RerankBudget:
-        with self._write_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO rerank_budgets (tenant, budget) VALUES (?, ?) ON CONFLICT(tenant) DO UPDATE SET budget = excluded.budget",
-                    (budget.tenant, json.dumps(asdict(budget), sort_keys=True)),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self._cache[budget.tenant] = budget
+        self.db.execute(
+            "INSERT INTO rerank_budgets (tenant, budget) VALUES (?, ?) ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
+            (budget.tenant, json.dumps(asdict(budget), sort_keys=True)),
+        )
+        self._cache[budget.tenant] = (time.monotonic(), budget)
         return budget
 
     def get(self, tenant: str) -> Optional[RerankBudget]:
         """The tenant's own budget, or None."""
-        if tenant in self._cache:
-            return self._cache[tenant]
-        row = self._conn().execute("SELECT budget FROM rerank_budgets WHERE tenant = ?", (tenant,)).fetchone()
+        now = time.monotonic()
+        cached = self._cache.get(tenant)
+        if cached is not None and now - cached[0] <= self.CACHE_S:
+            return cached[1]
+        row = self.db.query_one("SELECT budget FROM rerank_budgets WHERE tenant = ?", (tenant,))
         budget = RerankBudget(**json.loads(row[0])) if row else None
-        self._cache[tenant] = budget
+        self._cache[tenant] = (now, budget)
         return budget
 
     def effective(self, tenant: str) -> RerankBudget:
@@ -97,11 +89,10 @@ class BudgetStore:
         return self.get(tenant) or self.default
 
     def list(self) -> list[RerankBudget]:
-        rows = self._conn().execute("SELECT budget FROM rerank_budgets ORDER BY tenant").fetchall()
+        rows = self.db.query("SELECT budget FROM rerank_budgets ORDER BY tenant")
         return [RerankBudget(**json.loads(r[0])) for r in rows]
 
     def delete(self, tenant: str) -> bool:
-        with self._write_lock:
-            cur = self._conn().execute("DELETE FROM rerank_budgets WHERE tenant = ?", (tenant,))
-            self._cache.pop(tenant, None)
-        return cur.rowcount > 0
+        deleted = self.db.execute("DELETE FROM rerank_budgets WHERE tenant = ?", (tenant,))
+        self._cache.pop(tenant, None)
+        return deleted > 0

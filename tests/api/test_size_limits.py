@@ -75,19 +75,21 @@ def test_per_tenant_limits_name_valid_tenants():
 def test_a_tenants_own_concurrency_limit_refuses_its_extra_calls_only():
     import pytest
 
-    from engine.errors import ServiceError
-    from engine.tenancy import TenantLimiter
+    from engine.admission import Refused, scheduler_for
+    from engine.config import LimitsConfig
 
-    limiter = TenantLimiter(3, {"small": 1, "huge": 10})
-    limiter.acquire("small")
-    with pytest.raises(ServiceError) as info:
-        limiter.acquire("small")
-    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limits.per_tenant['small'].max_concurrent" in info.value.message
+    limits = LimitsConfig(max_concurrent_per_tenant=3, max_running=8, per_tenant={"small": {"max_concurrent": 1}, "huge": {"max_concurrent": 10}})
+    scheduler = scheduler_for(limits, max_workers=64)
+    first = scheduler.admit("small")
+    with pytest.raises(Refused) as info:
+        scheduler.admit("small")
+    assert "limits.per_tenant['small'].max_concurrent" in info.value.message
     for _ in range(3):
-        limiter.acquire("other")
+        scheduler.admit("other")
     for _ in range(3):
-        limiter.acquire("huge")  # capped at the server-wide 3
-    with pytest.raises(ServiceError):
-        limiter.acquire("huge")
-    limiter.release("small")
-    limiter.acquire("small")
+        scheduler.admit("huge")  # capped at the server-wide 3
+    with pytest.raises(Refused) as info:
+        scheduler.admit("huge")
+    assert "limits.max_concurrent_per_tenant" in info.value.message
+    scheduler.done(first)
+    scheduler.admit("small")
