@@ -161,6 +161,7 @@ class SearchService:
         transaction to roll back, so a call cut during the write may have been applied."""
         spec = self.store.spec(collection)
         self.check_metadata(spec, documents)
+        self.store.check_writable_ids([d.id for d in documents])
         if not documents:
             return 0
         profile = self.profile_for(spec)

@@ -375,6 +375,20 @@ class MilvusStore:
         )
         return {row["pk"]: self.to_doc(spec, row, row["pk"]) for row in rows}
 
+    def check_writable_ids(self, ids: Sequence[str], field: str = "documents") -> None:
+        """Native Milvus Lite 2.5 splices primary keys into its own SQL when it upserts or
+        deletes: a key with a single quote fails there ("internal error", nothing written; the
+        long fuzz run found it). Refused by name instead, before any work is done."""
+        if self.engine != "lite-native":
+            return
+        for i, doc_id in enumerate(ids):
+            if "'" in doc_id:
+                raise invalid(
+                    f"{field}[{i}].id",
+                    f"{doc_id[:80]!r} contains a single quote ('), which native Milvus Lite 2.5 cannot upsert "
+                    "or delete (its own SQL breaks on it); use another id, or a Milvus server (milvus.uri)",
+                )
+
     def upsert(self, spec: CollectionSpec, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if spec.sparse_kind == "milvus-bm25":

@@ -410,15 +410,18 @@ def test_create_api_key_mints_no_role_above_the_callers(world, role, requested, 
 
 # Collections are shared by every tenant (documents are tenant-scoped inside them), so the
 # targets are names: the one holding b's documents, a new one, and hostile spellings.
-COLLECTION_TARGETS = {
-    "new": None,
-    "existing": SHARED,
-    "other-case": "Shared",  # a valid, distinct name
+HOSTILE_COLLECTION_NAMES = {
     "path": "../shared",
     "sql": "shared;DROP",
     "trailing-space": "shared ",
     "zero-width-space": "shared\u200b",
     "empty": "",
+}
+COLLECTION_TARGETS = {
+    "new": None,
+    "existing": SHARED,
+    "other-case": "Shared",  # a valid, distinct name
+    **HOSTILE_COLLECTION_NAMES,
 }
 
 
@@ -436,7 +439,7 @@ def test_create_collection_never_touches_existing_collections(world, role, targe
     after = snapshot(w)
     if ROLE_RANK[role] < ROLE_RANK["tenant-admin"]:
         assert_refused(outcome, DENIED, needs="tenant-admin")
-    elif target in ("path", "sql", "trailing-space", "zero-width-space", "empty"):
+    elif target in HOSTILE_COLLECTION_NAMES:
         assert_refused(outcome, INVALID, field="name")
     elif target == "existing":  # re-creating b's collection must not wipe or replace it
         assert_refused(outcome, grpc.StatusCode.ALREADY_EXISTS)
@@ -454,11 +457,7 @@ DROP_TARGETS = {
     "holding-b-documents": SHARED,  # an operator drops a scratch copy instead, see below
     "missing": None,
     "other-case": "sHaReD",
-    "path": "../shared",
-    "sql": "shared;DROP",
-    "trailing-space": "shared ",
-    "zero-width-space": "shared\u200b",
-    "empty": "",
+    **HOSTILE_COLLECTION_NAMES,
 }
 
 
@@ -483,7 +482,7 @@ def test_only_an_operator_drops_a_collection(world, role, target):
     if role != "operator":
         # A collection holds every tenant's documents: dropping it is no tenant's decision.
         assert_refused(outcome, DENIED, needs="operator")
-    elif target in ("path", "sql", "trailing-space", "zero-width-space", "empty"):
+    elif target in HOSTILE_COLLECTION_NAMES:
         assert_refused(outcome, INVALID, field="name")
     elif target in ("missing", "other-case"):
         assert_refused(outcome, grpc.StatusCode.NOT_FOUND)
