@@ -1,4 +1,5 @@
-"""The `hsearch` command line: serve, ingest, search, manage collections, and a demo."""
+"""The `hsearch` command line: serve, demo, ingest, search, collections, keys, tenant (rerank
+budgets), train-reranker and bench."""
 from __future__ import annotations
 
 import argparse

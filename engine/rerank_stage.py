@@ -25,7 +25,7 @@ from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_pre
 from engine.search_types import HeadScore, RerankDecision, SearchQuery
 from fusion.blend import blend_head
 from rerank.backends import load_backend
-from rerank.base import EncodedPairs, RerankBackend, Scores
+from rerank.base import EncodedPairs, RerankBackend, Scores, normalize
 from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
 from rerank.budgets import BudgetStore, RerankBudget
 from rerank.circuit import CircuitBreaker
@@ -278,7 +278,7 @@ class RerankStage:
         if scored < choice.depth:
             decision.partial = True
             decision.reason += f"; partial: scored {scored} of {choice.depth} before the time ran out"
-        normalized = 1.0 / (1.0 + np.exp(-np.asarray(raw)))
+        normalized = normalize(raw)
         prefix = head[:scored]
         # Ties keep their fused order (blend_head sorts stably).
         ranking, order_scores = blend_head(normalized, reranker.config.fusion_weight)

@@ -39,6 +39,15 @@ def status_message(text: str) -> str:
     return text
 
 
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """Whether ``context.abort()`` already set the call's status: grpcio's sync server then
+    raises a bare Exception, which must pass through (not be turned into INTERNAL)."""
+    try:
+        return context.code() is not None
+    except (AttributeError, NotImplementedError):
+        return False
+
+
 def rpc(method: Callable) -> Callable:
     """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving.
     Works for unary handlers and for handlers that stream their replies (generators)."""
@@ -47,7 +56,7 @@ def rpc(method: Callable) -> Callable:
         if isinstance(exc, ServiceError):
             self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
             context.abort(exc.code, status_message(exc.message))
-        if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortError":
+        if isinstance(exc, grpc.RpcError) or _aborted(context):
             raise exc
         log.exception("%s failed", method.__name__)
         context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))

@@ -40,6 +40,11 @@ class EncodedPairs:
         return len(self.input_ids)
 
 
+def normalize(raw) -> np.ndarray:
+    """Logits to scores in [0, 1]: the sigmoid (as FlagReranker's normalize=True)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(raw, dtype=np.float64)))
+
+
 @dataclass(frozen=True)
 class Scores:
     raw: np.ndarray  # logits, float64
@@ -47,8 +52,7 @@ class Scores:
 
     @property
     def normalized(self) -> np.ndarray:
-        """Scores in [0, 1]: the sigmoid of the logit (as FlagReranker's normalize=True)."""
-        return 1.0 / (1.0 + np.exp(-self.raw))
+        return normalize(self.raw)
 
 
 class RerankBackend(ABC):

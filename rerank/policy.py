@@ -1,7 +1,7 @@
 """The budget-aware depth policy: how many fused candidates to rerank for this query.
 
 Pure: every input is a value, so the decision can be tested, replayed and explained.
-The guarantees (DESIGN section 7): never start work that cannot finish before the
+The guarantees (README, "Rerank budgets and the policy"): never start work that cannot finish before the
 deadline or the tenant's latency target; never spend past the per-query cap or the
 tenant's rate budget; n = 0 (fusion only) with a reason when nothing fits.
 
