@@ -161,3 +161,16 @@ def postgres_uri(postgres) -> Iterator[str]:
     """The URI of an empty database of its own for one test."""
     with postgres_database(postgres) as uri:
         yield uri
+
+
+class FakeClock:
+    """A clock the test moves by hand (token buckets, circuit breaker, admission, ledger)."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

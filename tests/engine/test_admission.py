@@ -9,14 +9,7 @@ import pytest
 
 from engine.admission import FairScheduler, Refused, UNIDENTIFIED
 from engine.errors import ServiceError
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.conftest import FakeClock
 
 
 def scheduler(slots=1, running_cap=None, queue_cap=100, weights=None, total_cap=1000, alone=None, clock=None):

@@ -18,7 +18,7 @@ from engine.statedb import StateDB, StateDBError, redact, settings_target, share
 from rerank.budgets import BudgetStore, RerankBudget
 from rerank.rate_ledger import CHUNKS_PER_MINUTE, RateLedger
 from tests.milvus_process import free_port
-from tests.rerank.test_token_bucket import FakeClock
+from tests.conftest import FakeClock
 
 BACKENDS = ["sqlite", "postgres"]
 DEFAULT = RerankBudget(max_depth=50)

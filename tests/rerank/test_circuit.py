@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rerank.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from tests.rerank.test_token_bucket import FakeClock
+from tests.conftest import FakeClock
 
 
 def test_circuit_opens_after_threshold_consecutive_failures():

@@ -4,17 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rerank.token_bucket import BucketRegistry, TokenBucket
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.conftest import FakeClock
 
 
 def test_token_bucket_starts_full_runs_out_and_refills_with_the_clock():
