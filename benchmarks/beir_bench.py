@@ -8,11 +8,11 @@
 
 What it does:
 
-1. loads the BEIR folder (default ``../shared/data/scifact``) with :mod:`engine.beir`, which
+1. loads the BEIR folder (default ``../shared/data/scifact``) with :mod:`training.beir`, which
    rejects bad input with the file and line (missing files, qrels naming unknown documents
    or queries, an empty split);
 2. makes sure the corpus is in the Milvus Lite collection that ``hsearch train-reranker``
-   caches under ``benchmarks/.cache/<dataset>/service`` (:func:`engine.hard_negatives.open_index`:
+   caches under ``benchmarks/.cache/<dataset>/service`` (:func:`training.hard_negatives.open_index`:
    same texts, same profile; an interrupted ingest resumes, with progress and an ETA), one
    collection per profile and title choice. The stored vectors are the embedding cache: a
    second run encodes nothing;
@@ -262,7 +262,7 @@ def auto_mode(base: Mode, target_ms: float) -> Mode:
 # ---------------------------------------------------------------------------- input
 @dataclass
 class Workload:
-    beir: Any  # engine.beir.BeirCollection
+    beir: Any  # training.beir.BeirCollection
     split: str
     queries: list[tuple[str, str]]  # (qid, text): the 1-client pass, in run order
     concurrent: list[tuple[str, str]]  # the concurrent passes of fusion-only modes: a prefix of `queries`
@@ -272,10 +272,10 @@ class Workload:
 
 
 def load_workload(args) -> Workload:
-    """The BEIR collection and the queries to run. Bad input raises engine.beir.BeirError."""
+    """The BEIR collection and the queries to run. Bad input raises training.beir.BeirError."""
     import numpy as np
 
-    from engine.beir import load_beir
+    from training.beir import load_beir
 
     beir = load_beir(args.data, (args.split,))
     if not args.title:
@@ -437,7 +437,7 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
     A child process, because Milvus Lite keeps the store it mines with locked until the
     process that opened it exits, and the service opens that store next.
     """
-    from engine.beir import available_splits
+    from training.beir import available_splits
 
     if args.train_split == args.split:
         raise BenchError(f"--train-split {args.train_split!r} is the evaluated --split: train the reranker on another split, or pass --reranker DIR")
@@ -462,7 +462,7 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
 def collection_for(beir, profile_name: str, title: bool) -> str:
     """One collection per profile and title choice, so every variant's vectors stay cached
     side by side in the dataset's store ("scifact" for the default, as before)."""
-    from engine.hard_negatives import collection_name_for
+    from training.hard_negatives import collection_name_for
 
     name = collection_name_for(beir)
     if profile_name != DEFAULT_PROFILE:
@@ -473,11 +473,11 @@ def collection_for(beir, profile_name: str, title: bool) -> str:
 def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, profile: dict) -> dict[str, Any]:
     """Make sure the shared Milvus Lite store holds the whole corpus; (collection, tenant) and timings.
 
-    Uses :func:`engine.hard_negatives.open_index` (the store `hsearch train-reranker` mines
+    Uses :func:`training.hard_negatives.open_index` (the store `hsearch train-reranker` mines
     with), so both tools share one set of document embeddings; on a cache hit nothing
     is loaded.
     """
-    from engine.hard_negatives import DEFAULT_TENANT, corpus_hash
+    from training.hard_negatives import DEFAULT_TENANT, corpus_hash
 
     tenant = args.tenant or DEFAULT_TENANT
     collection = collection_for(workload.beir, profile_name, args.title)
@@ -517,9 +517,9 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
 
 
 def ingest(args, beir, cache: Path, profile_name: str, profile: dict, tenant: str, collection: str) -> dict[str, Any]:
-    """Run :func:`engine.hard_negatives.open_index` (resumes an interrupted ingest), then close the store."""
+    """Run :func:`training.hard_negatives.open_index` (resumes an interrupted ingest), then close the store."""
     from engine.config import ProfileConfig, Settings
-    from engine.hard_negatives import open_index
+    from training.hard_negatives import open_index
 
     base = Settings(profiles={profile_name: ProfileConfig(**profile)}, default_profile=profile_name, torch_threads=args.torch_threads, rerank={"enabled": False})
     # 500 documents per write: the service flushes after every write. cmrc2018 ingested at
@@ -537,7 +537,7 @@ def _ingest_child(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     args = argparse.Namespace(**job["args"])
     os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
-    from engine.beir import load_beir
+    from training.beir import load_beir
     from engine.server import offline_model_environment
 
     offline_model_environment()
@@ -1550,7 +1550,7 @@ def main(argv: Optional[Sequence[str]] = None, command: str = "") -> int:
 
 def run_cli(args: argparse.Namespace, command: str) -> int:
     """Run and print where the results went; operator errors end with a message, exit code 2."""
-    from engine.beir import BeirError
+    from training.beir import BeirError
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

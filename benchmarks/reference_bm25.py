@@ -222,10 +222,10 @@ def analyzer_speed(jobs: list[tuple[str, str, list[str]]], runs: int) -> list[di
 
 
 def load(root: Path, split: str | None):
-    """The BEIR folder through engine.beir (the same reader the service's tools use: it
+    """The BEIR folder through training.beir (the same reader the service's tools use: it
     checks every file and leaves out queries with empty text, as cmrc2018's train split has
     two); the corpus alone when ``split`` is None."""
-    from engine.beir import load_beir
+    from training.beir import load_beir
 
     return load_beir(root, (split,) if split else ())
 
@@ -243,7 +243,7 @@ def corpus_texts(coll, title: bool) -> tuple[list[str], list[str]]:
     if not title:
         coll = coll.without_titles()
     doc_ids = list(coll.corpus)
-    # engine.beir.BeirDoc.full_text: "title text", as the bench and check_bm25_scifact.py index it.
+    # training.beir.BeirDoc.full_text: "title text", as the bench and check_bm25_scifact.py index it.
     return doc_ids, [coll.corpus[d].full_text for d in doc_ids]
 
 

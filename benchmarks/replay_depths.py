@@ -136,7 +136,7 @@ def markdown(r: dict, title: str) -> str:
 
 def make_dev_split(out: Path, data: Path, share: float, seed: int) -> None:
     """A BEIR folder beside ``data``'s corpus and queries with train split into train-fit and dev."""
-    from engine.beir import load_beir
+    from training.beir import load_beir
 
     beir = load_beir(data, ("train",))  # validates the source
     out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if not args.run_dir:
             p.error("--run-dir is required (or --make-dev-split)")
-        from engine.beir import load_beir
+        from training.beir import load_beir
 
         split = args.split or json.loads((args.run_dir / "meta.json").read_text())["split"]
         qrels = load_beir(args.data, (split,)).qrels[split]

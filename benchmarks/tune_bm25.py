@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     import fusion
     from benchmarks.machine import loadavg, machine_info
     from engine.analysis import build_analyzer
-    from engine.beir import load_beir
+    from training.beir import load_beir
 
     started, load_start = time.perf_counter(), loadavg()
     beir = load_beir(args.data, (args.tune_split, args.split))

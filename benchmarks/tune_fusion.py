@@ -84,9 +84,9 @@ def main(argv=None) -> int:
 
     from benchmarks import beir_bench
     from benchmarks.machine import loadavg, machine_info
-    from engine.beir import load_beir
+    from training.beir import load_beir
     from engine.config import ProfileConfig, Settings
-    from engine.hard_negatives import open_index
+    from training.hard_negatives import open_index
 
     bench_args = beir_bench.parse_args(["--data", str(args.data), "--dense", args.dense, "--analyzer", args.analyzer, "--sparse", args.sparse, "--depths"]
                                        + ([] if args.title else ["--no-title"])

@@ -405,8 +405,8 @@ def cmd_train_reranker(args) -> int:
 
     from engine.config import load_settings
     from engine.errors import ServiceError
-    from engine.hard_negatives import evaluate_reranker, train_from_beir
-    from rerank.training import TrainConfig
+    from training.hard_negatives import evaluate_reranker, train_from_beir
+    from training.cross_encoder import TrainConfig
 
     torch.set_num_threads(args.threads)
     cache = Path(args.cache_dir)
@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-depth", type=int, default=0)
     t.add_argument("--max-depth", type=int, default=50)
     p.set_defaults(fn=cmd_tenant)
-    from rerank.training import RECIPE  # stdlib-only at import
+    from training.cross_encoder import RECIPE  # stdlib-only at import
 
     p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search")
     p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")

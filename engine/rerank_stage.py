@@ -27,12 +27,13 @@ from fusion.blend import blend_head
 from rerank.backends import load_backend
 from rerank.base import EncodedPairs, RerankBackend, Scores, normalize
 from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
-from rerank.budgets import BudgetStore, RerankBudget
+from engine.budget_store import BudgetStore
+from rerank.budgets import RerankBudget
 from rerank.circuit import CircuitBreaker
 from rerank.latency_model import LatencyModel
 from rerank.policy import PolicyInputs, choose_depth
 from rerank.signals import query_signals
-from rerank.rate_ledger import RateLedger
+from engine.rate_ledger import RateLedger
 
 log = logging.getLogger(__name__)
 UNLIMITED = -1.0  # budget_left_units when the tenant has no rate budget

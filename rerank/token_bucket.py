@@ -1,6 +1,6 @@
 """Per-tenant cost rate budgets: token buckets counted in reranker tokens, in memory.
 
-The service spends through rerank/rate_ledger.py, whose buckets live in the state database
+The service spends through engine/rate_ledger.py, whose buckets live in the state database
 so that replicas share them; this one process's bucket stays for unit use."""
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ import pytest
 
 from engine.api_keys import ROLE_RANK, ApiKeyRecord, ApiKeyStore
 from hybridsearch.v1 import hybridsearch_pb2 as pb
-from rerank.budgets import BudgetStore, RerankBudget
+from engine.budget_store import BudgetStore
+from rerank.budgets import RerankBudget
 from tests.conftest import RunningServer, make_settings
 
 A, B = "a", "b"  # a: every caller under test; b: the tenant that must not be touched

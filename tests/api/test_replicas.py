@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from engine.api_keys import ApiKeyStore
+from engine.rate_ledger import CHUNKS_PER_MINUTE
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from tests.conftest import TINY_BM25_PROFILE, TINY_PROFILE, RunningServer, make_settings, postgres_database, status_of
 from tests.milvus_process import MilvusProcess, free_port
@@ -151,7 +152,7 @@ def test_a_rate_budget_spent_through_both_replicas_is_one_budget_not_two(replica
         if decision.depth_chosen == depth:
             full_cost = max(full_cost, decision.cost_units)
     refill = (time.monotonic() - start) * per_minute / 60.0
-    chunk = max(per_minute / 20, full_cost)  # rerank/rate_ledger.py: what a replica may hold
+    chunk = max(per_minute / CHUNKS_PER_MINUTE, full_cost)  # engine/rate_ledger.py: what a replica may hold
     print(f"\nrate budget {per_minute:g}/min through two replicas: spent {spent}, refill {refill:.0f}, chunk {chunk:g}")
     assert all(spent), spent  # both replicas reranked
     assert 0 < full_cost < per_minute / 4

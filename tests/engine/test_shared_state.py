@@ -15,8 +15,9 @@ import pytest
 from engine.api_keys import ApiKeyStore
 from engine.bm25 import Bm25Encoder, Bm25Stats, CorpusStats
 from engine.statedb import StateDB, StateDBError, redact, settings_target, shared
-from rerank.budgets import BudgetStore, RerankBudget
-from rerank.rate_ledger import CHUNKS_PER_MINUTE, RateLedger
+from engine.budget_store import BudgetStore
+from rerank.budgets import RerankBudget
+from engine.rate_ledger import CHUNKS_PER_MINUTE, RateLedger
 from tests.milvus_process import free_port
 from tests.conftest import FakeClock
 

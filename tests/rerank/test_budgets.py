@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from rerank.budgets import BudgetStore, RerankBudget
+from engine.budget_store import BudgetStore
+from rerank.budgets import RerankBudget
 
 DEFAULT = RerankBudget(tenant="ignored", max_depth=50, default_mode="off")
 

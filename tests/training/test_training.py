@@ -58,8 +58,8 @@ def workspace(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
 
 
 def run_pipeline(ws, **overrides):
-    from engine.hard_negatives import train_from_beir
-    from rerank.training import TrainConfig
+    from training.hard_negatives import train_from_beir
+    from training.cross_encoder import TrainConfig
 
     kwargs = dict(
         split="train",
@@ -121,15 +121,15 @@ def test_second_run_is_a_cache_hit(trained, workspace):
     assert again.cached and again.mining_seconds == 0 and again.ingest_seconds == 0
     assert (trained.model_dir / "model.safetensors").stat().st_mtime_ns == before
     # Another seed is another model: not a cache hit (trained to a separate directory here).
-    from rerank.training import TrainConfig, is_complete, read_info
+    from training.cross_encoder import TrainConfig, is_complete, read_info
 
     assert not is_complete(trained.model_dir, {**read_info(trained.model_dir)["key"], "seed": 8})
     assert TrainConfig(**TRAIN_CONFIG).key() == {k: v for k, v in read_info(trained.model_dir)["key"].items() if k in TrainConfig(**TRAIN_CONFIG).key()}
 
 
 def test_interrupted_mining_and_ingest_resume(trained, workspace):
-    from engine.beir import load_beir
-    from engine.hard_negatives import open_index, rank_queries, read_ranked
+    from training.beir import load_beir
+    from training.hard_negatives import open_index, rank_queries, read_ranked
 
     beir = load_beir(workspace["beir"], ("train",))
     path = trained.ranked_path
@@ -164,9 +164,9 @@ def test_interrupted_mining_and_ingest_resume(trained, workspace):
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(trained, workspace, tmp_path):
-    from engine.beir import load_beir
-    from engine.hard_negatives import hard_negatives, read_ranked, training_examples
-    from rerank.training import TrainConfig, train_cross_encoder
+    from training.beir import load_beir
+    from training.hard_negatives import hard_negatives, read_ranked, training_examples
+    from training.cross_encoder import TrainConfig, train_cross_encoder
 
     beir = load_beir(workspace["beir"], ("train",))
     meta = json.loads(trained.ranked_path.read_text().splitlines()[0])["meta"]
@@ -195,7 +195,7 @@ def test_head_learns_at_its_own_rate(workspace):
     """The fresh classifier (and BERT's pooler) get head_lr; the pretrained body keeps lr."""
     from transformers import AutoModelForSequenceClassification
 
-    from rerank.training import TrainConfig, param_groups
+    from training.cross_encoder import TrainConfig, param_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(str(workspace["base"]), num_labels=1)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -210,8 +210,8 @@ def test_head_learns_at_its_own_rate(workspace):
 
 
 def test_bad_inputs(workspace, tmp_path):
-    from engine.beir import BeirError
-    from rerank.training import TrainConfig, TrainingExample, train_cross_encoder
+    from training.beir import BeirError
+    from training.cross_encoder import TrainConfig, TrainingExample, train_cross_encoder
 
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="hinge")
@@ -254,10 +254,10 @@ def test_cli(trained, workspace, tmp_path, capsys):
 
 def test_train_reranker_defaults_are_the_measured_recipe():
     """One source of training defaults: TrainConfig's own. The recipe's values are pinned here
-    because they were measured (rerank/training.py, RECIPE): changing one is a decision to
+    because they were measured (training/cross_encoder.py, RECIPE): changing one is a decision to
     re-measure, not a refactor."""
     from engine.cli import build_parser
-    from rerank.training import RECIPE, TrainConfig
+    from training.cross_encoder import RECIPE, TrainConfig
 
     assert RECIPE == TrainConfig()
     assert (RECIPE.epochs, RECIPE.negatives, RECIPE.batch_groups, RECIPE.lr, RECIPE.head_lr, RECIPE.max_length) == (2, 3, 8, 5e-5, 1e-3, 192)

@@ -8,7 +8,7 @@ negatives. Everything is cached under the cache directory so an interrupted run 
     <cache>/service/milvus.db, state.sqlite3   the collection (and its BM25 statistics)
     <cache>/collection-<name>.json             which corpus / profile the collection holds
     <cache>/ranked-<split>-top<depth>.jsonl    one line per query: the fused top ids
-    <cache>/reranker/                          the trained model (see rerank.training)
+    <cache>/reranker/                          the trained model (see training.cross_encoder)
 
 Ingestion skips documents already in the collection; ranking skips queries already in
 the JSONL file (a torn last line is dropped). :func:`train_from_beir` ties it together
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from engine.beir import BeirCollection, load_beir
+from training.beir import BeirCollection, load_beir
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +332,8 @@ def hard_negatives(beir: BeirCollection, split: str, ranked: dict[str, list[str]
 
 
 def training_examples(beir: BeirCollection, split: str, negatives: dict[str, list[str]]):
-    """One rerank.training.TrainingExample per (query, relevant document)."""
-    from rerank.training import TrainingExample
+    """One training.cross_encoder.TrainingExample per (query, relevant document)."""
+    from training.cross_encoder import TrainingExample
 
     examples = []
     for qid, positives in beir.positives(split).items():
@@ -365,7 +365,7 @@ def title_examples(beir: BeirCollection, ranked: dict[str, list[str]]):
     Positives and negatives alike are abstracts *without* their titles: with titles, the
     model could learn to find the query verbatim in the document.
     """
-    from rerank.training import TrainingExample
+    from training.cross_encoder import TrainingExample
 
     examples = []
     for doc_id, ids in ranked.items():
@@ -407,7 +407,7 @@ def train_from_beir(
 ) -> PipelineReport:
     """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder."""
     from engine.encoders.model_paths import resolve_model
-    from rerank.training import TrainConfig, train_cross_encoder
+    from training.cross_encoder import TrainConfig, train_cross_encoder
 
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -481,7 +481,7 @@ def evaluate_reranker(
     interrupted check resumes too.
     """
     from rerank.backends import load_backend
-    from rerank.training import model_hash
+    from training.cross_encoder import model_hash
 
     beir = load_beir(beir_dir, (split,))
     mine_settings = mining_settings(Path(cache_dir), settings, profile)

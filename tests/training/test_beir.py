@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.beir import BeirError, load_beir
+from training.beir import BeirError, load_beir
 
 DOCS = [
     {"_id": "d1", "title": "Vitamin D", "text": "Vitamin D lowers the risk of fractures."},
