@@ -187,14 +187,25 @@ def test_empty_split_is_named(tmp_path, capsys):
     assert "test.tsv" in err and "empty" in err
 
 
-def test_hsearch_bench_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+def test_hsearch_bench_reports_bad_input_with_exit_code_2(tmp_path, capfd):
+    """`hsearch bench` runs benchmarks/beir_bench.py in a child process (the package does not
+    import benchmarks/): its arguments, exit code and messages come through unchanged."""
     from engine.cli import main
 
     beir = write_beir(tmp_path / "beir")
     (beir / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\nnot json\n')
     code = main(["bench", "--data", str(beir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
     assert code == 2
-    assert "corpus.jsonl:2:" in capsys.readouterr().err
+    assert "corpus.jsonl:2:" in capfd.readouterr().err
+
+
+def test_the_service_package_does_not_import_the_benchmarks():
+    import subprocess
+    import sys
+
+    probe = "import sys, engine.cli, engine.server, training.hard_negatives; print(sorted(m for m in sys.modules if m.startswith('benchmarks')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_missing_reranker_without_a_train_split_says_what_to_do(tmp_path, capsys):
