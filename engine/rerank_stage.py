@@ -22,7 +22,7 @@ from engine import statedb
 from engine.config import RerankBackendConfig, Settings
 from engine.encoders.model_paths import ModelNotFound, resolve_model
 from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
-from engine.search_types import HeadScore, RerankDecision, SearchQuery
+from engine.search_types import HeadScore, RerankDecision, RerankOutcome, SearchQuery
 from fusion.blend import blend_head
 from rerank.backends import load_backend
 from rerank.base import EncodedPairs, RerankBackend, Scores, normalize
@@ -192,8 +192,8 @@ class RerankStage:
         requested = query.rerank_depth or budget.max_depth
         return max(budget.max_depth if mode == "auto" else min(requested, budget.max_depth), 0)
 
-    def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]):
-        """(order of pks, HeadScore by reranked pk, decision) for one search."""
+    def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]) -> RerankOutcome:
+        """The order, the reranked hits' scores and the decision for one search."""
         budget = self.budgets.effective(tenant)
         mode = query.rerank_mode or budget.default_mode
         decision = RerankDecision(mode=mode)
@@ -201,7 +201,7 @@ class RerankStage:
         decision.budget_left_units = bucket.left() if bucket else UNLIMITED
         if mode == "off":
             decision.reason = "fusion only: rerank mode OFF" + (" (tenant default)" if query.rerank_mode is None else "")
-            return fused.ids, {}, decision
+            return RerankOutcome(fused.ids, {}, decision)
         reranker = self.reranker()
         decision.backend = reranker.name
 
@@ -209,7 +209,7 @@ class RerankStage:
             decision.degraded = True
             decision.degraded_reason = reason
             decision.reason = decision.reason or "fusion only: reranker unavailable"
-            return fused.ids, {}, decision
+            return RerankOutcome(fused.ids, {}, decision)
 
         if not reranker.available:
             return degrade(f"reranker unavailable: {reranker.load_error or 'not loaded'}")
@@ -219,7 +219,7 @@ class RerankStage:
         head = fused.ids[: self._cap(query, budget, mode)]
         if not head:
             decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
-            return fused.ids, {}, decision
+            return RerankOutcome(fused.ids, {}, decision)
         signals = query_signals(fused.route_ranks)
         # FIXED needs the whole head; AUTO tokenises only what the policy may use, in
         # growing batches (tokenising all 100 candidates of a search that reranks 5 cost
@@ -259,7 +259,7 @@ class RerankStage:
         decision.reason = choice.reason
         decision.predicted_ms = choice.predicted_ms
         if choice.depth == 0:
-            return fused.ids, {}, decision
+            return RerankOutcome(fused.ids, {}, decision)
 
         # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
         stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
@@ -286,7 +286,7 @@ class RerankStage:
         if reranker.config.fusion_weight > 0:
             decision.reason += f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
         order = [prefix[i] for i in ranking] + list(fused.ids[scored:])
-        return order, {pk: HeadScore(float(s), float(o)) for pk, s, o in zip(prefix, normalized, order_scores)}, decision
+        return RerankOutcome(order, {pk: HeadScore(float(s), float(o)) for pk, s, o in zip(prefix, normalized, order_scores)}, decision)
 
     def _score_prefix(self, reranker: Reranker, pairs: EncodedPairs, stop_at: Optional[float]) -> tuple[list[float], Optional[str]]:
         """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.

@@ -108,3 +108,12 @@ class SearchOutcome:
     decision: RerankDecision
     dense_candidates: int
     sparse_candidates: int
+
+
+class RerankOutcome(NamedTuple):
+    """What the rerank stage did for one search: the final order of the candidates' primary
+    keys, the reranked ones' scores, and the decision (mode, depth, cost, reason)."""
+
+    order: list[str]
+    scores: dict[str, HeadScore]
+    decision: RerankDecision
