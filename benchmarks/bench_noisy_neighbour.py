@@ -45,16 +45,11 @@ import grpc
 import numpy as np
 
 from benchmarks.load_test import (
-    COLLECTION, DEFAULT_DATA, RESULTS, ServerProcess, base_config, free_port, load_queries, prepare_store, write_config,
+    COLLECTION, DEFAULT_DATA, RESULTS, ServerProcess, base_config, free_port, load_queries, pct, prepare_store, write_config,
 )
 from benchmarks.machine import loadavg, machine_info
 
 log = logging.getLogger("noisy_neighbour")
-
-
-def pct(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    return {"n": int(v.size), "p50": round(float(np.percentile(v, 50)), 1), "p95": round(float(np.percentile(v, 95)), 1), "max": round(float(v.max()), 1)}
 
 
 STAGES = ("encode", "dense_search", "sparse_search", "fusion", "fetch", "total")
@@ -169,6 +164,7 @@ def main(argv=None) -> int:
     finally:
         server.stop()
         shutil.rmtree(run, ignore_errors=True)
+    b_idle, b_busy = pct(idle), pct(busy)
     result = {
         "label": args.label,
         "limits": limits,
@@ -176,10 +172,10 @@ def main(argv=None) -> int:
         "docs": args.docs,
         "a_clients": args.a_clients,
         "a_depth": args.depth,
-        "b_idle_ms": pct(idle),
-        "b_under_a_ms": pct(busy),
+        "b_idle_ms": b_idle,
+        "b_under_a_ms": b_busy,
         "b_stage_medians_ms": {"idle": idle_stages, "under_a": busy_stages},
-        "p95_ratio": round(pct(busy)["p95"] / pct(idle)["p95"], 2),
+        "p95_ratio": round(b_busy["p95"] / b_idle["p95"], 2),
         "a_counts": dict(a.counts),
         "a_answered_per_s": round(a.counts["ok"] / a_window_s, 1),
         "a_latency_ms": pct(a.latencies) if a.latencies else None,
@@ -192,8 +188,8 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2))
     refused = a.counts.get("RESOURCE_EXHAUSTED", 0)
     other = {k: v for k, v in a.counts.items() if k not in ("ok", "RESOURCE_EXHAUSTED")}
-    print(f"| {args.label} | {result['b_idle_ms']['p50']} / {result['b_idle_ms']['p95']} | {result['b_under_a_ms']['p50']} / "
-          f"{result['b_under_a_ms']['p95']} | {result['p95_ratio']}x | {a.counts['ok']} ({result['a_answered_per_s']}/s) | {refused} | {other or 0} |")
+    print(f"| {args.label} | {b_idle['p50']:.1f} / {b_idle['p95']:.1f} | {b_busy['p50']:.1f} / {b_busy['p95']:.1f} | "
+          f"{result['p95_ratio']}x | {a.counts['ok']} ({result['a_answered_per_s']}/s) | {refused} | {other or 0} |")
     print(f"wrote {out}")
     return 0
 

@@ -99,8 +99,9 @@ class FairScheduler:
         self.total_cap = total_cap
         self.active_window_s = active_window_s
         self.clock = clock
+        # A tenant's calls running or waiting are its running count plus its queue: nothing
+        # else keeps count, so the books cannot disagree.
         self._tenants: dict[str, _Tenant] = {}
-        self._admitted: dict[str, int] = {}
         self._free = slots
         self._vclock = 0.0
         self._lock = threading.Lock()
@@ -115,20 +116,19 @@ class FairScheduler:
         limit, setting = self.queue_cap(tenant)
         with self._lock:
             self._reap()
-            n = self._admitted.get(tenant, 0)
+            state = self._tenants.get(tenant)
+            n = state.running + len(state.waiting) if state is not None else 0
             if n >= limit:
                 raise Refused(
                     f"tenant {tenant!r} has {n} calls running or waiting; limit {limit} ({setting}); retry later",
                     self._retry_after_ms(tenant, n),
                 )
-            total = sum(self._admitted.values())
+            total = (self.slots - self._free) + sum(len(s.waiting) for s in self._tenants.values())
             if total >= self.total_cap:
                 raise Refused(
                     f"the server has {total} calls running or waiting, its limit (server.max_workers less a reserve); retry later",
                     self._retry_after_ms(tenant, n),
                 )
-            self._admitted[tenant] = n + 1
-            state = self._tenants.get(tenant)
             if state is None:
                 state = self._tenants[tenant] = _Tenant()
             state.last_seen = self.clock()
@@ -227,12 +227,7 @@ class FairScheduler:
             state.hold_ms = held_ms if not state.hold_ms else 0.8 * state.hold_ms + 0.2 * held_ms
         else:
             state.waiting.remove(ticket)
-        n = self._admitted[ticket.tenant] - 1
-        if n:
-            self._admitted[ticket.tenant] = n
-        else:
-            # The tenant's entry stays (its virtual time and average hold): one per tenant.
-            del self._admitted[ticket.tenant]
+        # The tenant's entry stays (its virtual time and average hold): one per tenant.
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
         """tenant -> (running, waiting), for metrics and tests."""

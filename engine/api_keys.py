@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from engine import statedb
-from engine.statedb import StateDB, Tx, open_target
+from engine.statedb import CachedRows, StateDB, Tx, open_target
 
 # Each role can do what the ones before it can (README, "Roles"):
 #   search        Search, Get, Rerank, Describe/ListCollections, in its own tenant
@@ -70,7 +70,7 @@ class ApiKeyStore:
     def __init__(self, target: "str | Path | StateDB"):
         self.db, self._owns_db = open_target(target)
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Optional[tuple[str, ApiKeyRecord]]]] = {}
+        self._cache = CachedRows(self.CACHE_S)  # key id -> (secret hash, record), or None
         for (old, new), moved in self.db.write(self._create_and_migrate).items():
             if moved:
                 log.warning("%d API key(s) of the old role %r are now %r (their own tenant only); "
@@ -113,13 +113,12 @@ class ApiKeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        now = time.monotonic()
-        cached = self._cache.get(key_id)
-        if cached is None or now - cached[0] > self.CACHE_S:
+
+        def load() -> Optional[tuple[str, ApiKeyRecord]]:
             row = self.db.query_one(f"SELECT key_hash, {self._COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
-            entry = (row[0], _record(row[1:])) if row is not None else None
-            self._cache[key_id] = cached = (now, entry)
-        entry = cached[1]
+            return (row[0], _record(row[1:])) if row is not None else None
+
+        entry = self._cache.get(key_id, load)
         # Compare even for unknown ids so timing does not tell which ids exist.
         expected = entry[0] if entry else _hash("")
         if not hmac.compare_digest(expected, _hash(secret)) or entry is None or entry[1].revoked:
@@ -142,7 +141,7 @@ class ApiKeyStore:
     def revoke(self, key_id: str) -> bool:
         with self._lock:
             revoked = self.db.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ? AND revoked = 0", (key_id,))
-            self._cache.pop(key_id, None)
+            self._cache.drop(key_id)
         return revoked > 0
 
 

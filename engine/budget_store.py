@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
-from engine.statedb import StateDB, open_target
+from engine.statedb import CachedRows, StateDB, open_target
 from rerank.budgets import RerankBudget
 
 
@@ -24,7 +23,7 @@ class BudgetStore:
     def __init__(self, target: "str | Path | StateDB", default: RerankBudget):
         self.db, self._owns_db = open_target(target)
         self.default = replace(default, tenant="")
-        self._cache: dict[str, tuple[float, Optional[RerankBudget]]] = {}
+        self._cache = CachedRows(self.CACHE_S)
         self.db.write(lambda tx: tx.create_tables("CREATE TABLE IF NOT EXISTS rerank_budgets (tenant TEXT PRIMARY KEY, budget TEXT NOT NULL) WITHOUT ROWID"))
 
     def close(self) -> None:
@@ -36,19 +35,17 @@ class BudgetStore:
             "INSERT INTO rerank_budgets (tenant, budget) VALUES (?, ?) ON CONFLICT (tenant) DO UPDATE SET budget = excluded.budget",
             (budget.tenant, json.dumps(asdict(budget), sort_keys=True)),
         )
-        self._cache[budget.tenant] = (time.monotonic(), budget)
+        self._cache.put(budget.tenant, budget)
         return budget
 
     def get(self, tenant: str) -> Optional[RerankBudget]:
         """The tenant's own budget, or None."""
-        now = time.monotonic()
-        cached = self._cache.get(tenant)
-        if cached is not None and now - cached[0] <= self.CACHE_S:
-            return cached[1]
-        row = self.db.query_one("SELECT budget FROM rerank_budgets WHERE tenant = ?", (tenant,))
-        budget = RerankBudget(**json.loads(row[0])) if row else None
-        self._cache[tenant] = (now, budget)
-        return budget
+
+        def load() -> Optional[RerankBudget]:
+            row = self.db.query_one("SELECT budget FROM rerank_budgets WHERE tenant = ?", (tenant,))
+            return RerankBudget(**json.loads(row[0])) if row else None
+
+        return self._cache.get(tenant, load)
 
     def effective(self, tenant: str) -> RerankBudget:
         """The tenant's budget, or the default one."""
@@ -60,5 +57,5 @@ class BudgetStore:
 
     def delete(self, tenant: str) -> bool:
         deleted = self.db.execute("DELETE FROM rerank_budgets WHERE tenant = ?", (tenant,))
-        self._cache.pop(tenant, None)
+        self._cache.drop(tenant)
         return deleted > 0

@@ -40,6 +40,35 @@ PG_CHECKOUT_TIMEOUT_S = 30.0
 _RETRIES = 3
 
 
+class CachedRows:
+    """Rows of the state database read through a cache trusted for ``seconds``: another
+    replica may change them, so a change anywhere holds everywhere within that, while a hot
+    path (every call's key, every search's budget) reads the database once per key and period."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self.clock = clock
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, load: Callable[[], T]) -> T:
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and now - hit[0] <= self.seconds:
+            return hit[1]
+        value = load()
+        self._entries[key] = (now, value)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self._entries[key] = (self.clock(), value)
+
+    def drop(self, key: Any) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class StateDBError(ServiceError):
     """The state database cannot be reached or used; callers get UNAVAILABLE naming the setting."""
 
