@@ -12,12 +12,14 @@ import grpc
 import pytest
 
 from engine.api_keys import ApiKeyStore
+from engine.config import ProfileConfig
 from engine.rate_ledger import CHUNKS_PER_MINUTE
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from tests.conftest import TINY_BM25_PROFILE, TINY_PROFILE, RunningServer, make_settings, postgres_database, status_of
 from tests.milvus_process import MilvusProcess, free_port
 
 COLLECTION = "shared_docs"
+JIEBA_PROFILE = "tiny-jieba"
 QUERY = "heart disease"
 DOCS = [
     {"id": "1", "text": "heart disease and blood pressure in older patients"},
@@ -42,6 +44,10 @@ def replicas(tmp_path_factory, postgres, tiny_m3_dir, tiny_reranker_dir):
                 settings = make_settings(
                     root / name, tiny_m3_dir, tiny_reranker_dir,
                     auth_mode="api_key", state_uri=uri, milvus={"uri": f"http://127.0.0.1:{milvus.port}", "timeout_s": 10},
+                )
+                # Chinese words for the service's BM25 (the standard analyzer finds almost none).
+                settings.profiles[JIEBA_PROFILE] = ProfileConfig(
+                    kind="dense-bm25", model=str(tiny_m3_dir), max_length=128, analyzer={"type": "jieba"},
                 )
                 started.append(RunningServer(settings))
             bootstrap = ApiKeyStore(uri)  # `hsearch keys create` on any host
@@ -176,3 +182,24 @@ def test_a_collection_dropped_and_made_again_through_one_replica_is_seen_by_the_
     assert waited <= SPEC_CACHE_S + 1
     op1.drop_collection("swapped")
     seconds_until(lambda: status_of(lambda: op2.describe_collection("swapped"))[0] == grpc.StatusCode.NOT_FOUND, limit=SPEC_CACHE_S + 3)
+
+
+def test_chinese_and_mixed_text_scores_the_same_on_both_replicas(replicas, corpus):
+    """The shared BM25 statistics hold for Chinese and mixed Chinese/English text too: what
+    replica one ingests moves the scores replica two gives, term for term."""
+    op1, _ = clients(replicas, replicas[2])
+    op1.create_collection("shared_zh", profile=JIEBA_PROFILE)
+    on1, on2 = clients(replicas, corpus)
+    on1.upsert("shared_zh", [
+        {"id": "zh1", "text": "心脏病患者的血压控制"},
+        {"id": "zh2", "text": "睡眠不足会影响记忆巩固"},
+        {"id": "zh3", "text": "老年人的血压与饮食"},
+        {"id": "mix1", "text": "heart 心脏 disease 研究 in older patients"},
+    ])
+    for query in ("心脏病 血压", "heart 心脏 研究"):
+        scores = [
+            [(h.id, round(h.sparse.raw_score, 5), round(h.score, 6)) for h in c.search("shared_zh", query, top_k=4, rerank="off").hits]
+            for c in (on1, on2)
+        ]
+        assert scores[0] == scores[1], query
+        assert any(s > 0 and i in ("zh1", "mix1") for i, s, _ in scores[0]), (query, scores[0])
