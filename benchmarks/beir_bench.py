@@ -47,6 +47,7 @@ Modes (top_k 100, dense_k = sparse_k = 100 for every one):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -54,8 +55,6 @@ import json
 import logging
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -64,15 +63,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmarks.machine import loadavg, machine_info
+from benchmarks.harness import CACHE as CACHE_ROOT
+from benchmarks.harness import DEFAULT_DATA, REPO
+from benchmarks.harness import RESULTS as RESULTS_ROOT
+from benchmarks.harness import (
+    RerankerChoice, command_line, offline_env, ServerProcess, ServerStartError, die_with_parent, free_port, health_status, loadavg, machine_info, stats,
+    untrained_cross_encoder, wait_for_idle, wait_serving, write_config,
+)
 
 log = logging.getLogger("beir_bench")
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-CACHE_ROOT = REPO / "benchmarks" / ".cache"
 DEFAULT_CACHE = CACHE_ROOT / "scifact"  # <dataset> is shared with `hsearch train-reranker`
-RESULTS_ROOT = REPO / "benchmarks" / "results"
 RUN_FORMAT = "hsearch-scifact-bench/1"  # unchanged: passes cached before the rename stay valid
 # Dense models (--dense) and what a profile built on them needs.
 DENSE_MODELS = {
@@ -353,57 +354,15 @@ def choose_profile(args) -> tuple[str, dict[str, Any]]:
     return name, {"kind": "dense-bm25", "model": DEFAULT_PROFILE_MODEL, "max_length": args.profile_max_length}
 
 
-@dataclass
-class RerankerChoice:
-    path: Path
-    kind: str
-    max_length: int
-    trained: bool
-    info: dict = field(default_factory=dict)
-    note: str = ""
-    fusion_weight: float = 0.0
-    # AUTO only, so not part of identity(): FIXED passes stay valid when they change.
-    skip_when_routes_agree: bool = False
-    auto_max_depth: int = 0
-
-    def identity(self) -> dict[str, Any]:
-        """What makes two runs' cross-encoder results comparable: the weights, not the path."""
-        h = hashlib.sha256()
-        for f in sorted(self.path.glob("*")):
-            if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return {"kind": self.kind, "max_length": self.max_length, "trained": self.trained, "weights": h.hexdigest()[:16], "fusion_weight": self.fusion_weight}
-
-
-def build_untrained_reranker(target: Path) -> Path:
-    """The all-MiniLM-L6-v2 backbone with a fresh (untrained) one-logit head, saved once."""
-    if (target / "config.json").exists() and any(target.glob("model.safetensors")):
-        return target
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from engine.encoders.model_paths import resolve_model
-
-    base = resolve_model(DEFAULT_PROFILE_MODEL, "untrained reranker backbone")
-    import shutil
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    AutoTokenizer.from_pretrained(base).save_pretrained(str(tmp))
-    model.save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.replace(target)
-    return target
-
-
 def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> Optional[RerankerChoice]:
     """The trained cross-encoder from `hsearch train-reranker` (waiting for it if asked), or the fallback."""
     if not args.depths and not args.auto_targets_ms:
         return None
+    serving = {"fusion_weight": args.reranker_fusion_weight, "skip_when_routes_agree": args.skip_when_routes_agree, "auto_max_depth": args.reranker_auto_max_depth}
     if args.untrained_reranker:
-        path = build_untrained_reranker(args.runs / "untrained-minilm-ce")
-        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, False, note="UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", fusion_weight=args.reranker_fusion_weight, skip_when_routes_agree=args.skip_when_routes_agree, auto_max_depth=args.reranker_auto_max_depth)
+        path = untrained_cross_encoder(args.runs / "untrained-minilm-ce")
+        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, "untrained-head",
+                              "UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", **serving)
     path = Path(args.reranker) if args.reranker else cache / "reranker"
     info_file = path / "training_info.json"
     deadline = time.monotonic() + args.wait_for_reranker
@@ -419,14 +378,15 @@ def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> O
     if not (path / "config.json").exists():
         raise BenchError(
             f"{path}: no trained cross-encoder here (no config.json). Train one with `hsearch train-reranker` "
-            f"(it writes {cache / 'reranker'}), pass --reranker DIR, or run with --untrained-reranker for an untrained baseline"
+            f"--cache-dir {cache} (it writes {cache / 'reranker'}), pass --reranker DIR, or run with --untrained-reranker for an untrained baseline"
         )
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     kind = args.reranker_kind or info.get("backend_kind") or info.get("kind") or "cross-encoder"
     if kind not in ("cross-encoder", "flag", "onnx"):
         kind = "cross-encoder"
     max_length = args.reranker_max_length or int(info.get("max_length") or 512)
-    return RerankerChoice(path, kind, max_length, trained=bool(info), info=info, note="" if info else f"{path} has no training_info.json", fusion_weight=args.reranker_fusion_weight, skip_when_routes_agree=args.skip_when_routes_agree, auto_max_depth=args.reranker_auto_max_depth)
+    which, description = ("trained", "trained by `hsearch train-reranker`") if info else ("given", f"{path} has no training_info.json")
+    return RerankerChoice(path, kind, max_length, which, description, info, **serving)
 
 
 def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
@@ -453,7 +413,7 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
     if args.no_progress:
         command.append("--quiet")
     print(f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 22 min on 2 cores after a one-off 10-min corpus embedding, cached) ...", file=sys.stderr)
-    code = subprocess.call(command, cwd=str(REPO), preexec_fn=_die_with_parent)
+    code = subprocess.call(command, cwd=str(REPO), preexec_fn=die_with_parent)
     if code != 0:
         raise BenchError(f"training the reranker failed (hsearch train-reranker exited with code {code}; its error is above)")
 
@@ -505,7 +465,7 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
         result_file = job.with_suffix(".result.json")
         job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}, "cache": str(cache), "profile_name": profile_name,
                                    "profile": profile, "tenant": tenant, "collection": collection, "result": str(result_file)}))
-        code = subprocess.call([sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=_die_with_parent)
+        code = subprocess.call([sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=die_with_parent)
         job.unlink()
         if not result_file.exists():
             raise BenchError(f"ingesting the corpus into {cache / 'service'} failed (the child process exited with code {code})")
@@ -574,21 +534,6 @@ def _check_store_free(store: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the service
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child before exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def service_settings(args, cache: Path, profile_name: str, profile: dict, reranker: Optional[RerankerChoice]) -> dict[str, Any]:
     """Settings values of the service under test (also written as its YAML config)."""
     from engine.config import Settings
@@ -640,7 +585,7 @@ class ServiceUnderTest:
         self.values = json.loads(json.dumps(values))
         self.work_dir = work_dir
         self.in_process = in_process
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[ServerProcess] = None
         self.server = None
         self.target = ""
         self.log_path = work_dir / "server.log"
@@ -654,58 +599,36 @@ class ServiceUnderTest:
             self.server = Server(Settings(**self.values))
             self.target = f"127.0.0.1:{self.server.start()}"
             return self.target
-        import yaml
-
-        port = _free_port()
+        port = free_port()
         self.values["server"]["port"] = port
-        config = self.work_dir / "server.yaml"
-        config.write_text(yaml.safe_dump(self.values, sort_keys=False))
+        config = write_config(self.work_dir / "server.yaml", self.values)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.values["torch_threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env.pop("HSEARCH_CONFIG", None)
-        self._log_start = len(self.log_path.read_text(errors="replace")) if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as logf:
-            logf.write(f"\n---- {dt.datetime.now().isoformat(timespec='seconds')} hsearch serve --config {config}\n".encode())
-            logf.flush()
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--config", str(config)],
-                cwd=str(REPO), env=env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-            )
-        self.target = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-                hint = ""
-                if any("Open local milvus failed" in line for line in tail):
-                    hint = f" (another process holds the Milvus Lite store {self.values['data_dir']}; only one may open it)"
-                raise BenchError(f"the service exited with code {self.proc.returncode} while starting{hint}; last lines of {self.log_path}:\n  " + "\n  ".join(tail))
-            if self.health("") == "SERVING":
-                return self.target
-            if "another process holds the lock" in self.log_path.read_text(errors="replace")[self._log_start :]:
-                self.stop()
-                raise BenchError(f"another process holds the Milvus Lite store {self.values['data_dir']} (only one may open it); see {self.log_path}. Run the benchmark when it is done")
-            time.sleep(1.0)
-        self.stop()
-        raise BenchError(f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}")
+        self.proc = ServerProcess(config, self.log_path, f"127.0.0.1:{port}", env=env, die_with_parent=True, poll_s=1.0)
+        self.target = self.proc.target
+        store = self.values["data_dir"]
 
-    def health(self, service: str) -> str:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        def store_locked() -> Optional[str]:
+            if "another process holds the lock" in self.proc.log_text(since_start=True):
+                return f"another process holds the Milvus Lite store {store} (only one may open it); see {self.log_path}. Run the benchmark when it is done"
+            return None
 
         try:
-            with grpc.insecure_channel(self.target) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        except grpc.RpcError as exc:
-            return exc.code().name
+            self.proc.start(timeout_s, check=store_locked)
+        except ServerStartError as exc:
+            if exc.timed_out:
+                raise BenchError(f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}") from None
+            if exc.returncode is None:
+                raise BenchError(str(exc)) from None
+            hint = f" (another process holds the Milvus Lite store {store}; only one may open it)" if any("Open local milvus failed" in line for line in exc.tail) else ""
+            raise BenchError(f"the service exited with code {exc.returncode} while starting{hint}; last lines of {self.log_path}:\n  " + "\n  ".join(exc.tail)) from None
+        return self.target
+
+    def health(self, service: str) -> str:
+        return health_status(self.target, service, timeout=2)
 
     def wait_reranker(self, timeout_s: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.health("hybridsearch.v1.Rerank") == "SERVING":
-                return True
-            time.sleep(0.5)
-        return False
+        return wait_serving(self.target, "hybridsearch.v1.Rerank", timeout_s)
 
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else os.getpid()
@@ -714,29 +637,9 @@ class ServiceUnderTest:
         if self.server is not None:
             self.server.stop(grace=1)
             self.server = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.proc.stop(timeout_s=30)
         self.proc = None
-
-
-# ---------------------------------------------------------------------------- load
-def wait_until_idle(max_load: float, max_wait_s: float, poll_s: float = 30.0) -> dict[str, Any]:
-    """Wait (up to max_wait_s) for the 1-minute load average to drop below max_load."""
-    start = time.monotonic()
-    before = loadavg()
-    now = before
-    while now[0] >= max_load and time.monotonic() - start < max_wait_s:
-        print(f"load average {now[0]:.2f} >= {max_load}: waiting for other work to finish ({time.monotonic() - start:.0f}/{max_wait_s:.0f} s) ...", file=sys.stderr)
-        time.sleep(min(poll_s, max(max_wait_s - (time.monotonic() - start), 0.1)))
-        now = loadavg()
-    return {"before": before, "after": now, "waited_s": round(time.monotonic() - start, 1), "idle": now[0] < max_load, "threshold": max_load}
-
-
 
 
 # ---------------------------------------------------------------------------- one pass
@@ -820,7 +723,7 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
         "encode_ms": round(t.encode_ms, 3),
         "dense_ms": round(t.dense_search_ms, 3),
         "sparse_ms": round(t.sparse_search_ms, 3),
-        "fusion_ms": round(t.fusion_ms, 3),
+        "fusion_ms": round(t.fusion_ms + t.hits_ms, 3),  # fuse + hits, as recorded before hits_ms
         "rerank_ms": round(t.rerank_ms, 3),
         "depth_chosen": d.depth_chosen,
         "depth_scored": d.depth_scored,
@@ -910,15 +813,6 @@ def _bar(total: int, initial: int, desc: str, args):
 
 
 # ---------------------------------------------------------------------------- summaries
-def percentiles(values: Sequence[float]) -> dict[str, Any]:
-    import numpy as np
-
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-
-
 def evaluate_quality(qrels: dict[str, dict[str, int]], records: dict[str, dict]) -> tuple[dict[str, float], dict[str, float]]:
     """Mean nDCG@10, Recall@100, MRR@10 with ranx, and nDCG@10 per query.
 
@@ -993,9 +887,9 @@ def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int
         out["latency"][str(clients)] = {
             "queries": len(cache.records),
             "errors": sum(h.get("errors", 0) for h in (pass_info.get(clients) or {}).get("passes", [])),
-            "rtt_ms": percentiles([r["rtt_ms"] for r in recs]),
-            "server_total_ms": percentiles([r["total_ms"] for r in recs]),
-            "rerank_ms": percentiles([r["rerank_ms"] for r in recs]) if mode.rerank != "off" else None,
+            "rtt_ms": stats([r["rtt_ms"] for r in recs]),
+            "server_total_ms": stats([r["total_ms"] for r in recs]),
+            "rerank_ms": stats([r["rerank_ms"] for r in recs]) if mode.rerank != "off" else None,
             "qps": (pass_info.get(clients) or {}).get("qps"),
             "mean_depth": float(np.mean([r["depth_scored"] for r in recs])) if recs else 0.0,
             "mean_tokens": float(np.mean([r["cost_units"] for r in recs])) if recs else 0.0,
@@ -1043,7 +937,7 @@ class Bench:
         self.started_service = True
         if self.reranker is not None and not self.service.wait_reranker():
             raise BenchError(f"the reranker at {self.reranker.path} did not load (health hybridsearch.v1.Rerank is not SERVING); see {self.service.log_path}")
-        self.idle = wait_until_idle(self.args.max_load, self.args.max_load_wait)
+        self.idle = wait_for_idle(self.args.max_load, self.args.max_load_wait, log=lambda m: print(m, file=sys.stderr)).as_dict()
         (self.run_dir / "load.json").write_text(json.dumps(self.idle))
 
     def set_budget(self, mode: Mode) -> None:
@@ -1102,6 +996,43 @@ def run_key(base: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def run_dir_for(args, base_meta: dict[str, Any]) -> Path:
+    """The run cache of this setup (emptied with --fresh), with its meta.json."""
+    run_dir = args.runs / f"run-{run_key(base_meta)}"
+    if args.fresh and run_dir.exists():
+        for f in run_dir.glob("*"):
+            if f.is_file():
+                f.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps(base_meta, indent=1))
+    return run_dir
+
+
+def run_modes(bench: Bench, profile: dict, results: dict[str, Any], done) -> None:
+    """Every mode in order: the routes and fusions, then the cross-encoder at each depth and
+    AUTO at each target on the best fusion; ``done(mode)`` after each."""
+    args = bench.args
+    modes: list[Mode] = [] if args.no_routes else route_modes(profile)
+    fusion_modes = [fusion_mode(k, args.rrf_k) for k in args.fusions]
+    for mode in modes + fusion_modes:
+        bench.run_mode(mode)
+        done(mode)
+    best = max(fusion_modes, key=lambda m: bench.summaries[m.key]["quality"]["ndcg@10"]) if fusion_modes else None
+    results["best_fusion"] = best.key if best else None
+    if best is None or bench.reranker is None:
+        return
+    for depth in args.depths:
+        mode = rerank_mode(best, depth)
+        bench.run_mode(mode)
+        done(mode)
+    targets = _auto_targets(args, bench, best, bench.run_dir)
+    results["auto_targets"] = targets
+    for target in targets:
+        mode = auto_mode(best, target["target_ms"])
+        bench.run_mode(mode)
+        done(mode)
+
+
 def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     """The whole benchmark; returns the results dict (also written to args.out)."""
     args = finish_args(args)
@@ -1131,14 +1062,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         "queries": len(workload.queries),
         "seed": args.seed,
     }
-    run_dir = args.runs / f"run-{run_key(base_meta)}"
-    if args.fresh and run_dir.exists():
-        for f in run_dir.glob("*"):
-            if f.is_file():
-                f.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "meta.json").write_text(json.dumps(base_meta, indent=1))
-
+    run_dir = run_dir_for(args, base_meta)
     service = ServiceUnderTest(service_settings(args, cache, profile_name, profile, reranker), run_dir, in_process=args.in_process)
     bench = Bench(args, workload, run_dir, base_meta, service, tenant, collection, reranker)
     results: dict[str, Any] = {"complete": False}
@@ -1155,35 +1079,16 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
             print(f"{mode.key}: done; {_eta_text(args, bench, workload, reranker is not None)}", file=sys.stderr)
 
     try:
-        modes: list[Mode] = [] if args.no_routes else route_modes(profile)
-        fusion_modes = [fusion_mode(k, args.rrf_k) for k in args.fusions]
-        for mode in modes + fusion_modes:
-            bench.run_mode(mode)
-            done(mode)
-        best = max(fusion_modes, key=lambda m: bench.summaries[m.key]["quality"]["ndcg@10"]) if fusion_modes else None
-        results["best_fusion"] = best.key if best else None
-        if best is not None and reranker is not None:
-            for depth in args.depths:
-                mode = rerank_mode(best, depth)
-                bench.run_mode(mode)
-                done(mode)
-            targets = _auto_targets(args, bench, best, run_dir)
-            results["auto_targets"] = targets
-            for target in targets:
-                mode = auto_mode(best, target["target_ms"])
-                bench.run_mode(mode)
-                done(mode)
+        run_modes(bench, profile, results, done)
         results["complete"] = True
         write()
     finally:
         if bench.started_service:
-            try:
+            with contextlib.suppress(Exception):
                 from engine.client import HybridSearchClient
 
                 with HybridSearchClient(service.target, tenant=tenant, timeout=10) as admin:
                     admin.delete_budget(tenant)  # leave the shared store's tenant as it was
-            except Exception:
-                pass
         service.stop()
     return results
 
@@ -1520,7 +1425,7 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
             "config": {
                 "data": str(args.data), "split": args.split, "queries": len(bench.workload.queries), "concurrent_queries": len(bench.workload.concurrent), "concurrent_queries_rerank": len(bench.workload.concurrent_rerank),
                 "clients": args.clients, "top_k": args.top_k, "candidates": args.candidates, "rrf_k": args.rrf_k,
-                "profile": base_meta["profile"], "reranker": dataclasses.asdict(reranker) if reranker else None, "reranker_text": rr_text,
+                "profile": base_meta["profile"], "reranker": reranker.as_dict() if reranker else None, "reranker_text": rr_text,
                 "price_per_million": args.price_per_million, "corpus": corpus, "service": corpus["store"], "run_cache": str(run_dir),
                 "server_in_process": args.in_process, "title": args.title,
             },
@@ -1545,17 +1450,14 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
 # ---------------------------------------------------------------------------- entry points
 def main(argv: Optional[Sequence[str]] = None, command: str = "") -> int:
     args = parse_args(argv)
-    return run_cli(args, command or "python -m benchmarks.beir_bench " + " ".join(sys.argv[1:] if argv is None else argv))
+    return run_cli(args, command or command_line("benchmarks.beir_bench", argv))
 
 
 def run_cli(args: argparse.Namespace, command: str) -> int:
     """Run and print where the results went; operator errors end with a message, exit code 2."""
     from training.beir import BeirError
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline_env(args.torch_threads)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -41,29 +41,25 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.machine import loadavg, machine_info
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
+from benchmarks.harness import REPO, RESULTS, dataset, loadavg, machine_info, wait_for_idle
 
 
 # ---------------------------------------------------------------- data
 
 
 def _corpus(name: str) -> list[dict]:
-    with gzip.open(DATA / name / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(dataset(name) / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
 def _queries(name: str) -> dict[str, str]:
-    with open(DATA / name / "queries.jsonl", encoding="utf-8") as f:
+    with open(dataset(name) / "queries.jsonl", encoding="utf-8") as f:
         return {q["_id"]: q["text"] for q in map(json.loads, f)}
 
 
 def _qrels(name: str, split: str = "test") -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    with open(DATA / name / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
+    with open(dataset(name) / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
         next(f)
         for line in f:
             qid, cid, score = line.rstrip("\n").split("\t")
@@ -250,12 +246,8 @@ def worker_ingest(quick: bool, engine_corpus: bool, repeats: int) -> dict:
 
 
 def wait_quiet(max_load: float | None, max_wait: float) -> float:
-    if max_load is None:
-        return 0.0
-    t0 = time.monotonic()
-    while loadavg()[0] >= max_load and time.monotonic() - t0 < max_wait:
-        time.sleep(10)
-    return time.monotonic() - t0
+    """Seconds waited for the load average to drop below ``max_load`` (none: no wait)."""
+    return 0.0 if max_load is None else wait_for_idle(max_load, max_wait, poll_s=10.0).waited_s
 
 
 def run_worker(kind: str, args: argparse.Namespace, threads: int = 2) -> dict:

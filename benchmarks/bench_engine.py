@@ -45,7 +45,7 @@ def rss_mib() -> dict[str, float]:
     engine process is one)."""
     import os
 
-    from benchmarks.machine import descendants, vm_rss_kib
+    from benchmarks.harness import descendants, vm_rss_kib
 
     me = os.getpid()
     return {"this_process": round(vm_rss_kib(me) / 1024, 1), "children": round(sum(vm_rss_kib(c) for c in descendants(me)) / 1024, 1)}

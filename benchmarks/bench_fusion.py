@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import RESULTS as RESULTS_DIR
+from benchmarks.harness import stats
 from fusion import RouteList, dbsf, rrf, weighted
 
-RESULTS = Path(__file__).resolve().parent / "results" / "fusion.md"
+RESULTS = RESULTS_DIR / "fusion.md"
 COLLECTION = "bench"
 
 
@@ -89,8 +91,9 @@ def build_collection(client, args: argparse.Namespace, rng: np.random.Generator)
 
 
 def summarise(samples_ns: list[int], unit_ns: float) -> tuple[float, float]:
-    values = np.asarray(samples_ns, dtype=np.float64) / unit_ns
-    return float(np.median(values)), float(np.percentile(values, 95))
+    """Median and p95 of the samples, in units of ``unit_ns``."""
+    st = stats(np.asarray(samples_ns, dtype=np.float64) / unit_ns)
+    return st["p50"], st["p95"]
 
 
 def time_calls(fn: Callable[[int], object], repeats: int, warmup: int) -> list[int]:
@@ -104,88 +107,91 @@ def time_calls(fn: Callable[[int], object], repeats: int, warmup: int) -> list[i
     return samples
 
 
-def main(argv: list[str] | None = None) -> str:
-    args = parse_args(argv)
+def to_routes(hits_pair) -> list[RouteList]:
+    """Milvus hits of the two routes as `RouteList`s. `Hits.ids` / `.distances` are plain
+    lists; going through each `Hit` costs about 1 us per hit."""
+    return [
+        RouteList(name, hits.ids, np.asarray(hits.distances, dtype=np.float64))
+        for name, hits in zip(("dense", "sparse"), hits_pair)
+    ]
+
+
+class Queries:
+    """The random queries and the three ways of answering one against the collection."""
+
+    def __init__(self, client, args: argparse.Namespace, rng: np.random.Generator):
+        self.client, self.args = client, args
+        self.dense = random_dense(rng, args.queries, args.dim).tolist()
+        self.sparse = [random_sparse(rng, args.vocab, args.query_terms) for _ in range(args.queries)]
+        self.dense_params = {"metric_type": "IP", "params": {"ef": max(args.topk, 128)}} if args.index == "HNSW" else {"metric_type": "IP"}
+        self.sparse_params = {"metric_type": "IP"}
+
+    def search(self, field: str, data, params):
+        return self.client.search(
+            COLLECTION, data=[data], anns_field=field, limit=self.args.topk,
+            search_params=params, output_fields=["pk"],
+        )[0]
+
+    def two_searches(self, i: int):
+        q = i % self.args.queries
+        return self.search("dense", self.dense[q], self.dense_params), self.search("sparse", self.sparse[q], self.sparse_params)
+
+    def hybrid(self, i: int):
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        q = i % self.args.queries
+        requests = [
+            AnnSearchRequest([self.dense[q]], "dense", self.dense_params, self.args.topk),
+            AnnSearchRequest([self.sparse[q]], "sparse", self.sparse_params, self.args.topk),
+        ]
+        return self.client.hybrid_search(COLLECTION, requests, RRFRanker(60), limit=self.args.topk, output_fields=["pk"])[0]
+
+    def two_searches_then_rrf(self, i: int):
+        return rrf(to_routes(self.two_searches(i)), k=60.0)
+
+
+def fusion_rows(queries: Queries, args: argparse.Namespace) -> tuple[list[tuple[str, float, float]], list[list[RouteList]]]:
+    """(a) The fusion step alone, on the real candidate lists of each query (us), and those lists."""
+    hits = [queries.two_searches(q) for q in range(args.queries)]
+    routes = [to_routes(pair) for pair in hits]
+    rows = []
+    for label, fn in (
+        ("rrf (k=60)", lambda i: rrf(routes[i % args.queries], k=60.0)),
+        ("weighted, min_max", lambda i: weighted(routes[i % args.queries], weights=[0.5, 0.5])),
+        ("dbsf", lambda i: dbsf(routes[i % args.queries])),
+        ("Milvus hits -> 2 RouteLists", lambda i: to_routes(hits[i % args.queries])),
+    ):
+        reps = max(args.repeats, 1000)
+        rows.append((label, *summarise(time_calls(fn, reps, warmup=100), 1e3)))
+    return rows, routes
+
+
+def milvus_rows(queries: Queries, args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """(b) Push-down hybrid_search against two searches (ms), interleaved, rotating which goes
+    first, so that load on the machine falls on all three alike."""
+    calls = (
+        ("hybrid_search, RRFRanker(60)", queries.hybrid),
+        ("2 searches, sequential", queries.two_searches),
+        ("2 searches, sequential + our rrf", queries.two_searches_then_rrf),
+    )
+    for i in range(10):
+        for _, fn in calls:
+            fn(i)
+    samples: list[list[int]] = [[] for _ in calls]
+    for i in range(args.repeats):
+        for j in range(len(calls)):
+            which = (i + j) % len(calls)
+            start = time.perf_counter_ns()
+            calls[which][1](i)
+            samples[which].append(time.perf_counter_ns() - start)
+    return [(label, *summarise(samples[j], 1e6)) for j, (label, _) in enumerate(calls)]
+
+
+def render(args: argparse.Namespace, build_s: float, routes: list[list[RouteList]], fusion: list, milvus: list) -> str:
     import milvus_lite
     import pymilvus
-    from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
 
-    rng = np.random.default_rng(args.seed)
-    with tempfile.TemporaryDirectory(prefix="bench_fusion_") as tmp:
-        client = MilvusClient(str(Path(tmp) / "bench.db"))
-        started = time.perf_counter()
-        build_collection(client, args, rng)
-        build_s = time.perf_counter() - started
-
-        dense_queries = random_dense(rng, args.queries, args.dim).tolist()
-        sparse_queries = [random_sparse(rng, args.vocab, args.query_terms) for _ in range(args.queries)]
-        search_params = {"metric_type": "IP", "params": {"ef": max(args.topk, 128)}} if args.index == "HNSW" else {"metric_type": "IP"}
-        sparse_params = {"metric_type": "IP"}
-
-        def search(field: str, data, params):
-            return client.search(
-                COLLECTION, data=[data], anns_field=field, limit=args.topk,
-                search_params=params, output_fields=["pk"],
-            )[0]
-
-        def two_searches(i: int):
-            q = i % args.queries
-            return search("dense", dense_queries[q], search_params), search("sparse", sparse_queries[q], sparse_params)
-
-        def hybrid(i: int):
-            q = i % args.queries
-            requests = [
-                AnnSearchRequest([dense_queries[q]], "dense", search_params, args.topk),
-                AnnSearchRequest([sparse_queries[q]], "sparse", sparse_params, args.topk),
-            ]
-            return client.hybrid_search(COLLECTION, requests, RRFRanker(60), limit=args.topk, output_fields=["pk"])[0]
-
-        def to_routes(hits_pair) -> list[RouteList]:
-            # `Hits.ids` / `.distances` are plain lists; going through each `Hit` costs
-            # about 1 us per hit.
-            return [
-                RouteList(name, hits.ids, np.asarray(hits.distances, dtype=np.float64))
-                for name, hits in zip(("dense", "sparse"), hits_pair)
-            ]
-
-        def two_searches_then_rrf(i: int):
-            return rrf(to_routes(two_searches(i)), k=60.0)
-
-        # (a) fusion alone, on the real candidate lists of each query.
-        hits = [two_searches(q) for q in range(args.queries)]
-        routes = [to_routes(pair) for pair in hits]
-        lengths = [(len(r[0]), len(r[1])) for r in routes]
-        fusion_rows = []
-        for label, fn in (
-            ("rrf (k=60)", lambda i: rrf(routes[i % args.queries], k=60.0)),
-            ("weighted, min_max", lambda i: weighted(routes[i % args.queries], weights=[0.5, 0.5])),
-            ("dbsf", lambda i: dbsf(routes[i % args.queries])),
-            ("Milvus hits -> 2 RouteLists", lambda i: to_routes(hits[i % args.queries])),
-        ):
-            reps = max(args.repeats, 1000)
-            fusion_rows.append((label, *summarise(time_calls(fn, reps, warmup=100), 1e3)))
-
-        # (b) Milvus: push-down hybrid_search versus two searches.
-        # Interleaved, rotating which goes first, so that load on the machine falls on
-        # all three alike.
-        calls = (
-            ("hybrid_search, RRFRanker(60)", hybrid),
-            ("2 searches, sequential", two_searches),
-            ("2 searches, sequential + our rrf", two_searches_then_rrf),
-        )
-        for i in range(10):
-            for _, fn in calls:
-                fn(i)
-        samples: list[list[int]] = [[] for _ in calls]
-        for i in range(args.repeats):
-            for j in range(len(calls)):
-                which = (i + j) % len(calls)
-                start = time.perf_counter_ns()
-                calls[which][1](i)
-                samples[which].append(time.perf_counter_ns() - start)
-        milvus_rows = [(label, *summarise(samples[j], 1e6)) for j, (label, _) in enumerate(calls)]
-        client.close()
-
+    lengths = [(len(r[0]), len(r[1])) for r in routes]
     mean_union = np.mean([len(rrf(r)) for r in routes])
     lines = [
         "# Fusion latency",
@@ -201,16 +207,34 @@ def main(argv: list[str] | None = None) -> str:
         "",
         "| step | median (us) | p95 (us) |",
         "|---|---:|---:|",
-        *(f"| {label} | {median:.1f} | {p95:.1f} |" for label, median, p95 in fusion_rows),
+        *(f"| {label} | {median:.1f} | {p95:.1f} |" for label, median, p95 in fusion),
         "",
         f"## (b) Milvus Lite, limit {args.topk} per route ({args.repeats} runs each)",
         "",
         "| call | median (ms) | p95 (ms) |",
         "|---|---:|---:|",
-        *(f"| {label} | {median:.2f} | {p95:.2f} |" for label, median, p95 in milvus_rows),
+        *(f"| {label} | {median:.2f} | {p95:.2f} |" for label, median, p95 in milvus),
         "",
     ]
-    report = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    from pymilvus import MilvusClient
+
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench_fusion_") as tmp:
+        client = MilvusClient(str(Path(tmp) / "bench.db"))
+        started = time.perf_counter()
+        build_collection(client, args, rng)
+        build_s = time.perf_counter() - started
+        queries = Queries(client, args, rng)
+        fusion, routes = fusion_rows(queries, args)
+        milvus = milvus_rows(queries, args)
+        client.close()
+
+    report = render(args, build_s, routes, fusion, milvus)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)

@@ -16,26 +16,22 @@ Writes ``benchmarks/results/ingest.md`` / ``.json`` (``--out``).
 """
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+offline_env()
 
 import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_qrels, load_scifact_docs, load_test_queries
-from benchmarks.machine import machine_info
+from benchmarks.harness import RESULTS, command_line, loadavg, machine_info
 from benchmarks.replay_depths import ndcg10
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ENGINES = ("sentence-transformers", "onnx", "onnx-int8")
 log = logging.getLogger("bench_ingest")
 
@@ -76,13 +72,13 @@ def run_engine(engine: str, docs, queries, qrels, args) -> dict[str, Any]:
         client = HybridSearchClient(f"127.0.0.1:{server.port}", tenant="bench", timeout=600)
         client.create_collection("scifact", profile="minilm")
         payload = [{"id": d.id, "text": d.text} for d in docs]
-        load_before = os.getloadavg()[0]
+        load_before = loadavg()[0]
         t = time.perf_counter()
         reply = client.bulk_upsert("scifact", (payload[i : i + args.batch] for i in range(0, len(payload), args.batch)), timeout=7200)
         elapsed = time.perf_counter() - t
         result.update(
             docs=reply.upserted, ingest_s=round(elapsed, 1), docs_per_s=round(reply.upserted / elapsed, 2),
-            load_before=round(load_before, 2), load_after=round(os.getloadavg()[0], 2),
+            load_before=round(load_before, 2), load_after=round(loadavg()[0], 2),
         )
         log.info("%s: %d documents in %.0f s (%.1f docs/s)", engine, reply.upserted, elapsed, reply.upserted / elapsed)
         if qrels is not None:
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("engine", "pymilvus", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    command = "python -m benchmarks.bench_ingest " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.bench_ingest", argv)
     docs = load_scifact_docs(args.data)
     whole = args.docs in (0, len(docs)) or args.docs > len(docs)
     docs = docs if whole else docs[: args.docs]

@@ -26,14 +26,14 @@ Writes ``benchmarks/results/admission/noisy_neighbour-<label>.json`` and prints 
 """
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+offline_env()
 
 import argparse
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -44,10 +44,8 @@ from types import SimpleNamespace
 import grpc
 import numpy as np
 
-from benchmarks.load_test import (
-    COLLECTION, DEFAULT_DATA, RESULTS, ServerProcess, base_config, free_port, load_queries, pct, prepare_store, write_config,
-)
-from benchmarks.machine import loadavg, machine_info
+from benchmarks.harness import DEFAULT_DATA, RESULTS, ServerProcess, free_port, loadavg, machine_info, stats, write_config
+from benchmarks.load_test import COLLECTION, base_config, load_queries, prepare_store
 
 log = logging.getLogger("noisy_neighbour")
 
@@ -164,7 +162,7 @@ def main(argv=None) -> int:
     finally:
         server.stop()
         shutil.rmtree(run, ignore_errors=True)
-    b_idle, b_busy = pct(idle), pct(busy)
+    b_idle, b_busy = stats(idle), stats(busy)
     result = {
         "label": args.label,
         "limits": limits,
@@ -178,7 +176,7 @@ def main(argv=None) -> int:
         "p95_ratio": round(b_busy["p95"] / b_idle["p95"], 2),
         "a_counts": dict(a.counts),
         "a_answered_per_s": round(a.counts["ok"] / a_window_s, 1),
-        "a_latency_ms": pct(a.latencies) if a.latencies else None,
+        "a_latency_ms": stats(a.latencies) if a.latencies else None,
         "server_alive_after": alive,
         "machine": machine_info(),
         "loadavg_after": loadavg(),

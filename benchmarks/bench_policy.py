@@ -20,9 +20,9 @@ Setup:
   SciFact reranker if complete, else a MiniLM-L6 cross-encoder with an untrained head: the
   same compute), ``--kind`` ``flag`` by default, ``max_length`` 256, ``batch_size`` 16, the
   service's defaults otherwise (chunks of 16 pairs, batcher up to 64 pairs, calibration at
-  start). The child wraps ``engine.rerank_stage.choose_depth`` and ``LatencyModel.observe``
-  (in its own process only, no code changed) to log every decision's inputs (time spent,
-  predicted queue wait, time left, margin) and every batch's predicted and actual time.
+  start). The child attaches observers to its rerank stage (``RerankStage.set_observers``)
+  that log every decision's inputs (time spent, predicted queue wait, time left, margin)
+  and every batch's predicted and actual time.
 * **Load.** ``--clients`` (8) closed-loop clients: threads, one ``HybridSearchClient`` and
   gRPC channel each, no think time, gRPC deadline 60 s. SciFact test queries, top_k 10,
   RRF, dense_k = sparse_k = 100 (the defaults). Per phase: ``--warmup`` queries (not
@@ -45,21 +45,15 @@ Writes benchmarks/results/policy.md and policy.json (``--quick``: policy-quick.*
 
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+offline_env()
 
 import argparse
 import hashlib
 import json
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -68,11 +62,13 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks.bench_rerank import LoadSampler, log, machine_line, resolve_model, wait_until_quiet
+from benchmarks.bench_rerank import resolve_model, wait_until_quiet
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_qrels, load_scifact_docs, load_test_queries
-from benchmarks.machine import loadavg, machine_info
+from benchmarks.harness import (
+    RESULTS, LoadSampler, ServerProcess, command_line, free_port, loadavg, machine_info, machine_line, percentile, say, waited_text,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
+log = say
 POLICY_CACHE = CACHE_DIR / "policy"
 TENANT = "bench"
 COLLECTION = "scifact"
@@ -103,29 +99,25 @@ def server_settings(data_dir: Path, model: Path, kind: str, max_length: int, bat
     }
 
 
-def install_probes(path: Path) -> None:
-    """Log every depth decision and every scored batch to ``path`` (JSON lines), in this process only."""
-    import engine.rerank_stage as rerank_stage
-    from rerank.latency_model import LatencyModel
+class ProbeLog:
+    """The rerank stage's observers: every depth decision, every search through the stage
+    and every scored batch, as JSON lines in ``path`` (the server's process only)."""
 
-    out = open(path, "a", buffering=1)
-    lock = threading.Lock()
-    local = threading.local()
+    def __init__(self, path: Path):
+        self._out = open(path, "a", buffering=1)
+        self._lock = threading.Lock()
 
-    def write(record: dict) -> None:
+    def _write(self, record: dict) -> None:
         line = json.dumps(record)
-        with lock:
-            out.write(line + "\n")
+        with self._lock:
+            self._out.write(line + "\n")
 
-    choose_depth = rerank_stage.choose_depth
-
-    def logged_choose_depth(inputs, model):
-        choice = choose_depth(inputs, model)
-        write(
+    def decision(self, query, inputs, choice, model) -> None:
+        self._write(
             {
                 "kind": "decision",
                 "t": time.time(),
-                "text": getattr(local, "text", None),
+                "text": query.text,
                 "mode": inputs.mode,
                 "elapsed_ms": inputs.elapsed_ms,
                 "queue_wait_ms": inputs.queue_wait_ms,
@@ -140,93 +132,49 @@ def install_probes(path: Path) -> None:
                 "candidates": int(len(inputs.cumulative_tokens)),
             }
         )
-        return choice
 
-    rerank_stage.choose_depth = logged_choose_depth
+    def finished(self, query, outcome, stage_ms, pending_pairs_at_entry) -> None:
+        self._write({"kind": "stage", "t": time.time(), "text": query.text, "stage_ms": stage_ms, "pending_pairs_at_entry": pending_pairs_at_entry})
 
-    run = rerank_stage.RerankStage.run
-
-    def logged_run(self, *, tenant, query, **kwargs):
-        local.text = query.text
-        start = time.perf_counter()
-        pending = None
-        reranker = self.rerankers.get(self.config.default_backend)
-        if reranker is not None and reranker.batcher is not None:
-            pending = reranker.batcher.pending_pairs
-        result = run(self, tenant=tenant, query=query, **kwargs)
-        write({"kind": "stage", "t": time.time(), "text": query.text, "stage_ms": (time.perf_counter() - start) * 1000, "pending_pairs_at_entry": pending})
-        return result
-
-    rerank_stage.RerankStage.run = logged_run
-
-    observe = LatencyModel.observe
-
-    def logged_observe(self, pairs, tokens, ms):
-        write({"kind": "batch", "t": time.time(), "pairs": int(pairs), "tokens": int(tokens), "ms": float(ms), "predicted_mean_ms": self.mean_ms(pairs, tokens), "margin": self.margin})
-        observe(self, pairs, tokens, ms)
-
-    LatencyModel.observe = logged_observe
+    def batch(self, b) -> None:
+        self._write({"kind": "batch", "t": time.time(), "pairs": b.pairs, "tokens": b.tokens, "ms": b.ms, "predicted_mean_ms": b.predicted_mean_ms, "margin": b.margin})
 
 
 def serve_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_policy serve")
     parser.add_argument("--settings", type=Path, required=True)
-    parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--probe-log", type=Path)
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="server %(levelname)s %(name)s: %(message)s")
-    if args.probe_log:
-        install_probes(args.probe_log)
     from engine.config import Settings
     from engine.server import Server
 
     server = Server(Settings(**json.loads(args.settings.read_text())))
+    if args.probe_log and server.service.rerank_stage is not None:
+        probes = ProbeLog(args.probe_log)
+        server.service.rerank_stage.set_observers(probes, probes.batch)
     server.install_signal_handlers()
-    port = server.start()
-    tmp = args.port_file.with_suffix(".tmp")
-    tmp.write_text(str(port))
-    tmp.rename(args.port_file)
+    server.start()
     server.wait()
 
 
-class ServerProcess:
-    """The server in a child process; ``stop()`` sends SIGTERM (graceful drain)."""
-
-    def __init__(self, run_dir: Path, settings: dict, probe_log: Optional[Path] = None):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.settings_file = run_dir / "settings.json"
-        self.settings_file.write_text(json.dumps(settings, indent=1))
-        self.port_file = run_dir / "port"
-        self.port_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "benchmarks.bench_policy", "serve", "--settings", str(self.settings_file), "--port-file", str(self.port_file)]
-        if probe_log is not None:
-            probe_log.unlink(missing_ok=True)
-            cmd += ["--probe-log", str(probe_log)]
-        self.log_file = open(run_dir / "server.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
-        started = time.monotonic()
-        while not self.port_file.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {run_dir / 'server.log'}")
-            if time.monotonic() - started > 900:
-                self.stop()
-                raise RuntimeError("server did not start in 15 min")
-            time.sleep(0.5)
-        self.port = int(self.port_file.read_text())
-        self.target = f"127.0.0.1:{self.port}"
-        log(f"server pid {self.proc.pid} on {self.target} (started in {time.monotonic() - started:.0f} s)")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log_file.close()
+def start_server(run_dir: Path, settings: dict, probe_log: Optional[Path] = None) -> ServerProcess:
+    """The server in a child process (``python -m benchmarks.bench_policy serve``), SERVING;
+    ``stop()`` sends SIGTERM (graceful drain)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    settings_file = run_dir / "settings.json"
+    settings_file.write_text(json.dumps({**settings, "server": {**settings["server"], "port": port}}, indent=1))
+    cmd = [sys.executable, "-m", "benchmarks.bench_policy", "serve", "--settings", str(settings_file)]
+    if probe_log is not None:
+        probe_log.unlink(missing_ok=True)
+        cmd += ["--probe-log", str(probe_log)]
+    server = ServerProcess(settings_file, run_dir / "server.log", f"127.0.0.1:{port}", command=cmd)
+    started = server.start()
+    log(f"server pid {server.pid} on {server.target} (started in {started:.0f} s)")
+    return server
 
 
 # --------------------------------------------------------------------------- store
@@ -248,7 +196,7 @@ def ensure_store(args, model: Path) -> tuple[Path, dict]:
     from engine.client import HybridSearchClient
 
     source = load_scifact_docs(args.data)[: args.docs]
-    server = ServerProcess(data_dir.parent / f"{data_dir.name}-ingest-run", server_settings(data_dir, model, args.kind, args.max_length, args.batch_size))
+    server = start_server(data_dir.parent / f"{data_dir.name}-ingest-run", server_settings(data_dir, model, args.kind, args.max_length, args.batch_size))
     try:
         started = time.perf_counter()
         with HybridSearchClient(server.target, tenant=TENANT, timeout=600) as client:
@@ -304,7 +252,7 @@ def run_closed_loop(target: str, items: list[tuple[str, str]], *, mode: str, dep
                     record["rtt_ms"] = (time.perf_counter() - start) * 1000
                     t, d = reply.timings, reply.rerank
                     record.update(
-                        encode_ms=t.encode_ms, dense_ms=t.dense_search_ms, sparse_ms=t.sparse_search_ms, fusion_ms=t.fusion_ms,
+                        encode_ms=t.encode_ms, dense_ms=t.dense_search_ms, sparse_ms=t.sparse_search_ms, fusion_ms=t.fusion_ms + t.hits_ms,
                         rerank_ms=t.rerank_ms, total_ms=t.total_ms, depth_chosen=d.depth_chosen, depth_scored=d.depth_scored,
                         predicted_ms=d.predicted_ms, actual_ms=d.actual_ms, cost_units=d.cost_units, partial=d.partial,
                         degraded=d.degraded, degraded_reason=d.degraded_reason, reason=d.reason,
@@ -329,10 +277,6 @@ def run_closed_loop(target: str, items: list[tuple[str, str]], *, mode: str, dep
     return sorted(records, key=lambda r: r["i"]), time.perf_counter() - started
 
 
-def pct(values, q) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
 def summarise(records: list[dict], wall_s: float, targets: list[float]) -> dict:
     ok = [r for r in records if "error" not in r]
     total = np.array([r["total_ms"] for r in ok])
@@ -343,8 +287,8 @@ def summarise(records: list[dict], wall_s: float, targets: list[float]) -> dict:
         "error_examples": sorted({r["error"] for r in records if "error" in r})[:3],
         "wall_s": wall_s,
         "qps": len(ok) / wall_s if wall_s > 0 else float("nan"),
-        "total_ms": {"p50": pct(total, 50), "p95": pct(total, 95), "p99": pct(total, 99), "mean": float(total.mean()) if len(total) else float("nan")},
-        "rtt_ms": {"p50": pct(rtt, 50), "p95": pct(rtt, 95), "p99": pct(rtt, 99), "mean": float(rtt.mean()) if len(rtt) else float("nan")},
+        "total_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95), "p99": percentile(total, 99), "mean": float(total.mean()) if len(total) else float("nan")},
+        "rtt_ms": {"p50": percentile(rtt, 50), "p95": percentile(rtt, 95), "p99": percentile(rtt, 99), "mean": float(rtt.mean()) if len(rtt) else float("nan")},
         "meets": {str(int(t)): {"server": float((total <= t).mean()), "client": float((rtt <= t).mean())} for t in targets},
         "depth_chosen_mean": float(np.mean([r["depth_chosen"] for r in ok])) if ok else float("nan"),
         "depth_scored_mean": float(np.mean([r["depth_scored"] for r in ok])) if ok else float("nan"),
@@ -432,13 +376,13 @@ def analyse_auto(records: list[dict], probes: list[dict], target: float) -> dict
         "searches": len(rows),
         "misses": len(misses),
         "categories": categories,
-        "miss_over_ms": {"p50": pct([x["over_ms"] for x in misses], 50), "max": max([x["over_ms"] for x in misses], default=float("nan"))},
+        "miss_over_ms": {"p50": percentile([x["over_ms"] for x in misses], 50), "max": max([x["over_ms"] for x in misses], default=float("nan"))},
         "mean_elapsed_at_decision_ms": {"all": mean(rows, "elapsed_at_decision"), "misses": mean(misses, "elapsed_at_decision")},
         "mean_predicted_queue_wait_ms": {"all": mean(rows, "queue_wait_pred"), "misses": mean(misses, "queue_wait_pred")},
         "mean_time_left_ms": {"all": mean(rows, "time_left"), "misses": mean(misses, "time_left")},
         "mean_predicted_ms": {"reranked": mean(reranked, "predicted_ms"), "misses": mean([x for x in misses if x["depth"] > 0], "predicted_ms")},
         "mean_actual_ms": {"reranked": mean(reranked, "actual_ms"), "misses": mean([x for x in misses if x["depth"] > 0], "actual_ms")},
-        "actual_minus_allowed_ms": {"p50": pct(over, 50), "p95": pct(over, 95), "share_over": float(np.mean(np.array(over) > 0)) if over else float("nan")},
+        "actual_minus_allowed_ms": {"p50": percentile(over, 50), "p95": percentile(over, 95), "share_over": float(np.mean(np.array(over) > 0)) if over else float("nan")},
         "mean_pending_pairs_at_entry": {"all": mean(rows, "pending_at_entry"), "misses": mean(misses, "pending_at_entry")},
         "mean_after_rerank_ms": mean(rows, "after_rerank_ms"),
         "margin_mean": mean(rows, "margin"),
@@ -478,7 +422,7 @@ def batch_prediction_error(probes: list[dict], t0: float, t1: float) -> dict:
             by_size[label] = {
                 "batches": len(sel),
                 "ms_per_pair": float(sum(p["ms"] for p in sel) / sum(p["pairs"] for p in sel)),
-                "actual_over_mean_pred_p50": pct([p["ms"] / p["predicted_mean_ms"] for p in sel], 50),
+                "actual_over_mean_pred_p50": percentile([p["ms"] / p["predicted_mean_ms"] for p in sel], 50),
             }
     return {
         "by_size": by_size,
@@ -486,8 +430,8 @@ def batch_prediction_error(probes: list[dict], t0: float, t1: float) -> dict:
         "pairs_mean": float(np.mean([p["pairs"] for p in b])),
         "ms_mean": float(np.mean([p["ms"] for p in b])),
         "pairs_per_s": float(sum(p["pairs"] for p in b) / (sum(p["ms"] for p in b) / 1000)),
-        "actual_over_mean_pred": {"p50": pct(ratio, 50), "p95": pct(ratio, 95)},
-        "actual_over_tail_pred": {"p50": pct(tail, 50), "p95": pct(tail, 95), "share_over_1": float((tail > 1).mean())},
+        "actual_over_mean_pred": {"p50": percentile(ratio, 50), "p95": percentile(ratio, 95)},
+        "actual_over_tail_pred": {"p50": percentile(tail, 50), "p95": percentile(tail, 95), "share_over_1": float((tail > 1).mean())},
         "margin_mean": float(np.mean([p["margin"] for p in b])),
     }
 
@@ -525,9 +469,77 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+PHASES = {"off": ("OFF", "off", 0), "fixed50": ("FIXED-50", "fixed", 50), "fixed100": ("FIXED-100", "fixed", 100)}
+
+
+def phase_plan(modes: list[str], targets: list[float]) -> list[tuple[str, str, Optional[float]]]:
+    """(name, mode, depth or target) per phase, in order; AUTO's target None: chosen later."""
+    plan = [PHASES[m] for m in modes if m != "auto"]
+    if "auto" in modes:
+        if not targets and not {"off", "fixed50"} <= set(modes):
+            raise SystemExit("--modes auto without off and fixed50 needs --targets")
+        plan += [(f"AUTO T={t:g}", "auto", t) for t in targets] if targets else [("AUTO T1", "auto", None), ("AUTO T2", "auto", None)]
+    return plan
+
+
+def targets_from(phases: list[dict]) -> list[float]:
+    """T1 = the geometric mean of OFF's and FIXED-50's p95 (server total), T2 = 2 x T1, rounded to 10 ms."""
+    off = next(p for p in phases if p["name"] == "OFF")["summary"]["total_ms"]["p95"]
+    f50 = next(p for p in phases if p["name"] == "FIXED-50")["summary"]["total_ms"]["p95"]
+    t1 = float(np.sqrt(off * f50))
+    targets = [round(t1 / 10) * 10, round(2 * t1 / 10) * 10]
+    log(f"targets chosen: T1 {targets[0]} ms (geometric mean of OFF p95 {off:.0f} and FIXED-50 p95 {f50:.0f}), T2 {targets[1]} ms (2 x T1)")
+    return targets
+
+
+def run_phase(target_addr: str, admin, args, name: str, mode: str, param: float, warm: list, measured: list) -> dict:
+    """One phase: the tenant's budget, the warm-up queries, then the measured ones."""
+    target = float(param) if mode == "auto" else 0.0
+    depth = int(param) if mode == "fixed" else 0
+    admin.set_budget(TENANT, latency_target_ms=target, max_depth=100, default_mode="off")
+    log(f"{name}: warm-up {len(warm)} queries")
+    run_closed_loop(target_addr, warm, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit / 2)
+    log(f"{name}: {len(measured)} queries, {args.clients} clients")
+    t0 = time.time()
+    records, wall = run_closed_loop(target_addr, measured, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit)
+    t1 = time.time()
+    phase = {"name": name, "mode": mode, "depth": depth, "target": target, "t0": t0, "t1": t1, "records": records, "wall_s": wall, "load_average_end": loadavg()}
+    s = summarise(records, wall, [target] if target else [])
+    log(f"  n {s['n']} errors {s['errors']} total p50/p95 {s['total_ms']['p50']:.0f}/{s['total_ms']['p95']:.0f} ms, rtt p95 {s['rtt_ms']['p95']:.0f}, depth {s['depth_chosen_mean']:.1f}, partial {s['partial']}, degraded {s['degraded']}")
+    phase["summary"] = s
+    return phase
+
+
+def run_phases(target_addr: str, admin, args, measured: list, spare: list, phases: list[dict], targets: list[float]) -> None:
+    """Every phase of ``--modes`` in order, appended to ``phases``; ``targets`` is filled in
+    when AUTO's are chosen from the OFF and FIXED-50 phases."""
+    warm_offset = 0
+    for name, mode, param in phase_plan(args.modes, targets):
+        if mode == "auto" and param is None:
+            if not targets:
+                targets[:] = targets_from(phases)
+            param = targets[0] if name == "AUTO T1" else targets[1]
+            name = f"AUTO T={param:g}"
+        warm = [spare[(warm_offset + k) % len(spare)] for k in range(args.warmup)]
+        warm_offset += args.warmup
+        phases.append(run_phase(target_addr, admin, args, name, mode, param, warm, measured))
+
+
+def analyse(phases: list[dict], probe_log: Path, targets: list[float], qrels: dict) -> None:
+    """Each phase's summary against every target, nDCG@10, the batches' prediction error,
+    and for AUTO why searches missed (from the server's probe log)."""
+    probes = [json.loads(line) for line in probe_log.read_text().splitlines() if line.strip()]
+    for p in phases:
+        p["summary"] = summarise(p["records"], p["wall_s"], targets)
+        p["ndcg10"] = ndcg10(p["records"], qrels)
+        p["batches"] = batch_prediction_error(probes, p["t0"], p["t1"])
+        if p["mode"] == "auto":
+            p["auto_analysis"] = analyse_auto(p["records"], [x for x in probes if p["t0"] - 1 <= x["t"] <= p["t1"] + 1], p["target"])
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    command = "python -m benchmarks.bench_policy " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.bench_policy", argv)
     model, model_info = resolve_model()
     log(f"model: {model_info['description']}")
     data_dir, ingest = ensure_store(args, model)
@@ -544,7 +556,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     run_dir = POLICY_CACHE / "runs" / time.strftime("%Y%m%d-%H%M%S")
     probe_log = run_dir / "probes.jsonl"
-    server = ServerProcess(run_dir, server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s), probe_log=probe_log)
+    settings = server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s)
+    server = start_server(run_dir, settings, probe_log=probe_log)
     from engine.client import HybridSearchClient
 
     admin = HybridSearchClient(server.target, tenant=TENANT, timeout=30)
@@ -553,51 +566,14 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = LoadSampler()
     try:
         with sampler:
-            names = {"off": ("OFF", "off", 0), "fixed50": ("FIXED-50", "fixed", 50), "fixed100": ("FIXED-100", "fixed", 100)}
-            plan = [names[m] for m in args.modes if m != "auto"]
-            if "auto" in args.modes:
-                if not targets and not {"off", "fixed50"} <= set(args.modes):
-                    raise SystemExit("--modes auto without off and fixed50 needs --targets")
-                plan += [(f"AUTO T={t:g}", "auto", t) for t in targets] if targets else [("AUTO T1", "auto", None), ("AUTO T2", "auto", None)]
-            warm_offset = 0
-            for name, mode, param in plan:
-                if mode == "auto" and param is None:
-                    if not targets:
-                        off = next(p for p in phases if p["name"] == "OFF")["summary"]["total_ms"]["p95"]
-                        f50 = next(p for p in phases if p["name"] == "FIXED-50")["summary"]["total_ms"]["p95"]
-                        t1 = float(np.sqrt(off * f50))
-                        targets = [round(t1 / 10) * 10, round(2 * t1 / 10) * 10]
-                        log(f"targets chosen: T1 {targets[0]} ms (geometric mean of OFF p95 {off:.0f} and FIXED-50 p95 {f50:.0f}), T2 {targets[1]} ms (2 x T1)")
-                    param = targets[0] if name == "AUTO T1" else targets[1]
-                    name = f"AUTO T={param:g}"
-                target = float(param) if mode == "auto" else 0.0
-                depth = int(param) if mode == "fixed" else 0
-                admin.set_budget(TENANT, latency_target_ms=target, max_depth=100, default_mode="off")
-                warm = [spare[(warm_offset + k) % len(spare)] for k in range(args.warmup)]
-                warm_offset += args.warmup
-                log(f"{name}: warm-up {len(warm)} queries")
-                run_closed_loop(server.target, warm, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit / 2)
-                log(f"{name}: {len(measured)} queries, {args.clients} clients")
-                t0 = time.time()
-                records, wall = run_closed_loop(server.target, measured, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit)
-                t1 = time.time()
-                phases.append({"name": name, "mode": mode, "depth": depth, "target": target, "t0": t0, "t1": t1, "records": records, "wall_s": wall, "load_average_end": loadavg()})
-                s = summarise(records, wall, [target] if target else [])
-                log(f"  n {s['n']} errors {s['errors']} total p50/p95 {s['total_ms']['p50']:.0f}/{s['total_ms']['p95']:.0f} ms, rtt p95 {s['rtt_ms']['p95']:.0f}, depth {s['depth_chosen_mean']:.1f}, partial {s['partial']}, degraded {s['degraded']}")
-                phases[-1]["summary"] = s
+            run_phases(server.target, admin, args, measured, spare, phases, targets)
     finally:
         admin.close()
         server.stop()
         # Raw records first: the analysis below can then be redone without a new run.
         (run_dir / "records.raw.json").write_text(json.dumps({"targets": targets, "phases": phases}, default=str))
 
-    probes = [json.loads(line) for line in probe_log.read_text().splitlines() if line.strip()]
-    for p in phases:
-        p["summary"] = summarise(p["records"], p["wall_s"], targets)
-        p["ndcg10"] = ndcg10(p["records"], qrels)
-        p["batches"] = batch_prediction_error(probes, p["t0"], p["t1"])
-        if p["mode"] == "auto":
-            p["auto_analysis"] = analyse_auto(p["records"], [x for x in probes if p["t0"] - 1 <= x["t"] <= p["t1"] + 1], p["target"])
+    analyse(phases, probe_log, targets, qrels)
     results = {
         "command": command,
         "machine": machine_info(),
@@ -607,7 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wait_quiet": quiet,
         "model": {**model_info, "path": str(model)},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "server_settings": server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s),
+        "server_settings": settings,
         "store": {"dir": str(data_dir), **ingest},
         "targets": targets,
         "run_dir": str(run_dir),
@@ -623,6 +599,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def render(r: dict) -> str:
+    lines = [*_phase_lines(r), *_stage_lines(r), *_auto_lines(r), *_closing_lines(r), ""]
+    return "\n".join(lines)
+
+
+def _phase_lines(r: dict) -> list[str]:
+    """The setup and one row per phase: targets met, latency, depth, cost."""
     targets = r["targets"]
     s0 = r["settings"]
     lines = [
@@ -631,7 +613,7 @@ def render(r: dict) -> str:
         f"Machine: {machine_line(r['machine'])}.",
         f"Load average (1/5/15 min) at start: {' / '.join(f'{x:.2f}' for x in r['load_average_start'])}; during the run (1-min, every 10 s): "
         f"mean {r['load_average_during']['mean']}, max {r['load_average_during']['max']}"
-        + (f"; waited {r['wait_quiet']['waited_s']} s for a quiet machine (quiet: {r['wait_quiet']['quiet']})" if r.get("wait_quiet") else "")
+        + waited_text(r.get("wait_quiet"))
         + ".",
         f"Command: `{r['command'].strip()}`",
         "",
@@ -656,7 +638,12 @@ def render(r: dict) -> str:
         s = p["summary"]
         if s["degraded"] or s["errors"]:
             lines.append(f"\n{p['name']}: degraded reasons {s['degraded_reasons']}; errors {s['error_examples']}.")
-    lines += [
+    return lines
+
+
+def _stage_lines(r: dict) -> list[str]:
+    """Stage means and the reranker's batches per phase."""
+    lines = [
         "",
         "Stage means (ms) and the reranker's batches (from the server's probe log):",
         "",
@@ -670,6 +657,12 @@ def render(r: dict) -> str:
         else:
             bcells = "0 | - | - | - | - | -"
         lines.append(f"| {p['name']} | {st['encode_ms']:.0f} | {st['dense_ms']:.0f} | {st['sparse_ms']:.0f} | {st['fusion_ms']:.0f} | {st['rerank_ms']:.0f} | {bcells} |")
+    return lines
+
+
+def _auto_lines(r: dict) -> list[str]:
+    """AUTO's misses and its latency model, per AUTO phase."""
+    lines: list[str] = []
     autos = [p for p in r["phases"] if p["mode"] == "auto"]
     if autos:
         lines += [
@@ -703,7 +696,12 @@ def render(r: dict) -> str:
                 f"{lm['tail_pred_1_pairs_ms']:.0f} / {lm['tail_pred_16_pairs_ms']:.0f} / {lm['tail_pred_64_pairs_ms']:.0f} ms; "
                 f"batches scored in the phase took (median) {shown or 'none'}."
             )
-    lines += ["", "Batches by size (all phases): ms per pair, and actual / predicted mean (p50):", ""]
+    return lines
+
+
+def _closing_lines(r: dict) -> list[str]:
+    """Batches by size, and nDCG@10 when the reranker is a trained one."""
+    lines = ["", "Batches by size (all phases): ms per pair, and actual / predicted mean (p50):", ""]
     for p in r["phases"]:
         bs = p["batches"].get("by_size") or {}
         if bs:
@@ -712,8 +710,7 @@ def render(r: dict) -> str:
         lines += ["", "nDCG@10 on the measured queries: " + ", ".join(f"{p['name']} {p['ndcg10']:.3f}" for p in r["phases"]) + "."]
     else:
         lines += ["", "nDCG@10 is not reported: the reranker's head is untrained (scores carry no relevance); the JSON has it for completeness."]
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

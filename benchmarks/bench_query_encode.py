@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.harness import DEFAULT_DATA, command_line, loadavg, machine_info
 
 
 def main(argv=None) -> int:
@@ -29,12 +29,11 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=96)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "scifact")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--max-wait-ms", type=float, help="the batcher's wait for company (default: the service's)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from benchmarks.machine import loadavg, machine_info
     from engine.config import Settings
     from engine.encoders.base import Scope
     from engine.encoders.registry import ProfileRegistry
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
         summary[mode] = {k: {"median": statistics.median(r[k] for r in rows), "min": min(r[k] for r in rows), "max": max(r[k] for r in rows)}
                          for k in ("wall_ms_per_query", "cpu_ms_per_query")}
         summary[mode]["mean_batch"] = sum(r["encoded"] for r in rows) / max(1, sum(r["batches"] for r in rows))
-    report = {"command": "python -m benchmarks.bench_query_encode " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": command_line("benchmarks.bench_query_encode", argv),
               "machine": machine_info(), "loadavg": [load_start, loadavg()], "profile": args.profile, "queries": args.queries,
               "runs": results, "summary": summary}
     for mode, s in summary.items():

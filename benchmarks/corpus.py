@@ -37,8 +37,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
-CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+from benchmarks.harness import CACHE as CACHE_DIR
+from benchmarks.harness import DEFAULT_DATA
 WORD_DROP = 0.10
 DENSE_NOISE_NORM = 0.215
 FULL_SCIFACT_ALIAS = 5000

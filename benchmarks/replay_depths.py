@@ -29,7 +29,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from benchmarks.beir_bench import DEFAULT_DATA, BenchError, pass_records
+from benchmarks.beir_bench import BenchError, pass_records
+from benchmarks.harness import DEFAULT_DATA
 
 DEPTHS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 ANALYZERS = {
     "cjk": {"type": "cjk"},
     "jieba": {"type": "jieba"},
@@ -63,49 +62,14 @@ def ndcg_at_10(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> floa
     return sum(per_query.values()) / len(qrels)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--tune-split", default="train")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--no-title", dest="title", action="store_false")
-    ap.add_argument("--analyzers", default=",".join(ANALYZERS))
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-
+def grid(beir, args, doc_ids: list[str], texts: list[str], dense: dict, splits: dict, all_q: list[str]) -> list[dict]:
+    """One row per analyzer x k1 x b: sparse and DBSF nDCG@10 on the tuning and the reported split."""
     import bm25s
 
     import fusion
-    from benchmarks.machine import loadavg, machine_info
     from engine.analysis import build_analyzer
-    from training.beir import load_beir
 
-    started, load_start = time.perf_counter(), loadavg()
-    beir = load_beir(args.data, (args.tune_split, args.split))
-    if not args.title:
-        beir = beir.without_titles()
-    doc_ids = list(beir.corpus)
-    texts = [beir.corpus[d].full_text for d in doc_ids]
-    cache = REPO / "benchmarks" / ".cache" / beir.name
-    D = embeddings(cache, list(zip(doc_ids, texts)), "passages")
-    splits = {split: {q: set(rel) for q, rel in beir.positives(split).items()} for split in (args.tune_split, args.split)}
-    all_q = sorted({q for s in splits.values() for q in s})
-    Q = embeddings(cache, [(q, beir.queries[q]) for q in all_q], "queries")
-    q_row = {q: i for i, q in enumerate(all_q)}
-
-    def dense_lists(qids):
-        scores = Q[[q_row[q] for q in qids]] @ D.T
-        top = np.argpartition(-scores, TOP_K, axis=1)[:, :TOP_K]
-        out = {}
-        for i, q in enumerate(qids):
-            idx = top[i][np.argsort(-scores[i, top[i]])]
-            out[q] = ([doc_ids[j] for j in idx], scores[i, idx].astype(np.float64))
-        return out
-
-    dense = {s: dense_lists(list(qrels)) for s, qrels in splits.items()}
     rows = []
-    base = {s: ndcg_at_10({q: v[0] for q, v in dense[s].items()}, splits[s]) for s in splits}
-    print(f"dense alone: {args.tune_split} {base[args.tune_split]:.4f}, {args.split} {base[args.split]:.4f}", flush=True)
     for name in args.analyzers.split(","):
         analyzer = build_analyzer(**ANALYZERS[name])
         doc_terms = [analyzer.terms(t) for t in texts]
@@ -132,19 +96,17 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"  {name:14s} k1 {k1:<4g} b {b:<4g} sparse {row[f'{args.tune_split}_sparse']:.4f} / {row[f'{args.split}_sparse']:.4f}"
                       f"  dbsf {row[f'{args.tune_split}_dbsf']:.4f} / {row[f'{args.split}_dbsf']:.4f}", flush=True)
-    best = max(rows, key=lambda r: r[f"{args.tune_split}_dbsf"])
-    report = {
-        "command": "python -m benchmarks.tune_bm25 " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_info(), "loadavg_start": list(load_start), "loadavg_end": list(loadavg()),
-        "wall_s": time.perf_counter() - started, "dataset": beir.name, "title": args.title,
-        "tune_split": args.tune_split, "split": args.split, "dense_alone": base, "rows": rows, "chosen": best,
-    }
-    out = args.out or REPO / "benchmarks" / "results" / beir.name
+    return rows
+
+
+def write_report(out: Path, report: dict, splits: dict) -> None:
+    """bm25-grid.json and bm25-grid.md in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "bm25-grid.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    t, s = args.tune_split, args.split
+    t, s = report["tune_split"], report["split"]
+    best, base = report["chosen"], report["dense_alone"]
     lines = [
-        f"# BM25 k1/b and analyzer for fusion on {beir.name} ({'title + text' if args.title else 'text only'})",
+        f"# BM25 k1/b and analyzer for fusion on {report['dataset']} ({'title + text' if report['title'] else 'text only'})",
         "",
         f"`{report['command']}`  ",
         f"{report['machine']['date']}, git {report['machine']['git']}, {report['machine']['cpu']}; "
@@ -156,11 +118,61 @@ def main(argv=None) -> int:
         f"| analyzer | k1 | b | {t} sparse | {t} DBSF | {s} sparse | {s} DBSF |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in report["rows"]:
         mark = "**" if r is best else ""
         lines.append(f"| {mark}{r['analyzer']}{mark} | {r['k1']:g} | {r['b']:g} | {r[f'{t}_sparse']:.4f} | "
                      f"{mark}{r[f'{t}_dbsf']:.4f}{mark} | {r[f'{s}_sparse']:.4f} | {r[f'{s}_dbsf']:.4f} |")
     (out / "bm25-grid.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--tune-split", default="train")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--no-title", dest="title", action="store_false")
+    ap.add_argument("--analyzers", default=",".join(ANALYZERS))
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+
+    from benchmarks.harness import CACHE, RESULTS, loadavg, machine_info
+    from training.beir import load_beir
+
+    started, load_start = time.perf_counter(), loadavg()
+    beir = load_beir(args.data, (args.tune_split, args.split))
+    if not args.title:
+        beir = beir.without_titles()
+    doc_ids = list(beir.corpus)
+    texts = [beir.corpus[d].full_text for d in doc_ids]
+    cache = CACHE / beir.name
+    D = embeddings(cache, list(zip(doc_ids, texts)), "passages")
+    splits = {split: {q: set(rel) for q, rel in beir.positives(split).items()} for split in (args.tune_split, args.split)}
+    all_q = sorted({q for s in splits.values() for q in s})
+    Q = embeddings(cache, [(q, beir.queries[q]) for q in all_q], "queries")
+    q_row = {q: i for i, q in enumerate(all_q)}
+
+    def dense_lists(qids):
+        scores = Q[[q_row[q] for q in qids]] @ D.T
+        top = np.argpartition(-scores, TOP_K, axis=1)[:, :TOP_K]
+        out = {}
+        for i, q in enumerate(qids):
+            idx = top[i][np.argsort(-scores[i, top[i]])]
+            out[q] = ([doc_ids[j] for j in idx], scores[i, idx].astype(np.float64))
+        return out
+
+    dense = {s: dense_lists(list(qrels)) for s, qrels in splits.items()}
+    base = {s: ndcg_at_10({q: v[0] for q, v in dense[s].items()}, splits[s]) for s in splits}
+    print(f"dense alone: {args.tune_split} {base[args.tune_split]:.4f}, {args.split} {base[args.split]:.4f}", flush=True)
+    rows = grid(beir, args, doc_ids, texts, dense, splits, all_q)
+    best = max(rows, key=lambda r: r[f"{args.tune_split}_dbsf"])
+    report = {
+        "command": "python -m benchmarks.tune_bm25 " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(), "loadavg_start": list(load_start), "loadavg_end": list(loadavg()),
+        "wall_s": time.perf_counter() - started, "dataset": beir.name, "title": args.title,
+        "tune_split": args.tune_split, "split": args.split, "dense_alone": base, "rows": rows, "chosen": best,
+    }
+    out = args.out or RESULTS / beir.name
+    write_report(out, report, splits)
     print(f"chosen {best['analyzer']} k1 {best['k1']} b {best['b']}; wrote {out / 'bm25-grid.md'} ({report['wall_s']:.0f}s)")
     return 0
 

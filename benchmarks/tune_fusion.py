@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from benchmarks import beir_bench
-    from benchmarks.machine import loadavg, machine_info
+    from benchmarks.harness import command_line, loadavg, machine_info
     from training.beir import load_beir
     from engine.config import ProfileConfig, Settings
     from training.hard_negatives import open_index
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     out_dir = beir_bench.RESULTS_ROOT / beir.name / beir_bench.variant_name(bench_args)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"format": "hsearch-fusion-weights/1", "machine": machine_info(), "load": [load_before, loadavg()], "seconds": round(time.perf_counter() - started, 1),
-              "command": "python -m benchmarks.tune_fusion " + " ".join(sys.argv[1:] if argv is None else argv), "profile": {"name": profile_name, **profile},
+              "command": command_line("benchmarks.tune_fusion", argv), "profile": {"name": profile_name, **profile},
               "tune_split": args.tune_split, "split": args.split, "queries": {s: len(lists[s]) for s in lists}, "routes": routes, "grid": grid, "chosen": best}
     (out_dir / "fusion-weights.json").write_text(json.dumps(result, indent=1))
     lines = [f"# Fusion weights for {profile_name} on {beir.name}, chosen on `{args.tune_split}`, reported on `{args.split}`", "",

@@ -28,6 +28,7 @@ admitted calls are bounded below the number of threads.
 from __future__ import annotations
 
 import collections
+import contextvars
 import os
 import threading
 import time
@@ -292,12 +293,18 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         return wrapped
 
 
+# Seconds the running call waited for its slot, for the handler's Usage.queue_ms. Set
+# before every scheduled handler runs, so a pool thread never shows a previous call's.
+QUEUE_WAIT_S: contextvars.ContextVar[float] = contextvars.ContextVar("queue_wait_s", default=0.0)
+
+
 def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
     def enter(context) -> None:
         try:
             waited = scheduler.wait(ticket, context.time_remaining(), context.is_active)
         except ServiceError as exc:
             context.abort(exc.code, exc.message)
+        QUEUE_WAIT_S.set(waited)
         if on_wait is not None:
             on_wait(ticket.tenant, waited)
 

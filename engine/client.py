@@ -3,53 +3,35 @@
     client = HybridSearchClient("localhost:50051", tenant="acme")
     client.upsert("docs", [{"id": "1", "text": "...", "metadata": {"year": 2020}}])
     reply = client.search("docs", "what causes X?", top_k=10, filters=[("year", ">=", 2015)])
+
+``engine.aio_client.AsyncHybridSearchClient`` has the same methods for asyncio. Both build
+their requests with ``engine.client_requests``; a method here only makes the call. Calls
+carry the caller's OpenTelemetry trace context when one is current (README, "Tracing").
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import grpc
 
-from engine.validation import to_metadata_value
+from engine import client_requests as build
+from engine.client_requests import (  # re-exported: callers import them from here
+    FIELD_TYPES,
+    FUSION,
+    NORMALIZER,
+    OPERATORS,
+    RERANK,
+    DocumentLike,
+    document_message,
+    filter_message,
+)
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
-OPERATORS = {
-    "==": pb.FilterClause.EQ, "eq": pb.FilterClause.EQ,
-    "!=": pb.FilterClause.NE, "ne": pb.FilterClause.NE,
-    ">": pb.FilterClause.GT, "gt": pb.FilterClause.GT,
-    ">=": pb.FilterClause.GTE, "gte": pb.FilterClause.GTE,
-    "<": pb.FilterClause.LT, "lt": pb.FilterClause.LT,
-    "<=": pb.FilterClause.LTE, "lte": pb.FilterClause.LTE,
-    "in": pb.FilterClause.IN, "not in": pb.FilterClause.NOT_IN, "not_in": pb.FilterClause.NOT_IN,
-}
-FUSION = {"rrf": pb.RRF, "weighted": pb.WEIGHTED, "dbsf": pb.DBSF}
-NORMALIZER = {"min_max": pb.MIN_MAX, "z_score": pb.Z_SCORE, "arctan": pb.ARCTAN, "none": pb.NONE}
-RERANK = {None: pb.RERANK_MODE_UNSPECIFIED, "off": pb.OFF, "fixed": pb.FIXED, "auto": pb.AUTO}
-FIELD_TYPES = {"string": pb.FIELD_TYPE_STRING, "int": pb.FIELD_TYPE_INT, "double": pb.FIELD_TYPE_DOUBLE, "bool": pb.FIELD_TYPE_BOOL}
-
-DocumentLike = Mapping[str, Any]
-
-
-def document_message(doc: DocumentLike) -> pb.Document:
-    return pb.Document(
-        id=str(doc["id"]),
-        text=doc["text"],
-        metadata={k: to_metadata_value(v) for k, v in (doc.get("metadata") or {}).items()},
-    )
-
-
-def filter_message(filters: Sequence[tuple[str, str, Any]]) -> pb.Filter:
-    clauses = []
-    for field, op, value in filters:
-        code = OPERATORS.get(op.lower())
-        if code is None:
-            raise ValueError(f"unknown filter operator {op!r}; use one of {sorted(OPERATORS)}")
-        if code in (pb.FilterClause.IN, pb.FilterClause.NOT_IN):
-            clauses.append(pb.FilterClause(field=field, op=code, values=[to_metadata_value(v) for v in value]))
-        else:
-            clauses.append(pb.FilterClause(field=field, op=code, value=to_metadata_value(value)))
-    return pb.Filter(clauses=clauses)
+__all__ = [
+    "HybridSearchClient", "DocumentLike", "document_message", "filter_message",
+    "FIELD_TYPES", "FUSION", "NORMALIZER", "OPERATORS", "RERANK",
+]
 
 
 class HybridSearchClient:
@@ -74,11 +56,7 @@ class HybridSearchClient:
         self.stub = pb_grpc.HybridSearchStub(channel)
         self.admin = pb_grpc.TenantAdminStub(channel)
         self.timeout = timeout
-        self.metadata: list[tuple[str, str]] = []
-        if tenant:
-            self.metadata.append(("x-tenant", tenant))
-        if api_key:
-            self.metadata.append(("authorization", f"Bearer {api_key}"))
+        self.metadata: list[tuple[str, str]] = build.auth_metadata(tenant, api_key)
 
     def close(self) -> None:
         self.channel.close()
@@ -90,50 +68,40 @@ class HybridSearchClient:
         self.close()
 
     def _kw(self, timeout: Optional[float]) -> dict:
-        return {"metadata": self.metadata, "timeout": timeout if timeout is not None else self.timeout}
+        return build.call_options(self.metadata, timeout if timeout is not None else self.timeout)
 
     # ------------------------------------------------------------ collections
     def create_collection(self, name: str, profile: str = "", *, dimension: int = 0, dense_metric: str = "", metadata_fields: Mapping[str, str] | None = None) -> pb.Collection:
-        fields = [pb.MetadataField(name=n, type=FIELD_TYPES[t]) for n, t in (metadata_fields or {}).items()]
-        request = pb.CreateCollectionRequest(name=name, profile=profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=fields)
-        return self.stub.CreateCollection(request, **self._kw(120))
+        request = build.create_collection(name, profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=metadata_fields)
+        return self.stub.CreateCollection(request, **self._kw(build.CREATE_COLLECTION_TIMEOUT_S))
 
     def describe_collection(self, name: str) -> pb.Collection:
-        return self.stub.DescribeCollection(pb.DescribeCollectionRequest(name=name), **self._kw(None))
+        return self.stub.DescribeCollection(build.describe_collection(name), **self._kw(None))
 
     def list_collections(self) -> list[pb.Collection]:
-        return list(self.stub.ListCollections(pb.ListCollectionsRequest(), **self._kw(None)).collections)
+        return list(self.stub.ListCollections(build.list_collections(), **self._kw(None)).collections)
 
     def drop_collection(self, name: str) -> bool:
-        return self.stub.DropCollection(pb.DropCollectionRequest(name=name), **self._kw(None)).dropped
+        return self.stub.DropCollection(build.drop_collection(name), **self._kw(None)).dropped
 
     # ------------------------------------------------------------ documents
-    def upsert(self, collection: str, documents: Iterable[DocumentLike], timeout: Optional[float] = 300) -> pb.UpsertResponse:
-        request = pb.UpsertRequest(collection=collection, documents=[document_message(d) for d in documents])
-        return self.stub.Upsert(request, **self._kw(timeout))
+    def upsert(self, collection: str, documents: Iterable[DocumentLike], timeout: Optional[float] = build.UPSERT_TIMEOUT_S) -> pb.UpsertResponse:
+        return self.stub.Upsert(build.upsert(collection, documents), **self._kw(timeout))
 
     def bulk_upsert(self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: Optional[float] = None) -> pb.UpsertResponse:
-        def stream() -> Iterator[pb.UpsertRequest]:
-            for i, batch in enumerate(batches):
-                yield pb.UpsertRequest(collection=collection if i == 0 else "", documents=[document_message(d) for d in batch])
-
-        return self.stub.BulkUpsert(stream(), metadata=self.metadata, timeout=timeout)
+        """One BulkUpsert stream, a message per batch. ``timeout`` None: no deadline."""
+        return self.stub.BulkUpsert(build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout))
 
     def bulk_upsert_acked(self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: Optional[float] = None):
         """The acknowledged stream: yields one UpsertAck per batch once it is durable. The
         returned iterator is also the call: ``.cancel()`` stops it (see README, "Bulk loads")."""
-
-        def stream() -> Iterator[pb.UpsertRequest]:
-            for i, batch in enumerate(batches):
-                yield pb.UpsertRequest(collection=collection if i == 0 else "", documents=[document_message(d) for d in batch])
-
-        return self.stub.BulkUpsertAcked(stream(), metadata=self.metadata, timeout=timeout)
+        return self.stub.BulkUpsertAcked(build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout))
 
     def delete(self, collection: str, ids: Sequence[str]) -> int:
-        return self.stub.Delete(pb.DeleteRequest(collection=collection, ids=list(ids)), **self._kw(None)).deleted
+        return self.stub.Delete(build.delete(collection, ids), **self._kw(None)).deleted
 
     def get(self, collection: str, ids: Sequence[str]) -> list[pb.Document]:
-        return list(self.stub.Get(pb.GetRequest(collection=collection, ids=list(ids)), **self._kw(None)).documents)
+        return list(self.stub.Get(build.get(collection, ids), **self._kw(None)).documents)
 
     # ------------------------------------------------------------ search
     def search(
@@ -155,28 +123,21 @@ class HybridSearchClient:
         explain: bool = False,
         timeout: Optional[float] = None,
     ) -> pb.SearchResponse:
-        spec = pb.FusionSpec(method=FUSION[fusion], rrf_k=rrf_k, normalizer=NORMALIZER[normalizer])
-        if dense_weight is not None:
-            spec.dense_weight = dense_weight
-        if sparse_weight is not None:
-            spec.sparse_weight = sparse_weight
-        request = pb.SearchRequest(
-            collection=collection,
-            query=query,
-            top_k=top_k,
-            filter=filter_message(filters),
-            dense_k=dense_k,
-            sparse_k=sparse_k,
-            fusion=spec,
-            explain=explain,
-            rerank_mode=RERANK[rerank],
-            rerank_depth=rerank_depth,
+        request = build.search(
+            collection, query, top_k, filters=filters, dense_k=dense_k, sparse_k=sparse_k, fusion=fusion, rrf_k=rrf_k,
+            dense_weight=dense_weight, sparse_weight=sparse_weight, normalizer=normalizer, rerank=rerank,
+            rerank_depth=rerank_depth, explain=explain,
         )
         return self.stub.Search(request, **self._kw(timeout))
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = "") -> pb.RerankResponse:
-        request = pb.RerankRequest(query=query, documents=list(documents), top_n=top_n, return_documents=return_documents, model=model)
+        request = build.rerank(query, documents, top_n, return_documents=return_documents, model=model)
         return self.stub.Rerank(request, **self._kw(None))
+
+    def get_info(self) -> pb.ServiceInfo:
+        """What the server offers and its defaults: versions, profiles, rerank backends, the
+        caller's limits and budget, health names (README, "The API in brief")."""
+        return self.stub.GetInfo(build.get_info(), **self._kw(None))
 
     # ------------------------------------------------------------ tenant budgets
     def set_budget(
@@ -190,22 +151,17 @@ class HybridSearchClient:
         max_depth: int = 50,
         default_mode: Optional[str] = "off",
     ) -> pb.RerankBudget:
-        budget = pb.RerankBudget(
-            tenant=tenant,
-            latency_target_ms=latency_target_ms,
-            max_cost_per_query=max_cost_per_query,
-            cost_per_minute=cost_per_minute,
-            min_depth=min_depth,
-            max_depth=max_depth,
-            default_mode=RERANK[default_mode],
+        request = build.set_budget(
+            tenant, latency_target_ms=latency_target_ms, max_cost_per_query=max_cost_per_query, cost_per_minute=cost_per_minute,
+            min_depth=min_depth, max_depth=max_depth, default_mode=default_mode,
         )
-        return self.admin.SetBudget(pb.SetBudgetRequest(budget=budget), **self._kw(None))
+        return self.admin.SetBudget(request, **self._kw(None))
 
     def get_budget(self, tenant: str) -> pb.RerankBudget:
-        return self.admin.GetBudget(pb.GetBudgetRequest(tenant=tenant), **self._kw(None))
+        return self.admin.GetBudget(build.get_budget(tenant), **self._kw(None))
 
     def list_budgets(self) -> pb.ListBudgetsResponse:
-        return self.admin.ListBudgets(pb.ListBudgetsRequest(), **self._kw(None))
+        return self.admin.ListBudgets(build.list_budgets(), **self._kw(None))
 
     def delete_budget(self, tenant: str) -> bool:
-        return self.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=tenant), **self._kw(None)).deleted
+        return self.admin.DeleteBudget(build.delete_budget(tenant), **self._kw(None)).deleted

@@ -5,7 +5,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Mapping, Optional
+
+from engine.errors import invalid
 
 
 class FieldType(str, Enum):
@@ -105,3 +107,21 @@ class CollectionSpec:
 
 def column_of(field_name: str) -> str:
     return FIELD_COLUMN_PREFIX + field_name
+
+
+def check_metadata_types(spec: CollectionSpec, metadata: Mapping[str, Any], where: str) -> None:
+    """Declared fields must carry values of their declared type."""
+    for name, kind in spec.metadata_fields.items():
+        if name not in metadata:
+            continue
+        value = metadata[name]
+        ok = {
+            FieldType.STRING: isinstance(value, str),
+            FieldType.BOOL: isinstance(value, bool),
+            FieldType.INT: isinstance(value, int) and not isinstance(value, bool),
+            FieldType.DOUBLE: isinstance(value, (int, float)) and not isinstance(value, bool),
+        }[kind]
+        if not ok:
+            raise invalid(f"{where}[{name!r}]", f"field is declared {kind.value}; got {type(value).__name__}")
+        if kind is FieldType.STRING and len(value) > 4096:
+            raise invalid(f"{where}[{name!r}]", f"string field values hold at most 4096 characters, got {len(value)}")

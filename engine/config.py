@@ -333,6 +333,22 @@ class RerankConfig(BaseModel):
         return self
 
 
+class TracingConfig(BaseModel):
+    """OpenTelemetry spans per RPC and per search stage (engine/tracing.py, README "Tracing").
+    Needs the tracing extra (pip install '.[tracing]'); without it, enabled only logs a warning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # otlp: export over OTLP/gRPC to otlp_endpoint (empty: $OTEL_EXPORTER_OTLP_ENDPOINT, else
+    # localhost:4317). console: print each span (debugging). global: the process's own
+    # tracer provider, set by the embedding application or by `opentelemetry-instrument`.
+    exporter: Literal["otlp", "console", "global"] = "otlp"
+    otlp_endpoint: str = ""
+    # The service.name resource of the spans (otlp and console).
+    service_name: str = "hybridsearch"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HSEARCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -345,6 +361,7 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
     rerank: RerankConfig = RerankConfig()
+    tracing: TracingConfig = TracingConfig()
     profiles: dict[str, ProfileConfig] = Field(
         default_factory=lambda: {
             "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),

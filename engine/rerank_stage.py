@@ -14,11 +14,11 @@ import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from engine import statedb
+from engine import statedb, tracing
 from engine.config import RerankBackendConfig, Settings
 from engine.encoders.model_paths import ModelNotFound, resolve_model
 from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
@@ -30,8 +30,8 @@ from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
 from engine.budget_store import BudgetStore
 from rerank.budgets import RerankBudget
 from rerank.circuit import CircuitBreaker
-from rerank.latency_model import LatencyModel
-from rerank.policy import PolicyInputs, choose_depth
+from rerank.latency_model import LatencyModel, LatencyObserver
+from rerank.policy import DepthChoice, PolicyInputs, choose_depth
 from rerank.signals import query_signals
 from engine.rate_ledger import RateLedger
 
@@ -39,13 +39,34 @@ log = logging.getLogger(__name__)
 UNLIMITED = -1.0  # budget_left_units when the tenant has no rate budget
 
 
+def _degraded(fused, decision: RerankDecision, reason: str) -> RerankOutcome:
+    """Fusion only, marked degraded: a Search never fails because the reranker did."""
+    decision.degraded = True
+    decision.degraded_reason = reason
+    decision.reason = decision.reason or "fusion only: reranker unavailable"
+    return RerankOutcome(fused.ids, {}, decision)
+
+
+class RerankObserver(Protocol):
+    """Told what the rerank stage of a search decides (benchmarks/bench_policy.py logs it
+    to explain AUTO's misses); the stage calls it in the search's thread."""
+
+    def decision(self, query: SearchQuery, inputs: PolicyInputs, choice: DepthChoice, model: LatencyModel) -> None:
+        """Every call of the depth policy: what it was given and what it chose (AUTO asks
+        again after tokenising more of the head while all of it fits)."""
+
+    def finished(self, query: SearchQuery, outcome: RerankOutcome, stage_ms: float, pending_pairs_at_entry: Optional[int]) -> None:
+        """Every search through the stage: its outcome, the stage's wall time and the pairs
+        queued in the default reranker's batcher when it entered (None: not loaded)."""
+
+
 class Reranker:
     """One configured backend with its latency model, circuit breaker and batcher."""
 
-    def __init__(self, name: str, config: RerankBackendConfig, settings: Settings):
+    def __init__(self, name: str, config: RerankBackendConfig, settings: Settings, latency_observer: Optional[LatencyObserver] = None):
         self.name = name
         self.config = config
-        self.model = LatencyModel()
+        self.model = LatencyModel(observer=latency_observer)
         self.breaker = CircuitBreaker(settings.rerank.failure_threshold, settings.rerank.cooldown_s)
         self.backend: Optional[RerankBackend] = None
         self.batcher: Optional[RerankBatcher] = None
@@ -136,7 +157,8 @@ class StandaloneResult:
 
 
 class RerankStage:
-    def __init__(self, settings: Settings, budgets: Optional[BudgetStore] = None, metrics=None):
+    def __init__(self, settings: Settings, budgets: Optional[BudgetStore] = None, metrics=None, *,
+                 observer: Optional[RerankObserver] = None, latency_observer: Optional[LatencyObserver] = None):
         self.settings = settings
         self.config = settings.rerank
         d = self.config.default_budget
@@ -154,8 +176,18 @@ class RerankStage:
         state = statedb.shared(settings)
         self.budgets = budgets or BudgetStore(state, default)
         self.buckets = RateLedger(state)
-        self.rerankers = {name: Reranker(name, cfg, settings) for name, cfg in self.config.backends.items()}
+        self.rerankers = {name: Reranker(name, cfg, settings, latency_observer) for name, cfg in self.config.backends.items()}
         self.metrics = metrics
+        self.observer = observer
+        self.tracer = tracing.tracer_for(getattr(settings, "tracing", None))
+
+    def set_observers(self, observer: Optional[RerankObserver] = None, latency_observer: Optional[LatencyObserver] = None) -> None:
+        """Observe a stage built elsewhere (the service builds its own): the decisions, and
+        every batch each backend's latency model learns from. Before start() to see the
+        calibration batches too."""
+        self.observer = observer
+        for reranker in self.rerankers.values():
+            reranker.model.observer = latency_observer
 
     def start(self) -> None:
         for reranker in self.rerankers.values():
@@ -194,6 +226,16 @@ class RerankStage:
 
     def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]) -> RerankOutcome:
         """The order, the reranked hits' scores and the decision for one search."""
+        if self.observer is None:
+            return self._run(tenant, query, fused, docs, started, deadline)
+        entered = time.perf_counter()
+        reranker = self.rerankers.get(self.config.default_backend)
+        pending = reranker.batcher.pending_pairs if reranker is not None and reranker.batcher is not None else None
+        outcome = self._run(tenant, query, fused, docs, started, deadline)
+        self.observer.finished(query, outcome, (time.perf_counter() - entered) * 1000.0, pending)
+        return outcome
+
+    def _run(self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]) -> RerankOutcome:
         budget = self.budgets.effective(tenant)
         mode = query.rerank_mode or budget.default_mode
         decision = RerankDecision(mode=mode)
@@ -204,26 +246,36 @@ class RerankStage:
             return RerankOutcome(fused.ids, {}, decision)
         reranker = self.reranker()
         decision.backend = reranker.name
-
-        def degrade(reason: str):
-            decision.degraded = True
-            decision.degraded_reason = reason
-            decision.reason = decision.reason or "fusion only: reranker unavailable"
-            return RerankOutcome(fused.ids, {}, decision)
-
         if not reranker.available:
-            return degrade(f"reranker unavailable: {reranker.load_error or 'not loaded'}")
+            return _degraded(fused, decision, f"reranker unavailable: {reranker.load_error or 'not loaded'}")
         if not reranker.breaker.allow():
-            return degrade(f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
+            return _degraded(fused, decision, f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
 
         head = fused.ids[: self._cap(query, budget, mode)]
         if not head:
             decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
             return RerankOutcome(fused.ids, {}, decision)
+        choice, inputs, encoded, now = self._choose(reranker, query, head, docs, fused, budget, bucket, started, deadline)
+        decision.depth_chosen = choice.depth
+        decision.reason = choice.reason
+        decision.predicted_ms = choice.predicted_ms
+        if choice.depth == 0:
+            return RerankOutcome(fused.ids, {}, decision)
+        # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
+        stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
+        return self._rerank_head(reranker, decision, choice.depth, encoded, head, fused, bucket, now, stop_at)
+
+    def _choose(self, reranker: Reranker, query: SearchQuery, head: list, docs: dict, fused, budget, bucket,
+                started: float, deadline: Optional[float]) -> tuple[DepthChoice, PolicyInputs, EncodedPairs, float]:
+        """The policy's depth for this head, the inputs it decided on, the tokenised pairs and
+        the monotonic time of the decision.
+
+        FIXED needs the whole head; AUTO tokenises only what the policy may use, in growing
+        batches (tokenising all 100 candidates of a search that reranks 5 cost about 135 ms
+        on 2 cores, and nothing for a search it skips).
+        """
+        mode = query.rerank_mode or budget.default_mode
         signals = query_signals(fused.route_ranks)
-        # FIXED needs the whole head; AUTO tokenises only what the policy may use, in
-        # growing batches (tokenising all 100 candidates of a search that reranks 5 cost
-        # about 135 ms on 2 cores, and nothing for a search it skips).
         encoded = reranker.backend.encode(query.text, [docs[pk].text for pk in head]) if mode == "fixed" else EncodedPairs.empty()
         while True:
             now = time.monotonic()
@@ -251,19 +303,17 @@ class RerankStage:
                 candidates=len(head),
             )
             choice = choose_depth(inputs, reranker.model)
+            if self.observer is not None:
+                self.observer.decision(query, inputs, choice, reranker.model)
             if not choice.more:
-                break
+                return choice, inputs, encoded, now
             more = head[len(encoded) : min(len(head), max(2 * len(encoded), self.config.chunk_pairs))]
             encoded = encoded + reranker.backend.encode(query.text, [docs[pk].text for pk in more])
-        decision.depth_chosen = choice.depth
-        decision.reason = choice.reason
-        decision.predicted_ms = choice.predicted_ms
-        if choice.depth == 0:
-            return RerankOutcome(fused.ids, {}, decision)
 
-        # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
-        stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
-        raw, error = self._score_prefix(reranker, encoded.subset(range(choice.depth)), stop_at)
+    def _rerank_head(self, reranker: Reranker, decision: RerankDecision, depth: int, encoded: EncodedPairs, head: list, fused,
+                     bucket, now: float, stop_at: Optional[float]) -> RerankOutcome:
+        """Score the first ``depth`` pairs (by ``stop_at``), charge their tokens, and order the head."""
+        raw, error = self._score_prefix(reranker, encoded.subset(range(depth)), stop_at)
         scored = len(raw)
         decision.actual_ms = (time.monotonic() - now) * 1000.0
         decision.depth_scored = scored
@@ -273,12 +323,12 @@ class RerankStage:
         if bucket is not None:
             decision.budget_left_units = bucket.spend(tokens)
         if error is not None and scored == 0:
-            return degrade(error)
+            return _degraded(fused, decision, error)
         if error is not None:
             decision.degraded, decision.degraded_reason = True, error
-        if scored < choice.depth:
+        if scored < depth:
             decision.partial = True
-            decision.reason += f"; partial: scored {scored} of {choice.depth} before the time ran out"
+            decision.reason += f"; partial: scored {scored} of {depth} before the time ran out"
         normalized = normalize(raw)
         prefix = head[:scored]
         # Ties keep their fused order (blend_head sorts stably).
@@ -314,7 +364,7 @@ class RerankStage:
             except Overloaded as exc:
                 return raw, f"reranker overloaded: {exc}"
             try:
-                scores = future.result(timeout=max(wait_s, 0.001))
+                scores = self._wait(future, len(sub), max(wait_s, 0.001))
             except DeadlineExpired:
                 return raw, None
             except FutureTimeout:
@@ -334,6 +384,17 @@ class RerankStage:
             raw.extend(scores.raw.tolist())
         return raw, None
 
+    def _wait(self, future, pairs: int, timeout: float) -> Scores:
+        """``future.result(timeout)``; traced, the time the pairs waited in the batcher's queue
+        becomes a rerank.queue span (up to now if their batch never started)."""
+        try:
+            return future.result(timeout=timeout)
+        finally:
+            if self.tracer.enabled:
+                started = getattr(future, "started", None)
+                started = time.monotonic() if started is None else started
+                self.tracer.record(tracing.RERANK_QUEUE, getattr(future, "enqueued", started), started, {tracing.ATTR + "rerank.pairs": pairs})
+
     # ------------------------------------------------------------ standalone
     def standalone(self, query: str, documents: Sequence[str], model: str, deadline: Optional[float]) -> StandaloneResult:
         reranker = self.reranker(model)
@@ -349,7 +410,7 @@ class RerankStage:
             raise exhausted(f"reranker overloaded: {exc}") from exc
         timeout = self.config.stall_timeout_s if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            scores = future.result(timeout=timeout)
+            scores = self._wait(future, len(documents), timeout)
         except DeadlineExpired as exc:
             raise deadline_exceeded(str(exc)) from exc
         except FutureTimeout as exc:

@@ -74,6 +74,7 @@ class StageTimings:
     rerank_ms: float = 0.0
     total_ms: float = 0.0
     query_cache_hit: bool = False
+    hits_ms: float = 0.0  # building the reply's hits from the final order
 
 
 class HeadScore(NamedTuple):
@@ -108,6 +109,28 @@ class SearchOutcome:
     decision: RerankDecision
     dense_candidates: int
     sparse_candidates: int
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """One written batch: how many documents, and the time spent encoding them."""
+
+    written: int
+    encode_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one call spent (the wire's Usage): reranker tokens, texts encoded, and where
+    its time went. Built by the servicer from the outcome and the admission wait."""
+
+    tokens: int = 0
+    truncated_documents: int = 0
+    encoded_texts: int = 0
+    queue_ms: float = 0.0
+    encode_ms: float = 0.0
+    rerank_ms: float = 0.0
+    total_ms: float = 0.0
 
 
 class RerankOutcome(NamedTuple):

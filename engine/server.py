@@ -16,9 +16,12 @@ from grpc_reflection.v1alpha import reflection
 from engine.config import Settings
 from engine.service import SearchService
 from engine.api_keys import ApiKeyStore
-from engine.servicer import Authenticator, HybridSearchServicer, TenantAdminServicer
+from engine.admin_servicer import TenantAdminServicer
+from engine.auth import Authenticator
+from engine.servicer import HybridSearchServicer
 from engine.admission import AdmissionInterceptor, scheduler_for
-from engine.wire import MalformedRequestInterceptor
+from engine.wire.malformed import MalformedRequestInterceptor
+from engine.tracing import server_interceptors
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -91,8 +94,9 @@ class Server:
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="rpc"),
             options=opts,
-            # Admission first: it counts the call on arrival, before the pool.
-            interceptors=[admission, MalformedRequestInterceptor()],
+            # Admission counts the call on arrival, before the pool (the tracing interceptor,
+            # when enabled, is outside it so that its span covers the wait for admission).
+            interceptors=[*server_interceptors(self.service.tracer), admission, MalformedRequestInterceptor()],
         )
         self.health = HealthWithList(experimental_non_blocking=True)
         if settings.auth_mode == "dev_header":
@@ -109,7 +113,8 @@ class Server:
         # not walk it during a request (a 650 ms gen-2 pause was seen at 50k documents).
         gc.collect()
         gc.freeze()
-        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, self.auth), self.grpc_server)
+        health_names = ["", *SERVICE_NAMES, RERANK_HEALTH]
+        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, self.auth, health_names), self.grpc_server)
         pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, self.auth, self.keys), self.grpc_server)
         for add in self.extra_servicers:
             add(self.grpc_server)

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 import fusion
-from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, column_of
+from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, check_metadata_types, column_of
+from engine import tracing
 from engine.config import Settings
 from engine.encoders.base import Scope
 from engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueueFull
@@ -28,11 +29,13 @@ from engine.search_types import (
     Document,
     HeadScore,
     RerankDecision,
+    RerankOutcome,
     RouteDetail,
     SearchHit,
     SearchOutcome,
     SearchQuery,
     StageTimings,
+    WriteOutcome,
 )
 from engine.store import MilvusStore, RouteHit, StoredDoc
 from engine.tenancy import doc_id_of, primary_key
@@ -58,6 +61,8 @@ class SearchService:
         from engine.metrics import Metrics
 
         self.metrics = Metrics()
+        # OpenTelemetry spans per search stage (a no-op unless tracing.enabled).
+        self.tracer = tracing.tracer_for(settings.tracing)
         self.rerank_stage = None
         if settings.rerank.enabled:
             from engine.rerank_stage import RerankStage
@@ -152,7 +157,7 @@ class SearchService:
     def _tenant_expr(self, spec: CollectionSpec, tenant: str) -> str:
         return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
 
-    def upsert(self, tenant: str, collection: str, documents: Sequence[Document], call_ended: Optional[threading.Event] = None) -> int:
+    def upsert(self, tenant: str, collection: str, documents: Sequence[Document], call_ended: Optional[threading.Event] = None) -> WriteOutcome:
         """Write a validated batch; durable (flushed) when this returns.
 
         ``call_ended``: set when the caller's call ends (cancelled, deadline passed). Checked
@@ -163,14 +168,16 @@ class SearchService:
         self.check_metadata(spec, documents)
         self.store.check_writable_ids([d.id for d in documents])
         if not documents:
-            return 0
+            return WriteOutcome(0)
         profile = self.profile_for(spec)
         scope = Scope(collection, tenant)
         pks = [primary_key(tenant, d.id) for d in documents]
         with self._write_lock(collection):
             existing = self.store.get(spec, pks, self._tenant_expr(spec, tenant))
             replaced = [existing[pk].text for pk in pks if pk in existing]
+            encode_start = time.perf_counter()
             vectors = profile.encode_documents(scope, [d.text for d in documents], replaced)
+            encode_ms = (time.perf_counter() - encode_start) * 1000
             if call_ended is not None and call_ended.is_set():
                 raise cancelled("the call ended while its batch was being encoded; nothing of it was written")
             rows = [
@@ -181,11 +188,9 @@ class SearchService:
             self.store.flush(spec)
             # Corpus statistics change only once the documents are durable.
             vectors.commit()
-        return len(documents)
+        return WriteOutcome(len(documents), encode_ms)
 
     def check_metadata(self, spec: CollectionSpec, documents: Sequence[Document]) -> None:
-        from engine.validation import check_metadata_types
-
         for i, doc in enumerate(documents):
             check_metadata_types(spec, doc.metadata, f"documents[{i}].metadata")
 
@@ -236,6 +241,14 @@ class SearchService:
 
     # ------------------------------------------------------------ search
     def search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None, call_ended: Optional[threading.Event] = None) -> SearchOutcome:
+        """Encode, search both routes concurrently, fuse, and (optionally) rerank: _search,
+        inside the search's span (engine/tracing.py; its stages' spans are children)."""
+        with self.tracer.span(tracing.SEARCH, tracing.search_attributes(tenant, query)) as span:
+            outcome = self._search(tenant, query, deadline, call_ended)
+            span.set_attributes(tracing.outcome_attributes(outcome))
+            return outcome
+
+    def _search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None, call_ended: Optional[threading.Event] = None) -> SearchOutcome:
         """Encode, search both routes concurrently, fuse, and (optionally) rerank.
 
         ``deadline`` is an absolute ``time.monotonic()`` value, or None for no deadline.
@@ -253,11 +266,40 @@ class SearchService:
             max_values=self.settings.limits.max_filter_values,
             dialect=self.store.literal_dialect,
         )
-        profile = self.profile_for(spec)
+        vectors = self._encode_query(self.profile_for(spec), tenant, query, deadline, call_ended, timings)
+        dense_hits, sparse_hits = self._search_routes(spec, query, vectors, expr, timings)
 
         t = time.perf_counter()
+        fused = self.tracer.traced(tracing.FUSION, self._fuse)(spec, query, dense_hits, sparse_hits)
+        timings.fusion_ms = _ms(t)
+
+        t = time.perf_counter()
+        head_cap = self.rerank_stage.head_cap(tenant, query) if self.rerank_stage is not None else 0
+        fused, docs = self.tracer.traced(tracing.FETCH, self._fetch_docs)(spec, fused, max(query.top_k, head_cap), expr)
+        timings.fetch_ms = _ms(t)
+
+        order, rerank_scores, decision = self._rerank(tenant, query, fused, docs, started, deadline, timings)
+
+        t = time.perf_counter()
+        hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
+        timings.hits_ms = _ms(t)
+        timings.total_ms = _ms(started)
+        outcome = SearchOutcome(
+            hits=hits,
+            timings=timings,
+            decision=decision,
+            dense_candidates=len(dense_hits),
+            sparse_candidates=len(sparse_hits),
+        )
+        self.metrics.observe_search(tenant, outcome)
+        return outcome
+
+    def _encode_query(self, profile, tenant: str, query: SearchQuery, deadline, call_ended, timings: StageTimings):
+        """The query's vectors (from the query cache, or encoded with other waiting queries);
+        the encoder queue's refusals as the call's status."""
+        t = time.perf_counter()
         try:
-            vectors = profile.encode_query(Scope(query.collection, tenant), query.text, deadline, call_ended)
+            vectors = self.tracer.traced(tracing.ENCODE, profile.encode_query)(Scope(query.collection, tenant), query.text, deadline, call_ended)
         except QueueFull as exc:
             raise exhausted(f"{exc}; retry shortly") from exc
         except EncodeTimeout as exc:
@@ -266,6 +308,10 @@ class SearchService:
             raise cancelled(str(exc)) from exc
         timings.encode_ms = _ms(t)
         timings.query_cache_hit = vectors.cache_hit
+        return vectors
+
+    def _search_routes(self, spec: CollectionSpec, query: SearchQuery, vectors, expr: str, timings: StageTimings) -> tuple[list[RouteHit], list[RouteHit]]:
+        """The dense and sparse candidates, searched at the same time (sparse on the pool)."""
 
         def timed(fn, *args):
             t0 = time.perf_counter()
@@ -276,49 +322,32 @@ class SearchService:
         # the few answered (and the rerank head). Shipping and parsing 100 + 100 candidates'
         # text (pymilvus, under the GIL) cost more: 8 clients, 5k, warm: 164-167 against
         # 120-139 queries/s (benchmarks/README.md, "Concurrency").
-        sparse_future = self._search_pool.submit(timed, self.store.search_sparse, spec, vectors.sparse, query.sparse_k, expr, False)
-        dense_hits, timings.dense_search_ms = timed(self.store.search_dense, spec, vectors.dense, query.dense_k, expr, False)
+        # bind: the sparse route's span, on a pool thread, is a child of this search's.
+        sparse = self.tracer.traced(tracing.SPARSE, self.store.search_sparse, tracing.candidates)
+        dense = self.tracer.traced(tracing.DENSE, self.store.search_dense, tracing.candidates)
+        sparse_future = self._search_pool.submit(self.tracer.bind(timed), sparse, spec, vectors.sparse, query.sparse_k, expr, False)
+        dense_hits, timings.dense_search_ms = timed(dense, spec, vectors.dense, query.dense_k, expr, False)
         sparse_hits, timings.sparse_search_ms = sparse_future.result()
+        return dense_hits, sparse_hits
 
+    def _rerank(self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline, timings: StageTimings) -> RerankOutcome:
+        """The rerank stage's order, scores and decision; fusion order when it is off."""
+        if self.rerank_stage is None:
+            decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
+            if query.rerank_mode in ("fixed", "auto"):
+                decision.degraded = True
+                decision.degraded_reason = "reranking is disabled on this server (rerank.enabled = false)"
+            return RerankOutcome(fused.ids, {}, decision)
         t = time.perf_counter()
-        fused = self._fuse(spec, query, dense_hits, sparse_hits)
-        timings.fusion_ms = _ms(t)
-
-        t = time.perf_counter()
-        head_cap = self.rerank_stage.head_cap(tenant, query) if self.rerank_stage is not None else 0
-        fused, docs = self._fetch_docs(spec, fused, max(query.top_k, head_cap), expr)
-        timings.fetch_ms = _ms(t)
-
-        decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
-        rerank_scores: dict[str, HeadScore] = {}
-        order = fused.ids
-        if self.rerank_stage is None and query.rerank_mode in ("fixed", "auto"):
-            decision.degraded = True
-            decision.degraded_reason = "reranking is disabled on this server (rerank.enabled = false)"
-        elif self.rerank_stage is not None:
-            t = time.perf_counter()
-            order, rerank_scores, decision = self.rerank_stage.run(
-                tenant=tenant,
-                query=query,
-                fused=fused,
-                docs=docs,
-                started=started,
-                deadline=deadline,
-            )
-            timings.rerank_ms = _ms(t)
-
-        t = time.perf_counter()
-        hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
-        timings.fusion_ms += _ms(t)
-        timings.total_ms = _ms(started)
-        outcome = SearchOutcome(
-            hits=hits,
-            timings=timings,
-            decision=decision,
-            dense_candidates=len(dense_hits),
-            sparse_candidates=len(sparse_hits),
+        outcome = self.tracer.traced(tracing.RERANK, self.rerank_stage.run, tracing.rerank_attributes)(
+            tenant=tenant,
+            query=query,
+            fused=fused,
+            docs=docs,
+            started=started,
+            deadline=deadline,
         )
-        self.metrics.observe_search(tenant, outcome)
+        timings.rerank_ms = _ms(t)
         return outcome
 
     def _fetch_docs(self, spec: CollectionSpec, fused: fusion.FusionResult, want: int, expr: str) -> tuple[fusion.FusionResult, dict[str, StoredDoc]]:

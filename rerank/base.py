@@ -123,14 +123,17 @@ class RerankBackend(ABC):
             raise RuntimeError(f"reranker {self.name!r}: tokenizer returned a pair of {longest} tokens over max_length {self.max_length}")
         return EncodedPairs(input_ids, truncated)
 
-    def score_encoded(self, pairs: EncodedPairs) -> Scores:
-        """Score pre-tokenised pairs: sorted by length, padded per batch, in batches."""
+    def score_encoded(self, pairs: EncodedPairs, *, sort_by_length: bool = True) -> Scores:
+        """Score pre-tokenised pairs: sorted by length, padded per batch, in batches.
+
+        ``sort_by_length=False`` batches them in arrival order instead (more padding: what
+        the sort saves, measured by benchmarks/bench_rerank.py); the scores are the same."""
         n = len(pairs)
         raw = np.zeros(n, dtype=np.float64)
         if n == 0:
             return Scores(raw, pairs.tokens)
         lengths = pairs.tokens
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(n)
         with self._lock:
             for start in range(0, n, self.batch_size):
                 chunk = order[start : start + self.batch_size]

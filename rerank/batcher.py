@@ -33,11 +33,21 @@ class DeadlineExpired(RuntimeError):
     """The request's deadline passed while it waited; it was not scored."""
 
 
+class RerankFuture(Future):
+    """A request's scores, with its times in the queue (``time.monotonic()``): ``enqueued``
+    when submitted, ``started`` when its batch began scoring (None until then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enqueued = time.monotonic()
+        self.started: Optional[float] = None
+
+
 @dataclass
 class _Request:
     pairs: EncodedPairs
     deadline: Optional[float]  # time.monotonic()
-    future: Future = field(default_factory=Future)
+    future: RerankFuture = field(default_factory=RerankFuture)
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -76,7 +86,7 @@ class RerankBatcher:
             started = self._batch_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> Future:
+    def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> RerankFuture:
         """Queue pairs for scoring; the future gives Scores, or raises DeadlineExpired / the backend's error."""
         request = _Request(pairs, deadline)
         with self._cond:
@@ -127,6 +137,8 @@ class RerankBatcher:
                 size += len(request.pairs)
             self._in_flight_pairs = size
             self._batch_started = time.monotonic() if batch else None
+            for request in batch:
+                request.future.started = self._batch_started
             return batch
 
     @property

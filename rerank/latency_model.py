@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 from scipy.optimize import nnls
@@ -31,6 +33,21 @@ SCALE = np.array([1.0, 16.0, 4096.0])
 MAX_RATIO = 4.0
 PRIOR_WEIGHT = 1e-3  # the prior counts as this many observations, per coefficient
 PULL_STIFFNESS = np.array([30.0, 3.0, 1.0])  # fixed, per pair, per token (chosen on the two windup and convergence tests)
+
+
+@dataclass(frozen=True)
+class BatchObservation:
+    """One real batch the model learnt from, with what it predicted for it just before."""
+
+    pairs: int
+    tokens: int
+    ms: float  # how long the batch took
+    predicted_mean_ms: float  # the mean prediction for it before this batch was fitted
+    margin: float  # the tail margin before this batch
+
+
+#: Told of every batch the model learns from (benchmarks/bench_policy.py logs them).
+LatencyObserver = Callable[[BatchObservation], None]
 
 
 class LatencyModel:
@@ -43,6 +60,7 @@ class LatencyModel:
         tail_quantile: float = 0.95,
         window: int = 200,
         min_margin: float = 1.0,
+        observer: Optional[LatencyObserver] = None,
     ):
         # theta = [a, b, c]: ms, ms per pair, ms per token.
         self.prior = np.array([prior_fixed_ms, 0.0, prior_ms_per_token], dtype=np.float64)
@@ -53,6 +71,7 @@ class LatencyModel:
         self.ratios: deque[float] = deque(maxlen=window)
         self._batches: deque[tuple[np.ndarray, float]] = deque(maxlen=window)
         self.observations = 0
+        self.observer = observer
         self._lock = threading.Lock()
 
     @staticmethod
@@ -81,6 +100,13 @@ class LatencyModel:
         """Feed one real batch: its size and how long it took."""
         if pairs <= 0 or not np.isfinite(ms) or ms <= 0:
             return
+        observer = self.observer
+        before = BatchObservation(int(pairs), int(tokens), float(ms), self.mean_ms(pairs, tokens), self.margin) if observer else None
+        self._learn(pairs, tokens, ms)
+        if before is not None:
+            observer(before)
+
+    def _learn(self, pairs: int, tokens: int, ms: float) -> None:
         x = self._x(pairs, tokens) / SCALE
         with self._lock:
             if self.observations >= 3:

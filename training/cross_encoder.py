@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def train_cross_encoder(
     base_dir: str | os.PathLike,
     examples: Sequence[TrainingExample],
     out_dir: str | os.PathLike,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = RECIPE,
     *,
     base_name: Optional[str] = None,
     progress: bool = True,
@@ -271,10 +271,6 @@ def train_cross_encoder(
     same base, data and settings. ``on_step(step, loss)`` is called after every optimizer
     step (tests use it to interrupt a run).
     """
-    import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-
     started = time.perf_counter()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not examples:
@@ -292,108 +288,178 @@ def train_cross_encoder(
         log.info("reranker in %s is up to date (same base, data and settings); not training", out_dir)
         return TrainResult(out_dir, True, read_info(out_dir), time.perf_counter() - started)
 
+    _set_up_torch(config)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    run = _TrainingRun.start(base_dir, examples, config, key, partial / CHECKPOINT_FILE)
+    run.resume()
+    train_seconds = run.loop(examples, progress, on_step)
+    run.model.eval()
+    _tie_token_types(run.model)
+    info = _training_info(run, examples, base_dir, base_name, train_seconds)
+    _save_model(run, info, out_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+    return TrainResult(out_dir, False, info, time.perf_counter() - started)
+
+
+def _set_up_torch(config: TrainConfig) -> None:
+    """torch threads, and a warning when bf16 is asked for on a CPU that only emulates it."""
+    import torch
+
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         # Emulated bfloat16 is no saving: on 2 AVX2 cores a step took 136 s against 7 s in float32.
         log.warning("bf16 on a CPU without native bfloat16 (torch reports %s, no AVX512-BF16/AMX): expect training "
                     "many times slower than float32; drop --bf16", torch.backends.cpu.get_cpu_capability())
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = partial / CHECKPOINT_FILE
 
-    restore = _quiet_transformers()
-    try:
-        torch.manual_seed(config.seed)  # the new head's initial weights
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, ignore_mismatched_sizes=True)
-    finally:
-        restore()
-    group = 1 + config.negatives
-    spe = steps_per_epoch(len(examples), config)
-    total_steps = spe * config.epochs
-    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    loss_fn = _loss_fn(config.loss, group)
 
-    step, losses, elapsed_before = 0, [], 0.0
-    if checkpoint_path.exists():
+@dataclass
+class _TrainingRun:
+    """One training run: the model and optimizer, and the progress a checkpoint saves
+    (``<out>.partial/checkpoint.pt``, restored by :meth:`resume` when its key matches)."""
+
+    config: TrainConfig
+    key: dict
+    checkpoint_path: Path
+    tokenizer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    elapsed_before: float = 0.0  # training seconds of the runs this one resumes
+    loop_started: float = 0.0
+
+    @property
+    def group(self) -> int:
+        return 1 + self.config.negatives
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @classmethod
+    def start(cls, base_dir: Path, examples: Sequence[TrainingExample], config: TrainConfig, key: dict, checkpoint_path: Path) -> "_TrainingRun":
+        """The base model with a fresh one-label head (seeded), AdamW and a linear warmup schedule."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+        restore = _quiet_transformers()
         try:
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a torn file from a kill mid-write is replaced atomically, but be safe
-            log.warning("ignoring unreadable checkpoint %s: %s", checkpoint_path, exc)
-            state = None
-        if state is not None and state.get("key") == key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            step, losses, elapsed_before = int(state["step"]), list(state["losses"]), float(state["elapsed"])
-            log.info("resuming reranker training at step %d/%d from %s", step, total_steps, checkpoint_path)
-        elif state is not None:
-            log.info("checkpoint %s is for other data or settings; starting over", checkpoint_path)
+            torch.manual_seed(config.seed)  # the new head's initial weights
+            tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+            model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, ignore_mismatched_sizes=True)
+        finally:
+            restore()
+        spe = steps_per_epoch(len(examples), config)
+        total_steps = spe * config.epochs
+        optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+        return cls(config, key, checkpoint_path, tokenizer, model, optimizer, scheduler, spe)
 
-    def save_checkpoint(next_step: int) -> None:
-        tmp = checkpoint_path.with_suffix(".tmp")
+    def resume(self) -> None:
+        """Continue from the checkpoint if it was written for this key (same base, data, settings)."""
+        import torch
+
+        if not self.checkpoint_path.exists():
+            return
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn file from a kill mid-write is replaced atomically, but be safe
+            log.warning("ignoring unreadable checkpoint %s: %s", self.checkpoint_path, exc)
+            state = None
+        if state is not None and state.get("key") == self.key:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            self.step, self.losses, self.elapsed_before = int(state["step"]), list(state["losses"]), float(state["elapsed"])
+            log.info("resuming reranker training at step %d/%d from %s", self.step, self.total_steps, self.checkpoint_path)
+        elif state is not None:
+            log.info("checkpoint %s is for other data or settings; starting over", self.checkpoint_path)
+
+    def save_checkpoint(self, next_step: int) -> None:
+        import torch
+
+        tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(
             {
-                "key": key,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "key": self.key,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
                 "step": next_step,
-                "losses": losses,
-                "elapsed": elapsed_before + time.perf_counter() - loop_started,
+                "losses": self.losses,
+                "elapsed": self.elapsed_before + time.perf_counter() - self.loop_started,
             },
             tmp,
         )
-        os.replace(tmp, checkpoint_path)
+        os.replace(tmp, self.checkpoint_path)
 
-    model.train()
-    plan, plan_epoch = None, -1
-    loop_started = time.perf_counter()
-    last_checkpoint = time.monotonic()
-    ema = None
-    with tqdm(total=total_steps, initial=step, desc="train reranker", unit="step", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
-        while step < total_steps:
-            epoch, index = divmod(step, spe)
-            if epoch != plan_epoch:
-                plan, plan_epoch = epoch_plan(examples, config, epoch), epoch
-            batch = plan[index]
-            enc = tokenizer(
-                [q for q, docs in batch for _ in docs],
-                [d for _, docs in batch for d in docs],
-                truncation="longest_first",
-                max_length=config.max_length,
-                padding=True,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-            loss = loss_fn(logits.float().view(len(batch), group))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            losses.append(value)
-            step += 1
-            ema = value if ema is None else 0.95 * ema + 0.05 * value
-            bar.set_postfix(loss=f"{ema:.4f}", epoch=f"{epoch + 1}/{config.epochs}")
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, value)
-            if step < total_steps and time.monotonic() - last_checkpoint >= config.checkpoint_seconds:
-                save_checkpoint(step)
-                last_checkpoint = time.monotonic()
+    def loop(self, examples: Sequence[TrainingExample], progress: bool, on_step: Optional[Callable[[int, float], None]]) -> float:
+        """Train from :attr:`step` to the end, checkpointing every ``checkpoint_seconds``;
+        returns the training seconds of this run and the ones it resumed."""
+        from tqdm import tqdm
 
-    train_seconds = elapsed_before + time.perf_counter() - loop_started
-    model.eval()
-    _tie_token_types(model)
-    info = {
+        config, spe, total_steps = self.config, self.steps_per_epoch, self.total_steps
+        loss_fn = _loss_fn(config.loss, self.group)
+        self.model.train()
+        plan, plan_epoch = None, -1
+        self.loop_started = time.perf_counter()
+        last_checkpoint = time.monotonic()
+        ema = None
+        with tqdm(total=total_steps, initial=self.step, desc="train reranker", unit="step", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
+            while self.step < total_steps:
+                epoch, index = divmod(self.step, spe)
+                if epoch != plan_epoch:
+                    plan, plan_epoch = epoch_plan(examples, config, epoch), epoch
+                value = self.train_step(plan[index], loss_fn)
+                self.losses.append(value)
+                self.step += 1
+                ema = value if ema is None else 0.95 * ema + 0.05 * value
+                bar.set_postfix(loss=f"{ema:.4f}", epoch=f"{epoch + 1}/{config.epochs}")
+                bar.update(1)
+                if on_step is not None:
+                    on_step(self.step, value)
+                if self.step < total_steps and time.monotonic() - last_checkpoint >= config.checkpoint_seconds:
+                    self.save_checkpoint(self.step)
+                    last_checkpoint = time.monotonic()
+        return self.elapsed_before + time.perf_counter() - self.loop_started
+
+    def train_step(self, batch: list[tuple[str, list[str]]], loss_fn) -> float:
+        """One optimizer step on a batch of (query, [positive, negatives...]) groups; its loss."""
+        import torch
+
+        config = self.config
+        enc = self.tokenizer(
+            [q for q, docs in batch for _ in docs],
+            [d for _, docs in batch for d in docs],
+            truncation="longest_first",
+            max_length=config.max_length,
+            padding=True,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        loss = loss_fn(logits.float().view(len(batch), self.group))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def _training_info(run: _TrainingRun, examples: Sequence[TrainingExample], base_dir: Path, base_name: Optional[str], train_seconds: float) -> dict:
+    """``training_info.json`` of a finished run (its ``key`` is what a later run compares)."""
+    import torch
+
+    config, key, losses, spe = run.config, run.key, run.losses, run.steps_per_epoch
+    return {
         "format": FORMAT,
         "complete": True,
         "key": key,
@@ -402,9 +468,9 @@ def train_cross_encoder(
         "seed": config.seed,
         "examples": len(examples),
         "queries": len({ex.query for ex in examples}),
-        "pairs_per_epoch": len(examples) * group,
+        "pairs_per_epoch": len(examples) * run.group,
         "epochs": config.epochs,
-        "steps": total_steps,
+        "steps": run.total_steps,
         "loss": config.loss,
         "negatives": config.negatives,
         "batch_groups": config.batch_groups,
@@ -421,12 +487,16 @@ def train_cross_encoder(
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _save_model(run: _TrainingRun, info: dict, out_dir: Path) -> None:
+    """Write model, tokenizer and info to ``<out>.tmp``, then swap it in for ``out_dir``."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     restore = _quiet_transformers()
     try:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        run.model.save_pretrained(str(tmp))
+        run.tokenizer.save_pretrained(str(tmp))
     finally:
         restore()
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
@@ -439,8 +509,6 @@ def train_cross_encoder(
     else:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out_dir)
-    shutil.rmtree(partial, ignore_errors=True)
-    return TrainResult(out_dir, False, info, time.perf_counter() - started)
 
 
 def _versions() -> dict:

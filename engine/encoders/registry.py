@@ -50,6 +50,10 @@ class ProfileRegistry:
     def names(self) -> list[str]:
         return sorted(self.settings.profiles)
 
+    def loaded(self, name: str) -> EmbeddingProfile | None:
+        """The profile if it is loaded; never loads it."""
+        return self._loaded.get(name)
+
     def get(self, name: str) -> EmbeddingProfile:
         profile = self._loaded.get(name)
         if profile is not None:

@@ -21,3 +21,13 @@ def test_keys_create_takes_config_after_the_subcommand_as_the_readme_writes_it(t
     assert store.verify(secret).tenant == "ops"
     assert main(["keys", "list", "--tenant", "ops", "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("\tops\t") == 2
+
+
+def test_the_module_docstring_lists_every_subcommand_in_order():
+    import argparse
+
+    import engine.cli
+
+    commands = next(a for a in engine.cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    listed = [line.split()[0] for line in engine.cli.__doc__.splitlines() if line.startswith("    ") and line[4] != " "]
+    assert listed == list(commands)

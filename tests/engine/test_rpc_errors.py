@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import not_found
 from engine.metrics import Metrics
-from engine.servicer import rpc
+from engine.rpc import rpc
 
 
 class Probe:

@@ -131,3 +131,15 @@ def test_concurrent_encodes_never_return_pairs_over_max_length(backends, kind):
     assert not errors
     assert len(longest) == 6 * 40
     assert max(longest) == MAX_LENGTH
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_scoring_in_arrival_order_gives_the_same_scores(backends, reference, kind):
+    """score_encoded(sort_by_length=False) batches the pairs as they come (what the length
+    sort saves is measured by benchmarks/bench_rerank.py): same scores, same order."""
+    backend = backends[kind]
+    pairs = backend.encode(QUERY, DOCS)
+    unsorted = backend.score_encoded(pairs, sort_by_length=False)
+    np.testing.assert_allclose(unsorted.raw, backend.score_encoded(pairs).raw, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(unsorted.raw, reference, atol=1e-4, rtol=0)
+    assert unsorted.tokens.tolist() == pairs.tokens.tolist()

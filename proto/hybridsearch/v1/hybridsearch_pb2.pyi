@@ -90,6 +90,24 @@ class MetadataField(_message.Message):
     type: FieldType
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
+class Usage(_message.Message):
+    __slots__ = ("tokens", "truncated_documents", "encoded_texts", "queue_ms", "encode_ms", "rerank_ms", "total_ms")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    truncated_documents: int
+    encoded_texts: int
+    queue_ms: float
+    encode_ms: float
+    rerank_ms: float
+    total_ms: float
+    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., encoded_texts: _Optional[int] = ..., queue_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
 class Collection(_message.Message):
     __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count", "sparse_kind", "sparse_analyzer")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -178,26 +196,30 @@ class UpsertRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
-    __slots__ = ("upserted", "batches", "elapsed_ms")
+    __slots__ = ("upserted", "batches", "elapsed_ms", "usage")
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     upserted: int
     batches: int
     elapsed_ms: float
-    def __init__(self, upserted: _Optional[int] = ..., batches: _Optional[int] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, upserted: _Optional[int] = ..., batches: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class UpsertAck(_message.Message):
-    __slots__ = ("batch", "upserted", "total", "elapsed_ms")
+    __slots__ = ("batch", "upserted", "total", "elapsed_ms", "usage")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     batch: int
     upserted: int
     total: int
     elapsed_ms: float
-    def __init__(self, batch: _Optional[int] = ..., upserted: _Optional[int] = ..., total: _Optional[int] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, batch: _Optional[int] = ..., upserted: _Optional[int] = ..., total: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("collection", "ids")
@@ -208,10 +230,12 @@ class DeleteRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "usage")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     deleted: int
-    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, deleted: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("collection", "ids")
@@ -222,10 +246,12 @@ class GetRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
-    __slots__ = ("documents",)
+    __slots__ = ("documents", "usage")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[Document]
-    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class FilterClause(_message.Message):
     __slots__ = ("field", "op", "value", "values")
@@ -349,7 +375,7 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, MetadataValue]] = ..., score: _Optional[float] = ..., fused_score: _Optional[float] = ..., fused_rank: _Optional[int] = ..., dense: _Optional[_Union[RouteScore, _Mapping]] = ..., sparse: _Optional[_Union[RouteScore, _Mapping]] = ..., reranked: _Optional[bool] = ..., rerank_score: _Optional[float] = ..., explanation: _Optional[str] = ..., text_truncated: _Optional[bool] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit", "fetch_ms")
+    __slots__ = ("encode_ms", "dense_search_ms", "sparse_search_ms", "fusion_ms", "rerank_ms", "total_ms", "query_cache_hit", "fetch_ms", "hits_ms")
     ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     DENSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
     SPARSE_SEARCH_MS_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +384,7 @@ class StageTimings(_message.Message):
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     QUERY_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     FETCH_MS_FIELD_NUMBER: _ClassVar[int]
+    HITS_MS_FIELD_NUMBER: _ClassVar[int]
     encode_ms: float
     dense_search_ms: float
     sparse_search_ms: float
@@ -366,7 +393,8 @@ class StageTimings(_message.Message):
     total_ms: float
     query_cache_hit: bool
     fetch_ms: float
-    def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ..., fetch_ms: _Optional[float] = ...) -> None: ...
+    hits_ms: float
+    def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ..., fetch_ms: _Optional[float] = ..., hits_ms: _Optional[float] = ...) -> None: ...
 
 class RerankDecision(_message.Message):
     __slots__ = ("mode", "depth_chosen", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money", "budget_left_units", "partial", "depth_scored", "degraded", "degraded_reason", "backend")
@@ -399,18 +427,20 @@ class RerankDecision(_message.Message):
     def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., depth_chosen: _Optional[int] = ..., reason: _Optional[str] = ..., predicted_ms: _Optional[float] = ..., actual_ms: _Optional[float] = ..., cost_units: _Optional[int] = ..., cost_money: _Optional[float] = ..., budget_left_units: _Optional[float] = ..., partial: _Optional[bool] = ..., depth_scored: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "timings", "rerank", "dense_candidates", "sparse_candidates")
+    __slots__ = ("hits", "timings", "rerank", "dense_candidates", "sparse_candidates", "usage")
     HITS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     DENSE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SPARSE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     timings: StageTimings
     rerank: RerankDecision
     dense_candidates: int
     sparse_candidates: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., rerank: _Optional[_Union[RerankDecision, _Mapping]] = ..., dense_candidates: _Optional[int] = ..., sparse_candidates: _Optional[int] = ...) -> None: ...
+    usage: Usage
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., rerank: _Optional[_Union[RerankDecision, _Mapping]] = ..., dense_candidates: _Optional[int] = ..., sparse_candidates: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
     __slots__ = ("query", "documents", "top_n", "return_documents", "model")
@@ -438,14 +468,6 @@ class RerankResult(_message.Message):
     document: str
     def __init__(self, index: _Optional[int] = ..., relevance_score: _Optional[float] = ..., raw_score: _Optional[float] = ..., document: _Optional[str] = ...) -> None: ...
 
-class RerankUsage(_message.Message):
-    __slots__ = ("tokens", "truncated_documents")
-    TOKENS_FIELD_NUMBER: _ClassVar[int]
-    TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
-    tokens: int
-    truncated_documents: int
-    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ...) -> None: ...
-
 class RerankResponse(_message.Message):
     __slots__ = ("results", "usage", "model", "elapsed_ms")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -453,10 +475,145 @@ class RerankResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RerankResult]
-    usage: RerankUsage
+    usage: Usage
     model: str
     elapsed_ms: float
-    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., usage: _Optional[_Union[RerankUsage, _Mapping]] = ..., model: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProfileInfo(_message.Message):
+    __slots__ = ("name", "kind", "model", "max_length", "dimension", "sparse_kind", "sparse_analyzer", "analyzer", "loaded")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_ANALYZER_FIELD_NUMBER: _ClassVar[int]
+    ANALYZER_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    model: str
+    max_length: int
+    dimension: int
+    sparse_kind: str
+    sparse_analyzer: str
+    analyzer: str
+    loaded: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., max_length: _Optional[int] = ..., dimension: _Optional[int] = ..., sparse_kind: _Optional[str] = ..., sparse_analyzer: _Optional[str] = ..., analyzer: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class RerankBackendInfo(_message.Message):
+    __slots__ = ("name", "kind", "model", "max_length", "serving", "status", "price_per_million_tokens")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    model: str
+    max_length: int
+    serving: bool
+    status: str
+    price_per_million_tokens: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., max_length: _Optional[int] = ..., serving: _Optional[bool] = ..., status: _Optional[str] = ..., price_per_million_tokens: _Optional[float] = ...) -> None: ...
+
+class LimitsInfo(_message.Message):
+    __slots__ = ("max_top_k", "max_depth", "default_depth", "max_query_chars", "max_batch_docs", "max_text_bytes", "max_id_chars", "max_metadata_keys", "max_metadata_bytes", "max_metadata_value_bytes", "max_filter_clauses", "max_filter_values", "max_rerank_documents", "max_message_bytes", "max_concurrent")
+    MAX_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUERY_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_DOCS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ID_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILTER_CLAUSES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILTER_VALUES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RERANK_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    max_top_k: int
+    max_depth: int
+    default_depth: int
+    max_query_chars: int
+    max_batch_docs: int
+    max_text_bytes: int
+    max_id_chars: int
+    max_metadata_keys: int
+    max_metadata_bytes: int
+    max_metadata_value_bytes: int
+    max_filter_clauses: int
+    max_filter_values: int
+    max_rerank_documents: int
+    max_message_bytes: int
+    max_concurrent: int
+    def __init__(self, max_top_k: _Optional[int] = ..., max_depth: _Optional[int] = ..., default_depth: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_batch_docs: _Optional[int] = ..., max_text_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_metadata_keys: _Optional[int] = ..., max_metadata_bytes: _Optional[int] = ..., max_metadata_value_bytes: _Optional[int] = ..., max_filter_clauses: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., max_rerank_documents: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_concurrent: _Optional[int] = ...) -> None: ...
+
+class SearchDefaults(_message.Message):
+    __slots__ = ("fusion_method", "rrf_k", "dense_weight", "sparse_weight", "normalizer", "candidate_depth", "rerank_mode")
+    FUSION_METHOD_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MODE_FIELD_NUMBER: _ClassVar[int]
+    fusion_method: FusionMethod
+    rrf_k: float
+    dense_weight: float
+    sparse_weight: float
+    normalizer: Normalizer
+    candidate_depth: int
+    rerank_mode: RerankMode
+    def __init__(self, fusion_method: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[float] = ..., dense_weight: _Optional[float] = ..., sparse_weight: _Optional[float] = ..., normalizer: _Optional[_Union[Normalizer, str]] = ..., candidate_depth: _Optional[int] = ..., rerank_mode: _Optional[_Union[RerankMode, str]] = ...) -> None: ...
+
+class ServiceInfo(_message.Message):
+    __slots__ = ("version", "api", "components", "store", "default_profile", "profiles", "default_rerank_backend", "rerank_backends", "limits", "defaults", "health_services", "tenant", "role", "budget")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_RERANK_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    RERANK_BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    api: str
+    components: _containers.ScalarMap[str, str]
+    store: str
+    default_profile: str
+    profiles: _containers.RepeatedCompositeFieldContainer[ProfileInfo]
+    default_rerank_backend: str
+    rerank_backends: _containers.RepeatedCompositeFieldContainer[RerankBackendInfo]
+    limits: LimitsInfo
+    defaults: SearchDefaults
+    health_services: _containers.RepeatedScalarFieldContainer[str]
+    tenant: str
+    role: Role
+    budget: RerankBudget
+    def __init__(self, version: _Optional[str] = ..., api: _Optional[str] = ..., components: _Optional[_Mapping[str, str]] = ..., store: _Optional[str] = ..., default_profile: _Optional[str] = ..., profiles: _Optional[_Iterable[_Union[ProfileInfo, _Mapping]]] = ..., default_rerank_backend: _Optional[str] = ..., rerank_backends: _Optional[_Iterable[_Union[RerankBackendInfo, _Mapping]]] = ..., limits: _Optional[_Union[LimitsInfo, _Mapping]] = ..., defaults: _Optional[_Union[SearchDefaults, _Mapping]] = ..., health_services: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., budget: _Optional[_Union[RerankBudget, _Mapping]] = ...) -> None: ...
 
 class RerankBudget(_message.Message):
     __slots__ = ("tenant", "latency_target_ms", "max_cost_per_query", "cost_per_minute", "min_depth", "max_depth", "default_mode")

@@ -91,6 +91,11 @@ class HybridSearchStub:
                 request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankRequest.SerializeToString,
                 response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/hybridsearch.v1.HybridSearch/GetInfo',
+                request_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ServiceInfo.FromString,
+                _registered_method=True)
 
 
 class HybridSearchServicer:
@@ -168,6 +173,15 @@ class HybridSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """What this server offers and what an unset request field means here: versions,
+        profiles, rerank backends, the caller's limits, defaults and budget, health names.
+        Any valid key (role SEARCH or above).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HybridSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +239,11 @@ def add_HybridSearchServicer_to_server(servicer, server):
                     servicer.Rerank,
                     request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankRequest.FromString,
                     response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.GetInfoRequest.FromString,
+                    response_serializer=hybridsearch_dot_v1_dot_hybridsearch__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -526,6 +545,33 @@ class HybridSearch:
             '/hybridsearch.v1.HybridSearch/Rerank',
             hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankRequest.SerializeToString,
             hybridsearch_dot_v1_dot_hybridsearch__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hybridsearch.v1.HybridSearch/GetInfo',
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.GetInfoRequest.SerializeToString,
+            hybridsearch_dot_v1_dot_hybridsearch__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,

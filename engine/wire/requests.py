@@ -1,8 +1,10 @@
-"""Request validation: wire messages to domain values, or INVALID_ARGUMENT naming the field."""
+"""Requests in: protobuf messages to domain values (engine.search_types, engine.collections,
+rerank.budgets), or INVALID_ARGUMENT naming the field. The only module that reads request
+messages; engine.wire.replies writes the replies."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from engine.collections import COLLECTION_NAME, DENSE_METRICS, FIELD_NAME, CollectionSpec, FieldType
 from engine.config import LimitsConfig
@@ -11,19 +13,8 @@ from engine.filters import FilterClause
 from engine.search_types import Document, FusionSettings, SearchQuery
 from engine.tenancy import check_tenant_name
 from rerank.budgets import RerankBudget
+from engine.wire.enums import FIELD_TYPES, FUSION_METHODS, NORMALIZERS, RERANK_MODES, ROLE_NAMES
 from hybridsearch.v1 import hybridsearch_pb2 as pb
-
-FIELD_TYPES = {
-    pb.FIELD_TYPE_STRING: FieldType.STRING,
-    pb.FIELD_TYPE_INT: FieldType.INT,
-    pb.FIELD_TYPE_DOUBLE: FieldType.DOUBLE,
-    pb.FIELD_TYPE_BOOL: FieldType.BOOL,
-}
-FIELD_TYPES_BACK = {v: k for k, v in FIELD_TYPES.items()}
-FUSION_METHODS = {pb.FUSION_METHOD_UNSPECIFIED: "rrf", pb.RRF: "rrf", pb.WEIGHTED: "weighted", pb.DBSF: "dbsf"}
-NORMALIZERS = {pb.NORMALIZER_UNSPECIFIED: "min_max", pb.MIN_MAX: "min_max", pb.Z_SCORE: "z_score", pb.ARCTAN: "arctan", pb.NONE: "none"}
-RERANK_MODES = {pb.RERANK_MODE_UNSPECIFIED: None, pb.OFF: "off", pb.FIXED: "fixed", pb.AUTO: "auto"}
-RERANK_MODES_BACK = {"off": pb.OFF, "fixed": pb.FIXED, "auto": pb.AUTO}
 
 
 def enum_names(enum, values) -> str:
@@ -72,34 +63,6 @@ def metadata_value(value: pb.MetadataValue, where: str) -> Any:
     if kind == "double_value" and not math.isfinite(result):
         raise invalid(where, "double values must be finite")
     return result
-
-
-def to_metadata_value(value: Any) -> pb.MetadataValue:
-    if isinstance(value, bool):
-        return pb.MetadataValue(bool_value=value)
-    if isinstance(value, int):
-        return pb.MetadataValue(int_value=value)
-    if isinstance(value, float):
-        return pb.MetadataValue(double_value=value)
-    return pb.MetadataValue(string_value=str(value))
-
-
-def check_metadata_types(spec: CollectionSpec, metadata: Mapping[str, Any], where: str) -> None:
-    """Declared fields must carry values of their declared type."""
-    for name, kind in spec.metadata_fields.items():
-        if name not in metadata:
-            continue
-        value = metadata[name]
-        ok = {
-            FieldType.STRING: isinstance(value, str),
-            FieldType.BOOL: isinstance(value, bool),
-            FieldType.INT: isinstance(value, int) and not isinstance(value, bool),
-            FieldType.DOUBLE: isinstance(value, (int, float)) and not isinstance(value, bool),
-        }[kind]
-        if not ok:
-            raise invalid(f"{where}[{name!r}]", f"field is declared {kind.value}; got {type(value).__name__}")
-        if kind is FieldType.STRING and len(value) > 4096:
-            raise invalid(f"{where}[{name!r}]", f"string field values hold at most 4096 characters, got {len(value)}")
 
 
 def documents(request_docs: Sequence[pb.Document], limits: LimitsConfig, where: str = "documents") -> list[Document]:
@@ -168,7 +131,7 @@ MAX_FUSION_WEIGHT = 1e6
 
 def _weight(request: pb.FusionSpec, name: str) -> float:
     if not request.HasField(name):
-        return 1.0
+        return getattr(FusionSettings, name)
     value = getattr(request, name)
     if not math.isfinite(value) or value < 0:
         raise invalid(f"fusion.{name}", f"must be a finite number >= 0, got {value}")
@@ -190,7 +153,7 @@ def fusion_settings(request: pb.FusionSpec) -> FusionSettings:
         raise invalid("fusion", "dense_weight and sparse_weight must not both be 0")
     return FusionSettings(
         method=FUSION_METHODS[request.method],
-        rrf_k=k or 60.0,
+        rrf_k=k or FusionSettings.rrf_k,
         dense_weight=dense_w,
         sparse_weight=sparse_w,
         normalizer=NORMALIZERS[request.normalizer],
@@ -311,3 +274,12 @@ def rerank_budget(message: pb.RerankBudget, max_depth_limit: int) -> RerankBudge
         field, message_text = problems[0]
         raise invalid(f"budget.{field}", message_text)
     return budget
+
+
+def api_key_request(request: pb.CreateApiKeyRequest) -> tuple[str, str]:
+    """(role, description) of a CreateApiKey call; the tenant is the caller's business."""
+    if request.role not in ROLE_NAMES:
+        raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES if r != pb.ADMIN)}, got {request.role}")
+    if len(request.description) > 256:
+        raise invalid("description", f"{len(request.description)} characters; at most 256 allowed")
+    return ROLE_NAMES[request.role], request.description

@@ -1,0 +1,111 @@
+"""What every RPC handler shares: errors to statuses (the ``rpc`` decorator), the call's
+deadline and its end as values the service understands."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+from typing import Callable
+
+import grpc
+
+from engine.admission import QUEUE_WAIT_S
+from engine.errors import ServiceError
+from engine.search_types import Usage
+
+log = logging.getLogger(__name__)
+
+
+# The status message travels percent-encoded in the grpc-message trailer (a byte outside
+# printable ASCII takes 3, so up to 12 per character); gRPC clients start refusing
+# trailers over 8 KiB and then see a transport error instead of the status. Messages that
+# echo a caller's huge value are cut to fit.
+MAX_STATUS_MESSAGE_BYTES = 4096
+
+
+def status_message(text: str) -> str:
+    size = 0
+    for i, ch in enumerate(text):
+        size += 1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "surrogatepass"))
+        if size > MAX_STATUS_MESSAGE_BYTES - 64:
+            return text[:i] + f"... ({len(text)} characters, cut)"
+    return text
+
+
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """Whether ``context.abort()`` already set the call's status: grpcio's sync server then
+    raises a bare Exception, which must pass through (not be turned into INTERNAL)."""
+    try:
+        return context.code() is not None
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def rpc(method: Callable) -> Callable:
+    """Turn ServiceError into its status; anything unexpected into INTERNAL, and keep serving.
+    Works for unary handlers and for handlers that stream their replies (generators)."""
+
+    def fail(self, exc: Exception, context: grpc.ServicerContext) -> None:
+        if isinstance(exc, ServiceError):
+            self.service.metrics.rpc_errors.labels(method.__name__, exc.code.name).inc()
+            context.abort(exc.code, status_message(exc.message))
+        if isinstance(exc, grpc.RpcError) or _aborted(context):
+            raise exc
+        log.exception("%s failed", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))
+
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def streaming(self, request, context: grpc.ServicerContext):
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:  # the server must survive any request
+                if not isinstance(exc, ServiceError) and not context.is_active():
+                    raise  # the caller is gone: nobody to answer
+                fail(self, exc, context)
+
+        return streaming
+
+    @functools.wraps(method)
+    def wrapper(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # the server must survive any request
+            fail(self, exc, context)
+
+    return wrapper
+
+
+def call_ended(context: grpc.ServicerContext) -> threading.Event:
+    """An event set when the call ends, however (cancelled, deadline, done)."""
+    ended = threading.Event()
+    context.add_callback(ended.set)
+    return ended
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e8:
+        return None
+    return time.monotonic() + remaining
+
+
+class CallClock:
+    """One call's time for its Usage: the wait for a run slot (admission, before the
+    handler) and the handler's own time from this clock's start."""
+
+    def __init__(self) -> None:
+        self.queue_ms = QUEUE_WAIT_S.get() * 1000
+        self.start = time.perf_counter()
+
+    def handler_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+    def usage(self, *, queued: bool = True, **spent) -> Usage:
+        """Usage with ``spent`` (tokens, encode_ms, ...); ``queued=False`` for a later part of
+        a stream, whose wait was reported with its first."""
+        queue_ms = self.queue_ms if queued else 0.0
+        return Usage(queue_ms=queue_ms, total_ms=queue_ms + self.handler_ms(), **spent)
