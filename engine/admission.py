@@ -28,7 +28,6 @@ admitted calls are bounded below the number of threads.
 from __future__ import annotations
 
 import collections
-import contextvars
 import os
 import threading
 import time
@@ -39,6 +38,7 @@ from typing import Callable, Iterable, Optional
 import grpc
 
 from engine.errors import ServiceError
+from engine.rpc import QUEUE_WAIT_S, rebuild_handler
 
 # Services whose calls are scheduled; health checks and reflection never wait or count.
 SCHEDULED_PREFIXES = ("/hybridsearch.v1.HybridSearch/", "/hybridsearch.v1.TenantAdmin/")
@@ -293,11 +293,6 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         return wrapped
 
 
-# Seconds the running call waited for its slot, for the handler's Usage.queue_ms. Set
-# before every scheduled handler runs, so a pool thread never shows a previous call's.
-QUEUE_WAIT_S: contextvars.ContextVar[float] = contextvars.ContextVar("queue_wait_s", default=0.0)
-
-
 def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
     def enter(context) -> None:
         try:
@@ -326,7 +321,7 @@ def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
                 scheduler.done(ticket)
         return run
 
-    return _rebuild(handler, unary, streaming)
+    return rebuild_handler(handler, unary, streaming)
 
 
 def _refusing(handler, status):
@@ -341,19 +336,7 @@ def _refusing(handler, status):
             yield  # pragma: no cover - abort raises
         return run
 
-    return _rebuild(handler, unary, streaming)
-
-
-def _rebuild(handler, unary, streaming):
-    """The same kind of method handler, its behaviour wrapped (reply streams by ``streaming``)."""
-    de, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), de, ser)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), de, ser)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), de, ser)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), de, ser)
+    return rebuild_handler(handler, unary, streaming)
 
 
 def scheduler_for(limits, max_workers: int) -> FairScheduler:

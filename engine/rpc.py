@@ -6,16 +6,20 @@ import functools
 import inspect
 import logging
 import threading
+import contextvars
 import time
 from typing import Callable
 
 import grpc
 
-from engine.admission import QUEUE_WAIT_S
 from engine.errors import ServiceError
 from engine.search_types import Usage
 
 log = logging.getLogger(__name__)
+
+# Seconds the running call waited for its slot (engine.admission sets it before each
+# scheduled handler runs, so a pool thread never shows a previous call's): Usage.queue_ms.
+QUEUE_WAIT_S: contextvars.ContextVar[float] = contextvars.ContextVar("queue_wait_s", default=0.0)
 
 
 # The status message travels percent-encoded in the grpc-message trailer (a byte outside
@@ -109,3 +113,16 @@ class CallClock:
         a stream, whose wait was reported with its first."""
         queue_ms = self.queue_ms if queued else 0.0
         return Usage(queue_ms=queue_ms, total_ms=queue_ms + self.handler_ms(), **spent)
+
+
+def rebuild_handler(handler, unary, streaming):
+    """The same kind of method handler, its behaviour wrapped (reply streams by ``streaming``):
+    how the server's interceptors (admission, tracing) wrap a call."""
+    de, ser = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), de, ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), de, ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), de, ser)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), de, ser)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import grpc
 
+from engine.rpc import rebuild_handler
+
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
@@ -282,7 +284,7 @@ class TracingInterceptor(grpc.ServerInterceptor):
 
             return run
 
-        return _rebuild(handler, unary, streaming)
+        return rebuild_handler(handler, unary, streaming)
 
 
 def _finish(span, context, error: Optional[BaseException]) -> None:
@@ -301,17 +303,6 @@ def _finish(span, context, error: Optional[BaseException]) -> None:
     if code in _SERVER_ERRORS:
         span.set_status(Status(StatusCode.ERROR, code.name))
     span.end()
-
-
-def _rebuild(handler, unary, streaming):
-    de, ser = handler.request_deserializer, handler.response_serializer
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), de, ser)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), de, ser)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), de, ser)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), de, ser)
 
 
 # ---------------------------------------------------------------- search attributes

@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine.api_keys import ApiKeyStore
-from engine.admission import QUEUE_WAIT_S
+from engine.rpc import QUEUE_WAIT_S
 from engine.rpc import CallClock
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from tests.conftest import TINY_BM25_PROFILE, TINY_PROFILE, status_of
