@@ -1,7 +1,9 @@
 """The `hsearch` command line. Subcommands (build_parser defines them, in this order):
 
     serve           run the gRPC service
-    demo            start the service on Milvus Lite, ingest the samples, run searches, stop
+    demo            start the service on Milvus Lite, ingest the samples, run searches, stop;
+                    --rerank: train a small reranker from the samples once, then show OFF,
+                    FIXED and AUTO decisions for two tenant budgets
     ingest          load a JSONL file or a BEIR corpus into a collection
     search          run one search and print its hits as a table (or JSON)
     collections     create, list, describe, drop collections
@@ -9,7 +11,8 @@
     keys            API keys in the state database: create, list, revoke
     tenant          per-tenant rerank budgets: set, get, list, delete
     train-reranker  mine hard negatives with hybrid search and fine-tune a cross-encoder
-                    (training/; cache <data_dir>/training/<dataset> unless --cache-dir)
+                    (training/; cache <data_dir>/training/<dataset> unless --cache-dir);
+                    --self-supervised title,ict adds pairs the corpus makes on its own
     bench           fusion vs cross-encoder on SciFact (benchmarks/beir_bench.py of a source
                     checkout, in a child process)
 """
@@ -357,6 +360,8 @@ def _keys_action(store, args) -> int:
 
 def cmd_demo(args) -> int:
     """Start the service on Milvus Lite, ingest the sample corpus, run searches, stop."""
+    if args.rerank:
+        return demo_rerank(args)
     from engine.client import HybridSearchClient
     from engine.config import load_settings
     from engine.server import Server
@@ -423,6 +428,235 @@ def demo_chinese(client, n_queries: int) -> None:
         print_hits(client.search(DEMO_ZH_COLLECTION, q["text"], top_k=3), width=50)
 
 
+# ---------------------------------------------------------------- demo --rerank
+DEMO_RERANK_BACKEND = "demo-minilm"
+DEMO_FIXED_DEPTH = 10
+# Two tenants, two budgets (TenantAdmin.SetBudget): one tight in time and tokens, one generous.
+DEMO_BUDGETS = {
+    "demo-tight": {"latency_target_ms": 600.0, "max_cost_per_query": 700, "cost_per_minute": 0.0, "min_depth": 0, "max_depth": 20},
+    "demo-generous": {"latency_target_ms": 3000.0, "max_cost_per_query": 20000, "cost_per_minute": 0.0, "min_depth": 0, "max_depth": 30},
+}
+DEMO_SAMPLES = (  # collection, profile, metadata fields, corpus, queries
+    (DEMO_COLLECTION, DEMO_PROFILE, {"title": "string", "chars": "int"}, "scifact-300.jsonl", "queries.jsonl"),
+    (DEMO_ZH_COLLECTION, DEMO_ZH_PROFILE, {"title": "string"}, "cmrc2018-zh.jsonl", "queries-zh.jsonl"),
+)
+
+
+def demo_reranker_dir(data_dir: Path) -> Path:
+    """Where `hsearch demo --rerank` keeps the reranker it trains: <data_dir>/training/samples/reranker."""
+    return Path(data_dir) / "training" / "samples" / "reranker"
+
+
+def _say(started: float, message: str) -> None:
+    print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _sample_queries(name: str) -> list[dict]:
+    return [json.loads(line) for line in (SAMPLES / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _sync_sample(client, collection: str, profile: str, fields: dict[str, str], corpus: Path) -> int:
+    """The demo collection for the client's tenant, holding the sample: only documents missing
+    or changed are written (a second run writes none). Returns how many were written. A
+    collection an earlier version left whose profile now analyses differently
+    (FAILED_PRECONDITION) is the demo's own: built again, as :func:`ingest_demo` does."""
+    if collection not in {c.name for c in client.list_collections()}:
+        client.create_collection(collection, profile, metadata_fields=fields)
+    docs = list(read_documents(corpus))
+
+    def write_missing() -> int:
+        stored = {}
+        for i in range(0, len(docs), 200):
+            stored.update((d.id, d.text) for d in client.get(collection, [d["id"] for d in docs[i : i + 200]]))
+        todo = [d for d in docs if stored.get(d["id"]) != d["text"]]
+        if todo:
+            ingest_documents(client, collection, iter(todo), 64, len(todo))
+        return len(todo)
+
+    try:
+        return write_missing()
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        print(f"{collection}: {exc.details()}; rebuilding the demo collection", file=sys.stderr)
+        client.drop_collection(collection)
+        client.create_collection(collection, profile, metadata_fields=fields)
+        return write_missing()
+
+
+def _demo_settings(args, rerank: dict):
+    from engine.config import load_settings
+
+    return load_settings(
+        args.config,
+        data_dir=args.data_dir,
+        default_profile=DEMO_PROFILE,
+        server={"host": "127.0.0.1", "port": args.port, "grace_s": 2},
+        auth_mode="dev_header",
+        rerank=rerank,
+    )
+
+
+def _demo_exclusion():
+    """What the demo's reranker must never train on: the sample queries (every one, shown or
+    not) and the documents they look for, so its answers below are on unseen documents."""
+    from training.self_supervised import Exclusion
+
+    queries = [q for *_, name in DEMO_SAMPLES for q in _sample_queries(name)]
+    return Exclusion.of((d for q in queries for d in q["relevant"]), (q["text"] for q in queries), (q["id"] for q in queries))
+
+
+def demo_training_examples(args, started: float, seed: int) -> list:
+    """Self-supervised pairs from the samples (SciFact titles and sentences, cmrc2018 titles and
+    sentences), hard negatives from the service's own retrieval (rerank off); the samples
+    are ingested for the first demo tenant on the way."""
+    from engine.client import HybridSearchClient
+    from engine.server import Server
+    from tqdm import tqdm
+    from training.self_supervised import corpus_from_jsonl, examples_from, pseudo_queries
+
+    exclusion = _demo_exclusion()
+    server = Server(_demo_settings(args, {"enabled": False}))
+    port = server.start()
+    examples = []
+    try:
+        client = HybridSearchClient(f"127.0.0.1:{port}", tenant=next(iter(DEMO_BUDGETS)))
+        per_corpus = max(1, args.rerank_pairs // len(DEMO_SAMPLES))
+        for collection, profile, fields, corpus_file, _ in DEMO_SAMPLES:
+            if collection == DEMO_ZH_COLLECTION and not args.chinese:
+                continue
+            _sync_sample(client, collection, profile, fields, SAMPLES / corpus_file)
+            corpus = corpus_from_jsonl(SAMPLES / corpus_file)
+            pseudo = pseudo_queries(corpus, ("title", "ict"), max_pairs=per_corpus, seed=seed, exclusion=exclusion)
+            ranked = {}
+            for pq in tqdm(pseudo, desc=f"hard negatives {collection}", unit="query", file=sys.stderr, dynamic_ncols=True):
+                ranked[pq.qid] = [h.id for h in client.search(collection, pq.text, top_k=20, rerank="off").hits]
+            # The sample stores SciFact as "title. abstract" and cmrc2018 sentences without their titles.
+            indexed = {d["id"]: d["text"] for d in read_documents(SAMPLES / corpus_file)}
+            made = examples_from(pseudo, ranked, corpus, exclusion=exclusion, indexed_text=lambda doc: indexed[doc.id])
+            kinds = {k: sum(1 for pq in pseudo if pq.kind == k) for k in ("title", "ict")}
+            _say(started, f"{collection}: {len(made)} training groups ({kinds['title']} title and {kinds['ict']} sentence queries, "
+                          f"{len(exclusion.documents)} documents of the sample queries left out)")
+            examples.extend(made)
+    finally:
+        server.stop(grace=1)
+    if not examples:
+        raise ValueError("the samples gave no self-supervised training pair")
+    return examples
+
+
+def train_demo_reranker(args, out: Path, started: float) -> None:
+    """A small cross-encoder trained from ``args.rerank_base`` into ``out`` on
+    :func:`demo_training_examples`, with the demo recipe (training.self_supervised.DEMO_RECIPE)."""
+    import dataclasses
+
+    from engine.encoders.model_paths import resolve_model
+    from training.cross_encoder import train_cross_encoder
+    from training.self_supervised import DEMO_RECIPE
+
+    base_dir = resolve_model(args.rerank_base, "demo --rerank-base")
+    config = dataclasses.replace(DEMO_RECIPE, threads=args.threads)
+    _say(started, f"no demo reranker in {out}: training one from {args.rerank_base} on self-supervised pairs from the samples")
+    examples = demo_training_examples(args, started, config.seed)
+    _say(started, f"training: {len(examples)} groups of 1 + {config.negatives} documents, {config.epochs} epoch, "
+                  f"{config.max_length} tokens per pair, {config.batch_groups} groups per step, {args.threads} threads")
+    result = train_cross_encoder(base_dir, examples, out, config, base_name=args.rerank_base, progress=True)
+    _say(started, f"reranker trained in {result.seconds:.0f} s (loss {result.info['epoch_losses']}), saved to {out}")
+
+
+def _demo_model_is_cached(out: Path, base: str) -> bool:
+    from training.cross_encoder import is_complete, read_info
+    from training.self_supervised import DEMO_RECIPE
+
+    info = read_info(out) if is_complete(out) else None
+    return bool(info) and info.get("base_model") == base and info.get("max_length") == DEMO_RECIPE.max_length
+
+
+def _decision_line(tenant: str, reply, relevant: set[str]) -> str:
+    from hybridsearch.v1 import hybridsearch_pb2 as pb
+
+    d = reply.rerank
+    known = {"mode", "depth_chosen", "depth_scored", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money",
+             "budget_left_units", "partial", "degraded", "degraded_reason", "backend"}
+    top = " ".join(f"{h.id}{'*' if h.id in relevant else ''}" for h in reply.hits[:3])
+    extra = "".join(f", {f.name} {v}" for f, v in d.ListFields() if f.name not in known)
+    line = (f"  {tenant:<13} {pb.RerankMode.Name(d.mode):<5} depth {d.depth_chosen:>2} chosen, {d.depth_scored:>2} scored  "
+            f"predicted {d.predicted_ms:6.1f} ms, actual {d.actual_ms:6.1f} ms  tokens {d.cost_units:>5}{extra}  top3 {top}")
+    why = d.reason + (f"; degraded: {d.degraded_reason}" if d.degraded else "") + ("; partial" if d.partial and "partial" not in d.reason else "")
+    return f"{line}\n  {'':<13} {why}"
+
+
+def demo_rerank(args) -> int:
+    """`hsearch demo --rerank`: a reranker trained here if none is cached, then the same queries
+    under OFF, FIXED and AUTO for two tenants with different budgets, each decision printed."""
+    from engine.client import HybridSearchClient
+    from engine.errors import ServiceError
+    from engine.server import Server
+    from training.self_supervised import DEMO_RECIPE
+
+    started = time.perf_counter()
+    out = demo_reranker_dir(args.data_dir)
+    try:
+        if _demo_model_is_cached(out, args.rerank_base):
+            _say(started, f"using the demo reranker cached in {out} (not retrained; delete the folder to train again)")
+        else:
+            train_demo_reranker(args, out, started)
+    except (ValueError, OSError, ServiceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    rerank = {
+        "enabled": True,
+        "default_backend": DEMO_RERANK_BACKEND,
+        "backends": {DEMO_RERANK_BACKEND: {"kind": "cross-encoder", "model": str(out), "max_length": DEMO_RECIPE.max_length,
+                                           "batch_size": 16, "price_per_million_tokens": 0.02,
+                                           # A two-minute model is weaker than fusion alone: blend (README, "How a reranked head is ordered").
+                                           "fusion_weight": 1.0}},
+        "default_budget": {"max_depth": 20, "default_mode": "off"},
+    }
+    settings = _demo_settings(args, rerank)
+    _say(started, f"starting the service with the demo reranker as its rerank backend ({settings.data_dir})")
+    server = Server(settings)
+    port = server.start()
+    try:
+        if not server.reranker_serving():
+            print(f"error: the demo reranker did not load: {server.service.rerank_stage.health()[1]}", file=sys.stderr)
+            return 1
+        target = f"127.0.0.1:{port}"
+        clients = {tenant: HybridSearchClient(target, tenant=tenant) for tenant in DEMO_BUDGETS}
+        for tenant, budget in DEMO_BUDGETS.items():
+            clients[tenant].set_budget(tenant, default_mode="off", **budget)
+            for collection, profile, fields, corpus_file, _ in DEMO_SAMPLES:
+                if collection != DEMO_ZH_COLLECTION or args.chinese:
+                    _sync_sample(clients[tenant], collection, profile, fields, SAMPLES / corpus_file)
+        print("\nbudgets (TenantAdmin.SetBudget):")
+        for tenant in DEMO_BUDGETS:
+            print("  " + _budget_line(clients[tenant].get_budget(tenant)))
+        shown = [(DEMO_COLLECTION, q) for q in _sample_queries("queries.jsonl")[: args.queries]]
+        if args.chinese:
+            zh = _sample_queries("queries-zh.jsonl")
+            shown += [(DEMO_ZH_COLLECTION, zh[0])] + [(DEMO_ZH_COLLECTION, q) for q in zh if q["id"] == "mixed-q2"]
+        modes = (("off", 0), ("fixed", DEMO_FIXED_DEPTH), ("auto", 0))
+        # Warm up on sample queries that are not shown: the latency model then knows real batches,
+        # not only its start-up calibration, when AUTO first asks it.
+        for q in _sample_queries("queries.jsonl")[-3:]:
+            for client in clients.values():
+                client.search(DEMO_COLLECTION, q["text"], top_k=5, rerank="fixed", rerank_depth=DEMO_FIXED_DEPTH)
+        for collection, q in shown:
+            print(f"\nquery ({collection}): {q['text']}\n(relevant: {', '.join(q['relevant'])}; * marks it below)")
+            for tenant, client in clients.items():
+                for mode, depth in modes:
+                    reply = client.search(collection, q["text"], top_k=5, rerank=mode, rerank_depth=depth)
+                    print(_decision_line(tenant, reply, set(q["relevant"])))
+        _say(started, f"done; process CPU time {time.process_time():.0f} s")
+    except grpc.RpcError as exc:
+        return _fail(exc)
+    finally:
+        server.stop(grace=1)
+    return 0
+
+
 # TrainConfig fields that `hsearch train-reranker` takes as options of the same name; their
 # defaults are RECIPE's, and the ones not listed (warmup, weight decay, ...) are RECIPE's too.
 TRAIN_OPTIONS = ("epochs", "negatives", "batch_groups", "lr", "head_lr", "max_length", "loss", "seed", "bf16")
@@ -434,7 +668,34 @@ def train_config_from_args(args):
 
     from training.cross_encoder import RECIPE
 
-    return dataclasses.replace(RECIPE, threads=args.threads, **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    # --exits is not in TRAIN_OPTIONS: without it the config (and its cache key) is the recipe's.
+    return dataclasses.replace(RECIPE, threads=args.threads, exits=tuple(getattr(args, "exits", None) or ()),
+                               **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+
+
+def exit_layers_arg(text: str) -> tuple[int, ...]:
+    """`--exits 2,4,6` -> (2, 4, 6)."""
+    try:
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--exits takes layer numbers separated by commas (e.g. 2,4,6), got {text!r}") from None
+    if not layers or min(layers) < 1:
+        raise argparse.ArgumentTypeError(f"--exits takes layer numbers >= 1 separated by commas (e.g. 2,4,6), got {text!r}")
+    return layers
+
+
+def self_supervised_from_args(args) -> dict:
+    """train_from_beir's self-supervised arguments from `hsearch train-reranker`'s options:
+    none (today's run, unchanged) unless --self-supervised names kinds."""
+    from training.self_supervised import parse_kinds
+
+    if not args.self_supervised:
+        if not args.judged:
+            raise ValueError("--no-judged needs --self-supervised KINDS: there would be nothing to train on")
+        return {}
+    exclude = None if args.self_supervised_exclude is None else [s for s in args.self_supervised_exclude.split(",") if s.strip()]
+    return {"self_supervised": parse_kinds(args.self_supervised), "self_supervised_max": args.self_supervised_max,
+            "self_supervised_exclude": exclude, "judged": args.judged}
 
 
 def cmd_train_reranker(args) -> int:
@@ -453,12 +714,18 @@ def cmd_train_reranker(args) -> int:
         report = train_from_beir(
             Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=settings,
             profile=args.profile, mine_depth=args.mine_depth, config=train_config_from_args(args), progress=not args.quiet,
+            **self_supervised_from_args(args),
         )
         info = report.info
         what = "up to date (cached), not retrained" if report.cached else f"trained in {report.train_seconds:.0f} s"
         print(f"reranker {out}: {what}; {info['examples']} examples from {info['queries']} queries, "
               f"{info['epochs']} epoch(s) x {info['pairs_per_epoch']} pairs, {info['loss']} loss, epoch losses {info['epoch_losses']}; "
               f"total {report.total_seconds:.0f} s", file=sys.stderr)
+        sources = getattr(report, "sources", None) or {}
+        if len(sources) > 1:
+            kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
+            print("examples per source: " + ", ".join(f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents")
+                  + f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)", file=sys.stderr)
         if args.eval_split:
             result = evaluate_reranker(
                 Path(args.beir), out, split=args.eval_split, depth=args.eval_depth, cache_dir=cache, settings=settings,
@@ -528,6 +795,8 @@ def _remote(p: argparse.ArgumentParser) -> None:
 
 def _add_server_commands(sub) -> None:
     """serve, demo."""
+    from training.self_supervised import DEMO_BASE as DEMO_RERANK_BASE, DEMO_MAX_PAIRS as DEMO_RERANK_PAIRS  # stdlib-only at import
+
     p = sub.add_parser("serve", help="run the gRPC service")
     p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG)")
     p.add_argument("--port", type=int)
@@ -539,6 +808,12 @@ def _add_server_commands(sub) -> None:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--queries", type=int, default=3)
     p.add_argument("--no-chinese", dest="chinese", action="store_false", help="skip the Chinese sample collection")
+    p.add_argument("--rerank", action="store_true", help="the rerank stage: train a small reranker from the samples if none is "
+                   "cached in <data-dir>/training/samples/reranker, then show OFF, FIXED and AUTO for two tenant budgets")
+    p.add_argument("--rerank-base", default=os.environ.get("HSEARCH_DEMO_RERANK_BASE", DEMO_RERANK_BASE),
+                   help=f"with --rerank: the backbone to train from (default {DEMO_RERANK_BASE}, or env HSEARCH_DEMO_RERANK_BASE)")
+    p.add_argument("--rerank-pairs", type=int, default=DEMO_RERANK_PAIRS, help=f"with --rerank: self-supervised pairs to train on (default {DEMO_RERANK_PAIRS})")
+    p.add_argument("--threads", type=int, default=2, help="with --rerank: torch threads for training")
     p.set_defaults(fn=cmd_demo)
 
 
@@ -625,6 +900,7 @@ def _add_admin_commands(sub) -> None:
 def _add_train_reranker(sub) -> None:
     """train-reranker: every training default is the recipe's (training.cross_encoder.RECIPE)."""
     from training.cross_encoder import LOSSES, RECIPE  # stdlib-only at import
+    from training.self_supervised import DEFAULT_MAX_PAIRS as SELF_SUPERVISED_MAX  # the same
 
     p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search")
     p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
@@ -645,6 +921,17 @@ def _add_train_reranker(sub) -> None:
     p.add_argument("--max-length", type=int, default=RECIPE.max_length, help=f"tokens per (query, document) pair (default {RECIPE.max_length})")
     p.add_argument("--loss", choices=list(LOSSES), default=RECIPE.loss, help=f"default {RECIPE.loss}")
     p.add_argument("--bf16", action="store_true", default=RECIPE.bf16, help="bfloat16 autocast while training: faster only on CPUs with AVX512-BF16/AMX (about 20x slower on AVX2-only CPUs)")
+    p.add_argument("--exits", type=exit_layers_arg, default=(), metavar="2,4,6",
+                   help="early exits: a scoring head after each of these layers, trained jointly (the mean of a loss at every "
+                        "exit; the last layer is always one); for the early-exit backend. Default: none (a plain cross-encoder)")
+    p.add_argument("--self-supervised", metavar="KINDS", help="also train on pairs the corpus makes without judgements: "
+                   "'title' (a document's title as a query for its body), 'ict' (a sentence as a query for the rest of its "
+                   "document), or 'title,ict'; hard negatives from the same hybrid retrieval (training/self_supervised.py)")
+    p.add_argument("--self-supervised-max", type=int, default=SELF_SUPERVISED_MAX, metavar="N",
+                   help=f"at most N self-supervised pairs, shared evenly between the kinds (default {SELF_SUPERVISED_MAX})")
+    p.add_argument("--self-supervised-exclude", metavar="SPLITS", help="qrels splits whose documents and queries the self-supervised "
+                   "pairs leave out (comma-separated); default every split of the folder but --split (train-only)")
+    p.add_argument("--no-judged", dest="judged", action="store_false", help="with --self-supervised: leave out the judged queries of --split")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--eval-split", help="afterwards: nDCG@10 on this split, fused top-N vs reranked")
     p.add_argument("--eval-depth", type=int, default=100)

@@ -260,7 +260,7 @@ class LimitsConfig(BaseModel):
 class RerankBackendConfig(BaseModel):
     """One cross-encoder the service can rerank with."""
 
-    kind: Literal["flag", "cross-encoder", "onnx"] = "flag"
+    kind: Literal["flag", "cross-encoder", "onnx", "early-exit", "layerwise"] = "flag"
     # Local directory, cached hub id, or package:<module> (see ProfileConfig.model).
     model: str = "BAAI/bge-reranker-v2-m3"
     max_length: int = Field(512, ge=8, le=8192)
@@ -287,6 +287,25 @@ class RerankBackendConfig(BaseModel):
     # how deep AUTO *may* go, not how deep is worth it (for the SciFact-trained MiniLM,
     # reranking past about 15 lost quality again).
     auto_max_depth: int = Field(0, ge=0)
+    # Early-exit models only (kind early-exit or layerwise, with exits before the last
+    # layer): AUTO may plan a cascade, screening more candidates to an early exit and
+    # finishing the best ``cascade_keep`` of them to the last layer (rerank/cascade.py).
+    # 0 = never (full-depth plans only). How many finished candidates the model's early
+    # exit can be trusted to pick is measured, not assumed: benchmarks/bench_cascade.py.
+    cascade_keep: int = Field(0, ge=0)
+    # Documents longer than max_length (rerank/base.py has the rules): "truncate" scores
+    # the first max_length tokens of the pair; "chunks" scores windows of the document's
+    # tokens, each paired with the query, consecutive windows sharing chunk_overlap tokens
+    # (at most half a window), at most max_chunks windows per document (the first ones; a
+    # longer document is flagged truncated), and keeps the best window's logit ("max") or
+    # chunk_first_weight x first window + (1 - chunk_first_weight) x best ("first_max").
+    # Every window is a pair the model scores and counts in the tokens (cost), the latency
+    # model and the tenant budgets. README.md, "Long documents", says how to choose.
+    long_documents: Literal["truncate", "chunks"] = "truncate"
+    chunk_overlap: int = Field(32, ge=0, le=4096)
+    max_chunks: int = Field(8, ge=1, le=64)
+    chunk_aggregate: Literal["max", "first_max"] = "max"
+    chunk_first_weight: float = Field(0.5, ge=0, le=1)
 
 
 class BudgetDefaults(BaseModel):

@@ -29,6 +29,7 @@ from rerank.base import EncodedPairs, RerankBackend, Scores, normalize
 from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
 from engine.budget_store import BudgetStore
 from rerank.budgets import RerankBudget
+from rerank.cascade import CascadePlan, LayerLatency, cascade_cost, choose_plan
 from rerank.circuit import CircuitBreaker
 from rerank.latency_model import LatencyModel, LatencyObserver
 from rerank.policy import DepthChoice, PolicyInputs, choose_depth
@@ -72,6 +73,9 @@ class Reranker:
         self.batcher: Optional[RerankBatcher] = None
         self.load_error = ""
         self._settings = settings
+        # Per layer segment latency, for cascade plans (early-exit backends with
+        # cascade_keep > 0); None: full-depth plans only.
+        self.layers: Optional[LayerLatency] = None
 
     def load(self) -> None:
         try:
@@ -86,6 +90,11 @@ class Reranker:
                 use_fp16=self.config.use_fp16,
                 quantize=self.config.quantize,
                 threads=self._settings.torch_threads,
+                long_documents=self.config.long_documents,
+                chunk_overlap=self.config.chunk_overlap,
+                max_chunks=self.config.max_chunks,
+                chunk_aggregate=self.config.chunk_aggregate,
+                chunk_first_weight=self.config.chunk_first_weight,
             )
         except ModelNotFound as exc:
             self.load_error = str(exc)
@@ -95,6 +104,9 @@ class Reranker:
             self.load_error = f"rerank backend {self.name!r} failed to load from {self.config.model!r}: {type(exc).__name__}: {exc}"
             log.exception("rerank backend %s failed to load", self.name)
             return
+        exits = list(getattr(self.backend, "exit_layers", []) or [])
+        if self.config.cascade_keep > 0 and len(exits) > 1:
+            self.layers = LayerLatency(exits)
         if self._settings.rerank.calibrate:
             self.calibrate()
         self.batcher = RerankBatcher(
@@ -113,7 +125,23 @@ class Reranker:
             start = time.perf_counter()
             scores = self.backend.score_encoded(encoded)
             if i > 0:
-                self.model.observe(pairs, int(scores.tokens.sum()), (time.perf_counter() - start) * 1000)
+                self.model.observe(encoded.n_chunks, int(scores.tokens.sum()), (time.perf_counter() - start) * 1000)
+            if self.layers is not None and i > 0:
+                self.observe_layers(self.cascade_pass(encoded, self.layers.exit_layers[0], len(encoded)))
+
+    def cascade_pass(self, pairs: EncodedPairs, screen_layer: int, keep: int):
+        """Screen ``pairs`` to ``screen_layer`` and finish the best ``keep`` (ties: the earlier
+        candidate) to the last layer. (screen handle, finished handle)."""
+        screen = self.backend.score_to(pairs, screen_layer)
+        best = sorted(np.argsort(-screen.raw, kind="stable")[:keep].tolist())
+        finished = self.backend.continue_to(screen, best, self.layers.last)
+        return screen, finished
+
+    def observe_layers(self, handles) -> None:
+        """Teach the segment latency model every batch of a cascade pass."""
+        _, finished = handles
+        for t in finished.history:
+            self.layers.observe(t.start_layer, t.end_layer, t.pairs, t.tokens, t.ms)
 
     @property
     def available(self) -> bool:
@@ -154,6 +182,7 @@ class StandaloneResult:
     truncated: int
     model: str
     elapsed_ms: float
+    chunks: int = 0  # pairs scored: one per document, or its windows in chunks mode
 
 
 class RerankStage:
@@ -261,9 +290,48 @@ class RerankStage:
         decision.predicted_ms = choice.predicted_ms
         if choice.depth == 0:
             return RerankOutcome(fused.ids, {}, decision)
+        if isinstance(choice, CascadePlan):
+            decision.plan = choice.describe()
+            if choice.cascade:
+                return self._cascade_head(reranker, decision, choice, encoded, head, fused, bucket, now)
         # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
         stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
         return self._rerank_head(reranker, decision, choice.depth, encoded, head, fused, bucket, now, stop_at)
+
+    def _cascade_head(self, reranker: Reranker, decision: RerankDecision, plan: CascadePlan, encoded: EncodedPairs, head: list, fused,
+                      bucket, now: float) -> RerankOutcome:
+        """Run a cascade plan: screen ``plan.screen`` candidates to the early exit, finish the best
+        ``plan.keep`` to the last layer. The kept are ordered by their final scores (blended as
+        any reranked head), then the other screened and the rest in fused order; only the kept
+        count as reranked (an early exit's score is not the model's). Not cut short at the
+        deadline as the batched path is: the plan was chosen to fit it, and its two passes run
+        whole on the backend (outside the batcher: the hidden states are this query's)."""
+        pairs = encoded.subset(range(plan.screen))
+        try:
+            screen, finished = reranker.cascade_pass(pairs, plan.screen_layer, plan.keep)
+        except Exception as exc:  # a failing model degrades this search to fusion, as any rerank failure
+            reranker.breaker.record_failure(f"{type(exc).__name__}: {exc}")
+            return _degraded(fused, decision, f"reranker failed: {type(exc).__name__}: {exc}")
+        reranker.breaker.record_success()
+        reranker.observe_layers((screen, finished))
+        decision.actual_ms = (time.monotonic() - now) * 1000.0
+        decision.depth_scored = plan.screen
+        decision.chunks_scored = int(screen.chunks.sum())
+        cost = int(round(cascade_cost(np.cumsum(pairs.tokens).astype(np.float64), plan.screen, plan.screen_layer, len(finished),
+                                      plan.final_layer, kept_tokens=float(finished.tokens.sum()))))
+        decision.cost_units = cost
+        decision.cost_money = cost * reranker.config.price_per_million_tokens / 1e6
+        if bucket is not None:
+            decision.budget_left_units = bucket.spend(cost)
+        kept = [int(i) for i in finished.source]  # in fused order: cascade_pass keeps them so
+        normalized = normalize(finished.raw)
+        ranking, order_scores = blend_head(normalized, reranker.config.fusion_weight)
+        if reranker.config.fusion_weight > 0:
+            decision.reason += f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+        taken = set(kept)
+        order = [head[kept[i]] for i in ranking] + [pk for i, pk in enumerate(fused.ids) if i not in taken]
+        scores = {head[kept[i]]: HeadScore(float(normalized[i]), float(order_scores[i])) for i in range(len(kept))}
+        return RerankOutcome(order, scores, decision)
 
     def _choose(self, reranker: Reranker, query: SearchQuery, head: list, docs: dict, fused, budget, bucket,
                 started: float, deadline: Optional[float]) -> tuple[DepthChoice, PolicyInputs, EncodedPairs, float]:
@@ -279,11 +347,14 @@ class RerankStage:
         encoded = reranker.backend.encode(query.text, [docs[pk].text for pk in head]) if mode == "fixed" else EncodedPairs.empty()
         while True:
             now = time.monotonic()
+            # Tokens per candidate count all its windows (chunks mode), so the cost caps see
+            # them; the latency model is told the pairs (windows) as well.
             cumulative = np.cumsum(encoded.tokens).astype(np.float64)
+            cumulative_pairs = np.cumsum(encoded.chunks).astype(np.float64) if encoded.offsets is not None else None
             pending = reranker.batcher.pending_pairs
-            # Queued pairs of other searches, at this head's mean length (the model's max
-            # length, conservatively, before any of it is tokenised).
-            per_pair = float(cumulative[-1]) / len(encoded) if len(encoded) else float(reranker.config.max_length)
+            # Queued pairs of other searches, at this head's mean length per pair (the model's
+            # max length, conservatively, before any of it is tokenised).
+            per_pair = float(cumulative[-1]) / encoded.n_chunks if len(encoded) else float(reranker.config.max_length)
             # What the tokenised candidates would cost: the rate allowance is topped up to
             # that (a lease from the shared bucket) only when it holds less.
             bucket_level = bucket.available(float(cumulative[-1]) if len(encoded) else 0.0) if bucket else None
@@ -301,8 +372,13 @@ class RerankStage:
                 skip_when_routes_agree=reranker.config.skip_when_routes_agree,
                 auto_max_depth=reranker.config.auto_max_depth,
                 candidates=len(head),
+                cumulative_pairs=cumulative_pairs,
             )
-            choice = choose_depth(inputs, reranker.model)
+            if mode == "auto" and reranker.layers is not None:
+                # An early-exit model: the plan may be a cascade (rerank/cascade.py).
+                choice = choose_plan(inputs, reranker.layers, reranker.config.cascade_keep, full_model=reranker.model)
+            else:
+                choice = choose_depth(inputs, reranker.model)
             if self.observer is not None:
                 self.observer.decision(query, inputs, choice, reranker.model)
             if not choice.more:
@@ -318,6 +394,7 @@ class RerankStage:
         decision.actual_ms = (time.monotonic() - now) * 1000.0
         decision.depth_scored = scored
         tokens = int(encoded.tokens[:scored].sum())
+        decision.chunks_scored = int(encoded.chunks[:scored].sum())
         decision.cost_units = tokens
         decision.cost_money = tokens * reranker.config.price_per_million_tokens / 1e6
         if bucket is not None:
@@ -341,17 +418,22 @@ class RerankStage:
     def _score_prefix(self, reranker: Reranker, pairs: EncodedPairs, stop_at: Optional[float]) -> tuple[list[float], Optional[str]]:
         """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.
 
+        A chunk is ``chunk_pairs`` pairs the model scores: that many documents, or fewer when
+        documents are scored in windows (chunks mode; always at least one document).
         Returns the raw scores of the scored prefix and an error text if the backend failed.
         """
         raw: list[float] = []
         chunk = self.config.chunk_pairs
         stall_s = self.config.stall_timeout_s
+        windows = pairs.chunks
         while len(raw) < len(pairs):
-            sub = pairs.subset(range(len(raw), min(len(raw) + chunk, len(pairs))))
+            take = max(1, int(np.searchsorted(np.cumsum(windows[len(raw) :]), chunk, side="right")))
+            sub = pairs.subset(range(len(raw), min(len(raw) + take, len(pairs))))
             wait_s = stall_s
             if stop_at is not None:
                 left_ms = (stop_at - time.monotonic()) * 1000.0
-                fit = reranker.model.largest_fitting(np.cumsum(sub.tokens).astype(np.float64), left_ms)
+                sub_pairs = np.cumsum(sub.chunks).astype(np.float64) if sub.offsets is not None else None
+                fit = reranker.model.largest_fitting(np.cumsum(sub.tokens).astype(np.float64), left_ms, pairs=sub_pairs)
                 if fit == 0:
                     return raw, None
                 if fit < len(sub):
@@ -364,7 +446,7 @@ class RerankStage:
             except Overloaded as exc:
                 return raw, f"reranker overloaded: {exc}"
             try:
-                scores = self._wait(future, len(sub), max(wait_s, 0.001))
+                scores = self._wait(future, sub.n_chunks, max(wait_s, 0.001))
             except DeadlineExpired:
                 return raw, None
             except FutureTimeout:
@@ -410,7 +492,7 @@ class RerankStage:
             raise exhausted(f"reranker overloaded: {exc}") from exc
         timeout = self.config.stall_timeout_s if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            scores = self._wait(future, len(documents), timeout)
+            scores = self._wait(future, encoded.n_chunks, timeout)
         except DeadlineExpired as exc:
             raise deadline_exceeded(str(exc)) from exc
         except FutureTimeout as exc:
@@ -426,4 +508,4 @@ class RerankStage:
             raise unavailable(f"reranker failed: {type(exc).__name__}: {exc}") from exc
         reranker.breaker.record_success()
         order = sorted(range(len(documents)), key=lambda i: (-scores.raw[i], i))
-        return StandaloneResult(order, scores, int(encoded.truncated.sum()), reranker.name, (time.perf_counter() - start) * 1000)
+        return StandaloneResult(order, scores, int(encoded.truncated.sum()), reranker.name, (time.perf_counter() - start) * 1000, encoded.n_chunks)

@@ -100,6 +100,12 @@ class RerankDecision:
     degraded: bool = False
     degraded_reason: str = ""
     backend: str = ""
+    # Pairs the model scored for the depth_scored documents: one each, or every window of a
+    # long document in chunks mode (the backend's long_documents).
+    chunks_scored: int = 0
+    # AUTO with an early-exit model: the plan, e.g. "score 40 to layer 2, keep 10, finish them
+    # to layer 6" (rerank/cascade.py); "score 12 to layer 6" for a full-depth plan.
+    plan: str = ""
 
 
 @dataclass
@@ -131,6 +137,7 @@ class Usage:
     encode_ms: float = 0.0
     rerank_ms: float = 0.0
     total_ms: float = 0.0
+    chunks: int = 0  # (query, document window) pairs the reranker scored
 
 
 class RerankOutcome(NamedTuple):

@@ -157,6 +157,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         t = outcome.timings
         usage = clock.usage(
             tokens=outcome.decision.cost_units,
+            chunks=outcome.decision.chunks_scored,
             encoded_texts=0 if t.query_cache_hit else 1,
             encode_ms=t.encode_ms,
             # OFF never reaches the reranker: the stage's microseconds of bookkeeping are not its time.
@@ -173,7 +174,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
             raise failed_precondition("reranking is disabled on this server (rerank.enabled = false)")
         query, documents, top_n = wire_in.rerank_request(request, self.service.settings)
         result = stage.standalone(query, documents, request.model, deadline_of(context))
-        usage = clock.usage(tokens=int(result.scores.tokens.sum()), truncated_documents=result.truncated, rerank_ms=result.elapsed_ms)
+        usage = clock.usage(tokens=int(result.scores.tokens.sum()), truncated_documents=result.truncated, chunks=result.chunks, rerank_ms=result.elapsed_ms)
         return rerank_response(result, documents, top_n, request.return_documents, usage)
 
     # ------------------------------------------------------------ about the server

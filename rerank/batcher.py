@@ -17,8 +17,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-
 from rerank.base import EncodedPairs, RerankBackend, Scores
 from rerank.latency_model import LatencyModel
 
@@ -89,14 +87,16 @@ class RerankBatcher:
     def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> RerankFuture:
         """Queue pairs for scoring; the future gives Scores, or raises DeadlineExpired / the backend's error."""
         request = _Request(pairs, deadline)
+        # Counted in sequences the model scores: a document in windows (chunks mode) is as
+        # many pairs as it has windows.
         with self._cond:
             if self._closed:
                 raise Overloaded("reranker is shutting down")
-            if self._queued_pairs + len(pairs) > self.max_queue_pairs:
+            if self._queued_pairs + pairs.n_chunks > self.max_queue_pairs:
                 raise Overloaded(f"rerank queue full ({self._queued_pairs} pairs queued, limit {self.max_queue_pairs})")
             self._ensure_worker()
             self._queue.append(request)
-            self._queued_pairs += len(pairs)
+            self._queued_pairs += pairs.n_chunks
             self._cond.notify()
         return request.future
 
@@ -121,10 +121,10 @@ class RerankBatcher:
             now = time.monotonic()
             while self._queue:
                 request = self._queue[0]
-                if batch and size + len(request.pairs) > self.max_batch_pairs:
+                if batch and size + request.pairs.n_chunks > self.max_batch_pairs:
                     break
                 self._queue.popleft()
-                self._queued_pairs -= len(request.pairs)
+                self._queued_pairs -= request.pairs.n_chunks
                 if request.future.cancelled():  # its search stopped waiting
                     continue
                 if request.deadline is not None and request.deadline <= now:
@@ -134,7 +134,7 @@ class RerankBatcher:
                 if not request.future.set_running_or_notify_cancel():
                     continue
                 batch.append(request)
-                size += len(request.pairs)
+                size += request.pairs.n_chunks
             self._in_flight_pairs = size
             self._batch_started = time.monotonic() if batch else None
             for request in batch:
@@ -193,10 +193,7 @@ class RerankBatcher:
                 r.future.set_exception(exc)
 
     def _score(self, batch: list[_Request]) -> None:
-        merged = EncodedPairs(
-            [ids for r in batch for ids in r.pairs.input_ids],
-            np.concatenate([r.pairs.truncated for r in batch]),
-        )
+        merged = EncodedPairs.concat([r.pairs for r in batch])
         start = time.perf_counter()
         try:
             scores = self.backend.score_encoded(merged)
@@ -207,10 +204,10 @@ class RerankBatcher:
         finally:
             self._batch_done()
         elapsed_ms = (time.perf_counter() - start) * 1000.0
-        self.model.observe(len(merged), int(scores.tokens.sum()), elapsed_ms)
+        self.model.observe(merged.n_chunks, int(scores.tokens.sum()), elapsed_ms)
         self.batches += 1
         offset = 0
         for r in batch:
             n = len(r.pairs)
-            r.future.set_result(Scores(scores.raw[offset : offset + n], scores.tokens[offset : offset + n]))
+            r.future.set_result(scores.slice(offset, offset + n))
             offset += n

@@ -138,11 +138,17 @@ class LatencyModel:
         coef, _ = nnls(A, b)
         return coef / SCALE
 
-    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float) -> int:
-        """The largest n with predict_ms(n, cumulative_tokens[n-1]) <= budget_ms (0 if none)."""
+    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float, pairs: Optional[np.ndarray] = None) -> int:
+        """The largest n with predict_ms(pairs[n-1], cumulative_tokens[n-1]) <= budget_ms (0 if none).
+
+        ``pairs``: the sequences the first n documents are scored as, cumulative (a long
+        document in windows is several pairs); None: one pair per document (pairs[n-1] = n)."""
         if budget_ms <= 0 or len(cumulative_tokens) == 0:
             return 0
-        n = np.arange(1, len(cumulative_tokens) + 1, dtype=np.float64)
+        if pairs is None:
+            n = np.arange(1, len(cumulative_tokens) + 1, dtype=np.float64)
+        else:
+            n = np.asarray(pairs, dtype=np.float64)[: len(cumulative_tokens)]
         with self._lock:
             a, b, c = self.theta
         margin = self.margin

@@ -43,6 +43,10 @@ class PolicyInputs:
     skip_when_routes_agree: bool = False  # AUTO only: the backend's setting
     auto_max_depth: int = 0  # AUTO only: the backend's setting; 0 = none
     candidates: Optional[int] = None  # the head's length when only a prefix is tokenised
+    # Pairs (windows) the first n candidates are scored as, n = 1..len, when a long document
+    # is scored in windows (the backend's long_documents "chunks"); None: one pair each.
+    # cumulative_tokens already counts every window's tokens: the cost caps need nothing more.
+    cumulative_pairs: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,11 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     if windows:
         window, window_name = min(windows)
         time_left = window - inputs.reserve_ms - inputs.queue_wait_ms
-        n_time = model.largest_fitting(cum[:upper] if upper else cum[:0], time_left)
+        pairs = inputs.cumulative_pairs
+        if pairs is None:
+            n_time = model.largest_fitting(cum[:upper] if upper else cum[:0], time_left)
+        else:
+            n_time = model.largest_fitting(cum[:upper] if upper else cum[:0], time_left, pairs=pairs[:upper])
         limits.append((n_time, f"{window_name} ({time_left:.1f} ms left)"))
 
     depth, reason = min(limits, key=lambda item: item[0])
@@ -117,7 +125,14 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
             why = f"fusion only: nothing fits the {reason}"
         else:
             why = f"fusion only: {depth} fit(s) the {reason}, below tenant min_depth {b.min_depth}"
-        predicted = f" (1 pair predicted {model.predict_ms(1, float(cum[0])):.1f} ms)" if known else ""
+        first = _pairs(inputs, 1) if known else 1.0
+        what = "1 pair" if first == 1 else f"1 document in {first:g} windows"
+        predicted = f" ({what} predicted {model.predict_ms(first, float(cum[0])):.1f} ms)" if known else ""
         return DepthChoice(0, f"{why}{predicted}", 0.0, time_left)
-    predicted = model.predict_ms(depth, float(cum[depth - 1]))
+    predicted = model.predict_ms(_pairs(inputs, depth), float(cum[depth - 1]))
     return DepthChoice(depth, f"{inputs.mode} depth {depth}: bound by {reason}", predicted, time_left)
+
+
+def _pairs(inputs: PolicyInputs, depth: int) -> float:
+    """Pairs the first ``depth`` candidates are scored as (their windows in chunks mode)."""
+    return float(depth if inputs.cumulative_pairs is None else inputs.cumulative_pairs[depth - 1])

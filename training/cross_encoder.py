@@ -14,6 +14,13 @@ scoring path (:mod:`rerank.base`) sends no ``token_type_ids``; training does the
 the saved model's token-type embeddings are all set to the one it was trained with, so
 scoring with or without segment ids gives the same result.
 
+Early exits (``TrainConfig.exits``, ``hsearch train-reranker --exits 2,4,6``): the model
+gets a scoring head after each of those layers (:mod:`rerank.early_exit`; the last exit is
+the model's own head) and the loss is the mean of the per-exit losses, so every exit learns
+to rank while the encoder is shared; the heads are saved beside the weights
+(``early_exit.json``, ``exit_heads.safetensors``), which the other backends ignore. Without
+``exits`` training is what it was (same loss, same cache key).
+
 Caching: ``<out>/training_info.json`` records the base model, the data hash and every
 setting that changes the weights; a directory whose info matches is returned as is.
 While training, ``<out>.partial/checkpoint.pt`` is written every ``checkpoint_seconds``;
@@ -72,6 +79,9 @@ class TrainConfig:
     # Learning rate of the new head (classifier, and pooler where the model has one);
     # None: ``lr``. A fresh head on a small data set learns far faster with its own rate.
     head_lr: Optional[float] = 1e-3
+    # Layers with an exit head, trained jointly (a loss at every exit, averaged); () = none,
+    # the plain cross-encoder. The model's last layer is always an exit (its own head).
+    exits: tuple[int, ...] = ()
     # Not part of the cache key: they do not change the result.
     checkpoint_seconds: float = field(default=120.0, compare=False)
     threads: Optional[int] = field(default=None, compare=False)
@@ -86,11 +96,19 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.head_lr is not None and not self.head_lr > 0:
             raise ValueError(f"head_lr must be > 0, got {self.head_lr}")
+        exits = tuple(sorted(set(int(x) for x in self.exits)))
+        if any(x < 1 for x in exits):
+            raise ValueError(f"exits must be layer numbers >= 1, got {list(self.exits)}")
+        object.__setattr__(self, "exits", exits)
 
     def key(self) -> dict:
         values = asdict(self)
         values.pop("checkpoint_seconds")
         values.pop("threads")
+        if not values["exits"]:
+            values.pop("exits")  # the key of a plain cross-encoder is what it was before exits existed
+        else:
+            values["exits"] = list(values["exits"])
         return values
 
 
@@ -153,6 +171,8 @@ def is_complete(model_dir: Path, key: Optional[dict] = None) -> bool:
         return False
     if not (model_dir / "tokenizer_config.json").is_file():
         return False
+    if (info.get("key") or {}).get("exits") and not (model_dir / "early_exit.json").is_file():
+        return False
     return key is None or info.get("key") == key
 
 
@@ -210,8 +230,11 @@ def _tie_token_types(model) -> None:
 
 
 def _is_head(name: str) -> bool:
-    """Parameters of the classification head (and BERT's pooler, which feeds it)."""
-    return name.startswith("classifier") or ".pooler." in name or name.startswith("pooler")
+    """Parameters of the classification head (and BERT's pooler, which feeds it), and the
+    exit heads of an early-exit model (whose transformers model is under ``model.``)."""
+    if name.startswith("heads."):
+        return True
+    return name.startswith(("classifier", "model.classifier")) or ".pooler." in name or name.startswith("pooler")
 
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -351,6 +374,11 @@ class _TrainingRun:
             torch.manual_seed(config.seed)  # the new head's initial weights
             tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
             model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, ignore_mismatched_sizes=True)
+            if config.exits:
+                from rerank.early_exit import EarlyExitCrossEncoder
+
+                # Heads start as copies of the (fresh) classification head.
+                model = EarlyExitCrossEncoder.from_model(model, config.exits)
         finally:
             restore()
         spe = steps_per_epoch(len(examples), config)
@@ -444,8 +472,16 @@ class _TrainingRun:
             return_token_type_ids=False,
         )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        loss = loss_fn(logits.float().view(len(batch), self.group))
+            if config.exits:
+                # (pairs, exits): one pass, a logit at every exit; the loss is their mean.
+                logits = self.model.forward_all(enc["input_ids"], enc["attention_mask"])
+            else:
+                logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        if config.exits:
+            per_exit = logits.float().view(len(batch), self.group, logits.shape[1])
+            loss = torch.stack([loss_fn(per_exit[:, :, e]) for e in range(per_exit.shape[2])]).mean()
+        else:
+            loss = loss_fn(logits.float().view(len(batch), self.group))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
@@ -484,6 +520,7 @@ def _training_info(run: _TrainingRun, examples: Sequence[TrainingExample], base_
         "epoch_losses": [round(sum(losses[e * spe : (e + 1) * spe]) / max(1, len(losses[e * spe : (e + 1) * spe])), 5) for e in range(config.epochs)],
         "loss_curve": _curve(losses),
         "token_type_ids": "not used (all token-type embeddings equal)",
+        **({"exits": list(run.model.exit_layers), "exit_loss": "mean of the per-exit losses"} if config.exits else {}),
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

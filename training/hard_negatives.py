@@ -436,6 +436,9 @@ class PipelineReport:
     total_seconds: float = 0.0
     ranked_path: Optional[Path] = None
     info: dict = field(default_factory=dict)
+    # Examples per data source: "judged", and per self-supervised kind ("title", "ict")
+    # with the splits and number of documents kept out of them.
+    sources: dict = field(default_factory=dict)
 
 
 def fused_lists(
@@ -491,29 +494,64 @@ def train_from_beir(
     config=None,
     progress: bool = True,
     ingest_batch: int = 64,
+    self_supervised: Sequence[str] = (),
+    self_supervised_max: Optional[int] = None,
+    self_supervised_exclude: Optional[Sequence[str]] = None,
+    judged: bool = True,
 ) -> PipelineReport:
     """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder.
 
     ``cache_dir`` None: :func:`default_cache_dir` (``<data_dir>/training/<dataset>``);
     ``config`` None: the measured recipe, :data:`training.cross_encoder.RECIPE`.
+
+    ``self_supervised`` (kinds of :mod:`training.self_supervised`: "title", "ict") adds up to
+    ``self_supervised_max`` (default :data:`training.self_supervised.DEFAULT_MAX_PAIRS`) pairs
+    made from the corpus, their hard negatives mined the same way, seeded by the config's
+    seed. Every document judged in the splits ``self_supervised_exclude`` (None: every qrels
+    split of the folder but ``split``) and their queries stay out of them. ``judged=False``
+    trains on those pairs alone. With no kinds the run is exactly the judged one.
     """
     from engine.encoders.model_paths import resolve_model
     from training.cross_encoder import RECIPE, train_cross_encoder
 
     started = time.perf_counter()
-    beir = load_beir(beir_dir, (split,))
+    config = config or RECIPE
+    if not judged and not self_supervised:
+        raise ValueError("nothing to train on: judged=False needs self-supervised kinds")
+    excluded_splits = list(self_supervised_exclude) if self_supervised_exclude is not None else []
+    if self_supervised and self_supervised_exclude is None:
+        from training.self_supervised import evaluated_splits
+
+        excluded_splits = evaluated_splits(beir_dir, split)
+    beir = load_beir(beir_dir, (split, *(s for s in excluded_splits if s != split)))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
     out = Path(out) if out else cache_dir / "reranker"
-    config = config or RECIPE
     base_dir = resolve_model(base, "train-reranker --base")
-    ranked, index = fused_lists(
-        beir, split, cache_dir, depth=mine_depth, candidates=100, settings=settings, profile=profile, tenant=tenant,
-        batch_size=ingest_batch, progress=progress,
-    )
-    negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
-    examples = training_examples(beir, split, negatives)
-    if not examples:
-        raise ValueError(f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative")
+    examples, ranked, index = [], None, None
+    if judged:
+        ranked, index = fused_lists(
+            beir, split, cache_dir, depth=mine_depth, candidates=100, settings=settings, profile=profile, tenant=tenant,
+            batch_size=ingest_batch, progress=progress,
+        )
+        negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
+        examples = training_examples(beir, split, negatives)
+        if not examples:
+            raise ValueError(f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative")
+    sources: dict = {"judged": len(examples)}
+    mining_seconds = ranked.seconds if ranked else 0.0
+    if self_supervised:
+        from training import self_supervised as ss
+
+        data = ss.from_beir(
+            beir, self_supervised, cache_dir, exclusion=ss.Exclusion.of_splits(beir, excluded_splits),
+            max_pairs=ss.DEFAULT_MAX_PAIRS if self_supervised_max is None else self_supervised_max, seed=config.seed,
+            depth=mine_depth, settings=settings, profile=profile, tenant=tenant, batch_size=ingest_batch, progress=progress,
+        )
+        examples = examples + data.examples
+        mining_seconds += data.mining_seconds
+        sources.update(data.counts, excluded_splits=excluded_splits, excluded_documents=len(data.exclusion.documents))
+        if not examples:
+            raise ValueError(f"{beir.root}: the corpus gave no self-supervised pair of kinds {', '.join(self_supervised)} with a hard negative")
     result = train_cross_encoder(base_dir, examples, out, config, base_name=base, progress=progress)
     return PipelineReport(
         model_dir=out,
@@ -521,11 +559,12 @@ def train_from_beir(
         examples=len(examples),
         queries=len({e.query for e in examples}),
         ingest_seconds=index.ingest_seconds if index else 0.0,
-        mining_seconds=ranked.seconds,
+        mining_seconds=mining_seconds,
         train_seconds=result.seconds,
         total_seconds=time.perf_counter() - started,
-        ranked_path=ranked.path,
+        ranked_path=ranked.path if ranked else None,
         info=result.info,
+        sources=sources,
     )
 
 

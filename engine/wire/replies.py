@@ -77,6 +77,8 @@ def decision_message(d) -> pb.RerankDecision:
         degraded=d.degraded,
         degraded_reason=d.degraded_reason,
         backend=d.backend,
+        chunks_scored=d.chunks_scored,
+        plan=d.plan,
     )
 
 
@@ -89,6 +91,7 @@ def usage_message(usage: Usage) -> pb.Usage:
         encode_ms=usage.encode_ms,
         rerank_ms=usage.rerank_ms,
         total_ms=usage.total_ms,
+        chunks=usage.chunks,
     )
 
 

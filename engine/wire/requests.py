@@ -250,8 +250,10 @@ def rerank_request(request: pb.RerankRequest, settings) -> tuple[str, list[str],
             raise invalid(f"documents[{i}]", f"{size} bytes of UTF-8; at most {settings.limits.max_text_bytes} allowed")
     if request.top_n < 0:
         raise invalid("top_n", f"must be >= 0 (0 = all documents), got {request.top_n}")
-    # Documents longer than the model's token limit are truncated, not rejected:
-    # usage.truncated_documents says how many were cut.
+    # Documents longer than the model's token limit are truncated (or, on a backend with
+    # long_documents "chunks", scored in windows up to max_chunks), not rejected:
+    # usage.truncated_documents says how many were not scored whole. An empty document is
+    # scored as the pair of the query and nothing (one pair), not refused.
     top_n = min(request.top_n or n, n)
     return request.query, list(request.documents), top_n
 

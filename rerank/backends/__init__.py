@@ -9,6 +9,8 @@ BACKENDS = {
     "flag": "rerank.backends.flag:FlagRerankerBackend",
     "cross-encoder": "rerank.backends.cross_encoder:CrossEncoderBackend",
     "onnx": "rerank.backends.onnx:OnnxBackend",
+    "early-exit": "rerank.backends.early_exit:EarlyExitBackend",
+    "layerwise": "rerank.backends.layerwise:LayerwiseBackend",
 }
 
 

@@ -10,8 +10,9 @@ from rerank.base import RerankBackend
 class CrossEncoderBackend(RerankBackend):
     kind = "cross-encoder"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **_ignored):
-        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size)
+    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **options):
+        # options: the long-document settings of RerankBackend (others are ignored there).
+        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         from sentence_transformers import CrossEncoder
 
         self.cross_encoder = CrossEncoder(model_path, device=device, max_length=max_length)

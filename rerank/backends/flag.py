@@ -19,8 +19,9 @@ class FlagRerankerBackend(RerankBackend):
 
     kind = "flag"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, use_fp16: bool = False, device: str = "cpu", **_ignored):
-        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size)
+    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, use_fp16: bool = False, device: str = "cpu", **options):
+        # options: the long-document settings of RerankBackend (others are ignored there).
+        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         from FlagEmbedding import FlagReranker
 
         # One device: with several FlagEmbedding starts a process pool.

@@ -84,8 +84,9 @@ def export_onnx(
 class OnnxBackend(RerankBackend):
     kind = "onnx"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, quantize: bool = False, threads: int = 2, **_ignored):
-        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size)
+    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, quantize: bool = False, threads: int = 2, **options):
+        # options: the long-document settings of RerankBackend (others are ignored there).
+        super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         import onnxruntime as ort
         from transformers import AutoTokenizer
 

@@ -17,7 +17,8 @@ class FaultyBackend(RerankBackend):
     """Delegates tokenising and ``_forward`` to a real backend; can raise, sleep or block per batch."""
 
     def __init__(self, real: RerankBackend, *, delay_s: float = 0.0, delay_per_pair_s: float = 0.0, error: Optional[BaseException] = None):
-        super().__init__(real.name, real.model_path, max_length=real.max_length, batch_size=real.batch_size)
+        chunking = {k: getattr(real, k) for k in ("long_documents", "chunk_overlap", "max_chunks", "chunk_aggregate", "chunk_first_weight") if hasattr(real, k)}
+        super().__init__(real.name, real.model_path, max_length=real.max_length, batch_size=real.batch_size, **chunking)
         self.kind = real.kind
         self.real = real
         self.tokenizer = real.tokenizer
@@ -30,6 +31,7 @@ class FaultyBackend(RerankBackend):
         self.calls = 0
         self.pairs_scored = 0
         self.batch_sizes: list[int] = []  # pairs per score_encoded call (one batcher batch)
+        self.batch_windows: list[int] = []  # sequences per call: documents' windows in chunks mode
         self.docs_encoded = 0  # documents tokenised
 
     def encode(self, query, documents):
@@ -38,6 +40,7 @@ class FaultyBackend(RerankBackend):
 
     def score_encoded(self, pairs):
         self.batch_sizes.append(len(pairs))
+        self.batch_windows.append(pairs.n_chunks)
         return super().score_encoded(pairs)
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ class MetadataField(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("tokens", "truncated_documents", "encoded_texts", "queue_ms", "encode_ms", "rerank_ms", "total_ms")
+    __slots__ = ("tokens", "truncated_documents", "encoded_texts", "queue_ms", "encode_ms", "rerank_ms", "total_ms", "chunks")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ENCODED_TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class Usage(_message.Message):
     ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     RERANK_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
     tokens: int
     truncated_documents: int
     encoded_texts: int
@@ -106,7 +107,8 @@ class Usage(_message.Message):
     encode_ms: float
     rerank_ms: float
     total_ms: float
-    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., encoded_texts: _Optional[int] = ..., queue_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    chunks: int
+    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., encoded_texts: _Optional[int] = ..., queue_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., chunks: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count", "sparse_kind", "sparse_analyzer")
@@ -397,7 +399,7 @@ class StageTimings(_message.Message):
     def __init__(self, encode_ms: _Optional[float] = ..., dense_search_ms: _Optional[float] = ..., sparse_search_ms: _Optional[float] = ..., fusion_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., query_cache_hit: _Optional[bool] = ..., fetch_ms: _Optional[float] = ..., hits_ms: _Optional[float] = ...) -> None: ...
 
 class RerankDecision(_message.Message):
-    __slots__ = ("mode", "depth_chosen", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money", "budget_left_units", "partial", "depth_scored", "degraded", "degraded_reason", "backend")
+    __slots__ = ("mode", "depth_chosen", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money", "budget_left_units", "partial", "depth_scored", "degraded", "degraded_reason", "backend", "chunks_scored", "plan")
     MODE_FIELD_NUMBER: _ClassVar[int]
     DEPTH_CHOSEN_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +413,8 @@ class RerankDecision(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_SCORED_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     mode: RerankMode
     depth_chosen: int
     reason: str
@@ -424,7 +428,9 @@ class RerankDecision(_message.Message):
     degraded: bool
     degraded_reason: str
     backend: str
-    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., depth_chosen: _Optional[int] = ..., reason: _Optional[str] = ..., predicted_ms: _Optional[float] = ..., actual_ms: _Optional[float] = ..., cost_units: _Optional[int] = ..., cost_money: _Optional[float] = ..., budget_left_units: _Optional[float] = ..., partial: _Optional[bool] = ..., depth_scored: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    chunks_scored: int
+    plan: str
+    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., depth_chosen: _Optional[int] = ..., reason: _Optional[str] = ..., predicted_ms: _Optional[float] = ..., actual_ms: _Optional[float] = ..., cost_units: _Optional[int] = ..., cost_money: _Optional[float] = ..., budget_left_units: _Optional[float] = ..., partial: _Optional[bool] = ..., depth_scored: _Optional[int] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., backend: _Optional[str] = ..., chunks_scored: _Optional[int] = ..., plan: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "timings", "rerank", "dense_candidates", "sparse_candidates", "usage")
