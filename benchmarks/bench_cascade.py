@@ -57,6 +57,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=192)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--keep", type=int, nargs="+", default=[3, 5, 10], help="cascade_keep values to replay")
+    p.add_argument("--screen-layers", default="all", help="the exits a cascade may screen at, one set per comma-less token: 'all 2 4' replays each")
     p.add_argument("--targets", type=float, nargs="+", default=[1.1, 1.5, 2.0, 3.0, 5.0], help="latency targets, multiples of CE@10's p95")
     p.add_argument("--fusion-weight", type=float, nargs="+", default=[0.0, 1.0], help="blend of the finished head with the fused rank (fusion.blend)")
     p.add_argument("--queries", type=int, default=0, help="test queries to use (0: all)")
@@ -207,6 +208,15 @@ def ranking_of(ids: list[str], screen: int, keep: int, screen_logits: np.ndarray
     return [ids[i] for i in head] + [ids[i] for i in range(len(ids)) if i not in taken]
 
 
+def _screen_sets(spec: str) -> list[list[int]]:
+    """'all 4' -> [[], [4]]: each token one set of screen layers (empty: every earlier exit)."""
+    return [[] if token == "all" else [int(x) for x in token.split("+")] for token in spec.split()]
+
+
+def _variant(keep: int, screens: list[int]) -> str:
+    return f"cascade-keep{keep}" + (f"-at{'+'.join(map(str, screens))}" if screens else "")
+
+
 def fitted_layers(data: dict):
     from rerank.cascade import LayerLatency
 
@@ -247,7 +257,8 @@ def replay(args, beir, data: dict) -> dict:
     for fw in args.fusion_weight:
         for mult in args.targets:
             target = mult * ce10
-            runs = {"auto": [], **{f"cascade-keep{k}": [] for k in args.keep}}
+            variants = [(k, screens) for screens in _screen_sets(args.screen_layers) for k in args.keep]
+            runs = {"auto": [], **{_variant(k, sl): [] for k, sl in variants}}
             depth = {name: [] for name in runs}
             predicted = {name: [] for name in runs}
             for q in qids:
@@ -261,9 +272,9 @@ def replay(args, beir, data: dict) -> dict:
                 runs["auto"].append(ndcg10(ranking_of(item["ids"], auto.depth, auto.depth, logits[last], logits[last], fw), qrels[q]))
                 depth["auto"].append(auto.depth)
                 predicted["auto"].append(auto.predicted_ms)
-                for k in args.keep:
-                    plan = choose_plan(inputs, layers, keep=k)
-                    name = f"cascade-keep{k}"
+                for k, screens in variants:
+                    plan = choose_plan(inputs, layers, keep=k, screen_layers=screens)
+                    name = _variant(k, screens)
                     runs[name].append(ndcg10(ranking_of(item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw), qrels[q]))
                     depth[name].append((plan.screen, plan.screen_layer, plan.keep))
                     predicted[name].append(plan.predicted_ms)

@@ -293,6 +293,10 @@ class RerankBackendConfig(BaseModel):
     # 0 = never (full-depth plans only). How many finished candidates the model's early
     # exit can be trusted to pick is measured, not assumed: benchmarks/bench_cascade.py.
     cascade_keep: int = Field(0, ge=0)
+    # The exits a cascade may screen at (empty: every exit before the last). The widest
+    # screen comes from the earliest exit, so an exit that ranks poorly would always win:
+    # list only the exits measured to rank well enough (benchmarks/bench_cascade.py).
+    cascade_screen_layers: list[int] = Field(default_factory=list)
     # Documents longer than max_length (rerank/base.py has the rules): "truncate" scores
     # the first max_length tokens of the pair; "chunks" scores windows of the document's
     # tokens, each paired with the query, consecutive windows sharing chunk_overlap tokens

@@ -376,7 +376,8 @@ class RerankStage:
             )
             if mode == "auto" and reranker.layers is not None:
                 # An early-exit model: the plan may be a cascade (rerank/cascade.py).
-                choice = choose_plan(inputs, reranker.layers, reranker.config.cascade_keep, full_model=reranker.model)
+                choice = choose_plan(inputs, reranker.layers, reranker.config.cascade_keep, full_model=reranker.model,
+                                     screen_layers=reranker.config.cascade_screen_layers)
             else:
                 choice = choose_depth(inputs, reranker.model)
             if self.observer is not None:

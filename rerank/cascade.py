@@ -179,17 +179,19 @@ def _kept_tokens(cumulative_tokens: np.ndarray, screen: int, keep: int) -> float
     return float(np.sort(per_pair)[-keep:].sum())
 
 
-def choose_plan(inputs: PolicyInputs, layers: LayerLatency, keep: int = 10, full_model=None) -> CascadePlan:
+def choose_plan(inputs: PolicyInputs, layers: LayerLatency, keep: int = 10, full_model=None, screen_layers: Optional[Sequence[int]] = None) -> CascadePlan:
     """The plan for one query: the full-depth depth of rerank.policy, or a cascade that screens
     more candidates within the same bounds (module docstring).
 
     ``full_model``: the latency model of full passes, when one is kept apart from the layer
     segments (the service's backend learns full passes from its batcher; default: the sum of
-    the segments)."""
+    the segments). ``screen_layers``: the exits a cascade may screen at (default: every
+    earlier exit); an exit whose scores do not rank well picks the wrong survivors, and the
+    widest screen is the cheapest exit, so which ones are worth screening at is measured."""
     full = choose_depth(inputs, full_model if full_model is not None else layers.full)
     last = layers.last
     base = _full_plan(full, inputs, last)
-    earlier = [a for a in layers.exit_layers if a < last]
+    earlier = [a for a in layers.exit_layers if a < last and (not screen_layers or a in screen_layers)]
     if inputs.mode != "auto" or full.more or full.depth == 0 or not earlier:
         return base
     available = len(inputs.cumulative_tokens) if inputs.candidates is None else inputs.candidates

@@ -169,3 +169,11 @@ def test_long_survivors_are_planned_for(layers):
 def test_plan_describes_itself():
     assert CascadePlan(0, 6, 0, 6, 0.0, 0.0, "x").describe() == "fusion only"
     assert replace(CascadePlan(40, 2, 10, 6, 1.0, 2.0, "x")).cascade
+
+
+def test_screen_layers_limit_the_exits_a_cascade_may_screen_at(layers):
+    target = full_ms(1, 20 * TOKENS)
+    anywhere = choose_plan(inputs(target=target), layers)
+    at4 = choose_plan(inputs(target=target), layers, screen_layers=[4])
+    assert anywhere.screen_layer == 2 and at4.screen_layer == 4
+    assert 20 < at4.screen < anywhere.screen and at4.predicted_ms <= target  # layer 4 costs more per screened pair
