@@ -331,17 +331,22 @@ class RerankBackend(ABC):
         with self._lock:
             for start in range(0, n, self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                width = int(lengths[chunk].max())
-                ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(chunk), width), dtype=np.int64)
-                for row, i in enumerate(chunk):
-                    seq = pairs.input_ids[i]
-                    ids[row, : len(seq)] = seq
-                    mask[row, : len(seq)] = 1
+                ids, mask = self.padded(pairs.input_ids, chunk, int(lengths[chunk].max()))
                 raw[chunk] = self._forward(ids, mask)
         if pairs.offsets is None:
             return Scores(raw, lengths)
         return Scores(self.aggregate(raw, pairs), pairs.tokens, pairs.chunks)
+
+    def padded(self, input_ids: Sequence[Sequence[int]], rows, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sequences ``rows`` of ``input_ids`` as one batch: (ids, attention mask), both
+        (len(rows), width) int64, padded on the right with the tokenizer's pad id."""
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, i in enumerate(rows):
+            seq = input_ids[i]
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return ids, mask
 
     def score(self, query: str, documents: Sequence[str]) -> Scores:
         return self.score_encoded(self.encode(query, documents))

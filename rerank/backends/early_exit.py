@@ -180,12 +180,7 @@ class LayeredBackend(RerankBackend):
 
         def run_batch(chunk):
             width = int(lengths[chunk].max())
-            ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                seq = pairs.input_ids[i]
-                ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
+            ids, mask = self.padded(pairs.input_ids, chunk, width)
             logits, state = self._start(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device), layer)
             return logits, state, width
 
