@@ -7,6 +7,21 @@ import torch
 from rerank.base import RerankBackend
 
 
+def classification_logits(model, device: torch.device, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """One relevance logit per pair from a transformers sequence-classification model."""
+    with torch.inference_mode():
+        out = model(
+            input_ids=torch.from_numpy(input_ids).to(device),
+            attention_mask=torch.from_numpy(attention_mask).to(device),
+            return_dict=True,
+        )
+    logits = out.logits
+    # A two-label head (not relevant / relevant): the relevance logit is the margin.
+    if logits.shape[-1] == 2:
+        logits = logits[:, 1] - logits[:, 0]
+    return logits.reshape(-1).float().cpu().numpy()
+
+
 class CrossEncoderBackend(RerankBackend):
     kind = "cross-encoder"
 
@@ -24,14 +39,4 @@ class CrossEncoderBackend(RerankBackend):
         self.pad_id = self.tokenizer.pad_token_id or 0
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(attention_mask).to(self.device),
-                return_dict=True,
-            )
-        logits = out.logits
-        # A two-label head (not relevant / relevant): the relevance logit is the margin.
-        if logits.shape[-1] == 2:
-            logits = logits[:, 1] - logits[:, 0]
-        return logits.reshape(-1).float().cpu().numpy()
+        return classification_logits(self.model, self.device, input_ids, attention_mask)

@@ -268,16 +268,9 @@ class EarlyExitBackend(LayeredBackend):
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Full depth through the model's own forward: the scores of the cross-encoder backend."""
-        with torch.inference_mode():
-            out = self.model.model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(attention_mask).to(self.device),
-                return_dict=True,
-            )
-        logits = out.logits
-        if logits.shape[-1] == 2:
-            logits = logits[:, 1] - logits[:, 0]
-        return logits.reshape(-1).float().cpu().numpy()
+        from rerank.backends.cross_encoder import classification_logits
+
+        return classification_logits(self.model.model, self.device, input_ids, attention_mask)
 
     def _start(self, input_ids, attention_mask, layer):
         return self.model.forward_to(layer, input_ids, attention_mask)
