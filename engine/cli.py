@@ -397,21 +397,27 @@ def cmd_demo(args) -> int:
 
 
 def ingest_demo(client, collection: str, profile: str, metadata_fields: dict[str, str], corpus: Path) -> None:
-    """Create the demo's collection if needed and (re)ingest its sample. A collection left by
-    an earlier version whose profile now analyses differently (FAILED_PRECONDITION) is the
-    demo's own: it is dropped and built again, where a user's collection would be refused."""
-    if collection not in {c.name for c in client.list_collections()}:
-        client.create_collection(collection, profile, metadata_fields=metadata_fields)
+    """Create the demo's collection if needed and (re)ingest its sample (see _demo_collection)."""
     total = sum(1 for _ in read_documents(corpus))
+    _demo_collection(client, collection, profile, metadata_fields, lambda: ingest_documents(client, collection, read_documents(corpus), 64, total))
+
+
+def _demo_collection(client, collection: str, profile: str, fields: dict[str, str], fill):
+    """Create the demo's collection if missing and ``fill()`` it; fill's result. A collection
+    left by an earlier version whose profile now analyses differently (FAILED_PRECONDITION) is
+    the demo's own: it is dropped, built again and filled again, where a user's collection
+    would be refused."""
+    if collection not in {c.name for c in client.list_collections()}:
+        client.create_collection(collection, profile, metadata_fields=fields)
     try:
-        ingest_documents(client, collection, read_documents(corpus), 64, total)
+        return fill()
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
             raise
         print(f"{collection}: {exc.details()}; rebuilding the demo collection", file=sys.stderr)
         client.drop_collection(collection)
-        client.create_collection(collection, profile, metadata_fields=metadata_fields)
-        ingest_documents(client, collection, read_documents(corpus), 64, total)
+        client.create_collection(collection, profile, metadata_fields=fields)
+        return fill()
 
 
 def demo_chinese(client, n_queries: int) -> None:
@@ -457,11 +463,8 @@ def _sample_queries(name: str) -> list[dict]:
 
 def _sync_sample(client, collection: str, profile: str, fields: dict[str, str], corpus: Path) -> int:
     """The demo collection for the client's tenant, holding the sample: only documents missing
-    or changed are written (a second run writes none). Returns how many were written. A
-    collection an earlier version left whose profile now analyses differently
-    (FAILED_PRECONDITION) is the demo's own: built again, as :func:`ingest_demo` does."""
-    if collection not in {c.name for c in client.list_collections()}:
-        client.create_collection(collection, profile, metadata_fields=fields)
+    or changed are written (a second run writes none). Returns how many were written. Rebuilt
+    as :func:`_demo_collection` says when an earlier version's analyzer no longer matches."""
     docs = list(read_documents(corpus))
 
     def write_missing() -> int:
@@ -473,15 +476,7 @@ def _sync_sample(client, collection: str, profile: str, fields: dict[str, str], 
             ingest_documents(client, collection, iter(todo), 64, len(todo))
         return len(todo)
 
-    try:
-        return write_missing()
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
-            raise
-        print(f"{collection}: {exc.details()}; rebuilding the demo collection", file=sys.stderr)
-        client.drop_collection(collection)
-        client.create_collection(collection, profile, metadata_fields=fields)
-        return write_missing()
+    return _demo_collection(client, collection, profile, fields, write_missing)
 
 
 def _demo_settings(args, rerank: dict):
