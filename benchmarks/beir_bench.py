@@ -1260,8 +1260,12 @@ def _place_labels(fig, ax, labelled: list[tuple[float, float, str]]) -> None:
         taken.append(box)
 
 
-def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
-    """nDCG@10 against p95 latency (1 client), one point per mode; the frontier's keys."""
+def pareto_plot(summaries: list[dict], path: Path, title: str, *, xlabel: str = "p95 latency, client round trip, 1 client (ms, log scale)",
+                references: Sequence[tuple[str, float]] = ()) -> list[str]:
+    """nDCG@10 against p95 latency (1 client), one point per mode; the frontier's keys.
+
+    ``references``: (label, nDCG@10) drawn as horizontal lines, for a mode with no latency of
+    its own to place on a log axis (fusion alone, beside the rerank stage's own time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1276,8 +1280,11 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
         if y > best:
             frontier.append((x, y, s))
             best = y
-    styles = {"route": ("s", "tab:gray"), "fusion": ("o", "tab:blue"), "cross-encoder": ("^", "tab:red"), "auto": ("D", "tab:green")}
+    styles = {"route": ("s", "tab:gray"), "fusion": ("o", "tab:blue"), "cross-encoder": ("^", "tab:red"), "auto": ("D", "tab:green"),
+              "cascade": ("v", "tab:purple")}
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    for label, y in references:
+        ax.axhline(y, color="tab:blue", lw=1, ls=":", label=label, zorder=1)
     for family, (marker, color) in styles.items():
         fam = [p for p in points if p[2]["family"] == family]
         if fam:
@@ -1290,7 +1297,7 @@ def pareto_plot(summaries: list[dict], path: Path, title: str) -> list[str]:
     # per decade are enough to read a point off.
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("p95 latency, client round trip, 1 client (ms, log scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("nDCG@10")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)

@@ -62,6 +62,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--fusion-weight", type=float, nargs="+", default=[0.0, 1.0], help="blend of the finished head with the fused rank (fusion.blend)")
     p.add_argument("--queries", type=int, default=0, help="test queries to use (0: all)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the Pareto plots (pareto-fw<w>.png)")
     p.add_argument("--out", type=Path, default=harness.RESULTS / "cascade")
     return p.parse_args(argv)
 
@@ -255,6 +256,7 @@ def replay(args, beir, data: dict) -> dict:
     fused = np.array([ndcg10(data["queries"][q]["ids"], qrels[q]) for q in qids])
     result["fusion_ndcg10"] = float(fused.mean())
     for fw in args.fusion_weight:
+        result["rows"] += fixed_depth_rows(args, data, qids, qrels, layers, fw)
         for mult in args.targets:
             target = mult * ce10
             variants = [(k, screens) for screens in _screen_sets(args.screen_layers) for k in args.keep]
@@ -282,7 +284,7 @@ def replay(args, beir, data: dict) -> dict:
             for name, values in runs.items():
                 v = np.array(values)
                 row = {"fusion_weight": fw, "target_x": mult, "target_ms": round(target, 2), "mode": name, "ndcg10": float(v.mean()),
-                       "predicted_ms_median": float(np.median(predicted[name]))}
+                       "predicted_ms_median": float(np.median(predicted[name])), "predicted_ms_p95": float(np.percentile(predicted[name], 95))}
                 if name == "auto":
                     row["depth_median"] = float(np.median(depth[name]))
                 else:
@@ -291,6 +293,54 @@ def replay(args, beir, data: dict) -> dict:
                                exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(base, v, args.seed))
                 result["rows"].append(row)
     return result
+
+
+FIXED_DEPTHS = (5, 10, 15, 20, 30, 50)
+
+
+def fixed_depth_rows(args, data: dict, qids: list[str], qrels: dict, layers, fw: float) -> list[dict]:
+    """CE@n, the full model on the fused top n for every query: the points the policies choose
+    between, with the same latency model's prediction for each query's own token counts."""
+    last = layers.last
+    rows = []
+    for n in [d for d in FIXED_DEPTHS if d <= args.depth]:
+        scores, predicted = [], []
+        for q in qids:
+            item = data["queries"][q]
+            logits = np.asarray(item["logits"][str(last)])
+            scores.append(ndcg10(ranking_of(item["ids"], n, n, logits, logits, fw), qrels[q]))
+            predicted.append(layers.predict_ms(0, last, n, float(np.sum(item["tokens"][:n]))))
+        rows.append({"fusion_weight": fw, "target_x": None, "mode": f"ce@{n}", "ndcg10": float(np.mean(scores)),
+                     "predicted_ms_median": float(np.median(predicted)), "predicted_ms_p95": float(np.percentile(predicted, 95))})
+    return rows
+
+
+def plot(args, result: dict, path: Path) -> None:
+    """nDCG@10 against the rerank stage's predicted p95 per mode, one panel per fusion weight
+    written as its own file (``pareto-fw<w>.png``); fusion alone is the dotted line."""
+    from benchmarks.beir_bench import pareto_plot
+
+    for fw in args.fusion_weight:
+        points = []
+        for r in result["rows"]:
+            if r["fusion_weight"] != fw:
+                continue
+            if r["mode"].startswith("ce@"):
+                family, key = "cross-encoder", r["mode"].upper()
+            elif r["mode"] == "auto":
+                family, key = "auto", f"AUTO {r['target_x']:g}x"
+            else:
+                # A cascade that never screened is AUTO's point again; plotting it twice hides nothing.
+                if not r.get("cascades"):
+                    continue
+                family, key = "cascade", f"{r['mode'].removeprefix('cascade-')} {r['target_x']:g}x"
+            points.append({"family": family, "key": key, "quality": {"ndcg@10": r["ndcg10"]},
+                           "latency": {"1": {"rtt_ms": {"p95": r["predicted_ms_p95"]}}}})
+        blend = "reranked alone" if fw == 0 else f"blended with the fused rank (fusion_weight {fw:g})"
+        pareto_plot(points, path.with_name(f"{path.stem}-fw{fw:g}{path.suffix}"),
+                    f"SciFact test, {result['queries']} queries, cascade vs AUTO vs fixed depth, {blend}",
+                    xlabel="rerank stage p95, predicted by the fitted per-layer latency model (ms, log scale)",
+                    references=[("fusion alone (no rerank)", result["fusion_ndcg10"])])
 
 
 def render(args, data: dict, heads_info: dict, result: dict) -> str:
@@ -310,8 +360,13 @@ def render(args, data: dict, heads_info: dict, result: dict) -> str:
         "| fusion_weight | target (x CE@10) | mode | nDCG@10 | depth or screen (median) | cascades | vs AUTO: mean diff [95 % CI] | W/L/T | sign p |",
         "|---:|---:|---|---:|---:|---:|---|---|---:|",
     ]
+    if args.plot:
+        lines[-3:-3] = ["", f"Pareto plots (nDCG@10 against the predicted p95 of the rerank stage): "
+                        + ", ".join(f"[fusion_weight {fw:g}](pareto-fw{fw:g}.png)" for fw in args.fusion_weight) + "."]
     for r in result["rows"]:
-        if r["mode"] == "auto":
+        if r["mode"].startswith("ce@"):
+            lines.append(f"| {r['fusion_weight']:g} | fixed | {r['mode'].upper()} | {r['ndcg10']:.4f} | {r['mode'][3:]} | | | | |")
+        elif r["mode"] == "auto":
             lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} ({r['target_ms']:.0f} ms) | AUTO | {r['ndcg10']:.4f} | {r['depth_median']:.0f} | | | | |")
         else:
             p = r["vs_auto"]
@@ -335,6 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = render(args, data, heads_info, result)
     (args.out / "cascade.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "heads": heads_info, **result}, indent=1))
     (args.out / "cascade.md").write_text(report)
+    if args.plot:
+        plot(args, result, args.out / "pareto.png")
     print(report)
     return 0
 

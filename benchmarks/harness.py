@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -69,7 +70,8 @@ def offline_env(threads: int = 2) -> None:
 
 def command_line(module: str, argv: Optional[Sequence[str]]) -> str:
     """The command a report names: ``python -m <module> <arguments>``."""
-    return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    # Quoted as a shell would need it: "--screen-layers 'all 4'" is one argument, not two.
+    return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
 
 
 def say(message: str) -> None:

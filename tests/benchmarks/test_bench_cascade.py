@@ -1,0 +1,88 @@
+"""benchmarks/bench_cascade.py's replay (step 3) on stored scores: it is pure, so synthetic scores
+and timings exercise exactly what the real run does after its model steps."""
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_cascade, harness
+
+EXITS = [2, 4, 6]
+
+
+def stored_run(queries: int = 6, depth: int = 12, seed: int = 5) -> tuple[dict, dict]:
+    """What step 2 stores: per query the fused ids, their tokens and logits at every exit, and
+    per-segment batch timings (ms linear in pairs and tokens, so the fitted model is exact)."""
+    rng = random.Random(seed)
+    data = {"exits": EXITS, "queries": {}, "timings": []}
+    qrels = {}
+    for q in range(queries):
+        ids = [f"q{q}d{i}" for i in range(depth)]
+        final = [rng.gauss(0, 1) for _ in ids]
+        data["queries"][f"q{q}"] = {
+            "ids": ids,
+            "tokens": [rng.randint(60, 190) for _ in ids],
+            # Earlier exits are noisier versions of the last.
+            "logits": {"2": [x + rng.gauss(0, 2) for x in final], "4": [x + rng.gauss(0, 0.5) for x in final], "6": final},
+        }
+        qrels[f"q{q}"] = {ids[rng.randrange(depth)]: 1}
+    for start, end in ((0, 2), (2, 4), (4, 6)):
+        for _ in range(40):
+            pairs = rng.randint(1, 16)
+            tokens = pairs * rng.randint(60, 190)
+            data["timings"].append([start, end, pairs, tokens, 5.0 + 3.0 * pairs + 0.02 * tokens])
+    return data, qrels
+
+
+def replay_args(tmp_path, **overrides) -> argparse.Namespace:
+    args = dict(depth=12, queries=0, keep=[3], screen_layers="all 4", targets=[1.1, 3.0], fusion_weight=[0.0, 1.0], seed=1,
+                plot=True, out=tmp_path)
+    args.update(overrides)
+    return argparse.Namespace(**args)
+
+
+class _Beir:
+    def __init__(self, qrels):
+        self.qrels = {"test": qrels}
+
+
+def test_fixed_depth_rows_score_the_full_models_order_of_the_first_n(tmp_path):
+    data, qrels = stored_run()
+    args = replay_args(tmp_path)
+    result = bench_cascade.replay(args, _Beir(qrels), data)
+    fixed = {r["mode"]: r for r in result["rows"] if r["mode"].startswith("ce@") and r["fusion_weight"] == 0.0}
+    assert sorted(fixed, key=lambda m: int(m[3:])) == ["ce@5", "ce@10"]  # depths over --depth (12) are left out
+    for n in (5, 10):
+        expected = []
+        for q, item in data["queries"].items():
+            final = np.asarray(item["logits"]["6"])
+            head = sorted(range(n), key=lambda i: -final[i])
+            ranking = [item["ids"][i] for i in head] + item["ids"][n:]
+            expected.append(bench_cascade.ndcg10(ranking, qrels[q]))
+        assert fixed[f"ce@{n}"]["ndcg10"] == pytest.approx(float(np.mean(expected)))
+    # Deeper costs more under the fitted latency model, at the median and at p95.
+    assert fixed["ce@5"]["predicted_ms_p95"] < fixed["ce@10"]["predicted_ms_p95"]
+    assert fixed["ce@5"]["predicted_ms_median"] <= fixed["ce@5"]["predicted_ms_p95"]
+
+
+def test_every_row_has_a_p95_and_the_plots_are_written(tmp_path):
+    data, qrels = stored_run()
+    args = replay_args(tmp_path)
+    result = bench_cascade.replay(args, _Beir(qrels), data)
+    assert all(r["predicted_ms_p95"] >= r["predicted_ms_median"] - 1e-9 for r in result["rows"])
+    modes = {r["mode"] for r in result["rows"]}
+    assert {"auto", "cascade-keep3", "cascade-keep3-at4", "ce@5", "ce@10"} <= modes
+    bench_cascade.plot(args, result, tmp_path / "pareto.png")
+    for fw in ("0", "1"):
+        png = tmp_path / f"pareto-fw{fw}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = bench_cascade.render(
+        argparse.Namespace(**{**vars(args), "max_length": 192}),
+        {**data, "machine": harness.machine_info(), "seconds": 1.0},
+        {"groups": 1, "negatives": 7, "epochs": 1, "loss": {}},
+        result,
+    )
+    assert "| 0 | fixed | CE@5 |" in report and "(pareto-fw1.png)" in report
