@@ -146,7 +146,11 @@ def print_hits(reply, width: int = 60) -> None:
         from hybridsearch.v1 import hybridsearch_pb2 as pb
 
         extra = f"; degraded: {d.degraded_reason}" if d.degraded else ""
-        print(f"rerank: {pb.RerankMode.Name(d.mode)} depth {d.depth_chosen} ({d.reason}); cost {d.cost_units} tokens{extra}")
+        chunks = f", {d.chunks_scored} windows" if d.chunks_scored > d.depth_scored else ""
+        print(f"rerank: {pb.RerankMode.Name(d.mode)} depth {d.depth_chosen}, scored {d.depth_scored}{chunks} ({d.reason}); "
+              f"predicted {d.predicted_ms:.1f} ms, actual {d.actual_ms:.1f} ms; cost {d.cost_units} tokens{extra}")
+        if d.plan:
+            print(f"rerank plan: {d.plan}")
 
 
 # ---------------------------------------------------------------- commands

@@ -59,6 +59,12 @@ def backend_info(reranker) -> dict[str, Any]:
         "serving": serving,
         "status": "" if serving else status,
         "price_per_million_tokens": c.price_per_million_tokens,
+        "long_documents": c.long_documents,
+        "max_chunks": c.max_chunks,
+        "chunk_overlap": c.chunk_overlap,
+        "chunk_aggregate": c.chunk_aggregate,
+        "exit_layers": [int(x) for x in getattr(reranker.backend, "exit_layers", None) or []],
+        "cascade_keep": c.cascade_keep,
     }
 
 

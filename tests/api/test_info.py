@@ -51,6 +51,9 @@ def test_info_names_versions_profiles_backends_and_health_names(filled, tiny_m3_
     assert (backend.name, backend.kind, backend.max_length, backend.serving) == ("tiny", "flag", 128, True)
     assert backend.model == tiny_reranker_dir.name and info.default_rerank_backend == "tiny"
     assert backend.price_per_million_tokens == pytest.approx(0.05)
+    # How it treats long documents (the defaults here); a one-depth backend has no exits to stop at.
+    assert (backend.long_documents, backend.max_chunks, backend.chunk_overlap, backend.chunk_aggregate) == ("truncate", 8, 32, "max")
+    assert list(backend.exit_layers) == [] and backend.cascade_keep == 0
     # Every health name GetInfo lists is one the health service answers for.
     assert "hybridsearch.v1.Rerank" in info.health_services and "" in info.health_services
     health = health_pb2_grpc.HealthStub(running.channel())

@@ -53,6 +53,12 @@ def server(tmp_path_factory, tiny_m3_dir, exit_model):
     running.stop()
 
 
+def test_info_names_the_exit_layers_and_cascade_keep(server):
+    client = server.client("acme")
+    backend, = client.stub.GetInfo(pb.GetInfoRequest(), metadata=client.metadata).rerank_backends
+    assert (backend.kind, list(backend.exit_layers), backend.cascade_keep) == ("early-exit", [2, 4, 6], KEEP)
+
+
 def _budget(client, **fields):
     client.admin.SetBudget(pb.SetBudgetRequest(budget=pb.RerankBudget(tenant="acme", max_depth=30, default_mode=pb.AUTO, **fields)), metadata=client.metadata)
 

@@ -31,3 +31,23 @@ def test_the_module_docstring_lists_every_subcommand_in_order():
     commands = next(a for a in engine.cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     listed = [line.split()[0] for line in engine.cli.__doc__.splitlines() if line.startswith("    ") and line[4] != " "]
     assert listed == list(commands)
+
+
+def test_search_output_names_the_rerank_plan_windows_and_times(capsys):
+    from engine.cli import print_hits
+    from hybridsearch.v1 import hybridsearch_pb2 as pb
+
+    reply = pb.SearchResponse(hits=[pb.Hit(id="d1", text="癌细胞 protein", score=0.5, fused_score=0.4, rerank_score=2.0)])
+    reply.rerank.CopyFrom(pb.RerankDecision(mode=pb.AUTO, depth_chosen=40, depth_scored=40, chunks_scored=52, reason="auto depth 40",
+                                            predicted_ms=120.0, actual_ms=98.5, cost_units=3100,
+                                            plan="score 40 to layer 2, keep 10, finish them to layer 6"))
+    print_hits(reply)
+    out = capsys.readouterr().out
+    assert "rerank: AUTO depth 40, scored 40, 52 windows (auto depth 40); predicted 120.0 ms, actual 98.5 ms; cost 3100 tokens" in out
+    assert "rerank plan: score 40 to layer 2, keep 10, finish them to layer 6" in out
+    # One window per document (no chunks): the count is not repeated.
+    reply.rerank.chunks_scored = 40
+    reply.rerank.plan = ""
+    print_hits(reply)
+    out = capsys.readouterr().out
+    assert "windows" not in out and "rerank plan" not in out
