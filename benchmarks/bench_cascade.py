@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from benchmarks import harness
+from benchmarks.paired import paired
 
 harness.offline_env()
 
@@ -227,19 +228,6 @@ def fitted_layers(data: dict):
     return layers
 
 
-def paired(a: np.ndarray, b: np.ndarray, seed: int, rounds: int = 10_000) -> dict:
-    """b - a per query: mean, a 95 % bootstrap interval, wins / losses / ties, sign test p."""
-    d = b - a
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(rounds, len(d)))].mean(axis=1)
-    wins, losses = int((d > 1e-12).sum()), int((d < -1e-12).sum())
-    n = wins + losses
-    # Two-sided sign test (exact binomial).
-    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2**n if n else 1.0
-    return {"mean": float(d.mean()), "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
-            "wins": wins, "losses": losses, "ties": len(d) - n, "sign_p": min(1.0, 2 * tail)}
-
-
 def replay(args, beir, data: dict) -> dict:
     from rerank.budgets import RerankBudget
     from rerank.cascade import choose_plan
@@ -290,7 +278,7 @@ def replay(args, beir, data: dict) -> dict:
                 else:
                     screens = np.array([d[0] for d in depth[name]])
                     row.update(screen_median=float(np.median(screens)), cascades=int(sum(1 for d in depth[name] if d[1] < last)),
-                               exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(base, v, args.seed))
+                               exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed))
                 result["rows"].append(row)
     return result
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import harness
+from benchmarks.paired import ndcg10, paired
 
 MODES = ("truncate", "chunks")
 CACHE_DIR = harness.CACHE / "chunks"
@@ -130,33 +131,6 @@ def ordered(fused: list[str], raw: list[float], depth: int, fusion_weight: float
     depth = min(depth, len(raw), len(fused))
     order, _ = blend_head(normalize(raw[:depth]), fusion_weight)
     return [fused[i] for i in order] + fused[depth:]
-
-
-def ndcg10(qrels: dict[str, dict[str, int]], runs: dict[str, list[str]]) -> dict[str, float]:
-    from ranx import Qrels, Run, evaluate
-
-    run = Run({qid: {d: float(len(ids) - i) for i, d in enumerate(ids)} for qid, ids in runs.items()})
-    evaluate(Qrels({qid: dict(qrels[qid]) for qid in runs}), run, "ndcg@10", make_comparable=True)
-    return {qid: float(run.scores["ndcg@10"].get(qid, 0.0)) for qid in runs}
-
-
-def paired(a: dict[str, float], b: dict[str, float], rounds: int, seed: int) -> dict[str, Any]:
-    """b - a per query: mean, 95 % bootstrap interval, sign test, paired t-test."""
-    import numpy as np
-    from scipy import stats
-
-    keys = sorted(set(a) & set(b))
-    d = np.array([b[k] - a[k] for k in keys])
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(rounds, len(d)))].mean(axis=1) if len(d) else np.zeros(1)
-    wins, losses = int((d > 1e-12).sum()), int((d < -1e-12).sum())
-    sign_p = float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
-    t_p = float(stats.ttest_rel([b[k] for k in keys], [a[k] for k in keys]).pvalue) if len(keys) > 2 and np.any(np.abs(d) > 1e-12) else 1.0
-    return {
-        "n": len(keys), "mean": float(d.mean()) if len(d) else 0.0,
-        "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
-        "wins": wins, "losses": losses, "ties": len(keys) - wins - losses, "sign_p": sign_p, "t_p": t_p if math.isfinite(t_p) else None,
-    }
 
 
 # ---------------------------------------------------------------------------- the run

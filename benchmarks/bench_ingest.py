@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_qrels, load_scifact_docs, load_test_queries
 from benchmarks.harness import RESULTS, command_line, loadavg, machine_info
-from benchmarks.replay_depths import ndcg10
+from benchmarks.paired import ndcg10
 
 ENGINES = ("sentence-transformers", "onnx", "onnx-int8")
 log = logging.getLogger("bench_ingest")

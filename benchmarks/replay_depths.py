@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.beir_bench import BenchError, pass_records
 from benchmarks.harness import DEFAULT_DATA
+from benchmarks.paired import ndcg10
 
 DEPTHS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
 
@@ -78,15 +79,6 @@ def served_order(q: ReplayQuery, depth: int, fusion_weight: float) -> list[str]:
         return q.fused
     order, _ = blend_head(q.scores[:depth], fusion_weight)
     return [q.fused[i] for i in order] + q.fused[depth:]
-
-
-def ndcg10(qrels: dict[str, dict[str, int]], runs: dict[str, list[str]]) -> dict[str, float]:
-    """nDCG@10 per query (ranx), for the queries in ``runs``."""
-    from ranx import Qrels, Run, evaluate
-
-    run = Run({qid: {d: float(len(ids) - i) for i, d in enumerate(ids)} for qid, ids in runs.items()})
-    evaluate(Qrels({qid: dict(qrels[qid]) for qid in runs}), run, "ndcg@10", make_comparable=True)
-    return {qid: float(run.scores["ndcg@10"].get(qid, 0.0)) for qid in runs}
 
 
 def replay(queries: dict[str, ReplayQuery], qrels: dict[str, dict[str, int]], fusion_weight: float, depths=DEPTHS) -> dict:

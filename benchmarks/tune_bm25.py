@@ -53,9 +53,9 @@ def embeddings(cache: Path, ids_and_texts: list[tuple[str, str]], kind: str) -> 
 
 
 def ndcg_at_10(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> float:
-    """Mean nDCG@10 (ranx, through replay_depths.ndcg10) over every judged question; a
+    """Mean nDCG@10 (ranx, through benchmarks.paired.ndcg10) over every judged question; a
     question with nothing ranked counts 0."""
-    from benchmarks.replay_depths import ndcg10
+    from benchmarks.paired import ndcg10
 
     answered = {q: ids for q, ids in ranked.items() if ids}
     per_query = ndcg10({q: {d: 1 for d in rel} for q, rel in qrels.items()}, answered) if answered else {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_chunks
+from benchmarks import bench_chunks, paired
 
 _WORDS = "protein expression cancer cells gene regulation stem immune response viral infection mice brain memory sleep diet".split()
 
@@ -54,7 +54,7 @@ def test_bench_chunks_runs_end_to_end_and_caches_its_scores(tmp_path, tiny_reran
 def test_paired_comparison_counts_wins_and_losses():
     a = {"q1": 0.5, "q2": 0.5, "q3": 0.5, "q4": 0.5}
     b = {"q1": 0.7, "q2": 0.6, "q3": 0.5, "q4": 0.4}
-    p = bench_chunks.paired(a, b, rounds=500, seed=0)
+    p = paired.paired(a, b, rounds=500, seed=0)
     assert (p["wins"], p["losses"], p["ties"], p["n"]) == (2, 1, 1, 4)
     assert p["mean"] == pytest.approx(0.05)
     assert p["ci95"][0] <= p["mean"] <= p["ci95"][1]
