@@ -63,13 +63,13 @@ def test_a_reranker_that_finds_the_relevant_document_beats_fusion_and_the_baseli
 
 def test_scores_of_other_fused_lists_are_refused_by_name(tmp_path):
     other = write_model(tmp_path, "other", [1.0] * 5, ranked_meta={**RANKED_META, "fusion": "dbsf"})
-    with pytest.raises(SystemExit, match="other fused lists"):
+    with pytest.raises(SystemExit, match="other fused lists than these; evaluate it again, or pass --score"):
         run(tmp_path, f"other={other}")
 
 
 def test_an_interrupted_evaluation_is_named(tmp_path):
     cut = write_model(tmp_path, "cut", [1.0] * 5, queries=2)
-    with pytest.raises(SystemExit, match="2 dev queries have no scores"):
+    with pytest.raises(SystemExit, match="2 dev queries have no scores .*pass --score"):
         run(tmp_path, f"cut={cut}")
 
 
@@ -77,3 +77,31 @@ def test_an_unknown_baseline_is_named(tmp_path):
     model = write_model(tmp_path, "m", [1.0] * 5)
     with pytest.raises(SystemExit, match="--baseline 'x'"):
         run(tmp_path, f"m={model}", extra=("--baseline", "x"))
+
+
+def test_a_bench_pass_is_scored_with_the_real_reranker_and_the_scores_are_kept(tmp_path, tiny_reranker_dir):
+    import shutil
+
+    beir, _ = write_case(tmp_path)
+    run_dir = tmp_path / "run-abc"
+    run_dir.mkdir()
+    rows = [{"meta": {"format": "hsearch-scifact-bench/1", "split": "dev", "mode": {"key": "dbsf", "label": "DBSF"}}}]
+    rows += [{"qid": f"q{q}", "ids": [f"d{q}{i}" for i in (4, 3, 2, 1, 0)], "rtt_ms": 1.0} for q in range(4)]
+    (run_dir / "dbsf.c1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_reranker_dir, model)
+    argv = ["--beir", str(beir), "--split", "dev", "--fused", str(run_dir / "dbsf.c1.jsonl"), "--depth", "3", "--score",
+            "--bootstrap", "100", "--out", str(tmp_path / "out"), "--model", f"tiny={model}"]
+    assert selfsup_ablation.main(argv) == 0
+    stored = model / "eval-dev-run-abc-dbsf-top3.jsonl"
+    lines = stored.read_text().splitlines()
+    assert len(lines) == 5 and all(len(json.loads(line)["scores"]) == 3 for line in lines[1:])  # the pass cut to --depth
+    first = json.loads((tmp_path / "out" / "results.json").read_text())
+    # A second run reads the stored scores (same answer) instead of scoring again.
+    before = stored.stat().st_mtime_ns
+    assert selfsup_ablation.main(argv) == 0
+    assert stored.stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"] == first["rows"]
+    assert "fused (DBSF) top 3" in (tmp_path / "out" / "results.md").read_text()
+    # Without --score, stored scores of the same lists are enough.
+    assert selfsup_ablation.main([a for a in argv if a != "--score"]) == 0
