@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 # warns on every start; the pin is deliberate, the warning is noise.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
+
+class _NoLiteVersionError(logging.Filter):
+    """Drops pymilvus's ERROR record, with a traceback, for GetVersion answered UNIMPLEMENTED.
+
+    Native Milvus Lite 2.5 does not implement GetVersion. pymilvus asks for it as a health
+    probe and :attr:`MilvusStore.engine` asks to tell Lite from a server; both handle the
+    answer, yet pymilvus logs each one as an error with a 30-line traceback, which reads as a
+    failure at the top of every ``hsearch demo``. Any other RPC error is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("[get_server_version]" in message and "UNIMPLEMENTED" in message)
+
+
+logging.getLogger("pymilvus.decorators").addFilter(_NoLiteVersionError())
+
 SPEC_PROPERTY = "hsearch.spec"
 # The spec is also written into the schema's description: native Milvus Lite 2.5 drops
 # collection properties (and cannot alter them) but keeps the description; Milvus Lite 3.x

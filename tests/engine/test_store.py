@@ -144,6 +144,22 @@ def test_lite_picks_what_it_can_serve(store):
         assert store.layout == "typed"
 
 
+def test_opening_native_lite_logs_no_error_for_the_version_it_cannot_say(tmp_path, caplog):
+    import logging
+
+    fresh = MilvusStore(str(tmp_path / "quiet.db"), MilvusConfig())
+    with caplog.at_level(logging.ERROR, logger="pymilvus"):
+        engine = fresh.engine
+        assert fresh.ping() is True
+    fresh.close()
+    if engine != "lite-native":
+        pytest.skip("only native Milvus Lite leaves GetVersion unimplemented")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # Other pymilvus errors still reach the log.
+    logging.getLogger("pymilvus.decorators").error("RPC error: [search], <_InactiveRpcError: StatusCode.UNAVAILABLE>")
+    assert any("[search]" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------- collections
 
 
