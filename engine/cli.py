@@ -13,6 +13,7 @@
     train-reranker  mine hard negatives with hybrid search and fine-tune a cross-encoder
                     (training/; cache <data_dir>/training/<dataset> unless --cache-dir);
                     --self-supervised title,ict adds pairs the corpus makes on its own
+    average-rerankers  average rerankers fine-tuned from one base into one model (a soup)
     bench           fusion vs cross-encoder on SciFact (benchmarks/beir_bench.py of a source
                     checkout, in a child process)
 """
@@ -778,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_admin_commands(sub)
     _add_train_reranker(sub)
+    _add_average_rerankers(sub)
     # Listed for --help; main() hands everything after "bench" to benchmarks/beir_bench.py.
     sub.add_parser("bench", add_help=False, help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service "
                    "(a source checkout's benchmarks/beir_bench.py; `hsearch bench --help` for its options)")
@@ -936,6 +938,29 @@ def _add_train_reranker(sub) -> None:
     p.add_argument("--eval-depth", type=int, default=100)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_train_reranker)
+
+
+def _add_average_rerankers(sub) -> None:
+    p = sub.add_parser("average-rerankers", help="average rerankers trained from the same base model into one (a model soup): "
+                       "an ensemble's quality at one model's cost")
+    p.add_argument("models", nargs="+", help="two or more train-reranker output directories with the same --base")
+    p.add_argument("--out", required=True, help="the averaged model's directory (replaced atomically)")
+    p.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")], metavar="W1,W2,...",
+                   help="each model's share (default equal; normalised to sum to 1)")
+    p.set_defaults(fn=cmd_average_rerankers)
+
+
+def cmd_average_rerankers(args) -> int:
+    from training.soup import average_rerankers
+
+    try:
+        info = average_rerankers([Path(m) for m in args.models], Path(args.out), args.weights)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    shares = ", ".join(f"{Path(m['dir']).name} {w:.2f}" for m, w in zip(info["soup_of"], info["weights"]))
+    print(f"averaged {len(info['soup_of'])} rerankers ({shares}) into {args.out}; max_length {info['max_length']}")
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:

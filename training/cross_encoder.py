@@ -537,6 +537,11 @@ def _save_model(run: _TrainingRun, info: dict, out_dir: Path) -> None:
     finally:
         restore()
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+    swap_in(tmp, out_dir)
+
+
+def swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished ``tmp`` (renames: a reader never sees half a model)."""
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
