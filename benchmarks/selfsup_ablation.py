@@ -138,7 +138,8 @@ def ablation(args) -> dict:
         if missing:
             raise SystemExit(f"{folder}: {len(missing)} {args.split} queries have no scores (an interrupted evaluation?); pass --score to finish it")
         info = model_info(Path(folder))
-        result["models"][name] = {"dir": str(folder), "examples": info.get("examples"),
+        soup = ", ".join(Path(s["dir"]).name for s in info.get("soup_of", []))
+        result["models"][name] = {"dir": str(folder), "examples": info.get("examples") or (f"soup of {soup}" if soup else None),
                                   "epoch_losses": info.get("epoch_losses"), "train_seconds": info.get("train_seconds")}
         for fw in args.fusion_weight:
             for d in depths:
