@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from benchmarks import harness
-from benchmarks.paired import ndcg10, paired
+from benchmarks.paired import ndcg10, paired, served_order
 
 MODES = ("truncate", "chunks")
 CACHE_DIR = harness.CACHE / "chunks"
@@ -125,12 +125,10 @@ def score_query(backend, query: str, texts: list[str], bounds: list[int]) -> dic
 
 def ordered(fused: list[str], raw: list[float], depth: int, fusion_weight: float) -> list[str]:
     """The service's order: the head by blend_head of the normalised scores, the rest fused."""
-    from fusion.blend import blend_head
     from rerank.base import normalize
 
     depth = min(depth, len(raw), len(fused))
-    order, _ = blend_head(normalize(raw[:depth]), fusion_weight)
-    return [fused[i] for i in order] + fused[depth:]
+    return served_order(fused, normalize(raw[:depth]), depth, fusion_weight)
 
 
 # ---------------------------------------------------------------------------- the run

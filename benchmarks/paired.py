@@ -1,4 +1,5 @@
-"""Per-query nDCG@10 and the paired comparison every quality benchmark reports.
+"""Per-query nDCG@10, the served order of a reranked head, and the paired comparison every
+quality benchmark reports.
 
 Two modes scored on the same queries are compared per query: the mean difference, a
 bootstrap 95 % interval of it, wins / losses / ties, an exact sign test and a paired t-test.
@@ -18,6 +19,17 @@ def ndcg10(qrels: Mapping[str, Mapping[str, int]], runs: Mapping[str, list[str]]
     run = Run({qid: {d: float(len(ids) - i) for i, d in enumerate(ids)} for qid, ids in runs.items()})
     evaluate(Qrels({qid: dict(qrels[qid]) for qid in runs}), run, "ndcg@10", make_comparable=True)
     return {qid: float(run.scores["ndcg@10"].get(qid, 0.0)) for qid in runs}
+
+
+def served_order(fused: list[str], scores, depth: int, fusion_weight: float) -> list[str]:
+    """The order the service serves: the first ``depth`` fused documents ordered by their
+    reranker ``scores`` (blended with their fused rank, :func:`fusion.blend.blend_head`), the
+    rest in fused order. ``depth`` is cut to the scores and the list there are."""
+    from fusion.blend import blend_head
+
+    depth = max(0, min(depth, len(scores), len(fused)))
+    order, _ = blend_head(np.asarray(scores[:depth], dtype=np.float64), fusion_weight)
+    return [fused[i] for i in order] + fused[depth:]
 
 
 def paired(a: Mapping[Any, float], b: Mapping[Any, float], rounds: int = 10_000, seed: int = 0) -> dict[str, Any]:

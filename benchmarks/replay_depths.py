@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.beir_bench import BenchError, pass_records
 from benchmarks.harness import DEFAULT_DATA
+from benchmarks import paired
 from benchmarks.paired import ndcg10
 
 DEPTHS = (1, 3, 5, 10, 15, 20, 30, 50, 100)
@@ -73,12 +74,7 @@ def load_replay(run_dir: Path, base: str, depth: int = 100) -> dict[str, ReplayQ
 
 
 def served_order(q: ReplayQuery, depth: int, fusion_weight: float) -> list[str]:
-    from fusion.blend import blend_head
-
-    if depth <= 0:
-        return q.fused
-    order, _ = blend_head(q.scores[:depth], fusion_weight)
-    return [q.fused[i] for i in order] + q.fused[depth:]
+    return paired.served_order(q.fused, q.scores, depth, fusion_weight)
 
 
 def replay(queries: dict[str, ReplayQuery], qrels: dict[str, dict[str, int]], fusion_weight: float, depths=DEPTHS) -> dict:

@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from benchmarks import harness
-from benchmarks.paired import ndcg10, paired
+from benchmarks.paired import ndcg10, paired, served_order
 
 DEPTHS = (5, 10, 20, 30, 50, 100)
 
@@ -100,16 +100,6 @@ def model_scores(args, beir, folder: Path, lists_meta: dict, lists: dict[str, li
     return done
 
 
-def served(fused: list[str], scores: list[float], depth: int, fusion_weight: float) -> list[str]:
-    """The service's order: the first ``depth`` by the reranker (blended with their fused rank
-    as fusion.blend does), the rest in fused order."""
-    from fusion.blend import blend_head
-
-    depth = min(depth, len(scores), len(fused))
-    order, _ = blend_head(np.asarray(scores[:depth], dtype=np.float64), fusion_weight)
-    return [fused[i] for i in order] + fused[depth:]
-
-
 def model_info(model_dir: Path) -> dict:
     info_path = model_dir / "training_info.json"
     return json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -143,7 +133,7 @@ def ablation(args) -> dict:
                                   "epoch_losses": info.get("epoch_losses"), "train_seconds": info.get("train_seconds")}
         for fw in args.fusion_weight:
             for d in depths:
-                per_query[(name, fw, d)] = ndcg10(qrels, {q: served(fused[q], scores[q], d, fw) for q in qids})
+                per_query[(name, fw, d)] = ndcg10(qrels, {q: served_order(fused[q], scores[q], d, fw) for q in qids})
     for fw in args.fusion_weight:
         for d in depths:
             for name in models:
