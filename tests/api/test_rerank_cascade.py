@@ -7,14 +7,13 @@ and the test does not depend on how fast this machine is."""
 from __future__ import annotations
 
 import random
-import shutil
 
 import numpy as np
 import pytest
 
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from tests.conftest import RunningServer, make_settings
-from tests.rerank.tiny_layered import build_tiny_bert_reranker
+from tests.rerank.tiny_layered import tiny_bert_with_exits
 
 COLLECTION = "cascade_docs"
 _WORDS = "protein expression cancer cells gene regulation immune response viral infection mice brain memory 蛋白质 癌症 细胞 基因".split()
@@ -25,12 +24,7 @@ KEEP = 2
 
 @pytest.fixture(scope="module")
 def exit_model(tmp_path_factory):
-    from rerank.early_exit import add_exit_heads
-
-    plain = build_tiny_bert_reranker(tmp_path_factory.getbasetemp() / "tiny-bert-reranker")
-    target = tmp_path_factory.mktemp("cascade-model") / "model"
-    shutil.copytree(plain, target)
-    return add_exit_heads(target, [2, 4, 6])
+    return tiny_bert_with_exits(tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("cascade-model") / "model", [2, 4, 6])
 
 
 def _server(tmp_path_factory, tiny_m3_dir, exit_model, keep: int) -> RunningServer:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rerank.backends import load_backend
-from tests.rerank.tiny_layered import build_tiny_bert_reranker
+from tests.rerank.tiny_layered import build_tiny_bert_reranker, tiny_bert_with_exits
 
 QUERY = "protein expression in cancer cells"
 DOCS = [
@@ -41,13 +41,8 @@ EXITS = [2, 4, 6]
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
-    """The tiny BERT with untrained exits at 2, 4 and 6 (its own directory: heads are written into it)."""
-    from rerank.early_exit import add_exit_heads
-
-    plain = build_tiny_bert_reranker(tmp_path_factory.getbasetemp() / "tiny-bert-reranker")
-    target = tmp_path_factory.mktemp("bert-exits") / "model"
-    shutil.copytree(plain, target)
-    return add_exit_heads(target, EXITS)
+    """The tiny BERT with untrained exits at 2, 4 and 6."""
+    return tiny_bert_with_exits(tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("bert-exits") / "model", EXITS)
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,18 @@ def build_tiny_bert_reranker(directory) -> Path:
     return directory
 
 
+def tiny_bert_with_exits(cache, target, exits) -> Path:
+    """A copy of the tiny BERT (built once under ``cache``) in ``target``, with untrained exit
+    heads after ``exits``: its own directory, since the heads are written into it."""
+    import shutil
+
+    from rerank.early_exit import add_exit_heads
+
+    plain = build_tiny_bert_reranker(Path(cache) / "tiny-bert-reranker")
+    shutil.copytree(plain, target)
+    return add_exit_heads(Path(target), list(exits))
+
+
 def _write_layerwise(directory: Path) -> None:
     import torch
     from safetensors.torch import save_file
