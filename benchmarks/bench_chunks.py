@@ -22,7 +22,8 @@ A document's score does not depend on the other documents, so one scoring of the
 ``max(depths)`` serves every depth (depth d reranks a prefix). The head is scored in slices
 between consecutive depths (0-10, 10-20, ...), each timed (tokenising included) on its
 own: the time of depth d is the sum of its slices. Per-query scores are cached under
-``benchmarks/.cache/chunks/`` (an interrupted run resumes). Paired comparison of chunked
+``benchmarks/.cache/chunks/`` (an interrupted run resumes, and a deeper run scores only the
+slices past the cached ones). Paired comparison of chunked
 against truncated per depth: mean difference with a 95 % bootstrap interval, a sign test
 (wins / losses, ties dropped) and a paired t-test. Writes ``results.md`` and
 ``results.json`` (per-query nDCG@10) to ``--out`` (default benchmarks/results/chunks).
@@ -106,11 +107,23 @@ def load_fused(path: Path) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------- scoring
-def score_query(backend, query: str, texts: list[str], bounds: list[int]) -> dict[str, Any]:
-    """Scores of the head in slices between consecutive depths, each timed on its own."""
-    raw, tokens, windows, truncated, slice_ms = [], [], [], [], []
-    start = 0
+def score_query(backend, query: str, texts: list[str], bounds: list[int], done: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Scores of the head in slices between consecutive depths, each timed on its own.
+
+    ``done``: this query's row from a shallower run (its ``bounds`` a prefix of these): only
+    the slices past it are scored, so going from depth 20 to 50 costs the last 30 only.
+    """
+    if done is not None:
+        raw, tokens, windows = list(done["raw"]), list(done["tokens"]), list(done["windows"])
+        truncated, slice_ms = list(done["truncated"]), list(done["slice_ms"])
+        start = len(raw)
+        bounds = [b for b in bounds if b > start]
+    else:
+        raw, tokens, windows, truncated, slice_ms = [], [], [], [], []
+        start = 0
     for stop in bounds:
+        if stop <= start:  # a list shorter than two depths: both end at its length
+            continue
         t0 = time.perf_counter()
         encoded = backend.encode(query, texts[start:stop])
         scores = backend.score_encoded(encoded)
@@ -121,6 +134,30 @@ def score_query(backend, query: str, texts: list[str], bounds: list[int]) -> dic
         truncated += encoded.truncated.tolist()
         start = stop
     return {"raw": raw, "tokens": tokens, "windows": windows, "truncated": truncated, "slice_ms": slice_ms}
+
+
+def slice_bounds(depths: list[int], length: int) -> list[int]:
+    """The distinct slice ends of a head of ``length`` candidates (a short list ends early)."""
+    out: list[int] = []
+    for d in depths:
+        b = min(d, length)
+        if not out or b > out[-1]:
+            out.append(b)
+    return out
+
+
+def reusable(row: dict[str, Any], bounds: list[int]) -> str:
+    """'all' when a cached row already has a slice ending at each of ``bounds``, 'extend' when
+    its slices are a strict prefix of them (score the rest only), '' when it must be scored
+    again (rows of an older format, or slices that end elsewhere)."""
+    have = row.get("bounds")
+    if have is None:
+        return ""
+    if set(bounds) <= set(have):  # a shallower run reads a prefix of a deeper one's slices
+        return "all"
+    if len(have) < len(bounds) and bounds[: len(have)] == have:
+        return "extend"
+    return ""
 
 
 def ordered(fused: list[str], raw: list[float], depth: int, fusion_weight: float) -> list[str]:
@@ -169,8 +206,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                max_chunks=args.max_chunks, chunk_aggregate=args.aggregate, chunk_first_weight=args.first_weight, **common),
     }
     identity = {**choice.identity(), "max_length": max_length, "overlap": args.chunk_overlap, "max_chunks": args.max_chunks,
-                "aggregate": args.aggregate, "first_weight": args.first_weight, "depth": deepest, "data": fingerprint, "fused": str(fused_path),
+                "aggregate": args.aggregate, "first_weight": args.first_weight, "data": fingerprint, "fused": str(fused_path),
                 "batch_size": args.batch_size}
+    # The depth is not in the key: a deeper run extends the cached rows of a shallower one.
     key = harness.hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     cache_path = args.cache_dir / f"scores-{key}.jsonl"
     args.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -192,14 +230,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         backend.score(queries[0][1], [texts_of[d] for d in fused[queries[0][0]][:4]])
     with harness.LoadSampler() as load, cache_path.open("a") as sink:
         for n, (qid, text) in enumerate(queries, 1):
-            if qid in cached:
-                continue
             head = fused[qid][:deepest]
+            bounds = slice_bounds(depths, len(head))
+            how = reusable(cached[qid], bounds) if qid in cached else ""
+            if how == "all":
+                continue
             texts = [texts_of[d] for d in head]
-            bounds = [min(d, len(head)) for d in depths]
-            row = {"qid": qid}
+            row = {"qid": qid, "bounds": bounds}
             for mode in (MODES if n % 2 else MODES[::-1]):  # alternate which mode goes first
-                row[mode] = score_query(backends[mode], text, texts, bounds)
+                row[mode] = score_query(backends[mode], text, texts, bounds, cached[qid][mode] if how == "extend" else None)
             sink.write(json.dumps(row) + "\n")
             sink.flush()
             cached[qid] = row
@@ -213,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fusion_ndcg = ndcg10(qrels, fusion_runs)
     table = []
     per_query: dict[str, dict[str, float]] = {"fusion": fusion_ndcg}
-    for i, depth in enumerate(depths):
+    for depth in depths:
         entry: dict[str, Any] = {"depth": depth}
         for mode in MODES:
             rows = [cached[qid][mode] for qid, _ in queries]
@@ -222,7 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 scores = ndcg10(qrels, runs)
                 per_query[f"{mode}@{depth}/{order_name}"] = scores
                 entry[f"{mode}_{order_name}"] = float(np.mean(list(scores.values())))
-            ms = [sum(r["slice_ms"][: i + 1]) for r in rows]
+            ms = [sum(t for b, t in zip(cached[qid]["bounds"], cached[qid][mode]["slice_ms"]) if b <= depth) for qid, _ in queries]
             upto = [min(depth, len(r["raw"])) for r in rows]
             entry[f"{mode}_ms"] = harness.stats(ms)
             entry[f"{mode}_tokens"] = float(np.mean([sum(r["tokens"][:u]) for r, u in zip(rows, upto)]))
@@ -233,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         table.append(entry)
         harness.say(f"depth {depth}: nDCG@10 alone {entry['truncate_alone']:.4f} -> {entry['chunks_alone']:.4f}, blended {entry['truncate_blended']:.4f} -> {entry['chunks_blended']:.4f}")
 
-    windows_all = [w for qid, _ in queries for w in cached[qid]["chunks"]["windows"]]
+    windows_all = [w for qid, _ in queries for w in cached[qid]["chunks"]["windows"][:deepest]]
     result = {
         "command": harness.command_line("benchmarks.bench_chunks", argv),
         "dataset": Path(args.data).name,
@@ -242,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": harness.machine_info(),
         "load": {"start": load_start, "during": load_summary, "end": harness.loadavg()},
         "reranker": {**choice.as_dict(), "path": str(choice.path), "served_max_length": max_length},
-        "config": {**identity, "split": args.split, "queries": len(queries), "depths": depths, "fusion_weight": args.fusion_weight, "threads": args.threads},
+        "config": {**identity, "split": args.split, "queries": len(queries), "depths": depths, "depth": deepest, "fusion_weight": args.fusion_weight, "threads": args.threads},
         "fusion_ndcg10": float(np.mean(list(fusion_ndcg.values()))),
         "windows_per_document": {"mean": float(np.mean(windows_all)), "share_over_1": float(np.mean(np.array(windows_all) > 1)),
                                  "at_cap": float(np.mean(np.array(windows_all) >= args.max_chunks))},

@@ -51,6 +51,46 @@ def test_bench_chunks_runs_end_to_end_and_caches_its_scores(tmp_path, tiny_reran
     assert all(len(r[mode]["raw"]) == 5 and len(r[mode]["slice_ms"]) == 2 for r in rows for mode in ("truncate", "chunks"))
 
 
+def test_a_deeper_run_scores_only_the_slices_past_the_cached_ones(tmp_path, tiny_reranker_dir, monkeypatch):
+    beir, fused = write_case(tmp_path)
+    common = ["--data", str(beir), "--fused", str(fused), "--reranker", str(tiny_reranker_dir), "--max-length", "32",
+              "--chunk-overlap", "4", "--max-chunks", "3", "--bootstrap", "100", "--threads", "1"]
+    shallow, fresh = tmp_path / "shallow", tmp_path / "fresh"
+    assert bench_chunks.main(common + ["--depths", "2", "5", "--out", str(tmp_path / "o1"), "--cache-dir", str(shallow)]) == 0
+    scored: list[int] = []
+    real = bench_chunks.score_query
+
+    def counting(backend, query, texts, bounds, done=None):
+        row = real(backend, query, texts, bounds, done)
+        scored.append(len(row["raw"]) - (len(done["raw"]) if done else 0))
+        return row
+
+    monkeypatch.setattr(bench_chunks, "score_query", counting)
+    assert bench_chunks.main(common + ["--depths", "2", "5", "9", "--out", str(tmp_path / "o2"), "--cache-dir", str(shallow)]) == 0
+    assert scored == [4] * 6  # 3 queries x 2 modes, candidates 5..8 only
+    scored.clear()
+    assert bench_chunks.main(common + ["--depths", "5", "--out", str(tmp_path / "o3"), "--cache-dir", str(shallow)]) == 0
+    assert scored == []  # a shallower run reads the deeper rows
+    monkeypatch.setattr(bench_chunks, "score_query", real)
+    assert bench_chunks.main(common + ["--depths", "2", "5", "9", "--out", str(tmp_path / "o4"), "--cache-dir", str(fresh)]) == 0
+
+    def last_rows(cache):
+        rows = {}
+        for line in next(cache.glob("scores-*.jsonl")).read_text().splitlines():
+            row = json.loads(line)
+            rows[row["qid"]] = row
+        return rows
+
+    extended, scratch = last_rows(shallow), last_rows(fresh)
+    for qid, row in scratch.items():
+        assert extended[qid]["bounds"] == row["bounds"] == [2, 5, 9]
+        for mode in ("truncate", "chunks"):
+            assert extended[qid][mode]["raw"] == pytest.approx(row[mode]["raw"], abs=1e-5)
+            assert extended[qid][mode]["windows"] == row[mode]["windows"] and len(extended[qid][mode]["slice_ms"]) == 3
+    deep = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert deep["per_query"]["chunks@9/alone"] == pytest.approx(json.loads((tmp_path / "o4" / "results.json").read_text())["per_query"]["chunks@9/alone"], abs=1e-9)
+
+
 def test_paired_comparison_counts_wins_and_losses():
     a = {"q1": 0.5, "q2": 0.5, "q3": 0.5, "q4": 0.5}
     b = {"q1": 0.7, "q2": 0.6, "q3": 0.5, "q4": 0.4}
