@@ -2,7 +2,8 @@
 
 Three steps, each cached under ``--work`` so a rerun only redoes what changed:
 
-1. **Exit heads.** The trained reranker (``--model``) keeps its own head as the last exit;
+1. **Exit heads.** A model ``hsearch train-reranker --exits`` trained (its heads learnt jointly
+   with the encoder) is used as it is. Otherwise the trained reranker (``--model``) keeps its own head as the last exit;
    heads after the earlier ``--exits`` are trained on the *train* split with the encoder
    frozen (so full-depth scores are exactly the reranker's): the first-token vectors at each
    exit are computed once for every (query, positive, hard negatives) group, and each head is
@@ -144,6 +145,21 @@ def train_heads(args, beir, exits: list[int]) -> Path:
     return out
 
 
+def jointly_trained(model: Path) -> Optional[dict]:
+    """How ``train-reranker --exits`` trained ``model`` (None: a model without trained exits)."""
+    from rerank.early_exit import read_exit_config
+
+    spec = read_exit_config(model)
+    if spec is None or not spec.get("trained"):
+        return None
+    path = model / "training_info.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    if not (info.get("key") or {}).get("exits"):
+        return None  # heads added afterwards (this script's step 1), not by train-reranker
+    return {"joint": True, "exits": spec["exit_layers"], "groups": info.get("examples"), "negatives": info.get("negatives"),
+            "epochs": info.get("epochs"), "loss": info.get("epoch_losses"), "train_seconds": info.get("train_seconds")}
+
+
 # ---------------------------------------------------------------------------- 2. scores, timings
 
 
@@ -152,7 +168,10 @@ def score_test(args, beir, model_dir: Path, exits: list[int]) -> dict:
     from rerank.backends.early_exit import EarlyExitBackend
     from training.hard_negatives import fused_lists
 
-    path = args.work / f"scores-{model_dir.name}-d{args.depth}-L{args.max_length}-q{args.queries or 'all'}.json"
+    name = model_dir.name
+    if model_dir.resolve().parent != args.work.resolve():  # a model of its own: its path names the cache
+        name = "model-" + harness.hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:10]
+    path = args.work / f"scores-{name}-d{args.depth}-L{args.max_length}-q{args.queries or 'all'}.json"
     if path.is_file():
         harness.say(f"test scores cached in {path}")
         return json.loads(path.read_text())
@@ -337,8 +356,11 @@ def render(args, data: dict, heads_info: dict, result: dict) -> str:
         "",
         f"- Command: `{harness.command_line('benchmarks.bench_cascade', None)}`",
         f"- Machine: {harness.machine_line(data['machine'])}",
-        f"- Exits {data['exits']}; heads trained on train ({heads_info['groups']} groups of 1 + {heads_info['negatives']}, encoder frozen, "
-        f"{heads_info['epochs']} epochs; listwise loss per exit first -> last epoch: {heads_info['loss']}).",
+        (f"- Exits {data['exits']}, trained jointly with the encoder by `hsearch train-reranker --exits` ({heads_info['groups']} groups of 1 + "
+         f"{heads_info['negatives']}, {heads_info['epochs']} epochs, {heads_info['train_seconds']} s; the mean of the exits' listwise losses per epoch: {heads_info['loss']})."
+         if heads_info.get("joint") else
+         f"- Exits {data['exits']}; heads trained on train ({heads_info['groups']} groups of 1 + {heads_info['negatives']}, encoder frozen, "
+         f"{heads_info['epochs']} epochs; listwise loss per exit first -> last epoch: {heads_info['loss']})."),
         f"- {result['queries']} test queries, fused top {args.depth}, max_length {args.max_length}; scoring all exits took {data['seconds']} s. "
         f"Fusion alone: nDCG@10 {result['fusion_ndcg10']:.4f}.",
         f"- Per-segment latency model fitted to {len(data['timings'])} real batches (ms = a + b pairs + c tokens): "
@@ -370,10 +392,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     exits = sorted({int(x) for x in args.exits.split(",") if x.strip()})
     beir = load_beir(args.data, splits=("train", "test"))
     args.work.mkdir(parents=True, exist_ok=True)
-    model_dir = train_heads(args, beir, exits)
+    heads_info = jointly_trained(args.model)
+    if heads_info is not None:
+        model_dir = args.model
+        harness.say(f"{model_dir}: exits {heads_info['exits']} trained jointly by train-reranker; --exits, --negatives, --epochs and --max-groups are not used")
+    else:
+        model_dir = train_heads(args, beir, exits)
+        heads_info = json.loads((model_dir / "heads-info.json").read_text())
     data = score_test(args, beir, model_dir, exits)
     result = replay(args, beir, data)
-    heads_info = json.loads((model_dir / "heads-info.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     report = render(args, data, heads_info, result)
     (args.out / "cascade.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "heads": heads_info, **result}, indent=1))

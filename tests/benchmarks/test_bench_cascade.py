@@ -86,3 +86,27 @@ def test_every_row_has_a_p95_and_the_plots_are_written(tmp_path):
         result,
     )
     assert "| 0 | fixed | CE@5 |" in report and "(pareto-fw1.png)" in report
+
+
+def test_a_model_trained_with_exits_is_used_as_it_is_and_added_heads_are_not(tmp_path):
+    import json
+
+    from rerank.early_exit import CONFIG_FILE, FORMAT
+
+    def model(name, trained, key_exits):
+        d = tmp_path / name
+        d.mkdir()
+        (d / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "exit_layers": EXITS, "trained": trained}))
+        key = {"examples": 9, **({"exits": key_exits} if key_exits else {})}
+        (d / "training_info.json").write_text(json.dumps({"key": key, "examples": 9, "negatives": 3, "epochs": 2, "epoch_losses": [1.5, 0.9],
+                                                          "train_seconds": 12.0}))
+        return d
+
+    joint = bench_cascade.jointly_trained(model("joint", True, EXITS))
+    assert joint == {"joint": True, "exits": EXITS, "groups": 9, "negatives": 3, "epochs": 2, "loss": [1.5, 0.9], "train_seconds": 12.0}
+    # heads this script fitted on a plain reranker, or heads never trained: step 1 (re)fits them
+    assert bench_cascade.jointly_trained(model("added", True, None)) is None
+    assert bench_cascade.jointly_trained(model("untrained", False, EXITS)) is None
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert bench_cascade.jointly_trained(plain) is None
