@@ -59,6 +59,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=192)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--keep", type=int, nargs="+", default=[3, 5, 10], help="cascade_keep values to replay")
+    p.add_argument("--screen-weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
+                   help="cascade_screen_weight values to replay (the fused rank's weight when choosing the survivors; 0: the exit alone)")
     p.add_argument("--screen-layers", default="all", help="the exits a cascade may screen at, one set per comma-less token: 'all 2 4' replays each")
     p.add_argument("--targets", type=float, nargs="+", default=[1.1, 1.5, 2.0, 3.0, 5.0], help="latency targets, multiples of CE@10's p95")
     p.add_argument("--fusion-weight", type=float, nargs="+", default=[0.0, 1.0], help="blend of the finished head with the fused rank (fusion.blend)")
@@ -211,16 +213,18 @@ def ndcg10(ranking: Sequence[str], qrels: dict[str, int]) -> float:
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def ranking_of(ids: list[str], screen: int, keep: int, screen_logits: np.ndarray, final_logits: np.ndarray, fusion_weight: float) -> list[str]:
+def ranking_of(ids: list[str], screen: int, keep: int, screen_logits: np.ndarray, final_logits: np.ndarray, fusion_weight: float,
+               screen_weight: float = 0.0) -> list[str]:
     """As the rerank stage orders a head: the best ``keep`` of the ``screen`` screened (by the
-    screen's logits, ties in fused order) ordered by their final logits (blended with their
-    fused rank), then the other screened and the rest in fused order."""
+    screen's logits blended with the fused rank at ``screen_weight``, as
+    ``cascade_screen_weight``; ties in fused order) ordered by their final logits (blended with
+    their fused rank at ``fusion_weight``), then the other screened and the rest in fused order."""
     from fusion.blend import blend_head
 
     if screen == 0:
         return ids
     if keep < screen:
-        kept = sorted(np.argsort(-screen_logits[:screen], kind="stable")[:keep].tolist())  # back in fused order
+        kept = sorted(blend_head(np.asarray(screen_logits[:screen]), screen_weight)[0][:keep].tolist())  # back in fused order
     else:
         kept = list(range(screen))
     order, _ = blend_head(final_logits[kept], fusion_weight)
@@ -234,8 +238,19 @@ def _screen_sets(spec: str) -> list[list[int]]:
     return [[] if token == "all" else [int(x) for x in token.split("+")] for token in spec.split()]
 
 
-def _variant(keep: int, screens: list[int]) -> str:
-    return f"cascade-keep{keep}" + (f"-at{'+'.join(map(str, screens))}" if screens else "")
+def _variant(keep: int, screens: list[int], screen_weight: float = 0.0) -> str:
+    return f"cascade-keep{keep}" + (f"-at{'+'.join(map(str, screens))}" if screens else "") + (f"-sw{screen_weight:g}" if screen_weight else "")
+
+
+def cross_fitted(runs: dict[str, list[float]], candidates: list[str], seed: int) -> tuple[np.ndarray, list[str]]:
+    """The cascade variant chosen on held-out queries: the queries in two seeded folds, and
+    for each fold the candidate with the best mean nDCG@10 on the *other* fold, so no query's
+    figure comes from a setting picked on that query. (fold of each query, choice per fold)."""
+    n = len(next(iter(runs.values())))
+    fold = np.zeros(n, dtype=int)
+    fold[np.random.default_rng(seed).permutation(n)[: n // 2]] = 1
+    chosen = [max(candidates, key=lambda name: (float(np.mean(np.asarray(runs[name])[fold != f])), name)) for f in (0, 1)]
+    return fold, chosen
 
 
 def fitted_layers(data: dict):
@@ -266,8 +281,8 @@ def replay(args, beir, data: dict) -> dict:
         result["rows"] += fixed_depth_rows(args, data, qids, qrels, layers, fw)
         for mult in args.targets:
             target = mult * ce10
-            variants = [(k, screens) for screens in _screen_sets(args.screen_layers) for k in args.keep]
-            runs = {"auto": [], **{_variant(k, sl): [] for k, sl in variants}}
+            variants = [(k, screens, sw) for screens in _screen_sets(args.screen_layers) for k in args.keep for sw in args.screen_weights]
+            runs = {"auto": [], **{_variant(k, sl, sw): [] for k, sl, sw in variants}}
             depth = {name: [] for name in runs}
             predicted = {name: [] for name in runs}
             for q in qids:
@@ -281,10 +296,14 @@ def replay(args, beir, data: dict) -> dict:
                 runs["auto"].append(ndcg10(ranking_of(item["ids"], auto.depth, auto.depth, logits[last], logits[last], fw), qrels[q]))
                 depth["auto"].append(auto.depth)
                 predicted["auto"].append(auto.predicted_ms)
-                for k, screens in variants:
-                    plan = choose_plan(inputs, layers, keep=k, screen_layers=screens)
-                    name = _variant(k, screens)
-                    runs[name].append(ndcg10(ranking_of(item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw), qrels[q]))
+                plans = {}
+                for k, screens, sw in variants:
+                    key = (k, tuple(screens))
+                    if key not in plans:  # the plan does not depend on how its survivors are picked
+                        plans[key] = choose_plan(inputs, layers, keep=k, screen_layers=screens)
+                    plan = plans[key]
+                    name = _variant(k, screens, sw)
+                    runs[name].append(ndcg10(ranking_of(item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw, sw), qrels[q]))
                     depth[name].append((plan.screen, plan.screen_layer, plan.keep))
                     predicted[name].append(plan.predicted_ms)
             base = np.array(runs["auto"])
@@ -299,6 +318,15 @@ def replay(args, beir, data: dict) -> dict:
                     row.update(screen_median=float(np.median(screens)), cascades=int(sum(1 for d in depth[name] if d[1] < last)),
                                exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed))
                 result["rows"].append(row)
+            fold, chosen = cross_fitted(runs, [name for name in runs if name != "auto"], args.seed)
+            pick = [chosen[f] for f in fold]
+            v = np.array([runs[name][i] for i, name in enumerate(pick)])
+            ms = [predicted[name][i] for i, name in enumerate(pick)]
+            result["rows"].append({"fusion_weight": fw, "target_x": mult, "target_ms": round(target, 2), "mode": "cascade-cross-fitted", "ndcg10": float(v.mean()),
+                                   "predicted_ms_median": float(np.median(ms)), "predicted_ms_p95": float(np.percentile(ms, 95)), "chosen": chosen,
+                                   "screen_median": float(np.median([depth[name][i][0] for i, name in enumerate(pick)])),
+                                   "cascades": int(sum(1 for i, name in enumerate(pick) if depth[name][i][1] < last)),
+                                   "vs_auto": paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed)})
     return result
 
 
@@ -337,10 +365,11 @@ def plot(args, result: dict, path: Path) -> None:
             elif r["mode"] == "auto":
                 family, key = "auto", f"AUTO {r['target_x']:g}x"
             else:
-                # A cascade that never screened is AUTO's point again; plotting it twice hides nothing.
-                if not r.get("cascades"):
+                # The cascade's point is the one configured out of fold (every variant is in the
+                # table); one that never screened is AUTO's point again.
+                if r["mode"] != "cascade-cross-fitted" or not r.get("cascades"):
                     continue
-                family, key = "cascade", f"{r['mode'].removeprefix('cascade-')} {r['target_x']:g}x"
+                family, key = "cascade", f"cascade {r['target_x']:g}x"
             points.append({"family": family, "key": key, "quality": {"ndcg@10": r["ndcg10"]},
                            "latency": {"1": {"rtt_ms": {"p95": r["predicted_ms_p95"]}}}})
         blend = "reranked alone" if fw == 0 else f"blended with the fused rank (fusion_weight {fw:g})"
@@ -380,7 +409,8 @@ def render(args, data: dict, heads_info: dict, result: dict) -> str:
             lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} ({r['target_ms']:.0f} ms) | AUTO | {r['ndcg10']:.4f} | {r['depth_median']:.0f} | | | | |")
         else:
             p = r["vs_auto"]
-            lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} | {r['mode']} | {r['ndcg10']:.4f} | {r['screen_median']:.0f} | {r['cascades']} "
+            mode = r["mode"] if "chosen" not in r else f"cross-fitted ({' / '.join(c.removeprefix('cascade-') for c in r['chosen'])})"
+            lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} | {mode} | {r['ndcg10']:.4f} | {r['screen_median']:.0f} | {r['cascades']} "
                          f"| {p['mean']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | {p['wins']}/{p['losses']}/{p['ties']} | {p['sign_p']:.3f} |")
     return "\n".join(lines) + "\n"
 

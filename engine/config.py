@@ -297,6 +297,13 @@ class RerankBackendConfig(BaseModel):
     # screen comes from the earliest exit, so an exit that ranks poorly would always win:
     # list only the exits measured to rank well enough (benchmarks/bench_cascade.py).
     cascade_screen_layers: list[int] = Field(default_factory=list)
+    # Which screened candidates a cascade finishes: the best cascade_keep by the early exit's
+    # ranking blended with the fused ranking (fusion.blend.blend_head, this the fused rank's
+    # weight; 0 = the exit's scores alone). An early exit ranks worse than the last layer,
+    # and the fused rank keeps what the routes agreed on: on SciFact, survivors picked by the
+    # jointly trained MiniLM's layer 4 alone cost 0.04-0.09 nDCG@10 against AUTO, and
+    # blended at 2 (chosen out of fold) they gain (benchmarks/README.md, "Cascade").
+    cascade_screen_weight: float = Field(2.0, ge=0, allow_inf_nan=False)
     # Documents longer than max_length (rerank/base.py has the rules): "truncate" scores
     # the first max_length tokens of the pair; "chunks" scores windows of the document's
     # tokens, each paired with the query, consecutive windows sharing chunk_overlap tokens

@@ -65,6 +65,7 @@ def backend_info(reranker) -> dict[str, Any]:
         "chunk_aggregate": c.chunk_aggregate,
         "exit_layers": [int(x) for x in getattr(reranker.backend, "exit_layers", None) or []],
         "cascade_keep": c.cascade_keep,
+        "cascade_screen_weight": c.cascade_screen_weight,
     }
 
 

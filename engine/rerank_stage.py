@@ -130,10 +130,12 @@ class Reranker:
                 self.observe_layers(self.cascade_pass(encoded, self.layers.exit_layers[0], len(encoded)))
 
     def cascade_pass(self, pairs: EncodedPairs, screen_layer: int, keep: int):
-        """Screen ``pairs`` to ``screen_layer`` and finish the best ``keep`` (ties: the earlier
-        candidate) to the last layer. (screen handle, finished handle)."""
+        """Screen ``pairs`` (in fused order) to ``screen_layer`` and finish the best ``keep`` to the
+        last layer: best by the exit's ranking blended with the fused one (``cascade_screen_weight``;
+        ties: the earlier candidate). (screen handle, finished handle)."""
         screen = self.backend.score_to(pairs, screen_layer)
-        best = sorted(np.argsort(-screen.raw, kind="stable")[:keep].tolist())
+        order, _ = blend_head(screen.raw, self.config.cascade_screen_weight)
+        best = sorted(order[:keep].tolist())
         finished = self.backend.continue_to(screen, best, self.layers.last)
         return screen, finished
 

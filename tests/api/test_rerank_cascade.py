@@ -27,10 +27,10 @@ def exit_model(tmp_path_factory):
     return tiny_bert_with_exits(tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("cascade-model") / "model", [2, 4, 6])
 
 
-def _server(tmp_path_factory, tiny_m3_dir, exit_model, keep: int) -> RunningServer:
+def _server(tmp_path_factory, tiny_m3_dir, exit_model, keep: int, **backend) -> RunningServer:
     rerank = {
         "default_backend": "exit",
-        "backends": {"exit": {"kind": "early-exit", "model": str(exit_model), "max_length": 64, "batch_size": 8, "cascade_keep": keep}},
+        "backends": {"exit": {"kind": "early-exit", "model": str(exit_model), "max_length": 64, "batch_size": 8, "cascade_keep": keep, **backend}},
         "default_budget": {"max_depth": 50, "default_mode": "off"},
     }
     running = RunningServer(make_settings(tmp_path_factory.mktemp("cascade-data"), tiny_m3_dir, None, rerank=rerank))
@@ -51,6 +51,7 @@ def test_info_names_the_exit_layers_and_cascade_keep(server):
     client = server.client("acme")
     backend, = client.stub.GetInfo(pb.GetInfoRequest(), metadata=client.metadata).rerank_backends
     assert (backend.kind, list(backend.exit_layers), backend.cascade_keep) == ("early-exit", [2, 4, 6], KEEP)
+    assert backend.cascade_screen_weight == 2.0  # the default: survivors by the exit blended with the fused rank
 
 
 def _budget(client, **fields):
@@ -88,9 +89,11 @@ def test_a_cost_cap_makes_auto_screen_more_candidates_than_it_could_score_in_ful
     assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
 
 
-def test_the_kept_candidates_are_the_best_of_the_early_exit(server):
-    """What the screen picked: the early exit's best KEEP of the screened, computed here with
-    the same model directory through the backend's own score_to."""
+def _kept_and_expected(server, weight: float):
+    """What the screen kept, and the best KEEP of the screened by the early exit's scores
+    (computed here with the same model directory through the backend's own score_to)
+    blended with their fused rank at ``weight``."""
+    from fusion.blend import blend_head
     from rerank.backends import load_backend
 
     client = server.client("acme")
@@ -107,8 +110,22 @@ def test_the_kept_candidates_are_the_best_of_the_early_exit(server):
         handle = backend.score_to(backend.encode(query, [h.text for h in fused.hits]), int(reply.rerank.plan.split("to layer ")[1].split(",")[0]))
     finally:
         backend.close()
-    best = {fused.hits[i].id for i in np.argsort(-handle.raw, kind="stable")[:KEEP]}
-    assert {h.id for h in reply.hits if h.reranked} == best
+    best = {fused.hits[i].id for i in blend_head(handle.raw, weight)[0][:KEEP]}
+    return {h.id for h in reply.hits if h.reranked}, best, {fused.hits[i].id for i in np.argsort(-handle.raw, kind="stable")[:KEEP]}
+
+
+def test_the_kept_candidates_are_the_best_of_the_early_exit_blended_with_the_fused_rank(server):
+    kept, best, _ = _kept_and_expected(server, 2.0)
+    assert kept == best
+
+
+def test_with_screen_weight_0_the_early_exit_alone_picks_the_survivors(tmp_path_factory, tiny_m3_dir, exit_model):
+    running = _server(tmp_path_factory, tiny_m3_dir, exit_model, KEEP, cascade_screen_weight=0.0)
+    try:
+        kept, best, by_exit = _kept_and_expected(running, 0.0)
+        assert kept == best == by_exit
+    finally:
+        running.stop()
 
 
 def test_without_cascade_keep_the_plan_is_not_reported(tmp_path_factory, tiny_m3_dir, exit_model):

@@ -38,8 +38,8 @@ def stored_run(queries: int = 6, depth: int = 12, seed: int = 5) -> tuple[dict, 
 
 
 def replay_args(tmp_path, **overrides) -> argparse.Namespace:
-    args = dict(depth=12, queries=0, keep=[3], screen_layers="all 4", targets=[1.1, 3.0], fusion_weight=[0.0, 1.0], seed=1,
-                plot=True, out=tmp_path)
+    args = dict(depth=12, queries=0, keep=[3], screen_layers="all 4", screen_weights=[0.0, 2.0], targets=[1.1, 3.0], fusion_weight=[0.0, 1.0],
+                seed=1, plot=True, out=tmp_path)
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -74,7 +74,7 @@ def test_every_row_has_a_p95_and_the_plots_are_written(tmp_path):
     result = bench_cascade.replay(args, _Beir(qrels), data)
     assert all(r["predicted_ms_p95"] >= r["predicted_ms_median"] - 1e-9 for r in result["rows"])
     modes = {r["mode"] for r in result["rows"]}
-    assert {"auto", "cascade-keep3", "cascade-keep3-at4", "ce@5", "ce@10"} <= modes
+    assert {"auto", "cascade-keep3", "cascade-keep3-at4", "cascade-keep3-sw2", "cascade-keep3-at4-sw2", "cascade-cross-fitted", "ce@5", "ce@10"} <= modes
     bench_cascade.plot(args, result, tmp_path / "pareto.png")
     for fw in ("0", "1"):
         png = tmp_path / f"pareto-fw{fw}.png"
@@ -110,3 +110,46 @@ def test_a_model_trained_with_exits_is_used_as_it_is_and_added_heads_are_not(tmp
     plain = tmp_path / "plain"
     plain.mkdir()
     assert bench_cascade.jointly_trained(plain) is None
+
+
+def test_survivors_are_picked_by_the_exit_blended_with_the_fused_rank():
+    ids = [f"d{i}" for i in range(6)]
+    # The exit likes the last two best; the fused order is d0..d5; the final model prefers d0.
+    screen = np.array([0.1, 0.0, -0.1, -0.2, 5.0, 4.0])
+    final = np.array([3.0, 2.0, 1.0, 0.0, -1.0, -2.0])
+    alone = bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=0.0)
+    assert alone[:2] == ["d4", "d5"]  # survivors by the exit alone, then ordered by the final logits
+    # Blended at a weight large enough, the fused rank decides which two survive.
+    blended = bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=1000.0)
+    assert blended[:2] == ["d0", "d1"]
+    # the same selection as the service's (engine.rerank_stage.Reranker.cascade_pass)
+    from fusion.blend import blend_head
+
+    for w in (0.0, 0.5, 2.0):
+        kept = sorted(blend_head(screen, w)[0][:2].tolist())
+        assert set(bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=w)[:2]) == {ids[i] for i in kept}
+    assert sorted(alone) == sorted(ids) and sorted(blended) == sorted(ids)
+
+
+def test_the_cross_fitted_choice_is_made_on_the_other_fold():
+    # "a" is best on every query of fold 0, "b" on fold 1: each fold gets the other's winner.
+    n = 20
+    fold, _ = bench_cascade.cross_fitted({"a": [0.0] * n, "b": [0.0] * n}, ["a", "b"], seed=3)
+    runs = {"a": [1.0 if f == 0 else 0.0 for f in fold], "b": [1.0 if f == 1 else 0.0 for f in fold]}
+    again, chosen = bench_cascade.cross_fitted(runs, ["a", "b"], seed=3)
+    assert (again == fold).all() and sorted(np.bincount(fold).tolist()) == [10, 10]
+    assert chosen == ["b", "a"]  # fold 0 is scored with the choice of fold 1 and vice versa
+
+
+def test_the_cross_fitted_row_is_in_the_replay_and_its_figures_are_its_choices(tmp_path):
+    data, qrels = stored_run(queries=10)
+    args = replay_args(tmp_path, targets=[1.1])
+    result = bench_cascade.replay(args, _Beir(qrels), data)
+    by_mode = {(r["fusion_weight"], r["mode"]): r for r in result["rows"]}
+    for fw in (0.0, 1.0):
+        row = by_mode[(fw, "cascade-cross-fitted")]
+        assert len(row["chosen"]) == 2 and all(name.startswith("cascade-keep") and (fw, name) in by_mode for name in row["chosen"])
+        assert 0 <= row["cascades"] <= 10 and row["vs_auto"]["n"] == 10
+        assert row["predicted_ms_median"] <= row["predicted_ms_p95"]
+        if row["chosen"][0] == row["chosen"][1]:  # one choice for both folds: exactly that variant's figure
+            assert row["ndcg10"] == pytest.approx(by_mode[(fw, row["chosen"][0])]["ndcg10"])

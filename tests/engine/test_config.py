@@ -156,6 +156,8 @@ def test_environment_can_repoint_a_profile_model_named_in_the_file(tmp_path, mon
         ({"profiles": {"p": {"kind": "bge-m3"}}, "default_profile": "p"}, "profiles.p.model"),
         ({"profiles": {"p": {"kind": "bge-m3", "model": "/m", "bm25_b": 2}}, "default_profile": "p"}, "profiles.p.bm25_b"),
         ({"rerank": {"default_backend": "ce", "backends": {"ce": {"fusion_weight": -1}}}}, "rerank.backends.ce.fusion_weight"),
+        ({"rerank": {"default_backend": "ce", "backends": {"ce": {"cascade_screen_weight": -0.5}}}}, "rerank.backends.ce.cascade_screen_weight"),
+        ({"rerank": {"default_backend": "ce", "backends": {"ce": {"cascade_screen_weight": float("nan")}}}}, "rerank.backends.ce.cascade_screen_weight"),
     ],
 )
 def test_out_of_range_or_wrong_typed_values_are_pydantic_errors_naming_the_setting(values, location):

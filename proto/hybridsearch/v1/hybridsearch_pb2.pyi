@@ -513,7 +513,7 @@ class ProfileInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., max_length: _Optional[int] = ..., dimension: _Optional[int] = ..., sparse_kind: _Optional[str] = ..., sparse_analyzer: _Optional[str] = ..., analyzer: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
 
 class RerankBackendInfo(_message.Message):
-    __slots__ = ("name", "kind", "model", "max_length", "serving", "status", "price_per_million_tokens", "long_documents", "max_chunks", "chunk_overlap", "chunk_aggregate", "exit_layers", "cascade_keep")
+    __slots__ = ("name", "kind", "model", "max_length", "serving", "status", "price_per_million_tokens", "long_documents", "max_chunks", "chunk_overlap", "chunk_aggregate", "exit_layers", "cascade_keep", "cascade_screen_weight")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -527,6 +527,7 @@ class RerankBackendInfo(_message.Message):
     CHUNK_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     EXIT_LAYERS_FIELD_NUMBER: _ClassVar[int]
     CASCADE_KEEP_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_SCREEN_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model: str
@@ -540,7 +541,8 @@ class RerankBackendInfo(_message.Message):
     chunk_aggregate: str
     exit_layers: _containers.RepeatedScalarFieldContainer[int]
     cascade_keep: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., max_length: _Optional[int] = ..., serving: _Optional[bool] = ..., status: _Optional[str] = ..., price_per_million_tokens: _Optional[float] = ..., long_documents: _Optional[str] = ..., max_chunks: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., chunk_aggregate: _Optional[str] = ..., exit_layers: _Optional[_Iterable[int]] = ..., cascade_keep: _Optional[int] = ...) -> None: ...
+    cascade_screen_weight: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., max_length: _Optional[int] = ..., serving: _Optional[bool] = ..., status: _Optional[str] = ..., price_per_million_tokens: _Optional[float] = ..., long_documents: _Optional[str] = ..., max_chunks: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., chunk_aggregate: _Optional[str] = ..., exit_layers: _Optional[_Iterable[int]] = ..., cascade_keep: _Optional[int] = ..., cascade_screen_weight: _Optional[float] = ...) -> None: ...
 
 class LimitsInfo(_message.Message):
     __slots__ = ("max_top_k", "max_depth", "default_depth", "max_query_chars", "max_batch_docs", "max_text_bytes", "max_id_chars", "max_metadata_keys", "max_metadata_bytes", "max_metadata_value_bytes", "max_filter_clauses", "max_filter_values", "max_rerank_documents", "max_message_bytes", "max_concurrent")
