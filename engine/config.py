@@ -301,8 +301,9 @@ class RerankBackendConfig(BaseModel):
     # ranking blended with the fused ranking (fusion.blend.blend_head, this the fused rank's
     # weight; 0 = the exit's scores alone). An early exit ranks worse than the last layer,
     # and the fused rank keeps what the routes agreed on: on SciFact, survivors picked by the
-    # jointly trained MiniLM's layer 4 alone cost 0.04-0.09 nDCG@10 against AUTO, and
-    # blended at 2 (chosen out of fold) they gain (benchmarks/README.md, "Cascade").
+    # jointly trained MiniLM's layer 4 alone cost 0.04-0.09 nDCG@10 against AUTO; picked
+    # with the fused rank at 2 (chosen out of fold) the cascade beat AUTO when the reranker
+    # orders alone and tied when blended (benchmarks/README.md, "Cascade").
     cascade_screen_weight: float = Field(2.0, ge=0, allow_inf_nan=False)
     # Documents longer than max_length (rerank/base.py has the rules): "truncate" scores
     # the first max_length tokens of the pair; "chunks" scores windows of the document's
