@@ -306,6 +306,12 @@ def replay(args, beir, data: dict) -> dict:
                     runs[name].append(ndcg10(ranking_of(item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw, sw), qrels[q]))
                     depth[name].append((plan.screen, plan.screen_layer, plan.keep))
                     predicted[name].append(plan.predicted_ms)
+            # The cross-fitted cascade is one more run, assembled per query from the variant its
+            # fold's other half chose, and summarised like the others.
+            fold, chosen = cross_fitted(runs, [name for name in runs if name != "auto"], args.seed)
+            pick = [chosen[f] for f in fold]
+            for table in (runs, predicted, depth):
+                table["cascade-cross-fitted"] = [table[name][i] for i, name in enumerate(pick)]
             base = np.array(runs["auto"])
             for name, values in runs.items():
                 v = np.array(values)
@@ -317,16 +323,9 @@ def replay(args, beir, data: dict) -> dict:
                     screens = np.array([d[0] for d in depth[name]])
                     row.update(screen_median=float(np.median(screens)), cascades=int(sum(1 for d in depth[name] if d[1] < last)),
                                exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed))
+                if name == "cascade-cross-fitted":
+                    row["chosen"] = chosen
                 result["rows"].append(row)
-            fold, chosen = cross_fitted(runs, [name for name in runs if name != "auto"], args.seed)
-            pick = [chosen[f] for f in fold]
-            v = np.array([runs[name][i] for i, name in enumerate(pick)])
-            ms = [predicted[name][i] for i, name in enumerate(pick)]
-            result["rows"].append({"fusion_weight": fw, "target_x": mult, "target_ms": round(target, 2), "mode": "cascade-cross-fitted", "ndcg10": float(v.mean()),
-                                   "predicted_ms_median": float(np.median(ms)), "predicted_ms_p95": float(np.percentile(ms, 95)), "chosen": chosen,
-                                   "screen_median": float(np.median([depth[name][i][0] for i, name in enumerate(pick)])),
-                                   "cascades": int(sum(1 for i, name in enumerate(pick) if depth[name][i][1] < last)),
-                                   "vs_auto": paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed)})
     return result
 
 

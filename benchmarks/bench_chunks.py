@@ -116,13 +116,11 @@ def score_query(backend, query: str, texts: list[str], bounds: list[int], done: 
     if done is not None:
         raw, tokens, windows = list(done["raw"]), list(done["tokens"]), list(done["windows"])
         truncated, slice_ms = list(done["truncated"]), list(done["slice_ms"])
-        start = len(raw)
-        bounds = [b for b in bounds if b > start]
     else:
         raw, tokens, windows, truncated, slice_ms = [], [], [], [], []
-        start = 0
+    start = len(raw)
     for stop in bounds:
-        if stop <= start:  # a list shorter than two depths: both end at its length
+        if stop <= start:  # scored already, in ``done``
             continue
         t0 = time.perf_counter()
         encoded = backend.encode(query, texts[start:stop])
