@@ -89,7 +89,7 @@ def test_a_cost_cap_makes_auto_screen_more_candidates_than_it_could_score_in_ful
     assert [h.rerank_score for h in reranked] == sorted((h.rerank_score for h in reranked), reverse=True)
 
 
-def _kept_and_expected(server, weight: float):
+def _kept_and_expected(server, weight: float, query: str = "immune response viral infection"):
     """What the screen kept, and the best KEEP of the screened by the early exit's scores
     (computed here with the same model directory through the backend's own score_to)
     blended with their fused rank at ``weight``."""
@@ -97,7 +97,6 @@ def _kept_and_expected(server, weight: float):
     from rerank.backends import load_backend
 
     client = server.client("acme")
-    query = "immune response viral infection"
     _budget(client)
     loose = _search(client, query)
     _budget(client, max_cost_per_query=int(loose.rerank.cost_units / loose.rerank.depth_scored * 6))
@@ -114,8 +113,9 @@ def _kept_and_expected(server, weight: float):
     return {h.id for h in reply.hits if h.reranked}, best, {fused.hits[i].id for i in np.argsort(-handle.raw, kind="stable")[:KEEP]}
 
 
-def test_the_kept_candidates_are_the_best_of_the_early_exit_blended_with_the_fused_rank(server):
-    kept, best, _ = _kept_and_expected(server, 2.0)
+@pytest.mark.parametrize("query", ["immune response viral infection", "病毒 感染 immune response", "细胞 基因 蛋白质"])
+def test_the_kept_candidates_are_the_best_of_the_early_exit_blended_with_the_fused_rank(server, query):
+    kept, best, _ = _kept_and_expected(server, 2.0, query)
     assert kept == best
 
 
