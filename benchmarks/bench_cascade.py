@@ -26,6 +26,7 @@ Three steps, each cached under ``--work`` so a rerun only redoes what changed:
 
     python -m benchmarks.bench_cascade --model /path/to/trained/reranker --cache benchmarks/.cache/scifact
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,8 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from benchmarks import harness
 from benchmarks.paired import paired
@@ -45,25 +46,57 @@ harness.offline_env()
 import numpy as np  # noqa: E402
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True, help="a trained cross-encoder directory (hsearch train-reranker's output)")
+    p.add_argument(
+        "--model", type=Path, required=True, help="a trained cross-encoder directory (hsearch train-reranker's output)"
+    )
     p.add_argument("--data", type=Path, default=harness.DEFAULT_DATA, help="SciFact (BEIR layout)")
-    p.add_argument("--cache", type=Path, default=harness.CACHE / "scifact", help="the training cache: Milvus Lite index and ranked lists (hsearch train-reranker --cache-dir)")
-    p.add_argument("--work", type=Path, default=harness.CACHE / "cascade", help="this benchmark's own cache (heads, scores)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=harness.CACHE / "scifact",
+        help="the training cache: Milvus Lite index and ranked lists (hsearch train-reranker --cache-dir)",
+    )
+    p.add_argument(
+        "--work", type=Path, default=harness.CACHE / "cascade", help="this benchmark's own cache (heads, scores)"
+    )
     p.add_argument("--exits", default="2,4", help="earlier exits to add (the model's last layer is always one)")
     p.add_argument("--negatives", type=int, default=7, help="hard negatives per training group for the heads")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--max-groups", type=int, default=0, help="training groups for the heads (0: all; fewer for a smoke run)")
+    p.add_argument(
+        "--max-groups", type=int, default=0, help="training groups for the heads (0: all; fewer for a smoke run)"
+    )
     p.add_argument("--depth", type=int, default=50, help="fused candidates per test query")
     p.add_argument("--max-length", type=int, default=192)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--keep", type=int, nargs="+", default=[3, 5, 10], help="cascade_keep values to replay")
-    p.add_argument("--screen-weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
-                   help="cascade_screen_weight values to replay (the fused rank's weight when choosing the survivors; 0: the exit alone)")
-    p.add_argument("--screen-layers", default="all", help="the exits a cascade may screen at, one set per comma-less token: 'all 2 4' replays each")
-    p.add_argument("--targets", type=float, nargs="+", default=[1.1, 1.5, 2.0, 3.0, 5.0], help="latency targets, multiples of CE@10's p95")
-    p.add_argument("--fusion-weight", type=float, nargs="+", default=[0.0, 1.0], help="blend of the finished head with the fused rank (fusion.blend)")
+    p.add_argument(
+        "--screen-weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5, 1.0, 2.0, 4.0],
+        help="cascade_screen_weight values to replay (the fused rank's weight when choosing the survivors; 0: the exit alone)",
+    )
+    p.add_argument(
+        "--screen-layers",
+        default="all",
+        help="the exits a cascade may screen at, one set per comma-less token: 'all 2 4' replays each",
+    )
+    p.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=[1.1, 1.5, 2.0, 3.0, 5.0],
+        help="latency targets, multiples of CE@10's p95",
+    )
+    p.add_argument(
+        "--fusion-weight",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0],
+        help="blend of the finished head with the fused rank (fusion.blend)",
+    )
     p.add_argument("--queries", type=int, default=0, help="test queries to use (0: all)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the Pareto plots (pareto-fw<w>.png)")
@@ -79,8 +112,8 @@ def train_heads(args, beir, exits: list[int]) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rerank.early_exit import EarlyExitCrossEncoder, read_exit_config
-    from training.hard_negatives import fused_lists, hard_negatives
+    from hybridsearch.rerank.early_exit import EarlyExitCrossEncoder, read_exit_config
+    from hybridsearch.training.hard_negatives import fused_lists, hard_negatives
 
     out = args.work / f"model-exits-{'-'.join(map(str, exits))}"
     spec = read_exit_config(out) if out.is_dir() else None
@@ -98,18 +131,29 @@ def train_heads(args, beir, exits: list[int]) -> Path:
             continue
         for did in sorted(positives):
             chosen = [pool[i] for i in sorted(rng.choice(len(pool), args.negatives, replace=False))]
-            groups.append((beir.queries[qid], [beir.corpus[did].full_text] + [beir.corpus[d].full_text for d in chosen]))
+            groups.append(
+                (beir.queries[qid], [beir.corpus[did].full_text] + [beir.corpus[d].full_text for d in chosen])
+            )
     if args.max_groups:
         groups = groups[: args.max_groups]
     harness.say(f"exit heads: {len(groups)} training groups of 1 + {args.negatives}")
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
-    model = EarlyExitCrossEncoder.from_model(AutoModelForSequenceClassification.from_pretrained(str(args.model)), exits).eval()
+    model = EarlyExitCrossEncoder.from_model(
+        AutoModelForSequenceClassification.from_pretrained(str(args.model)), exits
+    ).eval()
     vectors = {a: [] for a in exits}
     started = time.perf_counter()
     with torch.inference_mode():
         for gi, (query, docs) in enumerate(groups):
-            enc = tokenizer([query] * len(docs), docs, truncation="longest_first", max_length=args.max_length, padding=True, return_tensors="pt")
+            enc = tokenizer(
+                [query] * len(docs),
+                docs,
+                truncation="longest_first",
+                max_length=args.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             state = model.embed(enc["input_ids"], enc["attention_mask"])
             for a in exits:
                 state = model.run_layers(state, a)
@@ -117,7 +161,13 @@ def train_heads(args, beir, exits: list[int]) -> Path:
             if gi % 200 == 0:
                 harness.say(f"  vectors {gi}/{len(groups)} ({time.perf_counter() - started:.0f} s)")
     vector_s = time.perf_counter() - started
-    info = {"groups": len(groups), "negatives": args.negatives, "epochs": args.epochs, "vectors_s": round(vector_s, 1), "loss": {}}
+    info = {
+        "groups": len(groups),
+        "negatives": args.negatives,
+        "epochs": args.epochs,
+        "vectors_s": round(vector_s, 1),
+        "loss": {},
+    }
     for a in exits:
         x = torch.stack(vectors[a])  # (groups, 1 + negatives, hidden)
         head = model.heads[str(a)]
@@ -138,7 +188,9 @@ def train_heads(args, beir, exits: list[int]) -> Path:
             if epoch in (0, args.epochs - 1):
                 info["loss"].setdefault(str(a), []).append(round(total / len(x), 4))
         head.eval()
-        harness.say(f"  exit {a}: listwise loss {info['loss'][str(a)][0]} -> {info['loss'][str(a)][-1]} (chance {math.log(1 + args.negatives):.3f})")
+        harness.say(
+            f"  exit {a}: listwise loss {info['loss'][str(a)][0]} -> {info['loss'][str(a)][-1]} (chance {math.log(1 + args.negatives):.3f})"
+        )
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(args.model, out, ignore=shutil.ignore_patterns("checkpoint*", "onnx"))
@@ -147,9 +199,9 @@ def train_heads(args, beir, exits: list[int]) -> Path:
     return out
 
 
-def jointly_trained(model: Path) -> Optional[dict]:
+def jointly_trained(model: Path) -> dict | None:
     """How ``train-reranker --exits`` trained ``model`` (None: a model without trained exits)."""
-    from rerank.early_exit import read_exit_config
+    from hybridsearch.rerank.early_exit import read_exit_config
 
     spec = read_exit_config(model)
     if spec is None or not spec.get("trained"):
@@ -158,8 +210,15 @@ def jointly_trained(model: Path) -> Optional[dict]:
     info = json.loads(path.read_text()) if path.is_file() else {}
     if not (info.get("key") or {}).get("exits"):
         return None  # heads added afterwards (this script's step 1), not by train-reranker
-    return {"joint": True, "exits": spec["exit_layers"], "groups": info.get("examples"), "negatives": info.get("negatives"),
-            "epochs": info.get("epochs"), "loss": info.get("epoch_losses"), "train_seconds": info.get("train_seconds")}
+    return {
+        "joint": True,
+        "exits": spec["exit_layers"],
+        "groups": info.get("examples"),
+        "negatives": info.get("negatives"),
+        "epochs": info.get("epochs"),
+        "loss": info.get("epoch_losses"),
+        "train_seconds": info.get("train_seconds"),
+    }
 
 
 # ---------------------------------------------------------------------------- 2. scores, timings
@@ -167,8 +226,8 @@ def jointly_trained(model: Path) -> Optional[dict]:
 
 def score_test(args, beir, model_dir: Path, exits: list[int]) -> dict:
     """Per test query: fused candidates, their tokens, logits at every exit; and every batch's time."""
-    from rerank.backends.early_exit import EarlyExitBackend
-    from training.hard_negatives import fused_lists
+    from hybridsearch.rerank.backends.early_exit import EarlyExitBackend
+    from hybridsearch.training.hard_negatives import fused_lists
 
     name = model_dir.name
     if model_dir.resolve().parent != args.work.resolve():  # a model of its own: its path names the cache
@@ -196,7 +255,13 @@ def score_test(args, beir, model_dir: Path, exits: list[int]) -> dict:
         queries[qid] = {"ids": ids, "tokens": pairs.tokens.tolist(), "logits": {str(k): v for k, v in logits.items()}}
         if n % 25 == 0:
             harness.say(f"  scored {n}/{len(qids)} queries ({time.perf_counter() - started:.0f} s)")
-    data = {"exits": layers, "queries": queries, "timings": timings, "machine": harness.machine_info(), "seconds": round(time.perf_counter() - started, 1)}
+    data = {
+        "exits": layers,
+        "queries": queries,
+        "timings": timings,
+        "machine": harness.machine_info(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return data
@@ -213,18 +278,27 @@ def ndcg10(ranking: Sequence[str], qrels: dict[str, int]) -> float:
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def ranking_of(ids: list[str], screen: int, keep: int, screen_logits: np.ndarray, final_logits: np.ndarray, fusion_weight: float,
-               screen_weight: float = 0.0) -> list[str]:
+def ranking_of(
+    ids: list[str],
+    screen: int,
+    keep: int,
+    screen_logits: np.ndarray,
+    final_logits: np.ndarray,
+    fusion_weight: float,
+    screen_weight: float = 0.0,
+) -> list[str]:
     """As the rerank stage orders a head: the best ``keep`` of the ``screen`` screened (by the
     screen's logits blended with the fused rank at ``screen_weight``, as
     ``cascade_screen_weight``; ties in fused order) ordered by their final logits (blended with
     their fused rank at ``fusion_weight``), then the other screened and the rest in fused order."""
-    from fusion.blend import blend_head
+    from hybridsearch.fusion.blend import blend_head
 
     if screen == 0:
         return ids
     if keep < screen:
-        kept = sorted(blend_head(np.asarray(screen_logits[:screen]), screen_weight)[0][:keep].tolist())  # back in fused order
+        kept = sorted(
+            blend_head(np.asarray(screen_logits[:screen]), screen_weight)[0][:keep].tolist()
+        )  # back in fused order
     else:
         kept = list(range(screen))
     order, _ = blend_head(final_logits[kept], fusion_weight)
@@ -239,7 +313,11 @@ def _screen_sets(spec: str) -> list[list[int]]:
 
 
 def _variant(keep: int, screens: list[int], screen_weight: float = 0.0) -> str:
-    return f"cascade-keep{keep}" + (f"-at{'+'.join(map(str, screens))}" if screens else "") + (f"-sw{screen_weight:g}" if screen_weight else "")
+    return (
+        f"cascade-keep{keep}"
+        + (f"-at{'+'.join(map(str, screens))}" if screens else "")
+        + (f"-sw{screen_weight:g}" if screen_weight else "")
+    )
 
 
 def cross_fitted(runs: dict[str, list[float]], candidates: list[str], seed: int) -> tuple[np.ndarray, list[str]]:
@@ -249,12 +327,14 @@ def cross_fitted(runs: dict[str, list[float]], candidates: list[str], seed: int)
     n = len(next(iter(runs.values())))
     fold = np.zeros(n, dtype=int)
     fold[np.random.default_rng(seed).permutation(n)[: n // 2]] = 1
-    chosen = [max(candidates, key=lambda name: (float(np.mean(np.asarray(runs[name])[fold != f])), name)) for f in (0, 1)]
+    chosen = [
+        max(candidates, key=lambda name: (float(np.mean(np.asarray(runs[name])[fold != f])), name)) for f in (0, 1)
+    ]
     return fold, chosen
 
 
 def fitted_layers(data: dict):
-    from rerank.cascade import LayerLatency
+    from hybridsearch.rerank.cascade import LayerLatency
 
     layers = LayerLatency(data["exits"])
     for start, end, pairs, tokens, ms in data["timings"]:
@@ -263,37 +343,57 @@ def fitted_layers(data: dict):
 
 
 def replay(args, beir, data: dict) -> dict:
-    from rerank.budgets import RerankBudget
-    from rerank.cascade import choose_plan
-    from rerank.policy import PolicyInputs, choose_depth
-    from rerank.signals import QuerySignals
+    from hybridsearch.rerank.budgets import RerankBudget
+    from hybridsearch.rerank.cascade import choose_plan
+    from hybridsearch.rerank.policy import PolicyInputs, choose_depth
+    from hybridsearch.rerank.signals import QuerySignals
 
     layers = fitted_layers(data)
     last = layers.last
     qrels = beir.qrels["test"]
     qids = [q for q in sorted(data["queries"]) if q in qrels][: args.queries or None]
-    ce10 = float(np.median([layers.predict_ms(0, last, 10, float(np.sum(data["queries"][q]["tokens"][:10]))) for q in qids]))
-    result = {"ce10_p95_ms": ce10, "segments": {f"{lo}-{hi}": [float(x) for x in layers.models[(lo, hi)].theta] for lo, hi in layers.segments},
-              "queries": len(qids), "rows": []}
+    ce10 = float(
+        np.median([layers.predict_ms(0, last, 10, float(np.sum(data["queries"][q]["tokens"][:10]))) for q in qids])
+    )
+    result = {
+        "ce10_p95_ms": ce10,
+        "segments": {f"{lo}-{hi}": [float(x) for x in layers.models[(lo, hi)].theta] for lo, hi in layers.segments},
+        "queries": len(qids),
+        "rows": [],
+    }
     fused = np.array([ndcg10(data["queries"][q]["ids"], qrels[q]) for q in qids])
     result["fusion_ndcg10"] = float(fused.mean())
     for fw in args.fusion_weight:
         result["rows"] += fixed_depth_rows(args, data, qids, qrels, layers, fw)
         for mult in args.targets:
             target = mult * ce10
-            variants = [(k, screens, sw) for screens in _screen_sets(args.screen_layers) for k in args.keep for sw in args.screen_weights]
+            variants = [
+                (k, screens, sw)
+                for screens in _screen_sets(args.screen_layers)
+                for k in args.keep
+                for sw in args.screen_weights
+            ]
             runs = {"auto": [], **{_variant(k, sl, sw): [] for k, sl, sw in variants}}
             depth = {name: [] for name in runs}
             predicted = {name: [] for name in runs}
             for q in qids:
                 item = data["queries"][q]
                 cum = np.cumsum(np.asarray(item["tokens"], dtype=np.float64))
-                inputs = PolicyInputs(mode="auto", budget=RerankBudget(tenant="t", max_depth=args.depth, latency_target_ms=target),
-                                      cumulative_tokens=cum, elapsed_ms=0.0, deadline_left_ms=None, bucket_level=None,
-                                      signals=QuerySignals(False, 0.0), reserve_ms=0.0)
+                inputs = PolicyInputs(
+                    mode="auto",
+                    budget=RerankBudget(tenant="t", max_depth=args.depth, latency_target_ms=target),
+                    cumulative_tokens=cum,
+                    elapsed_ms=0.0,
+                    deadline_left_ms=None,
+                    bucket_level=None,
+                    signals=QuerySignals(False, 0.0),
+                    reserve_ms=0.0,
+                )
                 logits = {int(k): np.asarray(v) for k, v in item["logits"].items()}
                 auto = choose_depth(inputs, layers.full)
-                runs["auto"].append(ndcg10(ranking_of(item["ids"], auto.depth, auto.depth, logits[last], logits[last], fw), qrels[q]))
+                runs["auto"].append(
+                    ndcg10(ranking_of(item["ids"], auto.depth, auto.depth, logits[last], logits[last], fw), qrels[q])
+                )
                 depth["auto"].append(auto.depth)
                 predicted["auto"].append(auto.predicted_ms)
                 plans = {}
@@ -303,7 +403,14 @@ def replay(args, beir, data: dict) -> dict:
                         plans[key] = choose_plan(inputs, layers, keep=k, screen_layers=screens)
                     plan = plans[key]
                     name = _variant(k, screens, sw)
-                    runs[name].append(ndcg10(ranking_of(item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw, sw), qrels[q]))
+                    runs[name].append(
+                        ndcg10(
+                            ranking_of(
+                                item["ids"], plan.screen, plan.keep, logits[plan.screen_layer], logits[last], fw, sw
+                            ),
+                            qrels[q],
+                        )
+                    )
                     depth[name].append((plan.screen, plan.screen_layer, plan.keep))
                     predicted[name].append(plan.predicted_ms)
             # The cross-fitted cascade is one more run, assembled per query from the variant its
@@ -315,14 +422,25 @@ def replay(args, beir, data: dict) -> dict:
             base = np.array(runs["auto"])
             for name, values in runs.items():
                 v = np.array(values)
-                row = {"fusion_weight": fw, "target_x": mult, "target_ms": round(target, 2), "mode": name, "ndcg10": float(v.mean()),
-                       "predicted_ms_median": float(np.median(predicted[name])), "predicted_ms_p95": float(np.percentile(predicted[name], 95))}
+                row = {
+                    "fusion_weight": fw,
+                    "target_x": mult,
+                    "target_ms": round(target, 2),
+                    "mode": name,
+                    "ndcg10": float(v.mean()),
+                    "predicted_ms_median": float(np.median(predicted[name])),
+                    "predicted_ms_p95": float(np.percentile(predicted[name], 95)),
+                }
                 if name == "auto":
                     row["depth_median"] = float(np.median(depth[name]))
                 else:
                     screens = np.array([d[0] for d in depth[name]])
-                    row.update(screen_median=float(np.median(screens)), cascades=int(sum(1 for d in depth[name] if d[1] < last)),
-                               exit_used=sorted({d[1] for d in depth[name] if d[1] < last}), vs_auto=paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed))
+                    row.update(
+                        screen_median=float(np.median(screens)),
+                        cascades=int(sum(1 for d in depth[name] if d[1] < last)),
+                        exit_used=sorted({d[1] for d in depth[name] if d[1] < last}),
+                        vs_auto=paired(dict(enumerate(base)), dict(enumerate(v)), seed=args.seed),
+                    )
                 if name == "cascade-cross-fitted":
                     row["chosen"] = chosen
                 result["rows"].append(row)
@@ -344,8 +462,16 @@ def fixed_depth_rows(args, data: dict, qids: list[str], qrels: dict, layers, fw:
             logits = np.asarray(item["logits"][str(last)])
             scores.append(ndcg10(ranking_of(item["ids"], n, n, logits, logits, fw), qrels[q]))
             predicted.append(layers.predict_ms(0, last, n, float(np.sum(item["tokens"][:n]))))
-        rows.append({"fusion_weight": fw, "target_x": None, "mode": f"ce@{n}", "ndcg10": float(np.mean(scores)),
-                     "predicted_ms_median": float(np.median(predicted)), "predicted_ms_p95": float(np.percentile(predicted, 95))})
+        rows.append(
+            {
+                "fusion_weight": fw,
+                "target_x": None,
+                "mode": f"ce@{n}",
+                "ndcg10": float(np.mean(scores)),
+                "predicted_ms_median": float(np.median(predicted)),
+                "predicted_ms_p95": float(np.percentile(predicted, 95)),
+            }
+        )
     return rows
 
 
@@ -369,13 +495,22 @@ def plot(args, result: dict, path: Path) -> None:
                 if r["mode"] != "cascade-cross-fitted" or not r.get("cascades"):
                     continue
                 family, key = "cascade", f"cascade {r['target_x']:g}x"
-            points.append({"family": family, "key": key, "quality": {"ndcg@10": r["ndcg10"]},
-                           "latency": {"1": {"rtt_ms": {"p95": r["predicted_ms_p95"]}}}})
+            points.append(
+                {
+                    "family": family,
+                    "key": key,
+                    "quality": {"ndcg@10": r["ndcg10"]},
+                    "latency": {"1": {"rtt_ms": {"p95": r["predicted_ms_p95"]}}},
+                }
+            )
         blend = "reranked alone" if fw == 0 else f"blended with the fused rank (fusion_weight {fw:g})"
-        pareto_plot(points, path.with_name(f"{path.stem}-fw{fw:g}{path.suffix}"),
-                    f"SciFact test, {result['queries']} queries, cascade vs AUTO vs fixed depth, {blend}",
-                    xlabel="rerank stage p95, predicted by the fitted per-layer latency model (ms, log scale)",
-                    references=[("fusion alone (no rerank)", result["fusion_ndcg10"])])
+        pareto_plot(
+            points,
+            path.with_name(f"{path.stem}-fw{fw:g}{path.suffix}"),
+            f"SciFact test, {result['queries']} queries, cascade vs AUTO vs fixed depth, {blend}",
+            xlabel="rerank stage p95, predicted by the fitted per-layer latency model (ms, log scale)",
+            references=[("fusion alone (no rerank)", result["fusion_ndcg10"])],
+        )
 
 
 def render(args, data: dict, heads_info: dict, result: dict) -> str:
@@ -384,11 +519,13 @@ def render(args, data: dict, heads_info: dict, result: dict) -> str:
         "",
         f"- Command: `{harness.command_line('benchmarks.bench_cascade', None)}`",
         f"- Machine: {harness.machine_line(data['machine'])}",
-        (f"- Exits {data['exits']}, trained jointly with the encoder by `hsearch train-reranker --exits` ({heads_info['groups']} groups of 1 + "
-         f"{heads_info['negatives']}, {heads_info['epochs']} epochs, {heads_info['train_seconds']} s; the mean of the exits' listwise losses per epoch: {heads_info['loss']})."
-         if heads_info.get("joint") else
-         f"- Exits {data['exits']}; heads trained on train ({heads_info['groups']} groups of 1 + {heads_info['negatives']}, encoder frozen, "
-         f"{heads_info['epochs']} epochs; listwise loss per exit first -> last epoch: {heads_info['loss']})."),
+        (
+            f"- Exits {data['exits']}, trained jointly with the encoder by `hsearch train-reranker --exits` ({heads_info['groups']} groups of 1 + "
+            f"{heads_info['negatives']}, {heads_info['epochs']} epochs, {heads_info['train_seconds']} s; the mean of the exits' listwise losses per epoch: {heads_info['loss']})."
+            if heads_info.get("joint")
+            else f"- Exits {data['exits']}; heads trained on train ({heads_info['groups']} groups of 1 + {heads_info['negatives']}, encoder frozen, "
+            f"{heads_info['epochs']} epochs; listwise loss per exit first -> last epoch: {heads_info['loss']})."
+        ),
         f"- {result['queries']} test queries, fused top {args.depth}, max_length {args.max_length}; scoring all exits took {data['seconds']} s. "
         f"Fusion alone: nDCG@10 {result['fusion_ndcg10']:.4f}.",
         f"- Per-segment latency model fitted to {len(data['timings'])} real batches (ms = a + b pairs + c tokens): "
@@ -399,24 +536,38 @@ def render(args, data: dict, heads_info: dict, result: dict) -> str:
         "|---:|---:|---|---:|---:|---:|---|---|---:|",
     ]
     if args.plot:
-        lines[-3:-3] = ["", f"Pareto plots (nDCG@10 against the predicted p95 of the rerank stage): "
-                        + ", ".join(f"[fusion_weight {fw:g}](pareto-fw{fw:g}.png)" for fw in args.fusion_weight) + "."]
+        lines[-3:-3] = [
+            "",
+            "Pareto plots (nDCG@10 against the predicted p95 of the rerank stage): "
+            + ", ".join(f"[fusion_weight {fw:g}](pareto-fw{fw:g}.png)" for fw in args.fusion_weight)
+            + ".",
+        ]
     for r in result["rows"]:
         if r["mode"].startswith("ce@"):
-            lines.append(f"| {r['fusion_weight']:g} | fixed | {r['mode'].upper()} | {r['ndcg10']:.4f} | {r['mode'][3:]} | | | | |")
+            lines.append(
+                f"| {r['fusion_weight']:g} | fixed | {r['mode'].upper()} | {r['ndcg10']:.4f} | {r['mode'][3:]} | | | | |"
+            )
         elif r["mode"] == "auto":
-            lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} ({r['target_ms']:.0f} ms) | AUTO | {r['ndcg10']:.4f} | {r['depth_median']:.0f} | | | | |")
+            lines.append(
+                f"| {r['fusion_weight']:g} | {r['target_x']:g} ({r['target_ms']:.0f} ms) | AUTO | {r['ndcg10']:.4f} | {r['depth_median']:.0f} | | | | |"
+            )
         else:
             p = r["vs_auto"]
-            mode = r["mode"] if "chosen" not in r else f"cross-fitted ({' / '.join(c.removeprefix('cascade-') for c in r['chosen'])})"
-            lines.append(f"| {r['fusion_weight']:g} | {r['target_x']:g} | {mode} | {r['ndcg10']:.4f} | {r['screen_median']:.0f} | {r['cascades']} "
-                         f"| {p['mean']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | {p['wins']}/{p['losses']}/{p['ties']} | {p['sign_p']:.3f} |")
+            mode = (
+                r["mode"]
+                if "chosen" not in r
+                else f"cross-fitted ({' / '.join(c.removeprefix('cascade-') for c in r['chosen'])})"
+            )
+            lines.append(
+                f"| {r['fusion_weight']:g} | {r['target_x']:g} | {mode} | {r['ndcg10']:.4f} | {r['screen_median']:.0f} | {r['cascades']} "
+                f"| {p['mean']:+.4f} [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}] | {p['wins']}/{p['losses']}/{p['ties']} | {p['sign_p']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.beir import load_beir
+    from hybridsearch.training.beir import load_beir
 
     exits = sorted({int(x) for x in args.exits.split(",") if x.strip()})
     beir = load_beir(args.data, splits=("train", "test"))
@@ -424,7 +575,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     heads_info = jointly_trained(args.model)
     if heads_info is not None:
         model_dir = args.model
-        harness.say(f"{model_dir}: exits {heads_info['exits']} trained jointly by train-reranker; --exits, --negatives, --epochs and --max-groups are not used")
+        harness.say(
+            f"{model_dir}: exits {heads_info['exits']} trained jointly by train-reranker; --exits, --negatives, --epochs and --max-groups are not used"
+        )
     else:
         model_dir = train_heads(args, beir, exits)
         heads_info = json.loads((model_dir / "heads-info.json").read_text())
@@ -432,7 +585,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = replay(args, beir, data)
     args.out.mkdir(parents=True, exist_ok=True)
     report = render(args, data, heads_info, result)
-    (args.out / "cascade.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "heads": heads_info, **result}, indent=1))
+    (args.out / "cascade.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "heads": heads_info, **result}, indent=1)
+    )
     (args.out / "cascade.md").write_text(report)
     if args.plot:
         plot(args, result, args.out / "pareto.png")

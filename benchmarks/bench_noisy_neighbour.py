@@ -9,7 +9,7 @@ gets RESOURCE_EXHAUSTED for what exceeds its share.
 
 1. The load test's cached store (``benchmarks.load_test.prepare_store``: SciFact documents
    over two tenants, profile ``minilm-bm25``) is copied for the run and served by
-   ``python -m engine.cli serve`` in a subprocess (dev_header auth: the scheduling is what
+   ``python -m hybridsearch.engine.cli serve`` in a subprocess (dev_header auth: the scheduling is what
    is measured). ``--limits`` are passed as the config's ``limits`` (JSON), so the same
    script measures other settings.
 2. **Idle**: B sends ``--queries`` ordinary searches one after another (top_k 10, RRF,
@@ -24,6 +24,7 @@ gets RESOURCE_EXHAUSTED for what exceeds its share.
 Writes ``benchmarks/results/admission/noisy_neighbour-<label>.json`` and prints a Markdown row
 (label, B idle p50 / p95, B under A p50 / p95, ratio of p95s, A answered, A refused, other errors).
 """
+
 from __future__ import annotations
 
 from benchmarks.harness import offline_env
@@ -44,7 +45,16 @@ from types import SimpleNamespace
 import grpc
 import numpy as np
 
-from benchmarks.harness import DEFAULT_DATA, RESULTS, ServerProcess, free_port, loadavg, machine_info, stats, write_config
+from benchmarks.harness import (
+    DEFAULT_DATA,
+    RESULTS,
+    ServerProcess,
+    free_port,
+    loadavg,
+    machine_info,
+    stats,
+    write_config,
+)
 from benchmarks.load_test import COLLECTION, base_config, load_queries, prepare_store
 
 log = logging.getLogger("noisy_neighbour")
@@ -55,7 +65,7 @@ STAGES = ("encode", "dense_search", "sparse_search", "fusion", "fetch", "total")
 
 def b_pass(target: str, tenant: str, queries) -> tuple[list[float], dict[str, float]]:
     """Client-side latencies (ms) of one search per query, and the server's stage medians."""
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     out, stages = [], {s: [] for s in STAGES}
     with HybridSearchClient(target, tenant=tenant, timeout=120) as client:
@@ -80,11 +90,12 @@ class NoisyTenant:
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, i: int) -> None:
-        from engine.client import HybridSearchClient
+        from hybridsearch.engine.client import HybridSearchClient
 
         try:
-            from engine.admission import retry_after_ms
+            from hybridsearch.engine.admission import retry_after_ms
         except ImportError:  # a checkout from before fair admission (--label before)
+
             def retry_after_ms(_exc):
                 return None
 
@@ -120,7 +131,9 @@ class NoisyTenant:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label", default="fair")
-    p.add_argument("--limits", default="{}", help='the config\'s limits section as JSON, e.g. \'{"max_running_per_tenant": 4}\'')
+    p.add_argument(
+        "--limits", default="{}", help="the config's limits section as JSON, e.g. '{\"max_running_per_tenant\": 4}'"
+    )
     p.add_argument("--max-workers", type=int, default=0, help="server.max_workers (0: the service's default)")
     p.add_argument("--docs", type=int, default=2000)
     p.add_argument("--queries", type=int, default=100, help="B's searches per pass")
@@ -146,7 +159,11 @@ def main(argv=None) -> int:
         config["limits"] = limits
     server = ServerProcess(write_config(run / "config.yaml", config), run / "server.log", f"127.0.0.1:{port}")
     queries = load_queries(args.data)
-    b_idle_q, b_noisy_q, a_q = queries[: args.queries], queries[args.queries : 2 * args.queries], queries[2 * args.queries :]
+    b_idle_q, b_noisy_q, a_q = (
+        queries[: args.queries],
+        queries[args.queries : 2 * args.queries],
+        queries[2 * args.queries :],
+    )
     server.start()
     try:
         b_pass(server.target, quiet, queries[-20:])  # warm the models' first calls
@@ -186,8 +203,10 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2))
     refused = a.counts.get("RESOURCE_EXHAUSTED", 0)
     other = {k: v for k, v in a.counts.items() if k not in ("ok", "RESOURCE_EXHAUSTED")}
-    print(f"| {args.label} | {b_idle['p50']:.1f} / {b_idle['p95']:.1f} | {b_busy['p50']:.1f} / {b_busy['p95']:.1f} | "
-          f"{result['p95_ratio']}x | {a.counts['ok']} ({result['a_answered_per_s']}/s) | {refused} | {other or 0} |")
+    print(
+        f"| {args.label} | {b_idle['p50']:.1f} / {b_idle['p95']:.1f} | {b_busy['p50']:.1f} / {b_busy['p95']:.1f} | "
+        f"{result['p95_ratio']}x | {a.counts['ok']} ({result['a_answered_per_s']}/s) | {refused} | {other or 0} |"
+    )
     print(f"wrote {out}")
     return 0
 

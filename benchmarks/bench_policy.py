@@ -58,14 +58,23 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from benchmarks.bench_rerank import resolve_model, wait_until_quiet
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_qrels, load_scifact_docs, load_test_queries
 from benchmarks.harness import (
-    RESULTS, LoadSampler, ServerProcess, command_line, free_port, loadavg, machine_info, machine_line, percentile, say, waited_text,
+    RESULTS,
+    LoadSampler,
+    ServerProcess,
+    command_line,
+    free_port,
+    loadavg,
+    machine_info,
+    machine_line,
+    percentile,
+    say,
+    waited_text,
 )
 
 log = say
@@ -81,7 +90,9 @@ INGEST_MARKER = "ingested.json"
 # --------------------------------------------------------------------------- server (child process)
 
 
-def server_settings(data_dir: Path, model: Path, kind: str, max_length: int, batch_size: int, stall_timeout_s: float = 5.0) -> dict:
+def server_settings(
+    data_dir: Path, model: Path, kind: str, max_length: int, batch_size: int, stall_timeout_s: float = 5.0
+) -> dict:
     return {
         "data_dir": str(data_dir),
         "auth_mode": "dev_header",
@@ -92,7 +103,15 @@ def server_settings(data_dir: Path, model: Path, kind: str, max_length: int, bat
         "query_cache_size": 0,
         "rerank": {
             "default_backend": BACKEND,
-            "backends": {BACKEND: {"kind": kind, "model": str(model), "max_length": max_length, "batch_size": batch_size, "quantize": kind == "onnx"}},
+            "backends": {
+                BACKEND: {
+                    "kind": kind,
+                    "model": str(model),
+                    "max_length": max_length,
+                    "batch_size": batch_size,
+                    "quantize": kind == "onnx",
+                }
+            },
             "default_budget": {"max_depth": 100, "default_mode": "off"},
             "stall_timeout_s": stall_timeout_s,
         },
@@ -134,10 +153,28 @@ class ProbeLog:
         )
 
     def finished(self, query, outcome, stage_ms, pending_pairs_at_entry) -> None:
-        self._write({"kind": "stage", "t": time.time(), "text": query.text, "stage_ms": stage_ms, "pending_pairs_at_entry": pending_pairs_at_entry})
+        self._write(
+            {
+                "kind": "stage",
+                "t": time.time(),
+                "text": query.text,
+                "stage_ms": stage_ms,
+                "pending_pairs_at_entry": pending_pairs_at_entry,
+            }
+        )
 
     def batch(self, b) -> None:
-        self._write({"kind": "batch", "t": time.time(), "pairs": b.pairs, "tokens": b.tokens, "ms": b.ms, "predicted_mean_ms": b.predicted_mean_ms, "margin": b.margin})
+        self._write(
+            {
+                "kind": "batch",
+                "t": time.time(),
+                "pairs": b.pairs,
+                "tokens": b.tokens,
+                "ms": b.ms,
+                "predicted_mean_ms": b.predicted_mean_ms,
+                "margin": b.margin,
+            }
+        )
 
 
 def serve_main(argv: list[str]) -> None:
@@ -148,8 +185,8 @@ def serve_main(argv: list[str]) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="server %(levelname)s %(name)s: %(message)s")
-    from engine.config import Settings
-    from engine.server import Server
+    from hybridsearch.engine.config import Settings
+    from hybridsearch.engine.server import Server
 
     server = Server(Settings(**json.loads(args.settings.read_text())))
     if args.probe_log and server.service.rerank_stage is not None:
@@ -160,7 +197,7 @@ def serve_main(argv: list[str]) -> None:
     server.wait()
 
 
-def start_server(run_dir: Path, settings: dict, probe_log: Optional[Path] = None) -> ServerProcess:
+def start_server(run_dir: Path, settings: dict, probe_log: Path | None = None) -> ServerProcess:
     """The server in a child process (``python -m benchmarks.bench_policy serve``), SERVING;
     ``stop()`` sends SIGTERM (graceful drain)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,10 +230,13 @@ def ensure_store(args, model: Path) -> tuple[Path, dict]:
         return data_dir, json.loads(marker.read_text()) | {"from_cache": True}
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     source = load_scifact_docs(args.data)[: args.docs]
-    server = start_server(data_dir.parent / f"{data_dir.name}-ingest-run", server_settings(data_dir, model, args.kind, args.max_length, args.batch_size))
+    server = start_server(
+        data_dir.parent / f"{data_dir.name}-ingest-run",
+        server_settings(data_dir, model, args.kind, args.max_length, args.batch_size),
+    )
     try:
         started = time.perf_counter()
         with HybridSearchClient(server.target, tenant=TENANT, timeout=600) as client:
@@ -211,7 +251,12 @@ def ensure_store(args, model: Path) -> tuple[Path, dict]:
             count = int(client.describe_collection(COLLECTION).tenant_document_count)
         if count != len(source):
             raise RuntimeError(f"ingested {len(source)} documents but the collection holds {count}")
-        info = {"docs": len(source), "ingest_s": round(time.perf_counter() - started, 1), "count": count, "load_average_during_ingest_end": loadavg()}
+        info = {
+            "docs": len(source),
+            "ingest_s": round(time.perf_counter() - started, 1),
+            "count": count,
+            "load_average_during_ingest_end": loadavg(),
+        }
     finally:
         server.stop()
     marker.write_text(json.dumps(info))
@@ -221,11 +266,20 @@ def ensure_store(args, model: Path) -> tuple[Path, dict]:
 # --------------------------------------------------------------------------- load
 
 
-def run_closed_loop(target: str, items: list[tuple[str, str]], *, mode: str, depth: int, clients: int, time_limit_s: float, timeout_s: float = 60.0) -> tuple[list[dict], float]:
+def run_closed_loop(
+    target: str,
+    items: list[tuple[str, str]],
+    *,
+    mode: str,
+    depth: int,
+    clients: int,
+    time_limit_s: float,
+    timeout_s: float = 60.0,
+) -> tuple[list[dict], float]:
     """Send ``items`` (query id, text) from ``clients`` closed-loop threads; records per search, wall time."""
     import grpc
 
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     records: list[dict] = []
     lock = threading.Lock()
@@ -248,14 +302,27 @@ def run_closed_loop(target: str, items: list[tuple[str, str]], *, mode: str, dep
                 start = time.perf_counter()
                 record = {"i": i, "qid": qid, "text": text, "client": c, "sent": sent}
                 try:
-                    reply = client.search(COLLECTION, text, top_k=10, rerank=mode, rerank_depth=depth if mode == "fixed" else 0)
+                    reply = client.search(
+                        COLLECTION, text, top_k=10, rerank=mode, rerank_depth=depth if mode == "fixed" else 0
+                    )
                     record["rtt_ms"] = (time.perf_counter() - start) * 1000
                     t, d = reply.timings, reply.rerank
                     record.update(
-                        encode_ms=t.encode_ms, dense_ms=t.dense_search_ms, sparse_ms=t.sparse_search_ms, fusion_ms=t.fusion_ms + t.hits_ms,
-                        rerank_ms=t.rerank_ms, total_ms=t.total_ms, depth_chosen=d.depth_chosen, depth_scored=d.depth_scored,
-                        predicted_ms=d.predicted_ms, actual_ms=d.actual_ms, cost_units=d.cost_units, partial=d.partial,
-                        degraded=d.degraded, degraded_reason=d.degraded_reason, reason=d.reason,
+                        encode_ms=t.encode_ms,
+                        dense_ms=t.dense_search_ms,
+                        sparse_ms=t.sparse_search_ms,
+                        fusion_ms=t.fusion_ms + t.hits_ms,
+                        rerank_ms=t.rerank_ms,
+                        total_ms=t.total_ms,
+                        depth_chosen=d.depth_chosen,
+                        depth_scored=d.depth_scored,
+                        predicted_ms=d.predicted_ms,
+                        actual_ms=d.actual_ms,
+                        cost_units=d.cost_units,
+                        partial=d.partial,
+                        degraded=d.degraded,
+                        degraded_reason=d.degraded_reason,
+                        reason=d.reason,
                         hits=[h.id for h in reply.hits],
                     )
                 except grpc.RpcError as exc:
@@ -287,9 +354,21 @@ def summarise(records: list[dict], wall_s: float, targets: list[float]) -> dict:
         "error_examples": sorted({r["error"] for r in records if "error" in r})[:3],
         "wall_s": wall_s,
         "qps": len(ok) / wall_s if wall_s > 0 else float("nan"),
-        "total_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95), "p99": percentile(total, 99), "mean": float(total.mean()) if len(total) else float("nan")},
-        "rtt_ms": {"p50": percentile(rtt, 50), "p95": percentile(rtt, 95), "p99": percentile(rtt, 99), "mean": float(rtt.mean()) if len(rtt) else float("nan")},
-        "meets": {str(int(t)): {"server": float((total <= t).mean()), "client": float((rtt <= t).mean())} for t in targets},
+        "total_ms": {
+            "p50": percentile(total, 50),
+            "p95": percentile(total, 95),
+            "p99": percentile(total, 99),
+            "mean": float(total.mean()) if len(total) else float("nan"),
+        },
+        "rtt_ms": {
+            "p50": percentile(rtt, 50),
+            "p95": percentile(rtt, 95),
+            "p99": percentile(rtt, 99),
+            "mean": float(rtt.mean()) if len(rtt) else float("nan"),
+        },
+        "meets": {
+            str(int(t)): {"server": float((total <= t).mean()), "client": float((rtt <= t).mean())} for t in targets
+        },
         "depth_chosen_mean": float(np.mean([r["depth_chosen"] for r in ok])) if ok else float("nan"),
         "depth_scored_mean": float(np.mean([r["depth_scored"] for r in ok])) if ok else float("nan"),
         "depth_zero": int(sum(r["depth_chosen"] == 0 for r in ok)),
@@ -297,7 +376,10 @@ def summarise(records: list[dict], wall_s: float, targets: list[float]) -> dict:
         "partial": int(sum(r["partial"] for r in ok)),
         "degraded": int(sum(r["degraded"] for r in ok)),
         "degraded_reasons": sorted({r["degraded_reason"] for r in ok if r["degraded"]})[:3],
-        "stages_mean_ms": {k: float(np.mean([r[k] for r in ok])) if ok else float("nan") for k in ("encode_ms", "dense_ms", "sparse_ms", "fusion_ms", "rerank_ms")},
+        "stages_mean_ms": {
+            k: float(np.mean([r[k] for r in ok])) if ok else float("nan")
+            for k in ("encode_ms", "dense_ms", "sparse_ms", "fusion_ms", "rerank_ms")
+        },
     }
     return out
 
@@ -305,7 +387,11 @@ def summarise(records: list[dict], wall_s: float, targets: list[float]) -> dict:
 def ndcg10(records: list[dict], qrels: dict[str, dict[str, int]]) -> float:
     from ranx import Qrels, Run, evaluate
 
-    run = {r["qid"]: {h: 10.0 - k for k, h in enumerate(r["hits"])} for r in records if "error" not in r and r["hits"] and r["qid"] in qrels}
+    run = {
+        r["qid"]: {h: 10.0 - k for k, h in enumerate(r["hits"])}
+        for r in records
+        if "error" not in r and r["hits"] and r["qid"] in qrels
+    }
     if not run:
         return float("nan")
     q = Qrels({qid: qrels[qid] for qid in run})
@@ -351,7 +437,9 @@ def analyse_auto(records: list[dict], probes: list[dict], target: float) -> dict
                 "time_left": d["time_left_ms"] if d and d["time_left_ms"] is not None else float("nan"),
                 "margin": d["margin"] if d else float("nan"),
                 "pending_at_entry": s["pending_pairs_at_entry"] if s else None,
-                "after_rerank_ms": r["total_ms"] - (d["elapsed_ms"] if d else float("nan")) - r["actual_ms"] if d else float("nan"),
+                "after_rerank_ms": r["total_ms"] - (d["elapsed_ms"] if d else float("nan")) - r["actual_ms"]
+                if d
+                else float("nan"),
             }
         )
     misses = [x for x in rows if x["miss"]]
@@ -365,7 +453,9 @@ def analyse_auto(records: list[dict], probes: list[dict], target: float) -> dict
     allowed = [x for x in reranked if np.isfinite(x["queue_wait_pred"])]
     over = [x["actual_ms"] - (x["predicted_ms"] + x["queue_wait_pred"]) for x in allowed]
     categories = {
-        "before_rerank_over_target": sum(1 for x in misses if x["elapsed_at_decision"] > target or (x["depth"] == 0 and x["pre_ms"] > target)),
+        "before_rerank_over_target": sum(
+            1 for x in misses if x["elapsed_at_decision"] > target or (x["depth"] == 0 and x["pre_ms"] > target)
+        ),
         "fusion_only_but_missed": sum(1 for x in misses if x["depth"] == 0),
         "reranked_and_missed": sum(1 for x in misses if x["depth"] > 0),
         "reranked_missed_partial": sum(1 for x in misses if x["depth"] > 0 and x["partial"]),
@@ -376,18 +466,42 @@ def analyse_auto(records: list[dict], probes: list[dict], target: float) -> dict
         "searches": len(rows),
         "misses": len(misses),
         "categories": categories,
-        "miss_over_ms": {"p50": percentile([x["over_ms"] for x in misses], 50), "max": max([x["over_ms"] for x in misses], default=float("nan"))},
-        "mean_elapsed_at_decision_ms": {"all": mean(rows, "elapsed_at_decision"), "misses": mean(misses, "elapsed_at_decision")},
-        "mean_predicted_queue_wait_ms": {"all": mean(rows, "queue_wait_pred"), "misses": mean(misses, "queue_wait_pred")},
+        "miss_over_ms": {
+            "p50": percentile([x["over_ms"] for x in misses], 50),
+            "max": max([x["over_ms"] for x in misses], default=float("nan")),
+        },
+        "mean_elapsed_at_decision_ms": {
+            "all": mean(rows, "elapsed_at_decision"),
+            "misses": mean(misses, "elapsed_at_decision"),
+        },
+        "mean_predicted_queue_wait_ms": {
+            "all": mean(rows, "queue_wait_pred"),
+            "misses": mean(misses, "queue_wait_pred"),
+        },
         "mean_time_left_ms": {"all": mean(rows, "time_left"), "misses": mean(misses, "time_left")},
-        "mean_predicted_ms": {"reranked": mean(reranked, "predicted_ms"), "misses": mean([x for x in misses if x["depth"] > 0], "predicted_ms")},
-        "mean_actual_ms": {"reranked": mean(reranked, "actual_ms"), "misses": mean([x for x in misses if x["depth"] > 0], "actual_ms")},
-        "actual_minus_allowed_ms": {"p50": percentile(over, 50), "p95": percentile(over, 95), "share_over": float(np.mean(np.array(over) > 0)) if over else float("nan")},
-        "mean_pending_pairs_at_entry": {"all": mean(rows, "pending_at_entry"), "misses": mean(misses, "pending_at_entry")},
+        "mean_predicted_ms": {
+            "reranked": mean(reranked, "predicted_ms"),
+            "misses": mean([x for x in misses if x["depth"] > 0], "predicted_ms"),
+        },
+        "mean_actual_ms": {
+            "reranked": mean(reranked, "actual_ms"),
+            "misses": mean([x for x in misses if x["depth"] > 0], "actual_ms"),
+        },
+        "actual_minus_allowed_ms": {
+            "p50": percentile(over, 50),
+            "p95": percentile(over, 95),
+            "share_over": float(np.mean(np.array(over) > 0)) if over else float("nan"),
+        },
+        "mean_pending_pairs_at_entry": {
+            "all": mean(rows, "pending_at_entry"),
+            "misses": mean(misses, "pending_at_entry"),
+        },
         "mean_after_rerank_ms": mean(rows, "after_rerank_ms"),
         "margin_mean": mean(rows, "margin"),
         "batches": len(batches),
-        "latency_model": latency_model_state([p for p in probes if p["kind"] == "decision" and p["mode"] == "auto"], batches),
+        "latency_model": latency_model_state(
+            [p for p in probes if p["kind"] == "decision" and p["mode"] == "auto"], batches
+        ),
     }
 
 
@@ -416,7 +530,11 @@ def batch_prediction_error(probes: list[dict], t0: float, t1: float) -> dict:
     ratio = np.array([p["ms"] / p["predicted_mean_ms"] for p in b])
     tail = np.array([p["ms"] / (p["predicted_mean_ms"] * p["margin"]) for p in b])
     by_size = {}
-    for label, keep in (("<=16 pairs", lambda n: n <= 16), ("17-48 pairs", lambda n: 16 < n <= 48), (">48 pairs", lambda n: n > 48)):
+    for label, keep in (
+        ("<=16 pairs", lambda n: n <= 16),
+        ("17-48 pairs", lambda n: 16 < n <= 48),
+        (">48 pairs", lambda n: n > 48),
+    ):
         sel = [p for p in b if keep(p["pairs"])]
         if sel:
             by_size[label] = {
@@ -431,7 +549,11 @@ def batch_prediction_error(probes: list[dict], t0: float, t1: float) -> dict:
         "ms_mean": float(np.mean([p["ms"] for p in b])),
         "pairs_per_s": float(sum(p["pairs"] for p in b) / (sum(p["ms"] for p in b) / 1000)),
         "actual_over_mean_pred": {"p50": percentile(ratio, 50), "p95": percentile(ratio, 95)},
-        "actual_over_tail_pred": {"p50": percentile(tail, 50), "p95": percentile(tail, 95), "share_over_1": float((tail > 1).mean())},
+        "actual_over_tail_pred": {
+            "p50": percentile(tail, 50),
+            "p95": percentile(tail, 95),
+            "share_over_1": float((tail > 1).mean()),
+        },
         "margin_mean": float(np.mean([p["margin"] for p in b])),
     }
 
@@ -447,7 +569,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
-        "--stall-timeout-s", type=float, default=30.0,
+        "--stall-timeout-s",
+        type=float,
+        default=30.0,
         help="rerank.stall_timeout_s (service default 5): the longest a search waits for its scores, queue included; "
         "under 8 clients FIXED 50/100 queue for longer than 5 s and would answer fusion-only (overloaded), "
         "so the default here lets them finish and shows what FIXED really costs",
@@ -455,10 +579,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="measured queries per phase")
     parser.add_argument("--warmup", type=int, default=24, help="warm-up queries per phase (not measured)")
     parser.add_argument("--phase-time-limit", type=float, default=420, help="seconds per measured phase at most")
-    parser.add_argument("--targets", type=float, nargs="*", default=None, help="AUTO latency targets in ms (default: chosen from OFF and FIXED-50)")
-    parser.add_argument("--modes", nargs="+", default=["off", "fixed50", "fixed100", "auto"], choices=["off", "fixed50", "fixed100", "auto"], help="phases to run, in this order (auto without off and fixed50 needs --targets)")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="*",
+        default=None,
+        help="AUTO latency targets in ms (default: chosen from OFF and FIXED-50)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["off", "fixed50", "fixed100", "auto"],
+        choices=["off", "fixed50", "fixed100", "auto"],
+        help="phases to run, in this order (auto without off and fixed50 needs --targets)",
+    )
     parser.add_argument("--quick", action="store_true", help="24 queries, 8 warm-up per phase, 120 s per phase")
-    parser.add_argument("--wait-quiet", action="store_true", help="first wait (poll 30 s, <= 15 min) for load average < 1.0")
+    parser.add_argument(
+        "--wait-quiet", action="store_true", help="first wait (poll 30 s, <= 15 min) for load average < 1.0"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -472,13 +610,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 PHASES = {"off": ("OFF", "off", 0), "fixed50": ("FIXED-50", "fixed", 50), "fixed100": ("FIXED-100", "fixed", 100)}
 
 
-def phase_plan(modes: list[str], targets: list[float]) -> list[tuple[str, str, Optional[float]]]:
+def phase_plan(modes: list[str], targets: list[float]) -> list[tuple[str, str, float | None]]:
     """(name, mode, depth or target) per phase, in order; AUTO's target None: chosen later."""
     plan = [PHASES[m] for m in modes if m != "auto"]
     if "auto" in modes:
         if not targets and not {"off", "fixed50"} <= set(modes):
             raise SystemExit("--modes auto without off and fixed50 needs --targets")
-        plan += [(f"AUTO T={t:g}", "auto", t) for t in targets] if targets else [("AUTO T1", "auto", None), ("AUTO T2", "auto", None)]
+        plan += (
+            [(f"AUTO T={t:g}", "auto", t) for t in targets]
+            if targets
+            else [("AUTO T1", "auto", None), ("AUTO T2", "auto", None)]
+        )
     return plan
 
 
@@ -488,7 +630,9 @@ def targets_from(phases: list[dict]) -> list[float]:
     f50 = next(p for p in phases if p["name"] == "FIXED-50")["summary"]["total_ms"]["p95"]
     t1 = float(np.sqrt(off * f50))
     targets = [round(t1 / 10) * 10, round(2 * t1 / 10) * 10]
-    log(f"targets chosen: T1 {targets[0]} ms (geometric mean of OFF p95 {off:.0f} and FIXED-50 p95 {f50:.0f}), T2 {targets[1]} ms (2 x T1)")
+    log(
+        f"targets chosen: T1 {targets[0]} ms (geometric mean of OFF p95 {off:.0f} and FIXED-50 p95 {f50:.0f}), T2 {targets[1]} ms (2 x T1)"
+    )
     return targets
 
 
@@ -498,19 +642,37 @@ def run_phase(target_addr: str, admin, args, name: str, mode: str, param: float,
     depth = int(param) if mode == "fixed" else 0
     admin.set_budget(TENANT, latency_target_ms=target, max_depth=100, default_mode="off")
     log(f"{name}: warm-up {len(warm)} queries")
-    run_closed_loop(target_addr, warm, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit / 2)
+    run_closed_loop(
+        target_addr, warm, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit / 2
+    )
     log(f"{name}: {len(measured)} queries, {args.clients} clients")
     t0 = time.time()
-    records, wall = run_closed_loop(target_addr, measured, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit)
+    records, wall = run_closed_loop(
+        target_addr, measured, mode=mode, depth=depth, clients=args.clients, time_limit_s=args.phase_time_limit
+    )
     t1 = time.time()
-    phase = {"name": name, "mode": mode, "depth": depth, "target": target, "t0": t0, "t1": t1, "records": records, "wall_s": wall, "load_average_end": loadavg()}
+    phase = {
+        "name": name,
+        "mode": mode,
+        "depth": depth,
+        "target": target,
+        "t0": t0,
+        "t1": t1,
+        "records": records,
+        "wall_s": wall,
+        "load_average_end": loadavg(),
+    }
     s = summarise(records, wall, [target] if target else [])
-    log(f"  n {s['n']} errors {s['errors']} total p50/p95 {s['total_ms']['p50']:.0f}/{s['total_ms']['p95']:.0f} ms, rtt p95 {s['rtt_ms']['p95']:.0f}, depth {s['depth_chosen_mean']:.1f}, partial {s['partial']}, degraded {s['degraded']}")
+    log(
+        f"  n {s['n']} errors {s['errors']} total p50/p95 {s['total_ms']['p50']:.0f}/{s['total_ms']['p95']:.0f} ms, rtt p95 {s['rtt_ms']['p95']:.0f}, depth {s['depth_chosen_mean']:.1f}, partial {s['partial']}, degraded {s['degraded']}"
+    )
     phase["summary"] = s
     return phase
 
 
-def run_phases(target_addr: str, admin, args, measured: list, spare: list, phases: list[dict], targets: list[float]) -> None:
+def run_phases(
+    target_addr: str, admin, args, measured: list, spare: list, phases: list[dict], targets: list[float]
+) -> None:
     """Every phase of ``--modes`` in order, appended to ``phases``; ``targets`` is filled in
     when AUTO's are chosen from the OFF and FIXED-50 phases."""
     warm_offset = 0
@@ -534,7 +696,9 @@ def analyse(phases: list[dict], probe_log: Path, targets: list[float], qrels: di
         p["ndcg10"] = ndcg10(p["records"], qrels)
         p["batches"] = batch_prediction_error(probes, p["t0"], p["t1"])
         if p["mode"] == "auto":
-            p["auto_analysis"] = analyse_auto(p["records"], [x for x in probes if p["t0"] - 1 <= x["t"] <= p["t1"] + 1], p["target"])
+            p["auto_analysis"] = analyse_auto(
+                p["records"], [x for x in probes if p["t0"] - 1 <= x["t"] <= p["t1"] + 1], p["target"]
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -558,7 +722,7 @@ def main(argv: list[str] | None = None) -> dict:
     probe_log = run_dir / "probes.jsonl"
     settings = server_settings(data_dir, model, args.kind, args.max_length, args.batch_size, args.stall_timeout_s)
     server = start_server(run_dir, settings, probe_log=probe_log)
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     admin = HybridSearchClient(server.target, tenant=TENANT, timeout=30)
     phases: list[dict] = []
@@ -589,7 +753,7 @@ def main(argv: list[str] | None = None) -> dict:
         "run_dir": str(run_dir),
         "phases": [{k: v for k, v in p.items() if k != "records"} for p in phases],
     }
-    (run_dir / "records.json").write_text(json.dumps([{k: v for k, v in p.items()} for p in phases], default=str))
+    (run_dir / "records.json").write_text(json.dumps([dict(p.items()) for p in phases], default=str))
     report = render(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
@@ -623,12 +787,17 @@ def _phase_lines(r: dict) -> list[str]:
         f"{s0['queries']} SciFact test queries per phase (same ones each phase) after {s0['warmup']} warm-up queries, top_k 10, "
         f"RRF of dense/sparse top-100; tenant budget max_depth 100. AUTO targets: {', '.join(f'{t:g} ms' for t in targets)}.",
         "",
-        "| mode | n | " + " | ".join(f"meets {t:g} ms (server / client)" for t in targets) + " | server total p50 / p95 / p99 (ms) | client round trip p50 / p95 / p99 (ms) | depth chosen (mean) | depth scored (mean) | fusion-only | tokens / query | partial | degraded | errors | queries/s |",
+        "| mode | n | "
+        + " | ".join(f"meets {t:g} ms (server / client)" for t in targets)
+        + " | server total p50 / p95 / p99 (ms) | client round trip p50 / p95 / p99 (ms) | depth chosen (mean) | depth scored (mean) | fusion-only | tokens / query | partial | degraded | errors | queries/s |",
         "|---|---:|" + "---:|" * len(targets) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in r["phases"]:
         s = p["summary"]
-        meets = " | ".join(f"{100 * s['meets'][str(int(t))]['server']:.1f} % / {100 * s['meets'][str(int(t))]['client']:.1f} %" for t in targets)
+        meets = " | ".join(
+            f"{100 * s['meets'][str(int(t))]['server']:.1f} % / {100 * s['meets'][str(int(t))]['client']:.1f} %"
+            for t in targets
+        )
         tm, rt = s["total_ms"], s["rtt_ms"]
         lines.append(
             f"| {p['name']} | {s['n']} | {meets} | {tm['p50']:.0f} / {tm['p95']:.0f} / {tm['p99']:.0f} | {rt['p50']:.0f} / {rt['p95']:.0f} / {rt['p99']:.0f} | "
@@ -656,7 +825,9 @@ def _stage_lines(r: dict) -> list[str]:
             bcells = f"{b['batches']} | {b['pairs_mean']:.1f} | {b['pairs_per_s']:.1f} | {b['actual_over_mean_pred']['p50']:.2f}, {b['actual_over_mean_pred']['p95']:.2f} | {b['actual_over_tail_pred']['p95']:.2f} | {b['margin_mean']:.2f}"
         else:
             bcells = "0 | - | - | - | - | -"
-        lines.append(f"| {p['name']} | {st['encode_ms']:.0f} | {st['dense_ms']:.0f} | {st['sparse_ms']:.0f} | {st['fusion_ms']:.0f} | {st['rerank_ms']:.0f} | {bcells} |")
+        lines.append(
+            f"| {p['name']} | {st['encode_ms']:.0f} | {st['dense_ms']:.0f} | {st['sparse_ms']:.0f} | {st['fusion_ms']:.0f} | {st['rerank_ms']:.0f} | {bcells} |"
+        )
     return lines
 
 
@@ -705,11 +876,25 @@ def _closing_lines(r: dict) -> list[str]:
     for p in r["phases"]:
         bs = p["batches"].get("by_size") or {}
         if bs:
-            lines.append(f"- {p['name']}: " + "; ".join(f"{k}: {v['batches']} batches, {v['ms_per_pair']:.1f} ms/pair, ratio {v['actual_over_mean_pred_p50']:.2f}" for k, v in bs.items()))
+            lines.append(
+                f"- {p['name']}: "
+                + "; ".join(
+                    f"{k}: {v['batches']} batches, {v['ms_per_pair']:.1f} ms/pair, ratio {v['actual_over_mean_pred_p50']:.2f}"
+                    for k, v in bs.items()
+                )
+            )
     if r["model"].get("which") == "trained":
-        lines += ["", "nDCG@10 on the measured queries: " + ", ".join(f"{p['name']} {p['ndcg10']:.3f}" for p in r["phases"]) + "."]
+        lines += [
+            "",
+            "nDCG@10 on the measured queries: "
+            + ", ".join(f"{p['name']} {p['ndcg10']:.3f}" for p in r["phases"])
+            + ".",
+        ]
     else:
-        lines += ["", "nDCG@10 is not reported: the reranker's head is untrained (scores carry no relevance); the JSON has it for completeness."]
+        lines += [
+            "",
+            "nDCG@10 is not reported: the reranker's head is untrained (scores carry no relevance); the JSON has it for completeness.",
+        ]
     return lines
 
 

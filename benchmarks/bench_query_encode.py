@@ -9,6 +9,7 @@ batched. Reports, per mode, wall time per query and CPU time per query (process 
 what a query costs the machine), median of ``--runs`` runs with min-max, and the batches the
 batcher formed. SciFact's test questions are the queries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from engine.config import Settings
-    from engine.encoders.base import Scope
-    from engine.encoders.registry import ProfileRegistry
+    from hybridsearch.engine.config import Settings
+    from hybridsearch.engine.encoders.base import Scope
+    from hybridsearch.engine.encoders.registry import ProfileRegistry
 
-    queries = [json.loads(line)["text"] for line in (args.data / "queries.jsonl").read_text().splitlines() if line.strip()]
+    queries = [
+        json.loads(line)["text"] for line in (args.data / "queries.jsonl").read_text().splitlines() if line.strip()
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=tmp, query_cache_size=0)
         registry = ProfileRegistry(settings)
@@ -50,7 +53,11 @@ def main(argv=None) -> int:
         load_start = loadavg()
         # "unbatched": the batcher capped at one query per pass, which is what the model lock
         # alone gave before the batcher (every query its own forward pass, one at a time).
-        modes = {"one at a time": None, f"{args.clients} clients, unbatched": 1, f"{args.clients} clients": profile._query_batcher.max_batch}
+        modes = {
+            "one at a time": None,
+            f"{args.clients} clients, unbatched": 1,
+            f"{args.clients} clients": profile._query_batcher.max_batch,
+        }
         results: dict[str, list[dict]] = {m: [] for m in modes}
         for run in range(args.runs):
             texts = queries[run * args.queries : (run + 1) * args.queries]
@@ -64,22 +71,42 @@ def main(argv=None) -> int:
                         profile.encode_query(scope, t + f" #{mode}")
                 else:
                     with ThreadPoolExecutor(args.clients) as pool:
-                        list(pool.map(lambda t: profile.encode_query(scope, t + f" #{mode}"), texts))
+                        list(pool.map(lambda t, mode=mode: profile.encode_query(scope, t + f" #{mode}"), texts))
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                results[mode].append({"wall_ms_per_query": 1000 * wall / len(texts), "cpu_ms_per_query": 1000 * cpu / len(texts),
-                                      "batches": batcher.batches - b0, "encoded": batcher.encoded - e0})
+                results[mode].append(
+                    {
+                        "wall_ms_per_query": 1000 * wall / len(texts),
+                        "cpu_ms_per_query": 1000 * cpu / len(texts),
+                        "batches": batcher.batches - b0,
+                        "encoded": batcher.encoded - e0,
+                    }
+                )
         registry.close()
     summary = {}
     for mode, rows in results.items():
-        summary[mode] = {k: {"median": statistics.median(r[k] for r in rows), "min": min(r[k] for r in rows), "max": max(r[k] for r in rows)}
-                         for k in ("wall_ms_per_query", "cpu_ms_per_query")}
+        summary[mode] = {
+            k: {
+                "median": statistics.median(r[k] for r in rows),
+                "min": min(r[k] for r in rows),
+                "max": max(r[k] for r in rows),
+            }
+            for k in ("wall_ms_per_query", "cpu_ms_per_query")
+        }
         summary[mode]["mean_batch"] = sum(r["encoded"] for r in rows) / max(1, sum(r["batches"] for r in rows))
-    report = {"command": command_line("benchmarks.bench_query_encode", argv),
-              "machine": machine_info(), "loadavg": [load_start, loadavg()], "profile": args.profile, "queries": args.queries,
-              "runs": results, "summary": summary}
+    report = {
+        "command": command_line("benchmarks.bench_query_encode", argv),
+        "machine": machine_info(),
+        "loadavg": [load_start, loadavg()],
+        "profile": args.profile,
+        "queries": args.queries,
+        "runs": results,
+        "summary": summary,
+    }
     for mode, s in summary.items():
-        print(f"{mode:14s} wall {s['wall_ms_per_query']['median']:.2f} ms/query ({s['wall_ms_per_query']['min']:.2f}-{s['wall_ms_per_query']['max']:.2f}), "
-              f"CPU {s['cpu_ms_per_query']['median']:.2f} ms/query ({s['cpu_ms_per_query']['min']:.2f}-{s['cpu_ms_per_query']['max']:.2f}), mean batch {s['mean_batch']:.1f}")
+        print(
+            f"{mode:14s} wall {s['wall_ms_per_query']['median']:.2f} ms/query ({s['wall_ms_per_query']['min']:.2f}-{s['wall_ms_per_query']['max']:.2f}), "
+            f"CPU {s['cpu_ms_per_query']['median']:.2f} ms/query ({s['cpu_ms_per_query']['min']:.2f}-{s['cpu_ms_per_query']['max']:.2f}), mean batch {s['mean_batch']:.1f}"
+        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 0

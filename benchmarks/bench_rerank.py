@@ -45,15 +45,26 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from benchmarks.corpus import CACHE_DIR, DEFAULT_DATA, load_scifact_docs, load_test_queries
 from benchmarks.harness import (
-    RESULTS, TRAINED_RERANKER, WEIGHT_FILES, LoadSampler, choose_reranker, command_line, loadavg, machine_info, machine_line, say,
-    stats, wait_for_idle, waited_text,
+    RESULTS,
+    TRAINED_RERANKER,
+    WEIGHT_FILES,
+    LoadSampler,
+    choose_reranker,
+    command_line,
+    loadavg,
+    machine_info,
+    machine_line,
+    say,
+    stats,
+    wait_for_idle,
+    waited_text,
 )
 
 MINILM_CE = CACHE_DIR / "minilm-l6-ce"
@@ -80,7 +91,11 @@ def resolve_model() -> tuple[Path, dict]:
     """The reranker to benchmark: the project's trained SciFact reranker if complete (a copy
     under ``.cache/bench-models``), else an untrained-head MiniLM-L6 (same compute)."""
     choice = choose_reranker("auto", MODEL_COPIES, MINILM_CE)
-    info = {"which": choice.which, "description": choice.description, "source": str(TRAINED_RERANKER if choice.trained else choice.path)}
+    info = {
+        "which": choice.which,
+        "description": choice.description,
+        "source": str(TRAINED_RERANKER if choice.trained else choice.path),
+    }
     if choice.trained:
         info["training_info"] = choice.info
     else:
@@ -92,7 +107,17 @@ def model_facts(path: Path) -> dict:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(path))
-    facts = {k: getattr(config, k, None) for k in ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "num_labels")}
+    facts = {
+        k: getattr(config, k, None)
+        for k in (
+            "model_type",
+            "num_hidden_layers",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_labels",
+        )
+    }
     weights = next((path / w for w in WEIGHT_FILES if (path / w).is_file()), None)
     if weights is not None and weights.suffix == ".safetensors":
         from safetensors import safe_open
@@ -121,7 +146,7 @@ Request = tuple[str, list[str]]
 def long_documents(tokenizer, docs: list[str], max_length: int) -> list[str]:
     """Documents that alone reach ``max_length`` tokens: any pair with them is cut to exactly that."""
     counts = (len(x) for x in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"])
-    return [d for d, n in zip(docs, counts) if n >= max_length]
+    return [d for d, n in zip(docs, counts, strict=True) if n >= max_length]
 
 
 def uniform_requests(long_docs: list[str], queries: list[str], size: int, count: int, offset: int) -> list[Request]:
@@ -136,7 +161,10 @@ def uniform_requests(long_docs: list[str], queries: list[str], size: int, count:
 
 def mixed_requests(queries: list[str], docs: list[str], size: int, count: int, seed: int) -> list[Request]:
     rng = np.random.default_rng(seed)
-    return [(queries[int(rng.integers(len(queries)))], [docs[int(j)] for j in rng.choice(len(docs), size, replace=False)]) for _ in range(count)]
+    return [
+        (queries[int(rng.integers(len(queries)))], [docs[int(j)] for j in rng.choice(len(docs), size, replace=False)])
+        for _ in range(count)
+    ]
 
 
 def run_rounds(methods: dict[str, Callable[[int], int]], samples: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -165,16 +193,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256], help="pairs per request")
     parser.add_argument("--samples", type=int, default=5, help="timed rounds per measurement")
-    parser.add_argument("--pairs-per-sample", type=int, default=256, help="pairs per timed sample (several requests when the size is smaller)")
+    parser.add_argument(
+        "--pairs-per-sample",
+        type=int,
+        default=256,
+        help="pairs per timed sample (several requests when the size is smaller)",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="forward-pass batch size of every backend")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--mixed-max-length", type=int, default=512)
     parser.add_argument("--mixed-size", type=int, default=64)
-    parser.add_argument("--sweep", type=int, nargs="*", default=[8, 16, 32, 64], help="batch sizes for the sweep (none: skip)")
+    parser.add_argument(
+        "--sweep", type=int, nargs="*", default=[8, 16, 32, 64], help="batch sizes for the sweep (none: skip)"
+    )
     parser.add_argument("--agreement-queries", type=int, default=20)
     parser.add_argument("--agreement-docs", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="sizes 16 64, 2 samples of 64 pairs, no sweep")
-    parser.add_argument("--wait-quiet", action="store_true", help="first wait (poll 30 s, <= 15 min) for load average < 1.0")
+    parser.add_argument(
+        "--wait-quiet", action="store_true", help="first wait (poll 30 s, <= 15 min) for load average < 1.0"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=None, help="report path (default results/rerank.md)")
     args = parser.parse_args(argv)
@@ -189,6 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def over_requests(sets: list[list[Request]], fn: Callable[[str, list[str]], object]) -> Callable[[int], int]:
     """A :func:`run_rounds` method: ``fn(query, documents)`` on every request of sample ``i``
     (``i < 0``: the warm-up set, ``sets[0]``); the pairs it scored."""
+
     def run(i: int) -> int:
         n = 0
         for q, d in sets[0 if i < 0 else 1 + i]:
@@ -201,6 +239,7 @@ def over_requests(sets: list[list[Request]], fn: Callable[[str, list[str]], obje
 
 def over_encoded(encoded: list[list], fn: Callable[[object], object]) -> Callable[[int], int]:
     """The same over pre-tokenised requests: ``fn(pairs)``."""
+
     def run(i: int) -> int:
         n = 0
         for e in encoded[0 if i < 0 else 1 + i]:
@@ -217,10 +256,15 @@ def uniform_section(args, flag, onnx32, onnx8, long_docs: list[str], queries: li
     for size in args.sizes:
         per_sample = max(1, math.ceil(args.pairs_per_sample / size))
         # Distinct requests for the warm-up and for every sample.
-        sets = [uniform_requests(long_docs, queries, size, per_sample, offset=k * per_sample) for k in range(args.samples + 1)]
+        sets = [
+            uniform_requests(long_docs, queries, size, per_sample, offset=k * per_sample)
+            for k in range(args.samples + 1)
+        ]
         encoded = [[flag.encode(q, d) for q, d in s] for s in sets]
         lengths = np.concatenate([e.tokens for s in encoded for e in s])
-        assert (lengths == args.max_length).all(), f"uniform pairs should be {args.max_length} tokens, got {np.unique(lengths)}"
+        assert (lengths == args.max_length).all(), (
+            f"uniform pairs should be {args.max_length} tokens, got {np.unique(lengths)}"
+        )
         methods = {
             "flag_compute_score": over_requests(sets, flag.compute_score_plain),
             "ours_encode_score": over_requests(sets, lambda q, d: flag.score_encoded(flag.encode(q, d))),
@@ -229,7 +273,9 @@ def uniform_section(args, flag, onnx32, onnx8, long_docs: list[str], queries: li
             "onnx_int8": over_requests(sets, lambda q, d: onnx8.score_encoded(onnx8.encode(q, d))),
             "tokenise_only": over_requests(sets, flag.encode),
         }
-        log(f"uniform {args.max_length} tokens, {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
+        log(
+            f"uniform {args.max_length} tokens, {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs"
+        )
         samples = run_rounds(methods, args.samples)
         uniform[str(size)] = {name: {**summary(v), "samples": v} for name, v in samples.items()}
         log("  " + ", ".join(f"{k} {v['median']:.1f}" for k, v in uniform[str(size)].items()))
@@ -238,8 +284,18 @@ def uniform_section(args, flag, onnx32, onnx8, long_docs: list[str], queries: li
 
 def mixed_section(args, load_backend, model_path: Path, queries: list[str], docs: list[str]) -> dict:
     """2. Real abstracts of mixed lengths (``--mixed-max-length``), with and without the length sort."""
-    flag = load_backend("flag", "flag-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size)
-    onnx8 = load_backend("onnx", "onnx-int8-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size, quantize=True, threads=THREADS)
+    flag = load_backend(
+        "flag", "flag-mixed", str(model_path), max_length=args.mixed_max_length, batch_size=args.batch_size
+    )
+    onnx8 = load_backend(
+        "onnx",
+        "onnx-int8-mixed",
+        str(model_path),
+        max_length=args.mixed_max_length,
+        batch_size=args.batch_size,
+        quantize=True,
+        threads=THREADS,
+    )
     size = args.mixed_size
     per_sample = max(1, math.ceil(args.pairs_per_sample / size))
     sets = [mixed_requests(queries, docs, size, per_sample, seed=1000 + k) for k in range(args.samples + 1)]
@@ -250,12 +306,18 @@ def mixed_section(args, load_backend, model_path: Path, queries: list[str], docs
         "flag_compute_score": over_requests(sets, flag.compute_score_plain),
         "ours_encode_score": over_requests(sets, lambda q, d: flag.score_encoded(flag.encode(q, d))),
         "ours_score_pretokenised": over_encoded(encoded, flag.score_encoded),
-        "ours_score_pretokenised_unsorted": over_encoded(encoded, lambda e: flag.score_encoded(e, sort_by_length=False)),
+        "ours_score_pretokenised_unsorted": over_encoded(
+            encoded, lambda e: flag.score_encoded(e, sort_by_length=False)
+        ),
         "onnx_int8": over_requests(sets, lambda q, d: onnx8.score_encoded(onnx8.encode(q, d))),
         "onnx_int8_pretokenised": over_encoded(encoded, onnx8.score_encoded),
-        "onnx_int8_pretokenised_unsorted": over_encoded(encoded, lambda e: onnx8.score_encoded(e, sort_by_length=False)),
+        "onnx_int8_pretokenised_unsorted": over_encoded(
+            encoded, lambda e: onnx8.score_encoded(e, sort_by_length=False)
+        ),
     }
-    log(f"mixed lengths (max_length {args.mixed_max_length}), {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs")
+    log(
+        f"mixed lengths (max_length {args.mixed_max_length}), {size} pairs/request: {args.samples} rounds of {per_sample * size} pairs"
+    )
     samples = run_rounds(methods, args.samples)
     mixed = {
         "max_length": args.mixed_max_length,
@@ -322,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(THREADS)
     from scipy.stats import spearmanr
 
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     model_path, model_info = resolve_model()
     log(f"model: {model_info['description']} at {model_path}")
@@ -334,10 +396,29 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     flag = load_backend("flag", "flag", str(model_path), max_length=args.max_length, batch_size=args.batch_size)
-    onnx32 = load_backend("onnx", "onnx-fp32", str(model_path), max_length=args.max_length, batch_size=args.batch_size, quantize=False, threads=THREADS)
-    onnx8 = load_backend("onnx", "onnx-int8", str(model_path), max_length=args.max_length, batch_size=args.batch_size, quantize=True, threads=THREADS)
+    onnx32 = load_backend(
+        "onnx",
+        "onnx-fp32",
+        str(model_path),
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        quantize=False,
+        threads=THREADS,
+    )
+    onnx8 = load_backend(
+        "onnx",
+        "onnx-int8",
+        str(model_path),
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        quantize=True,
+        threads=THREADS,
+    )
     log(f"backends loaded (ONNX export/quantisation included when not cached) in {time.perf_counter() - t0:.1f} s")
-    onnx_sizes = {"fp32_mb": round(onnx32.onnx_file.stat().st_size / 1e6, 1), "int8_mb": round(onnx8.onnx_file.stat().st_size / 1e6, 1)}
+    onnx_sizes = {
+        "fp32_mb": round(onnx32.onnx_file.stat().st_size / 1e6, 1),
+        "int8_mb": round(onnx8.onnx_file.stat().st_size / 1e6, 1),
+    }
     long_docs = long_documents(flag.tokenizer, docs, args.max_length)
 
     results: dict = {
@@ -495,14 +576,16 @@ def render(r: dict) -> str:
     for name, s in mx["methods"].items():
         lines.append(f"| {LABELS.get(name, name)} | {_cell(s)} | {s['median'] * tl['mean']:.0f} |")
     if r["batch_sweep"]:
-        sizes = sorted({int(k.rsplit('bs', 1)[1]) for k in r["batch_sweep"]})
+        sizes = sorted({int(k.rsplit("bs", 1)[1]) for k in r["batch_sweep"]})
         lines += [
             "",
             f"## Batch size (score_encoded, pre-tokenised, {r['settings']['pairs_per_sample']} pairs of {r['settings']['max_length']} tokens)",
             "",
             "| backend | " + " | ".join(f"batch {b}" for b in sizes) + " |",
             "|---|" + "---:|" * len(sizes),
-            "| torch (FlagReranker model) | " + " | ".join(_cell(r["batch_sweep"][f"torch_bs{b}"]) for b in sizes) + " |",
+            "| torch (FlagReranker model) | "
+            + " | ".join(_cell(r["batch_sweep"][f"torch_bs{b}"]) for b in sizes)
+            + " |",
             "| ONNX int8 | " + " | ".join(_cell(r["batch_sweep"][f"onnx_int8_bs{b}"]) for b in sizes) + " |",
         ]
     a = r["agreement"]
@@ -516,7 +599,11 @@ def render(r: dict) -> str:
         "| comparison | max abs diff | mean abs diff | Spearman (pooled) | Spearman per query (mean / min) | top-10 overlap |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for key, label in (("int8_vs_fp32", "ONNX int8 vs ONNX fp32"), ("onnx_fp32_vs_torch", "ONNX fp32 vs torch"), ("ours_vs_compute_score", "ours (torch) vs FlagReranker.compute_score")):
+    for key, label in (
+        ("int8_vs_fp32", "ONNX int8 vs ONNX fp32"),
+        ("onnx_fp32_vs_torch", "ONNX fp32 vs torch"),
+        ("ours_vs_compute_score", "ours (torch) vs FlagReranker.compute_score"),
+    ):
         c = a[key]
         lines.append(
             f"| {label} | {c['max_abs_diff']:.2e} | {c['mean_abs_diff']:.2e} | {c['spearman_pooled']:.4f} | "

@@ -58,12 +58,12 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import RESULTS, command_line, cpu_seconds, descendants, loadavg, machine_info, stats, wait_for_idle
 from benchmarks.corpus import (
     CACHE_DIR,
     DEFAULT_DATA,
@@ -76,6 +76,16 @@ from benchmarks.corpus import (
     load_scifact_docs,
     load_test_queries,
     replica_vectors,
+)
+from benchmarks.harness import (
+    RESULTS,
+    command_line,
+    cpu_seconds,
+    descendants,
+    loadavg,
+    machine_info,
+    stats,
+    wait_for_idle,
 )
 
 PROFILE = "minilm-bm25"
@@ -90,37 +100,68 @@ log = logging.getLogger("bench_search")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--docs", type=int, nargs="+", default=[5000, 50000], help="corpus sizes (5000 = all of SciFact, 5,183 docs)")
+    p.add_argument(
+        "--docs", type=int, nargs="+", default=[5000, 50000], help="corpus sizes (5000 = all of SciFact, 5,183 docs)"
+    )
     p.add_argument("--queries", type=int, default=300, help="SciFact test queries to run (at most 300)")
     p.add_argument("--quick", action="store_true", help="1,000 docs, 30 queries, fewer repetitions (about a minute)")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--depth", type=int, default=100, help="dense_k = sparse_k")
-    p.add_argument("--fusion-reps", type=int, default=20, help="timed repetitions per query of the in-process fusion step")
-    p.add_argument("--compare-queries", type=int, default=100,
-                   help="queries (the first N) on which the Milvus calls are timed against each other (7 calls each)")
-    p.add_argument("--write-batch", type=int, default=1000, help="documents per upsert + flush (the service's max batch)")
+    p.add_argument(
+        "--fusion-reps", type=int, default=20, help="timed repetitions per query of the in-process fusion step"
+    )
+    p.add_argument(
+        "--compare-queries",
+        type=int,
+        default=100,
+        help="queries (the first N) on which the Milvus calls are timed against each other (7 calls each)",
+    )
+    p.add_argument(
+        "--write-batch", type=int, default=1000, help="documents per upsert + flush (the service's max batch)"
+    )
     p.add_argument("--warmup", type=int, default=10, help="warm-up searches with non-test queries before measuring")
-    p.add_argument("--profile", action="store_true", help="also cProfile the search path in-process (writes search_profile.txt)")
+    p.add_argument(
+        "--profile", action="store_true", help="also cProfile the search path in-process (writes search_profile.txt)"
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact directory (BEIR layout)")
-    p.add_argument("--work-dir", type=Path, default=CACHE_DIR / "runs", help="where the fresh Milvus Lite directories go")
+    p.add_argument(
+        "--work-dir", type=Path, default=CACHE_DIR / "runs", help="where the fresh Milvus Lite directories go"
+    )
     p.add_argument("--keep", action="store_true", help="keep the Milvus Lite directories afterwards")
     p.add_argument("--torch-threads", type=int, default=2)
-    p.add_argument("--gc-freeze-pass", action="store_true",
-                   help="a third pass, warm, after gc.collect(); gc.freeze() (what moving the heap out of the collector's way buys)")
+    p.add_argument(
+        "--gc-freeze-pass",
+        action="store_true",
+        help="a third pass, warm, after gc.collect(); gc.freeze() (what moving the heap out of the collector's way buys)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clients", type=int, default=0,
-                   help="also run this many concurrent clients (closed loop, one channel each): a cold pass over "
-                        "--concurrent-queries queries never searched before, then the same queries warm")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="also run this many concurrent clients (closed loop, one channel each): a cold pass over "
+        "--concurrent-queries queries never searched before, then the same queries warm",
+    )
     p.add_argument("--concurrent-queries", type=int, default=800)
     p.add_argument("--skip-hybrid", action="store_true", help="skip the fusion vs hybrid_search comparison")
-    p.add_argument("--limits", type=json.loads, default=None,
-                   help='the service\'s limits section as JSON, e.g. \'{"max_running_per_tenant": 4}\' (default: its defaults)')
-    p.add_argument("--max-load", type=float, default=None,
-                   help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
-                        "the load is recorded in the report either way")
+    p.add_argument(
+        "--limits",
+        type=json.loads,
+        default=None,
+        help="the service's limits section as JSON, e.g. '{\"max_running_per_tenant\": 4}' (default: its defaults)",
+    )
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="before each measured phase, wait (up to --max-wait s) until the 1-minute load average is below this; "
+        "the load is recorded in the report either way",
+    )
     p.add_argument("--max-wait", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=None, help="report path (.md; the .json goes beside it)")
-    p.add_argument("--from-json", type=Path, default=None, help="only re-render the report from a .json this script wrote")
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="only re-render the report from a .json this script wrote"
+    )
     args = p.parse_args(argv)
     if args.quick:
         if "--docs" not in (argv if argv is not None else sys.argv[1:]):
@@ -195,8 +236,8 @@ class ServerProbe:
         return wrapper
 
     def install(self) -> None:
-        import engine.service as service_module
-        import engine.servicer as sv
+        import hybridsearch.engine.service as service_module
+        import hybridsearch.engine.servicer as sv
 
         for owner, name, step in (
             (sv, "search_response", "build"),
@@ -217,7 +258,10 @@ class ServerProbe:
                 return handler(self_, request, context)
             finally:
                 probe._local.acc = None
-                rec = {"handler_ms": ms(t), "response_build_ms": acc["build_wall"] if "search_response" in probe.wrapped else float("nan")}
+                rec = {
+                    "handler_ms": ms(t),
+                    "response_build_ms": acc["build_wall"] if "search_response" in probe.wrapped else float("nan"),
+                }
                 if {"_fuse", "_hits", "search_response"} <= set(probe.wrapped):
                     rec["fusion_response_cpu_ms"] = acc["fuse_cpu"] + acc["hits_cpu"] + acc["build_cpu"]
                     rec["fusion_response_steps_wall_ms"] = acc["fuse_wall"] + acc["hits_wall"] + acc["build_wall"]
@@ -299,7 +343,7 @@ logging.getLogger("milvus_lite").addHandler(BACKGROUND)
 
 
 def make_settings(data_dir: Path, torch_threads: int, limits: dict[str, Any] | None = None):
-    from engine.config import ProfileConfig, Settings
+    from hybridsearch.engine.config import ProfileConfig, Settings
 
     values: dict[str, Any] = dict(
         data_dir=data_dir,
@@ -321,7 +365,7 @@ def make_settings(data_dir: Path, torch_threads: int, limits: dict[str, Any] | N
 def connect_client(server):
     """A client for TENANT: with a fresh operator API key when the server has a key store,
     else with the development `x-tenant` header. Returns (client, auth description)."""
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     target = f"127.0.0.1:{server.port}"
     keys = getattr(server, "keys", None)
@@ -336,7 +380,7 @@ class Corpus:
     """Writes the benchmark corpus into a running server's store, as the service would."""
 
     def __init__(self, server, source, base: np.ndarray, seed: int):
-        from engine.encoders.base import Scope
+        from hybridsearch.engine.encoders.base import Scope
 
         self.service = server.service
         self.profile = self.service.profiles.get(PROFILE)
@@ -349,8 +393,8 @@ class Corpus:
     def rows(self, spec, docs, dense: np.ndarray | None = None) -> tuple[list[dict], list]:
         """Rows for `docs` as `SearchService.upsert` builds them (sparse from the actual text,
         avgdl including this batch), and the term counts to apply once they are written."""
-        from engine.search_types import Document
-        from engine.tenancy import primary_key
+        from hybridsearch.engine.search_types import Document
+        from hybridsearch.engine.tenancy import primary_key
 
         texts = [d.text for d in docs]
         added = self.bm25.term_counts(texts)
@@ -424,7 +468,12 @@ def ingest_check(client, server, corpus: Corpus, n: int = 64) -> dict[str, Any]:
     sparse_keys_equal = True
     for row in expected:
         got = by_pk[row["pk"]]
-        dense_diff = max(dense_diff, float(np.max(np.abs(np.asarray(got["dense"], dtype=np.float32) - np.asarray(row["dense"], dtype=np.float32)))))
+        dense_diff = max(
+            dense_diff,
+            float(
+                np.max(np.abs(np.asarray(got["dense"], dtype=np.float32) - np.asarray(row["dense"], dtype=np.float32)))
+            ),
+        )
         got_sparse = {int(k): float(v) for k, v in dict(got["sparse"]).items()}
         want_sparse = {int(k): float(v) for k, v in row["sparse"].items()}
         sparse_keys_equal &= set(got_sparse) == set(want_sparse)
@@ -502,7 +551,16 @@ STAGES = [
 ]
 
 
-CONCURRENT_KEYS = ("client_rtt_ms", "total_ms", "encode_ms", "dense_search_ms", "sparse_search_ms", "routes_ms", "fusion_ms", "fetch_ms")
+CONCURRENT_KEYS = (
+    "client_rtt_ms",
+    "total_ms",
+    "encode_ms",
+    "dense_search_ms",
+    "sparse_search_ms",
+    "routes_ms",
+    "fusion_ms",
+    "fetch_ms",
+)
 
 
 def children_cpu_s() -> float:
@@ -525,7 +583,7 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
             errors: list[str] = []
             lock = threading.Lock()
 
-            def worker(client) -> None:
+            def worker(client, pending=pending, records=records, errors=errors, lock=lock) -> None:
                 while True:
                     with lock:
                         if not pending:
@@ -533,16 +591,28 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
                         text = pending.pop()
                     t = time.perf_counter()
                     try:
-                        resp = client.search(COLLECTION, text, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth, fusion="rrf", rerank="off")
+                        resp = client.search(
+                            COLLECTION,
+                            text,
+                            top_k=args.top_k,
+                            dense_k=args.depth,
+                            sparse_k=args.depth,
+                            fusion="rrf",
+                            rerank="off",
+                        )
                     except Exception as exc:  # reported, not hidden: the pass counts its errors
                         with lock:
                             errors.append(repr(exc)[:300])
                         continue
                     tm = resp.timings
                     rec = {
-                        "client_rtt_ms": ms(t), "total_ms": tm.total_ms, "encode_ms": tm.encode_ms,
-                        "dense_search_ms": tm.dense_search_ms, "sparse_search_ms": tm.sparse_search_ms,
-                        "fusion_ms": tm.fusion_ms + tm.hits_ms, "fetch_ms": tm.fetch_ms,
+                        "client_rtt_ms": ms(t),
+                        "total_ms": tm.total_ms,
+                        "encode_ms": tm.encode_ms,
+                        "dense_search_ms": tm.dense_search_ms,
+                        "sparse_search_ms": tm.sparse_search_ms,
+                        "fusion_ms": tm.fusion_ms + tm.hits_ms,
+                        "fetch_ms": tm.fetch_ms,
                         "routes_ms": tm.total_ms - tm.encode_ms - tm.fusion_ms - tm.hits_ms - tm.fetch_ms,
                         "cache_hit": float(tm.query_cache_hit),
                     }
@@ -568,15 +638,23 @@ def run_concurrent(server, texts: Sequence[str], args) -> dict[str, Any]:
                 "first_errors": errors[:3],
                 "cache_hits": int(sum(r["cache_hit"] for r in records)),
                 # This process (service + clients); the engine's own process is apart.
-                "process_cpu_ms_per_query": round(1000 * ((cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)) / max(len(records), 1), 2),
+                "process_cpu_ms_per_query": round(
+                    1000 * ((cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)) / max(len(records), 1), 2
+                ),
                 "engine_cpu_ms_per_query": round(1000 * engine_cpu / max(len(records), 1), 2),
                 "load_before": quiet["load_before"],
                 "load_after": round(loadavg()[0], 2),
                 "stages": {k: summary([r[k] for r in records]) for k in CONCURRENT_KEYS},
             }
-            log.info("  %d clients, %s: %.1f queries/s, p50 %.1f ms, p95 %.1f ms, %d errors", args.clients, pass_name,
-                     out[pass_name]["qps"], out[pass_name]["stages"]["client_rtt_ms"].get("median", float("nan")),
-                     out[pass_name]["stages"]["client_rtt_ms"].get("p95", float("nan")), len(errors))
+            log.info(
+                "  %d clients, %s: %.1f queries/s, p50 %.1f ms, p95 %.1f ms, %d errors",
+                args.clients,
+                pass_name,
+                out[pass_name]["qps"],
+                out[pass_name]["stages"]["client_rtt_ms"].get("median", float("nan")),
+                out[pass_name]["stages"]["client_rtt_ms"].get("p95", float("nan")),
+                len(errors),
+            )
     finally:
         for c in clients:
             c.close()
@@ -625,7 +703,7 @@ class FusionVsHybrid:
     on the service's own store and `MilvusClient` (engine functions unwrapped from the probe)."""
 
     def __init__(self, server, args):
-        import engine.servicer as sv
+        import hybridsearch.engine.servicer as sv
 
         self.args = args
         self.service = service = server.service
@@ -640,7 +718,10 @@ class FusionVsHybrid:
         self._fuse = (lambda *a: fuse_fn(service, *a)) if fuse_fn else service._fuse
         self._hits = (lambda *a: hits_fn(service, *a)) if hits_fn else service._hits
         self.depth, self.top_k = args.depth, args.top_k
-        self.dense_params = {"metric_type": self.spec.dense_metric, "params": {"ef": max(self.store.config.hnsw_ef, self.depth)}}
+        self.dense_params = {
+            "metric_type": self.spec.dense_metric,
+            "params": {"ef": max(self.store.config.hnsw_ef, self.depth)},
+        }
         self.sparse_params = {"metric_type": "IP", "params": {}}
         self.fields = self.store.output_fields(self.spec)
         self.samples: dict[str, list[float]] = {}
@@ -660,25 +741,46 @@ class FusionVsHybrid:
         return fused, self._hits(TENANT, query, fused, fused.ids, docs, {})
 
     def full_fusion_step(self, query, dense_hits, sparse_hits):
-        from engine.search_types import RerankDecision, SearchOutcome, StageTimings
+        from hybridsearch.engine.search_types import RerankDecision, SearchOutcome, StageTimings
 
         fused, hits = self.fuse_and_hits(query, dense_hits, sparse_hits)
-        outcome = SearchOutcome(hits=hits, timings=StageTimings(), decision=RerankDecision(mode="off", reason="fusion only"),
-                                dense_candidates=len(dense_hits), sparse_candidates=len(sparse_hits))
+        outcome = SearchOutcome(
+            hits=hits,
+            timings=StageTimings(),
+            decision=RerankDecision(mode="off", reason="fusion only"),
+            dense_candidates=len(dense_hits),
+            sparse_candidates=len(sparse_hits),
+        )
         return self.build(outcome)
 
     def hybrid(self, query, qv, limit):
         from pymilvus import AnnSearchRequest, RRFRanker
 
         requests = [
-            AnnSearchRequest([qv.dense.astype(np.float32).tolist()], "dense", self.dense_params, self.depth, expr=self.expr),
+            AnnSearchRequest(
+                [qv.dense.astype(np.float32).tolist()], "dense", self.dense_params, self.depth, expr=self.expr
+            ),
             AnnSearchRequest([qv.sparse], "sparse", self.sparse_params, self.depth, expr=self.expr),
         ]
-        return self.client.hybrid_search(self.spec.name, requests, RRFRanker(int(RRF_K)), limit=limit, output_fields=self.fields)[0]
+        return self.client.hybrid_search(
+            self.spec.name, requests, RRFRanker(int(RRF_K)), limit=limit, output_fields=self.fields
+        )[0]
 
     def route_alone(self, field: str, qv, output):
-        data, params = ([qv.dense.astype(np.float32).tolist()], self.dense_params) if field == "dense" else ([qv.sparse], self.sparse_params)
-        return self.client.search(self.spec.name, data, anns_field=field, limit=self.depth, filter=self.expr, output_fields=output, search_params=params)[0]
+        data, params = (
+            ([qv.dense.astype(np.float32).tolist()], self.dense_params)
+            if field == "dense"
+            else ([qv.sparse], self.sparse_params)
+        )
+        return self.client.search(
+            self.spec.name,
+            data,
+            anns_field=field,
+            limit=self.depth,
+            filter=self.expr,
+            output_fields=output,
+            search_params=params,
+        )[0]
 
     def routes_then_fusion(self, query, qv):
         d, s = self.service_routes(query, qv)
@@ -687,12 +789,27 @@ class FusionVsHybrid:
     def milvus_calls(self) -> list[tuple[str, Callable]]:
         depth, top_k, fields = self.depth, self.top_k, self.fields
         return [
-            ("hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata", lambda q, v: self.hybrid(q, v, depth)),
-            (f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata", lambda q, v: self.hybrid(q, v, top_k)),
-            ("service path: dense and sparse concurrently (pool), 100 each, pk+text+metadata, + our fusion + hits", self.routes_then_fusion),
-            ("dense search alone, pk+text+metadata (as the service)", lambda q, v: self.route_alone("dense", v, fields)),
+            (
+                "hybrid_search, RRFRanker(60), 100/route, limit 100, pk+text+metadata",
+                lambda q, v: self.hybrid(q, v, depth),
+            ),
+            (
+                f"hybrid_search, RRFRanker(60), 100/route, limit {top_k}, pk+text+metadata",
+                lambda q, v: self.hybrid(q, v, top_k),
+            ),
+            (
+                "service path: dense and sparse concurrently (pool), 100 each, pk+text+metadata, + our fusion + hits",
+                self.routes_then_fusion,
+            ),
+            (
+                "dense search alone, pk+text+metadata (as the service)",
+                lambda q, v: self.route_alone("dense", v, fields),
+            ),
             ("dense search alone, pk only", lambda q, v: self.route_alone("dense", v, ["pk"])),
-            ("sparse search alone, pk+text+metadata (as the service)", lambda q, v: self.route_alone("sparse", v, fields)),
+            (
+                "sparse search alone, pk+text+metadata (as the service)",
+                lambda q, v: self.route_alone("sparse", v, fields),
+            ),
             ("sparse search alone, pk only", lambda q, v: self.route_alone("sparse", v, ["pk"])),
         ]
 
@@ -714,13 +831,20 @@ class FusionVsHybrid:
                     self.add(key + "_nogc", elapsed / 1e3)
 
     def run(self, queries) -> dict[str, Any]:
-        from engine.encoders.base import Scope
-        from engine.search_types import SearchQuery
+        from hybridsearch.engine.encoders.base import Scope
+        from hybridsearch.engine.search_types import SearchQuery
 
         prepared = []
         for _, text in queries:
             qv = self.profile.encode_query(Scope(COLLECTION, TENANT), text)
-            prepared.append((SearchQuery(collection=COLLECTION, text=text, top_k=self.top_k, dense_k=self.depth, sparse_k=self.depth), qv))
+            prepared.append(
+                (
+                    SearchQuery(
+                        collection=COLLECTION, text=text, top_k=self.top_k, dense_k=self.depth, sparse_k=self.depth
+                    ),
+                    qv,
+                )
+            )
         calls = self.milvus_calls()
         for query, qv in prepared[:3]:  # warm-up of every call
             for _, fn in calls:
@@ -747,8 +871,17 @@ class FusionVsHybrid:
                 parity.append(len(set(ours) & set(theirs)) / len(ours))
         samples = self.samples
         return {
-            "fusion_us": {k: summary(samples.get(k, [])) for k in ("fuse_us", "fuse_hits_us", "fuse_hits_response_us",
-                                                                     "fuse_us_nogc", "fuse_hits_us_nogc", "fuse_hits_response_us_nogc")},
+            "fusion_us": {
+                k: summary(samples.get(k, []))
+                for k in (
+                    "fuse_us",
+                    "fuse_hits_us",
+                    "fuse_hits_response_us",
+                    "fuse_us_nogc",
+                    "fuse_hits_us_nogc",
+                    "fuse_hits_response_us_nogc",
+                )
+            },
             "milvus_ms": {label: summary(samples[label]) for label, _ in calls},
             "topk_overlap_with_hybrid_search": float(np.mean(parity)) if parity else None,
             "mean_candidate_union": float(np.mean(union_sizes)) if union_sizes else None,
@@ -763,14 +896,17 @@ def fusion_vs_hybrid(server, queries, args) -> dict[str, Any]:
 
 def profile_search(server, queries, args) -> str:
     """cProfile of the search path run sequentially in this thread (warm encode)."""
-    from engine.encoders.base import Scope
-    from engine.search_types import SearchQuery
+    from hybridsearch.engine.encoders.base import Scope
+    from hybridsearch.engine.search_types import SearchQuery
 
     service = server.service
     spec = service.store.spec(COLLECTION)
     profile = service.profiles.get(PROFILE)
     expr = service._tenant_expr(spec, TENANT)
-    prepared = [SearchQuery(collection=COLLECTION, text=t, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth) for _, t in queries]
+    prepared = [
+        SearchQuery(collection=COLLECTION, text=t, top_k=args.top_k, dense_k=args.depth, sparse_k=args.depth)
+        for _, t in queries
+    ]
 
     def one(q):
         qv = profile.encode_query(Scope(COLLECTION, TENANT), q.text)
@@ -800,7 +936,9 @@ def fill_collection(server, client, corpus: Corpus, n: int, args) -> dict[str, A
     wait for Milvus Lite's background work; what it took and what the collection holds."""
     client.create_collection(COLLECTION, profile=PROFILE)
     spec = server.service.store.spec(COLLECTION)
-    out: dict[str, Any] = {"engine": {"engine": server.service.store.engine, "dense_index": spec.dense_index, "layout": spec.layout}}
+    out: dict[str, Any] = {
+        "engine": {"engine": server.service.store.engine, "dense_index": spec.dense_index, "layout": spec.layout}
+    }
     out["write"] = write = corpus.write(spec, n, args.write_batch)
     t = time.perf_counter()
     server.service.store.warm(COLLECTION)
@@ -831,8 +969,14 @@ def sequential_passes(client, queries, args, loads: list[dict]) -> tuple[tuple[s
         if frozen:
             gc.unfreeze()
         loads[-1]["load_after"] = round(loadavg()[0], 2)
-        log.info("  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)", pass_name, len(recs),
-                 time.perf_counter() - t, loads[-1]["load_before"], loads[-1]["load_after"])
+        log.info(
+            "  %s pass: %d queries in %.1f s (load average %.1f -> %.1f)",
+            pass_name,
+            len(recs),
+            time.perf_counter() - t,
+            loads[-1]["load_before"],
+            loads[-1]["load_after"],
+        )
         records.extend(recs)
     return passes, records
 
@@ -845,7 +989,9 @@ def tail_of(records: list[dict[str, Any]], p: str) -> dict[str, Any]:
         "over_2ms": len(slow),
         "over_2ms_with_gc": sum(r["gc_ms"] > 0 for r in slow),
         "over_2ms_gc_ms_median": round(float(np.median([r["gc_ms"] for r in slow])), 2) if slow else 0.0,
-        "over_2ms_cpu_ms_median": round(float(np.median([r["fusion_response_cpu_ms"] for r in slow])), 2) if slow else 0.0,
+        "over_2ms_cpu_ms_median": round(float(np.median([r["fusion_response_cpu_ms"] for r in slow])), 2)
+        if slow
+        else 0.0,
         "over_2ms_with_gen2_gc": sum(r["gc_gen2"] > 0 for r in slow),
         "gen2_collections": sum(r["gc_gen2"] for r in records if r["pass"] == p),
         "gc_ms_total": round(sum(r["gc_ms"] for r in records if r["pass"] == p), 1),
@@ -853,7 +999,7 @@ def tail_of(records: list[dict[str, Any]], p: str) -> dict[str, Any]:
 
 
 def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict[str, Any]:
-    from engine.server import Server
+    from hybridsearch.engine.server import Server
 
     n = corpus_size(requested, len(source))
     run_dir = args.work_dir / f"run-{n}-{os.getpid()}"
@@ -884,8 +1030,7 @@ def run_size(requested: int, source, queries, warmups, base_cache, args) -> dict
         passes, records = sequential_passes(client, queries, args, loads)
         result["cache_hits"] = {p: sum(r["query_cache_hit"] for r in records if r["pass"] == p) for p in passes}
         result["stages"] = {
-            p: {key: summary([r[key] for r in records if r["pass"] == p]) for key, _ in STAGES}
-            for p in passes
+            p: {key: summary([r[key] for r in records if r["pass"] == p]) for key, _ in STAGES} for p in passes
         }
         result["tail"] = {p: tail_of(records, p) for p in passes}
         result["candidates"] = {
@@ -937,7 +1082,11 @@ def summary_table(results: list[dict[str, Any]]) -> list[str]:
         for r in results:
             s = r["stages"][p][key]
             cells += [_f(s.get("median")), _f(s.get("p95"))]
-        lines.append(f"| {label}{' (warm)' if p == 'warm' and key in ('total_ms', 'handler_ms', 'client_rtt_ms') else ''} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {label}{' (warm)' if p == 'warm' and key in ('total_ms', 'handler_ms', 'client_rtt_ms') else ''} | "
+            + " | ".join(cells)
+            + " |"
+        )
     for label, key in (("service total, cold", "total_ms"), ("client round trip, cold", "client_rtt_ms")):
         cells = []
         for r in results:
@@ -962,8 +1111,11 @@ def stage_table(r: dict[str, Any]) -> list[str]:
 
 
 def tail_lines(r: dict[str, Any]) -> list[str]:
-    lines = ["Where the fusion + response tail comes from (GC = Python garbage collector pauses in this process, "
-             "which also holds Milvus Lite's in-memory segments):", ""]
+    lines = [
+        "Where the fusion + response tail comes from (GC = Python garbage collector pauses in this process, "
+        "which also holds Milvus Lite's in-memory segments):",
+        "",
+    ]
     for p, t in r.get("tail", {}).items():
         lines.append(
             f"- {p}: {t['over_2ms']}/{t['requests']} requests over 2 ms (wall); their fusion + response CPU time: median "
@@ -983,7 +1135,15 @@ def tail_lines(r: dict[str, Any]) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, label in STAGES:
-            if key not in ("fusion_ms", "response_build_ms", "fusion_response_ms", "fusion_response_cpu_ms", "routes_ms", "total_ms", "gc_ms"):
+            if key not in (
+                "fusion_ms",
+                "response_build_ms",
+                "fusion_response_ms",
+                "fusion_response_cpu_ms",
+                "routes_ms",
+                "total_ms",
+                "gc_ms",
+            ):
                 continue
             cells = []
             for p in ("warm", f):
@@ -1062,7 +1222,11 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         f"one `HybridSearchClient` over loopback gRPC, one request at a time; caller authenticated by {results[0]['auth']}; rerank stage disabled.",
         f"- Queries: {sum(rec['pass'] == 'cold' for rec in results[0]['records'])} SciFact test queries, top_k {args.top_k}, "
         f"dense_k = sparse_k = {args.depth}, RRF (k 60), rerank off; each run twice: cold (encode cache miss), then warm (hit)"
-        + ("; then a third, warm pass after `gc.collect(); gc.freeze()`." if any(p.endswith("gc.freeze()") for p in results[0]["stages"]) else "."),
+        + (
+            "; then a third, warm pass after `gc.collect(); gc.freeze()`."
+            if any(p.endswith("gc.freeze()") for p in results[0]["stages"])
+            else "."
+        ),
         f"- Corpus: SciFact (5,183 docs, title + abstract); beyond that, textual variations ({WORD_DROP:.0%} of words dropped) "
         f"with the original's MiniLM vector + noise (||noise|| {DENSE_NOISE_NORM}); written through `MilvusStore.upsert` + `flush` "
         f"in batches of {args.write_batch}, rows from `SearchService._row`, BM25 statistics per batch (see benchmarks/corpus.py).",
@@ -1084,18 +1248,21 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
         lines += [*concurrent_table(r), ""] if r.get("concurrent") else []
     if any("fusion_vs_hybrid" in r for r in results):
         lines += [
-        "## Fusion alone vs Milvus `hybrid_search` (same collection, same query vectors)",
-        "",
-        f"Fusion rows: {args.fusion_reps} timed runs per query on the 100 + 100 candidates that query actually got "
-        f"(mean union {', '.join(_f(r['fusion_vs_hybrid']['mean_candidate_union'], 0) for r in results)} candidates). "
-        f"Milvus rows: one call each on the first {min(args.compare_queries, args.queries)} queries, in rotating order, in-process on the service's own `MilvusClient`, "
-        "all with the tenant filter. Overlap of `hybrid_search` top-"
-        f"{args.top_k} with our RRF top-{args.top_k}: "
-        + ", ".join(f"{_f(100 * (r['fusion_vs_hybrid']['topk_overlap_with_hybrid_search'] or 0), 1)} % ({size_label(r)})" for r in results)
-        + ".",
-        "",
-        *fusion_table(results, args),
-        "",
+            "## Fusion alone vs Milvus `hybrid_search` (same collection, same query vectors)",
+            "",
+            f"Fusion rows: {args.fusion_reps} timed runs per query on the 100 + 100 candidates that query actually got "
+            f"(mean union {', '.join(_f(r['fusion_vs_hybrid']['mean_candidate_union'], 0) for r in results)} candidates). "
+            f"Milvus rows: one call each on the first {min(args.compare_queries, args.queries)} queries, in rotating order, in-process on the service's own `MilvusClient`, "
+            "all with the tenant filter. Overlap of `hybrid_search` top-"
+            f"{args.top_k} with our RRF top-{args.top_k}: "
+            + ", ".join(
+                f"{_f(100 * (r['fusion_vs_hybrid']['topk_overlap_with_hybrid_search'] or 0), 1)} % ({size_label(r)})"
+                for r in results
+            )
+            + ".",
+            "",
+            *fusion_table(results, args),
+            "",
         ]
     for r in results:
         w = r["write"]
@@ -1112,7 +1279,11 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
             f"(min {_f(r['candidates']['sparse']['min'], 0)}); response size median {_f(r['candidates']['response_bytes']['median'], 0)} bytes.",
             "",
             "Load average (1 min) before -> after each measured phase: "
-            + "; ".join(f"{l['phase']} {l['load_before']} -> {l.get('load_after', '?')}" + (f" (waited {l['waited_s']:.0f} s)" if l["waited_s"] else "") for l in r["load"])
+            + "; ".join(
+                f"{w['phase']} {w['load_before']} -> {w.get('load_after', '?')}"
+                + (f" (waited {w['waited_s']:.0f} s)" if w["waited_s"] else "")
+                for w in r["load"]
+            )
             + f" ({machine['cores']} cores; other jobs on the machine show up here).",
             "",
             f"Ingest check: {ic['docs']} docs through the `Upsert` RPC took {ic['upsert_rpc_s']} s ({ic['service_docs_per_s']} docs/s, "
@@ -1130,7 +1301,7 @@ def render(results: list[dict[str, Any]], machine: dict[str, Any], args, command
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("engine", "pymilvus", "httpx", "sentence_transformers", "transformers"):
+    for noisy in ("hybridsearch", "pymilvus", "httpx", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     command = command_line("benchmarks.bench_search", argv)
     if args.from_json is not None:
@@ -1150,29 +1321,44 @@ def main(argv: list[str] | None = None) -> str:
     source = load_scifact_docs(args.data)
     all_queries = load_test_queries(args.data)
     queries = all_queries[: args.queries]
-    others = load_other_queries(args.data, exclude={q for q, _ in all_queries}, n=max(args.warmup, 1) + args.concurrent_queries)
+    others = load_other_queries(
+        args.data, exclude={q for q, _ in all_queries}, n=max(args.warmup, 1) + args.concurrent_queries
+    )
     warmups = others[: max(args.warmup, 1)]
     args.fresh_queries = others[max(args.warmup, 1) :]
     log.info("SciFact: %d documents, %d test queries (using %d)", len(source), len(all_queries), len(queries))
 
     def base_cache(profile):
-        from engine.encoders.base import Scope
+        from hybridsearch.engine.encoders.base import Scope
 
         scope = Scope("__bench_encode__", TENANT)
-        key = [profile.model_path, getattr(profile.model, "max_seq_length", "?"), profile.config.batch_size, "title+text", "normalized"]
+        key = [
+            profile.model_path,
+            getattr(profile.model, "max_seq_length", "?"),
+            profile.config.batch_size,
+            "title+text",
+            "normalized",
+        ]
         encode = lambda texts: profile.encode_documents(scope, texts).dense  # noqa: E731
         texts = [d.text for d in source]
         vectors, meta = cached_dense(texts, encode, key, log=log.info, only_if_cached=True)
         if vectors is None:
             # Encode all of SciFact once (about 5 min on two cores), or only the prefix a
             # smaller corpus needs (--quick).
-            needed = min(len(source), max(args.docs) if max(args.docs) >= len(source) else max(corpus_size(n, len(source)) for n in args.docs))
+            needed = min(
+                len(source),
+                max(args.docs)
+                if max(args.docs) >= len(source)
+                else max(corpus_size(n, len(source)) for n in args.docs),
+            )
             vectors, meta = cached_dense(texts[:needed], encode, key, log=log.info)
         # The cache must still match this encoder: re-encode a few and compare.
         fresh = profile.encode_documents(scope, [d.text for d in source[:8]]).dense
         meta["recheck_max_abs_diff"] = float(np.max(np.abs(fresh - vectors[:8])))
         if meta["recheck_max_abs_diff"] > 1e-3:
-            raise RuntimeError(f"cached dense vectors differ from the encoder by {meta['recheck_max_abs_diff']}: delete {CACHE_DIR}")
+            raise RuntimeError(
+                f"cached dense vectors differ from the encoder by {meta['recheck_max_abs_diff']}: delete {CACHE_DIR}"
+            )
         return vectors, meta
 
     machine = machine_info()
@@ -1181,7 +1367,12 @@ def main(argv: list[str] | None = None) -> str:
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
-    payload = {"machine": machine, "command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fresh_queries"}, "results": results}
+    payload = {
+        "machine": machine,
+        "command": command,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "fresh_queries"},
+        "results": results,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(compact(payload), indent=None, default=float))
     profiles = [f"## {size_label(r)}\n\n{r['profile']}" for r in results if "profile" in r]
     if profiles:

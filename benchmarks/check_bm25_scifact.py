@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from benchmarks.corpus import load_qrels
 from benchmarks.harness import DEFAULT_DATA
-from engine.bm25 import Analyzer, Bm25Encoder, Bm25Params, Bm25Stats
+from hybridsearch.engine.bm25 import Analyzer, Bm25Encoder, Bm25Params, Bm25Stats
 
 
 def load_scifact(data: Path):
@@ -63,17 +63,27 @@ def reference(corpus, queries, qrels, *, k1, b, title, analyzer: Analyzer) -> di
     qids = [q for q in qrels if q in queries]
     query_texts = [queries[q] for q in qids]
     own = evaluate_tokenization("bm25s-tokenizer", doc_ids, texts, qids, query_texts, qrels, k1, b)
-    ours = evaluate_tokenization("our analyzer", doc_ids, texts, qids, query_texts, qrels, k1, b,
-                                 tokenize=lambda batch: [analyzer.terms(t) for t in batch])
+    ours = evaluate_tokenization(
+        "our analyzer",
+        doc_ids,
+        texts,
+        qids,
+        query_texts,
+        qrels,
+        k1,
+        b,
+        tokenize=lambda batch: [analyzer.terms(t) for t in batch],
+    )
     return {"bm25s": own["ndcg@10"], "ours": ours["ndcg@10"]}
 
 
 def make_analyzer(stopwords: str, stem: bool, min_token_len: int) -> Analyzer:
-    return Analyzer("english", stopwords=(False if stopwords == "none" else stopwords), stem=stem, min_token_len=min_token_len)
+    return Analyzer(
+        "english", stopwords=(False if stopwords == "none" else stopwords), stem=stem, min_token_len=min_token_len
+    )
 
 
-def run_once(corpus, queries, qrels, *, k1, b, stopwords, stem, min_token_len, title, batch,
-             top_k=100, verbose=True):
+def run_once(corpus, queries, qrels, *, k1, b, stopwords, stem, min_token_len, title, batch, top_k=100, verbose=True):
     from ranx import Qrels, Run, evaluate
 
     doc_ids, texts = doc_texts(corpus, title)
@@ -93,8 +103,7 @@ def run_once(corpus, queries, qrels, *, k1, b, stopwords, stem, min_token_len, t
         t0 = time.perf_counter()
         sizes = np.fromiter((len(v) for v in vectors), dtype=np.int64, count=len(vectors))
         keys = np.fromiter((k for v in vectors for k in v), dtype=np.int64, count=int(sizes.sum()))
-        vals = np.fromiter((w for v in vectors for w in v.values()), dtype=np.float32,
-                           count=int(sizes.sum()))
+        vals = np.fromiter((w for v in vectors for w in v.values()), dtype=np.float32, count=int(sizes.sum()))
         vocab, cols = np.unique(keys, return_inverse=True)
         indptr = np.concatenate(([0], np.cumsum(sizes)))
         X = sp.csr_matrix((vals, cols, indptr), shape=(len(vectors), len(vocab)))
@@ -109,8 +118,7 @@ def run_once(corpus, queries, qrels, *, k1, b, stopwords, stem, min_token_len, t
                 j = np.searchsorted(vocab, k)
                 if j < len(vocab) and vocab[j] == k:
                     rows.append(r), qcols.append(j), qvals.append(w)
-        Q = sp.csr_matrix((np.asarray(qvals, np.float32), (rows, qcols)),
-                          shape=(len(qids), len(vocab)))
+        Q = sp.csr_matrix((np.asarray(qvals, np.float32), (rows, qcols)), shape=(len(qids), len(vocab)))
         S = (Q @ X.T).toarray()  # 300 x 5183, dense is fine here
         run: dict[str, dict[str, float]] = {}
         for r, qid in enumerate(qids):
@@ -126,16 +134,23 @@ def run_once(corpus, queries, qrels, *, k1, b, stopwords, stem, min_token_len, t
 
     scores = evaluate(Qrels(qrels), Run(run), ["ndcg@10", "recall@100"])
     res = {
-        "ndcg@10": scores["ndcg@10"], "recall@100": scores["recall@100"],
-        "t_docs_s": t_docs, "t_matrix_s": t_matrix, "t_queries_s": t_query,
-        "n_docs": len(doc_ids), "n_queries": len(qids), "vocab": len(vocab),
+        "ndcg@10": scores["ndcg@10"],
+        "recall@100": scores["recall@100"],
+        "t_docs_s": t_docs,
+        "t_matrix_s": t_matrix,
+        "t_queries_s": t_query,
+        "n_docs": len(doc_ids),
+        "n_queries": len(qids),
+        "vocab": len(vocab),
     }
     if verbose:
-        cfg = (f"k1={k1} b={b} stop={stopwords} stem={stem} min_len={min_token_len} "
-               f"title={title} batch={batch or 'all'}")
-        print(f"{cfg}: nDCG@10={res['ndcg@10']:.4f} Recall@100={res['recall@100']:.4f} "
-              f"| docs {t_docs:.2f}s ({len(doc_ids)} docs, vocab {len(vocab)}), "
-              f"matrix {t_matrix:.2f}s, {len(qids)} queries {t_query:.2f}s", flush=True)
+        cfg = f"k1={k1} b={b} stop={stopwords} stem={stem} min_len={min_token_len} title={title} batch={batch or 'all'}"
+        print(
+            f"{cfg}: nDCG@10={res['ndcg@10']:.4f} Recall@100={res['recall@100']:.4f} "
+            f"| docs {t_docs:.2f}s ({len(doc_ids)} docs, vocab {len(vocab)}), "
+            f"matrix {t_matrix:.2f}s, {len(qids)} queries {t_query:.2f}s",
+            flush=True,
+        )
     return res
 
 
@@ -148,31 +163,56 @@ def main(argv=None) -> int:
     ap.add_argument("--no-stem", action="store_true")
     ap.add_argument("--min-token-len", type=int, default=1)
     ap.add_argument("--no-title", action="store_true")
-    ap.add_argument("--batch", type=int, default=0,
-                    help="ingest in batches of this many docs (avgdl drifts); 0 = one batch")
+    ap.add_argument(
+        "--batch", type=int, default=0, help="ingest in batches of this many docs (avgdl drifts); 0 = one batch"
+    )
     ap.add_argument("--grid", action="store_true", help="also try the usual knobs")
     ap.add_argument("--min-ndcg", type=float, default=0.65)
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     corpus, queries, qrels = load_scifact(args.data)
-    print(f"loaded {len(corpus)} docs, {len(queries)} queries, {len(qrels)} test queries "
-          f"in {time.perf_counter() - t0:.2f}s")
-    base = dict(k1=args.k1, b=args.b, stopwords=args.stopwords, stem=not args.no_stem,
-                min_token_len=args.min_token_len, title=not args.no_title, batch=args.batch)
+    print(
+        f"loaded {len(corpus)} docs, {len(queries)} queries, {len(qrels)} test queries "
+        f"in {time.perf_counter() - t0:.2f}s"
+    )
+    base = dict(
+        k1=args.k1,
+        b=args.b,
+        stopwords=args.stopwords,
+        stem=not args.no_stem,
+        min_token_len=args.min_token_len,
+        title=not args.no_title,
+        batch=args.batch,
+    )
     res = run_once(corpus, queries, qrels, **base)
     if args.grid:
         variants = [
-            dict(batch=100), dict(stopwords="sklearn"), dict(stopwords="none"),
-            dict(stem=False), dict(min_token_len=2), dict(title=False),
-            dict(k1=0.9, b=0.4), dict(k1=1.5, b=0.75), dict(k1=1.2, b=0.9),
+            dict(batch=100),
+            dict(stopwords="sklearn"),
+            dict(stopwords="none"),
+            dict(stem=False),
+            dict(min_token_len=2),
+            dict(title=False),
+            dict(k1=0.9, b=0.4),
+            dict(k1=1.5, b=0.75),
+            dict(k1=1.2, b=0.9),
         ]
         for v in variants:
             run_once(corpus, queries, qrels, **{**base, **v})
-    ref = reference(corpus, queries, qrels, k1=args.k1, b=args.b, title=not args.no_title,
-                    analyzer=make_analyzer(args.stopwords, not args.no_stem, args.min_token_len))
-    print(f"reference BM25 (bm25s, its own tokenizer) nDCG@10 {ref['bm25s']:.4f}; bm25s over our analyzer's terms "
-          f"{ref['ours']:.4f}; measured {res['ndcg@10']:.4f}; total {time.perf_counter() - t0:.1f}s")
+    ref = reference(
+        corpus,
+        queries,
+        qrels,
+        k1=args.k1,
+        b=args.b,
+        title=not args.no_title,
+        analyzer=make_analyzer(args.stopwords, not args.no_stem, args.min_token_len),
+    )
+    print(
+        f"reference BM25 (bm25s, its own tokenizer) nDCG@10 {ref['bm25s']:.4f}; bm25s over our analyzer's terms "
+        f"{ref['ours']:.4f}; measured {res['ndcg@10']:.4f}; total {time.perf_counter() - t0:.1f}s"
+    )
     return 0 if res["ndcg@10"] >= args.min_ndcg else 1
 
 

@@ -31,14 +31,15 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from benchmarks.harness import CACHE as CACHE_DIR
 from benchmarks.harness import DEFAULT_DATA
+
 WORD_DROP = 0.10
 DENSE_NOISE_NORM = 0.215
 FULL_SCIFACT_ALIAS = 5000
@@ -123,7 +124,7 @@ def variant_text(text: str, replica: int, source: int, seed: int = 0) -> str:
     keep = rng.random(len(words)) >= WORD_DROP
     if not keep.any():
         return text
-    return " ".join(w for w, k in zip(words, keep) if k)
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
 
 
 def iter_corpus(source: Sequence[SourceDoc], n: int, seed: int = 0) -> Iterator[CorpusDoc]:
@@ -187,7 +188,12 @@ def cached_dense(
         log(f"  encoded {done}/{len(texts)} documents ({elapsed:.0f} s, {done / elapsed:.1f} docs/s)")
     vectors = np.concatenate(parts)
     seconds = time.perf_counter() - started
-    meta = {"key_parts": list(map(str, key_parts)), "n": len(texts), "dim": int(vectors.shape[1]), "encode_s": round(seconds, 1)}
+    meta = {
+        "key_parts": list(map(str, key_parts)),
+        "n": len(texts),
+        "dim": int(vectors.shape[1]),
+        "encode_s": round(seconds, 1),
+    }
     np.save(path, vectors)
     meta_path.write_text(json.dumps(meta, indent=1))
     meta["from_cache"] = False

@@ -3,7 +3,7 @@
     python -m benchmarks.fuzz_api --minutes 5
     python -m benchmarks.fuzz_api --minutes 5 --seed 1234 --out /tmp/fuzz.md   # also write a report (+ .json)
 
-The server is ``python -m engine.cli serve --config <run>/config.yaml`` on 127.0.0.1 with the
+The server is ``python -m hybridsearch.engine.cli serve --config <run>/config.yaml`` on 127.0.0.1 with the
 test suite's settings (``tests.conftest.make_settings``: tiny BGE-M3-format models and the
 tiny reranker, built once by ``tests/tiny_models.py`` into ``benchmarks/.cache/fuzz/models``;
 ``auth_mode: dev_header``) on a fresh Milvus Lite directory. The same seed collections as
@@ -16,6 +16,7 @@ still answer a good Search, report SERVING and exit 0 on SIGTERM.
 
 Prints the counts by RPC and status code; exit status 1 on any problem.
 """
+
 from __future__ import annotations
 
 from benchmarks.harness import offline_env
@@ -34,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -56,7 +57,9 @@ def server_config(data_dir: Path, models: Path, port: int) -> dict[str, Any]:
 
     m3 = build_tiny_bge_m3(models / "tiny-bge-m3")
     reranker = build_tiny_reranker(models / "tiny-reranker")
-    settings_ = make_settings(data_dir, m3, reranker, server={"host": "127.0.0.1", "port": port, "grace_s": 2, "max_workers": 16})
+    settings_ = make_settings(
+        data_dir, m3, reranker, server={"host": "127.0.0.1", "port": port, "grace_s": 2, "max_workers": 16}
+    )
     return settings_.model_dump(mode="json")
 
 
@@ -88,7 +91,9 @@ class Tally:
                 self.problems.append({"problem": why, "call": repr(call)[:3000]})
 
 
-def fuzz_for(stubs: fuzz.Stubs, minutes: float, first_seed: int, batch: int, tally: Tally, server: ServerProcess) -> int:
+def fuzz_for(
+    stubs: fuzz.Stubs, minutes: float, first_seed: int, batch: int, tally: Tally, server: ServerProcess
+) -> int:
     """Batches of ``batch`` examples, seeds first_seed, first_seed + 1, ..., until time is up."""
     end = time.monotonic() + minutes * 60
     batches = 0
@@ -149,7 +154,7 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=100, help="examples per Hypothesis run (a new seed each)")
@@ -206,7 +211,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         "problems": tally.problems,
         "slowest_s": tally.slowest[0],
         "slowest_call": tally.slowest[1],
-        "rss": {"start_mib": (rss_start["server"] + rss_start["children"]) / 1024, "end_mib": (rss_end["server"] + rss_end["children"]) / 1024},
+        "rss": {
+            "start_mib": (rss_start["server"] + rss_start["children"]) / 1024,
+            "end_mib": (rss_end["server"] + rss_end["children"]) / 1024,
+        },
         "after": after,
     }
     report = render(result)
@@ -219,7 +227,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.info("kept %s", run_dir)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
-    ok = tally.n_problems == 0 and after.get("alive") and after.get("health") == "SERVING" and after.get("good_search") == "ok" and after.get("exit_code") == 0
+    ok = (
+        tally.n_problems == 0
+        and after.get("alive")
+        and after.get("health") == "SERVING"
+        and after.get("good_search") == "ok"
+        and after.get("exit_code") == 0
+    )
     return 0 if ok else 1
 
 

@@ -16,6 +16,7 @@ strategies know the limits of the test suite's settings (max_top_k 100, max_dept
 max_batch_docs 100, max_query_chars 500, max_text_bytes 4000) only to aim part of the
 values at the edges.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import grpc
 from google.protobuf import text_format
@@ -42,10 +43,26 @@ SCRATCH = ("fuzz_scratch_a", "fuzz_scratch_b")
 PROFILES = ("tiny-m3", "tiny-bm25")  # tests.conftest.TINY_PROFILE, TINY_BM25_PROFILE
 SEED_FIELDS = {"year": "int", "kind": "string", "score": "double", "open": "bool"}
 SEED_DOCS = [
-    {"id": "s1", "text": "protein expression in cancer cells", "metadata": {"year": 2010, "kind": "article", "score": 0.5, "open": True, "extra": "x"}},
-    {"id": "s2", "text": "immune response to viral infection", "metadata": {"year": 2020, "kind": "review", "score": 2.5, "open": False}},
-    {"id": "s3", "text": "brain imaging of memory and sleep", "metadata": {"year": 2015, "kind": "letter", "score": 1.0, "open": True}},
-    {"id": "s4", "text": "insulin resistance and glucose metabolism in mice", "metadata": {"year": 1999, "kind": "article", "score": -3.0}},
+    {
+        "id": "s1",
+        "text": "protein expression in cancer cells",
+        "metadata": {"year": 2010, "kind": "article", "score": 0.5, "open": True, "extra": "x"},
+    },
+    {
+        "id": "s2",
+        "text": "immune response to viral infection",
+        "metadata": {"year": 2020, "kind": "review", "score": 2.5, "open": False},
+    },
+    {
+        "id": "s3",
+        "text": "brain imaging of memory and sleep",
+        "metadata": {"year": 2015, "kind": "letter", "score": 1.0, "open": True},
+    },
+    {
+        "id": "s4",
+        "text": "insulin resistance and glucose metabolism in mice",
+        "metadata": {"year": 1999, "kind": "article", "score": -3.0},
+    },
 ]
 GOOD_QUERIES = ("protein cancer", "viral infection immune response", "memory", "glucose metabolism in mice")
 
@@ -72,10 +89,50 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Protobuf strings must be valid UTF-8: any code point but the surrogates.
 _ANY_CHAR = st.characters(exclude_categories=("Cs",))
 _SPECIAL_STRINGS = (
-    "", " ", "\t\n ", "\x00", "a\x00b", "\x7f", "\x1b[31m", "é", "中文字符", "🙂", "\u202eevil", "\u2028", "\ufeff",
-    "'", '"', "\\", '\\"', "a\"b'c", "x or 1==1", 'tenant == "acme"', "%s%n", "${x}", "../..", "NaN", "null",
-    "year", "kind", "score", "open", "m_year", "pk", "tenant", "text", "metadata", "dense", "sparse",
-    "fuzz", "acme", "s1", "fuzz_seed", "tiny-m3", "COSINE", "IP", "L2",
+    "",
+    " ",
+    "\t\n ",
+    "\x00",
+    "a\x00b",
+    "\x7f",
+    "\x1b[31m",
+    "é",
+    "中文字符",
+    "🙂",
+    "\u202eevil",
+    "\u2028",
+    "\ufeff",
+    "'",
+    '"',
+    "\\",
+    '\\"',
+    "a\"b'c",
+    "x or 1==1",
+    'tenant == "acme"',
+    "%s%n",
+    "${x}",
+    "../..",
+    "NaN",
+    "null",
+    "year",
+    "kind",
+    "score",
+    "open",
+    "m_year",
+    "pk",
+    "tenant",
+    "text",
+    "metadata",
+    "dense",
+    "sparse",
+    "fuzz",
+    "acme",
+    "s1",
+    "fuzz_seed",
+    "tiny-m3",
+    "COSINE",
+    "IP",
+    "L2",
 )
 
 
@@ -145,7 +202,9 @@ def tenant_names() -> st.SearchStrategy[str]:
 
 
 def field_names() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(sorted(SEED_FIELDS)), st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,62}", fullmatch=True), strings())
+    return st.one_of(
+        st.sampled_from(sorted(SEED_FIELDS)), st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,62}", fullmatch=True), strings()
+    )
 
 
 def doc_ids() -> st.SearchStrategy[str]:
@@ -236,20 +295,27 @@ def well_typed_clauses(draw) -> pb.FilterClause:
 
 
 @st.composite
-def filters(draw) -> Optional[pb.Filter]:
+def filters(draw) -> pb.Filter | None:
     if draw(st.booleans()):
         return None  # unset
     n = draw(st.one_of(st.integers(0, 3), st.sampled_from([32, 33])))
     if n > 3:
-        return pb.Filter(clauses=[pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=i)) for i in range(n)])
+        return pb.Filter(
+            clauses=[
+                pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=i))
+                for i in range(n)
+            ]
+        )
     return pb.Filter(clauses=draw(st.lists(st.one_of(filter_clauses(), well_typed_clauses()), min_size=n, max_size=n)))
 
 
 @st.composite
-def fusion_specs(draw) -> Optional[pb.FusionSpec]:
+def fusion_specs(draw) -> pb.FusionSpec | None:
     if draw(st.integers(0, 3)) == 0:
         return None
-    spec = pb.FusionSpec(method=draw(enums(pb.FusionMethod)), rrf_k=draw(doubles()), normalizer=draw(enums(pb.Normalizer)))
+    spec = pb.FusionSpec(
+        method=draw(enums(pb.FusionMethod)), rrf_k=draw(doubles()), normalizer=draw(enums(pb.Normalizer))
+    )
     for name in ("dense_weight", "sparse_weight"):
         if draw(st.booleans()):
             setattr(spec, name, draw(doubles()))
@@ -284,7 +350,9 @@ def near_valid_search_requests(draw) -> pb.SearchRequest:
     top_k = draw(st.integers(1, 100))
     request = pb.SearchRequest(
         collection=draw(st.sampled_from(PROTECTED)),
-        query=draw(st.one_of(st.sampled_from(GOOD_QUERIES), st.text(_ANY_CHAR, min_size=1, max_size=60), _huge_string())),
+        query=draw(
+            st.one_of(st.sampled_from(GOOD_QUERIES), st.text(_ANY_CHAR, min_size=1, max_size=60), _huge_string())
+        ),
         top_k=top_k,
         dense_k=draw(st.one_of(st.just(0), st.integers(top_k, 200))),
         sparse_k=draw(st.one_of(st.just(0), st.integers(top_k, 200))),
@@ -302,7 +370,9 @@ def near_valid_search_requests(draw) -> pb.SearchRequest:
     )
     for name in ("dense_weight", "sparse_weight"):
         if draw(st.booleans()):
-            setattr(spec, name, draw(st.one_of(st.floats(0, 1e308), st.sampled_from([0.0, 5e-324, 1e-300, 1e300, 1.0]))))
+            setattr(
+                spec, name, draw(st.one_of(st.floats(0, 1e308), st.sampled_from([0.0, 5e-324, 1e-300, 1e300, 1.0])))
+            )
     request.fusion.CopyFrom(spec)
     return request
 
@@ -322,7 +392,10 @@ def near_valid_documents(draw) -> pb.Document:
     )
     typed = {
         "year": st.builds(lambda v: pb.MetadataValue(int_value=v), int64s()),
-        "kind": st.builds(lambda v: pb.MetadataValue(string_value=v), st.one_of(st.text(_ANY_CHAR, max_size=50), st.sampled_from(_SPECIAL_STRINGS))),
+        "kind": st.builds(
+            lambda v: pb.MetadataValue(string_value=v),
+            st.one_of(st.text(_ANY_CHAR, max_size=50), st.sampled_from(_SPECIAL_STRINGS)),
+        ),
         "score": st.one_of(
             st.builds(lambda v: pb.MetadataValue(double_value=v), st.floats(allow_nan=False, allow_infinity=False)),
             st.builds(lambda v: pb.MetadataValue(int_value=v), int64s()),
@@ -334,7 +407,9 @@ def near_valid_documents(draw) -> pb.Document:
     for key in draw(st.lists(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), max_size=3)):
         if key not in SEED_FIELDS:
             value = draw(metadata_values())
-            if value.WhichOneof("kind") is not None and not (value.WhichOneof("kind") == "double_value" and not math.isfinite(value.double_value)):
+            if value.WhichOneof("kind") is not None and not (
+                value.WhichOneof("kind") == "double_value" and not math.isfinite(value.double_value)
+            ):
                 doc.metadata[key].CopyFrom(value)
     return doc
 
@@ -423,19 +498,29 @@ REQUESTS: dict[tuple[str, str], st.SearchStrategy] = {
     ("HybridSearch", "DescribeCollection"): st.builds(pb.DescribeCollectionRequest, name=collection_names()),
     ("HybridSearch", "ListCollections"): st.just(pb.ListCollectionsRequest()),
     ("HybridSearch", "DropCollection"): st.builds(
-        pb.DropCollectionRequest, name=st.one_of(st.sampled_from(SCRATCH), strings()).filter(lambda n: n not in PROTECTED)
+        pb.DropCollectionRequest,
+        name=st.one_of(st.sampled_from(SCRATCH), strings()).filter(lambda n: n not in PROTECTED),
     ),
     ("HybridSearch", "Upsert"): st.one_of(
         st.builds(pb.UpsertRequest, collection=collection_names(), documents=document_batches()), near_valid_upserts()
     ),
     ("HybridSearch", "BulkUpsert"): st.lists(
-        st.builds(pb.UpsertRequest, collection=st.one_of(st.just(""), collection_names()), documents=document_batches()), max_size=4
+        st.builds(
+            pb.UpsertRequest, collection=st.one_of(st.just(""), collection_names()), documents=document_batches()
+        ),
+        max_size=4,
     ),
-    ("HybridSearch", "Delete"): st.builds(pb.DeleteRequest, collection=collection_names(), ids=st.lists(doc_ids(), max_size=5)),
-    ("HybridSearch", "Get"): st.builds(pb.GetRequest, collection=collection_names(), ids=st.lists(doc_ids(), max_size=5)),
+    ("HybridSearch", "Delete"): st.builds(
+        pb.DeleteRequest, collection=collection_names(), ids=st.lists(doc_ids(), max_size=5)
+    ),
+    ("HybridSearch", "Get"): st.builds(
+        pb.GetRequest, collection=collection_names(), ids=st.lists(doc_ids(), max_size=5)
+    ),
     ("HybridSearch", "Search"): st.one_of(search_requests(), near_valid_search_requests()),
     ("HybridSearch", "Rerank"): rerank_requests(),
-    ("TenantAdmin", "CreateApiKey"): st.builds(pb.CreateApiKeyRequest, tenant=tenant_names(), role=enums(pb.Role), description=strings()),
+    ("TenantAdmin", "CreateApiKey"): st.builds(
+        pb.CreateApiKeyRequest, tenant=tenant_names(), role=enums(pb.Role), description=strings()
+    ),
     ("TenantAdmin", "ListApiKeys"): st.builds(pb.ListApiKeysRequest, tenant=st.one_of(st.just(""), tenant_names())),
     ("TenantAdmin", "RevokeApiKey"): st.builds(pb.RevokeApiKeyRequest, key_id=strings()),
     ("TenantAdmin", "SetBudget"): set_budget_requests(),
@@ -476,7 +561,11 @@ class Call:
             text = text_format.MessageToString(message, as_one_line=True)
             return text if len(text) <= 600 else text[:600] + f"... ({len(text)} chars)"
 
-        body = "[" + ", ".join(show(m) for m in self.request) + "]" if isinstance(self.request, list) else show(self.request)
+        body = (
+            "[" + ", ".join(show(m) for m in self.request) + "]"
+            if isinstance(self.request, list)
+            else show(self.request)
+        )
         return f"Call({self.name}, metadata={[(k, v[:80]) for k, v in self.metadata]!r}, request={body})"
 
 
@@ -495,7 +584,10 @@ def calls() -> st.SearchStrategy[Call]:
 
 class Stubs:
     def __init__(self, channel: grpc.Channel):
-        self.by_service = {"HybridSearch": pb_grpc.HybridSearchStub(channel), "TenantAdmin": pb_grpc.TenantAdminStub(channel)}
+        self.by_service = {
+            "HybridSearch": pb_grpc.HybridSearchStub(channel),
+            "TenantAdmin": pb_grpc.TenantAdminStub(channel),
+        }
 
 
 @dataclass
@@ -522,10 +614,16 @@ def run_call(stubs: Stubs, call: Call, timeout: float = CALL_TIMEOUT_S) -> Outco
 
 # Details gRPC itself gives when the call broke in transport rather than ending with the
 # server's status (e.g. a status message too large for the client's trailer limit).
-TRANSPORT_FAILURES = ("Stream removed", "metadata size exceeds", "Socket closed", "Connection reset", "failed to connect")
+TRANSPORT_FAILURES = (
+    "Stream removed",
+    "metadata size exceeds",
+    "Socket closed",
+    "Connection reset",
+    "failed to connect",
+)
 
 
-def problem(call: Call, outcome: Outcome) -> Optional[str]:
+def problem(call: Call, outcome: Outcome) -> str | None:
     """Why this outcome breaks the contract, or None."""
     if outcome.ok:
         return None
@@ -540,7 +638,7 @@ def problem(call: Call, outcome: Outcome) -> Optional[str]:
 
 def seed_collections(target: str) -> None:
     """Collections with declared metadata fields, so filters reach the compiler and Milvus."""
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     with HybridSearchClient(target, tenant=TENANT) as client:
         existing = {c.name for c in client.list_collections()}
@@ -558,16 +656,24 @@ def check_still_serving(target: str) -> None:
         stub = pb_grpc.HybridSearchStub(channel)
         # Fuzzed writes and deletes may have changed the fuzz tenant's documents; a
         # tenant of its own still has exactly the seed ones.
-        from engine.client import document_message
+        from hybridsearch.engine.client import document_message
 
         md = [("x-tenant", "fuzz-check")]
-        stub.Upsert(pb.UpsertRequest(collection=SEED_COLLECTION, documents=[document_message(d) for d in SEED_DOCS]), metadata=md, timeout=60)
+        stub.Upsert(
+            pb.UpsertRequest(collection=SEED_COLLECTION, documents=[document_message(d) for d in SEED_DOCS]),
+            metadata=md,
+            timeout=60,
+        )
         reply = stub.Search(
             pb.SearchRequest(
                 collection=SEED_COLLECTION,
                 query="protein cancer",
                 top_k=3,
-                filter=pb.Filter(clauses=[pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=2000))]),
+                filter=pb.Filter(
+                    clauses=[
+                        pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=2000))
+                    ]
+                ),
             ),
             metadata=md,
             timeout=60,

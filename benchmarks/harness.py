@@ -9,6 +9,7 @@ This module imports nothing heavy at load time (numpy, grpc, torch are imported 
 used), so a script can call :func:`offline_env` after importing it and before torch or
 numpy read their thread settings.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,18 +19,19 @@ import json
 import math
 import os
 import platform
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any
 
 # ---------------------------------------------------------------------------- paths and data
 
@@ -68,7 +70,7 @@ def offline_env(threads: int = 2) -> None:
         os.environ.setdefault(name, value)
 
 
-def command_line(module: str, argv: Optional[Sequence[str]]) -> str:
+def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command a report names: ``python -m <module> <arguments>``."""
     # Quoted as a shell would need it: "--screen-layers 'all 4'" is one argument, not two.
     return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -82,8 +84,17 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------------------- the machine
 
 PACKAGES = (
-    "pymilvus", "milvus-lite", "torch", "onnxruntime", "transformers", "sentence-transformers",
-    "FlagEmbedding", "grpcio", "protobuf", "numpy", "ranx",
+    "pymilvus",
+    "milvus-lite",
+    "torch",
+    "onnxruntime",
+    "transformers",
+    "sentence-transformers",
+    "FlagEmbedding",
+    "grpcio",
+    "protobuf",
+    "numpy",
+    "ranx",
 )
 
 
@@ -96,7 +107,7 @@ def loadavg() -> tuple[float, float, float]:
     return float(one), float(five), float(fifteen)
 
 
-def _proc_field(path: str, prefix: str) -> Optional[str]:
+def _proc_field(path: str, prefix: str) -> str | None:
     with contextlib.suppress(OSError):
         for line in Path(path).read_text().splitlines():
             if line.startswith(prefix):
@@ -145,8 +156,19 @@ def git_commit() -> str:
     """The short commit, marked when tracked files have uncommitted changes."""
     commit = "?"
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
-        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip():
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
+        if subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip():
             commit += " (with uncommitted changes)"
     return commit
 
@@ -205,7 +227,9 @@ class IdleWait:
         return asdict(self)
 
 
-def wait_for_idle(threshold: float, max_wait_s: float, poll_s: float = 30.0, log: Optional[Callable[[str], None]] = None) -> IdleWait:
+def wait_for_idle(
+    threshold: float, max_wait_s: float, poll_s: float = 30.0, log: Callable[[str], None] | None = None
+) -> IdleWait:
     """Poll the 1-minute load average until it is below ``threshold``, for ``max_wait_s``
     at most; the figures go into the report whether or not it got there. ``log`` is told
     about each poll that finds the machine busy and about giving up."""
@@ -214,17 +238,21 @@ def wait_for_idle(threshold: float, max_wait_s: float, poll_s: float = 30.0, log
     polls = [now[0]]
     while now[0] >= threshold and time.monotonic() - started < max_wait_s:
         if log is not None:
-            log(f"load average {now[0]:.2f} >= {threshold:g}: waiting for other work to finish ({time.monotonic() - started:.0f}/{max_wait_s:.0f} s) ...")
+            log(
+                f"load average {now[0]:.2f} >= {threshold:g}: waiting for other work to finish ({time.monotonic() - started:.0f}/{max_wait_s:.0f} s) ..."
+            )
         time.sleep(min(poll_s, max(max_wait_s - (time.monotonic() - started), 0.1)))
         now = loadavg()
         polls.append(now[0])
     idle = now[0] < threshold
     if not idle and log is not None:
-        log(f"load average still {now[0]:.2f} after {time.monotonic() - started:.0f} s; running anyway (recorded in the report)")
+        log(
+            f"load average still {now[0]:.2f} after {time.monotonic() - started:.0f} s; running anyway (recorded in the report)"
+        )
     return IdleWait(threshold, before, now, round(time.monotonic() - started, 1), idle, polls)
 
 
-def waited_text(wait: Optional[dict]) -> str:
+def waited_text(wait: dict | None) -> str:
     """A report's clause for a wait recorded by :func:`wait_for_idle` (``""`` when there was
     none); results written before the harness say ``quiet`` where it says ``idle``."""
     if not wait:
@@ -246,7 +274,7 @@ class LoadSampler:
             self.samples.append(loadavg()[0])
             self._stop.wait(self.every_s)
 
-    def __enter__(self) -> "LoadSampler":
+    def __enter__(self) -> LoadSampler:
         self._thread.start()
         return self
 
@@ -262,7 +290,9 @@ class LoadSampler:
 # ---------------------------------------------------------------------------- statistics
 
 
-def stats(values: Iterable[Optional[float]], *, median: str = "p50", percentiles: Sequence[int] = (95, 99)) -> dict[str, Any]:
+def stats(
+    values: Iterable[float | None], *, median: str = "p50", percentiles: Sequence[int] = (95, 99)
+) -> dict[str, Any]:
     """Count, median (under the key ``median``), the given percentiles (``p95`` ...),
     mean, min and max of the finite values; ``{"n": 0}`` when there are none."""
     import numpy as np
@@ -314,7 +344,7 @@ class ServerStartError(RuntimeError):
     """The child service exited (``returncode``), did not become SERVING in time
     (``timed_out``), or a start check failed (the message says which)."""
 
-    def __init__(self, message: str, returncode: Optional[int] = None, tail: Sequence[str] = (), timed_out: bool = False):
+    def __init__(self, message: str, returncode: int | None = None, tail: Sequence[str] = (), timed_out: bool = False):
         super().__init__(message)
         self.returncode = returncode
         self.tail = list(tail)
@@ -328,7 +358,9 @@ def health_status(target: str, service: str = "", timeout: float = 10.0) -> str:
 
     with grpc.insecure_channel(target) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
         except grpc.RpcError as exc:
             return f"error {exc.code().name}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -346,29 +378,47 @@ def wait_serving(target: str, service: str, timeout_s: float = 30.0) -> bool:
 
 class ServerProcess:
     """The service in a child process (its own session), logging to a file, ready once
-    its gRPC health says SERVING. By default ``python -m engine.cli serve --config <yaml>``;
+    its gRPC health says SERVING. By default ``python -m hybridsearch.engine.cli serve --config <yaml>``;
     ``command`` runs another entry point that serves on ``target``."""
 
-    def __init__(self, config_path: Path, log_path: Path, target: str, *, command: Optional[list[str]] = None,
-                 env: Optional[dict[str, str]] = None, die_with_parent: bool = False, poll_s: float = 0.5):
+    def __init__(
+        self,
+        config_path: Path,
+        log_path: Path,
+        target: str,
+        *,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        die_with_parent: bool = False,
+        poll_s: float = 0.5,
+    ):
         self.config_path = config_path
         self.log_path = log_path
         self.target = target
-        self.command = command or [sys.executable, "-m", "engine.cli", "serve", "--config", str(config_path)]
+        self.command = command or [
+            sys.executable,
+            "-m",
+            "hybridsearch.engine.cli",
+            "serve",
+            "--config",
+            str(config_path),
+        ]
         self.env = env
         self.die_with_parent = die_with_parent
         self.poll_s = poll_s
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._log = None
         self._log_start = 0
 
-    def start(self, timeout_s: float = 900.0, check: Optional[Callable[[], Optional[str]]] = None) -> float:
+    def start(self, timeout_s: float = 900.0, check: Callable[[], str | None] | None = None) -> float:
         """Start and wait until health is SERVING; the seconds it took. ``check`` is called
         at every poll: a message it returns stops the child and is raised."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")
-        self._log.write(f"\n---- {dt.datetime.now().isoformat(timespec='seconds')} {' '.join(self.command[1:])}\n".encode())
+        self._log.write(
+            f"\n---- {dt.datetime.now().isoformat(timespec='seconds')} {' '.join(self.command[1:])}\n".encode()
+        )
         self._log.flush()
         started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -383,10 +433,16 @@ class ServerProcess:
         while True:
             if self.proc.poll() is not None:
                 tail = self.log_tail(15).splitlines()
-                raise ServerStartError(f"server exited with {self.proc.returncode} while starting; log tail:\n" + "\n".join(tail), self.proc.returncode, tail)
+                raise ServerStartError(
+                    f"server exited with {self.proc.returncode} while starting; log tail:\n" + "\n".join(tail),
+                    self.proc.returncode,
+                    tail,
+                )
             if time.monotonic() - started > timeout_s:
                 self.stop()
-                raise ServerStartError(f"server not SERVING after {timeout_s:.0f} s; log tail:\n{self.log_tail()}", timed_out=True)
+                raise ServerStartError(
+                    f"server not SERVING after {timeout_s:.0f} s; log tail:\n{self.log_tail()}", timed_out=True
+                )
             if self.health("", timeout=2) == "SERVING":
                 return time.monotonic() - started
             problem = check() if check is not None else None
@@ -406,12 +462,16 @@ class ServerProcess:
     def rss_kib(self) -> dict[str, int]:
         """VmRSS of the server process, and the sum over its child processes."""
         children = descendants(self.pid)
-        return {"server": vm_rss_kib(self.pid), "children": sum(vm_rss_kib(c) for c in children), "n_children": len(children)}
+        return {
+            "server": vm_rss_kib(self.pid),
+            "children": sum(vm_rss_kib(c) for c in children),
+            "n_children": len(children),
+        }
 
     def health(self, service: str = "", timeout: float = 10.0) -> str:
         return health_status(self.target, service, timeout)
 
-    def stop(self, timeout_s: float = 60.0) -> Optional[int]:
+    def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM (graceful drain), SIGKILL after ``timeout_s``; the exit code."""
         if self.proc is None:
             return None
@@ -499,9 +559,9 @@ def untrained_cross_encoder(out: Path) -> Path:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from engine.encoders.model_paths import resolve_model
+        from hybridsearch.engine.encoders.model_paths import resolve_model
 
-        backbone = resolve_model(BACKBONE, "untrained reranker backbone")
+        backbone = resolve_model(BACKBONE, "untrained reranker backbone", "BACKBONE")
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         with torch.random.fork_rng(devices=[]):
@@ -514,7 +574,7 @@ def untrained_cross_encoder(out: Path) -> Path:
     return out
 
 
-def copy_trained_reranker(copies: Path, source: Path = TRAINED_RERANKER) -> Optional[tuple[Path, dict]]:
+def copy_trained_reranker(copies: Path, source: Path = TRAINED_RERANKER) -> tuple[Path, dict] | None:
     """A copy of the trained reranker under ``copies`` (without ``onnx/`` or checkpoints: the
     ONNX backend exports next to its model, and the original belongs to its trainer), and
     its ``training_info.json``; None when there is no complete trained model."""
@@ -547,7 +607,7 @@ def backend_kind(info: dict, allowed: Sequence[str] = ("cross-encoder", "flag"),
 class RerankerChoice:
     """The cross-encoder a benchmark scores or serves with, why that one, and how it is served."""
 
-    path: Optional[Path]
+    path: Path | None
     kind: str = "cross-encoder"
     max_length: int = 256
     which: str = "none"  # trained | untrained-head | given | none
@@ -574,7 +634,13 @@ class RerankerChoice:
             if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model"):
                 st = f.stat()
                 h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return {"kind": self.kind, "max_length": self.max_length, "trained": self.trained, "weights": h.hexdigest()[:16], "fusion_weight": self.fusion_weight}
+        return {
+            "kind": self.kind,
+            "max_length": self.max_length,
+            "trained": self.trained,
+            "weights": h.hexdigest()[:16],
+            "fusion_weight": self.fusion_weight,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "trained": self.trained, "note": self.note}
@@ -583,8 +649,20 @@ class RerankerChoice:
         """The service's ``rerank`` settings serving this model as backend ``ce`` (disabled without one)."""
         if self.path is None:
             return {"enabled": False}
-        backend = {"kind": self.kind, "model": str(self.path), "max_length": self.max_length, "batch_size": 16, "price_per_million_tokens": 0.02}
-        return {"enabled": True, "default_backend": "ce", "backends": {"ce": backend}, "default_budget": {"max_depth": 50, "default_mode": "off"}, **overrides}
+        backend = {
+            "kind": self.kind,
+            "model": str(self.path),
+            "max_length": self.max_length,
+            "batch_size": 16,
+            "price_per_million_tokens": 0.02,
+        }
+        return {
+            "enabled": True,
+            "default_backend": "ce",
+            "backends": {"ce": backend},
+            "default_budget": {"max_depth": 50, "default_mode": "off"},
+            **overrides,
+        }
 
 
 def choose_reranker(which: str, copies: Path, untrained_dir: Path, max_length: int = 256) -> RerankerChoice:
@@ -592,20 +670,32 @@ def choose_reranker(which: str, copies: Path, untrained_dir: Path, max_length: i
     untrained-head MiniLM-L6 built in ``untrained_dir``; ``untrained``: that one; ``none``: no
     reranker; anything else: a model directory."""
     if which == "none":
-        return RerankerChoice(None, "", 0, "none", "rerank disabled (--reranker none): FIXED and AUTO answer fusion only, degraded")
+        return RerankerChoice(
+            None, "", 0, "none", "rerank disabled (--reranker none): FIXED and AUTO answer fusion only, degraded"
+        )
     trained = copy_trained_reranker(copies) if which == "auto" else None
     if trained is not None:
         copy, info = trained
         length = int(info.get("max_length") or (info.get("config") or {}).get("max_length") or max_length)
         where = TRAINED_RERANKER.relative_to(REPO)
-        return RerankerChoice(copy, backend_kind(info), length, "trained", f"the project's SciFact-trained cross-encoder ({where}, copied)", info)
+        return RerankerChoice(
+            copy,
+            backend_kind(info),
+            length,
+            "trained",
+            f"the project's SciFact-trained cross-encoder ({where}, copied)",
+            info,
+        )
     if which not in ("auto", "untrained"):
         path = Path(which)
         if not complete_model(path):
             raise SystemExit(f"--reranker {which}: not a model directory (config.json, weights, tokenizer)")
         return RerankerChoice(path, "cross-encoder", max_length, "given", f"the cross-encoder in {path}")
     return RerankerChoice(
-        untrained_cross_encoder(untrained_dir), "cross-encoder", max_length, "untrained-head",
+        untrained_cross_encoder(untrained_dir),
+        "cross-encoder",
+        max_length,
+        "untrained-head",
         "MiniLM-L6 cross-encoder built from the all-MiniLM-L6-v2 backbone with an UNTRAINED one-logit head (seed 0): "
         "the compute of a trained MiniLM-L6 cross-encoder, meaningless scores (no trained reranker in "
         f"{TRAINED_RERANKER.relative_to(REPO)} when this ran)",

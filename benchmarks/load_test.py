@@ -11,7 +11,7 @@ What it does:
    ``--tenants`` tenants (document *i* belongs to tenant *i* mod tenants), and cached under
    ``benchmarks/.cache/load/store-*``. Each run works on a fresh copy of it, so runs do not
    see each other's writes (one process per Milvus Lite store).
-2. **Server.** ``python -m engine.cli serve --config <run>/config.yaml`` in a subprocess on
+2. **Server.** ``python -m hybridsearch.engine.cli serve --config <run>/config.yaml`` in a subprocess on
    127.0.0.1, ``auth_mode: api_key``: before it starts, a ``write`` key per tenant and one
    ``admin`` key are created with :class:`engine.api_keys.ApiKeyStore` on the run's state
    file. The reranker is the project's trained SciFact cross-encoder
@@ -38,6 +38,7 @@ What it does:
 
 Writes ``benchmarks/results/load.md`` and ``load.json`` (``--out``) and prints the report.
 """
+
 from __future__ import annotations
 
 from benchmarks.harness import offline_env
@@ -58,17 +59,30 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
 
 from benchmarks.corpus import load_scifact_docs
 from benchmarks.harness import (
-    CACHE, command_line, DEFAULT_DATA, RESULTS, RerankerChoice, ServerProcess, choose_reranker, exclusive, free_port, loadavg,
-    machine_info, stats, wait_for_idle, write_config,
+    CACHE,
+    DEFAULT_DATA,
+    RESULTS,
+    RerankerChoice,
+    ServerProcess,
+    choose_reranker,
+    command_line,
+    exclusive,
+    free_port,
+    loadavg,
+    machine_info,
+    stats,
+    wait_for_idle,
+    write_config,
 )
 
 LOAD_CACHE = CACHE / "load"
@@ -104,7 +118,9 @@ def tenant_names(n: int) -> list[str]:
     return [f"load{i}" for i in range(n)]
 
 
-def tenant_docs(corpus: Sequence[tuple[str, str]], n_docs: int, tenants: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+def tenant_docs(
+    corpus: Sequence[tuple[str, str]], n_docs: int, tenants: Sequence[str]
+) -> dict[str, list[tuple[str, str]]]:
     """Document i of the subset belongs to tenant i mod len(tenants)."""
     out: dict[str, list[tuple[str, str]]] = {t: [] for t in tenants}
     for i, doc in enumerate(corpus[:n_docs]):
@@ -134,16 +150,27 @@ def base_config(data_dir: Path, port: int, auth_mode: str, rerank: dict[str, Any
 
 def prepare_store(args) -> tuple[Path, dict[str, Any]]:
     """The cached ingested store for (docs, tenants), built through BulkUpsert if missing."""
-    key_data = {"format": STORE_FORMAT, "docs": args.docs, "tenants": args.tenants, "profile": PROFILE_MODEL, "max_length": PROFILE_MAX_LENGTH}
+    key_data = {
+        "format": STORE_FORMAT,
+        "docs": args.docs,
+        "tenants": args.tenants,
+        "profile": PROFILE_MODEL,
+        "max_length": PROFILE_MAX_LENGTH,
+    }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:10]
     store = LOAD_CACHE / f"store-{args.docs}x{args.tenants}-{key}"
     marker = store / "complete.json"
     with exclusive(LOAD_CACHE / f"{store.name}.lock"):
         if marker.exists():
             info = json.loads(marker.read_text())
-            log.info("using the cached store %s (%d documents, ingested in %.0f s)", store, info["documents"], info["ingest_s"])
+            log.info(
+                "using the cached store %s (%d documents, ingested in %.0f s)",
+                store,
+                info["documents"],
+                info["ingest_s"],
+            )
             return store, info
-        from engine.client import HybridSearchClient
+        from hybridsearch.engine.client import HybridSearchClient
 
         shutil.rmtree(store, ignore_errors=True)
         store.mkdir(parents=True)
@@ -151,9 +178,16 @@ def prepare_store(args) -> tuple[Path, dict[str, Any]]:
         tenants = tenant_names(args.tenants)
         by_tenant = tenant_docs(corpus, args.docs, tenants)
         port = free_port()
-        config = write_config(store / "ingest-config.yaml", base_config(store / "data", port, "dev_header", {"enabled": False}))
+        config = write_config(
+            store / "ingest-config.yaml", base_config(store / "data", port, "dev_header", {"enabled": False})
+        )
         server = ServerProcess(config, store / "ingest-server.log", f"127.0.0.1:{port}")
-        log.info("building the store: %d SciFact documents over %d tenants through BulkUpsert (profile %s) ...", args.docs, args.tenants, PROFILE)
+        log.info(
+            "building the store: %d SciFact documents over %d tenants through BulkUpsert (profile %s) ...",
+            args.docs,
+            args.tenants,
+            PROFILE,
+        )
         server.start()
         started = time.perf_counter()
         try:
@@ -164,14 +198,22 @@ def prepare_store(args) -> tuple[Path, dict[str, Any]]:
                 docs = [_doc(d, t, i) for i, (d, t) in enumerate(by_tenant[tenant])]
                 t0 = time.perf_counter()
                 with HybridSearchClient(server.target, tenant=tenant, timeout=None) as client:
-                    reply = client.bulk_upsert(COLLECTION, (docs[i : i + 32] for i in range(0, len(docs), 32)), timeout=3600)
+                    reply = client.bulk_upsert(
+                        COLLECTION, (docs[i : i + 32] for i in range(0, len(docs), 32)), timeout=3600
+                    )
                 written += reply.upserted
                 log.info("tenant %s: %d documents in %.0f s", tenant, reply.upserted, time.perf_counter() - t0)
         finally:
             code = server.stop()
         if code != 0:
             raise RuntimeError(f"ingest server exited with {code}; see {server.log_path}")
-        info = {**key_data, "documents": written, "ingest_s": round(time.perf_counter() - started, 1), "tenants_list": tenants, "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        info = {
+            **key_data,
+            "documents": written,
+            "ingest_s": round(time.perf_counter() - started, 1),
+            "tenants_list": tenants,
+            "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
         marker.write_text(json.dumps(info, indent=2))
         return store, info
 
@@ -217,9 +259,13 @@ class ClientPlan:
 def search_request(mode: str, query: str):
     from hybridsearch.v1 import hybridsearch_pb2 as pb
 
-    request = pb.SearchRequest(collection=COLLECTION, query=query, top_k=10, rerank_mode=pb.OFF, fusion=pb.FusionSpec(method=pb.RRF))
+    request = pb.SearchRequest(
+        collection=COLLECTION, query=query, top_k=10, rerank_mode=pb.OFF, fusion=pb.FusionSpec(method=pb.RRF)
+    )
     if mode == "weighted":
-        request.fusion.CopyFrom(pb.FusionSpec(method=pb.WEIGHTED, normalizer=pb.MIN_MAX, dense_weight=0.7, sparse_weight=0.3))
+        request.fusion.CopyFrom(
+            pb.FusionSpec(method=pb.WEIGHTED, normalizer=pb.MIN_MAX, dense_weight=0.7, sparse_weight=0.3)
+        )
     elif mode == "fixed10":
         request.rerank_mode, request.rerank_depth = pb.FIXED, 10
     elif mode == "auto":
@@ -227,8 +273,17 @@ def search_request(mode: str, query: str):
     return request
 
 
-def run_client(plan: ClientPlan, target: str, queries: Sequence[str], args, t0: float, stop_at: float, warmup_until: float, out: list[Sample]) -> None:
-    from engine.client import document_message
+def run_client(
+    plan: ClientPlan,
+    target: str,
+    queries: Sequence[str],
+    args,
+    t0: float,
+    stop_at: float,
+    warmup_until: float,
+    out: list[Sample],
+) -> None:
+    from hybridsearch.engine.client import document_message
     from hybridsearch.v1 import hybridsearch_pb2 as pb
     from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -268,7 +323,12 @@ def run_client(plan: ClientPlan, target: str, queries: Sequence[str], args, t0: 
                     sample.server_ms = reply.timings.total_ms
                     sample.cache_hit = reply.timings.query_cache_hit
                     d = reply.rerank
-                    sample.depth, sample.scored, sample.partial, sample.degraded = d.depth_chosen, d.depth_scored, d.partial, d.degraded
+                    sample.depth, sample.scored, sample.partial, sample.degraded = (
+                        d.depth_chosen,
+                        d.depth_scored,
+                        d.partial,
+                        d.degraded,
+                    )
                     sample.reason = d.reason[:120]
             except grpc.RpcError as exc:
                 sample.ms = (time.perf_counter() - started) * 1000
@@ -304,7 +364,7 @@ class RssSampler(threading.Thread):
 def set_budgets(target: str, admin_key: str, tenants: Sequence[str], args) -> list[dict[str, Any]]:
     from google.protobuf.json_format import MessageToDict
 
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     out = []
     with HybridSearchClient(target, api_key=admin_key) as admin:
@@ -383,7 +443,12 @@ def rss_summary(samples: Sequence[dict[str, Any]], warmup_s: float) -> dict[str,
     for label in ("start", "after_warmup", "end"):
         s = labelled.get(label)
         if s:
-            out[label] = {"t_s": s["t"], "server_mib": mib(s["server"]), "children_mib": mib(s["children"]), "total_mib": mib(s["server"] + s["children"])}
+            out[label] = {
+                "t_s": s["t"],
+                "server_mib": mib(s["server"]),
+                "children_mib": mib(s["children"]),
+                "total_mib": mib(s["server"] + s["children"]),
+            }
     out["max"] = {
         "server_mib": mib(max(s["server"] for s in samples)),
         "total_mib": mib(max(s["server"] + s["children"] for s in samples)),
@@ -411,9 +476,11 @@ def _f(v: Any, digits: int = 0) -> str:
 
 def log_summary(after: dict[str, Any]) -> str:
     if "log_errors" not in after:  # results written before ERROR lines were counted
-        return f"tracebacks or \" failed: \" lines in its log: {after['log_tracebacks']}."
+        return f'tracebacks or " failed: " lines in its log: {after["log_tracebacks"]}.'
     text = f"its log holds {after['log_errors']} ERROR line(s) and {after['log_tracebacks']} traceback(s)"
-    return text + (" (the first ones are in the .json, `after.log_error_snippets`)." if after.get("log_error_snippets") else ".")
+    return text + (
+        " (the first ones are in the .json, `after.log_error_snippets`)." if after.get("log_error_snippets") else "."
+    )
 
 
 def render(result: dict[str, Any]) -> str:
@@ -443,9 +510,13 @@ def _setup_lines(result: dict[str, Any]) -> list[str]:
         "`ApiKeyStore` before the server started, one `admin` key for the budgets.",
         f"* **Reranker:** {result['reranker']['description']} (backend `{result['reranker']['kind'] or '-'}`, max_length {result['reranker']['max_length']}).",
         f"* **Tenant budgets (AUTO):** latency target {a['auto_target_ms']:g} ms, {a['auto_tokens_per_minute']:,.0f} reranker tokens/min, depth 0..{a['auto_max_depth']}.",
-        f"* **Server:** `python -m engine.cli serve` subprocess, default max_workers and admission limits, torch_threads 2; started in {result['server_start_s']:.0f} s.",
+        f"* **Server:** `python -m hybridsearch.engine.cli serve` subprocess, default max_workers and admission limits, torch_threads 2; started in {result['server_start_s']:.0f} s.",
         f"* **CPU contention:** load average {', '.join(f'{x:.2f}' for x in result['load']['before'])} (1/5/15 min) right before the run"
-        + (f" (waited {result['load']['wait']['waited_s']:.0f} s for the 1-min figure to drop below {result['load']['wait']['threshold']:g})" if result['load'].get('wait') else "")
+        + (
+            f" (waited {result['load']['wait']['waited_s']:.0f} s for the 1-min figure to drop below {result['load']['wait']['threshold']:g})"
+            if result["load"].get("wait")
+            else ""
+        )
         + f", {', '.join(f'{x:.2f}' for x in result['load']['after'])} at the end (this run's own load included).",
         "",
     ]
@@ -498,7 +569,8 @@ def _error_lines(result: dict[str, Any]) -> list[str]:
         "",
         f"**Unexpected errors: {s['unexpected_errors']}** (any status other than RESOURCE_EXHAUSTED from the service's limits; "
         f"RESOURCE_EXHAUSTED: {s['expected_errors']}). Server after the run: alive {result['after']['alive']}, health "
-        f"{result['after']['health']}, exit code on SIGTERM {result['after']['exit_code']}; " + log_summary(result["after"]),
+        f"{result['after']['health']}, exit code on SIGTERM {result['after']['exit_code']}; "
+        + log_summary(result["after"]),
         "",
     ]
     return lines
@@ -512,11 +584,19 @@ def _memory_lines(result: dict[str, Any]) -> list[str]:
         "| when | t (s) | server process MiB | child processes MiB | total MiB |",
         "|---|---:|---:|---:|---:|",
     ]
-    for label, name in (("start", "start (ready, before traffic)"), ("after_warmup", "after warm-up"), ("end", "end (traffic stopped)")):
+    for label, name in (
+        ("start", "start (ready, before traffic)"),
+        ("after_warmup", "after warm-up"),
+        ("end", "end (traffic stopped)"),
+    ):
         if label in r:
             x = r[label]
-            lines.append(f"| {name} | {x['t_s']:.0f} | {x['server_mib']:,.1f} | {x['children_mib']:,.1f} | {x['total_mib']:,.1f} |")
-    lines.append(f"| max of {len(result['rss_samples'])} samples | | {r['max']['server_mib']:,.1f} | | {r['max']['total_mib']:,.1f} |")
+            lines.append(
+                f"| {name} | {x['t_s']:.0f} | {x['server_mib']:,.1f} | {x['children_mib']:,.1f} | {x['total_mib']:,.1f} |"
+            )
+    lines.append(
+        f"| max of {len(result['rss_samples'])} samples | | {r['max']['server_mib']:,.1f} | | {r['max']['total_mib']:,.1f} |"
+    )
     lines += [
         "",
         f"Growth from after warm-up to the end: {_f(r.get('growth_after_warmup_mib'), 1)} MiB; linear trend after warm-up "
@@ -530,7 +610,9 @@ def _memory_lines(result: dict[str, Any]) -> list[str]:
     ]
     rss_by_t = sorted(result["rss_samples"], key=lambda x: x["t"])
     for w in result["throughput_timeline"]:
-        inside = [x for x in rss_by_t if w["t_s"] <= x["t"] < w["t_s"] + TIMELINE_BUCKET_S] or [min(rss_by_t, key=lambda x: abs(x["t"] - w["t_s"]))]
+        inside = [x for x in rss_by_t if w["t_s"] <= x["t"] < w["t_s"] + TIMELINE_BUCKET_S] or [
+            min(rss_by_t, key=lambda x: abs(x["t"] - w["t_s"]))
+        ]
         lines.append(
             f"| {w['t_s']:.0f} | {w['ok_per_s']:.1f} | {_f(w['p50_ms'])} | {w['errors']} | {max(x['server'] for x in inside) / 1024:,.0f} | "
             f"{max(x['load1'] for x in inside):.2f} |"
@@ -541,7 +623,7 @@ def _memory_lines(result: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------- main
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--minutes", type=float, default=3.0, help="traffic duration, warm-up included")
@@ -552,18 +634,31 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--upsert-batch", type=int, default=4)
     p.add_argument("--max-requests-per-client", type=int, default=100_000)
     p.add_argument("--timeout-s", type=float, default=60.0, help="deadline of every call")
-    p.add_argument("--reranker", default="auto", help="auto (trained if present, else untrained-head MiniLM-L6), untrained, none, or a model directory")
+    p.add_argument(
+        "--reranker",
+        default="auto",
+        help="auto (trained if present, else untrained-head MiniLM-L6), untrained, none, or a model directory",
+    )
     p.add_argument("--auto-target-ms", type=float, default=1000.0, help="tenants' AUTO latency target")
-    p.add_argument("--auto-tokens-per-minute", type=float, default=300_000.0, help="tenants' reranker token budget per minute")
+    p.add_argument(
+        "--auto-tokens-per-minute", type=float, default=300_000.0, help="tenants' reranker token budget per minute"
+    )
     p.add_argument("--auto-max-depth", type=int, default=30)
     p.add_argument("--rss-interval-s", type=float, default=5.0)
-    p.add_argument("--wait-load", type=float, default=0.0, help="before starting, wait until the 1-minute load average is below this (0: don't wait)")
+    p.add_argument(
+        "--wait-load",
+        type=float,
+        default=0.0,
+        help="before starting, wait until the 1-minute load average is below this (0: don't wait)",
+    )
     p.add_argument("--wait-load-max-min", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact (BEIR layout)")
     p.add_argument("--out", type=Path, default=RESULTS / "load.md", help="report (.md; the .json goes beside it)")
     p.add_argument("--keep-run", action="store_true", help="keep the run's copy of the store and its server log")
-    p.add_argument("--prepare-only", action="store_true", help="build (or check) the cached store and the reranker, then exit")
+    p.add_argument(
+        "--prepare-only", action="store_true", help="build (or check) the cached store and the reranker, then exit"
+    )
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render the report (--out) from a result .json")
     args = p.parse_args(argv)
     if args.clients < 1 or args.tenants < 1 or args.minutes <= 0:
@@ -588,7 +683,7 @@ class Run:
 def prepare_run(args, store: Path, reranker: RerankerChoice) -> Run:
     """A fresh copy of the cached store, a ``write`` key per tenant and an ``admin`` key
     (made before the server starts), and the config serving it with ``reranker``."""
-    from engine.api_keys import ApiKeyStore
+    from hybridsearch.engine.api_keys import ApiKeyStore
 
     run_dir = LOAD_CACHE / f"run-{dt.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
     with exclusive(LOAD_CACHE / f"{store.name}.lock"):
@@ -598,11 +693,15 @@ def prepare_run(args, store: Path, reranker: RerankerChoice) -> Run:
     tenant_keys = {t: keys.create(t, "write", "load test client")[1] for t in tenants}
     admin_key = keys.create("load-admin", "operator", "load test budgets")[1]
     port = free_port()
-    config = write_config(run_dir / "config.yaml", base_config(run_dir / "data", port, "api_key", reranker.rerank_config()))
+    config = write_config(
+        run_dir / "config.yaml", base_config(run_dir / "data", port, "api_key", reranker.rerank_config())
+    )
     return Run(run_dir, tenants, tenant_keys, admin_key, config, port)
 
 
-def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str]) -> tuple[list[Sample], float, RssSampler]:
+def drive_traffic(
+    server: ServerProcess, run: Run, args, queries: Sequence[str]
+) -> tuple[list[Sample], float, RssSampler]:
     """The closed-loop clients until the time is up: their samples, the measured seconds
     (after warm-up) and the RSS samples taken meanwhile."""
     corpus = load_corpus(args.data)
@@ -611,7 +710,9 @@ def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str])
     plans = []
     for i in range(args.clients):
         tenant = run.tenants[i % len(run.tenants)]
-        plans.append(ClientPlan(i, tenant, run.tenant_keys[tenant], by_tenant[tenant], outside[i :: args.clients] or outside))
+        plans.append(
+            ClientPlan(i, tenant, run.tenant_keys[tenant], by_tenant[tenant], outside[i :: args.clients] or outside)
+        )
     t0 = time.monotonic()
     sampler = RssSampler(server, args.rss_interval_s, t0)
     sampler.sample("start")
@@ -620,7 +721,12 @@ def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str])
     stop_at = t0 + args.minutes * 60
     outputs: list[list[Sample]] = [[] for _ in plans]
     threads = [
-        threading.Thread(target=run_client, args=(plan, server.target, queries, args, t0, stop_at, warmup_until, outputs[i]), name=f"client-{i}", daemon=True)
+        threading.Thread(
+            target=run_client,
+            args=(plan, server.target, queries, args, t0, stop_at, warmup_until, outputs[i]),
+            name=f"client-{i}",
+            daemon=True,
+        )
         for i, plan in enumerate(plans)
     ]
     for thread in threads:
@@ -631,7 +737,13 @@ def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str])
     while any(t.is_alive() for t in threads):
         time.sleep(10)
         done = sum(len(o) for o in outputs)
-        log.info("t=%.0f s: %d requests, server RSS %.0f MiB, load %.2f", time.monotonic() - t0, done, server.rss_kib()["server"] / 1024, loadavg()[0])
+        log.info(
+            "t=%.0f s: %d requests, server RSS %.0f MiB, load %.2f",
+            time.monotonic() - t0,
+            done,
+            server.rss_kib()["server"] / 1024,
+            loadavg()[0],
+        )
         if time.monotonic() > stop_at + args.timeout_s + 60:
             log.error("clients still running long after the time limit; giving up on them")
             break
@@ -643,7 +755,7 @@ def drive_traffic(server: ServerProcess, run: Run, args, queries: Sequence[str])
 
 def rows_after(target: str, run: Run) -> str:
     """Documents the tenants hold after the run (each tenant's key counts its own)."""
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     counts = []
     with contextlib.suppress(grpc.RpcError):
@@ -654,7 +766,7 @@ def rows_after(target: str, run: Run) -> str:
     return "?"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     command = command_line("benchmarks.load_test", argv)
@@ -670,7 +782,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     run = prepare_run(args, store, reranker)
-    wait = wait_for_idle(args.wait_load, args.wait_load_max_min * 60, log=log.info).as_dict() if args.wait_load > 0 else None
+    wait = (
+        wait_for_idle(args.wait_load, args.wait_load_max_min * 60, log=log.info).as_dict()
+        if args.wait_load > 0
+        else None
+    )
     load_before = loadavg()
     server = ServerProcess(run.config, run.dir / "server.log", f"127.0.0.1:{run.port}")
     start_s = server.start()
@@ -691,7 +807,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         "machine": machine_info(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "store": store_info,
-        "reranker": {"which": reranker.which, "description": reranker.description, "kind": reranker.kind, "max_length": reranker.max_length, "path": str(reranker.path) if reranker.path else None, "training_info": reranker.info},
+        "reranker": {
+            "which": reranker.which,
+            "description": reranker.description,
+            "kind": reranker.kind,
+            "max_length": reranker.max_length,
+            "path": str(reranker.path) if reranker.path else None,
+            "training_info": reranker.info,
+        },
         "budgets": budgets,
         "server_start_s": start_s,
         "load": {"before": load_before, "after": loadavg(), "wait": wait},
@@ -736,7 +859,14 @@ def throughput_timeline(samples: Sequence[Sample], bucket_s: float = TIMELINE_BU
     out = []
     for b in sorted(buckets):
         ok = [s for s in buckets[b] if s.code == "OK"]
-        out.append({"t_s": b * bucket_s, "ok_per_s": round(len(ok) / bucket_s, 2), "p50_ms": round(float(np.median([s.ms for s in ok])), 1) if ok else None, "errors": len(buckets[b]) - len(ok)})
+        out.append(
+            {
+                "t_s": b * bucket_s,
+                "ok_per_s": round(len(ok) / bucket_s, 2),
+                "p50_ms": round(float(np.median([s.ms for s in ok])), 1) if ok else None,
+                "errors": len(buckets[b]) - len(ok),
+            }
+        )
     return out
 
 

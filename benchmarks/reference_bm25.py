@@ -24,6 +24,7 @@ min-max), and of the standard analyzer on an English corpus (SciFact), for the c
 
 Writes ``benchmarks/results/<dataset>/reference[-title][-<split>].md`` and ``.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,18 @@ import json
 import re
 import shlex
 import statistics
-from importlib import metadata
 import sys
 import time
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from benchmarks.harness import DEFAULT_DATA as DEFAULT_ENGLISH
 from benchmarks.harness import RESULTS, loadavg, machine_info
-from engine.analysis import build_analyzer
+from hybridsearch.engine.analysis import build_analyzer
+
 K1, B, METHOD, TOP_K = 1.2, 0.75, "lucene", 100
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 # Figures given elsewhere for the same data, printed beside the live rows (nothing asserts
@@ -121,8 +123,17 @@ def make_tokenizer(name: str) -> Callable[[list[str]], list[list[str]]]:
 # --------------------------------------------------------------------------- retrieval
 
 
-def evaluate_tokenization(name, doc_ids, doc_texts, qids, query_texts, qrels, k1: float = K1, b: float = B,
-                          tokenize: Callable[[list[str]], list[list[str]]] | None = None) -> dict:
+def evaluate_tokenization(
+    name,
+    doc_ids,
+    doc_texts,
+    qids,
+    query_texts,
+    qrels,
+    k1: float = K1,
+    b: float = B,
+    tokenize: Callable[[list[str]], list[list[str]]] | None = None,
+) -> dict:
     """bm25s over one tokenisation (``name``, or ``tokenize`` under that name) on a corpus and its queries."""
     import bm25s
     from ranx import Qrels, Run, evaluate
@@ -142,7 +153,7 @@ def evaluate_tokenization(name, doc_ids, doc_texts, qids, query_texts, qrels, k1
     k = min(TOP_K, len(doc_ids))
     run: dict[str, dict[str, float]] = {}
     empty_queries = 0
-    for qid, tokens in zip(qids, query_tokens):
+    for qid, tokens in zip(qids, query_tokens, strict=True):
         scores = retriever.get_scores(list(tokens)) if tokens else np.zeros(len(doc_ids))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -211,8 +222,12 @@ def analyzer_speed(jobs: list[tuple[str, str, list[str]]], runs: int) -> list[di
             med, lo, hi = _median_spread(times[i, method])
             row[method] = {
                 "seconds": times[i, method],
-                "chars_per_s": n_chars / med, "chars_per_s_min": n_chars / hi, "chars_per_s_max": n_chars / lo,
-                "terms_per_s": n_terms / med, "terms_per_s_min": n_terms / hi, "terms_per_s_max": n_terms / lo,
+                "chars_per_s": n_chars / med,
+                "chars_per_s_min": n_chars / hi,
+                "chars_per_s_max": n_chars / lo,
+                "terms_per_s": n_terms / med,
+                "terms_per_s_min": n_terms / hi,
+                "terms_per_s_max": n_terms / lo,
             }
         out.append(row)
     return out
@@ -225,7 +240,7 @@ def load(root: Path, split: str | None):
     """The BEIR folder through training.beir (the same reader the service's tools use: it
     checks every file and leaves out queries with empty text, as cmrc2018's train split has
     two); the corpus alone when ``split`` is None."""
-    from training.beir import load_beir
+    from hybridsearch.training.beir import load_beir
 
     return load_beir(root, (split,) if split else ())
 
@@ -255,8 +270,7 @@ def fmt_rate(r: dict, key: str) -> str:
 def write_markdown(path: Path, report: dict) -> None:
     ds = report["dataset"]
     lines = [
-        f"# Reference BM25 on {ds['name']} ({ds['split']} split, "
-        f"{'title + text' if ds['title'] else 'text only'})",
+        f"# Reference BM25 on {ds['name']} ({ds['split']} split, {'title + text' if ds['title'] else 'text only'})",
         "",
         f"`{report['command']}`  ",
         f"{report['machine']['date']}, git {report['machine']['git']}, {report['machine']['cpu']}, "
@@ -283,8 +297,7 @@ def write_markdown(path: Path, report: dict) -> None:
     if report.get("speed"):
         lines += [
             "",
-            f"## Analyzer speed (median of {report['speed_runs']} runs, min-max in brackets; "
-            "1 thread)",
+            f"## Analyzer speed (median of {report['speed_runs']} runs, min-max in brackets; 1 thread)",
             "",
             "| analyzer | corpus | chars | terms | terms(): chars/s | term_counts() (query): chars/s | "
             f"term_counts_many() (ingest, batches of {SPEED_BATCH}): chars/s | terms/s |",
@@ -323,17 +336,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, required=True, help="BEIR folder")
     ap.add_argument("--split", default="test")
     ap.add_argument("--title", action="store_true", help="index 'title text' (default: text only)")
-    ap.add_argument("--tokenizations", default=None,
-                    help="comma list; default: all but bm25s-tokenizer* for a Chinese corpus, "
-                    "standard and bm25s-tokenizer* otherwise")
+    ap.add_argument(
+        "--tokenizations",
+        default=None,
+        help="comma list; default: all but bm25s-tokenizer* for a Chinese corpus, "
+        "standard and bm25s-tokenizer* otherwise",
+    )
     ap.add_argument("--k1", type=float, default=K1, help=f"BM25 k1 (default {K1})")
     ap.add_argument("--b", type=float, default=B, help=f"BM25 b (default {B})")
     ap.add_argument("--runs", type=int, default=3, help="speed: runs per measurement")
     ap.add_argument("--no-speed", action="store_true")
-    ap.add_argument("--english", type=Path, default=DEFAULT_ENGLISH,
-                    help="English BEIR folder for the standard-analyzer speed baseline")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output folder (default benchmarks/results/<dataset>)")
+    ap.add_argument(
+        "--english",
+        type=Path,
+        default=DEFAULT_ENGLISH,
+        help="English BEIR folder for the standard-analyzer speed baseline",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<dataset>)")
     return ap.parse_args(argv)
 
 
@@ -349,10 +368,14 @@ def speed_section(args, names: list[str], name: str, texts: list[str], chinese: 
         jobs.append(("standard", eng_label, eng_texts))
     speed = analyzer_speed(jobs, args.runs)
     for r in speed:
-        print(f"  speed {r['analyzer']:16s} {r['corpus']:26s} term_counts "
-              f"{r['term_counts']['chars_per_s'] / 1e3:,.0f}k chars/s", flush=True)
-    baseline = next((r for r in speed if r["analyzer"] == "standard"
-                     and (r["corpus"] == eng_label if chinese else True)), None)
+        print(
+            f"  speed {r['analyzer']:16s} {r['corpus']:26s} term_counts "
+            f"{r['term_counts']['chars_per_s'] / 1e3:,.0f}k chars/s",
+            flush=True,
+        )
+    baseline = next(
+        (r for r in speed if r["analyzer"] == "standard" and (r["corpus"] == eng_label if chinese else True)), None
+    )
     if baseline is None:
         return speed, None
 
@@ -365,13 +388,17 @@ def speed_section(args, names: list[str], name: str, texts: list[str], chinese: 
         "baseline_chars_per_s": rate(baseline),
         # ingest: term_counts_many (each analyzer's batch path); query: term_counts.
         "rows": [
-            {"analyzer": s["analyzer"], "corpus": s["corpus"],
-             "ratio": rate(baseline) / rate(s),
-             "ratio_same_text": rate(same[s["corpus"]]) / rate(s),
-             "ratio_query": rate(baseline, "term_counts") / rate(s, "term_counts"),
-             "ratio_query_same_text": rate(same[s["corpus"]], "term_counts") / rate(s, "term_counts"),
-             "ratio_terms_method": rate(baseline, "terms") / rate(s, "terms")}
-            for s in speed if s is not baseline
+            {
+                "analyzer": s["analyzer"],
+                "corpus": s["corpus"],
+                "ratio": rate(baseline) / rate(s),
+                "ratio_same_text": rate(same[s["corpus"]]) / rate(s),
+                "ratio_query": rate(baseline, "term_counts") / rate(s, "term_counts"),
+                "ratio_query_same_text": rate(same[s["corpus"]], "term_counts") / rate(s, "term_counts"),
+                "ratio_terms_method": rate(baseline, "terms") / rate(s, "terms"),
+            }
+            for s in speed
+            if s is not baseline
         ],
     }
 
@@ -394,16 +421,22 @@ def main(argv=None) -> int:
         names = [t.strip() for t in args.tokenizations.split(",") if t.strip()]
     else:
         names = list(CHINESE_DEFAULT if chinese else ENGLISH_DEFAULT)
-    print(f"{name}: {len(doc_ids):,} documents, {len(qids):,} {args.split} queries, "
-          f"{'Chinese' if chinese else 'not Chinese'}, title={args.title}", flush=True)
+    print(
+        f"{name}: {len(doc_ids):,} documents, {len(qids):,} {args.split} queries, "
+        f"{'Chinese' if chinese else 'not Chinese'}, title={args.title}",
+        flush=True,
+    )
 
     rows = []
     for t in names:
         r = evaluate_tokenization(t, doc_ids, texts, qids, query_texts, qrels, args.k1, args.b)
         rows.append(r)
-        print(f"  {t:22s} nDCG@10 {r['ndcg@10']:.4f}  MRR@10 {r['mrr@10']:.4f}  "
-              f"R@100 {r['recall@100']:.4f}  (tokenize {r['tokenize_s']:.1f}s, index "
-              f"{r['index_s']:.1f}s, retrieve {r['retrieve_s']:.1f}s)", flush=True)
+        print(
+            f"  {t:22s} nDCG@10 {r['ndcg@10']:.4f}  MRR@10 {r['mrr@10']:.4f}  "
+            f"R@100 {r['recall@100']:.4f}  (tokenize {r['tokenize_s']:.1f}s, index "
+            f"{r['index_s']:.1f}s, retrieve {r['retrieve_s']:.1f}s)",
+            flush=True,
+        )
 
     speed, speed_cmp = ([], None) if args.no_speed else speed_section(args, names, name, texts, chinese)
     report = {
@@ -415,8 +448,13 @@ def main(argv=None) -> int:
         "versions": {"bm25s": bm25s.__version__, "ranx": metadata.version("ranx")},
         "bm25": {"library": "bm25s", "method": METHOD, "k1": args.k1, "b": args.b, "top_k": TOP_K},
         "dataset": {
-            "name": name, "path": str(args.data), "split": args.split, "title": args.title,
-            "chinese": chinese, "n_docs": len(doc_ids), "n_queries": len(qids),
+            "name": name,
+            "path": str(args.data),
+            "split": args.split,
+            "title": args.title,
+            "chinese": chinese,
+            "n_docs": len(doc_ids),
+            "n_queries": len(qids),
             "fingerprint": coll.fingerprint([args.split]),
         },
         "known": {k: {"what": w, "ndcg@10": v} for k, (w, v) in KNOWN.get(name, {}).items()},

@@ -22,13 +22,14 @@ resumes):
         --fused benchmarks/.cache/scifact-bench/run-<id>/dbsf.c1.jsonl --score \\
         --model judged=<dir> --model judged+selfsup=<dir> --out benchmarks/results/selfsup-test
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -38,19 +39,43 @@ from benchmarks.paired import ndcg10, paired, served_order
 DEPTHS = (5, 10, 20, 30, 50, 100)
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--beir", type=Path, required=True, help="the BEIR folder the models were evaluated on (its qrels)")
     p.add_argument("--split", default="dev")
     lists = p.add_mutually_exclusive_group(required=True)
-    lists.add_argument("--cache", type=Path, help="the training cache holding ranked-<split>-top<depth>.jsonl (train-reranker's fused lists)")
-    lists.add_argument("--fused", type=Path, help="a beir_bench pass file (JSONL: a meta line, then {qid, ids}), e.g. the DBSF pass of a run")
+    lists.add_argument(
+        "--cache",
+        type=Path,
+        help="the training cache holding ranked-<split>-top<depth>.jsonl (train-reranker's fused lists)",
+    )
+    lists.add_argument(
+        "--fused",
+        type=Path,
+        help="a beir_bench pass file (JSONL: a meta line, then {qid, ids}), e.g. the DBSF pass of a run",
+    )
     p.add_argument("--depth", type=int, default=30, help="the --eval-depth the models were evaluated at")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="a trained model directory and its name (repeat)")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a trained model directory and its name (repeat)",
+    )
     p.add_argument("--baseline", help="the name every other model is compared with (default: the first --model)")
-    p.add_argument("--score", action="store_true", help="score the queries a model has no stored scores for (resumable, kept in its directory)")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="score the queries a model has no stored scores for (resumable, kept in its directory)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--fusion-weight", type=float, nargs="+", default=[0.0, 1.0], help="blend with the fused rank (0: reranked alone)")
+    p.add_argument(
+        "--fusion-weight",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0],
+        help="blend with the fused rank (0: reranked alone)",
+    )
     p.add_argument("--bootstrap", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--out", type=Path, default=harness.RESULTS / "selfsup")
@@ -76,13 +101,19 @@ def fused_lists(args) -> tuple[dict, dict[str, list[str]], str]:
         raise SystemExit(f"{args.fused} is a pass over {meta.get('split')!r}, not --split {args.split!r}")
     lists = {q: ids[: args.depth] for q, ids in lists.items()}
     name = f"{args.fused.parent.name}-{args.fused.name.split('.')[0]}"
-    return {"fused": str(args.fused.resolve()), "mode": meta.get("mode"), "depth": args.depth}, lists, f"eval-{args.split}-{name}-top{args.depth}.jsonl"
+    return (
+        {"fused": str(args.fused.resolve()), "mode": meta.get("mode"), "depth": args.depth},
+        lists,
+        f"eval-{args.split}-{name}-top{args.depth}.jsonl",
+    )
 
 
-def model_scores(args, beir, folder: Path, lists_meta: dict, lists: dict[str, list[str]], file_name: str) -> dict[str, list[float]]:
+def model_scores(
+    args, beir, folder: Path, lists_meta: dict, lists: dict[str, list[str]], file_name: str
+) -> dict[str, list[float]]:
     """A model's stored scores of these lists; with --score, the missing ones scored and stored."""
-    from training.cross_encoder import model_hash
-    from training.hard_negatives import _read_scores, _score_missing
+    from hybridsearch.training.cross_encoder import model_hash
+    from hybridsearch.training.hard_negatives import _read_scores, _score_missing
 
     path = folder / file_name
     if not args.score:
@@ -90,13 +121,26 @@ def model_scores(args, beir, folder: Path, lists_meta: dict, lists: dict[str, li
             raise SystemExit(f"{folder}: no {file_name}; evaluate it with train-reranker --eval-split, or pass --score")
         meta, scores = read_jsonl(path, "scores")
         if meta.get("ranked") != lists_meta:
-            raise SystemExit(f"{folder}: its scores are of other fused lists than these; evaluate it again, or pass --score")
+            raise SystemExit(
+                f"{folder}: its scores are of other fused lists than these; evaluate it again, or pass --score"
+            )
         return scores
     max_length = int(model_info(folder).get("max_length") or 192)
     meta = {"model_hash": model_hash(folder), "max_length": max_length, "ranked": lists_meta}
     done = _read_scores(path, meta)
-    _score_missing(beir, lists, done, path, meta, f"rerank {folder.name}", backend="cross-encoder", model_dir=folder,
-                   max_length=max_length, batch_size=args.batch_size, progress=True)
+    _score_missing(
+        beir,
+        lists,
+        done,
+        path,
+        meta,
+        f"rerank {folder.name}",
+        backend="cross-encoder",
+        model_dir=folder,
+        max_length=max_length,
+        batch_size=args.batch_size,
+        progress=True,
+    )
     return done
 
 
@@ -106,7 +150,7 @@ def model_info(model_dir: Path) -> dict:
 
 
 def ablation(args) -> dict:
-    from training.beir import load_beir
+    from hybridsearch.training.beir import load_beir
 
     beir = load_beir(args.beir, (args.split,))
     qrels = beir.qrels[args.split]
@@ -119,18 +163,31 @@ def ablation(args) -> dict:
     qids = sorted(q for q in fused if q in qrels)
     depths = [d for d in DEPTHS if d <= args.depth]
     fusion = ndcg10(qrels, {q: fused[q] for q in qids})
-    result = {"split": args.split, "queries": len(qids), "depth": args.depth, "fusion_ndcg10": float(np.mean(list(fusion.values()))),
-              "ranked": ranked_meta, "models": {}, "rows": []}
+    result = {
+        "split": args.split,
+        "queries": len(qids),
+        "depth": args.depth,
+        "fusion_ndcg10": float(np.mean(list(fusion.values()))),
+        "ranked": ranked_meta,
+        "models": {},
+        "rows": [],
+    }
     per_query: dict[tuple[str, float, int], dict[str, float]] = {}
     for name, folder in models.items():
         scores = model_scores(args, beir, Path(folder), ranked_meta, fused, file_name)
         missing = [q for q in qids if q not in scores]
         if missing:
-            raise SystemExit(f"{folder}: {len(missing)} {args.split} queries have no scores (an interrupted evaluation?); pass --score to finish it")
+            raise SystemExit(
+                f"{folder}: {len(missing)} {args.split} queries have no scores (an interrupted evaluation?); pass --score to finish it"
+            )
         info = model_info(Path(folder))
         soup = ", ".join(Path(s["dir"]).name for s in info.get("soup_of", []))
-        result["models"][name] = {"dir": str(folder), "examples": info.get("examples") or (f"soup of {soup}" if soup else None),
-                                  "epoch_losses": info.get("epoch_losses"), "train_seconds": info.get("train_seconds")}
+        result["models"][name] = {
+            "dir": str(folder),
+            "examples": info.get("examples") or (f"soup of {soup}" if soup else None),
+            "epoch_losses": info.get("epoch_losses"),
+            "train_seconds": info.get("train_seconds"),
+        }
         for fw in args.fusion_weight:
             for d in depths:
                 per_query[(name, fw, d)] = ndcg10(qrels, {q: served_order(fused[q], scores[q], d, fw) for q in qids})
@@ -138,8 +195,13 @@ def ablation(args) -> dict:
         for d in depths:
             for name in models:
                 values = per_query[(name, fw, d)]
-                row = {"model": name, "fusion_weight": fw, "depth": d, "ndcg10": float(np.mean(list(values.values()))),
-                       "vs_fusion": paired(fusion, values, args.bootstrap, args.seed)}
+                row = {
+                    "model": name,
+                    "fusion_weight": fw,
+                    "depth": d,
+                    "ndcg10": float(np.mean(list(values.values()))),
+                    "vs_fusion": paired(fusion, values, args.bootstrap, args.seed),
+                }
                 if name != baseline:
                     row["vs_baseline"] = paired(per_query[(baseline, fw, d)], values, args.bootstrap, args.seed)
                 result["rows"].append(row)
@@ -164,19 +226,27 @@ def render(args, result: dict) -> str:
     ]
     for name, m in result["models"].items():
         lines.append(f"| {name} | {m['examples'] or '-'} | {m['epoch_losses'] or '-'} | {m['train_seconds'] or '-'} |")
-    lines += ["", "| fusion_weight | depth | model | nDCG@10 | vs fusion (mean [95 % CI], W/L/T) | vs baseline |", "|---:|---:|---|---:|---|---|"]
+    lines += [
+        "",
+        "| fusion_weight | depth | model | nDCG@10 | vs fusion (mean [95 % CI], W/L/T) | vs baseline |",
+        "|---:|---:|---|---:|---|---|",
+    ]
     for r in result["rows"]:
         base = diff(r["vs_baseline"]) if "vs_baseline" in r else "(baseline)"
-        lines.append(f"| {r['fusion_weight']:g} | {r['depth']} | {r['model']} | {r['ndcg10']:.4f} | {diff(r['vs_fusion'])} | {base} |")
+        lines.append(
+            f"| {r['fusion_weight']:g} | {r['depth']} | {r['model']} | {r['ndcg10']:.4f} | {diff(r['vs_fusion'])} | {base} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = ablation(args)
     args.out.mkdir(parents=True, exist_ok=True)
     report = render(args, result)
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=1)
+    )
     (args.out / "results.md").write_text(report)
     print(report)
     return 0

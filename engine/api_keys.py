@@ -4,6 +4,7 @@ A key reads ``hsk_<key_id>_<secret>``. The key id finds the row; the secret's
 SHA-256 is compared in constant time. Secrets are 256 random bits, so a fast hash
 is enough (no password stretching needed), as with other services' API tokens.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +15,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from engine import statedb
-from engine.statedb import CachedRows, StateDB, Tx, open_target
+from hybridsearch.engine import statedb
+from hybridsearch.engine.statedb import CachedRows, StateDB, Tx, open_target
 
 # Each role can do what the ones before it can (README, "Roles"):
 #   search        Search, Get, Rerank, Describe/ListCollections, in its own tenant
@@ -48,7 +48,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def parse_key(key: str) -> Optional[tuple[str, str]]:
+def parse_key(key: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
     if not key.startswith(PREFIX):
         return None
@@ -67,17 +67,22 @@ class ApiKeyStore:
     CACHE_S = 2.0
     _COLUMNS = "key_id, tenant, role, description, created_unix, revoked"
 
-    def __init__(self, target: "str | Path | StateDB"):
+    def __init__(self, target: str | Path | StateDB):
         self.db, self._owns_db = open_target(target)
         self._lock = threading.Lock()
         self._cache = CachedRows(self.CACHE_S)  # key id -> (secret hash, record), or None
         for (old, new), moved in self.db.write(self._create_and_migrate).items():
             if moved:
-                log.warning("%d API key(s) of the old role %r are now %r (their own tenant only); "
-                            "create an operator key for budgets and other tenants", moved, old, new)
+                log.warning(
+                    "%d API key(s) of the old role %r are now %r (their own tenant only); "
+                    "create an operator key for budgets and other tenants",
+                    moved,
+                    old,
+                    new,
+                )
 
     @classmethod
-    def from_settings(cls, settings) -> "ApiKeyStore":
+    def from_settings(cls, settings) -> ApiKeyStore:
         """The keys of the service these settings configure (``state_uri`` or ``state_path``)."""
         return cls(statedb.shared(settings))
 
@@ -88,7 +93,10 @@ class ApiKeyStore:
             " role TEXT NOT NULL, description TEXT NOT NULL, created_unix DOUBLE PRECISION NOT NULL,"
             " revoked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
         )
-        return {(old, new): tx.execute("UPDATE api_keys SET role = ? WHERE role = ?", (new, old)).rowcount for old, new in LEGACY_ROLES.items()}
+        return {
+            (old, new): tx.execute("UPDATE api_keys SET role = ? WHERE role = ?", (new, old)).rowcount
+            for old, new in LEGACY_ROLES.items()
+        }
 
     def close(self) -> None:
         if self._owns_db:
@@ -107,14 +115,14 @@ class ApiKeyStore:
         )
         return record, f"{PREFIX}{key_id}_{secret}"
 
-    def verify(self, key: str) -> Optional[ApiKeyRecord]:
+    def verify(self, key: str) -> ApiKeyRecord | None:
         """The record of a valid, unrevoked key, else None."""
         parsed = parse_key(key)
         if parsed is None:
             return None
         key_id, secret = parsed
 
-        def load() -> Optional[tuple[str, ApiKeyRecord]]:
+        def load() -> tuple[str, ApiKeyRecord] | None:
             row = self.db.query_one(f"SELECT key_hash, {self._COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
             return (row[0], _record(row[1:])) if row is not None else None
 
@@ -125,7 +133,7 @@ class ApiKeyStore:
             return None
         return entry[1]
 
-    def get(self, key_id: str) -> Optional[ApiKeyRecord]:
+    def get(self, key_id: str) -> ApiKeyRecord | None:
         """The record of a key id (revoked or not), else None."""
         row = self.db.query_one(f"SELECT {self._COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
         return _record(row) if row else None

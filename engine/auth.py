@@ -1,12 +1,13 @@
 """Who is calling: the tenant and role of a call, from its API key (or, in development
 mode, from the x-tenant header), and what that role may do."""
+
 from __future__ import annotations
 
 import grpc
 
-from engine.api_keys import ROLE_RANK, ApiKeyStore
-from engine.errors import ServiceError, permission_denied, unauthenticated
-from engine.tenancy import TENANT_HEADER, check_tenant_name, tenant_from_metadata
+from hybridsearch.engine.api_keys import ROLE_RANK, ApiKeyStore
+from hybridsearch.engine.errors import ServiceError, permission_denied, unauthenticated
+from hybridsearch.engine.tenancy import TENANT_HEADER, check_tenant_name, tenant_from_metadata
 
 
 class Authenticator:

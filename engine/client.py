@@ -8,14 +8,16 @@
 their requests with ``engine.client_requests``; a method here only makes the call. Calls
 carry the caller's OpenTelemetry trace context when one is current (README, "Tracing").
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 
-from engine import client_requests as build
-from engine.client_requests import (  # re-exported: callers import them from here
+from hybridsearch.engine import client_requests as build
+from hybridsearch.engine.client_requests import (  # re-exported: callers import them from here
     FIELD_TYPES,
     FUSION,
     NORMALIZER,
@@ -29,8 +31,15 @@ from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
 __all__ = [
-    "HybridSearchClient", "DocumentLike", "document_message", "filter_message",
-    "FIELD_TYPES", "FUSION", "NORMALIZER", "OPERATORS", "RERANK",
+    "HybridSearchClient",
+    "DocumentLike",
+    "document_message",
+    "filter_message",
+    "FIELD_TYPES",
+    "FUSION",
+    "NORMALIZER",
+    "OPERATORS",
+    "RERANK",
 ]
 
 
@@ -40,12 +49,12 @@ class HybridSearchClient:
     def __init__(
         self,
         target: str,
-        tenant: Optional[str] = None,
+        tenant: str | None = None,
         *,
-        api_key: Optional[str] = None,
-        channel: Optional[grpc.Channel] = None,
-        root_certificates: Optional[bytes] = None,
-        timeout: Optional[float] = 30.0,
+        api_key: str | None = None,
+        channel: grpc.Channel | None = None,
+        root_certificates: bytes | None = None,
+        timeout: float | None = 30.0,
     ):
         if channel is None:
             if root_certificates is not None:
@@ -61,18 +70,28 @@ class HybridSearchClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "HybridSearchClient":
+    def __enter__(self) -> HybridSearchClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _kw(self, timeout: Optional[float]) -> dict:
+    def _kw(self, timeout: float | None) -> dict:
         return build.call_options(self.metadata, timeout if timeout is not None else self.timeout)
 
     # ------------------------------------------------------------ collections
-    def create_collection(self, name: str, profile: str = "", *, dimension: int = 0, dense_metric: str = "", metadata_fields: Mapping[str, str] | None = None) -> pb.Collection:
-        request = build.create_collection(name, profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=metadata_fields)
+    def create_collection(
+        self,
+        name: str,
+        profile: str = "",
+        *,
+        dimension: int = 0,
+        dense_metric: str = "",
+        metadata_fields: Mapping[str, str] | None = None,
+    ) -> pb.Collection:
+        request = build.create_collection(
+            name, profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=metadata_fields
+        )
         return self.stub.CreateCollection(request, **self._kw(build.CREATE_COLLECTION_TIMEOUT_S))
 
     def describe_collection(self, name: str) -> pb.Collection:
@@ -85,17 +104,27 @@ class HybridSearchClient:
         return self.stub.DropCollection(build.drop_collection(name), **self._kw(None)).dropped
 
     # ------------------------------------------------------------ documents
-    def upsert(self, collection: str, documents: Iterable[DocumentLike], timeout: Optional[float] = build.UPSERT_TIMEOUT_S) -> pb.UpsertResponse:
+    def upsert(
+        self, collection: str, documents: Iterable[DocumentLike], timeout: float | None = build.UPSERT_TIMEOUT_S
+    ) -> pb.UpsertResponse:
         return self.stub.Upsert(build.upsert(collection, documents), **self._kw(timeout))
 
-    def bulk_upsert(self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: Optional[float] = None) -> pb.UpsertResponse:
+    def bulk_upsert(
+        self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: float | None = None
+    ) -> pb.UpsertResponse:
         """One BulkUpsert stream, a message per batch. ``timeout`` None: no deadline."""
-        return self.stub.BulkUpsert(build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout))
+        return self.stub.BulkUpsert(
+            build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout)
+        )
 
-    def bulk_upsert_acked(self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: Optional[float] = None):
+    def bulk_upsert_acked(
+        self, collection: str, batches: Iterable[Sequence[DocumentLike]], timeout: float | None = None
+    ):
         """The acknowledged stream: yields one UpsertAck per batch once it is durable. The
         returned iterator is also the call: ``.cancel()`` stops it (see README, "Bulk loads")."""
-        return self.stub.BulkUpsertAcked(build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout))
+        return self.stub.BulkUpsertAcked(
+            build.upsert_stream(collection, batches), **build.call_options(self.metadata, timeout)
+        )
 
     def delete(self, collection: str, ids: Sequence[str]) -> int:
         return self.stub.Delete(build.delete(collection, ids), **self._kw(None)).deleted
@@ -115,22 +144,35 @@ class HybridSearchClient:
         sparse_k: int = 0,
         fusion: str = "rrf",
         rrf_k: float = 0.0,
-        dense_weight: Optional[float] = None,
-        sparse_weight: Optional[float] = None,
+        dense_weight: float | None = None,
+        sparse_weight: float | None = None,
         normalizer: str = "min_max",
-        rerank: Optional[str] = None,
+        rerank: str | None = None,
         rerank_depth: int = 0,
         explain: bool = False,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> pb.SearchResponse:
         request = build.search(
-            collection, query, top_k, filters=filters, dense_k=dense_k, sparse_k=sparse_k, fusion=fusion, rrf_k=rrf_k,
-            dense_weight=dense_weight, sparse_weight=sparse_weight, normalizer=normalizer, rerank=rerank,
-            rerank_depth=rerank_depth, explain=explain,
+            collection,
+            query,
+            top_k,
+            filters=filters,
+            dense_k=dense_k,
+            sparse_k=sparse_k,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            dense_weight=dense_weight,
+            sparse_weight=sparse_weight,
+            normalizer=normalizer,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+            explain=explain,
         )
         return self.stub.Search(request, **self._kw(timeout))
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = "") -> pb.RerankResponse:
+    def rerank(
+        self, query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = ""
+    ) -> pb.RerankResponse:
         request = build.rerank(query, documents, top_n, return_documents=return_documents, model=model)
         return self.stub.Rerank(request, **self._kw(None))
 
@@ -149,11 +191,16 @@ class HybridSearchClient:
         cost_per_minute: float = 0.0,
         min_depth: int = 0,
         max_depth: int = 50,
-        default_mode: Optional[str] = "off",
+        default_mode: str | None = "off",
     ) -> pb.RerankBudget:
         request = build.set_budget(
-            tenant, latency_target_ms=latency_target_ms, max_cost_per_query=max_cost_per_query, cost_per_minute=cost_per_minute,
-            min_depth=min_depth, max_depth=max_depth, default_mode=default_mode,
+            tenant,
+            latency_target_ms=latency_target_ms,
+            max_cost_per_query=max_cost_per_query,
+            cost_per_minute=cost_per_minute,
+            min_depth=min_depth,
+            max_depth=max_depth,
+            default_mode=default_mode,
         )
         return self.admin.SetBudget(request, **self._kw(None))
 

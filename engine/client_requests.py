@@ -4,27 +4,42 @@
 (asyncio) take the same arguments; each method hands them to the builder of the same name
 here and only makes the call. A change to what a call sends is made here, for both.
 """
+
 from __future__ import annotations
 
-from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from engine import tracing
-from engine.wire.replies import to_metadata_value
+from hybridsearch.engine import tracing
+from hybridsearch.engine.wire.replies import to_metadata_value
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 OPERATORS = {
-    "==": pb.FilterClause.EQ, "eq": pb.FilterClause.EQ,
-    "!=": pb.FilterClause.NE, "ne": pb.FilterClause.NE,
-    ">": pb.FilterClause.GT, "gt": pb.FilterClause.GT,
-    ">=": pb.FilterClause.GTE, "gte": pb.FilterClause.GTE,
-    "<": pb.FilterClause.LT, "lt": pb.FilterClause.LT,
-    "<=": pb.FilterClause.LTE, "lte": pb.FilterClause.LTE,
-    "in": pb.FilterClause.IN, "not in": pb.FilterClause.NOT_IN, "not_in": pb.FilterClause.NOT_IN,
+    "==": pb.FilterClause.EQ,
+    "eq": pb.FilterClause.EQ,
+    "!=": pb.FilterClause.NE,
+    "ne": pb.FilterClause.NE,
+    ">": pb.FilterClause.GT,
+    "gt": pb.FilterClause.GT,
+    ">=": pb.FilterClause.GTE,
+    "gte": pb.FilterClause.GTE,
+    "<": pb.FilterClause.LT,
+    "lt": pb.FilterClause.LT,
+    "<=": pb.FilterClause.LTE,
+    "lte": pb.FilterClause.LTE,
+    "in": pb.FilterClause.IN,
+    "not in": pb.FilterClause.NOT_IN,
+    "not_in": pb.FilterClause.NOT_IN,
 }
 FUSION = {"rrf": pb.RRF, "weighted": pb.WEIGHTED, "dbsf": pb.DBSF}
 NORMALIZER = {"min_max": pb.MIN_MAX, "z_score": pb.Z_SCORE, "arctan": pb.ARCTAN, "none": pb.NONE}
 RERANK = {None: pb.RERANK_MODE_UNSPECIFIED, "off": pb.OFF, "fixed": pb.FIXED, "auto": pb.AUTO}
-FIELD_TYPES = {"string": pb.FIELD_TYPE_STRING, "int": pb.FIELD_TYPE_INT, "double": pb.FIELD_TYPE_DOUBLE, "bool": pb.FIELD_TYPE_BOOL}
+FIELD_TYPES = {
+    "string": pb.FIELD_TYPE_STRING,
+    "int": pb.FIELD_TYPE_INT,
+    "double": pb.FIELD_TYPE_DOUBLE,
+    "bool": pb.FIELD_TYPE_BOOL,
+}
 
 # Per-call deadlines where a method has its own default (the others use the client's).
 CREATE_COLLECTION_TIMEOUT_S = 120.0  # loads the profile's models on first use
@@ -35,7 +50,7 @@ FilterLike = tuple[str, str, Any]
 
 
 # ---------------------------------------------------------------- call options
-def auth_metadata(tenant: Optional[str], api_key: Optional[str]) -> list[tuple[str, str]]:
+def auth_metadata(tenant: str | None, api_key: str | None) -> list[tuple[str, str]]:
     """The headers every call of a client carries: the tenant (development mode) and the API key."""
     metadata: list[tuple[str, str]] = []
     if tenant:
@@ -45,7 +60,7 @@ def auth_metadata(tenant: Optional[str], api_key: Optional[str]) -> list[tuple[s
     return metadata
 
 
-def call_options(metadata: Sequence[tuple[str, str]], timeout: Optional[float]) -> dict:
+def call_options(metadata: Sequence[tuple[str, str]], timeout: float | None) -> dict:
     """Keyword arguments of one stub call: the client's headers plus the caller's trace
     context (W3C ``traceparent``, when OpenTelemetry is installed and a span is current),
     and the deadline in seconds (None: none)."""
@@ -75,9 +90,18 @@ def filter_message(filters: Sequence[FilterLike]) -> pb.Filter:
 
 
 # ---------------------------------------------------------------- one builder per client method
-def create_collection(name: str, profile: str = "", *, dimension: int = 0, dense_metric: str = "", metadata_fields: Mapping[str, str] | None = None) -> pb.CreateCollectionRequest:
+def create_collection(
+    name: str,
+    profile: str = "",
+    *,
+    dimension: int = 0,
+    dense_metric: str = "",
+    metadata_fields: Mapping[str, str] | None = None,
+) -> pb.CreateCollectionRequest:
     fields = [pb.MetadataField(name=n, type=FIELD_TYPES[t]) for n, t in (metadata_fields or {}).items()]
-    return pb.CreateCollectionRequest(name=name, profile=profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=fields)
+    return pb.CreateCollectionRequest(
+        name=name, profile=profile, dimension=dimension, dense_metric=dense_metric, metadata_fields=fields
+    )
 
 
 def describe_collection(name: str) -> pb.DescribeCollectionRequest:
@@ -102,7 +126,9 @@ def upsert_stream(collection: str, batches: Iterable[Sequence[DocumentLike]]) ->
         yield pb.UpsertRequest(collection=collection if i == 0 else "", documents=[document_message(d) for d in batch])
 
 
-async def upsert_stream_async(collection: str, batches: AsyncIterable[Sequence[DocumentLike]]) -> AsyncIterator[pb.UpsertRequest]:
+async def upsert_stream_async(
+    collection: str, batches: AsyncIterable[Sequence[DocumentLike]]
+) -> AsyncIterator[pb.UpsertRequest]:
     """upsert_stream over batches that arrive asynchronously (the asyncio client)."""
     i = 0
     async for batch in batches:
@@ -111,7 +137,7 @@ async def upsert_stream_async(collection: str, batches: AsyncIterable[Sequence[D
         i += 1
 
 
-def upsert_messages(collection: str, batches: Union[Iterable[Sequence[DocumentLike]], AsyncIterable[Sequence[DocumentLike]]]):
+def upsert_messages(collection: str, batches: Iterable[Sequence[DocumentLike]] | AsyncIterable[Sequence[DocumentLike]]):
     """The stream's messages, for batches given as an iterable or an async iterable."""
     if hasattr(batches, "__aiter__"):
         return upsert_stream_async(collection, batches)
@@ -136,10 +162,10 @@ def search(
     sparse_k: int = 0,
     fusion: str = "rrf",
     rrf_k: float = 0.0,
-    dense_weight: Optional[float] = None,
-    sparse_weight: Optional[float] = None,
+    dense_weight: float | None = None,
+    sparse_weight: float | None = None,
     normalizer: str = "min_max",
-    rerank: Optional[str] = None,
+    rerank: str | None = None,
     rerank_depth: int = 0,
     explain: bool = False,
 ) -> pb.SearchRequest:
@@ -166,8 +192,12 @@ def get_info() -> pb.GetInfoRequest:
     return pb.GetInfoRequest()
 
 
-def rerank(query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = "") -> pb.RerankRequest:
-    return pb.RerankRequest(query=query, documents=list(documents), top_n=top_n, return_documents=return_documents, model=model)
+def rerank(
+    query: str, documents: Sequence[str], top_n: int = 0, *, return_documents: bool = False, model: str = ""
+) -> pb.RerankRequest:
+    return pb.RerankRequest(
+        query=query, documents=list(documents), top_n=top_n, return_documents=return_documents, model=model
+    )
 
 
 def set_budget(
@@ -178,7 +208,7 @@ def set_budget(
     cost_per_minute: float = 0.0,
     min_depth: int = 0,
     max_depth: int = 50,
-    default_mode: Optional[str] = "off",
+    default_mode: str | None = "off",
 ) -> pb.SetBudgetRequest:
     budget = pb.RerankBudget(
         tenant=tenant,

@@ -1,13 +1,15 @@
 """Collection specs: which embedding profile a collection uses and which metadata it can filter on."""
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any
 
-from engine.errors import invalid
+from hybridsearch.engine.errors import invalid
 
 
 class FieldType(str, Enum):
@@ -24,8 +26,7 @@ DENSE_METRICS = ("COSINE", "IP")
 # dense-bm25 profile were built by the standard English analyzer with BM25 k1 1.2, b 0.75:
 # the only analyzer there was (`language` was never changed in a shipped config).
 LEGACY_SPARSE_ANALYZER = (
-    "service-bm25;k1=1.2;b=0.75;"
-    "lang=english;stop=lucene;stem=snowball;len=1-64;re=\\w+(?:'\\w+)*;hash=crc32-utf8-31bit"
+    "service-bm25;k1=1.2;b=0.75;lang=english;stop=lucene;stem=snowball;len=1-64;re=\\w+(?:'\\w+)*;hash=crc32-utf8-31bit"
 )
 # Typed metadata fields become scalar columns named with this prefix, so a
 # caller's field name can never collide with the service's own columns.
@@ -48,7 +49,7 @@ class CollectionSpec:
     # parameters; "" when the model alone decides, as for BGE-M3). A search or write
     # through a profile that analyses differently is refused.
     # None: a collection made before this was persisted (see LEGACY_SPARSE_ANALYZER).
-    sparse_analyzer: Optional[str] = ""
+    sparse_analyzer: str | None = ""
     # milvus-bm25 only: {"analyzer_params": <the Milvus text field's>, "k1": .., "b": ..}.
     milvus_bm25: dict = field(default_factory=dict)
     # The dense index type, chosen by the store at creation (milvus.dense_index); searches
@@ -86,7 +87,7 @@ class CollectionSpec:
         )
 
     @classmethod
-    def from_json(cls, name: str, text: str) -> "CollectionSpec":
+    def from_json(cls, name: str, text: str) -> CollectionSpec:
         data = json.loads(text)
         sparse = data.get("sparse")
         if sparse is None:  # made before the analyzer was persisted

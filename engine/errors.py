@@ -1,4 +1,5 @@
 """Errors the service answers with: a gRPC status code and a message that names the field."""
+
 from __future__ import annotations
 
 import grpc

@@ -10,18 +10,19 @@ A document without the field never matches a clause on it, whatever the operator
 (as NULL in SQL): NE and NOT_IN carry an explicit presence test, because Milvus
 answers `NOT IN` true for a missing value (nullable column or JSON key alike).
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
-from engine.collections import CollectionSpec, FieldType, column_of
-from engine.errors import invalid
-from engine.tenancy import TENANT_NAME
+from hybridsearch.engine.collections import CollectionSpec, FieldType, column_of
+from hybridsearch.engine.errors import invalid
+from hybridsearch.engine.tenancy import TENANT_NAME
 
-Value = Union[str, int, float, bool]
+Value = str | int | float | bool
 
 COMPARISONS = {"EQ": "==", "NE": "!=", "GT": ">", "GTE": ">=", "LT": "<", "LTE": "<="}
 SET_OPERATORS = {"IN": "in", "NOT_IN": "not in"}
@@ -51,7 +52,10 @@ def string_literal(value: str, where: str, dialect: str = "escaped") -> str:
         raise invalid(where, "string values must not contain control characters")
     if dialect == "native-lite":
         if "\r" in value:
-            raise invalid(where, "string values with a carriage return cannot be filtered on by this Milvus (native Milvus Lite 2.5)")
+            raise invalid(
+                where,
+                "string values with a carriage return cannot be filtered on by this Milvus (native Milvus Lite 2.5)",
+            )
         return '"' + "".join(_NATIVE_ESCAPES.get(ch, ch) for ch in value) + '"'
     return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
 
@@ -122,7 +126,9 @@ def compile_filter(
         kind = spec.metadata_fields.get(clause.field)
         if kind is None:
             allowed = ", ".join(sorted(spec.metadata_fields)) or "none declared"
-            raise invalid(f"{where}.field", f"unknown field {clause.field[:80]!r}; filterable fields of {spec.name!r}: {allowed}")
+            raise invalid(
+                f"{where}.field", f"unknown field {clause.field[:80]!r}; filterable fields of {spec.name!r}: {allowed}"
+            )
         column = field_ref(spec, clause.field)
         if clause.op in COMPARISONS:
             if len(clause.values) != 1:

@@ -1,6 +1,7 @@
 """What a server offers, for GetInfo: versions, profiles, rerank backends, and what an unset
 request field means for the calling tenant. Read from configuration and from what is
 loaded; never loads a model (a profile's dimension is known once it is)."""
+
 from __future__ import annotations
 
 import functools
@@ -8,11 +9,21 @@ from importlib import metadata
 from pathlib import PurePath
 from typing import Any
 
-from engine.search_types import FusionSettings
+from hybridsearch.engine.search_types import FusionSettings
 
 API = "hybridsearch.v1"
 # Libraries whose version decides behaviour a caller can see (scores, analyzers, limits).
-COMPONENTS = ("hybridsearch", "grpcio", "protobuf", "pymilvus", "milvus-lite", "FlagEmbedding", "transformers", "torch", "jieba")
+COMPONENTS = (
+    "hybridsearch",
+    "grpcio",
+    "protobuf",
+    "pymilvus",
+    "milvus-lite",
+    "FlagEmbedding",
+    "transformers",
+    "torch",
+    "jieba",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +98,8 @@ def limits_info(settings, tenant: str) -> dict[str, Any]:
         "max_filter_values": limits.max_filter_values,
         "max_rerank_documents": settings.rerank.max_documents,
         "max_message_bytes": settings.server.max_message_bytes,
-        "max_concurrent": (own.max_concurrent if own and own.max_concurrent else None) or settings.limits.max_concurrent_per_tenant,
+        "max_concurrent": (own.max_concurrent if own and own.max_concurrent else None)
+        or settings.limits.max_concurrent_per_tenant,
     }
 
 
@@ -104,7 +116,9 @@ def service_info(service, tenant: str, role: str, health_services: list[str]) ->
         "components": component_versions(),
         "store": "milvus-lite" if service.store.is_lite else "milvus",
         "default_profile": settings.default_profile,
-        "profiles": [profile_info(n, settings.profiles[n], service.profiles.loaded(n)) for n in service.profiles.names()],
+        "profiles": [
+            profile_info(n, settings.profiles[n], service.profiles.loaded(n)) for n in service.profiles.names()
+        ],
         "default_rerank_backend": settings.rerank.default_backend if stage is not None else "",
         "rerank_backends": [backend_info(r) for _, r in sorted(stage.rerankers.items())] if stage is not None else [],
         "limits": limits,

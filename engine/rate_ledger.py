@@ -21,13 +21,14 @@ a chunk, two replicas overspend by at most a twentieth of a minute's budget.
 
 On SQLite (one node) the same code runs: one replica, so the bound is one chunk.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
-from engine.statedb import StateDB, Tx
+from hybridsearch.engine.statedb import StateDB, Tx
 
 # 40: two replicas overspend by at most 5 % of a minute's budget (issue 15 asks for 10 %).
 CHUNKS_PER_MINUTE = 40
@@ -45,7 +46,9 @@ _SCHEMA = (
 class RateLedger:
     """The shared buckets, and this replica's allowance of each tenant (:meth:`bucket`)."""
 
-    def __init__(self, db: StateDB, clock: Optional[Callable[[], float]] = None, local_clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, db: StateDB, clock: Callable[[], float] | None = None, local_clock: Callable[[], float] = time.monotonic
+    ):
         # clock: the shared buckets' time, None for the database's own (one clock for every
         # replica); tests pass a fake one. local_clock: this replica's, for its own waits.
         self.db = db
@@ -55,7 +58,7 @@ class RateLedger:
         self._lock = threading.Lock()
         db.write(lambda tx: tx.create_tables(_SCHEMA))
 
-    def bucket(self, tenant: str, per_minute: float) -> "LeasedBucket":
+    def bucket(self, tenant: str, per_minute: float) -> LeasedBucket:
         """This replica's side of the tenant's bucket, resized when the budget changes."""
         with self._lock:
             bucket = self._buckets.get(tenant)
@@ -69,7 +72,7 @@ class RateLedger:
         """Take up to ``want`` from the tenant's shared bucket: (granted, level left there)."""
         return self.db.write(lambda tx: self._lease(tx, tenant, per_minute, want))
 
-    def level(self, tenant: str) -> Optional[float]:
+    def level(self, tenant: str) -> float | None:
         """The shared bucket's level as last written (no refill), None if it has none yet."""
         row = self.db.query_one("SELECT level FROM rate_buckets WHERE tenant = ?", (tenant,))
         return float(row[0]) if row else None
@@ -86,7 +89,10 @@ class RateLedger:
         level = min(per_minute, level + max(0.0, now - updated) * per_minute / 60.0)
         granted = min(max(want, 0.0), max(level, 0.0))
         level -= granted
-        tx.execute("UPDATE rate_buckets SET level = ?, updated = ?, per_minute = ? WHERE tenant = ?", (level, now, per_minute, tenant))
+        tx.execute(
+            "UPDATE rate_buckets SET level = ?, updated = ?, per_minute = ? WHERE tenant = ?",
+            (level, now, per_minute, tenant),
+        )
         return granted, level
 
 

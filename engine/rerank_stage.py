@@ -8,33 +8,42 @@ through the shared batcher, stopping early (partial) when the next chunk would
 not fit. Any reranker failure answers fusion-only with ``degraded`` set: a
 Search never fails because the reranker did.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from engine import statedb, tracing
-from engine.config import RerankBackendConfig, Settings
-from engine.encoders.model_paths import ModelNotFound, resolve_model
-from engine.errors import ServiceError, deadline_exceeded, exhausted, failed_precondition, invalid, unavailable
-from engine.search_types import HeadScore, RerankDecision, RerankOutcome, SearchQuery
-from fusion.blend import blend_head
-from rerank.backends import load_backend
-from rerank.base import EncodedPairs, RerankBackend, Scores, normalize
-from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
-from engine.budget_store import BudgetStore
-from rerank.budgets import RerankBudget
-from rerank.cascade import CascadePlan, LayerLatency, cascade_cost, choose_plan
-from rerank.circuit import CircuitBreaker
-from rerank.latency_model import LatencyModel, LatencyObserver
-from rerank.policy import DepthChoice, PolicyInputs, choose_depth
-from rerank.signals import query_signals
-from engine.rate_ledger import RateLedger
+from hybridsearch.engine import statedb, tracing
+from hybridsearch.engine.budget_store import BudgetStore
+from hybridsearch.engine.config import RerankBackendConfig, Settings
+from hybridsearch.engine.encoders.model_paths import ModelNotFound, resolve_model
+from hybridsearch.engine.errors import (
+    ServiceError,
+    deadline_exceeded,
+    exhausted,
+    failed_precondition,
+    invalid,
+    unavailable,
+)
+from hybridsearch.engine.rate_ledger import RateLedger
+from hybridsearch.engine.search_types import HeadScore, RerankDecision, RerankOutcome, SearchQuery
+from hybridsearch.fusion.blend import blend_head
+from hybridsearch.rerank.backends import load_backend
+from hybridsearch.rerank.base import EncodedPairs, RerankBackend, Scores, normalize
+from hybridsearch.rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
+from hybridsearch.rerank.budgets import RerankBudget
+from hybridsearch.rerank.cascade import CascadePlan, LayerLatency, cascade_cost, choose_plan
+from hybridsearch.rerank.circuit import CircuitBreaker
+from hybridsearch.rerank.latency_model import LatencyModel, LatencyObserver
+from hybridsearch.rerank.policy import DepthChoice, PolicyInputs, choose_depth
+from hybridsearch.rerank.signals import query_signals
 
 log = logging.getLogger(__name__)
 UNLIMITED = -1.0  # budget_left_units when the tenant has no rate budget
@@ -56,7 +65,9 @@ class RerankObserver(Protocol):
         """Every call of the depth policy: what it was given and what it chose (AUTO asks
         again after tokenising more of the head while all of it fits)."""
 
-    def finished(self, query: SearchQuery, outcome: RerankOutcome, stage_ms: float, pending_pairs_at_entry: Optional[int]) -> None:
+    def finished(
+        self, query: SearchQuery, outcome: RerankOutcome, stage_ms: float, pending_pairs_at_entry: int | None
+    ) -> None:
         """Every search through the stage: its outcome, the stage's wall time and the pairs
         queued in the default reranker's batcher when it entered (None: not loaded)."""
 
@@ -64,22 +75,30 @@ class RerankObserver(Protocol):
 class Reranker:
     """One configured backend with its latency model, circuit breaker and batcher."""
 
-    def __init__(self, name: str, config: RerankBackendConfig, settings: Settings, latency_observer: Optional[LatencyObserver] = None):
+    def __init__(
+        self,
+        name: str,
+        config: RerankBackendConfig,
+        settings: Settings,
+        latency_observer: LatencyObserver | None = None,
+    ):
         self.name = name
         self.config = config
         self.model = LatencyModel(observer=latency_observer)
         self.breaker = CircuitBreaker(settings.rerank.failure_threshold, settings.rerank.cooldown_s)
-        self.backend: Optional[RerankBackend] = None
-        self.batcher: Optional[RerankBatcher] = None
+        self.backend: RerankBackend | None = None
+        self.batcher: RerankBatcher | None = None
         self.load_error = ""
         self._settings = settings
         # Per layer segment latency, for cascade plans (early-exit backends with
         # cascade_keep > 0); None: full-depth plans only.
-        self.layers: Optional[LayerLatency] = None
+        self.layers: LayerLatency | None = None
 
     def load(self) -> None:
         try:
-            path = resolve_model(self.config.model, f"rerank backend {self.name!r}")
+            path = resolve_model(
+                self.config.model, f"rerank backend {self.name!r}", f"rerank.backends.{self.name}.model"
+            )
             self.backend = load_backend(
                 self.config.kind,
                 self.name,
@@ -101,7 +120,9 @@ class Reranker:
             log.warning("%s", exc)
             return
         except Exception as exc:  # a broken model directory must not stop the service
-            self.load_error = f"rerank backend {self.name!r} failed to load from {self.config.model!r}: {type(exc).__name__}: {exc}"
+            self.load_error = (
+                f"rerank backend {self.name!r} failed to load from {self.config.model!r}: {type(exc).__name__}: {exc}"
+            )
             log.exception("rerank backend %s failed to load", self.name)
             return
         exits = list(getattr(self.backend, "exit_layers", []) or [])
@@ -153,12 +174,15 @@ class Reranker:
         if not self.available:
             return False, self.load_error or "not loaded"
         if not self.batcher.alive:
-            return False, f"rerank worker is not running ({self.batcher.crash or 'stopped'}); the next rerank starts a new one"
+            return (
+                False,
+                f"rerank worker is not running ({self.batcher.crash or 'stopped'}); the next rerank starts a new one",
+            )
         if self.breaker.state != "closed":
             return False, f"circuit {self.breaker.state}: {self.breaker.last_error}"
         return True, "ok"
 
-    def stalled(self, stall_s: float) -> Optional[str]:
+    def stalled(self, stall_s: float) -> str | None:
         """After a wait for scores timed out: why, if the backend is stuck (else None).
 
         One batch that has itself run ``stall_s`` is a stuck backend: a failure for the
@@ -188,8 +212,15 @@ class StandaloneResult:
 
 
 class RerankStage:
-    def __init__(self, settings: Settings, budgets: Optional[BudgetStore] = None, metrics=None, *,
-                 observer: Optional[RerankObserver] = None, latency_observer: Optional[LatencyObserver] = None):
+    def __init__(
+        self,
+        settings: Settings,
+        budgets: BudgetStore | None = None,
+        metrics=None,
+        *,
+        observer: RerankObserver | None = None,
+        latency_observer: LatencyObserver | None = None,
+    ):
         self.settings = settings
         self.config = settings.rerank
         d = self.config.default_budget
@@ -207,12 +238,16 @@ class RerankStage:
         state = statedb.shared(settings)
         self.budgets = budgets or BudgetStore(state, default)
         self.buckets = RateLedger(state)
-        self.rerankers = {name: Reranker(name, cfg, settings, latency_observer) for name, cfg in self.config.backends.items()}
+        self.rerankers = {
+            name: Reranker(name, cfg, settings, latency_observer) for name, cfg in self.config.backends.items()
+        }
         self.metrics = metrics
         self.observer = observer
         self.tracer = tracing.tracer_for(getattr(settings, "tracing", None))
 
-    def set_observers(self, observer: Optional[RerankObserver] = None, latency_observer: Optional[LatencyObserver] = None) -> None:
+    def set_observers(
+        self, observer: RerankObserver | None = None, latency_observer: LatencyObserver | None = None
+    ) -> None:
         """Observe a stage built elsewhere (the service builds its own): the decisions, and
         every batch each backend's latency model learns from. Before start() to see the
         calibration batches too."""
@@ -255,7 +290,9 @@ class RerankStage:
         requested = query.rerank_depth or budget.max_depth
         return max(budget.max_depth if mode == "auto" else min(requested, budget.max_depth), 0)
 
-    def run(self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]) -> RerankOutcome:
+    def run(
+        self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: float | None
+    ) -> RerankOutcome:
         """The order, the reranked hits' scores and the decision for one search."""
         if self.observer is None:
             return self._run(tenant, query, fused, docs, started, deadline)
@@ -266,27 +303,41 @@ class RerankStage:
         self.observer.finished(query, outcome, (time.perf_counter() - entered) * 1000.0, pending)
         return outcome
 
-    def _run(self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: Optional[float]) -> RerankOutcome:
+    def _run(
+        self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: float | None
+    ) -> RerankOutcome:
         budget = self.budgets.effective(tenant)
         mode = query.rerank_mode or budget.default_mode
         decision = RerankDecision(mode=mode)
         bucket = self.buckets.bucket(tenant, budget.cost_per_minute) if budget.cost_per_minute > 0 else None
         decision.budget_left_units = bucket.left() if bucket else UNLIMITED
         if mode == "off":
-            decision.reason = "fusion only: rerank mode OFF" + (" (tenant default)" if query.rerank_mode is None else "")
+            decision.reason = "fusion only: rerank mode OFF" + (
+                " (tenant default)" if query.rerank_mode is None else ""
+            )
             return RerankOutcome(fused.ids, {}, decision)
         reranker = self.reranker()
         decision.backend = reranker.name
         if not reranker.available:
             return _degraded(fused, decision, f"reranker unavailable: {reranker.load_error or 'not loaded'}")
         if not reranker.breaker.allow():
-            return _degraded(fused, decision, f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}")
+            return _degraded(
+                fused,
+                decision,
+                f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}",
+            )
 
         head = fused.ids[: self._cap(query, budget, mode)]
         if not head:
-            decision.reason = f"fusion only: tenant max_depth {budget.max_depth}" if budget.max_depth == 0 else "fusion only: no candidates"
+            decision.reason = (
+                f"fusion only: tenant max_depth {budget.max_depth}"
+                if budget.max_depth == 0
+                else "fusion only: no candidates"
+            )
             return RerankOutcome(fused.ids, {}, decision)
-        choice, inputs, encoded, now = self._choose(reranker, query, head, docs, fused, budget, bucket, started, deadline)
+        choice, inputs, encoded, now = self._choose(
+            reranker, query, head, docs, fused, budget, bucket, started, deadline
+        )
         decision.depth_chosen = choice.depth
         decision.reason = choice.reason
         decision.predicted_ms = choice.predicted_ms
@@ -300,8 +351,17 @@ class RerankStage:
         stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
         return self._rerank_head(reranker, decision, choice.depth, encoded, head, fused, bucket, now, stop_at)
 
-    def _cascade_head(self, reranker: Reranker, decision: RerankDecision, plan: CascadePlan, encoded: EncodedPairs, head: list, fused,
-                      bucket, now: float) -> RerankOutcome:
+    def _cascade_head(
+        self,
+        reranker: Reranker,
+        decision: RerankDecision,
+        plan: CascadePlan,
+        encoded: EncodedPairs,
+        head: list,
+        fused,
+        bucket,
+        now: float,
+    ) -> RerankOutcome:
         """Run a cascade plan: screen ``plan.screen`` candidates to the early exit, finish the best
         ``plan.keep`` to the last layer. The kept are ordered by their final scores (blended as
         any reranked head), then the other screened and the rest in fused order; only the kept
@@ -319,8 +379,18 @@ class RerankStage:
         decision.actual_ms = (time.monotonic() - now) * 1000.0
         decision.depth_scored = plan.screen
         decision.chunks_scored = int(screen.chunks.sum())
-        cost = int(round(cascade_cost(np.cumsum(pairs.tokens).astype(np.float64), plan.screen, plan.screen_layer, len(finished),
-                                      plan.final_layer, kept_tokens=float(finished.tokens.sum()))))
+        cost = int(
+            round(
+                cascade_cost(
+                    np.cumsum(pairs.tokens).astype(np.float64),
+                    plan.screen,
+                    plan.screen_layer,
+                    len(finished),
+                    plan.final_layer,
+                    kept_tokens=float(finished.tokens.sum()),
+                )
+            )
+        )
         decision.cost_units = cost
         decision.cost_money = cost * reranker.config.price_per_million_tokens / 1e6
         if bucket is not None:
@@ -329,14 +399,26 @@ class RerankStage:
         normalized = normalize(finished.raw)
         ranking, order_scores = blend_head(normalized, reranker.config.fusion_weight)
         if reranker.config.fusion_weight > 0:
-            decision.reason += f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+            decision.reason += (
+                f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+            )
         taken = set(kept)
         order = [head[kept[i]] for i in ranking] + [pk for i, pk in enumerate(fused.ids) if i not in taken]
         scores = {head[kept[i]]: HeadScore(float(normalized[i]), float(order_scores[i])) for i in range(len(kept))}
         return RerankOutcome(order, scores, decision)
 
-    def _choose(self, reranker: Reranker, query: SearchQuery, head: list, docs: dict, fused, budget, bucket,
-                started: float, deadline: Optional[float]) -> tuple[DepthChoice, PolicyInputs, EncodedPairs, float]:
+    def _choose(
+        self,
+        reranker: Reranker,
+        query: SearchQuery,
+        head: list,
+        docs: dict,
+        fused,
+        budget,
+        bucket,
+        started: float,
+        deadline: float | None,
+    ) -> tuple[DepthChoice, PolicyInputs, EncodedPairs, float]:
         """The policy's depth for this head, the inputs it decided on, the tokenised pairs and
         the monotonic time of the decision.
 
@@ -346,7 +428,11 @@ class RerankStage:
         """
         mode = query.rerank_mode or budget.default_mode
         signals = query_signals(fused.route_ranks)
-        encoded = reranker.backend.encode(query.text, [docs[pk].text for pk in head]) if mode == "fixed" else EncodedPairs.empty()
+        encoded = (
+            reranker.backend.encode(query.text, [docs[pk].text for pk in head])
+            if mode == "fixed"
+            else EncodedPairs.empty()
+        )
         while True:
             now = time.monotonic()
             # Tokens per candidate count all its windows (chunks mode), so the cost caps see
@@ -378,8 +464,13 @@ class RerankStage:
             )
             if mode == "auto" and reranker.layers is not None:
                 # An early-exit model: the plan may be a cascade (rerank/cascade.py).
-                choice = choose_plan(inputs, reranker.layers, reranker.config.cascade_keep, full_model=reranker.model,
-                                     screen_layers=reranker.config.cascade_screen_layers)
+                choice = choose_plan(
+                    inputs,
+                    reranker.layers,
+                    reranker.config.cascade_keep,
+                    full_model=reranker.model,
+                    screen_layers=reranker.config.cascade_screen_layers,
+                )
             else:
                 choice = choose_depth(inputs, reranker.model)
             if self.observer is not None:
@@ -389,8 +480,18 @@ class RerankStage:
             more = head[len(encoded) : min(len(head), max(2 * len(encoded), self.config.chunk_pairs))]
             encoded = encoded + reranker.backend.encode(query.text, [docs[pk].text for pk in more])
 
-    def _rerank_head(self, reranker: Reranker, decision: RerankDecision, depth: int, encoded: EncodedPairs, head: list, fused,
-                     bucket, now: float, stop_at: Optional[float]) -> RerankOutcome:
+    def _rerank_head(
+        self,
+        reranker: Reranker,
+        decision: RerankDecision,
+        depth: int,
+        encoded: EncodedPairs,
+        head: list,
+        fused,
+        bucket,
+        now: float,
+        stop_at: float | None,
+    ) -> RerankOutcome:
         """Score the first ``depth`` pairs (by ``stop_at``), charge their tokens, and order the head."""
         raw, error = self._score_prefix(reranker, encoded.subset(range(depth)), stop_at)
         scored = len(raw)
@@ -414,11 +515,19 @@ class RerankStage:
         # Ties keep their fused order (blend_head sorts stably).
         ranking, order_scores = blend_head(normalized, reranker.config.fusion_weight)
         if reranker.config.fusion_weight > 0:
-            decision.reason += f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+            decision.reason += (
+                f"; head ordered by RRF of fused rank (weight {reranker.config.fusion_weight:g}) and rerank rank"
+            )
         order = [prefix[i] for i in ranking] + list(fused.ids[scored:])
-        return RerankOutcome(order, {pk: HeadScore(float(s), float(o)) for pk, s, o in zip(prefix, normalized, order_scores)}, decision)
+        return RerankOutcome(
+            order,
+            {pk: HeadScore(float(s), float(o)) for pk, s, o in zip(prefix, normalized, order_scores, strict=True)},
+            decision,
+        )
 
-    def _score_prefix(self, reranker: Reranker, pairs: EncodedPairs, stop_at: Optional[float]) -> tuple[list[float], Optional[str]]:
+    def _score_prefix(
+        self, reranker: Reranker, pairs: EncodedPairs, stop_at: float | None
+    ) -> tuple[list[float], str | None]:
         """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.
 
         A chunk is ``chunk_pairs`` pairs the model scores: that many documents, or fewer when
@@ -478,15 +587,24 @@ class RerankStage:
             if self.tracer.enabled:
                 started = getattr(future, "started", None)
                 started = time.monotonic() if started is None else started
-                self.tracer.record(tracing.RERANK_QUEUE, getattr(future, "enqueued", started), started, {tracing.ATTR + "rerank.pairs": pairs})
+                self.tracer.record(
+                    tracing.RERANK_QUEUE,
+                    getattr(future, "enqueued", started),
+                    started,
+                    {tracing.ATTR + "rerank.pairs": pairs},
+                )
 
     # ------------------------------------------------------------ standalone
-    def standalone(self, query: str, documents: Sequence[str], model: str, deadline: Optional[float]) -> StandaloneResult:
+    def standalone(self, query: str, documents: Sequence[str], model: str, deadline: float | None) -> StandaloneResult:
         reranker = self.reranker(model)
         if not reranker.available:
-            raise failed_precondition(f"rerank model {reranker.name!r} is not available: {reranker.load_error or 'not loaded'}")
+            raise failed_precondition(
+                f"rerank model {reranker.name!r} is not available: {reranker.load_error or 'not loaded'}"
+            )
         if not reranker.breaker.allow():
-            raise unavailable(f"rerank model {reranker.name!r} is failing (circuit open): {reranker.breaker.last_error}")
+            raise unavailable(
+                f"rerank model {reranker.name!r} is failing (circuit open): {reranker.breaker.last_error}"
+            )
         start = time.perf_counter()
         encoded = reranker.backend.encode(query, documents)
         try:
@@ -511,4 +629,11 @@ class RerankStage:
             raise unavailable(f"reranker failed: {type(exc).__name__}: {exc}") from exc
         reranker.breaker.record_success()
         order = sorted(range(len(documents)), key=lambda i: (-scores.raw[i], i))
-        return StandaloneResult(order, scores, int(encoded.truncated.sum()), reranker.name, (time.perf_counter() - start) * 1000, encoded.n_chunks)
+        return StandaloneResult(
+            order,
+            scores,
+            int(encoded.truncated.sum()),
+            reranker.name,
+            (time.perf_counter() - start) * 1000,
+            encoded.n_chunks,
+        )

@@ -1,19 +1,20 @@
 """What every RPC handler shares: errors to statuses (the ``rpc`` decorator), the call's
 deadline and its end as values the service understands."""
+
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
 import threading
-import contextvars
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
-from engine.errors import ServiceError
-from engine.search_types import Usage
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.search_types import Usage
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ def rpc(method: Callable) -> Callable:
         if isinstance(exc, grpc.RpcError) or _aborted(context):
             raise exc
         log.exception("%s failed", method.__name__)
-        context.abort(grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}"))
+        context.abort(
+            grpc.StatusCode.INTERNAL, status_message(f"{method.__name__} failed: {type(exc).__name__}: {exc}")
+        )
 
     if inspect.isgeneratorfunction(method):
 

@@ -1,10 +1,11 @@
 """Dataclasses that carry a search between stages (the .proto defines the wire types)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
-from engine.filters import FilterClause
+from hybridsearch.engine.filters import FilterClause
 
 FUSION_METHODS = ("rrf", "weighted", "dbsf")
 NORMALIZERS = ("min_max", "z_score", "arctan", "none")
@@ -31,7 +32,7 @@ class SearchQuery:
     clauses: tuple[FilterClause, ...] = ()
     explain: bool = False
     # None: the tenant's default mode.
-    rerank_mode: Optional[str] = None
+    rerank_mode: str | None = None
     rerank_depth: int = 0
 
 
@@ -57,10 +58,10 @@ class SearchHit:
     score: float
     fused_score: float
     fused_rank: int
-    dense: Optional[RouteDetail]
-    sparse: Optional[RouteDetail]
+    dense: RouteDetail | None
+    sparse: RouteDetail | None
     reranked: bool = False
-    rerank_score: Optional[float] = None
+    rerank_score: float | None = None
     explanation: str = ""
 
 

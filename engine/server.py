@@ -1,4 +1,5 @@
 """The gRPC server: service wiring, standard health checking, reflection, graceful shutdown."""
+
 from __future__ import annotations
 
 import gc
@@ -7,21 +8,20 @@ import os
 import signal
 import threading
 from concurrent import futures
-from typing import Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from engine.config import Settings
-from engine.service import SearchService
-from engine.api_keys import ApiKeyStore
-from engine.admin_servicer import TenantAdminServicer
-from engine.auth import Authenticator
-from engine.servicer import HybridSearchServicer
-from engine.admission import AdmissionInterceptor, scheduler_for
-from engine.wire.malformed import MalformedRequestInterceptor
-from engine.tracing import server_interceptors
+from hybridsearch.engine.admin_servicer import TenantAdminServicer
+from hybridsearch.engine.admission import AdmissionInterceptor, scheduler_for
+from hybridsearch.engine.api_keys import ApiKeyStore
+from hybridsearch.engine.auth import Authenticator
+from hybridsearch.engine.config import Settings
+from hybridsearch.engine.service import SearchService
+from hybridsearch.engine.servicer import HybridSearchServicer
+from hybridsearch.engine.tracing import server_interceptors
+from hybridsearch.engine.wire.malformed import MalformedRequestInterceptor
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 
@@ -79,7 +79,7 @@ class HealthWithList(health.HealthServicer):
 class Server:
     """A running service. ``start()`` binds and serves; ``stop()`` drains and closes."""
 
-    def __init__(self, settings: Settings, service: Optional[SearchService] = None):
+    def __init__(self, settings: Settings, service: SearchService | None = None):
         offline_model_environment()
         self.settings = settings
         self.service = service or SearchService(settings)
@@ -100,7 +100,9 @@ class Server:
         )
         self.health = HealthWithList(experimental_non_blocking=True)
         if settings.auth_mode == "dev_header":
-            log.warning("auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)")
+            log.warning(
+                "auth_mode dev_header: the tenant is taken from x-tenant metadata, unauthenticated (development only)"
+            )
         self.port: int = 0
         self._stopped = threading.Event()
         self._closed = threading.Event()
@@ -114,8 +116,12 @@ class Server:
         gc.collect()
         gc.freeze()
         health_names = ["", *SERVICE_NAMES, RERANK_HEALTH]
-        pb_grpc.add_HybridSearchServicer_to_server(HybridSearchServicer(self.service, self.auth, health_names), self.grpc_server)
-        pb_grpc.add_TenantAdminServicer_to_server(TenantAdminServicer(self.service, self.auth, self.keys), self.grpc_server)
+        pb_grpc.add_HybridSearchServicer_to_server(
+            HybridSearchServicer(self.service, self.auth, health_names), self.grpc_server
+        )
+        pb_grpc.add_TenantAdminServicer_to_server(
+            TenantAdminServicer(self.service, self.auth, self.keys), self.grpc_server
+        )
         for add in self.extra_servicers:
             add(self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -158,18 +164,28 @@ class Server:
             if store_ok != last_store and not self._stopped.is_set():
                 self._set_serving(store_ok)
                 if last_store is not None or not store_ok:
-                    log.warning("Milvus at %s: %s", self.settings.milvus_uri, "reachable again" if store_ok else "unreachable; answering UNAVAILABLE")
+                    log.warning(
+                        "Milvus at %s: %s",
+                        self.settings.milvus_uri,
+                        "reachable again" if store_ok else "unreachable; answering UNAVAILABLE",
+                    )
                 last_store = store_ok
             rerank_ok = self.reranker_serving()
             if rerank_ok != last_rerank and not self._stopped.is_set():
-                status = health_pb2.HealthCheckResponse.SERVING if rerank_ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING if rerank_ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
                 self.health.set(RERANK_HEALTH, status)
                 if last_rerank is not None:
-                    log.warning("reranker health: %s (%s)", "SERVING" if rerank_ok else "NOT_SERVING", self.service.rerank_stage.health()[1] if self.service.rerank_stage else "disabled")
+                    log.warning(
+                        "reranker health: %s (%s)",
+                        "SERVING" if rerank_ok else "NOT_SERVING",
+                        self.service.rerank_stage.health()[1] if self.service.rerank_stage else "disabled",
+                    )
                 last_rerank = rerank_ok
             self._stopped.wait(self.settings.server.health_interval_s)
 
-    def stop(self, grace: Optional[float] = None) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Health turns NOT_SERVING first, new calls are refused, in-flight calls get ``grace`` seconds."""
         if self._stopped.is_set():
             return

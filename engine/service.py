@@ -4,28 +4,38 @@ Transport-agnostic: the gRPC servicer validates requests, resolves the tenant an
 calls these methods with domain types; everything here raises ServiceError for
 anything a caller should see.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
-import fusion
-from engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, check_metadata_types, column_of
-from engine import tracing
-from engine.config import Settings
-from engine.encoders.base import Scope
-from engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueueFull
-from engine.encoders.registry import ProfileRegistry
-from engine.errors import ServiceError, already_exists, cancelled, deadline_exceeded, exhausted, failed_precondition, invalid
-from engine.filters import compile_filter
-from engine.search_types import (
+from hybridsearch import fusion
+from hybridsearch.engine import tracing
+from hybridsearch.engine.collections import LEGACY_SPARSE_ANALYZER, CollectionSpec, check_metadata_types, column_of
+from hybridsearch.engine.config import Settings
+from hybridsearch.engine.encoders.base import Scope
+from hybridsearch.engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueueFull
+from hybridsearch.engine.encoders.registry import ProfileRegistry
+from hybridsearch.engine.errors import (
+    ServiceError,
+    already_exists,
+    cancelled,
+    deadline_exceeded,
+    exhausted,
+    failed_precondition,
+    invalid,
+)
+from hybridsearch.engine.filters import compile_filter
+from hybridsearch.engine.search_types import (
     Document,
     HeadScore,
     RerankDecision,
@@ -37,8 +47,8 @@ from engine.search_types import (
     StageTimings,
     WriteOutcome,
 )
-from engine.store import MilvusStore, RouteHit, StoredDoc
-from engine.tenancy import doc_id_of, primary_key
+from hybridsearch.engine.store import MilvusStore, RouteHit, StoredDoc
+from hybridsearch.engine.tenancy import doc_id_of, primary_key
 
 log = logging.getLogger(__name__)
 ROUTES = ("dense", "sparse")
@@ -49,7 +59,7 @@ def _ms(start: float) -> float:
 
 
 class SearchService:
-    def __init__(self, settings: Settings, store: Optional[MilvusStore] = None, profiles: Optional[ProfileRegistry] = None):
+    def __init__(self, settings: Settings, store: MilvusStore | None = None, profiles: ProfileRegistry | None = None):
         self.settings = settings
         self.store = store or MilvusStore(settings.milvus_uri, settings.milvus)
         self.profiles = profiles or ProfileRegistry(settings)
@@ -58,14 +68,14 @@ class SearchService:
         # replaces (their texts leave the BM25 statistics) before writing.
         self._write_locks: dict[str, threading.Lock] = {}
         self._write_locks_guard = threading.Lock()
-        from engine.metrics import Metrics
+        from hybridsearch.engine.metrics import Metrics
 
         self.metrics = Metrics()
         # OpenTelemetry spans per search stage (a no-op unless tracing.enabled).
         self.tracer = tracing.tracer_for(settings.tracing)
         self.rerank_stage = None
         if settings.rerank.enabled:
-            from engine.rerank_stage import RerankStage
+            from hybridsearch.engine.rerank_stage import RerankStage
 
             self.rerank_stage = RerankStage(settings)
 
@@ -108,7 +118,10 @@ class SearchService:
         if spec.dimension == 0:
             spec = replace(spec, dimension=profile.dimension)
         elif spec.dimension != profile.dimension:
-            raise invalid("dimension", f"{spec.dimension} does not match profile {spec.profile!r}, whose model gives {profile.dimension}")
+            raise invalid(
+                "dimension",
+                f"{spec.dimension} does not match profile {spec.profile!r}, whose model gives {profile.dimension}",
+            )
         if self.store.has_collection(spec.name):
             raise already_exists(f"collection {spec.name!r} already exists")
         spec = replace(
@@ -157,7 +170,9 @@ class SearchService:
     def _tenant_expr(self, spec: CollectionSpec, tenant: str) -> str:
         return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
 
-    def upsert(self, tenant: str, collection: str, documents: Sequence[Document], call_ended: Optional[threading.Event] = None) -> WriteOutcome:
+    def upsert(
+        self, tenant: str, collection: str, documents: Sequence[Document], call_ended: threading.Event | None = None
+    ) -> WriteOutcome:
         """Write a validated batch; durable (flushed) when this returns.
 
         ``call_ended``: set when the caller's call ends (cancelled, deadline passed). Checked
@@ -182,7 +197,7 @@ class SearchService:
                 raise cancelled("the call ended while its batch was being encoded; nothing of it was written")
             rows = [
                 self._row(spec, tenant, pk, doc, vectors.dense[i], vectors.sparse[i])
-                for i, (pk, doc) in enumerate(zip(pks, documents))
+                for i, (pk, doc) in enumerate(zip(pks, documents, strict=True))
             ]
             self.store.upsert(spec, rows)
             self.store.flush(spec)
@@ -194,7 +209,9 @@ class SearchService:
         for i, doc in enumerate(documents):
             check_metadata_types(spec, doc.metadata, f"documents[{i}].metadata")
 
-    def _row(self, spec: CollectionSpec, tenant: str, pk: str, doc: Document, dense: np.ndarray, sparse: dict) -> dict[str, Any]:
+    def _row(
+        self, spec: CollectionSpec, tenant: str, pk: str, doc: Document, dense: np.ndarray, sparse: dict
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {
             "pk": pk,
             "tenant": tenant,
@@ -240,7 +257,9 @@ class SearchService:
         return docs
 
     # ------------------------------------------------------------ search
-    def search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None, call_ended: Optional[threading.Event] = None) -> SearchOutcome:
+    def search(
+        self, tenant: str, query: SearchQuery, deadline: float | None = None, call_ended: threading.Event | None = None
+    ) -> SearchOutcome:
         """Encode, search both routes concurrently, fuse, and (optionally) rerank: _search,
         inside the search's span (engine/tracing.py; its stages' spans are children)."""
         with self.tracer.span(tracing.SEARCH, tracing.search_attributes(tenant, query)) as span:
@@ -248,7 +267,9 @@ class SearchService:
             span.set_attributes(tracing.outcome_attributes(outcome))
             return outcome
 
-    def _search(self, tenant: str, query: SearchQuery, deadline: Optional[float] = None, call_ended: Optional[threading.Event] = None) -> SearchOutcome:
+    def _search(
+        self, tenant: str, query: SearchQuery, deadline: float | None = None, call_ended: threading.Event | None = None
+    ) -> SearchOutcome:
         """Encode, search both routes concurrently, fuse, and (optionally) rerank.
 
         ``deadline`` is an absolute ``time.monotonic()`` value, or None for no deadline.
@@ -299,7 +320,9 @@ class SearchService:
         the encoder queue's refusals as the call's status."""
         t = time.perf_counter()
         try:
-            vectors = self.tracer.traced(tracing.ENCODE, profile.encode_query)(Scope(query.collection, tenant), query.text, deadline, call_ended)
+            vectors = self.tracer.traced(tracing.ENCODE, profile.encode_query)(
+                Scope(query.collection, tenant), query.text, deadline, call_ended
+            )
         except QueueFull as exc:
             raise exhausted(f"{exc}; retry shortly") from exc
         except EncodeTimeout as exc:
@@ -310,7 +333,9 @@ class SearchService:
         timings.query_cache_hit = vectors.cache_hit
         return vectors
 
-    def _search_routes(self, spec: CollectionSpec, query: SearchQuery, vectors, expr: str, timings: StageTimings) -> tuple[list[RouteHit], list[RouteHit]]:
+    def _search_routes(
+        self, spec: CollectionSpec, query: SearchQuery, vectors, expr: str, timings: StageTimings
+    ) -> tuple[list[RouteHit], list[RouteHit]]:
         """The dense and sparse candidates, searched at the same time (sparse on the pool)."""
 
         def timed(fn, *args):
@@ -325,12 +350,16 @@ class SearchService:
         # bind: the sparse route's span, on a pool thread, is a child of this search's.
         sparse = self.tracer.traced(tracing.SPARSE, self.store.search_sparse, tracing.candidates)
         dense = self.tracer.traced(tracing.DENSE, self.store.search_dense, tracing.candidates)
-        sparse_future = self._search_pool.submit(self.tracer.bind(timed), sparse, spec, vectors.sparse, query.sparse_k, expr, False)
+        sparse_future = self._search_pool.submit(
+            self.tracer.bind(timed), sparse, spec, vectors.sparse, query.sparse_k, expr, False
+        )
         dense_hits, timings.dense_search_ms = timed(dense, spec, vectors.dense, query.dense_k, expr, False)
         sparse_hits, timings.sparse_search_ms = sparse_future.result()
         return dense_hits, sparse_hits
 
-    def _rerank(self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline, timings: StageTimings) -> RerankOutcome:
+    def _rerank(
+        self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline, timings: StageTimings
+    ) -> RerankOutcome:
         """The rerank stage's order, scores and decision; fusion order when it is off."""
         if self.rerank_stage is None:
             decision = RerankDecision(mode=query.rerank_mode or "off", reason="fusion only")
@@ -350,7 +379,9 @@ class SearchService:
         timings.rerank_ms = _ms(t)
         return outcome
 
-    def _fetch_docs(self, spec: CollectionSpec, fused: fusion.FusionResult, want: int, expr: str) -> tuple[fusion.FusionResult, dict[str, StoredDoc]]:
+    def _fetch_docs(
+        self, spec: CollectionSpec, fused: fusion.FusionResult, want: int, expr: str
+    ) -> tuple[fusion.FusionResult, dict[str, StoredDoc]]:
         """Text and metadata of the first ``want`` fused candidates, read with the routes'
         own expression. A candidate deleted (or changed to fail the filter) since the route
         searches is dropped from the ranking and the next one takes its place."""
@@ -365,10 +396,16 @@ class SearchService:
             if gone:
                 fused = fused.without(gone)
 
-    def _fuse(self, spec: CollectionSpec, query: SearchQuery, dense_hits: list[RouteHit], sparse_hits: list[RouteHit]) -> fusion.FusionResult:
+    def _fuse(
+        self, spec: CollectionSpec, query: SearchQuery, dense_hits: list[RouteHit], sparse_hits: list[RouteHit]
+    ) -> fusion.FusionResult:
         routes = [
-            fusion.RouteList("dense", [h.pk for h in dense_hits], np.array([h.score for h in dense_hits], dtype=np.float64)),
-            fusion.RouteList("sparse", [h.pk for h in sparse_hits], np.array([h.score for h in sparse_hits], dtype=np.float64)),
+            fusion.RouteList(
+                "dense", [h.pk for h in dense_hits], np.array([h.score for h in dense_hits], dtype=np.float64)
+            ),
+            fusion.RouteList(
+                "sparse", [h.pk for h in sparse_hits], np.array([h.score for h in sparse_hits], dtype=np.float64)
+            ),
         ]
         f = query.fusion
         return fusion.fuse(
@@ -426,7 +463,7 @@ class SearchService:
         return hits
 
 
-def _explain(query: SearchQuery, details: dict[str, Optional[RouteDetail]], fused_score: float) -> str:
+def _explain(query: SearchQuery, details: dict[str, RouteDetail | None], fused_score: float) -> str:
     f = query.fusion
     weights = {"dense": f.dense_weight, "sparse": f.sparse_weight}
     parts = []
@@ -434,9 +471,13 @@ def _explain(query: SearchQuery, details: dict[str, Optional[RouteDetail]], fuse
         if d is None:
             parts.append(f"{route}: absent")
         elif f.method == "rrf":
-            parts.append(f"{route}: rank {d.rank} -> {weights[route]:g}/({f.rrf_k:g}+{d.rank}) = {d.normalized_score:.6f}")
+            parts.append(
+                f"{route}: rank {d.rank} -> {weights[route]:g}/({f.rrf_k:g}+{d.rank}) = {d.normalized_score:.6f}"
+            )
         else:
-            parts.append(f"{route}: raw {d.raw_score:.6f} -> {f.normalizer if f.method == 'weighted' else 'dbsf'} {d.normalized_score:.6f} x {weights[route]:g}")
+            parts.append(
+                f"{route}: raw {d.raw_score:.6f} -> {f.normalizer if f.method == 'weighted' else 'dbsf'} {d.normalized_score:.6f} x {weights[route]:g}"
+            )
     method = f.method if f.method != "weighted" else f"weighted[{f.normalizer}]"
     if not math.isfinite(fused_score):
         fused_score = 0.0

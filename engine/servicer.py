@@ -1,19 +1,20 @@
 """The HybridSearch servicer: who is calling, the request to domain values, the service,
 the reply. Each handler is a few lines; the work is in engine.service."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Iterator, Sequence
 
 import grpc
 
-from engine.auth import Authenticator
-from engine.errors import ServiceError, failed_precondition, invalid
-from engine.info import service_info
-from engine.rpc import CallClock, call_ended, deadline_of, rpc
-from engine.service import SearchService
-from engine.wire import requests as wire_in
-from engine.wire.replies import (
+from hybridsearch.engine.auth import Authenticator
+from hybridsearch.engine.errors import ServiceError, failed_precondition, invalid
+from hybridsearch.engine.info import service_info
+from hybridsearch.engine.rpc import CallClock, call_ended, deadline_of, rpc
+from hybridsearch.engine.service import SearchService
+from hybridsearch.engine.wire import requests as wire_in
+from hybridsearch.engine.wire.replies import (
     collection_message,
     document_message,
     fit_reply,
@@ -67,7 +68,9 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         docs = wire_in.documents(request.documents, self.limits)
         written = self.service.upsert(tenant, collection, docs, call_ended(context))
         usage = clock.usage(encoded_texts=written.written, encode_ms=written.encode_ms)
-        return pb.UpsertResponse(upserted=written.written, batches=1, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage))
+        return pb.UpsertResponse(
+            upserted=written.written, batches=1, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage)
+        )
 
     def _stream_batches(self, request_iterator: Iterator[pb.UpsertRequest], context, tenant: str, clock: CallClock):
         """(batch index, WriteOutcome, total so far, the batch's Usage) per stream message,
@@ -111,12 +114,15 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         tenant = self.auth.require(context, "write")
         total = batches = encoded = 0
         encode_ms = 0.0
-        for _, written, total, _ in self._stream_batches(request_iterator, context, tenant, clock):
+        for _, written, seen, _ in self._stream_batches(request_iterator, context, tenant, clock):
+            total = seen  # documents received so far: the reply reports the last count
             batches += 1
             encoded += written.written
             encode_ms += written.encode_ms
         usage = clock.usage(encoded_texts=encoded, encode_ms=encode_ms)
-        return pb.UpsertResponse(upserted=total, batches=batches, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage))
+        return pb.UpsertResponse(
+            upserted=total, batches=batches, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage)
+        )
 
     @rpc
     def BulkUpsertAcked(self, request_iterator: Iterator[pb.UpsertRequest], context):
@@ -124,7 +130,13 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         clock = CallClock()
         tenant = self.auth.require(context, "write")
         for i, written, total, usage in self._stream_batches(request_iterator, context, tenant, clock):
-            yield pb.UpsertAck(batch=i, upserted=written.written, total=total, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage))
+            yield pb.UpsertAck(
+                batch=i,
+                upserted=written.written,
+                total=total,
+                elapsed_ms=usage.total_ms - usage.queue_ms,
+                usage=usage_message(usage),
+            )
 
     @rpc
     def Delete(self, request, context):
@@ -174,7 +186,12 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
             raise failed_precondition("reranking is disabled on this server (rerank.enabled = false)")
         query, documents, top_n = wire_in.rerank_request(request, self.service.settings)
         result = stage.standalone(query, documents, request.model, deadline_of(context))
-        usage = clock.usage(tokens=int(result.scores.tokens.sum()), truncated_documents=result.truncated, chunks=result.chunks, rerank_ms=result.elapsed_ms)
+        usage = clock.usage(
+            tokens=int(result.scores.tokens.sum()),
+            truncated_documents=result.truncated,
+            chunks=result.chunks,
+            rerank_ms=result.elapsed_ms,
+        )
         return rerank_response(result, documents, top_n, request.return_documents, usage)
 
     # ------------------------------------------------------------ about the server

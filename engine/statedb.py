@@ -11,6 +11,7 @@ lock what they read-modify-write with ``SELECT ... {tx.for_update}``: on SQLite 
 transaction (``BEGIN IMMEDIATE``) already holds the whole file, on PostgreSQL the row lock
 serialises replicas.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,13 +20,14 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import Any, TypeVar, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 
-from engine.errors import ServiceError
+from hybridsearch.engine.errors import ServiceError
 
 T = TypeVar("T")
 Target = Union[str, Path, "StateDB"]
@@ -94,11 +96,11 @@ def settings_target(settings) -> str:
     return settings.state_uri or str(settings.state_path)
 
 
-_shared: "weakref.WeakValueDictionary[str, StateDB]" = weakref.WeakValueDictionary()
+_shared: weakref.WeakValueDictionary[str, StateDB] = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
 
-def shared(target: Target) -> "StateDB":
+def shared(target: Target) -> StateDB:
     """One StateDB per database in this process, so every store of a replica draws on one
     connection pool. ``target`` is a path, a ``postgresql://`` URI or settings."""
     if isinstance(target, StateDB):
@@ -113,7 +115,7 @@ def shared(target: Target) -> "StateDB":
         return db
 
 
-def open_target(target: Target, **sqlite_options) -> tuple["StateDB", bool]:
+def open_target(target: Target, **sqlite_options) -> tuple[StateDB, bool]:
     """(the database, whether the caller owns it and should close it)."""
     if isinstance(target, StateDB):
         return target, False
@@ -145,7 +147,7 @@ class Tx:
         else:
             self.conn.executemany(sql, rows)
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Optional[tuple]:
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self.execute(sql, params).fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -183,7 +185,7 @@ class _SqliteConnection(sqlite3.Connection):
 class StateDB:
     """Read and write transactions on the SQLite file or the PostgreSQL database."""
 
-    def __init__(self, target: "str | os.PathLike[str]", *, timeout_s: float = 30.0, synchronous: str = "FULL"):
+    def __init__(self, target: str | os.PathLike[str], *, timeout_s: float = 30.0, synchronous: str = "FULL"):
         target = os.fspath(target)
         self.postgres = is_postgres(target)
         self.target = target
@@ -214,7 +216,7 @@ class StateDB:
         """One read statement, outside a transaction (one round trip)."""
         return self._run(lambda tx: tx.all(sql, params), write=False, single=True)
 
-    def query_one(self, sql: str, params: Sequence[Any] = ()) -> Optional[tuple]:
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
@@ -307,7 +309,7 @@ class _SqliteConnections:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         # Weak: a connection goes with its thread; close() reaches those still alive.
-        self._conns: "weakref.WeakSet[_SqliteConnection]" = weakref.WeakSet()
+        self._conns: weakref.WeakSet[_SqliteConnection] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         # WAL is a property of the file: set once, kept by every later connection.
         mode = self.conn().execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -382,7 +384,9 @@ class _PgPool:
                     raise RuntimeError(f"state database {self.label} is closed")
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
-                    raise StateDBError(f"{self.label}: all {self.size} connections busy for {PG_CHECKOUT_TIMEOUT_S:g} s")
+                    raise StateDBError(
+                        f"{self.label}: all {self.size} connections busy for {PG_CHECKOUT_TIMEOUT_S:g} s"
+                    )
             if self._idle:
                 return self._idle.pop()
             self._open += 1
@@ -398,7 +402,9 @@ class _PgPool:
         import psycopg
 
         try:
-            return psycopg.connect(self.uri, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S, application_name="hsearch")
+            return psycopg.connect(
+                self.uri, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S, application_name="hsearch"
+            )
         except psycopg.Error as exc:
             # psycopg's message names host and port; the URI may hold a password.
             raise StateDBError(f"{self.label}: cannot connect to PostgreSQL: {str(exc).strip()}") from exc

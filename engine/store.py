@@ -5,25 +5,27 @@ Works the same on Milvus Lite (a local ``.db`` path) and on Milvus standalone or
 distributed (``http://host:19530``). Every read takes a compiled expression that
 starts with the tenant clause; every write takes tenant-prefixed primary keys.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 import warnings
-from importlib import metadata
+from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from engine.collections import CollectionSpec, FieldType, column_of
-from engine.config import MilvusConfig
-from engine.errors import ServiceError, failed_precondition, invalid, not_found, unavailable
-from engine.filters import string_literal
+from hybridsearch.engine.collections import CollectionSpec, FieldType, column_of
+from hybridsearch.engine.config import MilvusConfig
+from hybridsearch.engine.errors import ServiceError, failed_precondition, invalid, not_found, unavailable
+from hybridsearch.engine.filters import string_literal
 
 log = logging.getLogger(__name__)
 # milvus-lite 2.5.1 imports pkg_resources (hence setuptools<81 in pyproject.toml), which
@@ -78,7 +80,7 @@ class StoredDoc:
 class RouteHit:
     pk: str
     score: float
-    doc: Optional[StoredDoc]  # None when the search asked for ids and scores only
+    doc: StoredDoc | None  # None when the search asked for ids and scores only
 
 
 def _forget_dead_lite_engine(uri: str) -> None:
@@ -107,7 +109,9 @@ def _installed_lite() -> str:
 
 def _is_connection_error(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return any(s in text for s in ("unavailable", "connect", "timeout", "deadline", "closed", "open local milvus failed"))
+    return any(
+        s in text for s in ("unavailable", "connect", "timeout", "deadline", "closed", "open local milvus failed")
+    )
 
 
 class MilvusStore:
@@ -141,7 +145,11 @@ class MilvusStore:
                 if "unimplemented" not in str(exc).lower():
                     raise unavailable(f"Milvus at {self.uri} did not say its version: {exc}") from exc
                 version = "lite-native"
-            self._engine = version if version == "lite-native" else ("lite-python" if version.startswith("milvus_lite") else "server")
+            self._engine = (
+                version
+                if version == "lite-native"
+                else ("lite-python" if version.startswith("milvus_lite") else "server")
+            )
         return self._engine
 
     @property
@@ -239,13 +247,21 @@ class MilvusStore:
                 f"milvus.schema_layout 'json' cannot be filtered with IN / NOT_IN by the Milvus Lite 3.x at {self.uri}; "
                 "set milvus.schema_layout to typed (or auto)"
             )
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=SPEC_DESCRIPTION_PREFIX + spec.to_json())
+        schema = client.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=SPEC_DESCRIPTION_PREFIX + spec.to_json()
+        )
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=not spec.json_metadata)
         milvus_bm25 = spec.sparse_kind == "milvus-bm25"
         if milvus_bm25:
             # Milvus analyses the text itself and a BM25 function fills the sparse field.
-            schema.add_field("text", DataType.VARCHAR, max_length=65535, enable_analyzer=True, analyzer_params=spec.milvus_bm25["analyzer_params"])
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=65535,
+                enable_analyzer=True,
+                analyzer_params=spec.milvus_bm25["analyzer_params"],
+            )
         else:
             schema.add_field("text", DataType.VARCHAR, max_length=65535)
         # "typed": metadata keys the collection does not declare are kept here, unfilterable;
@@ -257,9 +273,18 @@ class MilvusStore:
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=spec.dimension)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         if milvus_bm25:
-            schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]))
+            schema.add_function(
+                Function(
+                    name="text_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
         index = client.prepare_index_params()
-        index.add_index("dense", index_type=spec.dense_index, metric_type=spec.dense_metric, params=self.dense_build_params(spec))
+        index.add_index(
+            "dense", index_type=spec.dense_index, metric_type=spec.dense_metric, params=self.dense_build_params(spec)
+        )
         if milvus_bm25:
             # Nested under "params": pymilvus 3.0.2 flattens index params and Milvus Lite
             # then drops flat bm25_k1/bm25_b silently (its default k1 is 1.5); a server
@@ -450,7 +475,9 @@ class MilvusStore:
             return {"nprobe": min(self.config.ivf_nprobe, self.config.ivf_nlist)}
         return {}
 
-    def search_dense(self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str, with_docs: bool = True) -> list[RouteHit]:
+    def search_dense(
+        self, spec: CollectionSpec, vector: np.ndarray, limit: int, expr: str, with_docs: bool = True
+    ) -> list[RouteHit]:
         params = {"metric_type": spec.dense_metric, "params": self.dense_search_params(spec, limit)}
         result = self._call(
             "dense search",
@@ -465,7 +492,9 @@ class MilvusStore:
         )
         return self._hits(spec, result, with_docs=with_docs)
 
-    def search_sparse(self, spec: CollectionSpec, vector: dict[int, float] | str, limit: int, expr: str, with_docs: bool = True) -> list[RouteHit]:
+    def search_sparse(
+        self, spec: CollectionSpec, vector: dict[int, float] | str, limit: int, expr: str, with_docs: bool = True
+    ) -> list[RouteHit]:
         """``vector``: the query's sparse vector, or its text for a milvus-bm25 collection.
         ``with_docs`` False: ids and scores only (text and metadata fetched later for the few
         hits that are answered; see SearchService.search)."""

@@ -1,10 +1,11 @@
 """Who is calling: the tenant every call is scoped to."""
+
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
-from engine.errors import invalid, unauthenticated
+from hybridsearch.engine.errors import invalid, unauthenticated
 
 # Tenant names are restricted so that "<tenant>:<doc id>" primary keys are
 # unambiguous and a tenant name can be spliced into an expression as a plain
@@ -17,7 +18,10 @@ def check_tenant_name(name: str, field: str = "tenant") -> str:
     if not name:
         raise invalid(field, "must not be empty")
     if not TENANT_NAME.fullmatch(name):
-        raise invalid(field, f"{name[:80]!r} is not a valid tenant name (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit)")
+        raise invalid(
+            field,
+            f"{name[:80]!r} is not a valid tenant name (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit)",
+        )
     return name
 
 

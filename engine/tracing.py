@@ -16,6 +16,7 @@ What a traced server records (README, "Tracing"):
 The dense and sparse routes run on the service's thread pool: :meth:`Tracer.bind` carries
 the search's context to the other thread, so both are children of ``search``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,11 +24,12 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
-from engine.rpc import rebuild_handler
+from hybridsearch.engine.rpc import rebuild_handler
 
 try:
     from opentelemetry import context as otel_context
@@ -41,16 +43,29 @@ INSTRUMENTATION = "hybridsearch"
 
 # Span names (a stage's name is what it does; the RPC spans are named by their method).
 SEARCH, ENCODE, DENSE, SPARSE, FUSION, FETCH, RERANK, RERANK_QUEUE = (
-    "search", "encode", "dense", "sparse", "fusion", "fetch", "rerank", "rerank.queue",
+    "search",
+    "encode",
+    "dense",
+    "sparse",
+    "fusion",
+    "fetch",
+    "rerank",
+    "rerank.queue",
 )
 ATTR = "hybridsearch."  # prefix of this service's own attributes
 
 # Server-side codes that mark a span as failed (OpenTelemetry's gRPC conventions): the
 # others (INVALID_ARGUMENT, NOT_FOUND, ...) are the caller's mistake, not the server's.
-_SERVER_ERRORS = frozenset({
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
-})
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,16 +88,16 @@ class NoopTracer:
     enabled = False
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: Optional[Mapping[str, Any]] = None) -> Iterator[_NoopSpan]:
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[_NoopSpan]:
         yield _NOOP_SPAN
 
-    def traced(self, name: str, fn: F, attributes: Optional[Callable[[Any], Mapping[str, Any]]] = None) -> F:
+    def traced(self, name: str, fn: F, attributes: Callable[[Any], Mapping[str, Any]] | None = None) -> F:
         return fn
 
     def bind(self, fn: F) -> F:
         return fn
 
-    def record(self, name: str, start: float, end: float, attributes: Optional[Mapping[str, Any]] = None) -> None:
+    def record(self, name: str, start: float, end: float, attributes: Mapping[str, Any] | None = None) -> None:
         pass
 
 
@@ -98,13 +113,13 @@ class Tracer:
         self.otel = otel_tracer
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: Optional[Mapping[str, Any]] = None):
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None):
         """A child of the current span, current itself inside the block; an exception
         leaving the block is recorded on it."""
         with self.otel.start_as_current_span(name, attributes=attributes) as span:
             yield span
 
-    def traced(self, name: str, fn: F, attributes: Optional[Callable[[Any], Mapping[str, Any]]] = None) -> F:
+    def traced(self, name: str, fn: F, attributes: Callable[[Any], Mapping[str, Any]] | None = None) -> F:
         """``fn`` run inside a span ``name``; ``attributes(result)`` is added to the span."""
 
         @functools.wraps(fn)
@@ -132,7 +147,7 @@ class Tracer:
 
         return call  # type: ignore[return-value]
 
-    def record(self, name: str, start: float, end: float, attributes: Optional[Mapping[str, Any]] = None) -> None:
+    def record(self, name: str, start: float, end: float, attributes: Mapping[str, Any] | None = None) -> None:
         """A span of something timed elsewhere (``time.monotonic()`` values), a child of
         the current span: the wait in the rerank queue, measured by the batcher."""
         offset = time.time_ns() - time.monotonic_ns()
@@ -146,7 +161,7 @@ _providers_lock = threading.Lock()
 _warned = False
 
 
-def tracer_for(config) -> "Tracer | NoopTracer":
+def tracer_for(config) -> Tracer | NoopTracer:
     """The tracer for ``config`` (engine.config.TracingConfig, or None): NOOP unless
     tracing is enabled and OpenTelemetry is installed."""
     global _warned
@@ -154,7 +169,9 @@ def tracer_for(config) -> "Tracer | NoopTracer":
         return NOOP
     if not AVAILABLE:
         if not _warned:
-            log.warning("tracing.enabled is set but OpenTelemetry is not installed (pip install 'hybridsearch[tracing]'): no spans are recorded")
+            log.warning(
+                "tracing.enabled is set but OpenTelemetry is not installed (pip install 'hybridsearch[tracing]'): no spans are recorded"
+            )
             _warned = True
         return NOOP
     if config.exporter == "global":
@@ -209,14 +226,14 @@ def inject(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return metadata
 
 
-def extract(metadata: Optional[Sequence[tuple[str, Any]]]):
+def extract(metadata: Sequence[tuple[str, Any]] | None):
     """Server side: the caller's trace context in gRPC metadata (an empty context when none)."""
     carrier = {key: value for key, value in (metadata or ()) if isinstance(value, str)}
     return propagate.extract(carrier)
 
 
 # ---------------------------------------------------------------- gRPC server
-def server_interceptors(tracer: "Tracer | NoopTracer") -> list[grpc.ServerInterceptor]:
+def server_interceptors(tracer: Tracer | NoopTracer) -> list[grpc.ServerInterceptor]:
     """The interceptors a server adds for ``tracer``: none when tracing is off."""
     return [TracingInterceptor(tracer)] if tracer.enabled else []
 
@@ -287,7 +304,7 @@ class TracingInterceptor(grpc.ServerInterceptor):
         return rebuild_handler(handler, unary, streaming)
 
 
-def _finish(span, context, error: Optional[BaseException]) -> None:
+def _finish(span, context, error: BaseException | None) -> None:
     """The call's status on its span, then end it. A handler that aborted has set the code
     (the exception that carried the abort says nothing more); one that raised anything else
     answers UNKNOWN, with the exception recorded."""

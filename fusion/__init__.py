@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fusion.dbsf import dbsf, three_sigma
-from fusion.normalize import NORMALIZERS, arctan, min_max, none, z_score
-from fusion.rrf import rrf
-from fusion.types import FusionResult, RouteList
-from fusion.weighted import weighted
+from hybridsearch.fusion.dbsf import dbsf, three_sigma
+from hybridsearch.fusion.normalize import NORMALIZERS, arctan, min_max, none, z_score
+from hybridsearch.fusion.rrf import rrf
+from hybridsearch.fusion.types import FusionResult, RouteList
+from hybridsearch.fusion.weighted import weighted
 
 METHODS = ("rrf", "weighted", "dbsf")
 
@@ -63,9 +63,7 @@ def fuse(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if normalizer not in NORMALIZERS:
-        raise ValueError(
-            f"normalizer must be one of {', '.join(NORMALIZERS)}; got {normalizer!r}"
-        )
+        raise ValueError(f"normalizer must be one of {', '.join(NORMALIZERS)}; got {normalizer!r}")
     if method == "rrf":
         return rrf(routes, k=k, weights=weights)
     if method == "weighted":

@@ -23,7 +23,9 @@ import numpy as np
 BLEND_K = 60.0
 
 
-def blend_head(rerank_scores: Sequence[float] | np.ndarray, fused_weight: float, k: float = BLEND_K) -> tuple[np.ndarray, np.ndarray]:
+def blend_head(
+    rerank_scores: Sequence[float] | np.ndarray, fused_weight: float, k: float = BLEND_K
+) -> tuple[np.ndarray, np.ndarray]:
     """Order a head, given in fused order, by its blended ranking.
 
     Args:

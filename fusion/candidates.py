@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion.types import FusionResult, RouteList
+from hybridsearch.fusion.types import FusionResult, RouteList
 
 _ABSENT_KEY = np.iinfo(np.int64).max
 
@@ -55,18 +55,14 @@ def check_routes(routes: Sequence[RouteList]) -> list[RouteList]:
     seen: set[str] = set()
     for index, route in enumerate(routes):
         if not isinstance(route, RouteList):
-            raise ValueError(
-                f"routes[{index}] must be a RouteList, got {type(route).__name__}"
-            )
+            raise ValueError(f"routes[{index}] must be a RouteList, got {type(route).__name__}")
         if route.name in seen:
             raise ValueError(f"route name {route.name!r} is used twice; route names must be unique")
         seen.add(route.name)
     return routes
 
 
-def resolve_weights(
-    weights: Sequence[float] | Mapping[str, float] | None, routes: Sequence[RouteList]
-) -> np.ndarray:
+def resolve_weights(weights: Sequence[float] | Mapping[str, float] | None, routes: Sequence[RouteList]) -> np.ndarray:
     """One finite weight >= 0 per route, as float64; ``None`` means 1.0 for every route.
 
     `weights` is either a sequence aligned with `routes` or a mapping from route name
@@ -79,10 +75,7 @@ def resolve_weights(
         missing = [name for name in names if name not in weights]
         unknown = [name for name in weights if name not in names]
         if missing or unknown:
-            raise ValueError(
-                f"weights must name exactly the routes {names}; "
-                f"missing {missing}, unknown {unknown}"
-            )
+            raise ValueError(f"weights must name exactly the routes {names}; missing {missing}, unknown {unknown}")
         values = [weights[name] for name in names]
     elif isinstance(weights, (str, bytes)):
         raise ValueError(f"weights must be a sequence of numbers or a mapping, got {weights!r}")
@@ -90,8 +83,7 @@ def resolve_weights(
         values = list(weights)
         if len(values) != len(routes):
             raise ValueError(
-                f"weights has {len(values)} values for {len(routes)} routes {names}; "
-                "give one weight per route"
+                f"weights has {len(values)} values for {len(routes)} routes {names}; give one weight per route"
             )
     try:
         array = np.array(values, dtype=np.float64)
@@ -102,38 +94,27 @@ def resolve_weights(
     bad = ~np.isfinite(array) | (array < 0)
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"weight for route {names[index]!r} is {values[index]!r}; "
-            "weights must be finite and >= 0"
-        )
+        raise ValueError(f"weight for route {names[index]!r} is {values[index]!r}; weights must be finite and >= 0")
     return array
 
 
-def resolve_metrics(
-    metrics: Sequence[str] | Mapping[str, str] | None, routes: Sequence[RouteList]
-) -> list[str]:
+def resolve_metrics(metrics: Sequence[str] | Mapping[str, str] | None, routes: Sequence[RouteList]) -> list[str]:
     """One metric name per route; ``None`` means "IP" for every route."""
     names = [route.name for route in routes]
     if metrics is None:
         return ["IP"] * len(routes)
     if isinstance(metrics, str):
-        raise ValueError(
-            f"metrics must be one metric per route (a sequence or a mapping), got {metrics!r}"
-        )
+        raise ValueError(f"metrics must be one metric per route (a sequence or a mapping), got {metrics!r}")
     if isinstance(metrics, Mapping):
         missing = [name for name in names if name not in metrics]
         unknown = [name for name in metrics if name not in names]
         if missing or unknown:
-            raise ValueError(
-                f"metrics must name exactly the routes {names}; "
-                f"missing {missing}, unknown {unknown}"
-            )
+            raise ValueError(f"metrics must name exactly the routes {names}; missing {missing}, unknown {unknown}")
         return [metrics[name] for name in names]
     values = list(metrics)
     if len(values) != len(routes):
         raise ValueError(
-            f"metrics has {len(values)} values for {len(routes)} routes {names}; "
-            "give one metric per route"
+            f"metrics has {len(values)} values for {len(routes)} routes {names}; give one metric per route"
         )
     return values
 
@@ -153,7 +134,7 @@ def pool_candidates(routes: Sequence[RouteList]) -> CandidatePool:
     n_candidates = len(index)
     ranks = np.zeros((len(routes), n_candidates), dtype=np.int32)
     raw = np.full((len(routes), n_candidates), np.nan)
-    for row, (route, where) in enumerate(zip(routes, positions)):
+    for row, (route, where) in enumerate(zip(routes, positions, strict=True)):
         ranks[row, where] = np.arange(1, where.shape[0] + 1, dtype=np.int32)
         raw[row, where] = route.scores
     return CandidatePool(ids=list(index), positions=positions, ranks=ranks, raw=raw)
@@ -192,7 +173,7 @@ def assemble(
     n_candidates = len(pool.ids)
     contributions = np.zeros((len(routes), n_candidates), dtype=np.float64)
     norm = np.full((len(routes), n_candidates), np.nan)
-    for row, (where, values) in enumerate(zip(pool.positions, route_values)):
+    for row, (where, values) in enumerate(zip(pool.positions, route_values, strict=True)):
         weighted_values = weights[row] * values
         contributions[row, where] = weighted_values
         norm[row, where] = weighted_values if report_weighted else values

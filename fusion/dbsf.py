@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fusion.candidates import assemble, check_routes, pool_candidates, resolve_weights
-from fusion.normalize import rescaled
-from fusion.types import FusionResult, RouteList
+from hybridsearch.fusion.candidates import assemble, check_routes, pool_candidates, resolve_weights
+from hybridsearch.fusion.normalize import rescaled
+from hybridsearch.fusion.types import FusionResult, RouteList
 
 
 def three_sigma(scores: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fusion.candidates import assemble, check_routes, pool_candidates, resolve_weights
-from fusion.types import FusionResult, RouteList
+from hybridsearch.fusion.candidates import assemble, check_routes, pool_candidates, resolve_weights
+from hybridsearch.fusion.types import FusionResult, RouteList
 
 
 def rrf(

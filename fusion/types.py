@@ -43,13 +43,10 @@ class RouteList:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"route {self.name!r}: scores must be numbers ({exc})") from None
         if scores.ndim != 1:
-            raise ValueError(
-                f"route {self.name!r}: scores must be 1-D, got shape {scores.shape}"
-            )
+            raise ValueError(f"route {self.name!r}: scores must be 1-D, got shape {scores.shape}")
         if len(ids) != scores.shape[0]:
             raise ValueError(
-                f"route {self.name!r}: ids and scores differ in length "
-                f"({len(ids)} ids, {scores.shape[0]} scores)"
+                f"route {self.name!r}: ids and scores differ in length ({len(ids)} ids, {scores.shape[0]} scores)"
             )
         if len(set(ids)) != len(ids):
             first_seen: dict[object, int] = {}
@@ -70,8 +67,7 @@ class RouteList:
         if not finite.all():
             position = int(np.flatnonzero(~finite)[0])
             raise ValueError(
-                f"route {self.name!r}: score at position {position} is {scores[position]}; "
-                "scores must be finite"
+                f"route {self.name!r}: score at position {position} is {scores[position]}; scores must be finite"
             )
         scores.flags.writeable = False
         object.__setattr__(self, "ids", ids)
@@ -124,7 +120,7 @@ class FusionResult:
         scores and route views; positions close up)."""
         keep = np.fromiter((pk not in drop for pk in self.ids), dtype=bool, count=len(self.ids))
         return FusionResult(
-            ids=[pk for pk, k in zip(self.ids, keep) if k],
+            ids=[pk for pk, k in zip(self.ids, keep, strict=True) if k],
             scores=self.scores[keep],
             route_ranks={name: ranks[keep] for name, ranks in self.route_ranks.items()},
             route_raw={name: raw[keep] for name, raw in self.route_raw.items()},

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fusion.candidates import (
+from hybridsearch.fusion.candidates import (
     assemble,
     check_routes,
     pool_candidates,
     resolve_metrics,
     resolve_weights,
 )
-from fusion.normalize import ARCTAN_METRICS, NORMALIZERS, arctan
-from fusion.types import FusionResult, RouteList
+from hybridsearch.fusion.normalize import ARCTAN_METRICS, NORMALIZERS, arctan
+from hybridsearch.fusion.types import FusionResult, RouteList
 
 
 def weighted(
@@ -58,20 +58,17 @@ def weighted(
     """
     routes = check_routes(routes)
     if normalizer not in NORMALIZERS:
-        raise ValueError(
-            f"normalizer must be one of {', '.join(NORMALIZERS)}; got {normalizer!r}"
-        )
+        raise ValueError(f"normalizer must be one of {', '.join(NORMALIZERS)}; got {normalizer!r}")
     w = resolve_weights(weights, routes)
     metric_names = resolve_metrics(metrics, routes)
-    for route, metric in zip(routes, metric_names):
+    for route, metric in zip(routes, metric_names, strict=True):
         if not isinstance(metric, str) or metric.upper() not in ARCTAN_METRICS:
             raise ValueError(
-                f"metric for route {route.name!r} must be one of "
-                f"{', '.join(ARCTAN_METRICS)}; got {metric!r}"
+                f"metric for route {route.name!r} must be one of {', '.join(ARCTAN_METRICS)}; got {metric!r}"
             )
     pool = pool_candidates(routes)
     if normalizer == "arctan":
-        normalised = [arctan(route.scores, metric=m) for route, m in zip(routes, metric_names)]
+        normalised = [arctan(route.scores, metric=m) for route, m in zip(routes, metric_names, strict=True)]
     else:
         normalise = NORMALIZERS[normalizer]
         normalised = [normalise(route.scores) for route in routes]

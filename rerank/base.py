@@ -25,12 +25,13 @@ predicts from, and in the batcher's queue. Rules, per document:
 - a document that fits one window gives exactly the ids of truncate mode, so its score is
   the same in both modes.
 """
+
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -47,14 +48,22 @@ class EncodedPairs:
 
     input_ids: list[list[int]]  # per window
     truncated: np.ndarray  # bool per document: part of it was not scored
-    offsets: Optional[np.ndarray] = None  # int64, documents + 1; None: one window per document
+    offsets: np.ndarray | None = None  # int64, documents + 1; None: one window per document
 
     def __post_init__(self) -> None:
         if self.offsets is None:
             return
         offsets = np.asarray(self.offsets, dtype=np.int64)
-        if offsets.ndim != 1 or len(offsets) != len(self.truncated) + 1 or offsets[0] != 0 or offsets[-1] != len(self.input_ids) or np.any(np.diff(offsets) < 1):
-            raise ValueError("EncodedPairs.offsets must run from 0 to the number of windows, at least one window per document")
+        if (
+            offsets.ndim != 1
+            or len(offsets) != len(self.truncated) + 1
+            or offsets[0] != 0
+            or offsets[-1] != len(self.input_ids)
+            or np.any(np.diff(offsets) < 1)
+        ):
+            raise ValueError(
+                "EncodedPairs.offsets must run from 0 to the number of windows, at least one window per document"
+            )
         if len(offsets) - 1 == len(self.input_ids):
             offsets = None  # one window each: the plain layout
         object.__setattr__(self, "offsets", offsets)
@@ -85,7 +94,7 @@ class EncodedPairs:
             return per_chunk
         return np.add.reduceat(per_chunk, self.offsets[:-1]).astype(np.int64)
 
-    def subset(self, indices: Sequence[int]) -> "EncodedPairs":
+    def subset(self, indices: Sequence[int]) -> EncodedPairs:
         """The documents ``indices`` (each with all its windows), in that order."""
         indices = list(indices)
         if self.offsets is None:
@@ -99,11 +108,11 @@ class EncodedPairs:
         return EncodedPairs(ids, self.truncated[indices], _offsets(counts))
 
     @staticmethod
-    def empty() -> "EncodedPairs":
+    def empty() -> EncodedPairs:
         return EncodedPairs([], np.zeros(0, dtype=bool))
 
     @staticmethod
-    def concat(parts: Sequence["EncodedPairs"]) -> "EncodedPairs":
+    def concat(parts: Sequence[EncodedPairs]) -> EncodedPairs:
         """The documents of ``parts``, in order (the batcher merges requests with it)."""
         if not parts:
             return EncodedPairs.empty()
@@ -113,7 +122,7 @@ class EncodedPairs:
             return EncodedPairs(ids, truncated)
         return EncodedPairs(ids, truncated, _offsets(np.concatenate([p.chunks for p in parts])))
 
-    def __add__(self, other: "EncodedPairs") -> "EncodedPairs":
+    def __add__(self, other: EncodedPairs) -> EncodedPairs:
         return EncodedPairs.concat([self, other])
 
     def __len__(self) -> int:
@@ -133,13 +142,13 @@ def normalize(raw) -> np.ndarray:
 class Scores:
     raw: np.ndarray  # logits per document, float64 (chunks mode: aggregated over its windows)
     tokens: np.ndarray  # per document (the sum over its windows)
-    chunks: Optional[np.ndarray] = None  # windows scored per document; None: one each
+    chunks: np.ndarray | None = None  # windows scored per document; None: one each
 
     @property
     def normalized(self) -> np.ndarray:
         return normalize(self.raw)
 
-    def slice(self, start: int, stop: int) -> "Scores":
+    def slice(self, start: int, stop: int) -> Scores:
         """The scores of documents start..stop-1."""
         chunks = None if self.chunks is None else self.chunks[start:stop]
         return Scores(self.raw[start:stop], self.tokens[start:stop], chunks)
@@ -178,13 +187,15 @@ class RerankBackend(ABC):
         if chunk_aggregate not in CHUNK_AGGREGATES:
             raise ValueError(f"chunk_aggregate must be one of {', '.join(CHUNK_AGGREGATES)}, got {chunk_aggregate!r}")
         if max_chunks < 1 or chunk_overlap < 0 or not 0.0 <= chunk_first_weight <= 1.0:
-            raise ValueError(f"max_chunks must be >= 1, chunk_overlap >= 0 and chunk_first_weight in [0, 1] (got {max_chunks}, {chunk_overlap}, {chunk_first_weight})")
+            raise ValueError(
+                f"max_chunks must be >= 1, chunk_overlap >= 0 and chunk_first_weight in [0, 1] (got {max_chunks}, {chunk_overlap}, {chunk_first_weight})"
+            )
         self.long_documents = long_documents
         self.chunk_overlap = int(chunk_overlap)
         self.max_chunks = int(max_chunks)
         self.chunk_aggregate = chunk_aggregate
         self.chunk_first_weight = float(chunk_first_weight)
-        self._template: Optional[tuple[list[int], list[int], list[int]]] = None
+        self._template: tuple[list[int], list[int], list[int]] | None = None
         self.tokenizer = None  # set by the subclass
         self.pad_id = 0
         # One forward pass at a time: concurrent torch/ORT calls on a few cores only
@@ -216,14 +227,16 @@ class RerankBackend(ABC):
                 fast.enable_truncation(self.max_length, strategy="longest_first")
                 fast.no_padding()
                 try:
-                    encodings = fast.encode_batch(list(zip(queries, documents)), add_special_tokens=True)
+                    encodings = fast.encode_batch(list(zip(queries, documents, strict=True)), add_special_tokens=True)
                 finally:
                     # The tokenizer is shared; leave no truncation behind for other callers.
                     fast.no_truncation()
                 full = [e.ids for e in encodings]
                 truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings))
                 return self._checked(full, truncated)
-            full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+            full = self.tokenizer(queries, list(documents), truncation=False, add_special_tokens=True, verbose=False)[
+                "input_ids"
+            ]
             truncated = np.array([len(ids) > self.max_length for ids in full], dtype=bool)
             if truncated.any():
                 idx = np.flatnonzero(truncated).tolist()
@@ -234,15 +247,19 @@ class RerankBackend(ABC):
                     max_length=self.max_length,
                     add_special_tokens=True,
                 )["input_ids"]
-                for i, ids in zip(idx, cut):
+                for i, ids in zip(idx, cut, strict=True):
                     full[i] = ids
         return self._checked(full, truncated)
 
-    def _checked(self, input_ids: list[list[int]], truncated: np.ndarray, offsets: Optional[np.ndarray] = None) -> EncodedPairs:
+    def _checked(
+        self, input_ids: list[list[int]], truncated: np.ndarray, offsets: np.ndarray | None = None
+    ) -> EncodedPairs:
         longest = max(len(ids) for ids in input_ids)
         if longest > self.max_length:
             # Never hand the model more positions than it was told to take.
-            raise RuntimeError(f"reranker {self.name!r}: tokenizer returned a pair of {longest} tokens over max_length {self.max_length}")
+            raise RuntimeError(
+                f"reranker {self.name!r}: tokenizer returned a pair of {longest} tokens over max_length {self.max_length}"
+            )
         return EncodedPairs(input_ids, truncated, offsets)
 
     # ------------------------------------------------------------ long documents in windows
@@ -266,7 +283,9 @@ class RerankBackend(ABC):
         prefix, middle, suffix = self.pair_template()
         room = self.max_length - len(prefix) - len(middle) - len(suffix)
         if room < 2:
-            raise ValueError(f"reranker {self.name!r}: max_length {self.max_length} leaves no room for a query and a document")
+            raise ValueError(
+                f"reranker {self.name!r}: max_length {self.max_length} leaves no room for a query and a document"
+            )
         kept = min(query_tokens, room // 2)
         window = room - kept
         step = window - min(self.chunk_overlap, window // 2)
@@ -351,7 +370,7 @@ class RerankBackend(ABC):
     def score(self, query: str, documents: Sequence[str]) -> Scores:
         return self.score_encoded(self.encode(query, documents))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources (subclasses with sessions or pools override)."""
 
 
@@ -383,5 +402,7 @@ def _pair_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
     first = [i for i, s in enumerate(sequence) if s == 0]
     second = [i for i, s in enumerate(sequence) if s == 1]
     if not first or not second or first[-1] >= second[0]:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__}: its pair template is not <specials> query <specials> document <specials>")
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__}: its pair template is not <specials> query <specials> document <specials>"
+        )
     return list(ids[: first[0]]), list(ids[first[-1] + 1 : second[0]]), list(ids[second[-1] + 1 :])

@@ -7,6 +7,7 @@ so short pairs are not padded to long ones), feeds the latency model, and hands
 each request its slice. The queue is bounded in pairs: a full queue answers
 ``Overloaded`` at once instead of letting latency grow without bound.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,10 +16,9 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Optional
 
-from rerank.base import EncodedPairs, RerankBackend, Scores
-from rerank.latency_model import LatencyModel
+from hybridsearch.rerank.base import EncodedPairs, RerankBackend
+from hybridsearch.rerank.latency_model import LatencyModel
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,21 @@ class RerankFuture(Future):
     def __init__(self) -> None:
         super().__init__()
         self.enqueued = time.monotonic()
-        self.started: Optional[float] = None
+        self.started: float | None = None
 
 
 @dataclass
 class _Request:
     pairs: EncodedPairs
-    deadline: Optional[float]  # time.monotonic()
+    deadline: float | None  # time.monotonic()
     future: RerankFuture = field(default_factory=RerankFuture)
     enqueued: float = field(default_factory=time.monotonic)
 
 
 class RerankBatcher:
-    def __init__(self, backend: RerankBackend, model: LatencyModel, *, max_queue_pairs: int = 2048, max_batch_pairs: int = 64):
+    def __init__(
+        self, backend: RerankBackend, model: LatencyModel, *, max_queue_pairs: int = 2048, max_batch_pairs: int = 64
+    ):
         self.backend = backend
         self.model = model
         self.max_queue_pairs = max_queue_pairs
@@ -58,7 +60,7 @@ class RerankBatcher:
         self._queue: deque[_Request] = deque()
         self._queued_pairs = 0
         self._in_flight_pairs = 0
-        self._batch_started: Optional[float] = None  # monotonic start of the batch being scored
+        self._batch_started: float | None = None  # monotonic start of the batch being scored
         self._cond = threading.Condition()
         self._closed = False
         self.dropped_expired = 0
@@ -84,7 +86,7 @@ class RerankBatcher:
             started = self._batch_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def submit(self, pairs: EncodedPairs, deadline: Optional[float] = None) -> RerankFuture:
+    def submit(self, pairs: EncodedPairs, deadline: float | None = None) -> RerankFuture:
         """Queue pairs for scoring; the future gives Scores, or raises DeadlineExpired / the backend's error."""
         request = _Request(pairs, deadline)
         # Counted in sequences the model scores: a document in windows (chunks mode) is as
@@ -129,7 +131,11 @@ class RerankBatcher:
                     continue
                 if request.deadline is not None and request.deadline <= now:
                     self.dropped_expired += 1
-                    request.future.set_exception(DeadlineExpired(f"deadline passed after {1000 * (now - request.enqueued):.1f} ms in the rerank queue"))
+                    request.future.set_exception(
+                        DeadlineExpired(
+                            f"deadline passed after {1000 * (now - request.enqueued):.1f} ms in the rerank queue"
+                        )
+                    )
                     continue
                 if not request.future.set_running_or_notify_cancel():
                     continue
@@ -151,7 +157,12 @@ class RerankBatcher:
         if self._closed or self._worker.is_alive():
             return
         self.restarts += 1
-        log.error("rerank worker for %s had died (%s); starting a new one (restart %d)", self.backend.name, self.crash, self.restarts)
+        log.error(
+            "rerank worker for %s had died (%s); starting a new one (restart %d)",
+            self.backend.name,
+            self.crash,
+            self.restarts,
+        )
         self._worker = threading.Thread(target=self._run, name=f"rerank-{self.backend.name}", daemon=True)
         self._worker.start()
 

@@ -1,5 +1,6 @@
 """Per-tenant rerank budgets: what a tenant may spend on reranking (kept in the state
 database by engine/budget_store.py)."""
+
 from __future__ import annotations
 
 import math

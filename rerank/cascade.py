@@ -33,16 +33,18 @@ Cost of a cascade, in the budget's unit (reranker tokens): a pair's tokens weigh
 share of the model's layers it went through, so a pair screened to layer 2 of 6 and never
 finished costs a third of its tokens. A full-depth plan costs its tokens, as before.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from itertools import pairwise
 
 import numpy as np
 
-from rerank.latency_model import LatencyModel
-from rerank.policy import DepthChoice, PolicyInputs, choose_depth
+from hybridsearch.rerank.latency_model import LatencyModel
+from hybridsearch.rerank.policy import DepthChoice, PolicyInputs, choose_depth
 
 
 class LayerLatency:
@@ -51,23 +53,28 @@ class LayerLatency:
     LatencyModel learns whole forward passes. A span of layers costs the sum of its segments."""
 
     def __init__(self, exit_layers: Sequence[int], *, prior_ms_per_token: float = 0.05, prior_fixed_ms: float = 2.0):
-        layers = sorted(set(int(a) for a in exit_layers))
+        layers = sorted({int(a) for a in exit_layers})
         if not layers or layers[0] <= 0:
             raise ValueError(f"exit layers must be positive layer numbers, got {list(exit_layers)}")
         self.exit_layers = tuple(layers)
         self.last = layers[-1]
         bounds = (0, *layers)
-        self.segments = tuple(zip(bounds[:-1], bounds[1:]))
+        self.segments = tuple(pairwise(bounds))
         # Priors: the whole model's, shared out by each segment's share of the layers.
         self.models = {
-            (lo, hi): LatencyModel(prior_ms_per_token=prior_ms_per_token * (hi - lo) / self.last, prior_fixed_ms=prior_fixed_ms * (hi - lo) / self.last)
+            (lo, hi): LatencyModel(
+                prior_ms_per_token=prior_ms_per_token * (hi - lo) / self.last,
+                prior_fixed_ms=prior_fixed_ms * (hi - lo) / self.last,
+            )
             for lo, hi in self.segments
         }
         self._lock = threading.Lock()
 
     def check_layer(self, layer: int, field: str = "layer") -> int:
         if layer not in self.exit_layers:
-            raise ValueError(f"{field}: the model has exits after layers {', '.join(map(str, self.exit_layers))}; got {layer}")
+            raise ValueError(
+                f"{field}: the model has exits after layers {', '.join(map(str, self.exit_layers))}; got {layer}"
+            )
         return layer
 
     def span(self, start: int, end: int) -> list[LatencyModel]:
@@ -91,11 +98,11 @@ class LayerLatency:
             return
         predicted = np.array([m.mean_ms(pairs, tokens) for m in models])
         shares = predicted / predicted.sum() if predicted.sum() > 0 else np.full(len(models), 1.0 / len(models))
-        for model, share in zip(models, shares):
+        for model, share in zip(models, shares, strict=True):
             model.observe(pairs, tokens, ms * float(share))
 
     @property
-    def full(self) -> "_FullDepth":
+    def full(self) -> _FullDepth:
         """The whole model as one LatencyModel-like view, for rerank.policy.choose_depth."""
         return _FullDepth(self)
 
@@ -109,11 +116,11 @@ class _FullDepth:
     def predict_ms(self, pairs: float, tokens: float) -> float:
         return self.layers.predict_ms(0, self.layers.last, pairs, tokens)
 
-    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float, pairs: Optional[np.ndarray] = None) -> int:
+    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float, pairs: np.ndarray | None = None) -> int:
         return _largest_fitting(self.predict_ms, cumulative_tokens, budget_ms, pairs)
 
 
-def _largest_fitting(predict, cumulative_tokens: np.ndarray, budget_ms: float, pairs: Optional[np.ndarray] = None) -> int:
+def _largest_fitting(predict, cumulative_tokens: np.ndarray, budget_ms: float, pairs: np.ndarray | None = None) -> int:
     """Largest n with predict(pairs of the first n, cumulative_tokens[n-1]) <= budget_ms (pairs:
     the cumulative windows in chunks mode, else n); time grows with n."""
     if budget_ms <= 0 or len(cumulative_tokens) == 0:
@@ -141,7 +148,7 @@ class CascadePlan:
     predicted_ms: float
     cost_units: float
     reason: str
-    time_left_ms: Optional[float] = None
+    time_left_ms: float | None = None
     more: bool = False  # as DepthChoice.more: tokenise more candidates and ask again
 
     @property
@@ -160,7 +167,14 @@ class CascadePlan:
         return f"score {self.screen} to layer {self.screen_layer}, keep {self.keep}, finish them to layer {self.final_layer}"
 
 
-def cascade_cost(cumulative_tokens: np.ndarray, screen: int, screen_layer: int, keep: int, final_layer: int, kept_tokens: Optional[float] = None) -> float:
+def cascade_cost(
+    cumulative_tokens: np.ndarray,
+    screen: int,
+    screen_layer: int,
+    keep: int,
+    final_layer: int,
+    kept_tokens: float | None = None,
+) -> float:
     """Cost units of a plan: tokens weighted by the share of the layers each pair ran."""
     if screen == 0:
         return 0.0
@@ -179,7 +193,13 @@ def _kept_tokens(cumulative_tokens: np.ndarray, screen: int, keep: int) -> float
     return float(np.sort(per_pair)[-keep:].sum())
 
 
-def choose_plan(inputs: PolicyInputs, layers: LayerLatency, keep: int = 10, full_model=None, screen_layers: Optional[Sequence[int]] = None) -> CascadePlan:
+def choose_plan(
+    inputs: PolicyInputs,
+    layers: LayerLatency,
+    keep: int = 10,
+    full_model=None,
+    screen_layers: Sequence[int] | None = None,
+) -> CascadePlan:
     """The plan for one query: the full-depth depth of rerank.policy, or a cascade that screens
     more candidates within the same bounds (module docstring).
 
@@ -200,9 +220,13 @@ def choose_plan(inputs: PolicyInputs, layers: LayerLatency, keep: int = 10, full
         return base  # every candidate AUTO may take is already scored in full
     if len(inputs.cumulative_tokens) < cap:
         # A cascade may screen past what is tokenised: tokenise the rest first.
-        return replace(base, more=True, reason=f"{len(inputs.cumulative_tokens)} tokenised candidate(s); a cascade may screen up to {cap}")
+        return replace(
+            base,
+            more=True,
+            reason=f"{len(inputs.cumulative_tokens)} tokenised candidate(s); a cascade may screen up to {cap}",
+        )
     m = max(1, min(full.depth, keep))
-    best: Optional[CascadePlan] = None
+    best: CascadePlan | None = None
     for a in earlier:
         plan = _widest_screen(inputs, layers, a, m, cap, full.time_left_ms)
         if plan is not None and (best is None or plan.screen >= best.screen):
@@ -214,7 +238,17 @@ def choose_plan(inputs: PolicyInputs, layers: LayerLatency, keep: int = 10, full
 
 def _full_plan(choice: DepthChoice, inputs: PolicyInputs, last: int) -> CascadePlan:
     cost = float(inputs.cumulative_tokens[choice.depth - 1]) if choice.depth else 0.0
-    return CascadePlan(choice.depth, last, choice.depth, last, choice.predicted_ms, cost, choice.reason, choice.time_left_ms, choice.more)
+    return CascadePlan(
+        choice.depth,
+        last,
+        choice.depth,
+        last,
+        choice.predicted_ms,
+        cost,
+        choice.reason,
+        choice.time_left_ms,
+        choice.more,
+    )
 
 
 def _depth_cap(inputs: PolicyInputs, available: int) -> int:
@@ -226,7 +260,9 @@ def _depth_cap(inputs: PolicyInputs, available: int) -> int:
     return cap
 
 
-def _widest_screen(inputs: PolicyInputs, layers: LayerLatency, a: int, m: int, cap: int, time_left: Optional[float]) -> Optional[CascadePlan]:
+def _widest_screen(
+    inputs: PolicyInputs, layers: LayerLatency, a: int, m: int, cap: int, time_left: float | None
+) -> CascadePlan | None:
     """The largest N (m <= N <= cap) to screen to layer ``a`` with the best m finished, within
     the time window and the cost bounds; None when not even N = m fits."""
     cum = inputs.cumulative_tokens

@@ -1,9 +1,10 @@
 """A circuit breaker: stop sending work to a failing backend, probe it again later."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -12,7 +13,9 @@ class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive failures; after ``cooldown_s`` one probe
     is let through (half-open): success closes the circuit, failure opens it again."""
 
-    def __init__(self, failure_threshold: int = 3, cooldown_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, failure_threshold: int = 3, cooldown_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.failure_threshold = failure_threshold
         self.cooldown_s = cooldown_s
         self.clock = clock
@@ -34,7 +37,9 @@ class CircuitBreaker:
             # A probe that never reported back (its caller scored nothing, or gave up)
             # must not keep the circuit half-open for good: after another cooldown
             # the next caller probes instead.
-            if self.state == HALF_OPEN and (not self._probe_in_flight or self.clock() - self._probe_started >= self.cooldown_s):
+            if self.state == HALF_OPEN and (
+                not self._probe_in_flight or self.clock() - self._probe_started >= self.cooldown_s
+            ):
                 self._probe_in_flight = True
                 self._probe_started = self.clock()
                 return True

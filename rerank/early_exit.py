@@ -30,14 +30,15 @@ for, trimmed to their longest sequence. The layers are the model's own modules
 (``base_model.encoder.layer[i]``), called with the attention mask the model itself builds,
 so resuming from layer a to b gives what a full pass to b gives (tests: within 1e-4).
 """
+
 from __future__ import annotations
 
 import json
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ class ExitState:
     def lengths(self) -> torch.Tensor:
         return self.mask.sum(dim=1)
 
-    def select(self, rows: Sequence[int]) -> "ExitState":
+    def select(self, rows: Sequence[int]) -> ExitState:
         """The chosen rows, trimmed to the longest of them (padding columns cost time)."""
         index = torch.as_tensor(list(rows), dtype=torch.long, device=self.hidden.device)
         mask = self.mask.index_select(0, index)
@@ -90,16 +91,25 @@ def _head_kind(model) -> str:
     """'pooler' (BERT: pooler + dropout + linear) or 'roberta' (classifier.dense/out_proj)."""
     classifier = getattr(model, "classifier", None)
     base = getattr(model, "base_model", None)
-    if classifier is None or base is None or not hasattr(base, "embeddings") or not hasattr(getattr(base, "encoder", None), "layer"):
+    if (
+        classifier is None
+        or base is None
+        or not hasattr(base, "embeddings")
+        or not hasattr(getattr(base, "encoder", None), "layer")
+    ):
         raise ValueError(
             f"early exit needs a BERT-family sequence classifier (embeddings, encoder.layer, classifier); "
             f"{type(model).__name__} is not one"
         )
     if isinstance(classifier, nn.Linear) and getattr(base, "pooler", None) is not None:
         return "pooler"
-    if isinstance(getattr(classifier, "dense", None), nn.Linear) and isinstance(getattr(classifier, "out_proj", None), nn.Linear):
+    if isinstance(getattr(classifier, "dense", None), nn.Linear) and isinstance(
+        getattr(classifier, "out_proj", None), nn.Linear
+    ):
         return "roberta"
-    raise ValueError(f"early exit: the classification head of {type(model).__name__} is neither BERT's pooler + linear nor RoBERTa's dense + out_proj")
+    raise ValueError(
+        f"early exit: the classification head of {type(model).__name__} is neither BERT's pooler + linear nor RoBERTa's dense + out_proj"
+    )
 
 
 def _relevance_row(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +118,9 @@ def _relevance_row(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tens
         return weight[0:1].clone(), bias[0:1].clone()
     if weight.shape[0] == 2:
         return (weight[1:2] - weight[0:1]).clone(), (bias[1:2] - bias[0:1]).clone()
-    raise ValueError(f"early exit: a classification head with {weight.shape[0]} labels is not a relevance score (1 or 2 labels)")
+    raise ValueError(
+        f"early exit: a classification head with {weight.shape[0]} labels is not a relevance score (1 or 2 labels)"
+    )
 
 
 def _mask_factory():
@@ -118,6 +130,7 @@ def _mask_factory():
     try:
         from transformers.masking_utils import create_bidirectional_mask
     except ImportError:  # transformers 4
+
         def extended(model, embeddings, mask):
             return model.base_model.get_extended_attention_mask(mask, mask.shape)
 
@@ -136,12 +149,12 @@ class EarlyExitCrossEncoder(nn.Module):
     :class:`ExitHead` in :attr:`heads` (keys: the layer as a string).
     """
 
-    def __init__(self, model, exit_layers: Sequence[int] = (), heads: Optional[dict] = None):
+    def __init__(self, model, exit_layers: Sequence[int] = (), heads: dict | None = None):
         super().__init__()
         self.model = model
         self.head_kind = _head_kind(model)
         depth = self.num_layers
-        layers = sorted(set(int(x) for x in exit_layers) | {depth})
+        layers = sorted({int(x) for x in exit_layers} | {depth})
         bad = [x for x in layers if not 1 <= x <= depth]
         if bad:
             raise ValueError(f"exit layers must be in 1..{depth} (the model's layers); got {bad}")
@@ -154,12 +167,14 @@ class EarlyExitCrossEncoder(nn.Module):
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_model(cls, model, exit_layers: Sequence[int]) -> "EarlyExitCrossEncoder":
+    def from_model(cls, model, exit_layers: Sequence[int]) -> EarlyExitCrossEncoder:
         """Exits after ``exit_layers`` with new heads, each a copy of the model's own head."""
         return cls(model, exit_layers)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike, *, device: str = "cpu", **model_kwargs) -> "EarlyExitCrossEncoder":
+    def from_pretrained(
+        cls, model_dir: str | os.PathLike, *, device: str = "cpu", **model_kwargs
+    ) -> EarlyExitCrossEncoder:
         """Load a cross-encoder directory and the exit heads saved beside it (if any)."""
         from transformers import AutoModelForSequenceClassification
 
@@ -171,7 +186,9 @@ class EarlyExitCrossEncoder(nn.Module):
         else:
             depth = model.config.num_hidden_layers
             if spec["num_hidden_layers"] != depth:
-                raise ValueError(f"{model_dir / CONFIG_FILE} was written for {spec['num_hidden_layers']} layers; the model has {depth}")
+                raise ValueError(
+                    f"{model_dir / CONFIG_FILE} was written for {spec['num_hidden_layers']} layers; the model has {depth}"
+                )
             heads = _load_heads(model_dir, spec["exit_layers"], depth, model.config)
             out = cls(model, spec["exit_layers"], heads)
         out.to(torch.device(device))
@@ -211,7 +228,9 @@ class EarlyExitCrossEncoder(nn.Module):
     def check_layer(self, layer: int) -> int:
         """``layer`` if the model has an exit there; else a ValueError naming the allowed ones."""
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or int(layer) not in self.exit_layers:
-            raise ValueError(f"no exit at layer {layer!r}: this model's exit layers are {self.exit_layers} (of {self.num_layers} layers)")
+            raise ValueError(
+                f"no exit at layer {layer!r}: this model's exit layers are {self.exit_layers} (of {self.num_layers} layers)"
+            )
         return int(layer)
 
     # ------------------------------------------------------------ scoring
@@ -245,19 +264,25 @@ class EarlyExitCrossEncoder(nn.Module):
             return logits[:, 1] - logits[:, 0]
         return logits[:, 0]
 
-    def forward_to(self, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ExitState]:
+    def forward_to(
+        self, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ExitState]:
         """Score a padded batch at exit ``layer``: (logits (batch,), the state to continue from)."""
         self.check_layer(layer)
         state = self.run_layers(self.embed(input_ids, attention_mask), layer)
         return self.logits_at(state), state
 
-    def continue_to(self, layer: int, state: ExitState, rows: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, ExitState]:
+    def continue_to(
+        self, layer: int, state: ExitState, rows: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, ExitState]:
         """Continue ``rows`` of a batch (default: all) from ``state.layer`` to exit ``layer``,
         without running the layers below ``state.layer`` again."""
         self.check_layer(layer)
         if layer < state.layer:
-            raise ValueError(f"cannot continue from layer {state.layer} down to layer {layer}: exits above it are "
-                             f"{[x for x in self.exit_layers if x >= state.layer]}")
+            raise ValueError(
+                f"cannot continue from layer {state.layer} down to layer {layer}: exits above it are "
+                f"{[x for x in self.exit_layers if x >= state.layer]}"
+            )
         if rows is not None:
             state = state.select(rows)
         state = self.run_layers(state, layer)
@@ -287,7 +312,11 @@ class EarlyExitCrossEncoder(nn.Module):
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {f"{layer}.{name}": value.detach().cpu().contiguous() for layer, head in self.heads.items() for name, value in head.state_dict().items()}
+        tensors = {
+            f"{layer}.{name}": value.detach().cpu().contiguous()
+            for layer, head in self.heads.items()
+            for name, value in head.state_dict().items()
+        }
         if tensors:
             save_file(tensors, str(out_dir / HEADS_FILE), metadata={"format": "pt"})
         spec = {
@@ -302,7 +331,7 @@ class EarlyExitCrossEncoder(nn.Module):
         (out_dir / CONFIG_FILE).write_text(json.dumps(spec, indent=1))
 
 
-def read_exit_config(model_dir: str | os.PathLike) -> Optional[dict]:
+def read_exit_config(model_dir: str | os.PathLike) -> dict | None:
     """``early_exit.json`` of a model directory, checked; None when it has none."""
     path = Path(model_dir) / CONFIG_FILE
     if not path.is_file():
@@ -314,7 +343,11 @@ def read_exit_config(model_dir: str | os.PathLike) -> Optional[dict]:
     if spec.get("format") != FORMAT:
         raise ValueError(f"{path}: format {spec.get('format')!r}, expected {FORMAT!r}")
     layers = spec.get("exit_layers")
-    if not isinstance(layers, list) or not layers or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)
+    ):
         raise ValueError(f"{path}: exit_layers must be a list of layer numbers, got {layers!r}")
     return spec
 
@@ -334,7 +367,7 @@ def _load_heads(model_dir: Path, exit_layers: Sequence[int], depth: int, config)
         dropout = getattr(config, "classifier_dropout", None)
         head = ExitHead(config.hidden_size, config.hidden_dropout_prob if dropout is None else dropout)
         prefix = f"{layer}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         missing = set(head.state_dict()) - set(state)
         if missing:
             raise ValueError(f"{path}: the head of exit {layer} lacks {sorted(missing)}")

@@ -18,12 +18,13 @@ what the data cannot tell apart (pairs and tokens move together). One ratio coun
 most 4x either way in the tail margin: further off is the fit being wrong, which the
 next refit corrects, not the tail.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 from scipy.optimize import nnls
@@ -32,7 +33,9 @@ from scipy.optimize import nnls
 SCALE = np.array([1.0, 16.0, 4096.0])
 MAX_RATIO = 4.0
 PRIOR_WEIGHT = 1e-3  # the prior counts as this many observations, per coefficient
-PULL_STIFFNESS = np.array([30.0, 3.0, 1.0])  # fixed, per pair, per token (chosen on the two windup and convergence tests)
+PULL_STIFFNESS = np.array(
+    [30.0, 3.0, 1.0]
+)  # fixed, per pair, per token (chosen on the two windup and convergence tests)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class LatencyModel:
         tail_quantile: float = 0.95,
         window: int = 200,
         min_margin: float = 1.0,
-        observer: Optional[LatencyObserver] = None,
+        observer: LatencyObserver | None = None,
     ):
         # theta = [a, b, c]: ms, ms per pair, ms per token.
         self.prior = np.array([prior_fixed_ms, 0.0, prior_ms_per_token], dtype=np.float64)
@@ -101,7 +104,11 @@ class LatencyModel:
         if pairs <= 0 or not np.isfinite(ms) or ms <= 0:
             return
         observer = self.observer
-        before = BatchObservation(int(pairs), int(tokens), float(ms), self.mean_ms(pairs, tokens), self.margin) if observer else None
+        before = (
+            BatchObservation(int(pairs), int(tokens), float(ms), self.mean_ms(pairs, tokens), self.margin)
+            if observer
+            else None
+        )
         self._learn(pairs, tokens, ms)
         if before is not None:
             observer(before)
@@ -138,7 +145,7 @@ class LatencyModel:
         coef, _ = nnls(A, b)
         return coef / SCALE
 
-    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float, pairs: Optional[np.ndarray] = None) -> int:
+    def largest_fitting(self, cumulative_tokens: np.ndarray, budget_ms: float, pairs: np.ndarray | None = None) -> int:
         """The largest n with predict_ms(pairs[n-1], cumulative_tokens[n-1]) <= budget_ms (0 if none).
 
         ``pairs``: the sequences the first n documents are scored as, cumulative (a long

@@ -15,16 +15,17 @@ SIGIR 2024); spending the same budget unevenly only pays where a signal says whe
 worth spending, and this is the one that held on held-out data (benchmarks/README.md,
 "AUTO's signal"; ``benchmarks/replay_depths.py`` measures both settings for a model).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
-from rerank.budgets import RerankBudget
-from rerank.latency_model import LatencyModel
-from rerank.signals import QuerySignals
+from hybridsearch.rerank.budgets import RerankBudget
+from hybridsearch.rerank.latency_model import LatencyModel
+from hybridsearch.rerank.signals import QuerySignals
+
 
 @dataclass(frozen=True)
 class PolicyInputs:
@@ -34,19 +35,19 @@ class PolicyInputs:
     # `candidates` and DepthChoice.more).
     cumulative_tokens: np.ndarray
     elapsed_ms: float  # time this search has spent so far
-    deadline_left_ms: Optional[float]  # gRPC deadline left, None if none
-    bucket_level: Optional[float]  # tenant's rate budget left (tokens), None if unlimited
+    deadline_left_ms: float | None  # gRPC deadline left, None if none
+    bucket_level: float | None  # tenant's rate budget left (tokens), None if unlimited
     signals: QuerySignals
     queue_wait_ms: float = 0.0  # predicted wait behind other queries' pairs
     reserve_ms: float = 2.0  # kept for merging and building the response
     requested_depth: int = 0  # FIXED only
     skip_when_routes_agree: bool = False  # AUTO only: the backend's setting
     auto_max_depth: int = 0  # AUTO only: the backend's setting; 0 = none
-    candidates: Optional[int] = None  # the head's length when only a prefix is tokenised
+    candidates: int | None = None  # the head's length when only a prefix is tokenised
     # Pairs (windows) the first n candidates are scored as, n = 1..len, when a long document
     # is scored in windows (the backend's long_documents "chunks"); None: one pair each.
     # cumulative_tokens already counts every window's tokens: the cost caps need nothing more.
-    cumulative_pairs: Optional[np.ndarray] = None
+    cumulative_pairs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class DepthChoice:
     depth: int
     reason: str
     predicted_ms: float
-    time_left_ms: Optional[float]  # the time the rerank must fit in (None: unbounded)
+    time_left_ms: float | None  # the time the rerank must fit in (None: unbounded)
     # Only a prefix of the candidates was tokenised and every one of it fits: tokenise
     # more and ask again (AUTO usually reranks a few of 100 candidates, and tokenising
     # all of them cost more than scoring the few).
@@ -76,8 +77,14 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     # Bounds from the request and the tenant's depth range.
     if inputs.mode == "fixed":
         upper = min(inputs.requested_depth, b.max_depth, available)
-        bound = f"fixed depth {inputs.requested_depth}" if upper == inputs.requested_depth else (
-            f"tenant max_depth {b.max_depth}" if b.max_depth <= min(inputs.requested_depth, available) else f"{available} candidates"
+        bound = (
+            f"fixed depth {inputs.requested_depth}"
+            if upper == inputs.requested_depth
+            else (
+                f"tenant max_depth {b.max_depth}"
+                if b.max_depth <= min(inputs.requested_depth, available)
+                else f"{available} candidates"
+            )
         )
     else:
         upper = min(b.max_depth, available)
@@ -96,7 +103,12 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
     if b.max_cost_per_query > 0:
         limits.append((_largest_within(cum, b.max_cost_per_query), f"cost cap {b.max_cost_per_query} tokens/query"))
     if inputs.bucket_level is not None:
-        limits.append((_largest_within(cum, max(inputs.bucket_level, 0.0)), f"rate budget ({inputs.bucket_level:.0f} tokens left)"))
+        limits.append(
+            (
+                _largest_within(cum, max(inputs.bucket_level, 0.0)),
+                f"rate budget ({inputs.bucket_level:.0f} tokens left)",
+            )
+        )
 
     # Time: the deadline for every mode; the tenant's latency target for AUTO.
     windows = []
@@ -117,7 +129,9 @@ def choose_depth(inputs: PolicyInputs, model: LatencyModel) -> DepthChoice:
 
     depth, reason = min(limits, key=lambda item: item[0])
     if known < upper and depth >= known:
-        return DepthChoice(known, f"{known} tokenised candidate(s) fit; more needed to decide", 0.0, time_left, more=True)
+        return DepthChoice(
+            known, f"{known} tokenised candidate(s) fit; more needed to decide", 0.0, time_left, more=True
+        )
 
     floor = max(b.min_depth, 1) if inputs.mode == "auto" else 1
     if depth < floor:

@@ -1,4 +1,5 @@
 """Cheap query signals from the fused list: does the fused head need the reranker?"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,11 +2,12 @@
 
 The service spends through engine/rate_ledger.py, whose buckets live in the state database
 so that replicas share them; this one process's bucket stays for unit use."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class TokenBucket:

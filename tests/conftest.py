@@ -1,4 +1,5 @@
 """Shared fixtures: tiny real-format models built at test time, a real server on Milvus Lite."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 import pytest
@@ -36,13 +37,21 @@ def tiny_reranker_dir(tmp_path_factory) -> Path:
 
 
 def make_settings(data_dir: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path | None = None, **overrides):
-    from engine.config import ProfileConfig, Settings
+    from hybridsearch.engine.config import ProfileConfig, Settings
 
     rerank = {"enabled": False}
     if tiny_reranker_dir is not None:
         rerank = {
             "default_backend": "tiny",
-            "backends": {"tiny": {"kind": "flag", "model": str(tiny_reranker_dir), "max_length": 128, "batch_size": 16, "price_per_million_tokens": 0.05}},
+            "backends": {
+                "tiny": {
+                    "kind": "flag",
+                    "model": str(tiny_reranker_dir),
+                    "max_length": 128,
+                    "batch_size": 16,
+                    "price_per_million_tokens": 0.05,
+                }
+            },
             "default_budget": {"max_depth": 50, "default_mode": "off"},
             "chunk_pairs": 8,
         }
@@ -56,7 +65,14 @@ def make_settings(data_dir: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path | N
         },
         default_profile=TINY_PROFILE,
         server={"host": "127.0.0.1", "port": 0, "grace_s": 2, "max_workers": 16},
-        limits={"max_top_k": 100, "max_depth": 200, "default_depth": 50, "max_batch_docs": 100, "max_query_chars": 500, "max_text_bytes": 4000},
+        limits={
+            "max_top_k": 100,
+            "max_depth": 200,
+            "default_depth": 50,
+            "max_batch_docs": 100,
+            "max_query_chars": 500,
+            "max_text_bytes": 4000,
+        },
         search_threads=4,
         rerank=rerank,
         # The API tests name their tenant with x-tenant; tests/api/test_auth.py covers API keys.
@@ -68,7 +84,7 @@ def make_settings(data_dir: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path | N
 
 class RunningServer:
     def __init__(self, settings):
-        from engine.server import Server
+        from hybridsearch.engine.server import Server
 
         self.settings = settings
         self.server = Server(settings)
@@ -77,7 +93,7 @@ class RunningServer:
         self._channels: list[grpc.Channel] = []
 
     def client(self, tenant: str | None = "acme", **kwargs):
-        from engine.client import HybridSearchClient
+        from hybridsearch.engine.client import HybridSearchClient
 
         client = HybridSearchClient(self.target, tenant=tenant, **kwargs)
         self._channels.append(client.channel)
@@ -108,7 +124,9 @@ def start_server(tmp_path, tiny_m3_dir, tiny_reranker_dir) -> Iterator[Callable[
     started: list[RunningServer] = []
 
     def start(data_dir: Path | None = None, **overrides) -> RunningServer:
-        running = RunningServer(make_settings(data_dir or tmp_path / "data", tiny_m3_dir, tiny_reranker_dir, **overrides))
+        running = RunningServer(
+            make_settings(data_dir or tmp_path / "data", tiny_m3_dir, tiny_reranker_dir, **overrides)
+        )
         started.append(running)
         return running
 

@@ -1,5 +1,6 @@
 """A real Milvus gRPC endpoint for tests: the installed milvus-lite as a server process on a
 loopback port, so that tests can kill it (-9) and start it again on the same data."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-
 
 # The installed embedded engine: native C++ milvus-lite 2.x or the Python 3.x.
 NATIVE_LITE = metadata.version("milvus-lite").startswith("2.")
@@ -31,7 +31,18 @@ def _command(data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         lib = Path(milvus_lite.__file__).parent / "lib"
         env = dict(os.environ, LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
         return [str(lib / "milvus"), str(data_dir / "milvus.db"), f"127.0.0.1:{port}", "ERROR"], env
-    return [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)], dict(os.environ)
+    return [
+        sys.executable,
+        "-m",
+        "milvus_lite",
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ], dict(os.environ)
 
 
 class MilvusProcess:
@@ -41,7 +52,9 @@ class MilvusProcess:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command, env = _command(self.data_dir, self.port)
-        self.proc = subprocess.Popen(command, env=env, cwd=self.data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            command, env=env, cwd=self.data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -145,7 +145,7 @@ def test_bge_m3_lexical_weights(m3):
     out = m3.encode(TEXTS, return_dense=True, return_sparse=True)
     weights = out["lexical_weights"]
     assert len(weights) == len(TEXTS)
-    for text, lw in zip(TEXTS, weights):
+    for text, lw in zip(TEXTS, weights, strict=True):
         assert lw, f"empty lexical weights for {text!r}"
         token_ids = set(m3.tokenizer(text)["input_ids"]) - SPECIAL_IDS
         assert all(isinstance(k, str) for k in lw)
@@ -161,7 +161,7 @@ def test_bge_m3_lexical_weights(m3):
 
 def test_bge_m3_colbert_vectors(m3):
     out = m3.encode(TEXTS[:2], return_dense=False, return_colbert_vecs=True)
-    for text, vecs in zip(TEXTS[:2], out["colbert_vecs"]):
+    for text, vecs in zip(TEXTS[:2], out["colbert_vecs"], strict=True):
         n_tokens = len(m3.tokenizer(text)["input_ids"])
         assert vecs.shape == (n_tokens - 1, HIDDEN_SIZE)
 

@@ -31,8 +31,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -296,9 +297,8 @@ _WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _has_model(directory: Path, extra=()) -> bool:
-    return (
-        _has_files(directory, ("config.json",) + _TOKENIZER_FILES + tuple(extra))
-        and any((directory / n).is_file() for n in _WEIGHT_NAMES)
+    return _has_files(directory, ("config.json",) + _TOKENIZER_FILES + tuple(extra)) and any(
+        (directory / n).is_file() for n in _WEIGHT_NAMES
     )
 
 

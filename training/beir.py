@@ -11,15 +11,16 @@ file (and the line, where there is one): a missing file, a line that is not JSON
 three tab-separated fields, a duplicate id, a judgement naming a query or document that
 does not exist, a split with no relevant judgements.
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -55,7 +56,7 @@ class BeirCollection:
     def name(self) -> str:
         return self.root.name
 
-    def without_titles(self) -> "BeirCollection":
+    def without_titles(self) -> BeirCollection:
         """The same collection with every title dropped: ``full_text`` is then the text
         alone (how cmrc2018's sentences are indexed for its reference figures)."""
         corpus = {doc_id: BeirDoc(doc.id, "", doc.text) for doc_id, doc in self.corpus.items()}
@@ -92,7 +93,9 @@ def _find(root: Path, stem: str, what: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise BeirError(f"{candidates[0]}: missing (nor {candidates[1].name}): a BEIR collection needs the {what} file {stem}.jsonl or {stem}.jsonl.gz")
+    raise BeirError(
+        f"{candidates[0]}: missing (nor {candidates[1].name}): a BEIR collection needs the {what} file {stem}.jsonl or {stem}.jsonl.gz"
+    )
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -125,12 +128,12 @@ def _json_rows(path: Path) -> Iterator[tuple[int, dict]]:
 def _id_of(path: Path, line_no: int, row: dict) -> str:
     value = row.get("_id")
     if value is None:
-        raise BeirError(f"{path}:{line_no}: missing \"_id\"")
+        raise BeirError(f'{path}:{line_no}: missing "_id"')
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BeirError(f"{path}:{line_no}: \"_id\" must be a string or an integer, got {type(value).__name__}")
+        raise BeirError(f'{path}:{line_no}: "_id" must be a string or an integer, got {type(value).__name__}')
     value = str(value).strip()
     if not value:
-        raise BeirError(f"{path}:{line_no}: \"_id\" is empty")
+        raise BeirError(f'{path}:{line_no}: "_id" is empty')
     return value
 
 
@@ -138,10 +141,10 @@ def _text_of(path: Path, line_no: int, row: dict, key: str, required: bool) -> s
     value = row.get(key)
     if value is None:
         if required:
-            raise BeirError(f"{path}:{line_no}: missing \"{key}\"")
+            raise BeirError(f'{path}:{line_no}: missing "{key}"')
         return ""
     if not isinstance(value, str):
-        raise BeirError(f"{path}:{line_no}: \"{key}\" must be a string, got {type(value).__name__}")
+        raise BeirError(f'{path}:{line_no}: "{key}" must be a string, got {type(value).__name__}')
     return value.strip()
 
 
@@ -187,7 +190,12 @@ def load_queries(path: Path) -> tuple[dict[str, str], set[str]]:
     return queries, empty
 
 
-def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str], empty_queries: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, int]]:
+def load_qrels(
+    path: Path,
+    corpus: dict[str, BeirDoc],
+    queries: dict[str, str],
+    empty_queries: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, dict[str, int]]:
     """Judgements of one split, checked against the corpus and the queries; judgements of
     queries with empty text are skipped."""
     qrels: dict[str, dict[str, int]] = {}
@@ -205,7 +213,9 @@ def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str], 
                 )
             continue
         if len(cells) != 3:
-            raise BeirError(f"{path}:{line_no}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(cells)}: {line[:80]!r}")
+            raise BeirError(
+                f"{path}:{line_no}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(cells)}: {line[:80]!r}"
+            )
         qid, did, raw_score = cells
         try:
             score = int(raw_score)
@@ -218,7 +228,9 @@ def load_qrels(path: Path, corpus: dict[str, BeirDoc], queries: dict[str, str], 
         if did not in corpus:
             raise BeirError(f"{path}:{line_no}: corpus id {did!r} is not in the corpus")
         if (qid, did) in judged_line:
-            raise BeirError(f"{path}:{line_no}: duplicate judgement for query {qid!r} and document {did!r} (first on line {judged_line[qid, did]})")
+            raise BeirError(
+                f"{path}:{line_no}: duplicate judgement for query {qid!r} and document {did!r} (first on line {judged_line[qid, did]})"
+            )
         judged_line[qid, did] = line_no
         qrels.setdefault(qid, {})[did] = score
     if not seen_header:
@@ -239,13 +251,18 @@ def load_beir(root: str | Path, splits: Sequence[str] = ("test",)) -> BeirCollec
     """Load and validate ``root``; ``splits`` name the qrels files to read (qrels/<split>.tsv)."""
     root = Path(root)
     if not root.is_dir():
-        raise BeirError(f"{root}: not a directory; expected a BEIR collection folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+        raise BeirError(
+            f"{root}: not a directory; expected a BEIR collection folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)"
+        )
     files = {"corpus": _find(root, "corpus", "corpus"), "queries": _find(root, "queries", "queries")}
     for split in splits:
         path = root / "qrels" / f"{split}.tsv"
         if not path.is_file():
             have = available_splits(root)
-            raise BeirError(f"{path}: missing: no qrels for split {split!r}" + (f" (splits here: {', '.join(have)})" if have else " (no qrels/*.tsv here)"))
+            raise BeirError(
+                f"{path}: missing: no qrels for split {split!r}"
+                + (f" (splits here: {', '.join(have)})" if have else " (no qrels/*.tsv here)")
+            )
         files[f"qrels/{split}"] = path
     corpus = load_corpus(files["corpus"])
     queries, empty = load_queries(files["queries"])

@@ -26,6 +26,7 @@ setting that changes the weights; a directory whose info matches is returned as 
 While training, ``<out>.partial/checkpoint.pt`` is written every ``checkpoint_seconds``;
 an interrupted run with the same settings resumes from it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,9 +38,11 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,13 @@ class TrainConfig:
     bf16: bool = False
     # Learning rate of the new head (classifier, and pooler where the model has one);
     # None: ``lr``. A fresh head on a small data set learns far faster with its own rate.
-    head_lr: Optional[float] = 1e-3
+    head_lr: float | None = 1e-3
     # Layers with an exit head, trained jointly (a loss at every exit, averaged); () = none,
     # the plain cross-encoder. The model's last layer is always an exit (its own head).
     exits: tuple[int, ...] = ()
     # Not part of the cache key: they do not change the result.
     checkpoint_seconds: float = field(default=120.0, compare=False)
-    threads: Optional[int] = field(default=None, compare=False)
+    threads: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -96,7 +99,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.head_lr is not None and not self.head_lr > 0:
             raise ValueError(f"head_lr must be > 0, got {self.head_lr}")
-        exits = tuple(sorted(set(int(x) for x in self.exits)))
+        exits = tuple(sorted({int(x) for x in self.exits}))
         if any(x < 1 for x in exits):
             raise ValueError(f"exits must be layer numbers >= 1, got {list(self.exits)}")
         object.__setattr__(self, "exits", exits)
@@ -153,7 +156,7 @@ def model_hash(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def read_info(model_dir: Path) -> Optional[dict]:
+def read_info(model_dir: Path) -> dict | None:
     path = Path(model_dir) / INFO_FILE
     try:
         return json.loads(path.read_text())
@@ -161,7 +164,7 @@ def read_info(model_dir: Path) -> Optional[dict]:
         return None
 
 
-def is_complete(model_dir: Path, key: Optional[dict] = None) -> bool:
+def is_complete(model_dir: Path, key: dict | None = None) -> bool:
     """A finished model (weights, config, tokenizer, info) — trained with ``key`` if given."""
     model_dir = Path(model_dir)
     info = read_info(model_dir)
@@ -185,7 +188,9 @@ def _sample(pool: Sequence[str], k: int, rng: random.Random) -> list[str]:
     return out
 
 
-def epoch_plan(examples: Sequence[TrainingExample], config: TrainConfig, epoch: int) -> list[list[tuple[str, list[str]]]]:
+def epoch_plan(
+    examples: Sequence[TrainingExample], config: TrainConfig, epoch: int
+) -> list[list[tuple[str, list[str]]]]:
     """Batches of (query, [positive, negatives...]) groups for one epoch; a function of (seed, epoch)."""
     rng = random.Random(f"{config.seed}:{epoch}")
     order = list(range(len(examples)))
@@ -245,10 +250,20 @@ def param_groups(model, config: TrainConfig) -> list[dict]:
     groups = []
     for head in (False, True):
         for decay in (True, False):
-            chosen = [p for n, p in model.named_parameters() if _is_head(n) == head and (not any(s in n for s in NO_DECAY)) == decay]
+            chosen = [
+                p
+                for n, p in model.named_parameters()
+                if _is_head(n) == head and (not any(s in n for s in NO_DECAY)) == decay
+            ]
             if chosen:
-                groups.append({"params": chosen, "weight_decay": config.weight_decay if decay else 0.0,
-                               "lr": (config.head_lr or config.lr) if head else config.lr, "head": head})
+                groups.append(
+                    {
+                        "params": chosen,
+                        "weight_decay": config.weight_decay if decay else 0.0,
+                        "lr": (config.head_lr or config.lr) if head else config.lr,
+                        "head": head,
+                    }
+                )
     return groups
 
 
@@ -265,7 +280,11 @@ def _loss_fn(kind: str, group: int):
         # Weigh the one positive as much as the negatives together.
         weights = torch.ones_like(logits)
         weights[:, 0] = float(group - 1)
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weights) * group / (2 * (group - 1))
+        return (
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weights)
+            * group
+            / (2 * (group - 1))
+        )
 
     return listwise if kind == "listwise" else bce
 
@@ -275,7 +294,7 @@ def _curve(losses: Sequence[float], points: int = 20) -> list[float]:
         return []
     points = min(points, len(losses))
     edges = [round(i * len(losses) / points) for i in range(points + 1)]
-    return [round(sum(losses[a:b]) / (b - a), 5) for a, b in zip(edges, edges[1:]) if b > a]
+    return [round(sum(losses[a:b]) / (b - a), 5) for a, b in pairwise(edges) if b > a]
 
 
 def train_cross_encoder(
@@ -284,9 +303,9 @@ def train_cross_encoder(
     out_dir: str | os.PathLike,
     config: TrainConfig = RECIPE,
     *,
-    base_name: Optional[str] = None,
+    base_name: str | None = None,
     progress: bool = True,
-    on_step: Optional[Callable[[int, float], None]] = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_dir`` on ``examples`` and save a cross-encoder to ``out_dir``.
 
@@ -333,8 +352,11 @@ def _set_up_torch(config: TrainConfig) -> None:
         torch.set_num_threads(config.threads)
     if config.bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         # Emulated bfloat16 is no saving: on 2 AVX2 cores a step took 136 s against 7 s in float32.
-        log.warning("bf16 on a CPU without native bfloat16 (torch reports %s, no AVX512-BF16/AMX): expect training "
-                    "many times slower than float32; drop --bf16", torch.backends.cpu.get_cpu_capability())
+        log.warning(
+            "bf16 on a CPU without native bfloat16 (torch reports %s, no AVX512-BF16/AMX): expect training "
+            "many times slower than float32; drop --bf16",
+            torch.backends.cpu.get_cpu_capability(),
+        )
 
 
 @dataclass
@@ -364,7 +386,9 @@ class _TrainingRun:
         return self.steps_per_epoch * self.config.epochs
 
     @classmethod
-    def start(cls, base_dir: Path, examples: Sequence[TrainingExample], config: TrainConfig, key: dict, checkpoint_path: Path) -> "_TrainingRun":
+    def start(
+        cls, base_dir: Path, examples: Sequence[TrainingExample], config: TrainConfig, key: dict, checkpoint_path: Path
+    ) -> _TrainingRun:
         """The base model with a fresh one-label head (seeded), AdamW and a linear warmup schedule."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
@@ -373,9 +397,11 @@ class _TrainingRun:
         try:
             torch.manual_seed(config.seed)  # the new head's initial weights
             tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-            model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, ignore_mismatched_sizes=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(base_dir), num_labels=1, ignore_mismatched_sizes=True
+            )
             if config.exits:
-                from rerank.early_exit import EarlyExitCrossEncoder
+                from hybridsearch.rerank.early_exit import EarlyExitCrossEncoder
 
                 # Heads start as copies of the (fresh) classification head.
                 model = EarlyExitCrossEncoder.from_model(model, config.exits)
@@ -403,8 +429,14 @@ class _TrainingRun:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
-            self.step, self.losses, self.elapsed_before = int(state["step"]), list(state["losses"]), float(state["elapsed"])
-            log.info("resuming reranker training at step %d/%d from %s", self.step, self.total_steps, self.checkpoint_path)
+            self.step, self.losses, self.elapsed_before = (
+                int(state["step"]),
+                list(state["losses"]),
+                float(state["elapsed"]),
+            )
+            log.info(
+                "resuming reranker training at step %d/%d from %s", self.step, self.total_steps, self.checkpoint_path
+            )
         elif state is not None:
             log.info("checkpoint %s is for other data or settings; starting over", self.checkpoint_path)
 
@@ -427,7 +459,9 @@ class _TrainingRun:
         )
         os.replace(tmp, self.checkpoint_path)
 
-    def loop(self, examples: Sequence[TrainingExample], progress: bool, on_step: Optional[Callable[[int, float], None]]) -> float:
+    def loop(
+        self, examples: Sequence[TrainingExample], progress: bool, on_step: Callable[[int, float], None] | None
+    ) -> float:
         """Train from :attr:`step` to the end, checkpointing every ``checkpoint_seconds``;
         returns the training seconds of this run and the ones it resumed."""
         from tqdm import tqdm
@@ -439,7 +473,15 @@ class _TrainingRun:
         self.loop_started = time.perf_counter()
         last_checkpoint = time.monotonic()
         ema = None
-        with tqdm(total=total_steps, initial=self.step, desc="train reranker", unit="step", file=sys.stderr, dynamic_ncols=True, disable=not progress) as bar:
+        with tqdm(
+            total=total_steps,
+            initial=self.step,
+            desc="train reranker",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not progress,
+        ) as bar:
             while self.step < total_steps:
                 epoch, index = divmod(self.step, spe)
                 if epoch != plan_epoch:
@@ -490,7 +532,9 @@ class _TrainingRun:
         return float(loss.detach())
 
 
-def _training_info(run: _TrainingRun, examples: Sequence[TrainingExample], base_dir: Path, base_name: Optional[str], train_seconds: float) -> dict:
+def _training_info(
+    run: _TrainingRun, examples: Sequence[TrainingExample], base_dir: Path, base_name: str | None, train_seconds: float
+) -> dict:
     """``training_info.json`` of a finished run (its ``key`` is what a later run compares)."""
     import torch
 
@@ -517,7 +561,10 @@ def _training_info(run: _TrainingRun, examples: Sequence[TrainingExample], base_
         "data_hash": key["data_hash"],
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
-        "epoch_losses": [round(sum(losses[e * spe : (e + 1) * spe]) / max(1, len(losses[e * spe : (e + 1) * spe])), 5) for e in range(config.epochs)],
+        "epoch_losses": [
+            round(sum(losses[e * spe : (e + 1) * spe]) / max(1, len(losses[e * spe : (e + 1) * spe])), 5)
+            for e in range(config.epochs)
+        ],
         "loss_curve": _curve(losses),
         "token_type_ids": "not used (all token-type embeddings equal)",
         **({"exits": list(run.model.exit_layers), "exit_loss": "mean of the per-exit losses"} if config.exits else {}),

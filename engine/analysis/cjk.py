@@ -6,18 +6,20 @@ Bigrams need no dictionary and work the same for Chinese, Japanese and Korean. U
 add recall for one-character words and for queries that split a word differently (on
 cmrc2018 unigrams + bigrams beat bigrams alone: benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from itertools import repeat
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from engine.analysis.base import _TERM_HASHES, TermAnalyzer, normalize, term_hash
-from engine.analysis.cjk_counts import build_counters, run_hashes
-from engine.analysis.scripts import CJK_OR_WORD, bigrams, cjk_words
-from engine.analysis.standard import StandardAnalyzer
+from hybridsearch.engine.analysis.base import _TERM_HASHES, TermAnalyzer, normalize, term_hash
+from hybridsearch.engine.analysis.cjk_counts import build_counters, run_hashes
+from hybridsearch.engine.analysis.scripts import CJK_OR_WORD, bigrams, cjk_words
+from hybridsearch.engine.analysis.standard import StandardAnalyzer
 
 
 class Cut(NamedTuple):

@@ -15,16 +15,17 @@ so a unigram is a 3-byte and a bigram a 6-byte message, and per-code-point table
 lookups. Runs with supplementary-plane characters (Han extensions B-H) take the plain
 path.
 """
+
 from __future__ import annotations
 
 import threading
 import zlib
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from engine.analysis.base import _HASH_MASK
+from hybridsearch.engine.analysis.base import _HASH_MASK
 
 _BMP = 0x10000
 _tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -63,7 +64,9 @@ def _code_point_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _tables
 
 
-def run_hashes(runs: Sequence[str], owners: Sequence[int], *, bigrams: bool, unigrams: bool) -> tuple[np.ndarray, np.ndarray]:
+def run_hashes(
+    runs: Sequence[str], owners: Sequence[int], *, bigrams: bool, unigrams: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Term hashes of CJK ``runs`` (BMP characters from U+0800 only) and the owner of each.
 
     ``bigrams``: overlapping character bigrams, as :func:`engine.analysis.scripts.bigrams`
@@ -130,7 +133,7 @@ def build_counters(
     bounds = np.flatnonzero(np.diff(key_owner)) + 1
     starts = [0, *bounds.tolist()]
     ends = [*bounds.tolist(), keys.size]
-    for i, a, b in zip(key_owner[starts].tolist(), starts, ends):
+    for i, a, b in zip(key_owner[starts].tolist(), starts, ends, strict=True):
         # dict.update: Counter.update would add count by count in Python.
-        dict.update(out[i], zip(key_hash[a:b], counts_l[a:b]))
+        dict.update(out[i], zip(key_hash[a:b], counts_l[a:b], strict=True))
     return out

@@ -14,16 +14,17 @@ rjieba 0.2.2 2,400k chars/s, the same dictionary, and the same words on every Ha
 (the two differ only in how they cut hyphens and digits, which never reach the segmenter
 here). A user dictionary (jieba's format: ``word [freq] [tag]`` per line) adds words.
 """
+
 from __future__ import annotations
 
 import zlib
 from importlib import metadata
 from pathlib import Path
 
-from engine.analysis.base import AnalyzerError, normalize
-from engine.analysis.cjk import Cut, MixedScriptAnalyzer, _is_bmp
-from engine.analysis.scripts import HAN_OR_OTHER_CJK_OR_WORD, bigrams
-from engine.analysis.standard import StandardAnalyzer
+from hybridsearch.engine.analysis.base import AnalyzerError, normalize
+from hybridsearch.engine.analysis.cjk import Cut, MixedScriptAnalyzer, _is_bmp
+from hybridsearch.engine.analysis.scripts import HAN_OR_OTHER_CJK_OR_WORD, bigrams
+from hybridsearch.engine.analysis.standard import StandardAnalyzer
 
 
 def _segmenter_version() -> str:
@@ -72,7 +73,14 @@ class JiebaAnalyzer(MixedScriptAnalyzer):
 
     type = "jieba"
 
-    def __init__(self, words: StandardAnalyzer, *, user_dict: str | Path | None = None, unigrams: bool = True, bigrams: bool = False) -> None:
+    def __init__(
+        self,
+        words: StandardAnalyzer,
+        *,
+        user_dict: str | Path | None = None,
+        unigrams: bool = True,
+        bigrams: bool = False,
+    ) -> None:
         try:
             import rjieba
         except ImportError as exc:  # a dependency of the project; missing only in a broken install
@@ -85,7 +93,7 @@ class JiebaAnalyzer(MixedScriptAnalyzer):
             for word, freq, tag in entries:
                 self._segmenter.add_word(word, freq, tag)
             # The content, not the path: the same words give the same terms wherever the file lives.
-            dict_id = "user-%08x" % zlib.crc32(repr(entries).encode("utf-8"))
+            dict_id = "user-{:08x}".format(zlib.crc32(repr(entries).encode("utf-8")))
         self.user_dict = None if user_dict is None else str(user_dict)
         self.bigrams = bigrams
         # From here on the segmenter is only read (cut_for_search borrows it shared), so

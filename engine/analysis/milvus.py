@@ -8,16 +8,26 @@ them; its standard tokenizer lowercases on Lite anyway). There is no CJK bigram 
 so ``cjk`` is refused. jieba keeps punctuation as terms, so a stop filter drops it (on
 cmrc2018 that took nDCG@10 of that route from 0.644 to 0.692, 300 queries).
 """
+
 from __future__ import annotations
 
-from engine.analysis.base import AnalyzerError
-from engine.analysis.standard import StandardAnalyzer
+from hybridsearch.engine.analysis.base import AnalyzerError
+from hybridsearch.engine.analysis.standard import StandardAnalyzer
 
 # Punctuation jieba returns as terms (full- and half-width), and whitespace.
 PUNCTUATION = sorted(set("？，。、！：；“”‘’（）《》〈〉【】「」『』—…·～?,.!:;()[]{}<>\"'-/\\|~`@#$%^&*+=_ \t\n"))
 
 
-def milvus_analyzer_params(type: str, *, language: str = "english", stopwords="auto", stem: bool | None = None, unigrams: bool | None = None, bigrams: bool | None = None, user_dict=None) -> dict:
+def milvus_analyzer_params(
+    type: str,
+    *,
+    language: str = "english",
+    stopwords="auto",
+    stem: bool | None = None,
+    unigrams: bool | None = None,
+    bigrams: bool | None = None,
+    user_dict=None,
+) -> dict:
     """``analyzer_params`` for a Milvus VARCHAR field that feeds a BM25 function. Milvus's
     jieba tokenizer gives words only: ``unigrams`` and ``bigrams`` have no Milvus equivalent
     and are ignored."""
@@ -27,7 +37,9 @@ def milvus_analyzer_params(type: str, *, language: str = "english", stopwords="a
             "(or keep cjk with sparse service-bm25)"
         )
     if user_dict is not None:
-        raise AnalyzerError("analyzer.user_dict: a user dictionary works with sparse service-bm25 only (Milvus's jieba tokenizer does not read it)")
+        raise AnalyzerError(
+            "analyzer.user_dict: a user dictionary works with sparse service-bm25 only (Milvus's jieba tokenizer does not read it)"
+        )
     words = StandardAnalyzer(language, stopwords=stopwords, stem=stem)
     stop = sorted(words.stopwords)
     if type == "jieba":

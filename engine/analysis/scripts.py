@@ -5,6 +5,7 @@ so a Unicode-word regex keeps a whole clause (``黑豹队的防守丢了多少�
 The CJK analyzers split normalised text into CJK runs, which they cut into terms their own
 way, and everything else, which goes through the standard word path.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,15 +3,16 @@
 Also the Latin-script path of the ``cjk`` and ``jieba`` analyzers: words, numbers and codes
 inside Chinese, Japanese or Korean text go through :meth:`StandardAnalyzer.word_terms`.
 """
+
 from __future__ import annotations
 
 import re
 import threading
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
-from engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize
-from engine.analysis.stopwords import BUILT_IN_STOP_WORDS, NAMED_STOP_WORDS
+from hybridsearch.engine.analysis.base import TERM_HASH_NAME, AnalyzerError, TermAnalyzer, normalize
+from hybridsearch.engine.analysis.stopwords import BUILT_IN_STOP_WORDS, NAMED_STOP_WORDS
 
 # A word: a run of Unicode word characters, with inner apostrophes kept ("patient's" is
 # one token; the Snowball stemmer strips the possessive).
@@ -62,9 +63,7 @@ class StandardAnalyzer(TermAnalyzer):
         import Stemmer  # PyStemmer
 
         if min_token_len < 1 or max_token_len < min_token_len:
-            raise AnalyzerError(
-                f"need 1 <= min_token_len <= max_token_len, got {min_token_len}, {max_token_len}"
-            )
+            raise AnalyzerError(f"need 1 <= min_token_len <= max_token_len, got {min_token_len}, {max_token_len}")
         has_stemmer = language in Stemmer.algorithms()
         if not has_stemmer and language not in UNSTEMMED_LANGUAGES:
             raise AnalyzerError(
@@ -106,8 +105,7 @@ class StandardAnalyzer(TermAnalyzer):
         if stopwords is True:
             if language not in BUILT_IN_STOP_WORDS:
                 raise AnalyzerError(
-                    f"no built-in stop words for language {language!r}: "
-                    "give a list of words, or set stopwords to false"
+                    f"no built-in stop words for language {language!r}: give a list of words, or set stopwords to false"
                 )
             return BUILT_IN_STOP_WORDS[language], "lucene"
         if stopwords is False or stopwords is None:
@@ -115,12 +113,11 @@ class StandardAnalyzer(TermAnalyzer):
         if isinstance(stopwords, str):
             if stopwords not in NAMED_STOP_WORDS:
                 raise AnalyzerError(
-                    f"unknown stop-word list {stopwords!r}; known: {sorted(NAMED_STOP_WORDS)}, "
-                    "or give a list of words"
+                    f"unknown stop-word list {stopwords!r}; known: {sorted(NAMED_STOP_WORDS)}, or give a list of words"
                 )
             return NAMED_STOP_WORDS[stopwords], "lucene" if stopwords == "english" else stopwords
         stop = frozenset(w.lower() for w in stopwords)
-        return stop, "custom-%08x" % zlib.crc32("\n".join(sorted(stop)).encode("utf-8"))
+        return stop, "custom-{:08x}".format(zlib.crc32("\n".join(sorted(stop)).encode("utf-8")))
 
     def _stemmer(self):
         s = getattr(self._local, "stemmer", None)

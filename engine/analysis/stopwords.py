@@ -1,7 +1,7 @@
 """Stop-word lists for the analyzers' Latin-script path (compared after lowercasing, before
 stemming, as Lucene does)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 #: Lucene's / Elasticsearch's default English stop words (``EnglishAnalyzer``), 33 words.
 #: The default: short and safe for technical text.
@@ -53,4 +53,3 @@ BUILT_IN_STOP_WORDS: dict[str, frozenset[str]] = {
     "english": LUCENE_ENGLISH_STOP_WORDS,
     "porter": LUCENE_ENGLISH_STOP_WORDS,
 }
-

@@ -54,12 +54,12 @@ Modules, by job:
 
 from __future__ import annotations
 
-from engine.analysis import TERM_HASH_NAME, term_hash
-from engine.analysis.standard import StandardAnalyzer as Analyzer
-from engine.analysis.stopwords import LUCENE_ENGLISH_STOP_WORDS, SKLEARN_ENGLISH_STOP_WORDS
-from engine.bm25.encoding import Bm25Encoder
-from engine.bm25.scoring import Bm25Params, idf
-from engine.bm25.statistics import Bm25Stats, CorpusStats
+from hybridsearch.engine.analysis import TERM_HASH_NAME, term_hash
+from hybridsearch.engine.analysis.standard import StandardAnalyzer as Analyzer
+from hybridsearch.engine.analysis.stopwords import LUCENE_ENGLISH_STOP_WORDS, SKLEARN_ENGLISH_STOP_WORDS
+from hybridsearch.engine.bm25.encoding import Bm25Encoder
+from hybridsearch.engine.bm25.scoring import Bm25Params, idf
+from hybridsearch.engine.bm25.statistics import Bm25Stats, CorpusStats
 
 __all__ = [
     "LUCENE_ENGLISH_STOP_WORDS",

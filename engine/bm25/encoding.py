@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from engine.analysis import TermAnalyzer
-from engine.analysis.standard import StandardAnalyzer as Analyzer
-from engine.bm25.scoring import Bm25Params
-from engine.bm25.statistics import Bm25Stats
+from hybridsearch.engine.analysis import TermAnalyzer
+from hybridsearch.engine.analysis.standard import StandardAnalyzer as Analyzer
+from hybridsearch.engine.bm25.scoring import Bm25Params
+from hybridsearch.engine.bm25.statistics import Bm25Stats
 
 __all__ = ["Bm25Encoder"]
 
@@ -52,9 +52,7 @@ class Bm25Encoder:
         """Term-hash counts of each text."""
         return self.analyzer.term_counts_many(texts)
 
-    def document_weights(
-        self, counts: Sequence[Mapping[int, int]], avgdl: float
-    ) -> list[dict[int, float]]:
+    def document_weights(self, counts: Sequence[Mapping[int, int]], avgdl: float) -> list[dict[int, float]]:
         """BM25 document vectors ``tf*(k1+1)/(tf + k1*(1-b+b*|d|/avgdl))`` (vectorised)."""
         if not counts:
             return []
@@ -66,16 +64,14 @@ class Bm25Encoder:
             raise ValueError(f"avgdl must be > 0 for non-empty documents, got {avgdl!r}")
         k1, b = self.params.k1, self.params.b
         keys = list(chain.from_iterable(c.keys() for c in counts))
-        tf = np.fromiter(
-            chain.from_iterable(c.values() for c in counts), dtype=np.float64, count=total
-        )
+        tf = np.fromiter(chain.from_iterable(c.values() for c in counts), dtype=np.float64, count=total)
         doc_of = np.repeat(np.arange(len(counts)), sizes)
         dl = np.bincount(doc_of, weights=tf, minlength=len(counts))[doc_of]
         w = (tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * dl / avgdl))).tolist()
         out: list[dict[int, float]] = []
         pos = 0
         for n in sizes.tolist():
-            out.append(dict(zip(keys[pos : pos + n], w[pos : pos + n])))
+            out.append(dict(zip(keys[pos : pos + n], w[pos : pos + n], strict=True)))
             pos += n
         return out
 
@@ -123,9 +119,7 @@ class Bm25Encoder:
     ) -> None:
         """Undo the statistics update of ``document_vectors(collection, tenant, texts,
         replaced_texts)``."""
-        self._require_stats().apply(
-            collection, tenant, self.term_counts(replaced_texts), self.term_counts(texts)
-        )
+        self._require_stats().apply(collection, tenant, self.term_counts(replaced_texts), self.term_counts(texts))
 
     def query_vector(self, collection: str, tenant: str, text: str | None) -> dict[int, float]:
         """BM25 query vector against (collection, tenant) statistics now; ``{}`` when no
@@ -135,9 +129,7 @@ class Bm25Encoder:
             return {}
         return self.query_weights(counts, self._require_stats().idf(collection, tenant, counts))
 
-    def query_vectors(
-        self, collection: str, tenant: str, texts: Sequence[str | None]
-    ) -> list[dict[int, float]]:
+    def query_vectors(self, collection: str, tenant: str, texts: Sequence[str | None]) -> list[dict[int, float]]:
         """:meth:`query_vector` for several texts with one statistics read."""
         counts = self.term_counts(texts)
         idfs = self._require_stats().idf(collection, tenant, chain.from_iterable(counts))

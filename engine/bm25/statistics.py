@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
-from engine.analysis import TERM_HASH_NAME
-from engine.bm25.scoring import idf
-from engine.statedb import StateDB, Tx, open_target
+from hybridsearch.engine.analysis import TERM_HASH_NAME
+from hybridsearch.engine.bm25.scoring import idf
+from hybridsearch.engine.statedb import StateDB, Tx, open_target
 
 __all__ = ["CorpusStats", "Bm25Stats"]
 
@@ -71,7 +71,7 @@ class Bm25Stats:
 
     def __init__(
         self,
-        target: "str | os.PathLike[str] | StateDB",
+        target: str | os.PathLike[str] | StateDB,
         *,
         timeout_s: float = 30.0,
         synchronous: str = "FULL",
@@ -91,11 +91,12 @@ class Bm25Stats:
         want = {"schema_version": _SCHEMA_VERSION, "term_hash": TERM_HASH_NAME}
         for key, value in want.items():
             if key not in meta:
-                tx.execute("INSERT INTO bm25_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+                tx.execute(
+                    "INSERT INTO bm25_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value)
+                )
             elif meta[key] != value:
                 raise RuntimeError(
-                    f"{self.path}: BM25 statistics written with {key}={meta[key]!r}, "
-                    f"this code uses {value!r}"
+                    f"{self.path}: BM25 statistics written with {key}={meta[key]!r}, this code uses {value!r}"
                 )
 
     def close(self) -> None:
@@ -117,7 +118,7 @@ class Bm25Stats:
         self._check_open()
         return self.db.write(fn)
 
-    def __enter__(self) -> "Bm25Stats":
+    def __enter__(self) -> Bm25Stats:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -190,9 +191,7 @@ class Bm25Stats:
                     upserts,
                 )
             if deletes:
-                tx.executemany(
-                    "DELETE FROM bm25_df WHERE collection=? AND tenant=? AND term=?", deletes
-                )
+                tx.executemany("DELETE FROM bm25_df WHERE collection=? AND tenant=? AND term=?", deletes)
             return CorpusStats(n_docs, total_len)
 
         return self._write(write)
@@ -262,8 +261,7 @@ class Bm25Stats:
             marks = ",".join("?" * len(chunk))
             out.update(
                 tx.all(
-                    f"SELECT term, df FROM bm25_df WHERE collection=? AND tenant=? "
-                    f"AND term IN ({marks})",
+                    f"SELECT term, df FROM bm25_df WHERE collection=? AND tenant=? AND term IN ({marks})",
                     (collection, tenant, *chunk),
                 )
             )

@@ -1,16 +1,17 @@
 """The shared interface of embedding profiles."""
+
 from __future__ import annotations
 
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.encoders.query_batcher import QueryBatcher
-from engine.encoders.query_cache import QueryCache
+from hybridsearch.engine.encoders.query_batcher import QueryBatcher
+from hybridsearch.engine.encoders.query_cache import QueryCache
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,17 @@ class EmbeddingProfile(ABC):
     def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
         """Vectors for new documents. ``replaced`` holds the texts of documents they overwrite."""
 
-    def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:
-        """Called with the texts of deleted documents (profiles with corpus statistics update them)."""
+    def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:  # noqa: B027 (optional hook)
+        """Called with the texts of deleted documents (profiles with corpus statistics update
+        them; the others keep nothing per document, so doing nothing is right for them)."""
 
-    def drop(self, collection: str) -> None:
-        """Called when a collection is dropped."""
+    def drop(self, collection: str) -> None:  # noqa: B027 (optional hook)
+        """Called when a collection is dropped (profiles that keep state per collection clear it)."""
 
     @abstractmethod
-    def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended: threading.Event | None = None) -> QueryVectors:
+    def encode_query(
+        self, scope: Scope, text: str, deadline: float | None = None, call_ended: threading.Event | None = None
+    ) -> QueryVectors:
         """Query vectors. Cache keys are (kind, model path, tenant, text): two profiles may
         share a model directory but cache different things (BGE-M3: dense + sparse; dense-bm25:
         dense), and a tenant never hits an entry another tenant's search made (a hit is

@@ -1,13 +1,14 @@
 """BGE-M3 profile: dense and sparse (lexical weights) from one BGEM3FlagModel pass."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from engine.config import ProfileConfig
-from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
-from engine.encoders.query_cache import QueryCache
+from hybridsearch.engine.config import ProfileConfig
+from hybridsearch.engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
+from hybridsearch.engine.encoders.query_cache import QueryCache
 
 
 def lexical_to_sparse(weights: dict) -> dict[int, float]:
@@ -28,7 +29,7 @@ class BgeM3Profile(EmbeddingProfile):
         self.model = BGEM3FlagModel(model_path, use_fp16=config.use_fp16, devices=[config.device])
         self._dimension = int(self.model.model.config.hidden_size)
         # Concurrent queries in one forward pass: (dense, sparse) per query.
-        self._batch_queries(lambda texts: list(zip(*self._encode(texts))))
+        self._batch_queries(lambda texts: list(zip(*self._encode(texts), strict=True)))
 
     @property
     def dimension(self) -> int:

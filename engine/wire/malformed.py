@@ -8,11 +8,12 @@ aborts the call with INVALID_ARGUMENT naming the method and protobuf's reason. S
 requests are checked one message at a time: the messages before a malformed one are
 handled as usual (BulkUpsert acknowledges the batches it applied).
 """
+
 from __future__ import annotations
 
 import grpc
 
-from engine.errors import ServiceError
+from hybridsearch.engine.errors import ServiceError
 
 
 class _Malformed:
@@ -34,7 +35,10 @@ def _tolerant(deserialize):
 
 def _error(method: str, bad: _Malformed, index: int | None = None) -> ServiceError:
     where = "request" if index is None else f"message {index} of the stream (the {index} before it were handled)"
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: not a valid {method} message ({bad.reason[:200]}); strings must be UTF-8")
+    return ServiceError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{where}: not a valid {method} message ({bad.reason[:200]}); strings must be UTF-8",
+    )
 
 
 class MalformedRequestInterceptor(grpc.ServerInterceptor):

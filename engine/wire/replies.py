@@ -1,13 +1,20 @@
 """Replies out: domain values (engine.search_types, engine.collections, rerank results and
 budgets, API key records) to protobuf messages. The only module that builds reply messages."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import exhausted
-from engine.search_types import RouteDetail, SearchOutcome, Usage
-from engine.wire.enums import FIELD_TYPES_BACK, FUSION_METHODS_BACK, NORMALIZERS_BACK, RERANK_MODES_BACK, ROLE_VALUES
-from rerank.budgets import RerankBudget
+from hybridsearch.engine.errors import exhausted
+from hybridsearch.engine.search_types import RouteDetail, SearchOutcome, Usage
+from hybridsearch.engine.wire.enums import (
+    FIELD_TYPES_BACK,
+    FUSION_METHODS_BACK,
+    NORMALIZERS_BACK,
+    RERANK_MODES_BACK,
+    ROLE_VALUES,
+)
+from hybridsearch.rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 
@@ -95,7 +102,8 @@ def usage_message(usage: Usage) -> pb.Usage:
     )
 
 
-def search_response(outcome: SearchOutcome, usage: Usage = Usage()) -> pb.SearchResponse:
+def search_response(outcome: SearchOutcome, usage: Usage | None = None) -> pb.SearchResponse:
+    usage = usage if usage is not None else Usage()
     t = outcome.timings
     return pb.SearchResponse(
         usage=usage_message(usage),
@@ -143,14 +151,20 @@ def fit_reply(reply: pb.SearchResponse, max_bytes: int) -> pb.SearchResponse:
             over -= len(raw) - keep - 2
         size = reply.ByteSize()
     if size > budget:
-        raise exhausted(f"the reply would be {size} bytes even without hit texts; server.max_message_bytes is {max_bytes}: ask for a smaller top_k")
+        raise exhausted(
+            f"the reply would be {size} bytes even without hit texts; server.max_message_bytes is {max_bytes}: ask for a smaller top_k"
+        )
     return reply
 
 
-def rerank_response(result, documents: list[str], top_n: int, return_documents: bool, usage: Usage) -> pb.RerankResponse:
+def rerank_response(
+    result, documents: list[str], top_n: int, return_documents: bool, usage: Usage
+) -> pb.RerankResponse:
     results = []
     for i in result.order[:top_n]:
-        item = pb.RerankResult(index=i, relevance_score=float(result.scores.normalized[i]), raw_score=float(result.scores.raw[i]))
+        item = pb.RerankResult(
+            index=i, relevance_score=float(result.scores.normalized[i]), raw_score=float(result.scores.raw[i])
+        )
         if return_documents:
             item.document = documents[i]
         results.append(item)

@@ -1,19 +1,21 @@
 """Requests in: protobuf messages to domain values (engine.search_types, engine.collections,
 rerank.budgets), or INVALID_ARGUMENT naming the field. The only module that reads request
 messages; engine.wire.replies writes the replies."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from engine.collections import COLLECTION_NAME, DENSE_METRICS, FIELD_NAME, CollectionSpec, FieldType
-from engine.config import LimitsConfig
-from engine.errors import invalid
-from engine.filters import FilterClause
-from engine.search_types import Document, FusionSettings, SearchQuery
-from engine.tenancy import check_tenant_name
-from rerank.budgets import RerankBudget
-from engine.wire.enums import FIELD_TYPES, FUSION_METHODS, NORMALIZERS, RERANK_MODES, ROLE_NAMES
+from hybridsearch.engine.collections import COLLECTION_NAME, DENSE_METRICS, FIELD_NAME, CollectionSpec, FieldType
+from hybridsearch.engine.config import LimitsConfig
+from hybridsearch.engine.errors import invalid
+from hybridsearch.engine.filters import FilterClause
+from hybridsearch.engine.search_types import Document, FusionSettings, SearchQuery
+from hybridsearch.engine.tenancy import check_tenant_name
+from hybridsearch.engine.wire.enums import FIELD_TYPES, FUSION_METHODS, NORMALIZERS, RERANK_MODES, ROLE_NAMES
+from hybridsearch.rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 
@@ -25,7 +27,10 @@ def check_collection_name(name: str, field: str = "collection") -> str:
     if not name:
         raise invalid(field, "must not be empty")
     if not COLLECTION_NAME.fullmatch(name):
-        raise invalid(field, f"{name[:80]!r} is not a valid collection name (a letter or _, then letters, digits or _; at most 255)")
+        raise invalid(
+            field,
+            f"{name[:80]!r} is not a valid collection name (a letter or _, then letters, digits or _; at most 255)",
+        )
     return name
 
 
@@ -40,7 +45,10 @@ def collection_spec(request: pb.CreateCollectionRequest, default_profile: str) -
     for i, f in enumerate(request.metadata_fields):
         where = f"metadata_fields[{i}]"
         if not FIELD_NAME.fullmatch(f.name):
-            raise invalid(f"{where}.name", f"{f.name[:80]!r} is not a valid field name (a letter or _, then letters, digits or _; at most 63)")
+            raise invalid(
+                f"{where}.name",
+                f"{f.name[:80]!r} is not a valid field name (a letter or _, then letters, digits or _; at most 63)",
+            )
         if f.name in fields:
             raise invalid(f"{where}.name", f"field {f.name!r} declared twice")
         if f.type not in FIELD_TYPES:
@@ -69,14 +77,19 @@ def documents(request_docs: Sequence[pb.Document], limits: LimitsConfig, where: 
     if not request_docs:
         raise invalid(where, "must hold at least one document")
     if len(request_docs) > limits.max_batch_docs:
-        raise invalid(where, f"{len(request_docs)} documents in one batch; at most {limits.max_batch_docs} allowed (split the batch or use BulkUpsert)")
+        raise invalid(
+            where,
+            f"{len(request_docs)} documents in one batch; at most {limits.max_batch_docs} allowed (split the batch or use BulkUpsert)",
+        )
     seen: dict[str, int] = {}
     out = []
     for i, d in enumerate(request_docs):
         at = f"{where}[{i}]"
         check_doc_id(d.id, f"{at}.id", limits)
         if d.id in seen:
-            raise invalid(f"{at}.id", f"duplicate id {d.id!r} (also at {where}[{seen[d.id]}]); ids must be unique within a batch")
+            raise invalid(
+                f"{at}.id", f"duplicate id {d.id!r} (also at {where}[{seen[d.id]}]); ids must be unique within a batch"
+            )
         seen[d.id] = i
         if not d.text.strip():
             raise invalid(f"{at}.text", "must not be empty or whitespace")
@@ -91,15 +104,24 @@ def documents(request_docs: Sequence[pb.Document], limits: LimitsConfig, where: 
         total = 0
         for key in sorted(d.metadata):
             if not FIELD_NAME.fullmatch(key):
-                raise invalid(f"{at}.metadata", f"key {key[:80]!r} is not a valid field name (a letter or _, then letters, digits or _)")
+                raise invalid(
+                    f"{at}.metadata",
+                    f"key {key[:80]!r} is not a valid field name (a letter or _, then letters, digits or _)",
+                )
             value = metadata_value(d.metadata[key], f"{at}.metadata[{key!r}]")
             size = len(value.encode("utf-8")) if isinstance(value, str) else 8
             if isinstance(value, str) and size > limits.max_metadata_value_bytes:
-                raise invalid(f"{at}.metadata[{key!r}]", f"{size} bytes of UTF-8; at most {limits.max_metadata_value_bytes} allowed (limits.max_metadata_value_bytes)")
+                raise invalid(
+                    f"{at}.metadata[{key!r}]",
+                    f"{size} bytes of UTF-8; at most {limits.max_metadata_value_bytes} allowed (limits.max_metadata_value_bytes)",
+                )
             total += len(key) + size
             metadata[key] = value
         if total > limits.max_metadata_bytes:
-            raise invalid(f"{at}.metadata", f"{total} bytes in all (keys + values); at most {limits.max_metadata_bytes} allowed (limits.max_metadata_bytes)")
+            raise invalid(
+                f"{at}.metadata",
+                f"{total} bytes in all (keys + values); at most {limits.max_metadata_bytes} allowed (limits.max_metadata_bytes)",
+            )
         out.append(Document(id=d.id, text=d.text, metadata=metadata))
     return out
 
@@ -136,15 +158,24 @@ def _weight(request: pb.FusionSpec, name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise invalid(f"fusion.{name}", f"must be a finite number >= 0, got {value}")
     if value > MAX_FUSION_WEIGHT:
-        raise invalid(f"fusion.{name}", f"must be at most {MAX_FUSION_WEIGHT:g} (weights are relative: scale both down), got {value:g}")
+        raise invalid(
+            f"fusion.{name}",
+            f"must be at most {MAX_FUSION_WEIGHT:g} (weights are relative: scale both down), got {value:g}",
+        )
     return value
 
 
 def fusion_settings(request: pb.FusionSpec) -> FusionSettings:
     if request.method not in FUSION_METHODS:
-        raise invalid("fusion.method", f"unknown method {request.method}; allowed: {enum_names(pb.FusionMethod, [pb.RRF, pb.WEIGHTED, pb.DBSF])}")
+        raise invalid(
+            "fusion.method",
+            f"unknown method {request.method}; allowed: {enum_names(pb.FusionMethod, [pb.RRF, pb.WEIGHTED, pb.DBSF])}",
+        )
     if request.normalizer not in NORMALIZERS:
-        raise invalid("fusion.normalizer", f"unknown normalizer {request.normalizer}; allowed: {enum_names(pb.Normalizer, [pb.MIN_MAX, pb.Z_SCORE, pb.ARCTAN, pb.NONE])}")
+        raise invalid(
+            "fusion.normalizer",
+            f"unknown normalizer {request.normalizer}; allowed: {enum_names(pb.Normalizer, [pb.MIN_MAX, pb.Z_SCORE, pb.ARCTAN, pb.NONE])}",
+        )
     k = request.rrf_k
     if not math.isfinite(k) or k < 0:
         raise invalid("fusion.rrf_k", f"must be a finite number >= 0 (0 means 60), got {k}")
@@ -199,22 +230,33 @@ def search_query(request: pb.SearchRequest, limits: LimitsConfig) -> SearchQuery
     if len(text) > limits.max_query_chars:
         raise invalid("query", f"{len(text)} characters; at most {limits.max_query_chars} allowed")
     if request.top_k <= 0 or request.top_k > limits.max_top_k:
-        raise invalid("top_k", f"must be between 1 and {limits.max_top_k} ({limits.label}.max_top_k), got {request.top_k}")
+        raise invalid(
+            "top_k", f"must be between 1 and {limits.max_top_k} ({limits.label}.max_top_k), got {request.top_k}"
+        )
     depths = {}
     for name in ("dense_k", "sparse_k"):
         value = getattr(request, name)
         if value == 0:
             value = max(request.top_k, min(limits.default_depth, limits.max_depth))
         if value < request.top_k:
-            raise invalid(name, f"candidate depth {value} is below top_k {request.top_k}; it must be >= top_k (or 0 for the default)")
+            raise invalid(
+                name,
+                f"candidate depth {value} is below top_k {request.top_k}; it must be >= top_k (or 0 for the default)",
+            )
         if value > limits.max_depth:
             raise invalid(name, f"must be at most {limits.max_depth} ({limits.label}.max_depth), got {value}")
         depths[name] = value
     if request.rerank_mode not in RERANK_MODES:
-        raise invalid("rerank_mode", f"unknown mode {request.rerank_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}")
+        raise invalid(
+            "rerank_mode",
+            f"unknown mode {request.rerank_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}",
+        )
     mode = RERANK_MODES[request.rerank_mode]
     if request.rerank_depth < 0 or request.rerank_depth > limits.max_depth:
-        raise invalid("rerank_depth", f"must be between 0 and {limits.max_depth} ({limits.label}.max_depth), got {request.rerank_depth}")
+        raise invalid(
+            "rerank_depth",
+            f"must be between 0 and {limits.max_depth} ({limits.label}.max_depth), got {request.rerank_depth}",
+        )
     if mode == "fixed" and request.rerank_depth == 0:
         raise invalid("rerank_depth", "mode FIXED needs rerank_depth >= 1")
     if mode != "fixed" and request.rerank_depth != 0:
@@ -261,7 +303,10 @@ def rerank_request(request: pb.RerankRequest, settings) -> tuple[str, list[str],
 def rerank_budget(message: pb.RerankBudget, max_depth_limit: int) -> RerankBudget:
     tenant = check_tenant_name(message.tenant, "budget.tenant")
     if message.default_mode not in RERANK_MODES:
-        raise invalid("budget.default_mode", f"unknown mode {message.default_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}")
+        raise invalid(
+            "budget.default_mode",
+            f"unknown mode {message.default_mode}; allowed: {enum_names(pb.RerankMode, [pb.OFF, pb.FIXED, pb.AUTO])}",
+        )
     budget = RerankBudget(
         tenant=tenant,
         latency_target_ms=message.latency_target_ms,
@@ -281,7 +326,10 @@ def rerank_budget(message: pb.RerankBudget, max_depth_limit: int) -> RerankBudge
 def api_key_request(request: pb.CreateApiKeyRequest) -> tuple[str, str]:
     """(role, description) of a CreateApiKey call; the tenant is the caller's business."""
     if request.role not in ROLE_NAMES:
-        raise invalid("role", f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES if r != pb.ADMIN)}, got {request.role}")
+        raise invalid(
+            "role",
+            f"must be one of {', '.join(pb.Role.Name(r) for r in ROLE_NAMES if r != pb.ADMIN)}, got {request.role}",
+        )
     if len(request.description) > 256:
         raise invalid("description", f"{len(request.description)} characters; at most 256 allowed")
     return ROLE_NAMES[request.role], request.description

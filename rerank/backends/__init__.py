@@ -1,16 +1,17 @@
 """Rerank backends, one module each. Adding a backend is adding a module and a line in BACKENDS."""
+
 from __future__ import annotations
 
 import importlib
 
-from rerank.base import RerankBackend
+from hybridsearch.rerank.base import RerankBackend
 
 BACKENDS = {
-    "flag": "rerank.backends.flag:FlagRerankerBackend",
-    "cross-encoder": "rerank.backends.cross_encoder:CrossEncoderBackend",
-    "onnx": "rerank.backends.onnx:OnnxBackend",
-    "early-exit": "rerank.backends.early_exit:EarlyExitBackend",
-    "layerwise": "rerank.backends.layerwise:LayerwiseBackend",
+    "flag": "hybridsearch.rerank.backends.flag:FlagRerankerBackend",
+    "cross-encoder": "hybridsearch.rerank.backends.cross_encoder:CrossEncoderBackend",
+    "onnx": "hybridsearch.rerank.backends.onnx:OnnxBackend",
+    "early-exit": "hybridsearch.rerank.backends.early_exit:EarlyExitBackend",
+    "layerwise": "hybridsearch.rerank.backends.layerwise:LayerwiseBackend",
 }
 
 

@@ -1,10 +1,11 @@
 """A sentence-transformers CrossEncoder directory."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from rerank.base import RerankBackend
+from hybridsearch.rerank.base import RerankBackend
 
 
 def classification_logits(model, device: torch.device, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -25,7 +26,9 @@ def classification_logits(model, device: torch.device, input_ids: np.ndarray, at
 class CrossEncoderBackend(RerankBackend):
     kind = "cross-encoder"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **options):
+    def __init__(
+        self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **options
+    ):
         # options: the long-document settings of RerankBackend (others are ignored there).
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         from sentence_transformers import CrossEncoder

@@ -25,17 +25,18 @@ padded tokens, ms): the observations a latency model per (layers run, tokens) le
 on a transformers cross-encoder directory; ``rerank.backends.layerwise`` (kind ``layerwise``)
 runs FlagEmbedding's layerwise MiniCPM reranker behind the same interface.
 """
+
 from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from rerank.base import EncodedPairs, RerankBackend, normalize
+from hybridsearch.rerank.base import EncodedPairs, RerankBackend, normalize
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,11 @@ class LayeredBackend(RerankBackend):
         ``layer``: (logits, the new batch's state)."""
 
     def check_layer(self, layer) -> int:
-        if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, (int, np.integer)) or int(layer) not in self.exit_layers:
+        if (
+            isinstance(layer, (bool, np.bool_))
+            or not isinstance(layer, (int, np.integer))
+            or int(layer) not in self.exit_layers
+        ):
             raise ValueError(self._bad_layer_message(layer))
         return int(layer)
 
@@ -145,11 +150,13 @@ class LayeredBackend(RerankBackend):
             return window_raw
         return self.aggregate(window_raw, pairs)
 
-    def _run_windows(self, start_layer: int, layer: int, lengths: np.ndarray, run_batch) -> tuple[np.ndarray, list[_Slot], list[ExitBatchTiming]]:
+    def _run_windows(
+        self, start_layer: int, layer: int, lengths: np.ndarray, run_batch
+    ) -> tuple[np.ndarray, list[_Slot], list[ExitBatchTiming]]:
         """Length-sorted batches of windows; ``run_batch(chunk) -> (logits, state, width)``."""
         n = len(lengths)
         raw = np.zeros(n, dtype=np.float64)
-        slots: list[Optional[_Slot]] = [None] * n
+        slots: list[_Slot | None] = [None] * n
         timings: list[ExitBatchTiming] = []
         order = np.argsort(lengths, kind="stable")
         with self._lock, torch.inference_mode():
@@ -159,7 +166,9 @@ class LayeredBackend(RerankBackend):
                 logits, state, width = run_batch(chunk)
                 raw[chunk] = logits.float().cpu().numpy()
                 ms = (time.perf_counter() - began) * 1000.0
-                timings.append(ExitBatchTiming(start_layer, layer, len(chunk), int(lengths[chunk].sum()), len(chunk) * width, ms))
+                timings.append(
+                    ExitBatchTiming(start_layer, layer, len(chunk), int(lengths[chunk].sum()), len(chunk) * width, ms)
+                )
                 for row, i in enumerate(chunk):
                     slots[i] = _Slot(state, row, int(lengths[i]))
         return raw, slots, timings
@@ -181,15 +190,26 @@ class LayeredBackend(RerankBackend):
         def run_batch(chunk):
             width = int(lengths[chunk].max())
             ids, mask = self.padded(pairs.input_ids, chunk, width)
-            logits, state = self._start(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device), layer)
+            logits, state = self._start(
+                torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device), layer
+            )
             return logits, state, width
 
         window_raw, slots, timings = self._run_windows(0, layer, lengths, run_batch)
         chunks = _windows_per_document(pairs)
         keep = layer < self.max_layer and len(pairs) > 0
-        return ExitHandle(layer, self._per_document(window_raw, pairs), pairs.tokens.copy(), chunks,
-                          np.arange(len(pairs), dtype=np.int64), timings, list(timings), self.max_layer, pairs,
-                          self._group(slots, chunks) if keep else [])
+        return ExitHandle(
+            layer,
+            self._per_document(window_raw, pairs),
+            pairs.tokens.copy(),
+            chunks,
+            np.arange(len(pairs), dtype=np.int64),
+            timings,
+            list(timings),
+            self.max_layer,
+            pairs,
+            self._group(slots, chunks) if keep else [],
+        )
 
     def continue_to(self, handle: ExitHandle, indices: Sequence[int], layer: int) -> ExitHandle:
         """Continue the documents ``indices`` (positions in ``handle``) from ``handle.layer`` to
@@ -197,8 +217,10 @@ class LayeredBackend(RerankBackend):
         layer = self.check_layer(layer)
         indices = np.asarray(list(indices), dtype=np.int64)
         if layer < handle.layer:
-            raise ValueError(f"cannot continue from layer {handle.layer} down to layer {layer}; exits at or above it: "
-                             f"{[x for x in self.exit_layers if x >= handle.layer]}")
+            raise ValueError(
+                f"cannot continue from layer {handle.layer} down to layer {layer}; exits at or above it: "
+                f"{[x for x in self.exit_layers if x >= handle.layer]}"
+            )
         if len(indices) and (indices.min() < 0 or indices.max() >= len(handle)):
             raise IndexError(f"indices must be positions in the handle (0..{len(handle) - 1}); got {indices.tolist()}")
         if len(np.unique(indices)) != len(indices):
@@ -206,11 +228,22 @@ class LayeredBackend(RerankBackend):
         source = handle.source[indices]
         if layer == handle.layer or len(indices) == 0:
             # Nothing to run: the scores are the ones already there.
-            return ExitHandle(handle.layer, handle.raw[indices].copy(), handle.tokens[indices], handle.chunks[indices], source, [],
-                              list(handle.history), handle.max_layer, handle.pairs,
-                              [handle._slots[i] for i in indices] if handle._slots else [])
+            return ExitHandle(
+                handle.layer,
+                handle.raw[indices].copy(),
+                handle.tokens[indices],
+                handle.chunks[indices],
+                source,
+                [],
+                list(handle.history),
+                handle.max_layer,
+                handle.pairs,
+                [handle._slots[i] for i in indices] if handle._slots else [],
+            )
         if not handle._slots:
-            raise ValueError("this handle holds no hidden states (released, or scored at the last exit); score the pairs again")
+            raise ValueError(
+                "this handle holds no hidden states (released, or scored at the last exit); score the pairs again"
+            )
         taken = [slot for i in indices for slot in handle._slots[i]]
         lengths = np.array([s.length for s in taken], dtype=np.int64)
 
@@ -223,12 +256,23 @@ class LayeredBackend(RerankBackend):
         window_raw, slots, timings = self._run_windows(handle.layer, layer, lengths, run_batch)
         survivors = handle.pairs.subset(source)
         chunks = handle.chunks[indices]
-        return ExitHandle(layer, self._per_document(window_raw, survivors), handle.tokens[indices], chunks, source, timings,
-                          handle.history + timings, self.max_layer, handle.pairs,
-                          self._group(slots, chunks) if layer < self.max_layer else [])
+        return ExitHandle(
+            layer,
+            self._per_document(window_raw, survivors),
+            handle.tokens[indices],
+            chunks,
+            source,
+            timings,
+            handle.history + timings,
+            self.max_layer,
+            handle.pairs,
+            self._group(slots, chunks) if layer < self.max_layer else [],
+        )
 
 
-def gather_rows(hiddens: list[torch.Tensor], masks: list[torch.Tensor], rows: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(
+    hiddens: list[torch.Tensor], masks: list[torch.Tensor], rows: list[int], width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of several batches' (hidden, mask), zero-padded to ``width``: one new batch.
 
     The padding positions' hidden values differ from a fresh pass's, which is harmless: the
@@ -236,7 +280,7 @@ def gather_rows(hiddens: list[torch.Tensor], masks: list[torch.Tensor], rows: li
     first = hiddens[0]
     hidden = first.new_zeros((len(rows), width, first.shape[-1]))
     mask = masks[0].new_zeros((len(rows), width))
-    for out, (h, m, row) in enumerate(zip(hiddens, masks, rows)):
+    for out, (h, m, row) in enumerate(zip(hiddens, masks, rows, strict=True)):
         w = min(width, h.shape[1])
         hidden[out, :w] = h[row, :w]
         mask[out, :w] = m[row, :w]
@@ -249,12 +293,14 @@ class EarlyExitBackend(LayeredBackend):
 
     kind = "early-exit"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **options):
+    def __init__(
+        self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu", **options
+    ):
         # options: the long-document settings of RerankBackend (others are ignored there).
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         from transformers import AutoTokenizer
 
-        from rerank.early_exit import EarlyExitCrossEncoder
+        from hybridsearch.rerank.early_exit import EarlyExitCrossEncoder
 
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -268,7 +314,7 @@ class EarlyExitBackend(LayeredBackend):
 
     def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Full depth through the model's own forward: the scores of the cross-encoder backend."""
-        from rerank.backends.cross_encoder import classification_logits
+        from hybridsearch.rerank.backends.cross_encoder import classification_logits
 
         return classification_logits(self.model.model, self.device, input_ids, attention_mask)
 
@@ -276,7 +322,7 @@ class EarlyExitBackend(LayeredBackend):
         return self.model.forward_to(layer, input_ids, attention_mask)
 
     def _resume(self, states, rows, width, layer):
-        from rerank.early_exit import ExitState
+        from hybridsearch.rerank.early_exit import ExitState
 
         hidden, mask = gather_rows([s.hidden for s in states], [s.mask for s in states], rows, width)
         return self.model.continue_to(layer, ExitState(states[0].layer, hidden, mask))

@@ -1,10 +1,11 @@
 """FlagEmbedding's FlagReranker (the default: BAAI/bge-reranker-v2-m3)."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from rerank.base import RerankBackend
+from hybridsearch.rerank.base import RerankBackend
 
 
 class FlagRerankerBackend(RerankBackend):
@@ -19,13 +20,25 @@ class FlagRerankerBackend(RerankBackend):
 
     kind = "flag"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, use_fp16: bool = False, device: str = "cpu", **options):
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        *,
+        max_length: int = 512,
+        batch_size: int = 32,
+        use_fp16: bool = False,
+        device: str = "cpu",
+        **options,
+    ):
         # options: the long-document settings of RerankBackend (others are ignored there).
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         from FlagEmbedding import FlagReranker
 
         # One device: with several FlagEmbedding starts a process pool.
-        self.flag = FlagReranker(model_path, use_fp16=use_fp16, devices=[device], max_length=max_length, batch_size=batch_size)
+        self.flag = FlagReranker(
+            model_path, use_fp16=use_fp16, devices=[device], max_length=max_length, batch_size=batch_size
+        )
         self.tokenizer = self.flag.tokenizer
         self.model = self.flag.model
         self.model.eval()

@@ -38,21 +38,24 @@ it against ``compute_score(cutoff_layers=[b])`` of the library.
    the model on the meta device and loads only saved tensors, so they come back as
    uninitialised memory (NaN scores). :func:`_rebuild_rotary_tables` recomputes them.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from rerank.backends.early_exit import LayeredBackend, gather_rows
-from rerank.base import EncodedPairs
+from hybridsearch.rerank.backends.early_exit import LayeredBackend, gather_rows
+from hybridsearch.rerank.base import EncodedPairs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by "
-                  "providing a prediction of either 'Yes' or 'No'.")
+DEFAULT_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query by "
+    "providing a prediction of either 'Yes' or 'No'."
+)
 
 
 def _adapt_to_transformers5() -> None:
@@ -68,7 +71,9 @@ def _adapt_to_transformers5() -> None:
             if isinstance(scaling, dict) and "type" not in scaling:
                 kind = scaling.get("rope_type", "default")
                 if kind == "default":
-                    self.rotary_emb = minicpm.MiniCPMRotaryEmbedding(self.head_dim, max_position_embeddings=self.max_position_embeddings, base=self.rope_theta)
+                    self.rotary_emb = minicpm.MiniCPMRotaryEmbedding(
+                        self.head_dim, max_position_embeddings=self.max_position_embeddings, base=self.rope_theta
+                    )
                     return
                 self.config.rope_scaling = {**scaling, "type": kind}
             original(self)
@@ -90,7 +95,9 @@ def _rebuild_rotary_tables(model) -> int:
     for module in model.modules():
         if isinstance(module, minicpm.MiniCPMRotaryEmbedding):
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            module.inv_freq = 1.0 / (module.base ** (torch.arange(0, module.dim, 2, device=device).float() / module.dim))
+            module.inv_freq = 1.0 / (
+                module.base ** (torch.arange(0, module.dim, 2, device=device).float() / module.dim)
+            )
             module._set_cos_sin_cache(seq_len=module.max_position_embeddings, device=device, dtype=torch.float32)
             count += 1
     return count
@@ -110,12 +117,24 @@ class LayerwiseBackend(LayeredBackend):
 
     kind = "layerwise"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, device: str = "cpu",
-                 use_fp16: bool = False, prompt: Optional[str] = None, **options):
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        *,
+        max_length: int = 512,
+        batch_size: int = 32,
+        device: str = "cpu",
+        use_fp16: bool = False,
+        prompt: str | None = None,
+        **options,
+    ):
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         if getattr(self, "long_documents", "truncate") != "truncate":
-            raise ValueError(f"reranker {name!r}: the layerwise backend truncates long documents (its input is the "
-                             f"library's prompt format); long_documents {self.long_documents!r} is not supported")
+            raise ValueError(
+                f"reranker {name!r}: the layerwise backend truncates long documents (its input is the "
+                f"library's prompt format); long_documents {self.long_documents!r} is not supported"
+            )
         import warnings
 
         from FlagEmbedding import LayerWiseFlagLLMReranker
@@ -124,8 +143,14 @@ class LayerwiseBackend(LayeredBackend):
         with warnings.catch_warnings():
             # "use_bf16 and use_fp16 cannot both be False": the library then means fp16 on a GPU only.
             warnings.simplefilter("ignore", UserWarning)
-            self.flag = LayerWiseFlagLLMReranker(model_path, use_fp16=use_fp16, devices=[device], batch_size=batch_size,
-                                                 max_length=max_length, prompt=prompt)
+            self.flag = LayerWiseFlagLLMReranker(
+                model_path,
+                use_fp16=use_fp16,
+                devices=[device],
+                batch_size=batch_size,
+                max_length=max_length,
+                prompt=prompt,
+            )
         self.device = torch.device(device)
         self.model = self.flag.model
         self.model.config.use_cache = False  # no generation: and the cache path is transformers-4 only
@@ -136,7 +161,9 @@ class LayerwiseBackend(LayeredBackend):
         self.model.eval()
         config = self.model.config
         if getattr(config, "head_type", "simple") != "simple":
-            raise ValueError(f"reranker {name!r}: head_type {config.head_type!r}; the layerwise reranker scores with 'simple' heads")
+            raise ValueError(
+                f"reranker {name!r}: head_type {config.head_type!r}; the layerwise reranker scores with 'simple' heads"
+            )
         self.start_layer = int(config.start_layer)
         self.exit_layers = list(range(self.start_layer, int(config.num_hidden_layers) + 1))
         self.tokenizer = self.flag.tokenizer
@@ -146,8 +173,10 @@ class LayerwiseBackend(LayeredBackend):
         self._sep_ids = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
 
     def _bad_layer_message(self, layer) -> str:
-        return (f"reranker {self.name!r} has no cutoff layer {layer!r}; its cutoff layers are "
-                f"{self.start_layer}..{self.max_layer}")
+        return (
+            f"reranker {self.name!r} has no cutoff layer {layer!r}; its cutoff layers are "
+            f"{self.start_layer}..{self.max_layer}"
+        )
 
     # ------------------------------------------------------------ input
     def encode(self, query: str, documents: Sequence[str]) -> EncodedPairs:
@@ -161,15 +190,25 @@ class LayerwiseBackend(LayeredBackend):
         # The library's instructions ("A: " before the query, "B: " before the passage).
         detailed = self.flag.get_detailed_inputs([[query, d] for d in documents])
         with self._tokenizer_lock:
-            q = self.tokenizer(detailed[0][0], add_special_tokens=False, max_length=query_max, truncation=True)["input_ids"]
+            q = self.tokenizer(detailed[0][0], add_special_tokens=False, max_length=query_max, truncation=True)[
+                "input_ids"
+            ]
             whole = self.tokenizer([p for _, p in detailed], add_special_tokens=False)["input_ids"]
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         ids, truncated = [], np.zeros(len(documents), dtype=bool)
         for i, doc in enumerate(whole):
             passage = doc[: self.max_length]
-            item = prepare_for_model_compat(self.tokenizer, bos + q, self._sep_ids + passage, truncation="only_second",
-                                            max_length=encode_max, padding=False, return_attention_mask=False,
-                                            return_token_type_ids=False, add_special_tokens=False)
+            item = prepare_for_model_compat(
+                self.tokenizer,
+                bos + q,
+                self._sep_ids + passage,
+                truncation="only_second",
+                max_length=encode_max,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                add_special_tokens=False,
+            )
             seq = list(item["input_ids"]) + self._sep_ids + self._prompt_ids
             truncated[i] = len(item["input_ids"]) < len(bos) + len(q) + len(self._sep_ids) + len(doc)
             ids.append(seq)
@@ -186,7 +225,9 @@ class LayerwiseBackend(LayeredBackend):
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, cutoff_layers=[self.max_layer])
+            out = self.model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True, cutoff_layers=[self.max_layer]
+            )
         return self._pool(out.logits[0], mask).float().cpu().numpy()
 
     def _mask_4d(self, hidden: torch.Tensor, mask: torch.Tensor):
@@ -208,8 +249,14 @@ class LayerwiseBackend(LayeredBackend):
             mask4 = self._mask_4d(hidden, state.mask)
             positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
             for module in inner.layers[state.layer : layer]:
-                hidden = module(hidden, attention_mask=mask4, position_ids=positions, past_key_value=None,
-                                output_attentions=False, use_cache=False)[0]
+                hidden = module(
+                    hidden,
+                    attention_mask=mask4,
+                    position_ids=positions,
+                    past_key_value=None,
+                    output_attentions=False,
+                    use_cache=False,
+                )[0]
         head = self.model.lm_head[layer - self.start_layer] if self.model.config.head_multi else self.model.lm_head
         logits = head.linear_head(inner.norm(hidden)).float().reshape(hidden.shape[0], -1)
         return self._pool(logits, state.mask), _LayerwiseState(layer, hidden, state.mask)
@@ -223,7 +270,7 @@ class LayerwiseBackend(LayeredBackend):
         hidden, mask = gather_rows([s.hidden for s in states], [s.mask for s in states], rows, width)
         return self._run(_LayerwiseState(states[0].layer, hidden, mask), layer)
 
-    def compute_score_plain(self, query: str, documents: list[str], cutoff_layer: Optional[int] = None) -> np.ndarray:
+    def compute_score_plain(self, query: str, documents: list[str], cutoff_layer: int | None = None) -> np.ndarray:
         """``LayerWiseFlagLLMReranker.compute_score`` as commonly used (raw logits), for parity tests."""
         cutoff = self.check_layer(cutoff_layer if cutoff_layer is not None else self.max_layer)
         with self._lock:

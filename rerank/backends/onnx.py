@@ -1,4 +1,5 @@
 """ONNX Runtime backend: a transformers cross-encoder exported once, optionally int8-quantised."""
+
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.base import RerankBackend
+from hybridsearch.rerank.base import RerankBackend
 
 log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
@@ -62,7 +63,11 @@ def export_onnx(
                 str(tmp),
                 input_names=["input_ids", "attention_mask"],
                 output_names=[output],
-                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, output: {0: "batch"} if output == "logits" else {0: "batch", 1: "seq"}},
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "seq"},
+                    "attention_mask": {0: "batch", 1: "seq"},
+                    output: {0: "batch"} if output == "logits" else {0: "batch", 1: "seq"},
+                },
                 opset_version=opset,
                 dynamo=False,
             )
@@ -84,7 +89,17 @@ def export_onnx(
 class OnnxBackend(RerankBackend):
     kind = "onnx"
 
-    def __init__(self, name: str, model_path: str, *, max_length: int = 512, batch_size: int = 32, quantize: bool = False, threads: int = 2, **options):
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        *,
+        max_length: int = 512,
+        batch_size: int = 32,
+        quantize: bool = False,
+        threads: int = 2,
+        **options,
+    ):
         # options: the long-document settings of RerankBackend (others are ignored there).
         super().__init__(name, model_path, max_length=max_length, batch_size=batch_size, **options)
         import onnxruntime as ort

@@ -17,6 +17,7 @@ One server for the whole module (building one costs seconds, a case costs millis
 each case takes its own "before" snapshot, so cases do not depend on their order, and the
 autouse fixture puts the two budgets the cases read back in place.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -25,10 +26,10 @@ from dataclasses import asdict, dataclass
 import grpc
 import pytest
 
-from engine.api_keys import ROLE_RANK, ApiKeyRecord, ApiKeyStore
+from hybridsearch.engine.api_keys import ROLE_RANK, ApiKeyRecord, ApiKeyStore
+from hybridsearch.engine.budget_store import BudgetStore
+from hybridsearch.rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
-from engine.budget_store import BudgetStore
-from rerank.budgets import RerankBudget
 from tests.conftest import RunningServer, make_settings
 
 A, B = "a", "b"  # a: every caller under test; b: the tenant that must not be touched
@@ -63,7 +64,9 @@ class World:
 def world(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
     # Like conftest's start_server, but once per module and in api_key mode; the reranker is
     # on because budgets live in the rerank stage (without it they are FAILED_PRECONDITION).
-    running = RunningServer(make_settings(tmp_path_factory.mktemp("admin-isolation"), tiny_m3_dir, tiny_reranker_dir, auth_mode="api_key"))
+    running = RunningServer(
+        make_settings(tmp_path_factory.mktemp("admin-isolation"), tiny_m3_dir, tiny_reranker_dir, auth_mode="api_key")
+    )
     store = ApiKeyStore(running.settings.state_path)
     budgets = BudgetStore(running.settings.state_path, RerankBudget())
     try:
@@ -120,7 +123,10 @@ def snapshot(w: World) -> dict:
         "b_docs": [(d.id, d.text) for d in b_search.get(SHARED, ["b1", "b2"])],
         "b_hits": sorted(h.id for h in b_search.search(SHARED, "tenant ledger report", top_k=5).hits),
         "b_count": b_write.describe_collection(SHARED).tenant_document_count,
-        "b_listed": sorted((k.key_id, k.role, k.revoked) for k in b_admin.admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=b_admin.metadata).keys),
+        "b_listed": sorted(
+            (k.key_id, k.role, k.revoked)
+            for k in b_admin.admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=b_admin.metadata).keys
+        ),
     }
 
 
@@ -198,7 +204,9 @@ VALID = {A, B, "A", "B"}
 def tenant_rpc(c, rpc: str, tenant: str):
     md = c.metadata
     if rpc == "CreateApiKey":
-        return c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant=tenant, role=pb.SEARCH, description="matrix"), metadata=md)
+        return c.admin.CreateApiKey(
+            pb.CreateApiKeyRequest(tenant=tenant, role=pb.SEARCH, description="matrix"), metadata=md
+        )
     if rpc == "ListApiKeys":
         return c.admin.ListApiKeys(pb.ListApiKeysRequest(tenant=tenant), metadata=md)
     if rpc == "GetBudget":
@@ -294,7 +302,7 @@ def test_list_budgets_is_for_operators_only(world):
     for role in ROLES:
         c = world.caller(role)
         before = snapshot(world)
-        outcome = attempt(lambda: c.list_budgets())
+        outcome = attempt(lambda c=c: c.list_budgets())
         assert changes(before, snapshot(world)) == set()
         if role != "operator":  # a non-operator sees no budget rows at all, not even filtered ones
             assert_refused(outcome, DENIED, needs="operator")
@@ -308,9 +316,19 @@ def test_list_budgets_is_for_operators_only(world):
 # Victims are made per case (a revoke must never take a key another case relies on).
 # "own-*": keys of a; "other-*": keys of b; "ops-operator": the operator tenant's.
 REVOKE_TARGETS = (
-    "own-search", "own-tenant-admin", "own-operator", "other-write", "other-tenant-admin", "ops-operator",
-    "unknown", "empty", "other-id-uppercase", "other-id-trailing-space", "other-id-zero-width-space",
-    "sql", "percent",
+    "own-search",
+    "own-tenant-admin",
+    "own-operator",
+    "other-write",
+    "other-tenant-admin",
+    "ops-operator",
+    "unknown",
+    "empty",
+    "other-id-uppercase",
+    "other-id-trailing-space",
+    "other-id-zero-width-space",
+    "sql",
+    "percent",
 )
 
 
@@ -369,8 +387,22 @@ def test_revoke_api_key_never_reaches_another_tenant_unless_operator(world, role
 
 # ---------------------------------------------------------------- CreateApiKey: no role above the caller's
 
-MINT_ROLES = {"SEARCH": pb.SEARCH, "WRITE": pb.WRITE, "ADMIN": pb.ADMIN, "TENANT_ADMIN": pb.TENANT_ADMIN, "OPERATOR": pb.OPERATOR, "ROLE_UNSPECIFIED": pb.ROLE_UNSPECIFIED, "99": 99}
-MINTED_AS = {pb.SEARCH: "search", pb.WRITE: "write", pb.ADMIN: "tenant-admin", pb.TENANT_ADMIN: "tenant-admin", pb.OPERATOR: "operator"}
+MINT_ROLES = {
+    "SEARCH": pb.SEARCH,
+    "WRITE": pb.WRITE,
+    "ADMIN": pb.ADMIN,
+    "TENANT_ADMIN": pb.TENANT_ADMIN,
+    "OPERATOR": pb.OPERATOR,
+    "ROLE_UNSPECIFIED": pb.ROLE_UNSPECIFIED,
+    "99": 99,
+}
+MINTED_AS = {
+    pb.SEARCH: "search",
+    pb.WRITE: "write",
+    pb.ADMIN: "tenant-admin",
+    pb.TENANT_ADMIN: "tenant-admin",
+    pb.OPERATOR: "operator",
+}
 
 
 @pytest.mark.parametrize("tenant", ["", B], ids=["own", "other"])
@@ -380,7 +412,11 @@ def test_create_api_key_mints_no_role_above_the_callers(world, role, requested, 
     w = world
     c = w.caller(role)
     before = snapshot(w)
-    outcome = attempt(lambda: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant=tenant, role=MINT_ROLES[requested]), metadata=c.metadata))
+    outcome = attempt(
+        lambda: c.admin.CreateApiKey(
+            pb.CreateApiKeyRequest(tenant=tenant, role=MINT_ROLES[requested]), metadata=c.metadata
+        )
+    )
     after = snapshot(w)
     minted = MINTED_AS.get(MINT_ROLES[requested])
     if ROLE_RANK[role] < ROLE_RANK["tenant-admin"]:
@@ -399,7 +435,11 @@ def test_create_api_key_mints_no_role_above_the_callers(world, role, requested, 
         key = w.running.client(tenant=None, api_key=reply.secret)
         assert key.list_collections()
         if minted == "tenant-admin":  # what a tenant-admin mints is scoped like its maker
-            code, details = attempt(lambda: key.admin.ListApiKeys(pb.ListApiKeysRequest(tenant=B if tenant != B else A), metadata=key.metadata))
+            code, details = attempt(
+                lambda: key.admin.ListApiKeys(
+                    pb.ListApiKeysRequest(tenant=B if tenant != B else A), metadata=key.metadata
+                )
+            )
             assert (code, details.split(":")[0]) == (DENIED, "tenant")
         expected = {("keys", record.key_id), ("b_listed",)} if tenant == B else set()
         assert changes(before, after) == expected
@@ -507,7 +547,9 @@ def _aimed_at_b(w: World, rpc: str):
         victim, _ = w.store.create(B, "write", "victim")
         return lambda c: c.admin.RevokeApiKey(pb.RevokeApiKeyRequest(key_id=victim.key_id), metadata=c.metadata)
     return {
-        "CreateApiKey": lambda c: c.admin.CreateApiKey(pb.CreateApiKeyRequest(tenant=B, role=pb.SEARCH), metadata=c.metadata),
+        "CreateApiKey": lambda c: c.admin.CreateApiKey(
+            pb.CreateApiKeyRequest(tenant=B, role=pb.SEARCH), metadata=c.metadata
+        ),
         "ListApiKeys": lambda c: c.admin.ListApiKeys(pb.ListApiKeysRequest(tenant=B), metadata=c.metadata),
         "SetBudget": lambda c: c.set_budget(B, max_depth=200),
         "GetBudget": lambda c: c.get_budget(B),
@@ -518,7 +560,17 @@ def _aimed_at_b(w: World, rpc: str):
     }[rpc]
 
 
-ADMIN_RPCS = ["CreateApiKey", "ListApiKeys", "RevokeApiKey", "SetBudget", "GetBudget", "ListBudgets", "DeleteBudget", "CreateCollection", "DropCollection"]
+ADMIN_RPCS = [
+    "CreateApiKey",
+    "ListApiKeys",
+    "RevokeApiKey",
+    "SetBudget",
+    "GetBudget",
+    "ListBudgets",
+    "DeleteBudget",
+    "CreateCollection",
+    "DropCollection",
+]
 
 
 @pytest.mark.parametrize("rpc", ADMIN_RPCS)
@@ -537,7 +589,10 @@ def test_a_revoked_tenant_admin_key_administers_nothing(world, revoked_by, rpc):
     assert "revoked" in outcome[1]
     assert changes(before, snapshot(w)) == set()
     # ... and at its own tenant too: a revoked key is nobody.
-    assert attempt(lambda: c.admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=c.metadata))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        attempt(lambda: c.admin.ListApiKeys(pb.ListApiKeysRequest(), metadata=c.metadata))[0]
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
 
 
 @pytest.mark.parametrize("rpc", ADMIN_RPCS)

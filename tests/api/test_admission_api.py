@@ -1,5 +1,6 @@
 """Fair admission through the server: counted on arrival, refused with a retry hint, and a
 tenant's saturated share never holds up another tenant's call (issue 15, finding 3)."""
+
 from __future__ import annotations
 
 import threading
@@ -10,16 +11,23 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from engine.admission import retry_after_ms
+from hybridsearch.engine.admission import retry_after_ms
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 
 @pytest.fixture
 def tight(start_server, tmp_path):
     """Two running slots, one per tenant, two calls per tenant running or waiting."""
-    running = start_server(tmp_path / "data", limits={
-        "max_top_k": 100, "max_depth": 200, "max_running": 2, "max_running_per_tenant": 1, "max_concurrent_per_tenant": 2,
-    })
+    running = start_server(
+        tmp_path / "data",
+        limits={
+            "max_top_k": 100,
+            "max_depth": 200,
+            "max_running": 2,
+            "max_running_per_tenant": 1,
+            "max_concurrent_per_tenant": 2,
+        },
+    )
     a = running.client("A")
     a.create_collection("docs")
     a.upsert("docs", [{"id": str(i), "text": f"water sample {i}"} for i in range(10)])
@@ -65,8 +73,8 @@ def test_a_saturated_tenant_waits_then_is_refused_while_another_tenant_runs_at_o
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "'A'" in err.details() and "limits.max_concurrent_per_tenant" in err.details()
         assert 50 <= retry_after_ms(err) <= 10_000
-        from grpc_status import rpc_status
         from google.rpc import error_details_pb2
+        from grpc_status import rpc_status
 
         status = rpc_status.from_call(err)
         infos = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
@@ -78,7 +86,10 @@ def test_a_saturated_tenant_waits_then_is_refused_while_another_tenant_runs_at_o
         assert not queued.done()
         # Health checks and reflection are never scheduled.
         health = health_pb2_grpc.HealthStub(tight.channel())
-        assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     finally:
         gate.set()
         holder.join(20)

@@ -3,6 +3,7 @@
 No pytest-asyncio: each test runs its coroutine with asyncio.run, the client made and closed
 inside it (a grpc.aio channel belongs to the loop it was made in).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +12,16 @@ import grpc
 import grpc.aio
 import pytest
 
-from engine.aio_client import AsyncHybridSearchClient
+from hybridsearch.engine.aio_client import AsyncHybridSearchClient
 
 COLLECTION = "aio_docs"
 DOCS = [
     {"id": "d1", "text": "protein expression in cancer cells", "metadata": {"year": 2010, "kind": "article"}},
-    {"id": "d2", "text": "gene regulation of stem cells during development", "metadata": {"year": 2015, "kind": "review"}},
+    {
+        "id": "d2",
+        "text": "gene regulation of stem cells during development",
+        "metadata": {"year": 2015, "kind": "review"},
+    },
     {"id": "d3", "text": "immune response to viral infection in mice", "metadata": {"year": 2020, "kind": "article"}},
     {"id": "d4", "text": "brain imaging of memory and sleep", "metadata": {"year": 2012, "kind": "letter"}},
     {"id": "d5", "text": "cancer risk and diet in a large cohort study", "metadata": {"year": 2018, "kind": "article"}},
@@ -62,7 +67,9 @@ def test_search_answers_as_the_blocking_client_does(loaded):
         return await client.search(COLLECTION, "cancer cells", top_k=4, filters=[("year", ">=", 2011)], explain=True)
 
     reply = run(loaded, body)
-    blocking = loaded.client("aio").search(COLLECTION, "cancer cells", top_k=4, filters=[("year", ">=", 2011)], explain=True)
+    blocking = loaded.client("aio").search(
+        COLLECTION, "cancer cells", top_k=4, filters=[("year", ">=", 2011)], explain=True
+    )
     assert [h.id for h in reply.hits] == [h.id for h in blocking.hits]
     assert [h.fused_score for h in reply.hits] == pytest.approx([h.fused_score for h in blocking.hits])
     assert reply.hits and all(h.metadata["year"].int_value >= 2011 for h in reply.hits)
@@ -78,7 +85,7 @@ def test_concurrent_searches_on_one_channel(loaded):
 
     replies = run(loaded, body)
     blocking = loaded.client("aio")
-    for q, reply in zip(queries, replies):
+    for q, reply in zip(queries, replies, strict=True):
         assert [h.id for h in reply.hits] == [h.id for h in blocking.search(COLLECTION, q, top_k=2).hits]
 
 

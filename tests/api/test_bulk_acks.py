@@ -1,7 +1,7 @@
 """Issue 15, finding 6: what a bulk-loading client can rely on when it is cut off."""
+
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
@@ -9,7 +9,10 @@ import pytest
 
 
 def docs(batch: int, n: int = 4, size: int = 1) -> list[dict]:
-    return [{"id": f"b{batch}-{i}", "text": f"protein cells batch {batch} item {i} " + "filler words " * size} for i in range(n)]
+    return [
+        {"id": f"b{batch}-{i}", "text": f"protein cells batch {batch} item {i} " + "filler words " * size}
+        for i in range(n)
+    ]
 
 
 def test_each_batch_is_acknowledged_once_durable_and_a_cut_client_knows_what_was_written(server):
@@ -43,14 +46,17 @@ def test_a_bad_batch_ends_the_stream_naming_it_after_the_good_ones_were_acknowle
         for ack in client.bulk_upsert_acked("acked_bad", batches):
             acks.append(ack.batch)
     assert acks == [0]
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "batch 1 (after 4 documents written)" in info.value.details()
+    assert (
+        info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "batch 1 (after 4 documents written)" in info.value.details()
+    )
     assert client.get("acked_bad", ["b2-0"]) == []
 
 
 @pytest.mark.parametrize("rpc", ["upsert", "bulk_upsert", "bulk_upsert_acked"])
 def test_a_batch_whose_call_is_cancelled_before_its_write_is_not_written(server, rpc):
     """A 1,000-document batch cancelled after 1.5 s used to be written in full 12 s later."""
-    from engine.client import document_message
+    from hybridsearch.engine.client import document_message
     from hybridsearch.v1 import hybridsearch_pb2 as pb
 
     client = server.client("acme")

@@ -1,5 +1,6 @@
 """Chinese and mixed Chinese/English search end to end: real server, Milvus Lite, each
 sparse kind and analyzer, and the refusal of a collection built with another analyzer."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ QUERIES = [
 
 
 def profile(tiny_m3_dir, sparse="service-bm25", **analyzer):
-    from engine.config import ProfileConfig
+    from hybridsearch.engine.config import ProfileConfig
 
     return ProfileConfig(kind="dense-bm25", model=str(tiny_m3_dir), max_length=128, analyzer=analyzer, sparse=sparse)
 
@@ -44,7 +45,9 @@ def chinese_server(tmp_path_factory, tiny_m3_dir):
         "tiny-standard": profile(tiny_m3_dir, type="standard"),
         "tiny-milvus-jieba": profile(tiny_m3_dir, "milvus-bm25", type="jieba"),
     }
-    running = RunningServer(make_settings(tmp_path_factory.mktemp("zh"), tiny_m3_dir, None, profiles=profiles, default_profile="tiny-cjk"))
+    running = RunningServer(
+        make_settings(tmp_path_factory.mktemp("zh"), tiny_m3_dir, None, profiles=profiles, default_profile="tiny-cjk")
+    )
     yield running
     running.stop()
 
@@ -57,12 +60,18 @@ def test_chinese_and_mixed_queries_find_their_document_on_the_sparse_route(chine
     if profile_name == "tiny-milvus-jieba":
         assert c.sparse_kind == "milvus-bm25" and c.sparse_analyzer.startswith('milvus-bm25;k1=1.2;b=0.75;{"filter"')
     else:
-        assert c.sparse_kind == "vector" and c.sparse_analyzer.startswith("service-bm25;k1=1.2;b=0.75;" + profile_name.split("-")[1])
+        assert c.sparse_kind == "vector" and c.sparse_analyzer.startswith(
+            "service-bm25;k1=1.2;b=0.75;" + profile_name.split("-")[1]
+        )
     client.upsert(name, DOCS)
     for query, expected in QUERIES:
-        reply = client.search(name, query, top_k=3, fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0)
+        reply = client.search(
+            name, query, top_k=3, fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0
+        )
         assert reply.hits and reply.hits[0].id == expected, (profile_name, query, [h.id for h in reply.hits])
-        assert reply.hits[0].HasField("sparse") and reply.hits[0].sparse.rank == 1 and reply.hits[0].sparse.raw_score > 0
+        assert (
+            reply.hits[0].HasField("sparse") and reply.hits[0].sparse.rank == 1 and reply.hits[0].sparse.raw_score > 0
+        )
         fused = client.search(name, query, top_k=3)  # RRF with the dense route
         assert expected in [h.id for h in fused.hits]
 
@@ -71,7 +80,15 @@ def test_the_standard_analyzer_finds_almost_nothing_in_chinese_which_is_the_bug(
     client = chinese_server.client("acme")
     client.create_collection("zh_standard", "tiny-standard")
     client.upsert("zh_standard", DOCS)
-    reply = client.search("zh_standard", "黑豹队的防守丢了多少分？", top_k=3, fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0)
+    reply = client.search(
+        "zh_standard",
+        "黑豹队的防守丢了多少分？",
+        top_k=3,
+        fusion="weighted",
+        normalizer="none",
+        dense_weight=0.0,
+        sparse_weight=1.0,
+    )
     assert reply.sparse_candidates == 0
 
 
@@ -103,7 +120,9 @@ def test_a_collection_searched_with_another_analyzer_is_refused(tmp_path, tiny_m
     from tests.conftest import RunningServer, make_settings
 
     data = tmp_path / "data"
-    first = RunningServer(make_settings(data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="cjk")}, default_profile="zh"))
+    first = RunningServer(
+        make_settings(data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="cjk")}, default_profile="zh")
+    )
     try:
         client = first.client("acme")
         client.create_collection("docs", "zh")
@@ -111,10 +130,18 @@ def test_a_collection_searched_with_another_analyzer_is_refused(tmp_path, tiny_m
     finally:
         first.stop()
     # The operator switches the profile to jieba: the stored bigram weights no longer match.
-    second = RunningServer(make_settings(data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="jieba")}, default_profile="zh"))
+    second = RunningServer(
+        make_settings(
+            data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="jieba")}, default_profile="zh"
+        )
+    )
     try:
         client = second.client("acme")
-        for call in (lambda: client.search("docs", "黑豹队"), lambda: client.upsert("docs", DOCS[3:4]), lambda: client.delete("docs", ["z1"])):
+        for call in (
+            lambda: client.search("docs", "黑豹队"),
+            lambda: client.upsert("docs", DOCS[3:4]),
+            lambda: client.delete("docs", ["z1"]),
+        ):
             code, details = status_of(call)
             assert code == grpc.StatusCode.FAILED_PRECONDITION
             assert "collection 'docs' was built with" in details and "cjk;unigrams=1" in details and "jieba;" in details
@@ -122,7 +149,7 @@ def test_a_collection_searched_with_another_analyzer_is_refused(tmp_path, tiny_m
         assert [d.id for d in client.get("docs", ["z1", "z4"])] == ["z1"]
         assert client.describe_collection("docs").tenant_document_count == 3
         # The demo, whose collections are its own, drops such a collection and builds it again.
-        from engine.cli import ingest_demo
+        from hybridsearch.engine.cli import ingest_demo
 
         sample = tmp_path / "sample.jsonl"
         sample.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
@@ -142,7 +169,15 @@ def test_milvus_bm25_follows_upserts_and_deletes(chinese_server):
     client.upsert("zh_milvus_writes", DOCS)
 
     def sparse_ids(query: str) -> list[str]:
-        reply = client.search("zh_milvus_writes", query, top_k=5, fusion="weighted", normalizer="none", dense_weight=0.0, sparse_weight=1.0)
+        reply = client.search(
+            "zh_milvus_writes",
+            query,
+            top_k=5,
+            fusion="weighted",
+            normalizer="none",
+            dense_weight=0.0,
+            sparse_weight=1.0,
+        )
         return [h.id for h in reply.hits if h.HasField("sparse")]
 
     assert sparse_ids("首都")[0] == "z3"
@@ -157,14 +192,30 @@ def test_switching_a_collection_between_service_and_milvus_bm25_is_refused(tmp_p
     from tests.conftest import RunningServer, make_settings
 
     data = tmp_path / "data"
-    first = RunningServer(make_settings(data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="jieba")}, default_profile="zh"))
+    first = RunningServer(
+        make_settings(
+            data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, type="jieba")}, default_profile="zh"
+        )
+    )
     try:
         first.client("acme").create_collection("docs", "zh")
     finally:
         first.stop()
-    second = RunningServer(make_settings(data, tiny_m3_dir, None, profiles={"zh": profile(tiny_m3_dir, "milvus-bm25", type="jieba")}, default_profile="zh"))
+    second = RunningServer(
+        make_settings(
+            data,
+            tiny_m3_dir,
+            None,
+            profiles={"zh": profile(tiny_m3_dir, "milvus-bm25", type="jieba")},
+            default_profile="zh",
+        )
+    )
     try:
         code, details = status_of(lambda: second.client("acme").search("docs", "黑豹队"))
-        assert code == grpc.StatusCode.FAILED_PRECONDITION and "sparse route vector" in details and "milvus-bm25" in details
+        assert (
+            code == grpc.StatusCode.FAILED_PRECONDITION
+            and "sparse route vector" in details
+            and "milvus-bm25" in details
+        )
     finally:
         second.stop()

@@ -1,5 +1,6 @@
 """kill -9 during ingest: every acknowledged document survives, none is half-written,
 and re-sending a batch is idempotent. The server is a real `hsearch serve` process."""
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,18 @@ import grpc
 import pytest
 import yaml
 
-from engine.client import HybridSearchClient
+from hybridsearch.engine.client import HybridSearchClient
 from tests.milvus_process import NATIVE_LITE, free_port
 
 
 def start_serve(config_path, port):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(config_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridsearch.engine.cli", "serve", "--config", str(config_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -34,22 +40,29 @@ def start_serve(config_path, port):
 
 
 def batch(n: int, size: int = 10) -> list[dict]:
-    return [{"id": f"doc-{n}-{i}", "text": f"marker{n}x{i} protein cells batch {n}", "metadata": {"batch": n}} for i in range(size)]
+    return [
+        {"id": f"doc-{n}-{i}", "text": f"marker{n}x{i} protein cells batch {n}", "metadata": {"batch": n}}
+        for i in range(size)
+    ]
 
 
 @pytest.fixture
 def config(tmp_path, tiny_m3_dir):
     port = free_port()
     path = tmp_path / "hsearch.yaml"
-    path.write_text(yaml.safe_dump({
-        "data_dir": str(tmp_path / "data"),
-        "default_profile": "tiny",
-        "profiles": {"tiny": {"kind": "bge-m3", "model": str(tiny_m3_dir), "max_length": 64}},
-        "server": {"host": "127.0.0.1", "port": port, "grace_s": 1},
-        "rerank": {"enabled": False},
-        "auth_mode": "dev_header",
-        "torch_threads": 1,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "default_profile": "tiny",
+                "profiles": {"tiny": {"kind": "bge-m3", "model": str(tiny_m3_dir), "max_length": 64}},
+                "server": {"host": "127.0.0.1", "port": port, "grace_s": 1},
+                "rerank": {"enabled": False},
+                "auth_mode": "dev_header",
+                "torch_threads": 1,
+            }
+        )
+    )
     return path, port
 
 
@@ -130,7 +143,9 @@ def _engine_processes(data_dir) -> list[int]:
 
 
 @pytest.mark.skipif(not NATIVE_LITE, reason="Milvus Lite 3.x runs inside the service's own process")
-def test_the_engine_process_killed_mid_ingest_is_restarted_and_keeps_every_acknowledged_document(start_server, tmp_path):
+def test_the_engine_process_killed_mid_ingest_is_restarted_and_keeps_every_acknowledged_document(
+    start_server, tmp_path
+):
     running = start_server(tmp_path / "data")
     client = running.client("acme")
     client.create_collection("docs", metadata_fields={"batch": "int"})

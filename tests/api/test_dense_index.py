@@ -1,5 +1,6 @@
 """The dense index type comes from config (milvus.dense_index), is recorded per collection,
 and each type's build and search parameters reach Milvus."""
+
 from __future__ import annotations
 
 import grpc
@@ -41,34 +42,53 @@ def test_the_configured_dense_index_is_built_recorded_and_searched(tmp_path, tin
         client.upsert("docs", DOCS)
         index = running.server.service.store.connect().describe_index("docs", "dense")
         # Milvus Lite 3.x describes build parameters nested under "params"; native Lite flat, as text.
-        described = index.get("params") if params is None or "params" in index else {k: int(index[k]) for k in params if k in index}
+        described = (
+            index.get("params")
+            if params is None or "params" in index
+            else {k: int(index[k]) for k in params if k in index}
+        )
         assert index["index_type"] == built and described == params
         assert running.server.service.store.spec("docs").dense_index == built
-        hits = client.search("docs", "heart attack risk", top_k=3, fusion="weighted", normalizer="none", dense_weight=1.0, sparse_weight=0.0)
+        hits = client.search(
+            "docs",
+            "heart attack risk",
+            top_k=3,
+            fusion="weighted",
+            normalizer="none",
+            dense_weight=1.0,
+            sparse_weight=0.0,
+        )
         assert {h.id for h in hits.hits} == {"a", "b", "c"}
     finally:
         running.stop()
 
 
 def test_a_collection_made_before_the_index_was_recorded_reads_as_hnsw():
-    from engine.collections import CollectionSpec
+    from hybridsearch.engine.collections import CollectionSpec
 
-    spec = CollectionSpec.from_json("old", '{"profile": "p", "dimension": 8, "dense_metric": "COSINE", "metadata_fields": {}}')
+    spec = CollectionSpec.from_json(
+        "old", '{"profile": "p", "dimension": 8, "dense_metric": "COSINE", "metadata_fields": {}}'
+    )
     assert spec.dense_index == "HNSW"
-    assert CollectionSpec.from_json("new", CollectionSpec("new", "p", 8, dense_index="FLAT").to_json()).dense_index == "FLAT"
+    assert (
+        CollectionSpec.from_json("new", CollectionSpec("new", "p", 8, dense_index="FLAT").to_json()).dense_index
+        == "FLAT"
+    )
 
 
 def test_an_unknown_dense_index_is_refused_in_config_naming_the_setting():
     from pydantic import ValidationError
 
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     with pytest.raises(ValidationError, match="milvus.dense_index"):
         Settings(milvus={"dense_index": "DISKANN"})
 
 
 @pytest.mark.parametrize("layout", ["auto", "typed", "json"])
-def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_where_unsupported(tmp_path, tiny_m3_dir, layout):
+def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_where_unsupported(
+    tmp_path, tiny_m3_dir, layout
+):
     from tests.conftest import RunningServer, make_settings
 
     running = RunningServer(make_settings(tmp_path, tiny_m3_dir, None, milvus={"schema_layout": layout}))
@@ -88,7 +108,11 @@ def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_wher
             return
         client.create_collection("docs", metadata_fields={"year": "int"})
         assert running.server.service.store.spec("docs").layout == expected
-        client.upsert("docs", [dict(d, metadata={"year": 2010 + i}) for i, d in enumerate(DOCS)] + [{"id": "bare", "text": "no year at all"}])
+        client.upsert(
+            "docs",
+            [dict(d, metadata={"year": 2010 + i}) for i, d in enumerate(DOCS)]
+            + [{"id": "bare", "text": "no year at all"}],
+        )
         found = client.search("docs", "heart", top_k=10, filters=[("year", "!=", 2010)])
         assert {h.id for h in found.hits} == {"b", "c"}  # "bare" has no year: it never matches
         found = client.search("docs", "heart", top_k=10, filters=[("year", "not in", [2011])])
@@ -101,16 +125,21 @@ def test_the_schema_layout_is_chosen_by_engine_recorded_and_refused_by_name_wher
 def test_hnsw_build_and_search_parameters_as_sent_to_a_milvus_server():
     # No Milvus server that holds this schema installs offline here: the parameters the
     # store sends are checked as data (native Lite refuses HNSW, see above).
-    from engine.collections import CollectionSpec
-    from engine.config import MilvusConfig
-    from engine.store import MilvusStore
+    from hybridsearch.engine.collections import CollectionSpec
+    from hybridsearch.engine.config import MilvusConfig
+    from hybridsearch.engine.store import MilvusStore
 
-    store = MilvusStore("http://milvus.invalid:19530", MilvusConfig(hnsw_m=24, hnsw_ef_construction=300, hnsw_ef=64, ivf_nlist=256, ivf_nprobe=8))
+    store = MilvusStore(
+        "http://milvus.invalid:19530",
+        MilvusConfig(hnsw_m=24, hnsw_ef_construction=300, hnsw_ef=64, ivf_nlist=256, ivf_nprobe=8),
+    )
     hnsw = CollectionSpec("c", "p", 8, dense_index="HNSW")
     assert store.dense_build_params(hnsw) == {"params": {"M": 24, "efConstruction": 300}}
     assert store.dense_search_params(hnsw, 10) == {"ef": 64}
     assert store.dense_search_params(hnsw, 500) == {"ef": 500}  # ef never below the results asked for
     ivf = CollectionSpec("c", "p", 8, dense_index="IVF_FLAT")
-    assert store.dense_build_params(ivf) == {"params": {"nlist": 256}} and store.dense_search_params(ivf, 10) == {"nprobe": 8}
+    assert store.dense_build_params(ivf) == {"params": {"nlist": 256}} and store.dense_search_params(ivf, 10) == {
+        "nprobe": 8
+    }
     flat = CollectionSpec("c", "p", 8, dense_index="FLAT")
     assert store.dense_build_params(flat) == {} and store.dense_search_params(flat, 10) == {}

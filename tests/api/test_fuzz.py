@@ -11,6 +11,7 @@ The short version runs in the default suite (``HSEARCH_FUZZ_EXAMPLES``, default
 strategies for minutes against a server in a subprocess. The random seed is printed
 (and can be pinned with ``HSEARCH_FUZZ_SEED``).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,16 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
-from benchmarks.fuzz_cases import DEFAULT_EXAMPLES, Stubs, calls, check_still_serving, problem, run_call, run_seed, seed_collections
+from benchmarks.fuzz_cases import (
+    DEFAULT_EXAMPLES,
+    Stubs,
+    calls,
+    check_still_serving,
+    problem,
+    run_call,
+    run_seed,
+    seed_collections,
+)
 
 # ---------------------------------------------------------------- the short test (default suite)
 
@@ -41,7 +51,12 @@ def fuzz_stubs(server) -> Stubs:
     deadline=None,
     derandomize=False,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.large_base_example,
+    ],
 )
 @given(call=calls())
 def test_every_request_gets_a_proper_status(fuzz_stubs, call):

@@ -1,4 +1,5 @@
 """Standard gRPC health and reflection, and graceful shutdown (in process and of an `hsearch serve` process)."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,9 @@ def test_health_list_names_every_service_with_its_status(server):
 
 
 def test_health_check_of_an_unknown_service_is_not_found(server):
-    code, _ = status_of(lambda: health_stub(server.channel()).Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5))
+    code, _ = status_of(
+        lambda: health_stub(server.channel()).Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+    )
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -68,7 +71,10 @@ def test_reflection_lists_the_search_admin_and_health_services(server):
 def test_reflection_returns_the_file_descriptor_for_the_search_service(server):
     (reply,) = reflect(server, reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE))
     assert reply.WhichOneof("message_response") == "file_descriptor_response"
-    files = [descriptor_pb2.FileDescriptorProto.FromString(raw) for raw in reply.file_descriptor_response.file_descriptor_proto]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in reply.file_descriptor_response.file_descriptor_proto
+    ]
     (proto,) = [f for f in files if f.name == pb.DESCRIPTOR.name]
     assert proto.package == "hybridsearch.v1"
     services = {s.name: {m.name for m in s.method} for s in proto.service}
@@ -147,7 +153,11 @@ def test_graceful_stop_turns_health_not_serving_finishes_in_flight_calls_and_ref
     search = pb.SearchRequest(collection="drain", query="written", top_k=1)
     new_call = lambda: pb_grpc.HybridSearchStub(fresh).Search(search, metadata=[("x-tenant", "acme")], timeout=2)  # noqa: E731
     assert wait_for(lambda: refused(new_call) == grpc.StatusCode.UNAVAILABLE, 10, "UNAVAILABLE on a new channel")
-    assert wait_for(lambda: refused(lambda: client.search("drain", "written", top_k=1, timeout=2)) == grpc.StatusCode.UNAVAILABLE, 10, "UNAVAILABLE on the open channel")
+    assert wait_for(
+        lambda: refused(lambda: client.search("drain", "written", top_k=1, timeout=2)) == grpc.StatusCode.UNAVAILABLE,
+        10,
+        "UNAVAILABLE on the open channel",
+    )
     assert loader.is_alive() and stopper.is_alive()
 
     # the in-flight stream still completes, and the stop then returns well inside the grace period
@@ -157,7 +167,10 @@ def test_graceful_stop_turns_health_not_serving_finishes_in_flight_calls_and_ref
     assert outcome["reply"].upserted == 2 and outcome["reply"].batches == 2
     stopper.join(grace)
     assert not stopper.is_alive() and time.monotonic() - started < grace / 2
-    assert refused(lambda: health_stub(fresh).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)) == grpc.StatusCode.UNAVAILABLE
+    assert (
+        refused(lambda: health_stub(fresh).Check(health_pb2.HealthCheckRequest(service=""), timeout=2))
+        == grpc.StatusCode.UNAVAILABLE
+    )
 
     # both batches are durable: a new server on the same data directory has them
     again = start_server(data_dir, rerank={"enabled": False})
@@ -232,8 +245,12 @@ rerank:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HSEARCH_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="2")
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "serve", "--config", str(config)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "hybridsearch.engine.cli", "serve", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")

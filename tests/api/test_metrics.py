@@ -1,4 +1,5 @@
 """Prometheus metrics per tenant and stage on the HTTP metrics port."""
+
 from __future__ import annotations
 
 import urllib.request
@@ -8,7 +9,9 @@ from tests.milvus_process import free_port
 
 def test_metrics_endpoint_counts_searches_by_tenant_stage_and_rerank(start_server, tmp_path):
     port = free_port()
-    running = start_server(tmp_path / "data", server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "metrics_port": port})
+    running = start_server(
+        tmp_path / "data", server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "metrics_port": port}
+    )
     c = running.client("acme")
     c.create_collection("docs")
     c.upsert("docs", [{"id": str(i), "text": f"protein cells sample {i}"} for i in range(12)])

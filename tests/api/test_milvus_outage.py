@@ -3,6 +3,7 @@
 Milvus here is a real gRPC endpoint: the installed milvus-lite as a server process on a loopback port
 (tests/milvus_process.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -46,9 +47,15 @@ def milvus(tmp_path):
     process.kill()
 
 
-def test_service_starts_without_milvus_and_recovers_when_it_comes_back_and_after_a_crash(start_server, tmp_path, milvus):
+def test_service_starts_without_milvus_and_recovers_when_it_comes_back_and_after_a_crash(
+    start_server, tmp_path, milvus
+):
     uri = f"http://127.0.0.1:{milvus.port}"
-    running = start_server(tmp_path / "svc", milvus={"uri": uri, "timeout_s": 3}, server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "health_interval_s": 0.2})
+    running = start_server(
+        tmp_path / "svc",
+        milvus={"uri": uri, "timeout_s": 3},
+        server={"host": "127.0.0.1", "port": 0, "grace_s": 1, "health_interval_s": 0.2},
+    )
     client = running.client("acme", timeout=10)
     channel = running.channel()
 

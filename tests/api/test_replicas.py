@@ -4,6 +4,7 @@ Milvus is the installed milvus-lite as a server process (tests/milvus_process.py
 embedded file holds for one process only. Each replica is a whole engine.server.Server with
 its own caches and rate allowances; all they share is what a load balancer's replicas share.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,9 +12,9 @@ import time
 import grpc
 import pytest
 
-from engine.api_keys import ApiKeyStore
-from engine.config import ProfileConfig
-from engine.rate_ledger import CHUNKS_PER_MINUTE
+from hybridsearch.engine.api_keys import ApiKeyStore
+from hybridsearch.engine.config import ProfileConfig
+from hybridsearch.engine.rate_ledger import CHUNKS_PER_MINUTE
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from tests.conftest import TINY_BM25_PROFILE, TINY_PROFILE, RunningServer, make_settings, postgres_database, status_of
 from tests.milvus_process import MilvusProcess, free_port
@@ -42,12 +43,19 @@ def replicas(tmp_path_factory, postgres, tiny_m3_dir, tiny_reranker_dir):
         with postgres_database(postgres) as uri:
             for name in ("one", "two"):
                 settings = make_settings(
-                    root / name, tiny_m3_dir, tiny_reranker_dir,
-                    auth_mode="api_key", state_uri=uri, milvus={"uri": f"http://127.0.0.1:{milvus.port}", "timeout_s": 10},
+                    root / name,
+                    tiny_m3_dir,
+                    tiny_reranker_dir,
+                    auth_mode="api_key",
+                    state_uri=uri,
+                    milvus={"uri": f"http://127.0.0.1:{milvus.port}", "timeout_s": 10},
                 )
                 # Chinese words for the service's BM25 (the standard analyzer finds almost none).
                 settings.profiles[JIEBA_PROFILE] = ProfileConfig(
-                    kind="dense-bm25", model=str(tiny_m3_dir), max_length=128, analyzer={"type": "jieba"},
+                    kind="dense-bm25",
+                    model=str(tiny_m3_dir),
+                    max_length=128,
+                    analyzer={"type": "jieba"},
                 )
                 started.append(RunningServer(settings))
             bootstrap = ApiKeyStore(uri)  # `hsearch keys create` on any host
@@ -139,7 +147,7 @@ def test_bm25_statistics_ingested_through_one_replica_score_the_same_on_the_othe
     on2.upsert(COLLECTION, [{"id": f"h{i}", "text": f"heart study number {i}"} for i in range(6)])
     after = _scores(on1)
     assert after == _scores(on2)
-    assert dict((i, s) for i, s, _ in after)["1"] != dict((i, s) for i, s, _ in before)["1"]
+    assert {i: s for i, s, _ in after}["1"] != {i: s for i, s, _ in before}["1"]
 
 
 def test_a_rate_budget_spent_through_both_replicas_is_one_budget_not_two(replicas, corpus):
@@ -169,7 +177,7 @@ def test_a_rate_budget_spent_through_both_replicas_is_one_budget_not_two(replica
 def test_a_collection_dropped_and_made_again_through_one_replica_is_seen_by_the_other(replicas):
     """Each replica caches collection specs; a drop and re-create elsewhere (here with
     another profile) must reach it within the cache's 2 s, not after a restart."""
-    from engine.store import SPEC_CACHE_S
+    from hybridsearch.engine.store import SPEC_CACHE_S
 
     op1, op2 = clients(replicas, replicas[2])
     op1.create_collection("swapped")
@@ -181,7 +189,10 @@ def test_a_collection_dropped_and_made_again_through_one_replica_is_seen_by_the_
     waited = seconds_until(lambda: op2.describe_collection("swapped").profile == other, limit=SPEC_CACHE_S + 3)
     assert waited <= SPEC_CACHE_S + 1
     op1.drop_collection("swapped")
-    seconds_until(lambda: status_of(lambda: op2.describe_collection("swapped"))[0] == grpc.StatusCode.NOT_FOUND, limit=SPEC_CACHE_S + 3)
+    seconds_until(
+        lambda: status_of(lambda: op2.describe_collection("swapped"))[0] == grpc.StatusCode.NOT_FOUND,
+        limit=SPEC_CACHE_S + 3,
+    )
 
 
 def test_chinese_and_mixed_text_scores_the_same_on_both_replicas(replicas, corpus):
@@ -190,15 +201,21 @@ def test_chinese_and_mixed_text_scores_the_same_on_both_replicas(replicas, corpu
     op1, _ = clients(replicas, replicas[2])
     op1.create_collection("shared_zh", profile=JIEBA_PROFILE)
     on1, on2 = clients(replicas, corpus)
-    on1.upsert("shared_zh", [
-        {"id": "zh1", "text": "心脏病患者的血压控制"},
-        {"id": "zh2", "text": "睡眠不足会影响记忆巩固"},
-        {"id": "zh3", "text": "老年人的血压与饮食"},
-        {"id": "mix1", "text": "heart 心脏 disease 研究 in older patients"},
-    ])
+    on1.upsert(
+        "shared_zh",
+        [
+            {"id": "zh1", "text": "心脏病患者的血压控制"},
+            {"id": "zh2", "text": "睡眠不足会影响记忆巩固"},
+            {"id": "zh3", "text": "老年人的血压与饮食"},
+            {"id": "mix1", "text": "heart 心脏 disease 研究 in older patients"},
+        ],
+    )
     for query in ("心脏病 血压", "heart 心脏 研究"):
         scores = [
-            [(h.id, round(h.sparse.raw_score, 5), round(h.score, 6)) for h in c.search("shared_zh", query, top_k=4, rerank="off").hits]
+            [
+                (h.id, round(h.sparse.raw_score, 5), round(h.score, 6))
+                for h in c.search("shared_zh", query, top_k=4, rerank="off").hits
+            ]
             for c in (on1, on2)
         ]
         assert scores[0] == scores[1], query

@@ -3,6 +3,7 @@
 Faults are injected by wrapping the server's real backend (tests.rerank.faults): the
 real model still scores, the wrapper raises, sleeps or stalls on demand.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,9 @@ def reranked_prefix_is_ordered_then_fused_order(hits, n: int) -> None:
 
 
 def in_fused_order(hits) -> bool:
-    return [h.fused_rank for h in hits] == list(range(1, len(hits) + 1)) and not any(h.reranked or h.HasField("rerank_score") for h in hits)
+    return [h.fused_rank for h in hits] == list(range(1, len(hits) + 1)) and not any(
+        h.reranked or h.HasField("rerank_score") for h in hits
+    )
 
 
 def health(running, service: str = "hybridsearch.v1.Rerank"):
@@ -129,8 +132,10 @@ def test_fixed_mode_reranks_the_first_n_fused_hits_and_keeps_the_rest_in_fused_o
         assert h.rerank_score == pytest.approx(by_text[h.id], abs=1e-5)
 
 
-def test_fusion_weight_orders_the_head_by_the_blend_of_fused_and_rerank_ranks(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
-    from fusion.blend import blend_head
+def test_fusion_weight_orders_the_head_by_the_blend_of_fused_and_rerank_ranks(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
+    from hybridsearch.fusion.blend import blend_head
 
     backends = make_settings("unused", tiny_m3_dir, tiny_reranker_dir).rerank.model_dump()["backends"]
     backends["tiny"]["fusion_weight"] = 1.0
@@ -152,7 +157,9 @@ def test_fusion_weight_orders_the_head_by_the_blend_of_fused_and_rerank_ranks(st
     assert [h.id for h in head] != [h.id for h in sorted(by_fused, key=lambda h: -h.rerank_score)]
 
 
-def test_auto_skips_queries_whose_routes_agree_on_the_top_hit_when_the_backend_says_so(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+def test_auto_skips_queries_whose_routes_agree_on_the_top_hit_when_the_backend_says_so(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
     backends = make_settings("unused", tiny_m3_dir, tiny_reranker_dir).rerank.model_dump()["backends"]
     backends["tiny"]["skip_when_routes_agree"] = True
     running = start_server(tmp_path / "agree", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, backends=backends))
@@ -173,14 +180,20 @@ def test_auto_skips_queries_whose_routes_agree_on_the_top_hit_when_the_backend_s
         seen.add(agree)
     assert seen == {True, False}  # both kinds of query occurred (else the test proves nothing)
     # FIXED ignores the signal
-    text = next(doc["text"] for doc in DOCS[:30] if any(h.dense.rank == 1 and h.sparse.rank == 1 for h in client.search(COLLECTION, doc["text"], top_k=10).hits))
+    text = next(
+        doc["text"]
+        for doc in DOCS[:30]
+        if any(h.dense.rank == 1 and h.sparse.rank == 1 for h in client.search(COLLECTION, doc["text"], top_k=10).hits)
+    )
     assert client.search(COLLECTION, text, top_k=10, rerank="fixed", rerank_depth=5).rerank.depth_scored == 5
 
 
 def test_auto_tokenises_only_the_candidates_it_may_rerank(server, tenant):
     client = tenant("lazy")
     # A cost cap of 40 tokens fits a few short pairs of the 50 candidates.
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("lazy", max_depth=50, max_cost_per_query=40)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=budget("lazy", max_depth=50, max_cost_per_query=40)), metadata=client.metadata
+    )
     first = server.settings.rerank.chunk_pairs  # the first batch AUTO tokenises
     with swapped_backend(server, lambda real: FaultyBackend(real)) as counting:
         reply = client.search(COLLECTION, QUERY, top_k=50, rerank="auto")
@@ -200,7 +213,9 @@ def test_fixed_depth_is_capped_by_the_tenant_max_depth(tenant):
 
 def test_auto_mode_with_a_tenant_budget_picks_a_depth_within_its_range(tenant):
     client = tenant("auto-t")
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("auto-t", min_depth=3, max_depth=12)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=budget("auto-t", min_depth=3, max_depth=12)), metadata=client.metadata
+    )
     reply = client.search(COLLECTION, QUERY, top_k=20, rerank="auto")
     d = reply.rerank
     assert d.mode == pb.AUTO and d.reason and not d.degraded
@@ -211,7 +226,9 @@ def test_auto_mode_with_a_tenant_budget_picks_a_depth_within_its_range(tenant):
 
 def test_tenant_default_mode_applies_when_the_request_leaves_the_mode_unset(tenant):
     client = tenant("dflt-auto")
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("dflt-auto", max_depth=6, default_mode=pb.AUTO)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=budget("dflt-auto", max_depth=6, default_mode=pb.AUTO)), metadata=client.metadata
+    )
     reply = client.search(COLLECTION, QUERY, top_k=10)
     assert reply.rerank.mode == pb.AUTO and 1 <= reply.rerank.depth_chosen <= 6
     assert any(h.reranked for h in reply.hits)
@@ -227,7 +244,9 @@ def test_tighter_latency_target_gives_smaller_or_zero_depth(tenant):
     client = tenant("latency")
 
     def depth_with_target(ms: float):
-        client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("latency", max_depth=10, latency_target_ms=ms)), metadata=client.metadata)
+        client.admin.SetBudget(
+            pb.SetBudgetRequest(budget=budget("latency", max_depth=10, latency_target_ms=ms)), metadata=client.metadata
+        )
         return client.search(COLLECTION, QUERY, top_k=10, rerank="auto")
 
     loose = depth_with_target(60_000.0)
@@ -241,7 +260,9 @@ def test_tighter_latency_target_gives_smaller_or_zero_depth(tenant):
 def test_rate_budget_runs_out_and_reports_what_is_left(tenant):
     client = tenant("rate")
     per_minute = 100.0
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=budget("rate", cost_per_minute=per_minute)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=budget("rate", cost_per_minute=per_minute)), metadata=client.metadata
+    )
     decisions = []
     start = time.monotonic()
     for _ in range(12):
@@ -287,8 +308,12 @@ def test_failing_backend_degrades_to_fusion_only_and_the_search_succeeds(server,
     assert client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3).rerank.depth_scored == 3
 
 
-def test_circuit_opens_after_repeated_failures_and_health_recovers_after_cooldown(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
-    running = start_server(tmp_path / "circuit", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=2, cooldown_s=1.0))
+def test_circuit_opens_after_repeated_failures_and_health_recovers_after_cooldown(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
+    running = start_server(
+        tmp_path / "circuit", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=2, cooldown_s=1.0)
+    )
     client = fill(running, "acme", DOCS[:20])
     SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     assert wait_for(lambda: health(running) == SERVING)
@@ -319,7 +344,9 @@ def kill_thread(thread) -> None:
     assert done == 1
 
 
-def test_killed_rerank_worker_degrades_searches_reports_down_and_is_replaced(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+def test_killed_rerank_worker_degrades_searches_reports_down_and_is_replaced(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
     import threading
 
     running = start_server(tmp_path / "killed", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, calibrate=False))
@@ -359,11 +386,18 @@ def test_killed_rerank_worker_degrades_searches_reports_down_and_is_replaced(sta
         assert wait_for(lambda: health(running) == SERVING)
 
 
-def test_circuit_recovers_when_the_first_probe_after_cooldown_scores_nothing(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
-    running = start_server(tmp_path / "probe", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=1, cooldown_s=0.5))
+def test_circuit_recovers_when_the_first_probe_after_cooldown_scores_nothing(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
+    running = start_server(
+        tmp_path / "probe", **rerank_overrides(tiny_m3_dir, tiny_reranker_dir, failure_threshold=1, cooldown_s=0.5)
+    )
     client = fill(running, "acme", DOCS[:20])
     tight = fill(running, "tight", DOCS[:20])
-    tight.admin.SetBudget(pb.SetBudgetRequest(budget=budget("tight", latency_target_ms=0.001, default_mode=pb.AUTO)), metadata=tight.metadata)
+    tight.admin.SetBudget(
+        pb.SetBudgetRequest(budget=budget("tight", latency_target_ms=0.001, default_mode=pb.AUTO)),
+        metadata=tight.metadata,
+    )
 
     def search():
         return client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)
@@ -390,11 +424,18 @@ def test_stalled_backend_degrades_with_timed_out(start_server, tmp_path, tiny_m3
         breaker = running.server.service.rerank_stage.rerankers["tiny"].breaker
         assert breaker.failures == 1
     d = reply.rerank
-    assert d.degraded and "timed out" in d.degraded_reason and "stalled" in d.degraded_reason and in_fused_order(reply.hits)
+    assert (
+        d.degraded
+        and "timed out" in d.degraded_reason
+        and "stalled" in d.degraded_reason
+        and in_fused_order(reply.hits)
+    )
     assert waited < 2.5  # answered at the 0.3 s stall timeout, not when the backend woke up after 3 s
 
 
-def test_a_long_rerank_queue_degrades_as_overloaded_without_opening_the_breaker(start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir):
+def test_a_long_rerank_queue_degrades_as_overloaded_without_opening_the_breaker(
+    start_server, tmp_path, tiny_m3_dir, tiny_reranker_dir
+):
     # A healthy but busy backend: every batch takes 0.35 s, under the 0.5 s stall timeout,
     # but four searches queued one batch each wait longer than that. Overload degrades the
     # late searches; it is not a backend failure, so the breaker stays closed.
@@ -407,7 +448,9 @@ def test_a_long_rerank_queue_degrades_as_overloaded_without_opening_the_breaker(
     client = fill(running, "acme", DOCS[:20])
     with swapped_backend(running, lambda real: FaultyBackend(real, delay_s=0.35)):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            replies = list(pool.map(lambda _: client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3), range(4)))
+            replies = list(
+                pool.map(lambda _: client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3), range(4))
+            )
         breaker = running.server.service.rerank_stage.rerankers["tiny"].breaker
         assert breaker.failures == 0 and breaker.allow()
     reasons = [r.rerank.degraded_reason for r in replies if r.rerank.degraded]
@@ -420,7 +463,15 @@ def test_a_long_rerank_queue_degrades_as_overloaded_without_opening_the_breaker(
 def test_budgets_persist_across_a_server_restart(start_server, tmp_path):
     first = start_server(tmp_path / "persist")
     admin = first.client("ops")
-    saved = budget("durable-tenant", latency_target_ms=80.0, max_cost_per_query=900, cost_per_minute=12000.0, min_depth=2, max_depth=40, default_mode=pb.AUTO)
+    saved = budget(
+        "durable-tenant",
+        latency_target_ms=80.0,
+        max_cost_per_query=900,
+        cost_per_minute=12000.0,
+        min_depth=2,
+        max_depth=40,
+        default_mode=pb.AUTO,
+    )
     assert admin.admin.SetBudget(pb.SetBudgetRequest(budget=saved), metadata=admin.metadata) == saved
     first.stop()
     second = start_server(tmp_path / "persist")
@@ -464,7 +515,9 @@ def test_get_budget_of_an_unknown_tenant_returns_the_default_budget(server):
     reply = client.admin.GetBudget(pb.GetBudgetRequest(tenant="never-configured"), metadata=client.metadata)
     assert reply.tenant == "" and reply.max_depth == 50 and reply.default_mode == pb.OFF
     assert reply.latency_target_ms == 0 and reply.cost_per_minute == 0 and reply.max_cost_per_query == 0
-    code, details = status_of(lambda: client.admin.GetBudget(pb.GetBudgetRequest(tenant="no spaces"), metadata=client.metadata))
+    code, details = status_of(
+        lambda: client.admin.GetBudget(pb.GetBudgetRequest(tenant="no spaces"), metadata=client.metadata)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("tenant:")
 
 
@@ -477,7 +530,9 @@ def test_delete_budget_returns_the_tenant_to_the_default(server):
     assert client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant="to-delete"), metadata=client.metadata).deleted
     assert client.admin.GetBudget(pb.GetBudgetRequest(tenant="to-delete"), metadata=client.metadata).tenant == ""
     assert not client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant="to-delete"), metadata=client.metadata).deleted
-    code, details = status_of(lambda: client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=""), metadata=client.metadata))
+    code, details = status_of(
+        lambda: client.admin.DeleteBudget(pb.DeleteBudgetRequest(tenant=""), metadata=client.metadata)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("tenant:")
 
 
@@ -565,7 +620,9 @@ def test_rerank_truncates_documents_over_max_length_and_counts_them(server):
 )
 def test_rerank_rejects_bad_input_naming_the_field(server, kwargs, field):
     client = server.client("acme")
-    code, details = status_of(lambda: client.stub.Rerank(pb.RerankRequest(**kwargs), metadata=client.metadata, timeout=10))
+    code, details = status_of(
+        lambda: client.stub.Rerank(pb.RerankRequest(**kwargs), metadata=client.metadata, timeout=10)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
     assert client.rerank(QUERY, RERANK_DOCS[:2]).results  # still serving
 
@@ -581,8 +638,12 @@ def test_rerank_rejects_too_many_documents(start_server, tmp_path, tiny_m3_dir, 
 
 def test_server_keeps_serving_after_bad_rerank_requests(server, tenant):
     client = tenant("acme")
-    for request in (pb.RerankRequest(query="", documents=["a"]), pb.RerankRequest(query="q"), pb.RerankRequest(query="q", documents=["a"], top_n=-3)):
-        code, _ = status_of(lambda: client.stub.Rerank(request, metadata=client.metadata, timeout=10))
+    for request in (
+        pb.RerankRequest(query="", documents=["a"]),
+        pb.RerankRequest(query="q"),
+        pb.RerankRequest(query="q", documents=["a"], top_n=-3),
+    ):
+        code, _ = status_of(lambda request=request: client.stub.Rerank(request, metadata=client.metadata, timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert client.rerank(QUERY, RERANK_DOCS).usage.tokens > 0
     reply = client.search(COLLECTION, QUERY, top_k=5, rerank="fixed", rerank_depth=3)

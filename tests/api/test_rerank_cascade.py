@@ -4,6 +4,7 @@ exit, finish the best to the last layer), its cost, and scores equal to the full
 The reranker is the tiny 6-layer BERT built at test time with (untrained) exits after layers
 2 and 4. Budgets bound by cost, not time, so every plan here is decided by token counts alone
 and the test does not depend on how fast this machine is."""
+
 from __future__ import annotations
 
 import random
@@ -24,13 +25,24 @@ KEEP = 2
 
 @pytest.fixture(scope="module")
 def exit_model(tmp_path_factory):
-    return tiny_bert_with_exits(tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("cascade-model") / "model", [2, 4, 6])
+    return tiny_bert_with_exits(
+        tmp_path_factory.getbasetemp(), tmp_path_factory.mktemp("cascade-model") / "model", [2, 4, 6]
+    )
 
 
 def _server(tmp_path_factory, tiny_m3_dir, exit_model, keep: int, **backend) -> RunningServer:
     rerank = {
         "default_backend": "exit",
-        "backends": {"exit": {"kind": "early-exit", "model": str(exit_model), "max_length": 64, "batch_size": 8, "cascade_keep": keep, **backend}},
+        "backends": {
+            "exit": {
+                "kind": "early-exit",
+                "model": str(exit_model),
+                "max_length": 64,
+                "batch_size": 8,
+                "cascade_keep": keep,
+                **backend,
+            }
+        },
         "default_budget": {"max_depth": 50, "default_mode": "off"},
     }
     running = RunningServer(make_settings(tmp_path_factory.mktemp("cascade-data"), tiny_m3_dir, None, rerank=rerank))
@@ -49,17 +61,22 @@ def server(tmp_path_factory, tiny_m3_dir, exit_model):
 
 def test_info_names_the_exit_layers_and_cascade_keep(server):
     client = server.client("acme")
-    backend, = client.stub.GetInfo(pb.GetInfoRequest(), metadata=client.metadata).rerank_backends
+    (backend,) = client.stub.GetInfo(pb.GetInfoRequest(), metadata=client.metadata).rerank_backends
     assert (backend.kind, list(backend.exit_layers), backend.cascade_keep) == ("early-exit", [2, 4, 6], KEEP)
     assert backend.cascade_screen_weight == 2.0  # the default: survivors by the exit blended with the fused rank
 
 
 def _budget(client, **fields):
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=pb.RerankBudget(tenant="acme", max_depth=30, default_mode=pb.AUTO, **fields)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=pb.RerankBudget(tenant="acme", max_depth=30, default_mode=pb.AUTO, **fields)),
+        metadata=client.metadata,
+    )
 
 
 def _search(client, query: str):
-    return client.stub.Search(pb.SearchRequest(collection=COLLECTION, query=query, top_k=10, rerank_mode=pb.AUTO), metadata=client.metadata)
+    return client.stub.Search(
+        pb.SearchRequest(collection=COLLECTION, query=query, top_k=10, rerank_mode=pb.AUTO), metadata=client.metadata
+    )
 
 
 @pytest.mark.parametrize("query", ["protein expression in cancer cells", "癌症 细胞 蛋白质", "gene 基因 regulation"])
@@ -68,7 +85,10 @@ def test_a_cost_cap_makes_auto_screen_more_candidates_than_it_could_score_in_ful
     _budget(client)
     loose = _search(client, query)
     # Without a bound the plan is the full model on every allowed candidate: no cascade.
-    assert (loose.rerank.plan, loose.rerank.depth_scored) == ("score 30 to layer 6", 30)  # max_depth 30 of 40 candidates
+    assert (loose.rerank.plan, loose.rerank.depth_scored) == (
+        "score 30 to layer 6",
+        30,
+    )  # max_depth 30 of 40 candidates
     tokens = loose.rerank.cost_units / loose.rerank.depth_scored  # the mean tokens of a candidate here
     cap = int(tokens * 6)  # about 6 candidates in full
     _budget(client, max_cost_per_query=cap)
@@ -93,8 +113,8 @@ def _kept_and_expected(server, weight: float, query: str = "immune response vira
     """What the screen kept, and the best KEEP of the screened by the early exit's scores
     (computed here with the same model directory through the backend's own score_to)
     blended with their fused rank at ``weight``."""
-    from fusion.blend import blend_head
-    from rerank.backends import load_backend
+    from hybridsearch.fusion.blend import blend_head
+    from hybridsearch.rerank.backends import load_backend
 
     client = server.client("acme")
     _budget(client)
@@ -103,14 +123,26 @@ def _kept_and_expected(server, weight: float, query: str = "immune response vira
     reply = _search(client, query)
     screened = reply.rerank.depth_scored
     # The fused order of the screened candidates: the same search with reranking OFF.
-    fused = client.stub.Search(pb.SearchRequest(collection=COLLECTION, query=query, top_k=screened, rerank_mode=pb.OFF), metadata=client.metadata)
-    backend = load_backend("early-exit", "check", server.settings.rerank.backends["exit"].model, max_length=64, batch_size=8)
+    fused = client.stub.Search(
+        pb.SearchRequest(collection=COLLECTION, query=query, top_k=screened, rerank_mode=pb.OFF),
+        metadata=client.metadata,
+    )
+    backend = load_backend(
+        "early-exit", "check", server.settings.rerank.backends["exit"].model, max_length=64, batch_size=8
+    )
     try:
-        handle = backend.score_to(backend.encode(query, [h.text for h in fused.hits]), int(reply.rerank.plan.split("to layer ")[1].split(",")[0]))
+        handle = backend.score_to(
+            backend.encode(query, [h.text for h in fused.hits]),
+            int(reply.rerank.plan.split("to layer ")[1].split(",")[0]),
+        )
     finally:
         backend.close()
     best = {fused.hits[i].id for i in blend_head(handle.raw, weight)[0][:KEEP]}
-    return {h.id for h in reply.hits if h.reranked}, best, {fused.hits[i].id for i in np.argsort(-handle.raw, kind="stable")[:KEEP]}
+    return (
+        {h.id for h in reply.hits if h.reranked},
+        best,
+        {fused.hits[i].id for i in np.argsort(-handle.raw, kind="stable")[:KEEP]},
+    )
 
 
 @pytest.mark.parametrize("query", ["immune response viral infection", "病毒 感染 immune response", "细胞 基因 蛋白质"])

@@ -1,6 +1,7 @@
 """Long documents in windows through the API: the Rerank RPC's and Search's usage and
 decision count every window, and a tenant's cost cap sees the windows' tokens before any
 scoring (the tiny FlagReranker behind a real gRPC server, two backends: truncate and chunks)."""
+
 from __future__ import annotations
 
 import random
@@ -22,7 +23,10 @@ _WORDS = (
 ).split()
 _rng = random.Random(5)
 # 40-260 words: one window (a window holds about 55 document tokens here) to past MAX_CHUNKS.
-DOCS = [{"id": f"long{i:02d}", "text": " ".join(_rng.choice(_WORDS) for _ in range(_rng.randint(40, 260)))} for i in range(20)]
+DOCS = [
+    {"id": f"long{i:02d}", "text": " ".join(_rng.choice(_WORDS) for _ in range(_rng.randint(40, 260)))}
+    for i in range(20)
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,9 @@ def server(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
         "chunks": {**plain, "long_documents": "chunks", "chunk_overlap": 8, "max_chunks": MAX_CHUNKS},
     }
     rerank["default_backend"] = "chunks"
-    running = RunningServer(make_settings(tmp_path_factory.mktemp("data"), tiny_m3_dir, tiny_reranker_dir, rerank=rerank))
+    running = RunningServer(
+        make_settings(tmp_path_factory.mktemp("data"), tiny_m3_dir, tiny_reranker_dir, rerank=rerank)
+    )
     client = running.client("acme")
     client.create_collection(COLLECTION)
     client.upsert(COLLECTION, DOCS)
@@ -104,7 +110,10 @@ def test_a_cost_cap_for_two_truncated_documents_reranks_fewer_in_windows(server)
     cap = int(cut.tokens[:2].sum())  # two truncated documents
     expected = int(np.searchsorted(np.cumsum(windows.tokens), cap, side="right"))
     assert expected < 2
-    client.admin.SetBudget(pb.SetBudgetRequest(budget=pb.RerankBudget(tenant="capped", max_depth=50, max_cost_per_query=cap)), metadata=client.metadata)
+    client.admin.SetBudget(
+        pb.SetBudgetRequest(budget=pb.RerankBudget(tenant="capped", max_depth=50, max_cost_per_query=cap)),
+        metadata=client.metadata,
+    )
     reply = client.search(COLLECTION, QUERY, top_k=10, rerank="fixed", rerank_depth=5)
     d = reply.rerank
     assert d.depth_chosen == expected and f"cost cap {cap}" in d.reason

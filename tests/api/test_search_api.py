@@ -1,4 +1,5 @@
 """The gRPC API end to end: tiny BGE-M3 through FlagEmbedding, real Milvus Lite, real server."""
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,36 @@ from tests.conftest import TINY_BM25_PROFILE, status_of
 
 COLLECTION = "papers"
 DOCS = [
-    {"id": "d1", "text": "protein expression in cancer cells", "metadata": {"year": 2010, "kind": "article", "score": 0.5, "open": True}},
-    {"id": "d2", "text": "gene regulation of stem cells during development", "metadata": {"year": 2015, "kind": "review", "score": 1.5, "open": False}},
-    {"id": "d3", "text": "immune response to viral infection in mice", "metadata": {"year": 2020, "kind": "article", "score": 2.5, "open": True}},
-    {"id": "d4", "text": "brain imaging of memory and sleep", "metadata": {"year": 2012, "kind": "letter", "score": 3.5, "open": False}},
-    {"id": "d5", "text": "cancer risk and diet in a large cohort study", "metadata": {"year": 2018, "kind": "article", "score": 4.5, "open": True, "note": "extra"}},
-    {"id": "d6", "text": "bacteria resistance to antibiotic treatment", "metadata": {"year": 2021, "kind": "review", "score": 5.5, "open": False}},
+    {
+        "id": "d1",
+        "text": "protein expression in cancer cells",
+        "metadata": {"year": 2010, "kind": "article", "score": 0.5, "open": True},
+    },
+    {
+        "id": "d2",
+        "text": "gene regulation of stem cells during development",
+        "metadata": {"year": 2015, "kind": "review", "score": 1.5, "open": False},
+    },
+    {
+        "id": "d3",
+        "text": "immune response to viral infection in mice",
+        "metadata": {"year": 2020, "kind": "article", "score": 2.5, "open": True},
+    },
+    {
+        "id": "d4",
+        "text": "brain imaging of memory and sleep",
+        "metadata": {"year": 2012, "kind": "letter", "score": 3.5, "open": False},
+    },
+    {
+        "id": "d5",
+        "text": "cancer risk and diet in a large cohort study",
+        "metadata": {"year": 2018, "kind": "article", "score": 4.5, "open": True, "note": "extra"},
+    },
+    {
+        "id": "d6",
+        "text": "bacteria resistance to antibiotic treatment",
+        "metadata": {"year": 2021, "kind": "review", "score": 5.5, "open": False},
+    },
 ]
 FIELDS = {"year": "int", "kind": "string", "score": "double", "open": "bool"}
 
@@ -65,20 +90,25 @@ def test_search_returns_hits_with_per_route_scores_and_stage_timings(client):
 
 def test_a_candidate_deleted_after_the_route_searches_gives_its_place_to_the_next(server, client):
     """The routes return ids only; a document deleted before its text is fetched is not answered."""
-    from engine.encoders.base import Scope
-    from engine.search_types import SearchQuery
+    from hybridsearch.engine.encoders.base import Scope
+    from hybridsearch.engine.search_types import SearchQuery
 
     service = server.server.service
     spec = service.store.spec(COLLECTION)
     expr = service._tenant_expr(spec, "acme")
     query = SearchQuery(collection=COLLECTION, text="cancer cells", top_k=3, dense_k=6, sparse_k=6)
-    dense = service.store.search_dense(spec, service.profile_for(spec).encode_query(Scope(COLLECTION, "acme"), "cancer cells").dense, 6, expr, False)
+    dense = service.store.search_dense(
+        spec, service.profile_for(spec).encode_query(Scope(COLLECTION, "acme"), "cancer cells").dense, 6, expr, False
+    )
     fused = service._fuse(spec, query, dense, [])
     ghost = "acme:ghost"  # as if deleted between the route searches and the fetch
-    fused = fused.__class__(ids=[ghost] + fused.ids, scores=np.concatenate([[9.0], fused.scores]),
-                            route_ranks={k: np.concatenate([[1], v]) for k, v in fused.route_ranks.items()},
-                            route_raw={k: np.concatenate([[1.0], v]) for k, v in fused.route_raw.items()},
-                            route_norm={k: np.concatenate([[1.0], v]) for k, v in fused.route_norm.items()})
+    fused = fused.__class__(
+        ids=[ghost] + fused.ids,
+        scores=np.concatenate([[9.0], fused.scores]),
+        route_ranks={k: np.concatenate([[1], v]) for k, v in fused.route_ranks.items()},
+        route_raw={k: np.concatenate([[1.0], v]) for k, v in fused.route_raw.items()},
+        route_norm={k: np.concatenate([[1.0], v]) for k, v in fused.route_norm.items()},
+    )
     kept, docs = service._fetch_docs(spec, fused, 3, expr)
     assert ghost not in kept.ids and kept.ids[:3] == [pk for pk in fused.ids if pk != ghost][:3]
     assert set(docs) == set(kept.ids[:3]) and all(d.text for d in docs.values())
@@ -107,7 +137,14 @@ def test_no_tenant_hits_a_query_cache_entry_another_tenant_made(server, profile)
 
 @pytest.mark.parametrize(
     "fusion,normalizer",
-    [("rrf", "min_max"), ("weighted", "min_max"), ("weighted", "z_score"), ("weighted", "arctan"), ("weighted", "none"), ("dbsf", "min_max")],
+    [
+        ("rrf", "min_max"),
+        ("weighted", "min_max"),
+        ("weighted", "z_score"),
+        ("weighted", "arctan"),
+        ("weighted", "none"),
+        ("dbsf", "min_max"),
+    ],
 )
 def test_every_fusion_method_orders_hits_by_fused_score(client, fusion, normalizer):
     reply = client.search(COLLECTION, "cancer study", top_k=6, fusion=fusion, normalizer=normalizer, explain=True)
@@ -186,16 +223,21 @@ def test_documents_survive_a_restart(start_server, tmp_path):
 def test_dense_bm25_profile_scores_exact_terms_with_bm25(server):
     c = server.client("acme")
     c.create_collection("bm25docs", TINY_BM25_PROFILE)
-    c.upsert("bm25docs", [
-        {"id": "x", "text": "zebrafish notochord cells"},
-        {"id": "y", "text": "mouse brain cells"},
-        {"id": "z", "text": "the of and"},  # stop words only: stored, no sparse terms
-    ])
+    c.upsert(
+        "bm25docs",
+        [
+            {"id": "x", "text": "zebrafish notochord cells"},
+            {"id": "y", "text": "mouse brain cells"},
+            {"id": "z", "text": "the of and"},  # stop words only: stored, no sparse terms
+        ],
+    )
     reply = c.search("bm25docs", "zebrafish", top_k=3)
     sparse = [h for h in reply.hits if h.HasField("sparse")]
     assert [h.id for h in sparse] == ["x"] and sparse[0].sparse.raw_score > 0
     # a rarer term weighs more than a common one (idf from this tenant's statistics)
-    both = {h.id: h.sparse.raw_score for h in c.search("bm25docs", "cells zebrafish", top_k=3).hits if h.HasField("sparse")}
+    both = {
+        h.id: h.sparse.raw_score for h in c.search("bm25docs", "cells zebrafish", top_k=3).hits if h.HasField("sparse")
+    }
     assert both["x"] > both["y"] > 0
     assert c.describe_collection("bm25docs").tenant_document_count == 3
 
@@ -225,7 +267,7 @@ def test_queries_encoded_together_get_the_vectors_each_would_get_alone(server, c
     forward passes; padding to the longest query must not change anyone's vectors."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from engine.encoders.base import Scope
+    from hybridsearch.engine.encoders.base import Scope
     from tests.conftest import TINY_PROFILE
 
     profile = server.server.service.profiles.get(TINY_PROFILE)
@@ -234,8 +276,10 @@ def test_queries_encoded_together_get_the_vectors_each_would_get_alone(server, c
     with ThreadPoolExecutor(6) as pool:
         together = list(pool.map(lambda t: profile.encode_query(Scope(COLLECTION, "acme"), t), texts))
     assert profile._query_batcher.encoded - before == len(texts) and not any(v.cache_hit for v in together)
-    for text, vectors in zip(texts, together):
+    for text, vectors in zip(texts, together, strict=True):
         dense, sparse = profile._encode([text])
         assert float(np.dot(dense[0], vectors.dense)) == pytest.approx(1.0, abs=1e-4)
         assert set(sparse[0]) == set(vectors.sparse)
-        assert [round(sparse[0][k], 4) for k in sorted(sparse[0])] == [round(vectors.sparse[k], 4) for k in sorted(vectors.sparse)]
+        assert [round(sparse[0][k], 4) for k in sorted(sparse[0])] == [
+            round(vectors.sparse[k], 4) for k in sorted(vectors.sparse)
+        ]

@@ -4,13 +4,14 @@ Tenants A and B hold documents with the SAME ids, texts and filterable values in
 one collection, so any leak of the tenant scope would show up as a hit owned by
 the other tenant (each document carries its owner in undeclared metadata).
 """
+
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from engine.errors import ServiceError
-from engine.tenancy import tenant_from_metadata
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.tenancy import tenant_from_metadata
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc
 from tests.conftest import status_of
@@ -34,7 +35,7 @@ HOSTILE = [
     "or",
     "a or b",
     "||",
-    "x || tenant != \"\"",
+    'x || tenant != ""',
     "ｏｒ ｔｅｎａｎｔ",  # fullwidth letters
     "tenаnt",  # a Cyrillic 'а'
     "z" * 1000,
@@ -58,11 +59,17 @@ def doc(tenant: str, doc_id: str, text: str, i: int, label: str) -> dict:
 
 def corpus(tenant: str) -> list[dict]:
     docs = [doc(tenant, f"h{i}", f"{QUERY} number {i}", i, label) for i, label in enumerate(HOSTILE)]
-    docs += [doc(tenant, "same-1", "exactly the same text in both tenants", 100, "same"), doc(tenant, "same-2", "another shared sentence", 101, "same")]
+    docs += [
+        doc(tenant, "same-1", "exactly the same text in both tenants", 100, "same"),
+        doc(tenant, "same-2", "another shared sentence", 101, "same"),
+    ]
     if tenant == "A":
         docs.append(doc("A", "a-only", "only tenant A has this document", 200, "a-only"))
     else:
-        docs += [doc("B", "b-only", "only tenant B has this one", 300, "b-only"), doc("B", "b-only-2", "and B has a second one", 301, "b-only")]
+        docs += [
+            doc("B", "b-only", "only tenant B has this one", 300, "b-only"),
+            doc("B", "b-only-2", "and B has a second one", 301, "b-only"),
+        ]
     return docs
 
 
@@ -133,7 +140,9 @@ def test_numeric_and_bool_filters_at_their_extremes_stay_in_scope(clients, calle
 
 
 @pytest.mark.parametrize("caller", ["A", "B"])
-@pytest.mark.parametrize("query", ['") or (tenant == "A', "' OR 1=1 --", "tenant != \"\" || true", "exactly the same text in both tenants"])
+@pytest.mark.parametrize(
+    "query", ['") or (tenant == "A', "' OR 1=1 --", 'tenant != "" || true', "exactly the same text in both tenants"]
+)
 def test_hostile_query_text_only_finds_the_callers_documents(clients, caller, query):
     reply = clients[caller].search(COLLECTION, query, top_k=60, dense_k=100, sparse_k=100)
     assert reply.hits and owners(reply) == {caller}
@@ -159,7 +168,14 @@ def test_get_of_the_other_tenants_ids_returns_nothing(clients):
 
 @pytest.mark.parametrize(
     "hostile_id",
-    ['a-only" or tenant == "A', 'a-only") or (pk != "', "A:a-only", "a-only' or '1'='1", "a-only\\", '"] or pk in ["A:a-only'],
+    [
+        'a-only" or tenant == "A',
+        'a-only") or (pk != "',
+        "A:a-only",
+        "a-only' or '1'='1",
+        "a-only\\",
+        '"] or pk in ["A:a-only',
+    ],
 )
 def test_hostile_ids_in_get_and_delete_reach_nothing_of_the_other_tenant(clients, hostile_id):
     a, b = clients["A"], clients["B"]
@@ -187,9 +203,14 @@ def test_delete_of_the_other_tenants_ids_deletes_nothing(clients):
 
 def test_upsert_by_another_tenant_of_an_existing_id_does_not_change_the_original(clients):
     a, b = clients["A"], clients["B"]
-    a.upsert(COLLECTION, [{"id": "mut-up", "text": "original text from A", "metadata": {"label": "orig", "owner": "A"}}])
+    a.upsert(
+        COLLECTION, [{"id": "mut-up", "text": "original text from A", "metadata": {"label": "orig", "owner": "A"}}]
+    )
     try:
-        b.upsert(COLLECTION, [{"id": "mut-up", "text": "overwrite attempt by B", "metadata": {"label": "forged", "owner": "B"}}])
+        b.upsert(
+            COLLECTION,
+            [{"id": "mut-up", "text": "overwrite attempt by B", "metadata": {"label": "forged", "owner": "B"}}],
+        )
         (a_doc,) = a.get(COLLECTION, ["mut-up"])
         assert a_doc.text == "original text from A" and a_doc.metadata["label"].string_value == "orig"
         (b_doc,) = b.get(COLLECTION, ["mut-up"])
@@ -220,14 +241,34 @@ def test_a_tenant_with_no_documents_sees_an_empty_collection(server, clients):
 
 @pytest.mark.parametrize(
     "value",
-    ['A" or "1"=="1', 'A"', "A'", '"A"', "A) or (1", " A", "A ", " ", "", "A B", "A,B", "A:B", "A\\", "*", ".A", "-A", "a" * 65],
+    [
+        'A" or "1"=="1',
+        'A"',
+        "A'",
+        '"A"',
+        "A) or (1",
+        " A",
+        "A ",
+        " ",
+        "",
+        "A B",
+        "A,B",
+        "A:B",
+        "A\\",
+        "*",
+        ".A",
+        "-A",
+        "a" * 65,
+    ],
 )
 def test_a_forged_tenant_header_is_unauthenticated(server, clients, value):
     stub = pb_grpc.HybridSearchStub(server.channel())
     request = pb.SearchRequest(collection=COLLECTION, query=QUERY, top_k=5)
     code, details = status_of(lambda: stub.Search(request, metadata=[("x-tenant", value)]))
     assert code == grpc.StatusCode.UNAUTHENTICATED and "x-tenant" in details
-    code, _ = status_of(lambda: stub.Get(pb.GetRequest(collection=COLLECTION, ids=["a-only"]), metadata=[("x-tenant", value)]))
+    code, _ = status_of(
+        lambda: stub.Get(pb.GetRequest(collection=COLLECTION, ids=["a-only"]), metadata=[("x-tenant", value)])
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -252,26 +293,38 @@ def test_a_valid_tenant_header_names_exactly_that_tenant():
 
 # ---------------------------------------------------------------- hostile string round trip
 
-ROUND_TRIP = {"rt-1": 'a"b\\c\'d\n(e)', "rt-2": 'a"b\\\\c\'d\n(e)'}
+ROUND_TRIP = {"rt-1": "a\"b\\c'd\n(e)", "rt-2": "a\"b\\\\c'd\n(e)"}
 NEAR_MISSES = [
-    'a"b\\c\'d\\n(e)',  # a literal backslash-n instead of the newline
-    'a"bc\'d\n(e)',  # the backslash dropped
-    'a\\"b\\c\'d\n(e)',  # the quote escaped by hand
+    "a\"b\\c'd\\n(e)",  # a literal backslash-n instead of the newline
+    "a\"bc'd\n(e)",  # the backslash dropped
+    "a\\\"b\\c'd\n(e)",  # the quote escaped by hand
     "a'b\\c\"d\n(e)",  # quotes swapped
-    'a"b\\c\'d\n(e) ',  # trailing space
-    'a"b\\c\'d\r\n(e)',
-    'a"b\\c\'d\n(e',
-    'A"b\\c\'d\n(e)',
-    'a"b\\\\\\c\'d\n(e)',  # three backslashes
+    "a\"b\\c'd\n(e) ",  # trailing space
+    "a\"b\\c'd\r\n(e)",
+    "a\"b\\c'd\n(e",
+    "A\"b\\c'd\n(e)",
+    "a\"b\\\\\\c'd\n(e)",  # three backslashes
     'a"b',  # a prefix: the literal ends at the quote in a naive splice
 ]
 
 
 @pytest.fixture(scope="module")
 def round_trip(clients):
-    clients["A"].upsert(COLLECTION, [{"id": k, "text": "round trip document", "metadata": {"label": v, "owner": "A"}} for k, v in ROUND_TRIP.items()])
+    clients["A"].upsert(
+        COLLECTION,
+        [
+            {"id": k, "text": "round trip document", "metadata": {"label": v, "owner": "A"}}
+            for k, v in ROUND_TRIP.items()
+        ],
+    )
     # B holds the same values: they must still never show up for A
-    clients["B"].upsert(COLLECTION, [{"id": k, "text": "round trip document", "metadata": {"label": v, "owner": "B"}} for k, v in ROUND_TRIP.items()])
+    clients["B"].upsert(
+        COLLECTION,
+        [
+            {"id": k, "text": "round trip document", "metadata": {"label": v, "owner": "B"}}
+            for k, v in ROUND_TRIP.items()
+        ],
+    )
     yield clients["A"]
     clients["A"].delete(COLLECTION, list(ROUND_TRIP))
     clients["B"].delete(COLLECTION, list(ROUND_TRIP))
@@ -292,7 +345,11 @@ def test_near_misses_of_a_hostile_string_find_nothing(round_trip, near_miss):
     if NATIVE_LITE and "\r" in near_miss:
         # Native Milvus Lite cannot express a carriage return in a filter: refused by name.
         code, details = status_of(lambda: search(round_trip, [("label", "==", near_miss)]))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "filter.clauses[0].value" in details and "carriage return" in details
+        assert (
+            code == grpc.StatusCode.INVALID_ARGUMENT
+            and "filter.clauses[0].value" in details
+            and "carriage return" in details
+        )
         return
     assert search(round_trip, [("label", "==", near_miss)]).hits == []
     assert search(round_trip, [("label", "in", [near_miss])]).hits == []

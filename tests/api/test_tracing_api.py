@@ -3,6 +3,7 @@
 The servers here use ``tracing.exporter: global``: their spans go to the process's tracer
 provider, which this module makes an SDK provider with an InMemorySpanExporter.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
-from engine import tracing  # noqa: E402
+from hybridsearch.engine import tracing  # noqa: E402
 from hybridsearch.v1 import hybridsearch_pb2 as pb  # noqa: E402
 from hybridsearch.v1 import hybridsearch_pb2_grpc as pb_grpc  # noqa: E402
 from tests.conftest import RunningServer, make_settings  # noqa: E402
@@ -30,14 +31,16 @@ SEARCH_RPC = "hybridsearch.v1.HybridSearch/Search"
 STAGES = {"encode", "dense", "sparse", "fusion", "fetch", "rerank"}
 DOCS = [
     {"id": f"d{i}", "text": text}
-    for i, text in enumerate([
-        "protein expression in cancer cells",
-        "gene regulation of stem cells during development",
-        "immune response to viral infection in mice",
-        "brain imaging of memory and sleep",
-        "cancer risk and diet in a large cohort study",
-        "bacteria resistance to antibiotic treatment",
-    ])
+    for i, text in enumerate(
+        [
+            "protein expression in cancer cells",
+            "gene regulation of stem cells during development",
+            "immune response to viral infection in mice",
+            "brain imaging of memory and sleep",
+            "cancer risk and diet in a large cohort study",
+            "bacteria resistance to antibiotic treatment",
+        ]
+    )
 ]
 
 
@@ -56,7 +59,9 @@ def exporter():
 
 def _start(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir, enabled: bool) -> RunningServer:
     settings = make_settings(
-        tmp_path_factory.mktemp("traced" if enabled else "untraced"), tiny_m3_dir, tiny_reranker_dir,
+        tmp_path_factory.mktemp("traced" if enabled else "untraced"),
+        tiny_m3_dir,
+        tiny_reranker_dir,
         tracing={"enabled": enabled, "exporter": "global"},
     )
     running = RunningServer(settings)
@@ -124,7 +129,12 @@ def test_a_search_is_traced_stage_by_stage_under_the_callers_trace(traced, expor
         assert queued.parent.span_id == one["rerank"].context.span_id
         assert queued.attributes["hybridsearch.rerank.pairs"] >= 1
         # Timed with time.monotonic() by the batcher: inside the rerank span, give or take a ms.
-        assert one["rerank"].start_time - 1_000_000 <= queued.start_time <= queued.end_time <= one["rerank"].end_time + 1_000_000
+        assert (
+            one["rerank"].start_time - 1_000_000
+            <= queued.start_time
+            <= queued.end_time
+            <= one["rerank"].end_time + 1_000_000
+        )
     assert sum(q.attributes["hybridsearch.rerank.pairs"] for q in spans["rerank.queue"]) == 3
 
     a = search.attributes
@@ -149,7 +159,7 @@ def test_a_search_without_reranking_has_no_rerank_queue_span(traced, exporter):
 
 
 def test_both_clients_carry_the_current_trace_context(traced, exporter):
-    from engine.aio_client import AsyncHybridSearchClient
+    from hybridsearch.engine.aio_client import AsyncHybridSearchClient
 
     tracer = trace.get_tracer("test-caller")
     client = traced.client(TENANT)
@@ -187,7 +197,11 @@ def test_other_rpcs_and_streams_get_their_server_span(traced, exporter):
     client = traced.client(TENANT)
     with tracer.start_as_current_span("loader") as loader:
         client.upsert(COLLECTION, [{"id": "x1", "text": "extra document"}])
-        acks = list(client.bulk_upsert_acked(COLLECTION, [[{"id": "x2", "text": "more"}], [{"id": "x3", "text": "text"}]], timeout=60))
+        acks = list(
+            client.bulk_upsert_acked(
+                COLLECTION, [[{"id": "x2", "text": "more"}], [{"id": "x3", "text": "text"}]], timeout=60
+            )
+        )
         client.delete(COLLECTION, ["x1", "x2", "x3"])
     assert len(acks) == 2
     spans = spans_of(exporter, loader.get_span_context().trace_id)

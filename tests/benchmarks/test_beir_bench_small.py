@@ -5,6 +5,7 @@ Milvus Lite, the tiny dense-bm25 profile and the tiny FlagReranker), and checks 
 errors and that an interrupted run resumes from its caches. The full run is a documented
 command (benchmarks/README.md), not part of CI.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def write_beir(root: Path, n_queries: int = N_QUERIES) -> Path:
     with open(root / "queries.jsonl", "w") as f:
         for q in queries:
             f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")
-        for i, text in enumerate(["protein expression in cancer cells", "vitamin d and bone density", "immune response to infection"]):
+        for i, text in enumerate(
+            ["protein expression in cancer cells", "vitamin d and bone density", "immune response to infection"]
+        ):
             f.write(json.dumps({"_id": f"warm{i}", "text": text}) + "\n")
     with open(root / "qrels" / "test.tsv", "w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
@@ -41,20 +44,45 @@ def write_beir(root: Path, n_queries: int = N_QUERIES) -> Path:
 
 def bench_argv(beir: Path, work: Path, tiny_m3_dir: Path, tiny_reranker_dir: Path, *extra: str) -> list[str]:
     return [
-        "--data", str(beir),
-        "--cache", str(work / "cache"),
-        "--runs", str(work / "runs"),
-        "--out", str(work / "results"),
+        "--data",
+        str(beir),
+        "--cache",
+        str(work / "cache"),
+        "--runs",
+        str(work / "runs"),
+        "--out",
+        str(work / "results"),
         "--in-process",
-        "--profile-model", str(tiny_m3_dir), "--profile-kind", "dense-bm25", "--profile-max-length", "128",
-        "--reranker", str(tiny_reranker_dir), "--reranker-kind", "flag", "--reranker-max-length", "128",
-        "--fusions", "rrf", "weighted-min_max",
-        "--depths", "5",
-        "--auto-from-depths", "5",
-        "--clients", "1", "2",
-        "--concurrent-queries", "6", "--concurrent-queries-rerank", "4",
-        "--max-load-wait", "0",
-        "--warmup", "1",
+        "--profile-model",
+        str(tiny_m3_dir),
+        "--profile-kind",
+        "dense-bm25",
+        "--profile-max-length",
+        "128",
+        "--reranker",
+        str(tiny_reranker_dir),
+        "--reranker-kind",
+        "flag",
+        "--reranker-max-length",
+        "128",
+        "--fusions",
+        "rrf",
+        "weighted-min_max",
+        "--depths",
+        "5",
+        "--auto-from-depths",
+        "5",
+        "--clients",
+        "1",
+        "2",
+        "--concurrent-queries",
+        "6",
+        "--concurrent-queries-rerank",
+        "4",
+        "--max-load-wait",
+        "0",
+        "--warmup",
+        "1",
         "--no-progress",
         *extra,
     ]
@@ -150,7 +178,19 @@ def test_rerun_skips_finished_modes_and_resumes_an_interrupted_one(first_run):
 
 
 def _error_of(capsys, beir: Path, work: Path) -> str:
-    code = beir_bench.main(["--data", str(beir), "--cache", str(work / "cache"), "--runs", str(work / "runs"), "--out", str(work / "out"), "--no-progress"])
+    code = beir_bench.main(
+        [
+            "--data",
+            str(beir),
+            "--cache",
+            str(work / "cache"),
+            "--runs",
+            str(work / "runs"),
+            "--out",
+            str(work / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     return capsys.readouterr().err
 
@@ -190,11 +230,23 @@ def test_empty_split_is_named(tmp_path, capsys):
 def test_hsearch_bench_reports_bad_input_with_exit_code_2(tmp_path, capfd):
     """`hsearch bench` runs benchmarks/beir_bench.py in a child process (the package does not
     import benchmarks/): its arguments, exit code and messages come through unchanged."""
-    from engine.cli import main
+    from hybridsearch.engine.cli import main
 
     beir = write_beir(tmp_path / "beir")
     (beir / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\nnot json\n')
-    code = main(["bench", "--data", str(beir), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    code = main(
+        [
+            "bench",
+            "--data",
+            str(beir),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "out"),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 2
     assert "corpus.jsonl:2:" in capfd.readouterr().err
 
@@ -216,16 +268,41 @@ def test_missing_reranker_without_a_train_split_says_what_to_do(tmp_path, capsys
 
 def test_reranker_is_never_trained_on_the_evaluated_split(tmp_path, capsys):
     beir = write_beir(tmp_path / "beir")
-    code = beir_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-                               "--no-progress", "--train-split", "test"])
+    code = beir_bench.main(
+        [
+            "--data",
+            str(beir),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--train-split",
+            "test",
+        ]
+    )
     assert code == 2
     assert "--train-split 'test' is the evaluated --split" in capsys.readouterr().err
 
 
 def test_no_train_stops_with_the_missing_reranker_named(tmp_path, capsys):
     beir = write_beir(tmp_path / "beir")
-    code = beir_bench.main(["--data", str(beir), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-                               "--no-progress", "--no-train"])
+    code = beir_bench.main(
+        [
+            "--data",
+            str(beir),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+            "--no-train",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "cache" / "reranker") in err and "hsearch train-reranker" in err
@@ -249,7 +326,12 @@ def test_replaying_a_cross_encoder_pass_offline_gives_the_served_quality(first_r
     assert replayed["fusion"] == pytest.approx(fusion_only["quality"]["ndcg@10"])
     assert sum(g["queries"] for g in replayed["groups"]) == N_QUERIES
     out = tmp_path / "replay"
-    assert replay_depths.main(["--run-dir", str(run_dir), "--data", str(beir), "--base", best, "--depth", "5", "--out", str(out)]) == 0
+    assert (
+        replay_depths.main(
+            ["--run-dir", str(run_dir), "--data", str(beir), "--base", best, "--depth", "5", "--out", str(out)]
+        )
+        == 0
+    )
     text = out.with_suffix(".md").read_text()
     assert "| nDCG@10, FIXED n |" in text and "Recommended for this model" in text
     assert json.loads(out.with_suffix(".json").read_text())["fixed"]["5"] == pytest.approx(served["quality"]["ndcg@10"])
@@ -265,7 +347,9 @@ def test_replay_recommends_skipping_where_reranking_hurts_and_the_depth_that_pay
         # routes agree and fusion is right; the reranker puts the relevant document last
         "agree": ReplayQuery(["r"] + docs, np.array([0.1, 0.9, 0.8, 0.7, 0.6, 0.5]), top_agree=True),
         # routes disagree; the relevant document is third and the reranker finds it
-        "disagree": ReplayQuery(["a", "b", "r", "c", "d", "e"], np.array([0.2, 0.3, 0.9, 0.1, 0.1, 0.1]), top_agree=False),
+        "disagree": ReplayQuery(
+            ["a", "b", "r", "c", "d", "e"], np.array([0.2, 0.3, 0.9, 0.1, 0.1, 0.1]), top_agree=False
+        ),
     }
     qrels = {"agree": {"r": 1}, "disagree": {"r": 1}}
     result = replay(queries, qrels, fusion_weight=0.0, depths=(1, 3, 5))
@@ -285,7 +369,10 @@ def test_dev_split_holds_out_a_seeded_fifth_of_train(tmp_path):
     for out in (tmp_path / "a", tmp_path / "b"):
         assert replay_depths.main(["--make-dev-split", str(out), "--data", str(beir)]) == 0
     fit, dev = ((tmp_path / "a" / "qrels" / f"{s}.tsv").read_text().splitlines()[1:] for s in ("train-fit", "dev"))
-    qid = lambda row: row.split("\t")[0]
+
+    def qid(row):
+        return row.split("\t")[0]
+
     assert {qid(r) for r in fit}.isdisjoint({qid(r) for r in dev})
     assert sorted(fit + dev) == sorted(train.splitlines()[1:])
     assert len({qid(r) for r in dev}) == N_QUERIES // 5

@@ -1,5 +1,6 @@
 """benchmarks/bench_cascade.py's replay (step 3) on stored scores: it is pure, so synthetic scores
 and timings exercise exactly what the real run does after its model steps."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,11 @@ def stored_run(queries: int = 6, depth: int = 12, seed: int = 5) -> tuple[dict, 
             "ids": ids,
             "tokens": [rng.randint(60, 190) for _ in ids],
             # Earlier exits are noisier versions of the last.
-            "logits": {"2": [x + rng.gauss(0, 2) for x in final], "4": [x + rng.gauss(0, 0.5) for x in final], "6": final},
+            "logits": {
+                "2": [x + rng.gauss(0, 2) for x in final],
+                "4": [x + rng.gauss(0, 0.5) for x in final],
+                "6": final,
+            },
         }
         qrels[f"q{q}"] = {ids[rng.randrange(depth)]: 1}
     for start, end in ((0, 2), (2, 4), (4, 6)):
@@ -38,8 +43,18 @@ def stored_run(queries: int = 6, depth: int = 12, seed: int = 5) -> tuple[dict, 
 
 
 def replay_args(tmp_path, **overrides) -> argparse.Namespace:
-    args = dict(depth=12, queries=0, keep=[3], screen_layers="all 4", screen_weights=[0.0, 2.0], targets=[1.1, 3.0], fusion_weight=[0.0, 1.0],
-                seed=1, plot=True, out=tmp_path)
+    args = dict(
+        depth=12,
+        queries=0,
+        keep=[3],
+        screen_layers="all 4",
+        screen_weights=[0.0, 2.0],
+        targets=[1.1, 3.0],
+        fusion_weight=[0.0, 1.0],
+        seed=1,
+        plot=True,
+        out=tmp_path,
+    )
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -74,7 +89,16 @@ def test_every_row_has_a_p95_and_the_plots_are_written(tmp_path):
     result = bench_cascade.replay(args, _Beir(qrels), data)
     assert all(r["predicted_ms_p95"] >= r["predicted_ms_median"] - 1e-9 for r in result["rows"])
     modes = {r["mode"] for r in result["rows"]}
-    assert {"auto", "cascade-keep3", "cascade-keep3-at4", "cascade-keep3-sw2", "cascade-keep3-at4-sw2", "cascade-cross-fitted", "ce@5", "ce@10"} <= modes
+    assert {
+        "auto",
+        "cascade-keep3",
+        "cascade-keep3-at4",
+        "cascade-keep3-sw2",
+        "cascade-keep3-at4-sw2",
+        "cascade-cross-fitted",
+        "ce@5",
+        "ce@10",
+    } <= modes
     bench_cascade.plot(args, result, tmp_path / "pareto.png")
     for fw in ("0", "1"):
         png = tmp_path / f"pareto-fw{fw}.png"
@@ -91,19 +115,37 @@ def test_every_row_has_a_p95_and_the_plots_are_written(tmp_path):
 def test_a_model_trained_with_exits_is_used_as_it_is_and_added_heads_are_not(tmp_path):
     import json
 
-    from rerank.early_exit import CONFIG_FILE, FORMAT
+    from hybridsearch.rerank.early_exit import CONFIG_FILE, FORMAT
 
     def model(name, trained, key_exits):
         d = tmp_path / name
         d.mkdir()
         (d / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "exit_layers": EXITS, "trained": trained}))
         key = {"examples": 9, **({"exits": key_exits} if key_exits else {})}
-        (d / "training_info.json").write_text(json.dumps({"key": key, "examples": 9, "negatives": 3, "epochs": 2, "epoch_losses": [1.5, 0.9],
-                                                          "train_seconds": 12.0}))
+        (d / "training_info.json").write_text(
+            json.dumps(
+                {
+                    "key": key,
+                    "examples": 9,
+                    "negatives": 3,
+                    "epochs": 2,
+                    "epoch_losses": [1.5, 0.9],
+                    "train_seconds": 12.0,
+                }
+            )
+        )
         return d
 
     joint = bench_cascade.jointly_trained(model("joint", True, EXITS))
-    assert joint == {"joint": True, "exits": EXITS, "groups": 9, "negatives": 3, "epochs": 2, "loss": [1.5, 0.9], "train_seconds": 12.0}
+    assert joint == {
+        "joint": True,
+        "exits": EXITS,
+        "groups": 9,
+        "negatives": 3,
+        "epochs": 2,
+        "loss": [1.5, 0.9],
+        "train_seconds": 12.0,
+    }
     # heads this script fitted on a plain reranker, or heads never trained: step 1 (re)fits them
     assert bench_cascade.jointly_trained(model("added", True, None)) is None
     assert bench_cascade.jointly_trained(model("untrained", False, EXITS)) is None
@@ -123,11 +165,13 @@ def test_survivors_are_picked_by_the_exit_blended_with_the_fused_rank():
     blended = bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=1000.0)
     assert blended[:2] == ["d0", "d1"]
     # the same selection as the service's (engine.rerank_stage.Reranker.cascade_pass)
-    from fusion.blend import blend_head
+    from hybridsearch.fusion.blend import blend_head
 
     for w in (0.0, 0.5, 2.0):
         kept = sorted(blend_head(screen, w)[0][:2].tolist())
-        assert set(bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=w)[:2]) == {ids[i] for i in kept}
+        assert set(bench_cascade.ranking_of(ids, 6, 2, screen, final, 0.0, screen_weight=w)[:2]) == {
+            ids[i] for i in kept
+        }
     assert sorted(alone) == sorted(ids) and sorted(blended) == sorted(ids)
 
 
@@ -148,7 +192,9 @@ def test_the_cross_fitted_row_is_in_the_replay_and_its_figures_are_its_choices(t
     by_mode = {(r["fusion_weight"], r["mode"]): r for r in result["rows"]}
     for fw in (0.0, 1.0):
         row = by_mode[(fw, "cascade-cross-fitted")]
-        assert len(row["chosen"]) == 2 and all(name.startswith("cascade-keep") and (fw, name) in by_mode for name in row["chosen"])
+        assert len(row["chosen"]) == 2 and all(
+            name.startswith("cascade-keep") and (fw, name) in by_mode for name in row["chosen"]
+        )
         assert 0 <= row["cascades"] <= 10 and row["vs_auto"]["n"] == 10
         assert row["predicted_ms_median"] <= row["predicted_ms_p95"]
         if row["chosen"][0] == row["chosen"][1]:  # one choice for both folds: exactly that variant's figure

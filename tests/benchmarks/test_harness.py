@@ -1,5 +1,6 @@
 """The benchmark harness: the data path, percentiles, waiting for a quiet machine, the
 reranker choice and the service in a child process."""
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,9 @@ from benchmarks import harness
 def test_the_data_path_follows_the_environment_variable(tmp_path):
     probe = "from benchmarks import harness, corpus; print(harness.DEFAULT_DATA); print(corpus.DEFAULT_DATA); print(harness.dataset('cmrc2018'))"
     env = {"HSEARCH_BENCH_DATA": str(tmp_path / "scifact-copy"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=harness.REPO).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env, cwd=harness.REPO
+    ).stdout.split()
     assert out == [str(tmp_path / "scifact-copy")] * 2 + [str(tmp_path / "cmrc2018")]
 
 
@@ -55,7 +58,9 @@ def test_reranker_choice_names_what_it_is(tmp_path, tiny_reranker_dir):
     config = given.rerank_config()
     assert config["backends"]["ce"]["model"] == str(tiny_reranker_dir) and config["default_backend"] == "ce"
     identity = given.identity()
-    assert set(identity) == {"kind", "max_length", "trained", "weights", "fusion_weight"} and identity["trained"] is False
+    assert (
+        set(identity) == {"kind", "max_length", "trained", "weights", "fusion_weight"} and identity["trained"] is False
+    )
     assert given.as_dict()["note"] == given.description
     with pytest.raises(SystemExit, match="not a model directory"):
         harness.choose_reranker(str(tmp_path), tmp_path, tmp_path / "untrained")
@@ -79,7 +84,9 @@ def test_the_service_runs_in_a_child_process_until_stopped(tmp_path, tiny_m3_dir
     from tests.conftest import make_settings
 
     port = harness.free_port()
-    values = make_settings(tmp_path / "data", tiny_m3_dir, server={"host": "127.0.0.1", "port": port, "grace_s": 1}).model_dump(mode="json")
+    values = make_settings(
+        tmp_path / "data", tiny_m3_dir, server={"host": "127.0.0.1", "port": port, "grace_s": 1}
+    ).model_dump(mode="json")
     config = harness.write_config(tmp_path / "config.yaml", values)
     server = harness.ServerProcess(config, tmp_path / "server.log", f"127.0.0.1:{port}")
     try:

@@ -1,5 +1,6 @@
 """benchmarks/selfsup_ablation.py on the files train-reranker's evaluation leaves: fused lists and
 per-model scores. The replay is pure, so the files are written here as the command writes them."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ def write_case(root: Path) -> tuple[Path, Path]:
     (beir / "qrels").mkdir(parents=True)
     docs = [{"_id": f"d{q}{i}", "title": "", "text": f"文档 document {q} {i}"} for q in range(4) for i in range(5)]
     (beir / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
-    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{q}", "text": f"查询 query {q}"}, ensure_ascii=False) + "\n" for q in range(4)))
-    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{q}\td{q}3\t1\n" for q in range(4)))
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{q}", "text": f"查询 query {q}"}, ensure_ascii=False) + "\n" for q in range(4))
+    )
+    (beir / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{q}\td{q}3\t1\n" for q in range(4))
+    )
     cache = root / "cache"
     cache.mkdir()
     rows = [{"meta": RANKED_META}] + [{"qid": f"q{q}", "ids": [f"d{q}{i}" for i in range(5)]} for q in range(4)]
@@ -30,16 +35,34 @@ def write_case(root: Path) -> tuple[Path, Path]:
 def write_model(root: Path, name: str, scores: list[float], ranked_meta: dict = RANKED_META, queries: int = 4) -> Path:
     folder = root / name
     folder.mkdir()
-    rows = [{"meta": {"model_hash": name, "max_length": 32, "ranked": ranked_meta}}] + [{"qid": f"q{q}", "scores": scores} for q in range(queries)]
+    rows = [{"meta": {"model_hash": name, "max_length": 32, "ranked": ranked_meta}}] + [
+        {"qid": f"q{q}", "scores": scores} for q in range(queries)
+    ]
     (folder / "eval-dev-top5.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "training_info.json").write_text(json.dumps({"examples": 10, "epoch_losses": [1.0, 0.5], "train_seconds": 3.0}))
+    (folder / "training_info.json").write_text(
+        json.dumps({"examples": 10, "epoch_losses": [1.0, 0.5], "train_seconds": 3.0})
+    )
     return folder
 
 
 def run(tmp_path, *models: str, extra=()) -> dict:
     beir, cache = write_case(tmp_path)
-    argv = ["--beir", str(beir), "--split", "dev", "--cache", str(cache), "--depth", "5", "--bootstrap", "200", "--out", str(tmp_path / "out"),
-            *[a for m in models for a in ("--model", m)], *extra]
+    argv = [
+        "--beir",
+        str(beir),
+        "--split",
+        "dev",
+        "--cache",
+        str(cache),
+        "--depth",
+        "5",
+        "--bootstrap",
+        "200",
+        "--out",
+        str(tmp_path / "out"),
+        *[a for m in models for a in ("--model", m)],
+        *extra,
+    ]
     assert selfsup_ablation.main(argv) == 0
     return json.loads((tmp_path / "out" / "results.json").read_text())
 
@@ -90,12 +113,29 @@ def test_a_bench_pass_is_scored_with_the_real_reranker_and_the_scores_are_kept(t
     (run_dir / "dbsf.c1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = tmp_path / "tiny"
     shutil.copytree(tiny_reranker_dir, model)
-    argv = ["--beir", str(beir), "--split", "dev", "--fused", str(run_dir / "dbsf.c1.jsonl"), "--depth", "3", "--score",
-            "--bootstrap", "100", "--out", str(tmp_path / "out"), "--model", f"tiny={model}"]
+    argv = [
+        "--beir",
+        str(beir),
+        "--split",
+        "dev",
+        "--fused",
+        str(run_dir / "dbsf.c1.jsonl"),
+        "--depth",
+        "3",
+        "--score",
+        "--bootstrap",
+        "100",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        f"tiny={model}",
+    ]
     assert selfsup_ablation.main(argv) == 0
     stored = model / "eval-dev-run-abc-dbsf-top3.jsonl"
     lines = stored.read_text().splitlines()
-    assert len(lines) == 5 and all(len(json.loads(line)["scores"]) == 3 for line in lines[1:])  # the pass cut to --depth
+    assert len(lines) == 5 and all(
+        len(json.loads(line)["scores"]) == 3 for line in lines[1:]
+    )  # the pass cut to --depth
     first = json.loads((tmp_path / "out" / "results.json").read_text())
     # A second run reads the stored scores (same answer) instead of scoring again.
     before = stored.stat().st_mtime_ns

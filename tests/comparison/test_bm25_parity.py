@@ -24,6 +24,7 @@ Reference-library facts this relies on (read in their sources):
   difference itself is pinned: ``lucene_idf == log1p(exp(okapi_idf))`` for every
   unfloored term.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from engine.analysis import build_analyzer, term_hash
-from engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
+from hybridsearch.engine.analysis import build_analyzer, term_hash
+from hybridsearch.engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 
 bm25s = pytest.importorskip("bm25s")
 rank_bm25 = pytest.importorskip("rank_bm25")

@@ -21,13 +21,14 @@ Milvus Lite 3.x: `function/ops/merge_op.py`, same formulas):
 import numpy as np
 import pytest
 
-from fusion import RouteList, rrf, weighted
+from hybridsearch.fusion import RouteList, rrf, weighted
 
 pymilvus = pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from tests.milvus_process import NATIVE_LITE  # noqa: E402
 from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker, WeightedRanker  # noqa: E402
+
+from tests.milvus_process import NATIVE_LITE  # noqa: E402
 
 COLLECTION = "parity"
 N_DOCS = 200
@@ -52,7 +53,7 @@ def make_docs(rng):
                 "dense": dense.tolist(),
                 "dense_cos": dense.tolist(),
                 "dense_l2": dense.tolist(),
-                "sparse": {int(d): float(v) for d, v in zip(dims, rng.random(n_terms) + 0.01)},
+                "sparse": {int(d): float(v) for d, v in zip(dims, rng.random(n_terms) + 0.01, strict=True)},
             }
         )
     return docs
@@ -64,7 +65,7 @@ def make_queries(rng):
         dense = rng.normal(size=DIM).astype(np.float32).tolist()
         if n_terms:
             dims = rng.choice(SPARSE_DIMS, n_terms, replace=False)
-            sparse = {int(d): float(v) for d, v in zip(dims, rng.random(n_terms) + 0.01)}
+            sparse = {int(d): float(v) for d, v in zip(dims, rng.random(n_terms) + 0.01, strict=True)}
         else:
             sparse = {SPARSE_DIMS + 7: 1.0}  # a term no document has: the sparse route is empty
         queries.append({"dense": dense, "sparse": sparse})
@@ -130,8 +131,8 @@ def assert_same_ranking(ours, milvus_ids, milvus_scores):
     n = len(milvus_ids)
     top = ours.head(n)
     np.testing.assert_allclose(top.scores, milvus_scores, rtol=0, atol=SCORE_ATOL)
-    ours_by_id = dict(zip(ours.ids, ours.scores))
-    for doc_id, score in zip(milvus_ids, milvus_scores):
+    ours_by_id = dict(zip(ours.ids, ours.scores, strict=True))
+    for doc_id, score in zip(milvus_ids, milvus_scores, strict=True):
         assert abs(ours_by_id[doc_id] - score) <= SCORE_ATOL, doc_id
     for i in range(n):
         tied_before = i > 0 and abs(top.scores[i] - top.scores[i - 1]) <= TIE_ATOL

@@ -7,11 +7,10 @@ variance. qdrant-client is in the test extras, so this runs wherever the suite d
 
 import numpy as np
 import pytest
-
-from fusion import RouteList, dbsf
-
-from qdrant_client.hybrid import fusion as qdrant_fusion
 from qdrant_client.http import models as qdrant_models
+from qdrant_client.hybrid import fusion as qdrant_fusion
+
+from hybridsearch.fusion import RouteList, dbsf
 
 
 def random_routes(rng):
@@ -33,7 +32,7 @@ def random_routes(rng):
 def to_points(route):
     return [
         qdrant_models.ScoredPoint(id=doc_id, version=0, score=float(score))
-        for doc_id, score in zip(route.ids, route.scores)
+        for doc_id, score in zip(route.ids, route.scores, strict=True)
     ]
 
 

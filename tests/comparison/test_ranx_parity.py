@@ -10,7 +10,7 @@ numpy's population std (ddof=0).
 import numpy as np
 import pytest
 
-from fusion import RouteList, rrf, weighted
+from hybridsearch.fusion import RouteList, rrf, weighted
 
 ranx = pytest.importorskip("ranx")
 
@@ -35,7 +35,7 @@ def to_ranx_runs(cases):
     runs = []
     for route_index in range(2):
         run = {
-            f"q{q}": dict(zip(routes[route_index].ids, routes[route_index].scores.tolist()))
+            f"q{q}": dict(zip(routes[route_index].ids, routes[route_index].scores.tolist(), strict=True))
             for q, routes in enumerate(cases)
         }
         runs.append(ranx.Run(run))

@@ -1,4 +1,5 @@
 """Fair admission: the scheduler's order, caps and refusals (engine/admission.py)."""
+
 from __future__ import annotations
 
 import threading
@@ -7,8 +8,8 @@ import time
 import grpc
 import pytest
 
-from engine.admission import FairScheduler, Refused, UNIDENTIFIED
-from engine.errors import ServiceError
+from hybridsearch.engine.admission import UNIDENTIFIED, FairScheduler, Refused
+from hybridsearch.engine.errors import ServiceError
 from tests.conftest import FakeClock
 
 
@@ -158,7 +159,7 @@ def test_a_call_grpc_drops_unrun_gives_back_its_place_without_deadlocking():
     once hung on exactly that)."""
     import gc
 
-    from engine.admission import AdmissionInterceptor
+    from hybridsearch.engine.admission import AdmissionInterceptor
 
     s = scheduler(slots=1)
     interceptor = AdmissionInterceptor(s, identify=lambda md: "A")

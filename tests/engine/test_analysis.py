@@ -1,4 +1,5 @@
 """Analyzers per language and script, with the exact terms they must give."""
+
 from __future__ import annotations
 
 import random
@@ -8,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from engine.analysis import AnalyzerError, build_analyzer, term_hash
-from engine.analysis.cjk_counts import run_hashes
-from engine.config import AnalyzerConfig, ProfileConfig
+from hybridsearch.engine.analysis import AnalyzerError, build_analyzer, term_hash
+from hybridsearch.engine.analysis.cjk_counts import run_hashes
+from hybridsearch.engine.config import AnalyzerConfig, ProfileConfig
 
 MIXED = "iPhone 15 的电池续航"
 
@@ -134,7 +135,7 @@ def test_jieba_user_dictionary_adds_words(tmp_path):
     "content, message",
     [
         (b"\xff\xfe bad", "is not UTF-8"),
-        ("ok\na b c d\n".encode(), ":2: expected 'word [freq] [tag]'"),
+        (b"ok\na b c d\n", ":2: expected 'word [freq] [tag]'"),
         ("词 often n\n".encode(), ":1: frequency must be a whole number"),
     ],
 )
@@ -197,7 +198,7 @@ def test_analyzers_are_thread_safe(jieba):
     errors: list[str] = []
 
     def work():
-        for t, e in zip(texts, expected):
+        for t, e in zip(texts, expected, strict=True):
             if jieba.terms(t) != e:
                 errors.append(t)
 
@@ -210,17 +211,36 @@ def test_analyzers_are_thread_safe(jieba):
 
 
 BATCH = [
-    MIXED, "", None, "黑豹队的防守丢了多少分？", "𠀀𠀁中文𠀂 and 𠀃", "日本語のテキストｶﾀｶﾅ", "한국어 텍스트",
-    "的", "电池电池", "English only, nothing else", "臺灣 台湾", "中😀文", "！！", "ＡＢＣ１２３ 的了",
+    MIXED,
+    "",
+    None,
+    "黑豹队的防守丢了多少分？",
+    "𠀀𠀁中文𠀂 and 𠀃",
+    "日本語のテキストｶﾀｶﾅ",
+    "한국어 텍스트",
+    "的",
+    "电池电池",
+    "English only, nothing else",
+    "臺灣 台湾",
+    "中😀文",
+    "！！",
+    "ＡＢＣ１２３ 的了",
 ]
 
 
-@pytest.mark.parametrize("settings", [
-    {"type": "cjk"}, {"type": "cjk", "unigrams": False}, {"type": "jieba"}, {"type": "jieba", "unigrams": False},
-    {"type": "cjk", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了", "的电"]},
-    {"type": "jieba", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了"]},
-    {"type": "jieba", "bigrams": True}, {"type": "jieba", "bigrams": True, "unigrams": False},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"type": "cjk"},
+        {"type": "cjk", "unigrams": False},
+        {"type": "jieba"},
+        {"type": "jieba", "unigrams": False},
+        {"type": "cjk", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了", "的电"]},
+        {"type": "jieba", "language": "chinese", "stem": False, "stopwords": ["的", "电池", "了"]},
+        {"type": "jieba", "bigrams": True},
+        {"type": "jieba", "bigrams": True, "unigrams": False},
+    ],
+)
 def test_counting_a_batch_gives_each_text_its_own_counts(settings):
     a = build_analyzer(**settings)
     want = [Counter(map(term_hash, a.terms(t))) for t in BATCH]
@@ -238,9 +258,11 @@ def test_batch_hashes_of_every_three_byte_character_and_of_bigrams_equal_term_ha
     runs = ["".join(rng.choice(chars) for _ in range(rng.randint(1, 6))) for _ in range(3000)]
     hashes, owners = run_hashes(runs, range(len(runs)), bigrams=True, unigrams=False)
     want = sorted(
-        (i, term_hash(g)) for i, run in enumerate(runs) for g in ([run] if len(run) == 1 else [run[j:j + 2] for j in range(len(run) - 1)])
+        (i, term_hash(g))
+        for i, run in enumerate(runs)
+        for g in ([run] if len(run) == 1 else [run[j : j + 2] for j in range(len(run) - 1)])
     )
-    assert sorted(zip(owners.tolist(), hashes.tolist())) == want
+    assert sorted(zip(owners.tolist(), hashes.tolist(), strict=True)) == want
 
 
 def test_jieba_with_bigrams_adds_the_cjk_bigrams_of_han_runs_to_the_words():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.bm25 import (
+from hybridsearch.engine.bm25 import (
     LUCENE_ENGLISH_STOP_WORDS,
     Analyzer,
     Bm25Encoder,
@@ -81,9 +81,7 @@ def test_analyzer_stop_words_and_stemming_can_be_switched_off_or_chosen():
     assert Analyzer(stopwords=False).terms(text) == ["the", "patient", "were", "run"]
     assert Analyzer(stem=False).terms(text) == ["patients", "were", "running"]
     assert Analyzer(stopwords="sklearn").terms(text) == ["patient", "run"]
-    assert Analyzer(stopwords=["patients"], stem=False).terms(text) == [
-        "the", "were", "running"
-    ]
+    assert Analyzer(stopwords=["patients"], stem=False).terms(text) == ["the", "were", "running"]
 
 
 def test_analyzer_tokenises_unicode_words_and_strips_possessives():
@@ -112,9 +110,12 @@ def test_analyzer_fingerprint_changes_with_settings():
 def test_term_hash_is_stable_across_processes_and_fits_31_bits():
     assert term_hash("run") == 1349952704  # golden: must never change (stored indexes)
     out = subprocess.run(
-        [sys.executable, "-c", "from engine.bm25 import term_hash; print(term_hash('studi'))"],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "123"}, cwd=Path(__file__).resolve().parents[2],
+        [sys.executable, "-c", "from hybridsearch.engine.bm25 import term_hash; print(term_hash('studi'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+        cwd=Path(__file__).resolve().parents[2],
     ).stdout
     assert int(out) == term_hash("studi") == 2076739373
     assert all(0 <= term_hash(t) < 2**31 for t in ["", "a", "ü" * 100])
@@ -123,8 +124,9 @@ def test_term_hash_is_stable_across_processes_and_fits_31_bits():
 # ---------------------------------------------------------------- params
 
 
-@pytest.mark.parametrize("kw", [{"k1": -0.1}, {"b": 1.5}, {"b": -0.1}, {"k1": float("nan")},
-                                {"k1": "1.2"}, {"b": True}])
+@pytest.mark.parametrize(
+    "kw", [{"k1": -0.1}, {"b": 1.5}, {"b": -0.1}, {"k1": float("nan")}, {"k1": "1.2"}, {"b": True}]
+)
 def test_params_reject_invalid_values(kw):
     with pytest.raises(ValueError):
         Bm25Params(**kw)
@@ -334,9 +336,7 @@ def test_concurrent_ingests_and_queries_from_threads_keep_exact_counts(tmp_path)
             barrier.wait()
             tenant = A if i % 2 == 0 else B
             for j in range(n_batches):
-                vecs = enc.document_vectors(
-                    C, tenant, [f"heart thread{i} batch{j} doc{k}" for k in range(batch)]
-                )
+                vecs = enc.document_vectors(C, tenant, [f"heart thread{i} batch{j} doc{k}" for k in range(batch)])
                 assert all(len(v) == 4 for v in vecs)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)

@@ -4,6 +4,7 @@ A method added to one client and not the other, or with other arguments or defau
 here; so does a client method whose request builder (engine.client_requests) takes other
 arguments than it does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,9 +12,9 @@ import inspect
 
 import pytest
 
-from engine import client_requests as build
-from engine.aio_client import AsyncHybridSearchClient
-from engine.client import HybridSearchClient
+from hybridsearch.engine import client_requests as build
+from hybridsearch.engine.aio_client import AsyncHybridSearchClient
+from hybridsearch.engine.client import HybridSearchClient
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 # Methods that are the call itself, not a request: no builder of their name.
@@ -25,7 +26,11 @@ CALL_ONLY = {"self", "timeout"}
 
 
 def public_methods(cls) -> dict[str, inspect.Signature]:
-    return {name: inspect.signature(fn) for name, fn in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+    return {
+        name: inspect.signature(fn)
+        for name, fn in inspect.getmembers(cls, inspect.isfunction)
+        if not name.startswith("_")
+    }
 
 
 def shape(signature: inspect.Signature) -> list[tuple]:
@@ -40,7 +45,9 @@ def test_both_clients_have_the_same_public_methods_with_the_same_arguments():
     for name in sync:
         assert shape(sync[name]) == shape(aio[name]), name
     # The constructors take the same arguments too.
-    assert shape(inspect.signature(HybridSearchClient.__init__)) == shape(inspect.signature(AsyncHybridSearchClient.__init__))
+    assert shape(inspect.signature(HybridSearchClient.__init__)) == shape(
+        inspect.signature(AsyncHybridSearchClient.__init__)
+    )
 
 
 def test_every_async_method_is_awaited_except_the_acknowledged_stream():
@@ -77,8 +84,10 @@ def test_each_method_calls_its_rpc_with_the_built_request_in_both_clients():
                 self.calls.append((rpc, request, kwargs["metadata"], kwargs["timeout"]))
                 reply = _Reply()
                 if self.awaitable:
+
                     async def done():
                         return reply
+
                     return done()
                 return reply
 
@@ -99,7 +108,10 @@ def test_each_method_calls_its_rpc_with_the_built_request_in_both_clients():
         "bulk_upsert_acked": (("docs", [[{"id": "1", "text": "a"}]]), {"timeout": 5}),
         "delete": (("docs", ["1"]), {}),
         "get": (("docs", ["1"]), {}),
-        "search": (("docs", "cells", 3), {"filters": [("year", ">=", 2015)], "rerank": "fixed", "rerank_depth": 5, "dense_weight": 0.5}),
+        "search": (
+            ("docs", "cells", 3),
+            {"filters": [("year", ">=", 2015)], "rerank": "fixed", "rerank_depth": 5, "dense_weight": 0.5},
+        ),
         "rerank": (("q", ["a", "b"], 1), {"return_documents": True}),
         "get_info": ((), {}),
         "set_budget": (("t1",), {"max_depth": 7, "default_mode": "auto"}),
@@ -127,7 +139,7 @@ def test_each_method_calls_its_rpc_with_the_built_request_in_both_clients():
     asyncio.run(run_async())
 
     assert len(sync.stub.calls) == len(aio.stub.calls) == len(arguments)
-    for s, a in zip(sync.stub.calls, aio.stub.calls):
+    for s, a in zip(sync.stub.calls, aio.stub.calls, strict=True):
         assert s[0] == a[0] and s[1] == a[1] and s[2] == a[2] and s[3] == a[3], s[0]
         assert ("x-tenant", "acme") in s[2] and ("authorization", "Bearer k1") in s[2]
     by_rpc = {c[0]: c for c in sync.stub.calls}

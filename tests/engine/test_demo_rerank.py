@@ -2,6 +2,7 @@
 model and its backbone (--rerank-base) at the tiny cross-encoder, so training takes seconds. The
 first run trains a reranker on self-supervised pairs from the samples and shows OFF, FIXED and AUTO
 for both tenant budgets; the second reuses the cached model."""
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from engine.cli import DEMO_BUDGETS, DEMO_FIXED_DEPTH, demo_reranker_dir, main
+from hybridsearch.engine.cli import DEMO_BUDGETS, DEMO_FIXED_DEPTH, demo_reranker_dir, main
 
 DECISION = re.compile(
     r"^  (?P<tenant>demo-\S+)\s+(?P<mode>OFF|FIXED|AUTO)\s+depth\s+(?P<chosen>\d+) chosen,\s+(?P<scored>\d+) scored\s+"
@@ -26,8 +27,10 @@ def decisions(out: str) -> list[dict]:
             query = line.split(": ", 1)[1]
         m = DECISION.match(line)
         if m:
-            row = {k: (int(v) if k in ("chosen", "scored", "tokens") else float(v) if k in ("predicted", "actual") else v)
-                   for k, v in m.groupdict().items()}
+            row = {
+                k: (int(v) if k in ("chosen", "scored", "tokens") else float(v) if k in ("predicted", "actual") else v)
+                for k, v in m.groupdict().items()
+            }
             found.append({**row, "query": query, "reason": lines[i + 1].strip(), "line": line})
     return found
 
@@ -37,10 +40,26 @@ def demo_args(tmp_path, tiny_m3_dir, tiny_reranker_dir):
     config = tmp_path / "demo.yaml"
     tiny = {"kind": "dense-bm25", "model": str(tiny_m3_dir), "max_length": 128}
     # The demo's own profile names, on the tiny model (the Chinese one keeps a Chinese analyzer).
-    config.write_text(yaml.safe_dump({"profiles": {"minilm-bm25": tiny, "e5-small": {**tiny, "analyzer": {"type": "jieba", "bigrams": True}}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"profiles": {"minilm-bm25": tiny, "e5-small": {**tiny, "analyzer": {"type": "jieba", "bigrams": True}}}}
+        )
+    )
     data = tmp_path / "data"
-    return data, ["demo", "--rerank", "--config", str(config), "--data-dir", str(data), "--rerank-base", str(tiny_reranker_dir),
-                  "--rerank-pairs", "24", "--queries", "1"]
+    return data, [
+        "demo",
+        "--rerank",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(data),
+        "--rerank-base",
+        str(tiny_reranker_dir),
+        "--rerank-pairs",
+        "24",
+        "--queries",
+        "1",
+    ]
 
 
 def check(out: str) -> list[dict]:
@@ -57,7 +76,9 @@ def check(out: str) -> list[dict]:
             assert r["scored"] <= r["chosen"]
         for tenant in DEMO_BUDGETS:
             off = got[tenant, "OFF"]
-            assert (off["chosen"], off["scored"], off["tokens"]) == (0, 0, 0) and off["reason"].startswith("fusion only: rerank mode OFF")
+            assert (off["chosen"], off["scored"], off["tokens"]) == (0, 0, 0) and off["reason"].startswith(
+                "fusion only: rerank mode OFF"
+            )
         # FIXED: the generous tenant reranks exactly the depth asked for; the tight one within its token cap.
         fixed = got["demo-generous", "FIXED"]
         assert fixed["chosen"] == fixed["scored"] == DEMO_FIXED_DEPTH and fixed["tokens"] > 0 and fixed["actual"] > 0
@@ -70,7 +91,9 @@ def check(out: str) -> list[dict]:
         auto_tight, auto_generous = got["demo-tight", "AUTO"], got["demo-generous", "AUTO"]
         assert auto_tight["tokens"] <= tight["max_cost_per_query"] and auto_tight["chosen"] <= tight["max_depth"]
         assert auto_tight["chosen"] <= auto_generous["chosen"] <= generous["max_depth"]
-        assert auto_generous["chosen"] > 0 and auto_generous["reason"].startswith(f"auto depth {auto_generous['chosen']}: bound by")
+        assert auto_generous["chosen"] > 0 and auto_generous["reason"].startswith(
+            f"auto depth {auto_generous['chosen']}: bound by"
+        )
     return rows
 
 

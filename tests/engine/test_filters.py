@@ -1,12 +1,13 @@
 """compile_filter on its own: tenant scope first, caller clauses parenthesised, every value a typed, escaped literal."""
+
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from engine.collections import CollectionSpec, FieldType
-from engine.errors import ServiceError
-from engine.filters import FilterClause, compile_filter, string_literal
+from hybridsearch.engine.collections import CollectionSpec, FieldType
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.filters import FilterClause, compile_filter, string_literal
 
 SPEC = CollectionSpec(
     name="docs",
@@ -25,7 +26,13 @@ NO_FIELDS = CollectionSpec(name="bare", profile="tiny-m3", dimension=32)
 
 
 def compile_(clauses, tenant="acme", spec=SPEC, max_clauses=8, max_values=4) -> str:
-    return compile_filter(spec, tenant, [FilterClause(f, op, tuple(v)) for f, op, v in clauses], max_clauses=max_clauses, max_values=max_values)
+    return compile_filter(
+        spec,
+        tenant,
+        [FilterClause(f, op, tuple(v)) for f, op, v in clauses],
+        max_clauses=max_clauses,
+        max_values=max_values,
+    )
 
 
 def rejected(clauses, **kwargs) -> str:
@@ -60,12 +67,17 @@ def test_set_operators_compile_to_bracketed_literal_lists():
     assert compile_([("i", "NOT_IN", [1, 2, 3])]) == 'tenant == "acme" and ((m_i not in [1, 2, 3] and m_i is not null))'
 
 
-JSON_SPEC = CollectionSpec(name="docs", profile="tiny-m3", dimension=32, metadata_fields=SPEC.metadata_fields, layout="json")
+JSON_SPEC = CollectionSpec(
+    name="docs", profile="tiny-m3", dimension=32, metadata_fields=SPEC.metadata_fields, layout="json"
+)
 
 
 def test_json_layout_names_declared_fields_by_escaped_json_path():
     expr = compile_([("i", "GTE", [2015]), ("s", "IN", ["a"]), ("tenant", "EQ", ["other"])], spec=JSON_SPEC)
-    assert expr == 'tenant == "acme" and (metadata["i"] >= 2015 and metadata["s"] in ["a"] and metadata["tenant"] == "other")'
+    assert (
+        expr
+        == 'tenant == "acme" and (metadata["i"] >= 2015 and metadata["s"] in ["a"] and metadata["tenant"] == "other")'
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,7 +106,7 @@ def test_an_or_injection_attempt_stays_inside_one_escaped_literal():
     assert expr == 'tenant == "acme" and (m_s == "\\") or (tenant == \\"other")'
     # exactly one unescaped quote pair around the value: the literal cannot be closed early
     body = expr.split("(m_s == ", 1)[1]
-    assert body.replace('\\\\', "").replace('\\"', "").count('"') == 2
+    assert body.replace("\\\\", "").replace('\\"', "").count('"') == 2
 
 
 # ---------------------------------------------------------------- escaping

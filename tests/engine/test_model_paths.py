@@ -1,4 +1,5 @@
 """Model lookup never downloads: every miss fails fast with a message naming the model and the fix."""
+
 from __future__ import annotations
 
 import json
@@ -12,19 +13,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.config import ProfileConfig, Settings
-from engine.encoders.model_paths import ModelNotFound, resolve_model
-from engine.encoders.registry import ProfileRegistry
-from engine.errors import ServiceError
+from hybridsearch.engine.config import ProfileConfig, Settings
+from hybridsearch.engine.encoders.model_paths import ModelNotFound, resolve_model
+from hybridsearch.engine.encoders.registry import ProfileRegistry
+from hybridsearch.engine.errors import ServiceError
 from tests.conftest import TINY_PROFILE, status_of
 
 REPO = Path(__file__).resolve().parents[2]
 PURPOSE = "profile 'p'"
+SETTING = "profiles.p.model"
 
 
 def not_found(spec: str) -> str:
     with pytest.raises(ModelNotFound) as info:
-        resolve_model(spec, PURPOSE)
+        resolve_model(spec, PURPOSE, SETTING)
     return str(info.value)
 
 
@@ -32,7 +34,7 @@ def not_found(spec: str) -> str:
 
 
 def test_an_existing_directory_resolves_to_itself(tmp_path):
-    assert resolve_model(str(tmp_path), PURPOSE) == str(tmp_path)
+    assert resolve_model(str(tmp_path), PURPOSE, SETTING) == str(tmp_path)
 
 
 def test_a_missing_local_directory_names_the_path_the_setting_and_how_to_provide_the_model(tmp_path):
@@ -41,7 +43,7 @@ def test_a_missing_local_directory_names_the_path_the_setting_and_how_to_provide
     assert message.startswith(PURPOSE + ":")
     assert str(missing) in message and "not found" in message
     assert "does not download" in message and "huggingface-cli download" in message
-    assert "HSEARCH_PROFILES__" in message  # which setting to change
+    assert "`profiles.p.model`" in message and "HSEARCH_PROFILES__P__MODEL" in message  # which setting to change
     # a path is not looked up in the hub cache
     assert "hub id" not in message
 
@@ -70,7 +72,7 @@ def test_an_uncached_hub_id_fails_fast_offline_naming_the_id_the_cache_and_the_f
     assert time.monotonic() - started < 5
     assert "'no-such-org/no-such-model'" in message and "hub id" in message and "cache" in message
     assert "huggingface-cli download no-such-org/no-such-model" in message
-    assert "set the profile's `model`" in message
+    assert "set `profiles.p.model`" in message
 
 
 def _run_resolve(specs: list[str], hub_cache: Path) -> list[str]:
@@ -80,15 +82,17 @@ def _run_resolve(specs: list[str], hub_cache: Path) -> list[str]:
     code = textwrap.dedent(
         """
         import sys
-        from engine.encoders.model_paths import ModelNotFound, resolve_model
+        from hybridsearch.engine.encoders.model_paths import ModelNotFound, resolve_model
         for spec in sys.argv[1:]:
             try:
-                print("FOUND", resolve_model(spec, "profile x"))
+                print("FOUND", resolve_model(spec, "profile x", "profiles.x.model"))
             except ModelNotFound as exc:
                 print("MISSING", exc)
         """
     )
-    result = subprocess.run([sys.executable, "-c", code, *specs], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *specs], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -124,7 +128,7 @@ def test_a_package_spec_resolves_to_the_packages_model_directory(packages, tmp_p
     model_dir = tmp_path / "shipped-model"
     model_dir.mkdir()
     (packages / "hs_test_model_ok.py").write_text(f"def get_model_path():\n    return {str(model_dir)!r}\n")
-    assert resolve_model("package:hs_test_model_ok", PURPOSE) == str(model_dir)
+    assert resolve_model("package:hs_test_model_ok", PURPOSE, SETTING) == str(model_dir)
 
 
 def test_a_package_spec_for_a_missing_module_names_the_package_and_how_to_install():
@@ -175,14 +179,22 @@ def test_the_registry_turns_a_broken_package_spec_into_failed_precondition(tmp_p
 
 
 def test_the_registry_rejects_an_unknown_profile_listing_the_configured_ones(tmp_path):
-    registry = _registry(tmp_path, one=ProfileConfig(kind="bge-m3", model="/m1"), two=ProfileConfig(kind="bge-m3", model="/m2"))
+    registry = _registry(
+        tmp_path, one=ProfileConfig(kind="bge-m3", model="/m1"), two=ProfileConfig(kind="bge-m3", model="/m2")
+    )
     with pytest.raises(ServiceError) as info:
         registry.get("three")
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.message.startswith("profile:") and "'three'" in info.value.message and "one, two" in info.value.message
+    assert (
+        info.value.message.startswith("profile:")
+        and "'three'" in info.value.message
+        and "one, two" in info.value.message
+    )
 
 
-def test_create_collection_with_a_profile_whose_model_is_missing_is_failed_precondition(start_server, tiny_m3_dir, tmp_path):
+def test_create_collection_with_a_profile_whose_model_is_missing_is_failed_precondition(
+    start_server, tiny_m3_dir, tmp_path
+):
     missing = tmp_path / "missing-model-dir"
     running = start_server(
         profiles={
@@ -201,3 +213,27 @@ def test_create_collection_with_a_profile_whose_model_is_missing_is_failed_preco
     # nothing was created, and the server keeps serving collections whose model is present
     assert {c.name for c in client.list_collections()} == set()
     assert client.create_collection("fine", TINY_PROFILE).dimension == 32
+
+
+# ---------------------------------------------------------------- the rerank backend's setting
+
+
+def test_a_missing_reranker_names_the_rerank_backend_setting_not_a_profile(tmp_path, caplog):
+    """The first-hour report: the warning said HSEARCH_PROFILES__<NAME>__MODEL for a reranker."""
+    from hybridsearch.engine.rerank_stage import Reranker
+
+    settings = Settings(
+        data_dir=tmp_path,
+        rerank={
+            "default_backend": "ce",
+            "backends": {"ce": {"kind": "cross-encoder", "model": str(tmp_path / "no-reranker")}},
+        },
+    )
+    reranker = Reranker("ce", settings.rerank.backends["ce"], settings)
+    with caplog.at_level("WARNING"):
+        reranker.load()
+    assert reranker.backend is None
+    for text in (reranker.load_error, caplog.text):
+        assert "rerank backend 'ce'" in text
+        assert "`rerank.backends.ce.model`" in text and "HSEARCH_RERANK__BACKENDS__CE__MODEL" in text
+        assert "PROFILES" not in text and "profile's" not in text

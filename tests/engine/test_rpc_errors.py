@@ -1,4 +1,5 @@
 """The @rpc wrapper: statuses a handler sets itself pass through; surprises become INTERNAL."""
+
 from __future__ import annotations
 
 from concurrent import futures
@@ -7,9 +8,9 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from engine.errors import not_found
-from engine.metrics import Metrics
-from engine.rpc import rpc
+from hybridsearch.engine.errors import not_found
+from hybridsearch.engine.metrics import Metrics
+from hybridsearch.engine.rpc import rpc
 
 
 class Probe:
@@ -32,10 +33,7 @@ class Probe:
 def call():
     server = grpc.server(futures.ThreadPoolExecutor(2))
     probe = Probe()
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(getattr(probe, name))
-        for name in ("Abort", "Raise", "Crash")
-    }
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(probe, name)) for name in ("Abort", "Raise", "Crash")}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("probe.Probe", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

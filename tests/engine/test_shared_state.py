@@ -3,6 +3,7 @@
 Every store behaves the same on either; on PostgreSQL two store objects stand for two
 replicas sharing one database.
 """
+
 from __future__ import annotations
 
 import threading
@@ -12,14 +13,14 @@ from collections import Counter
 import psycopg
 import pytest
 
-from engine.api_keys import ApiKeyStore
-from engine.bm25 import Bm25Encoder, Bm25Stats, CorpusStats
-from engine.statedb import StateDB, StateDBError, redact, settings_target, shared
-from engine.budget_store import BudgetStore
-from rerank.budgets import RerankBudget
-from engine.rate_ledger import CHUNKS_PER_MINUTE, RateLedger
-from tests.milvus_process import free_port
+from hybridsearch.engine.api_keys import ApiKeyStore
+from hybridsearch.engine.bm25 import Bm25Encoder, Bm25Stats, CorpusStats
+from hybridsearch.engine.budget_store import BudgetStore
+from hybridsearch.engine.rate_ledger import CHUNKS_PER_MINUTE, RateLedger
+from hybridsearch.engine.statedb import StateDB, StateDBError, redact, settings_target, shared
+from hybridsearch.rerank.budgets import RerankBudget
 from tests.conftest import FakeClock
+from tests.milvus_process import free_port
 
 BACKENDS = ["sqlite", "postgres"]
 DEFAULT = RerankBudget(max_depth=50)
@@ -44,7 +45,11 @@ def db(target):
 
 
 def test_statedb_writes_commit_and_a_raising_write_rolls_back(db):
-    db.write(lambda tx: tx.create_tables("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BIGINT NOT NULL) WITHOUT ROWID"))
+    db.write(
+        lambda tx: tx.create_tables(
+            "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BIGINT NOT NULL) WITHOUT ROWID"
+        )
+    )
     assert db.execute("INSERT INTO t (k, v) VALUES (?, ?)", ("a", 1)) == 1
 
     def fails(tx):
@@ -62,7 +67,7 @@ def test_statedb_writes_commit_and_a_raising_write_rolls_back(db):
 
 
 def test_statedb_shared_is_one_per_database_and_settings_choose_it(tmp_path, postgres_uri):
-    from engine.config import Settings
+    from hybridsearch.engine.config import Settings
 
     sqlite_settings = Settings(data_dir=tmp_path)
     assert settings_target(sqlite_settings) == str(tmp_path / "state.sqlite3")
@@ -154,7 +159,15 @@ def test_a_key_revoked_through_one_store_is_refused_by_another_within_the_cache_
 
 def test_budgets_set_get_list_delete(target):
     store = BudgetStore(target, DEFAULT)
-    acme = RerankBudget(tenant="acme", latency_target_ms=80.5, max_cost_per_query=900, cost_per_minute=1e6, min_depth=2, max_depth=40, default_mode="auto")
+    acme = RerankBudget(
+        tenant="acme",
+        latency_target_ms=80.5,
+        max_cost_per_query=900,
+        cost_per_minute=1e6,
+        min_depth=2,
+        max_depth=40,
+        default_mode="auto",
+    )
     beta = RerankBudget(tenant="beta", max_depth=10, default_mode="fixed")
     store.set(acme), store.set(beta)
     assert store.get("acme") == acme and store.list() == [acme, beta]
@@ -280,7 +293,7 @@ def test_two_replicas_share_one_rate_and_overspend_at_most_one_chunk_each(db):
     per_minute, cost = 1200.0, 25.0
     replicas = [RateLedger(db, clock=clock, local_clock=clock) for _ in range(2)]
     spent = 0.0
-    for second in range(120):  # two minutes of searches, 4 per replica a second, each of `cost`
+    for _second in range(120):  # two minutes of searches, 4 per replica a second, each of `cost`
         for _ in range(4):
             for ledger in replicas:
                 bucket = ledger.bucket("acme", per_minute)
@@ -294,8 +307,8 @@ def test_two_replicas_share_one_rate_and_overspend_at_most_one_chunk_each(db):
 
 
 def test_two_rerank_stages_on_one_state_uri_lease_from_one_bucket(tmp_path, postgres_uri):
-    from engine.config import Settings
-    from engine.rerank_stage import RerankStage
+    from hybridsearch.engine.config import Settings
+    from hybridsearch.engine.rerank_stage import RerankStage
 
     settings = Settings(data_dir=tmp_path, state_uri=postgres_uri, rerank={"enabled": True, "calibrate": False})
     one, two = RerankStage(settings), RerankStage(settings)
@@ -309,7 +322,7 @@ def test_two_rerank_stages_on_one_state_uri_lease_from_one_bucket(tmp_path, post
 def test_hsearch_keys_works_on_the_state_uri(tmp_path, postgres_uri, capsys):
     import yaml
 
-    from engine.cli import main
+    from hybridsearch.engine.cli import main
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "state_uri": postgres_uri}))

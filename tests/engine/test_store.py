@@ -4,20 +4,22 @@ Rows are built here the way SearchService._row builds them (tenant-prefixed prim
 declared metadata in the layout's place), with seeded random dense vectors and hand-made
 sparse vectors, so every expected score is computed by hand.
 """
+
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
-from engine.collections import CollectionSpec, FieldType, column_of
-from engine.config import MilvusConfig
-from engine.errors import ServiceError
-from engine.filters import FilterClause, compile_filter
-from engine.store import EMPTY_SPARSE, MilvusStore, StoredDoc
-from engine.tenancy import primary_key
+from hybridsearch.engine.collections import CollectionSpec, FieldType, column_of
+from hybridsearch.engine.config import MilvusConfig
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.filters import FilterClause, compile_filter
+from hybridsearch.engine.store import EMPTY_SPARSE, MilvusStore, StoredDoc
+from hybridsearch.engine.tenancy import primary_key
 
 # milvus-lite 2.5.1 imports pkg_resources (see engine/store.py): noise, not a finding.
 pytestmark = pytest.mark.filterwarnings("ignore:pkg_resources is deprecated:UserWarning")
@@ -28,16 +30,51 @@ RNG = np.random.default_rng(20240516)
 
 # (doc id, text, metadata, sparse) of tenant acme; undeclared keys ride along in metadata.
 ACME = [
-    ("zh", "向量数据库支持混合检索与重排序。", {"lang": "zh", "year": 2024, "rating": 4.5, "public": True, "来源": "维基百科"}, {1: 0.5, 2: 0.25}),
-    ("mixed", "Milvus 混合搜索 hybrid search 🚀✨ works!", {"lang": "mixed", "year": 2023, "rating": 3.25, "public": False, "tags": ["向量", "search"], "nested": {"a": 1, "emoji": "😀"}}, {2: 1.0, 3: 0.5}),
-    ("emoji", "👩‍💻 emoji only 🎉 — «quotes» \"double\" and 'single'", {"lang": "en", "year": 2020, "rating": 1.5, "public": True}, {1: 0.1, 4: 2.0}),
-    ("plain", "plain English text about retrieval", {"lang": "en", "year": 2019, "rating": 2.0, "public": False}, {5: 1.0}),
+    (
+        "zh",
+        "向量数据库支持混合检索与重排序。",
+        {"lang": "zh", "year": 2024, "rating": 4.5, "public": True, "来源": "维基百科"},
+        {1: 0.5, 2: 0.25},
+    ),
+    (
+        "mixed",
+        "Milvus 混合搜索 hybrid search 🚀✨ works!",
+        {
+            "lang": "mixed",
+            "year": 2023,
+            "rating": 3.25,
+            "public": False,
+            "tags": ["向量", "search"],
+            "nested": {"a": 1, "emoji": "😀"},
+        },
+        {2: 1.0, 3: 0.5},
+    ),
+    (
+        "emoji",
+        "👩‍💻 emoji only 🎉 — «quotes» \"double\" and 'single'",
+        {"lang": "en", "year": 2020, "rating": 1.5, "public": True},
+        {1: 0.1, 4: 2.0},
+    ),
+    (
+        "plain",
+        "plain English text about retrieval",
+        {"lang": "en", "year": 2019, "rating": 2.0, "public": False},
+        {5: 1.0},
+    ),
     ("undeclared-only", "只有未声明的元数据", {"note": "没有声明的字段", "n": 7, "flag": False}, {6: 0.75}),
     ("no-sparse", "the the the", {"lang": "en", "year": 2021}, {}),
 ]
 # Tenant globex reuses acme's doc ids with other texts and a sparse term that would win
 # every acme query if the tenant clause were ignored.
-GLOBEX = [(doc_id, f"globex {doc_id}", {"lang": "en", "year": 2030, "rating": 9.0, "public": True}, {1: 10.0, 2: 10.0, 4: 10.0}) for doc_id, *_ in ACME]
+GLOBEX = [
+    (
+        doc_id,
+        f"globex {doc_id}",
+        {"lang": "en", "year": 2030, "rating": 9.0, "public": True},
+        {1: 10.0, 2: 10.0, 4: 10.0},
+    )
+    for doc_id, *_ in ACME
+]
 
 DENSE = {("acme", d[0]): RNG.standard_normal(DIM).astype(np.float32) for d in ACME}
 DENSE.update({("globex", d[0]): RNG.standard_normal(DIM).astype(np.float32) for d in GLOBEX})
@@ -48,7 +85,9 @@ def tenant_expr(spec: CollectionSpec, tenant: str) -> str:
     return compile_filter(spec, tenant, (), max_clauses=0, max_values=1)
 
 
-def make_row(spec: CollectionSpec, tenant: str, doc_id: str, text: str, metadata: dict[str, Any], dense, sparse: dict) -> dict[str, Any]:
+def make_row(
+    spec: CollectionSpec, tenant: str, doc_id: str, text: str, metadata: dict[str, Any], dense, sparse: dict
+) -> dict[str, Any]:
     """A row as SearchService._row writes it."""
     pk = primary_key(tenant, doc_id)
     row: dict[str, Any] = {
@@ -72,7 +111,14 @@ def make_row(spec: CollectionSpec, tenant: str, doc_id: str, text: str, metadata
 
 
 def new_spec(store: MilvusStore, name: str, **kwargs) -> CollectionSpec:
-    values = dict(name=name, profile="test-profile", dimension=DIM, metadata_fields=dict(FIELDS), dense_index=store.dense_index, layout=store.layout)
+    values = dict(
+        name=name,
+        profile="test-profile",
+        dimension=DIM,
+        metadata_fields=dict(FIELDS),
+        dense_index=store.dense_index,
+        layout=store.layout,
+    )
     values.update(kwargs)
     return CollectionSpec(**values)
 
@@ -178,8 +224,19 @@ def test_create_then_spec_round_trips_every_field(store):
         assert store.has_collection("round_trip")
         got = store.spec("round_trip")
         assert got == spec
-        assert got.metadata_fields == {"title": FieldType.STRING, "n": FieldType.INT, "x": FieldType.DOUBLE, "ok": FieldType.BOOL}
-        assert (got.dimension, got.dense_metric, got.sparse_kind, got.layout, got.dense_index) == (16, "IP", "vector", store.layout, store.dense_index)
+        assert got.metadata_fields == {
+            "title": FieldType.STRING,
+            "n": FieldType.INT,
+            "x": FieldType.DOUBLE,
+            "ok": FieldType.BOOL,
+        }
+        assert (got.dimension, got.dense_metric, got.sparse_kind, got.layout, got.dense_index) == (
+            16,
+            "IP",
+            "vector",
+            store.layout,
+            store.dense_index,
+        )
         # Read from Milvus, not from this store's cache: a second store on the same file agrees.
         other = MilvusStore(store.uri, MilvusConfig())
         assert other.spec("round_trip") == spec
@@ -263,7 +320,11 @@ def test_get_is_scoped_to_the_tenant_expression(store, docs):
     globex = store.get(docs, [primary_key("globex", "zh")], tenant_expr(docs, "globex"))
     assert globex == {"globex:zh": StoredDoc(pk="globex:zh", text="globex zh", metadata=GLOBEX[0][2])}
     # Only the named pks, unknown ones simply absent.
-    got = store.get(docs, [primary_key("acme", "zh"), primary_key("acme", "missing"), primary_key("globex", "mixed")], tenant_expr(docs, "acme"))
+    got = store.get(
+        docs,
+        [primary_key("acme", "zh"), primary_key("acme", "missing"), primary_key("globex", "mixed")],
+        tenant_expr(docs, "acme"),
+    )
     assert list(got) == ["acme:zh"]
     assert store.get(docs, [], tenant_expr(docs, "acme")) == {}
 
@@ -277,7 +338,12 @@ def test_count_per_tenant(store, docs):
 
 def test_upsert_of_an_existing_pk_replaces_it(store, scratch):
     expr = tenant_expr(scratch, "t-replace")
-    write(store, scratch, "t-replace", [("d1", "旧的文本 old", {"lang": "zh", "year": 1, "gone": "yes"}), ("d2", "untouched", {"year": 5})])
+    write(
+        store,
+        scratch,
+        "t-replace",
+        [("d1", "旧的文本 old", {"lang": "zh", "year": 1, "gone": "yes"}), ("d2", "untouched", {"year": 5})],
+    )
     write(store, scratch, "t-replace", [("d1", "新的文本 new 🎉", {"lang": "en", "rating": 2.5, "added": [1, 2]})])
     got = store.get(scratch, ["t-replace:d1", "t-replace:d2"], expr)
     assert got == {
@@ -297,7 +363,11 @@ def test_delete_removes_only_the_named_pks_of_that_tenant(store, scratch):
     store.delete(scratch, [], a)
     store.flush(scratch)
     assert list(store.get(scratch, ["t-del-a:x1", "t-del-a:x2", "t-del-a:x3"], a)) == ["t-del-a:x2"]
-    assert sorted(store.get(scratch, ["t-del-b:x1", "t-del-b:x2", "t-del-b:x3"], b)) == ["t-del-b:x1", "t-del-b:x2", "t-del-b:x3"]
+    assert sorted(store.get(scratch, ["t-del-b:x1", "t-del-b:x2", "t-del-b:x3"], b)) == [
+        "t-del-b:x1",
+        "t-del-b:x2",
+        "t-del-b:x3",
+    ]
     assert store.count("scratch", a) == 1
     assert store.count("scratch", b) == 3
 
@@ -326,14 +396,16 @@ def test_check_writable_ids_refuses_single_quotes_on_native_lite(store, scratch)
         return
     err = error_of(lambda: store.check_writable_ids(["fine", "it's", "also'bad"]))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.message.startswith("documents[1].id: \"it's\" contains a single quote")
+    assert err.message.startswith('documents[1].id: "it\'s" contains a single quote')
     err = error_of(lambda: store.check_writable_ids(["l'arbre"], field="ids"))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message.startswith("ids[0].id: ")
     # Why: the engine itself fails such an upsert, and writes nothing.
     expr = tenant_expr(scratch, "t-quote")
     row = make_row(scratch, "t-quote", "it's", "x", {}, np.ones(DIM), {1: 1.0})
     err = error_of(lambda: store.upsert(scratch, [row]))
-    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message.startswith("documents: Milvus rejected the batch")
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and err.message.startswith(
+        "documents: Milvus rejected the batch"
+    )
     store.flush(scratch)
     assert store.count("scratch", expr) == 0
 
@@ -346,10 +418,12 @@ def test_an_empty_sparse_vector_is_stored_as_the_placeholder(store, docs, scratc
     # Milvus refuses empty sparse vectors: upsert fills in (in the caller's row) a placeholder
     # dimension that no query holds.
     assert row["sparse"] == EMPTY_SPARSE
-    assert store.get(scratch, ["t-empty:stop-words"], expr) == {"t-empty:stop-words": StoredDoc("t-empty:stop-words", "the of and", {})}
-    assert store.search_sparse(scratch, {t: 1.0 for t in range(10)}, 10, expr) == []
+    assert store.get(scratch, ["t-empty:stop-words"], expr) == {
+        "t-empty:stop-words": StoredDoc("t-empty:stop-words", "the of and", {})
+    }
+    assert store.search_sparse(scratch, dict.fromkeys(range(10), 1.0), 10, expr) == []
     # Same for docs' no-sparse document, among others that do match.
-    hits = store.search_sparse(docs, {t: 1.0 for t in range(10)}, 50, tenant_expr(docs, "acme"))
+    hits = store.search_sparse(docs, dict.fromkeys(range(10), 1.0), 50, tenant_expr(docs, "acme"))
     assert sorted(h.pk for h in hits) == sorted(primary_key("acme", d) for d, _, _, s in ACME if s)
 
 
@@ -370,7 +444,7 @@ def test_search_dense_ranks_by_cosine_nearest_first(store, docs):
     assert hits[0].pk == "acme:emoji" and hits[0].score > 0.99
     assert [h.pk for h in hits] == [pk for pk, _ in expected]
     assert [h.score for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in pairwise(hits))
     # Full docs come with the hits.
     assert hits[0].doc == StoredDoc("acme:emoji", ACME[2][1], ACME[2][2])
 
@@ -390,7 +464,10 @@ def test_search_dense_respects_limit_and_tenant(store, docs):
     [
         ([FilterClause("year", "GTE", (2021,))], lambda m: m.get("year", -1) >= 2021),
         ([FilterClause("lang", "IN", ("zh", "mixed"))], lambda m: m.get("lang") in ("zh", "mixed")),
-        ([FilterClause("lang", "EQ", ("zh",)), FilterClause("public", "EQ", (True,))], lambda m: m.get("lang") == "zh" and m.get("public") is True),
+        (
+            [FilterClause("lang", "EQ", ("zh",)), FilterClause("public", "EQ", (True,))],
+            lambda m: m.get("lang") == "zh" and m.get("public") is True,
+        ),
         # NE never matches a document without the field (undeclared-only has no rating).
         ([FilterClause("rating", "NE", (3.25,))], lambda m: "rating" in m and m["rating"] != 3.25),
         ([FilterClause("public", "EQ", (False,))], lambda m: m.get("public") is False),
@@ -440,7 +517,14 @@ def test_search_sparse_respects_limit_tenant_filter_and_with_docs(store, docs):
     globex = store.search_sparse(docs, query, 50, tenant_expr(docs, "globex"))
     assert len(globex) == len(GLOBEX) and all(h.pk.startswith("globex:") for h in globex)
     assert all(h.score == pytest.approx(35.0, abs=1e-3) for h in globex)  # 10 + 20 + 5
-    expr = compile_filter(docs, "acme", [FilterClause("public", "EQ", (True,))], max_clauses=1, max_values=1, dialect=store.literal_dialect)
+    expr = compile_filter(
+        docs,
+        "acme",
+        [FilterClause("public", "EQ", (True,))],
+        max_clauses=1,
+        max_values=1,
+        dialect=store.literal_dialect,
+    )
     assert [h.pk for h in store.search_sparse(docs, query, 50, expr)] == ["acme:emoji", "acme:zh"]
 
 

@@ -1,4 +1,5 @@
 """engine.tracing without a server: the no-op paths, the settings, context across threads."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from engine import tracing
-from engine.config import Settings, TracingConfig
+from hybridsearch.engine import tracing
+from hybridsearch.engine.config import Settings, TracingConfig
 
 
 def test_tracing_is_off_by_default_and_then_a_no_op():
@@ -34,7 +35,7 @@ def test_the_no_op_tracer_hands_back_what_it_is_given():
 def test_enabled_without_opentelemetry_is_a_no_op_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(tracing, "AVAILABLE", False)
     monkeypatch.setattr(tracing, "_warned", False)
-    with caplog.at_level(logging.WARNING, logger="engine.tracing"):
+    with caplog.at_level(logging.WARNING, logger="hybridsearch.engine.tracing"):
         assert tracing.tracer_for(TracingConfig(enabled=True)) is tracing.NOOP
         assert tracing.tracer_for(TracingConfig(enabled=True)) is tracing.NOOP
     assert len([r for r in caplog.records if "not installed" in r.message]) == 1
@@ -48,7 +49,9 @@ def test_settings_from_yaml_keys_and_environment(monkeypatch):
     monkeypatch.setenv("HSEARCH_TRACING__ENABLED", "true")
     monkeypatch.setenv("HSEARCH_TRACING__OTLP_ENDPOINT", "http://collector:4317")
     env = Settings()
-    assert env.tracing.enabled and env.tracing.exporter == "otlp" and env.tracing.otlp_endpoint == "http://collector:4317"
+    assert (
+        env.tracing.enabled and env.tracing.exporter == "otlp" and env.tracing.otlp_endpoint == "http://collector:4317"
+    )
     with pytest.raises(ValueError):
         Settings(tracing={"enabled": True, "exporter": "jaeger"})
     with pytest.raises(ValueError):

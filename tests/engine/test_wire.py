@@ -1,4 +1,5 @@
 """engine.wire: protobuf messages to domain values and back, without a server."""
+
 from __future__ import annotations
 
 import math
@@ -7,12 +8,20 @@ from dataclasses import fields
 import grpc
 import pytest
 
-from engine.collections import CollectionSpec, FieldType
-from engine.config import LimitsConfig
-from engine.errors import ServiceError
-from engine.search_types import FusionSettings, RerankDecision, RouteDetail, SearchHit, SearchOutcome, StageTimings, Usage
-from engine.wire import enums, requests, replies
-from rerank.budgets import RerankBudget
+from hybridsearch.engine.collections import CollectionSpec, FieldType
+from hybridsearch.engine.config import LimitsConfig
+from hybridsearch.engine.errors import ServiceError
+from hybridsearch.engine.search_types import (
+    FusionSettings,
+    RerankDecision,
+    RouteDetail,
+    SearchHit,
+    SearchOutcome,
+    StageTimings,
+    Usage,
+)
+from hybridsearch.engine.wire import enums, replies, requests
+from hybridsearch.rerank.budgets import RerankBudget
 from hybridsearch.v1 import hybridsearch_pb2 as pb
 
 LIMITS = LimitsConfig(max_top_k=50, max_depth=200, default_depth=40, max_batch_docs=10, max_text_bytes=1000)
@@ -62,9 +71,11 @@ def test_metadata_values_round_trip_with_their_type(value):
 
 def test_metadata_values_without_a_kind_or_not_finite_are_refused():
     assert error_of(lambda: requests.metadata_value(pb.MetadataValue(), "documents[0].metadata['x']")) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "documents[0].metadata['x']: value has no kind set (string_value, int_value, double_value or bool_value)")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "documents[0].metadata['x']: value has no kind set (string_value, int_value, double_value or bool_value)",
+    )
     for bad in (math.nan, math.inf):
-        code, message = error_of(lambda: requests.metadata_value(pb.MetadataValue(double_value=bad), "f"))
+        code, message = error_of(lambda bad=bad: requests.metadata_value(pb.MetadataValue(double_value=bad), "f"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("f: ") and "finite" in message
 
 
@@ -72,8 +83,14 @@ def test_metadata_values_without_a_kind_or_not_finite_are_refused():
 
 
 def test_documents_become_domain_documents_with_typed_metadata():
-    message = [pb.Document(id="文档-1", text="中文 and English", metadata={"year": pb.MetadataValue(int_value=2020), "lang": pb.MetadataValue(string_value="zh")})]
-    doc, = requests.documents(message, LIMITS)
+    message = [
+        pb.Document(
+            id="文档-1",
+            text="中文 and English",
+            metadata={"year": pb.MetadataValue(int_value=2020), "lang": pb.MetadataValue(string_value="zh")},
+        )
+    ]
+    (doc,) = requests.documents(message, LIMITS)
     assert (doc.id, doc.text, doc.metadata) == ("文档-1", "中文 and English", {"lang": "zh", "year": 2020})
 
 
@@ -87,7 +104,11 @@ def test_documents_become_domain_documents_with_typed_metadata():
         ([pb.Document(id="a", text="  ")], "documents[0].text", "whitespace"),
         ([pb.Document(id="a", text="字" * 400)], "documents[0].text", "1200 bytes"),
         ([pb.Document(id="a\n", text="x")], "documents[0].id", "control"),
-        ([pb.Document(id="a", text="x", metadata={"1bad": pb.MetadataValue(int_value=1)})], "documents[0].metadata", "field name"),
+        (
+            [pb.Document(id="a", text="x", metadata={"1bad": pb.MetadataValue(int_value=1)})],
+            "documents[0].metadata",
+            "field name",
+        ),
     ],
 )
 def test_bad_documents_name_the_field(docs, field, words):
@@ -106,16 +127,31 @@ def test_a_bare_search_request_gets_every_default():
 
 def test_search_request_fields_are_carried_over():
     request = pb.SearchRequest(
-        collection="docs", query="q", top_k=3, dense_k=7, sparse_k=9, explain=True, rerank_mode=pb.FIXED, rerank_depth=6,
+        collection="docs",
+        query="q",
+        top_k=3,
+        dense_k=7,
+        sparse_k=9,
+        explain=True,
+        rerank_mode=pb.FIXED,
+        rerank_depth=6,
         fusion=pb.FusionSpec(method=pb.WEIGHTED, dense_weight=0.0, sparse_weight=2.5, normalizer=pb.Z_SCORE),
-        filter=pb.Filter(clauses=[
-            pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=2015)),
-            pb.FilterClause(field="lang", op=pb.FilterClause.IN, values=[pb.MetadataValue(string_value="zh"), pb.MetadataValue(string_value="en")]),
-        ]),
+        filter=pb.Filter(
+            clauses=[
+                pb.FilterClause(field="year", op=pb.FilterClause.GTE, value=pb.MetadataValue(int_value=2015)),
+                pb.FilterClause(
+                    field="lang",
+                    op=pb.FilterClause.IN,
+                    values=[pb.MetadataValue(string_value="zh"), pb.MetadataValue(string_value="en")],
+                ),
+            ]
+        ),
     )
     q = requests.search_query(request, LIMITS)
     assert (q.top_k, q.dense_k, q.sparse_k, q.explain, q.rerank_mode, q.rerank_depth) == (3, 7, 9, True, "fixed", 6)
-    assert q.fusion == FusionSettings(method="weighted", rrf_k=60.0, dense_weight=0.0, sparse_weight=2.5, normalizer="z_score")
+    assert q.fusion == FusionSettings(
+        method="weighted", rrf_k=60.0, dense_weight=0.0, sparse_weight=2.5, normalizer="z_score"
+    )
     assert [(c.field, c.op, c.values) for c in q.clauses] == [("year", "GTE", (2015,)), ("lang", "IN", ("zh", "en"))]
 
 
@@ -136,7 +172,14 @@ def test_search_request_fields_are_carried_over():
         ({"fusion": pb.FusionSpec(dense_weight=0, sparse_weight=0)}, "fusion"),
         ({"fusion": pb.FusionSpec(method=9)}, "fusion.method"),
         ({"filter": pb.Filter(clauses=[pb.FilterClause(field="x")])}, "filter.clauses[0].op"),
-        ({"filter": pb.Filter(clauses=[pb.FilterClause(field="x", op=pb.FilterClause.IN, value=pb.MetadataValue(int_value=1))])}, "filter.clauses[0].value"),
+        (
+            {
+                "filter": pb.Filter(
+                    clauses=[pb.FilterClause(field="x", op=pb.FilterClause.IN, value=pb.MetadataValue(int_value=1))]
+                )
+            },
+            "filter.clauses[0].value",
+        ),
     ],
 )
 def test_bad_search_requests_name_the_field(changes, field):
@@ -152,16 +195,34 @@ def test_bad_search_requests_name_the_field(changes, field):
 
 def test_collection_spec_and_its_reply_round_trip():
     request = pb.CreateCollectionRequest(
-        name="papers", dense_metric="ip",
-        metadata_fields=[pb.MetadataField(name=n, type=t) for n, t in (("year", pb.FIELD_TYPE_INT), ("lang", pb.FIELD_TYPE_STRING), ("score", pb.FIELD_TYPE_DOUBLE), ("open", pb.FIELD_TYPE_BOOL))],
+        name="papers",
+        dense_metric="ip",
+        metadata_fields=[
+            pb.MetadataField(name=n, type=t)
+            for n, t in (
+                ("year", pb.FIELD_TYPE_INT),
+                ("lang", pb.FIELD_TYPE_STRING),
+                ("score", pb.FIELD_TYPE_DOUBLE),
+                ("open", pb.FIELD_TYPE_BOOL),
+            )
+        ],
     )
     spec = requests.collection_spec(request, default_profile="bge-m3")
     assert (spec.name, spec.profile, spec.dimension, spec.dense_metric) == ("papers", "bge-m3", 0, "IP")
-    assert spec.metadata_fields == {"year": FieldType.INT, "lang": FieldType.STRING, "score": FieldType.DOUBLE, "open": FieldType.BOOL}
+    assert spec.metadata_fields == {
+        "year": FieldType.INT,
+        "lang": FieldType.STRING,
+        "score": FieldType.DOUBLE,
+        "open": FieldType.BOOL,
+    }
     message = replies.collection_message(spec, count=12)
     assert [(f.name, f.type) for f in message.metadata_fields] == [(f.name, f.type) for f in request.metadata_fields]
     assert (message.tenant_document_count, message.dense_metric) == (12, "IP")
-    code, message_text = error_of(lambda: requests.collection_spec(pb.CreateCollectionRequest(name="p", metadata_fields=[pb.MetadataField(name="a", type=1)] * 2), "x"))
+    code, message_text = error_of(
+        lambda: requests.collection_spec(
+            pb.CreateCollectionRequest(name="p", metadata_fields=[pb.MetadataField(name="a", type=1)] * 2), "x"
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and message_text.startswith("metadata_fields[1].name: ")
 
 
@@ -169,15 +230,25 @@ def test_rerank_request_and_budget_and_api_key_requests():
     settings = type("S", (), {"limits": LIMITS, "rerank": type("R", (), {"max_documents": 3})()})()
     query, docs, top_n = requests.rerank_request(pb.RerankRequest(query="癌症", documents=["a", "b"]), settings)
     assert (query, docs, top_n) == ("癌症", ["a", "b"], 2)  # top_n 0 = all
-    assert error_of(lambda: requests.rerank_request(pb.RerankRequest(query="q", documents=["a"] * 4), settings))[1].startswith("documents: ")
-    budget = requests.rerank_budget(pb.RerankBudget(tenant="acme", max_depth=30, min_depth=5, default_mode=pb.AUTO), 200)
+    assert error_of(lambda: requests.rerank_request(pb.RerankRequest(query="q", documents=["a"] * 4), settings))[
+        1
+    ].startswith("documents: ")
+    budget = requests.rerank_budget(
+        pb.RerankBudget(tenant="acme", max_depth=30, min_depth=5, default_mode=pb.AUTO), 200
+    )
     assert budget == RerankBudget(tenant="acme", max_depth=30, min_depth=5, default_mode="auto")
     unset = requests.rerank_budget(pb.RerankBudget(tenant="acme", max_depth=30), 200)
     assert unset.default_mode == "off"
-    assert replies.budget_message(budget) == pb.RerankBudget(tenant="acme", max_depth=30, min_depth=5, default_mode=pb.AUTO)
+    assert replies.budget_message(budget) == pb.RerankBudget(
+        tenant="acme", max_depth=30, min_depth=5, default_mode=pb.AUTO
+    )
     assert requests.api_key_request(pb.CreateApiKeyRequest(role=pb.ADMIN, description="old")) == ("tenant-admin", "old")
-    assert error_of(lambda: requests.api_key_request(pb.CreateApiKeyRequest(role=pb.ROLE_UNSPECIFIED)))[1].startswith("role: ")
-    assert error_of(lambda: requests.api_key_request(pb.CreateApiKeyRequest(role=pb.SEARCH, description="x" * 257)))[1].startswith("description: ")
+    assert error_of(lambda: requests.api_key_request(pb.CreateApiKeyRequest(role=pb.ROLE_UNSPECIFIED)))[1].startswith(
+        "role: "
+    )
+    assert error_of(lambda: requests.api_key_request(pb.CreateApiKeyRequest(role=pb.SEARCH, description="x" * 257)))[
+        1
+    ].startswith("description: ")
 
 
 # ---------------------------------------------------------------------- replies out
@@ -185,22 +256,61 @@ def test_rerank_request_and_budget_and_api_key_requests():
 
 def _hit(i: int, text: str, reranked: bool) -> SearchHit:
     return SearchHit(
-        id=f"d{i}", text=text, metadata={"year": 2000 + i, "lang": "zh", "open": True, "w": 0.5}, score=1.0 / (i + 1),
-        fused_score=0.5 / (i + 1), fused_rank=i + 1, dense=RouteDetail(0.9, 1.0, i + 1), sparse=None if i else RouteDetail(3.0, 0.7, 2),
-        reranked=reranked, rerank_score=0.25 if reranked else None, explanation="rrf",
+        id=f"d{i}",
+        text=text,
+        metadata={"year": 2000 + i, "lang": "zh", "open": True, "w": 0.5},
+        score=1.0 / (i + 1),
+        fused_score=0.5 / (i + 1),
+        fused_rank=i + 1,
+        dense=RouteDetail(0.9, 1.0, i + 1),
+        sparse=None if i else RouteDetail(3.0, 0.7, 2),
+        reranked=reranked,
+        rerank_score=0.25 if reranked else None,
+        explanation="rrf",
     )
 
 
 def test_search_response_carries_every_field():
-    decision = RerankDecision(mode="fixed", depth_chosen=2, reason="fixed", predicted_ms=3.0, actual_ms=4.0, cost_units=90, depth_scored=2, backend="tiny")
-    timings = StageTimings(encode_ms=1, dense_search_ms=2, sparse_search_ms=3, fusion_ms=4, fetch_ms=5, rerank_ms=6, total_ms=21, query_cache_hit=True)
-    outcome = SearchOutcome(hits=[_hit(0, "中文", True), _hit(1, "English", False)], timings=timings, decision=decision, dense_candidates=7, sparse_candidates=8)
+    decision = RerankDecision(
+        mode="fixed",
+        depth_chosen=2,
+        reason="fixed",
+        predicted_ms=3.0,
+        actual_ms=4.0,
+        cost_units=90,
+        depth_scored=2,
+        backend="tiny",
+    )
+    timings = StageTimings(
+        encode_ms=1,
+        dense_search_ms=2,
+        sparse_search_ms=3,
+        fusion_ms=4,
+        fetch_ms=5,
+        rerank_ms=6,
+        total_ms=21,
+        query_cache_hit=True,
+    )
+    outcome = SearchOutcome(
+        hits=[_hit(0, "中文", True), _hit(1, "English", False)],
+        timings=timings,
+        decision=decision,
+        dense_candidates=7,
+        sparse_candidates=8,
+    )
     reply = replies.search_response(outcome, Usage(tokens=90, encoded_texts=0, queue_ms=0.5, total_ms=22))
     first, second = reply.hits
     assert (first.id, first.text, first.fused_rank, first.reranked, first.rerank_score) == ("d0", "中文", 1, True, 0.25)
     assert not second.HasField("rerank_score") and not second.HasField("sparse") and second.dense.rank == 2
-    assert {k: requests.metadata_value(v, k) for k, v in first.metadata.items()} == {"year": 2000, "lang": "zh", "open": True, "w": 0.5}
-    assert [getattr(reply.timings, f.name) for f in fields(StageTimings)] == [getattr(timings, f.name) for f in fields(StageTimings)]
+    assert {k: requests.metadata_value(v, k) for k, v in first.metadata.items()} == {
+        "year": 2000,
+        "lang": "zh",
+        "open": True,
+        "w": 0.5,
+    }
+    assert [getattr(reply.timings, f.name) for f in fields(StageTimings)] == [
+        getattr(timings, f.name) for f in fields(StageTimings)
+    ]
     assert (reply.rerank.mode, reply.rerank.cost_units, reply.rerank.backend) == (pb.FIXED, 90, "tiny")
     assert (reply.dense_candidates, reply.sparse_candidates) == (7, 8)
     assert (reply.usage.tokens, reply.usage.queue_ms, reply.usage.total_ms) == (90, 0.5, 22)
@@ -208,7 +318,13 @@ def test_search_response_carries_every_field():
 
 
 def test_fit_reply_cuts_the_last_hits_text_first_and_keeps_utf8_whole():
-    outcome = SearchOutcome(hits=[_hit(i, "汉字" * 4000, False) for i in range(8)], timings=StageTimings(), decision=RerankDecision(), dense_candidates=8, sparse_candidates=8)
+    outcome = SearchOutcome(
+        hits=[_hit(i, "汉字" * 4000, False) for i in range(8)],
+        timings=StageTimings(),
+        decision=RerankDecision(),
+        dense_candidates=8,
+        sparse_candidates=8,
+    )
     reply = replies.search_response(outcome)
     size = reply.ByteSize()
     limit = size - 30_000 + replies.REPLY_HEADROOM_BYTES
@@ -224,24 +340,54 @@ def test_fit_reply_cuts_the_last_hits_text_first_and_keeps_utf8_whole():
 
 def test_info_message_maps_defaults_role_and_budget():
     info = {
-        "version": "0.1.0", "api": "hybridsearch.v1", "components": {"grpcio": "1"}, "store": "milvus-lite", "default_profile": "p",
+        "version": "0.1.0",
+        "api": "hybridsearch.v1",
+        "components": {"grpcio": "1"},
+        "store": "milvus-lite",
+        "default_profile": "p",
         "profiles": [{"name": "p", "kind": "bge-m3", "model": "m", "max_length": 8, "analyzer": "", "loaded": False}],
-        "default_rerank_backend": "", "rerank_backends": [], "limits": {"max_top_k": 5}, "health_services": ["", "hybridsearch.v1.Rerank"],
-        "defaults": {"fusion_method": "dbsf", "rrf_k": 60.0, "dense_weight": 1.0, "sparse_weight": 1.0, "normalizer": "arctan", "candidate_depth": 9, "rerank_mode": "auto"},
-        "tenant": "acme", "role": "write", "budget": RerankBudget(tenant="acme", default_mode="fixed"),
+        "default_rerank_backend": "",
+        "rerank_backends": [],
+        "limits": {"max_top_k": 5},
+        "health_services": ["", "hybridsearch.v1.Rerank"],
+        "defaults": {
+            "fusion_method": "dbsf",
+            "rrf_k": 60.0,
+            "dense_weight": 1.0,
+            "sparse_weight": 1.0,
+            "normalizer": "arctan",
+            "candidate_depth": 9,
+            "rerank_mode": "auto",
+        },
+        "tenant": "acme",
+        "role": "write",
+        "budget": RerankBudget(tenant="acme", default_mode="fixed"),
     }
     message = replies.info_message(info)
-    assert (message.defaults.fusion_method, message.defaults.normalizer, message.defaults.rerank_mode) == (pb.DBSF, pb.ARCTAN, pb.AUTO)
+    assert (message.defaults.fusion_method, message.defaults.normalizer, message.defaults.rerank_mode) == (
+        pb.DBSF,
+        pb.ARCTAN,
+        pb.AUTO,
+    )
     assert (message.role, message.budget.default_mode, message.limits.max_top_k) == (pb.WRITE, pb.FIXED, 5)
     assert message.profiles[0].dimension == 0 and not message.profiles[0].loaded
     assert not replies.info_message({**info, "budget": None}).HasField("budget")
 
 
 def test_check_metadata_types_follows_the_declared_types():
-    from engine.collections import check_metadata_types
+    from hybridsearch.engine.collections import check_metadata_types
 
-    spec = CollectionSpec(name="c", profile="p", dimension=4, metadata_fields={"year": FieldType.INT, "w": FieldType.DOUBLE, "ok": FieldType.BOOL})
-    check_metadata_types(spec, {"year": 2020, "w": 3, "ok": False, "other": "any"}, "documents[0].metadata")  # an int is a fine double
+    spec = CollectionSpec(
+        name="c",
+        profile="p",
+        dimension=4,
+        metadata_fields={"year": FieldType.INT, "w": FieldType.DOUBLE, "ok": FieldType.BOOL},
+    )
+    check_metadata_types(
+        spec, {"year": 2020, "w": 3, "ok": False, "other": "any"}, "documents[0].metadata"
+    )  # an int is a fine double
     for bad in ({"year": True}, {"year": 1.5}, {"ok": 1}, {"w": "1.0"}):
-        code, message = error_of(lambda: check_metadata_types(spec, bad, "documents[0].metadata"))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"documents[0].metadata[{next(iter(bad))!r}]: ")
+        code, message = error_of(lambda bad=bad: check_metadata_types(spec, bad, "documents[0].metadata"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(
+            f"documents[0].metadata[{next(iter(bad))!r}]: "
+        )

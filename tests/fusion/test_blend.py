@@ -1,11 +1,12 @@
 """fusion.blend: ordering a reranked head by RRF of its fused rank and its rerank rank."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fusion import RouteList, rrf
-from fusion.blend import BLEND_K, blend_head
+from hybridsearch.fusion import RouteList, rrf
+from hybridsearch.fusion.blend import BLEND_K, blend_head
 
 
 def test_weight_zero_is_the_rerankers_order_with_its_own_scores():
@@ -35,7 +36,7 @@ def test_equals_rrf_of_the_two_rankings():
         fused = RouteList("fused", ids, np.arange(n, 0, -1, dtype=np.float64))
         reranker = RouteList("rerank", [ids[i] for i in ce_order], np.sort(scores)[::-1])
         reference = rrf([fused, reranker], k=BLEND_K, weights=[w, 1.0])
-        ref = dict(zip(reference.ids, reference.scores))
+        ref = dict(zip(reference.ids, reference.scores, strict=True))
         assert by.tolist() == pytest.approx([ref[d] for d in ids])
         assert sorted(by[order].tolist(), reverse=True) == by[order].tolist()
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fusion import RouteList, dbsf, fuse, three_sigma
+from hybridsearch.fusion import RouteList, dbsf, fuse, three_sigma
 
 
 def route(name, ids, scores):
@@ -40,8 +40,8 @@ def test_dbsf_sums_three_sigma_scores_over_routes():
     dense = route("dense", ["a", "b", "c"], [0.9, 0.6, 0.3])
     sparse = route("sparse", ["c", "d"], [8.0, 2.0])
     result = dbsf([dense, sparse])
-    dense_norm = dict(zip(["a", "b", "c"], three_sigma(dense.scores)))
-    sparse_norm = dict(zip(["c", "d"], three_sigma(sparse.scores)))
+    dense_norm = dict(zip(["a", "b", "c"], three_sigma(dense.scores), strict=True))
+    sparse_norm = dict(zip(["c", "d"], three_sigma(sparse.scores), strict=True))
     expected = {
         "a": dense_norm["a"],
         "b": dense_norm["b"],

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fusion import NORMALIZERS, arctan, min_max, none, z_score
+from hybridsearch.fusion import NORMALIZERS, arctan, min_max, none, z_score
 
 
 def test_normalizers_are_registered_by_name():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusion import RouteList
+from hybridsearch.fusion import RouteList
 
 
 def test_route_list_stores_an_immutable_float64_copy():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusion import FusionResult, RouteList, fuse, rrf
+from hybridsearch.fusion import FusionResult, RouteList, fuse, rrf
 
 
 def route(name, ids, scores=None):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusion import RouteList, fuse, weighted
+from hybridsearch.fusion import RouteList, fuse, weighted
 
 
 def route(name, ids, scores):
@@ -32,7 +32,7 @@ def test_weighted_absent_document_contributes_zero_from_that_route():
     dense = route("dense", ["a", "b"], [0.9, 0.1])
     sparse = route("sparse", ["c"], [5.0])
     result = weighted([dense, sparse], normalizer="z_score")
-    scores = dict(zip(result.ids, result.scores))
+    scores = dict(zip(result.ids, result.scores, strict=True))
     assert scores["c"] == 0.0  # a single score z-normalises to 0, and dense gives nothing
     assert scores["a"] == pytest.approx(1.0)
     assert scores["b"] == pytest.approx(-1.0)

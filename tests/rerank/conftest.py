@@ -1,4 +1,5 @@
 """Rerank unit-test fixtures: the tiny reranker loaded through the real backends."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,6 @@ MAX_LENGTH = 64
 
 @pytest.fixture(scope="session")
 def flag_backend(tiny_reranker_dir):
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     return load_backend("flag", "tiny-flag", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4)

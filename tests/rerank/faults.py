@@ -1,23 +1,35 @@
 """Fault injection around a real backend: the real model scores, the wrapper fails or stalls on demand."""
+
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
-from rerank.base import RerankBackend
-from rerank.circuit import CircuitBreaker
-from rerank.latency_model import LatencyModel
+from hybridsearch.rerank.base import RerankBackend
+from hybridsearch.rerank.circuit import CircuitBreaker
+from hybridsearch.rerank.latency_model import LatencyModel
 
 
 class FaultyBackend(RerankBackend):
     """Delegates tokenising and ``_forward`` to a real backend; can raise, sleep or block per batch."""
 
-    def __init__(self, real: RerankBackend, *, delay_s: float = 0.0, delay_per_pair_s: float = 0.0, error: Optional[BaseException] = None):
-        chunking = {k: getattr(real, k) for k in ("long_documents", "chunk_overlap", "max_chunks", "chunk_aggregate", "chunk_first_weight") if hasattr(real, k)}
+    def __init__(
+        self,
+        real: RerankBackend,
+        *,
+        delay_s: float = 0.0,
+        delay_per_pair_s: float = 0.0,
+        error: BaseException | None = None,
+    ):
+        chunking = {
+            k: getattr(real, k)
+            for k in ("long_documents", "chunk_overlap", "max_chunks", "chunk_aggregate", "chunk_first_weight")
+            if hasattr(real, k)
+        }
         super().__init__(real.name, real.model_path, max_length=real.max_length, batch_size=real.batch_size, **chunking)
         self.kind = real.kind
         self.real = real
@@ -26,7 +38,7 @@ class FaultyBackend(RerankBackend):
         self.delay_s = delay_s  # per batch (per _forward call)
         self.delay_per_pair_s = delay_per_pair_s  # per pair: slower the way a real model is
         self.error = error
-        self.gate: Optional[threading.Event] = None  # when set, each batch waits for it
+        self.gate: threading.Event | None = None  # when set, each batch waits for it
         self.started = threading.Event()  # set when a batch reaches _forward
         self.calls = 0
         self.pairs_scored = 0

@@ -1,10 +1,11 @@
 """Every backend scores like FlagReranker.compute_score; tokens and truncation are counted once."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rerank.backends import BACKENDS, load_backend
+from hybridsearch.rerank.backends import BACKENDS, load_backend
 from tests.rerank.conftest import MAX_LENGTH
 
 QUERY = "protein expression in cancer cells"
@@ -27,7 +28,9 @@ ENCODER_KINDS = sorted(k for k in BACKENDS if k != "layerwise")
 def backends(flag_backend, tiny_reranker_dir):
     out = {"flag": flag_backend}
     for kind in ("cross-encoder", "onnx", "early-exit"):
-        out[kind] = load_backend(kind, f"tiny-{kind}", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, threads=1)
+        out[kind] = load_backend(
+            kind, f"tiny-{kind}", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, threads=1
+        )
     yield out
     for kind in ("cross-encoder", "onnx", "early-exit"):
         out[kind].close()
@@ -72,7 +75,9 @@ def test_one_pass_encoding_gives_the_ids_transformers_gives(backends, kind):
     backend = backends[kind]
     assert backend.tokenizer.is_fast  # else encode() takes the two-pass path, tested above too
     pairs = backend.encode(QUERY, DOCS)
-    expected = backend.tokenizer([QUERY] * len(DOCS), DOCS, truncation="longest_first", max_length=MAX_LENGTH)["input_ids"]
+    expected = backend.tokenizer([QUERY] * len(DOCS), DOCS, truncation="longest_first", max_length=MAX_LENGTH)[
+        "input_ids"
+    ]
     assert pairs.input_ids == expected
     whole = backend.tokenizer(QUERY, DOCS[LONG], add_special_tokens=True)["input_ids"]
     assert len(whole) > MAX_LENGTH

@@ -1,4 +1,5 @@
 """The rerank batcher: shared forward passes for concurrent requests, deadlines, back-pressure, failures."""
+
 from __future__ import annotations
 
 import threading
@@ -8,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
-from rerank.latency_model import LatencyModel
+from hybridsearch.rerank.batcher import DeadlineExpired, Overloaded, RerankBatcher
+from hybridsearch.rerank.latency_model import LatencyModel
 from tests.rerank.faults import FaultyBackend
 
 REQUESTS = [
@@ -62,7 +63,7 @@ def test_concurrent_submissions_are_batched_and_routed_to_their_requests(fake, f
     results = [f.result(WAIT) for f in futures]
     # the held request went alone; everything queued behind it went in one shared batch
     assert batcher.batches == 2 < len(REQUESTS) + 1
-    for (query, docs), scores in zip(REQUESTS, results):
+    for (query, docs), scores in zip(REQUESTS, results, strict=True):
         direct = flag_backend.score(query, docs)
         assert len(scores.raw) == len(docs)
         np.testing.assert_allclose(scores.raw, direct.raw, atol=1e-5, rtol=0)

@@ -1,12 +1,13 @@
 """Tenant budgets in SQLite: set, get, list, delete, survive a reopen, default for unknown tenants."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from engine.budget_store import BudgetStore
-from rerank.budgets import RerankBudget
+from hybridsearch.engine.budget_store import BudgetStore
+from hybridsearch.rerank.budgets import RerankBudget
 
 DEFAULT = RerankBudget(tenant="ignored", max_depth=50, default_mode="off")
 
@@ -14,7 +15,15 @@ DEFAULT = RerankBudget(tenant="ignored", max_depth=50, default_mode="off")
 def test_budget_store_set_get_list_delete(tmp_path):
     store = BudgetStore(tmp_path / "state.sqlite3", DEFAULT)
     assert store.get("acme") is None and store.list() == []
-    acme = RerankBudget(tenant="acme", latency_target_ms=120.0, max_cost_per_query=5000, cost_per_minute=1e6, min_depth=5, max_depth=80, default_mode="auto")
+    acme = RerankBudget(
+        tenant="acme",
+        latency_target_ms=120.0,
+        max_cost_per_query=5000,
+        cost_per_minute=1e6,
+        min_depth=5,
+        max_depth=80,
+        default_mode="auto",
+    )
     other = RerankBudget(tenant="beta", max_depth=10, default_mode="fixed")
     assert store.set(acme) == acme
     store.set(other)
@@ -31,7 +40,15 @@ def test_budget_store_set_get_list_delete(tmp_path):
 def test_budget_store_persists_across_reopen(tmp_path):
     path = tmp_path / "nested" / "state.sqlite3"
     first = BudgetStore(path, DEFAULT)
-    budget = RerankBudget(tenant="acme", latency_target_ms=55.5, max_cost_per_query=7, cost_per_minute=30.0, min_depth=1, max_depth=9, default_mode="auto")
+    budget = RerankBudget(
+        tenant="acme",
+        latency_target_ms=55.5,
+        max_cost_per_query=7,
+        cost_per_minute=30.0,
+        min_depth=1,
+        max_depth=9,
+        default_mode="auto",
+    )
     first.set(budget)
     first.set(RerankBudget(tenant="gone"))
     first.delete("gone")
@@ -68,4 +85,15 @@ def test_budget_problems_name_the_field(changes, field):
 
 
 def test_valid_budget_has_no_problems():
-    assert RerankBudget(tenant="t", latency_target_ms=10, max_cost_per_query=1, cost_per_minute=1, min_depth=2, max_depth=200, default_mode="auto").problems(200) == []
+    assert (
+        RerankBudget(
+            tenant="t",
+            latency_target_ms=10,
+            max_cost_per_query=1,
+            cost_per_minute=1,
+            min_depth=2,
+            max_depth=200,
+            default_mode="auto",
+        ).problems(200)
+        == []
+    )

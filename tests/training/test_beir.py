@@ -1,4 +1,5 @@
 """BEIR folder loading: the happy path and every kind of bad input, with file and line in the error."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.beir import BeirError, load_beir
+from hybridsearch.training.beir import BeirError, load_beir
 
 DOCS = [
     {"_id": "d1", "title": "Vitamin D", "text": "Vitamin D lowers the risk of fractures."},
@@ -40,7 +41,9 @@ def make_folder(root: Path, *, docs=DOCS, queries=QUERIES, qrels=QRELS, gz: bool
     write_lines(root / ("corpus.jsonl.gz" if gz else "corpus.jsonl"), [json.dumps(d) for d in docs], gz=gz)
     write_lines(root / "queries.jsonl", [json.dumps(q) for q in queries])
     for split, rows in qrels.items():
-        write_lines(root / "qrels" / f"{split}.tsv", ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows])
+        write_lines(
+            root / "qrels" / f"{split}.tsv", ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+        )
     return root
 
 

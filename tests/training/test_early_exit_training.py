@@ -4,6 +4,7 @@ The run must leave a directory that the early-exit backend loads with its traine
 that the plain cross-encoder backends still load as they always did; without ``exits``
 nothing changes (same cache key as before exits existed).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,29 +17,48 @@ from tests.rerank.tiny_layered import build_tiny_bert_reranker
 from tests.tiny_models import WORDS
 
 QUERY = "protein expression in cancer cells"
-DOCS = ["protein expression cancer cells tumor", "water carbon oxygen pressure", "cells of the immune system", "蛋白质 表达 癌症"]
+DOCS = [
+    "protein expression cancer cells tumor",
+    "water carbon oxygen pressure",
+    "cells of the immune system",
+    "蛋白质 表达 癌症",
+]
 
 
 def _examples(n: int = 16, seed: int = 5):
-    from training.cross_encoder import TrainingExample
+    from hybridsearch.training.cross_encoder import TrainingExample
 
     rng = random.Random(seed)
     docs = [" ".join(rng.sample(WORDS, 10)) for _ in range(n + 8)]
-    return [TrainingExample(" ".join(rng.sample(docs[i].split(), 3)), docs[i], tuple(d for j, d in enumerate(docs) if j != i)[:6])
-            for i in range(n)]
+    return [
+        TrainingExample(
+            " ".join(rng.sample(docs[i].split(), 3)), docs[i], tuple(d for j, d in enumerate(docs) if j != i)[:6]
+        )
+        for i in range(n)
+    ]
 
 
 def _config(**overrides):
-    from training.cross_encoder import TrainConfig
+    from hybridsearch.training.cross_encoder import TrainConfig
 
-    values = dict(epochs=2, negatives=3, batch_groups=4, lr=1e-3, head_lr=1e-3, max_length=48, seed=7, checkpoint_seconds=1e9, exits=(2, 4, 6))
+    values = dict(
+        epochs=2,
+        negatives=3,
+        batch_groups=4,
+        lr=1e-3,
+        head_lr=1e-3,
+        max_length=48,
+        seed=7,
+        checkpoint_seconds=1e9,
+        exits=(2, 4, 6),
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from training.cross_encoder import train_cross_encoder
+    from hybridsearch.training.cross_encoder import train_cross_encoder
 
     base = build_tiny_bert_reranker(tmp_path_factory.getbasetemp() / "tiny-bert-reranker")
     out = tmp_path_factory.mktemp("exit-train") / "reranker"
@@ -59,7 +79,7 @@ def test_joint_training_saves_exit_heads_beside_the_model(trained):
 
 
 def test_trained_directory_loads_in_the_early_exit_and_the_plain_backends(trained):
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     model_dir = trained[0].model_dir
     exit_backend = load_backend("early-exit", "exit", str(model_dir), max_length=48, batch_size=4)
@@ -75,7 +95,7 @@ def test_trained_directory_loads_in_the_early_exit_and_the_plain_backends(traine
     np.testing.assert_allclose(layers[6], full["cross-encoder"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(full["flag"], full["cross-encoder"], atol=1e-4, rtol=0)
     # The heads were trained: they are no longer copies of the model's own head.
-    from rerank.early_exit import EarlyExitCrossEncoder
+    from hybridsearch.rerank.early_exit import EarlyExitCrossEncoder
 
     model = EarlyExitCrossEncoder.from_pretrained(model_dir)
     head = model.heads["2"]
@@ -83,7 +103,7 @@ def test_trained_directory_loads_in_the_early_exit_and_the_plain_backends(traine
 
 
 def test_a_second_run_is_a_cache_hit_and_exits_are_part_of_the_key(trained, tmp_path):
-    from training.cross_encoder import train_cross_encoder
+    from hybridsearch.training.cross_encoder import train_cross_encoder
 
     result, base = trained
     again = train_cross_encoder(base, _examples(), result.model_dir, _config(), progress=False)
@@ -94,7 +114,7 @@ def test_a_second_run_is_a_cache_hit_and_exits_are_part_of_the_key(trained, tmp_
 
 
 def test_exits_the_model_does_not_have_are_refused(trained, tmp_path):
-    from training.cross_encoder import TrainConfig, train_cross_encoder
+    from hybridsearch.training.cross_encoder import TrainConfig, train_cross_encoder
 
     _, base = trained
     with pytest.raises(ValueError, match=r"exit layers must be in 1\.\.6"):
@@ -104,8 +124,8 @@ def test_exits_the_model_does_not_have_are_refused(trained, tmp_path):
 
 
 def test_train_reranker_takes_exits_and_keeps_the_recipe_without_them():
-    from engine.cli import build_parser, train_config_from_args
-    from training.cross_encoder import RECIPE
+    from hybridsearch.engine.cli import build_parser, train_config_from_args
+    from hybridsearch.training.cross_encoder import RECIPE
 
     def parse(*options):
         return build_parser().parse_args(["train-reranker", "--beir", "unused", *options])

@@ -2,6 +2,7 @@
 inverse-cloze pairs on English, Chinese and mixed corpora, what is kept out (the evaluated
 split, a title's own article), determinism, and `train-reranker --self-supervised` through
 the real mining service on a tiny BEIR folder."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_BM25_PROFILE, make_settings
-from tests.tiny_models import WORDS
-from training.beir import BeirDoc, load_beir
-from training.self_supervised import (
+from hybridsearch.training.beir import BeirDoc, load_beir
+from hybridsearch.training.self_supervised import (
     Exclusion,
     corpus_from_jsonl,
     examples_from,
@@ -23,6 +22,8 @@ from training.self_supervised import (
     split_sentences,
     units,
 )
+from tests.conftest import TINY_BM25_PROFILE, make_settings
+from tests.tiny_models import WORDS
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -41,13 +42,23 @@ def test_english_sentences_keep_abbreviations_numbers_and_quotes():
 
 def test_chinese_and_mixed_sentences():
     assert split_sentences("吊钟是一种落叶灌木，可高约7米。花朵通常是粉红色的！为什么叫吊钟？因为花形似钟。") == [
-        "吊钟是一种落叶灌木，可高约7米。", "花朵通常是粉红色的！", "为什么叫吊钟？", "因为花形似钟。",
+        "吊钟是一种落叶灌木，可高约7米。",
+        "花朵通常是粉红色的！",
+        "为什么叫吊钟？",
+        "因为花形似钟。",
     ]
     # Closing quotes stay with their sentence; a short tail joins the one before.
-    assert split_sentences("取其「金钟一响，黄金万两」的吉兆。」他后来这样说过。好") == ["取其「金钟一响，黄金万两」的吉兆。」", "他后来这样说过。好"]
+    assert split_sentences("取其「金钟一响，黄金万两」的吉兆。」他后来这样说过。好") == [
+        "取其「金钟一响，黄金万两」的吉兆。」",
+        "他后来这样说过。好",
+    ]
     assert split_sentences("取其吉兆。他说。") == ["取其吉兆。他说。"]
-    assert split_sentences("iPhone 15 的电池续航比上一代更长。It lasts 20 hours on video. 视频播放最长可达 20 小时。") == [
-        "iPhone 15 的电池续航比上一代更长。", "It lasts 20 hours on video.", "视频播放最长可达 20 小时。",
+    assert split_sentences(
+        "iPhone 15 的电池续航比上一代更长。It lasts 20 hours on video. 视频播放最长可达 20 小时。"
+    ) == [
+        "iPhone 15 的电池续航比上一代更长。",
+        "It lasts 20 hours on video.",
+        "视频播放最长可达 20 小时。",
     ]
     # No full stop inside a number or a Latin word glued to Chinese.
     assert split_sentences("版本3.5发布于2020年。共8卷") == ["版本3.5发布于2020年。共8卷"]
@@ -78,11 +89,27 @@ def english_corpus(n: int = 30, seed: int = 5) -> dict[str, BeirDoc]:
 def chinese_corpus() -> dict[str, BeirDoc]:
     """cmrc2018's shape: one sentence per document, every sentence of an article under its title."""
     articles = {
-        "吊钟": ["因花朵在农历新年前后开花，故英文又名为中国新年花。", "吊钟是一种落叶或半常绿灌木，可高约7米。", "树皮呈灰黄色，多分枝，小枝呈淡褐色。",
-                 "吊钟花的花朵通常是粉红色或红色的。"],
-        "几内亚法郎": ["几内亚法郎是几内亚的法定货币。", "一九五八年起由几内亚中央银行发行。", "后来由于几内亚和法国断交，货币改革了。"],
-        "澳门行政区划": ["澳门在葡属时期划分为两个市。", "现时澳门的堂区只具有象征意义。", "澳门人日常生活更倾向以建筑物来分区。"],
-        "无名": ["这一篇文章的句子都没有提到自己的标题。", "所以它没有公平的标题正例可以用。", "但它仍然可以给出句子查询的训练对。"],
+        "吊钟": [
+            "因花朵在农历新年前后开花，故英文又名为中国新年花。",
+            "吊钟是一种落叶或半常绿灌木，可高约7米。",
+            "树皮呈灰黄色，多分枝，小枝呈淡褐色。",
+            "吊钟花的花朵通常是粉红色或红色的。",
+        ],
+        "几内亚法郎": [
+            "几内亚法郎是几内亚的法定货币。",
+            "一九五八年起由几内亚中央银行发行。",
+            "后来由于几内亚和法国断交，货币改革了。",
+        ],
+        "澳门行政区划": [
+            "澳门在葡属时期划分为两个市。",
+            "现时澳门的堂区只具有象征意义。",
+            "澳门人日常生活更倾向以建筑物来分区。",
+        ],
+        "无名": [
+            "这一篇文章的句子都没有提到自己的标题。",
+            "所以它没有公平的标题正例可以用。",
+            "但它仍然可以给出句子查询的训练对。",
+        ],
     }
     docs = {}
     for a, (title, sentences) in enumerate(articles.items()):
@@ -93,8 +120,16 @@ def chinese_corpus() -> dict[str, BeirDoc]:
 
 def mixed_corpus() -> dict[str, BeirDoc]:
     return {
-        "mx0": BeirDoc("mx0", "Milvus 向量数据库", "Milvus 是一个开源的向量数据库。它支持 dense 和 sparse 向量的混合检索。Hybrid search fuses both routes. 查询可以按租户隔离。"),
-        "mx1": BeirDoc("mx1", "BGE-M3 模型的两种向量", "BGE-M3 模型一次前向计算即可得到稠密向量。It also gives sparse lexical weights. 这对混合检索很方便。"),
+        "mx0": BeirDoc(
+            "mx0",
+            "Milvus 向量数据库",
+            "Milvus 是一个开源的向量数据库。它支持 dense 和 sparse 向量的混合检索。Hybrid search fuses both routes. 查询可以按租户隔离。",
+        ),
+        "mx1": BeirDoc(
+            "mx1",
+            "BGE-M3 模型的两种向量",
+            "BGE-M3 模型一次前向计算即可得到稠密向量。It also gives sparse lexical weights. 这对混合检索很方便。",
+        ),
         **{k: v for k, v in english_corpus(6, seed=9).items() if k.startswith("en")},
     }
 
@@ -158,7 +193,9 @@ def test_deterministic_capped_and_shared_between_kinds():
     b = pseudo_queries(only_zh, ("title", "ict"), max_pairs=12, seed=3)
     assert sum(p.kind == "title" for p in b) == 2 and sum(p.kind == "ict" for p in b) == 10
     assert pseudo_queries(corpus, ("ict",), max_pairs=0) == []
-    assert len({normalized(p.text) for p in pseudo_queries(corpus, max_pairs=10_000)}) == len(pseudo_queries(corpus, max_pairs=10_000))
+    assert len({normalized(p.text) for p in pseudo_queries(corpus, max_pairs=10_000)}) == len(
+        pseudo_queries(corpus, max_pairs=10_000)
+    )
     with pytest.raises(ValueError, match="unknown self-supervised kind 'cloze'"):
         pseudo_queries(corpus, ("cloze",))
     assert parse_kinds("title, ICT,title") == ["title", "ict"]
@@ -197,7 +234,7 @@ def test_a_title_is_never_its_own_negative():
     everything = list(corpus)
     examples = examples_from(pseudo, {p.qid: everything for p in pseudo}, corpus)
     assert len(examples) == len(pseudo)
-    for p, ex in zip(pseudo, examples):
+    for p, ex in zip(pseudo, examples, strict=True):
         assert ex.query == p.text and ex.positive == p.positive
         same_title = {d for d, doc in corpus.items() if normalized(doc.title) == normalized(corpus[p.source].title)}
         for d in same_title | {p.source, *p.positive_docs}:
@@ -258,28 +295,37 @@ def write_beir(root: Path, seed: int = 11) -> Path:
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (root / "qrels").mkdir(exist_ok=True)
     for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
+        )
     return root
 
 
 def chinese_articles() -> dict[str, list[str]]:
-    return {"吊钟": ["吊钟是一种落叶或半常绿灌木。", "树皮呈灰黄色，多分枝。", "花朵通常是粉红色的。"],
-            "几内亚法郎": ["几内亚法郎是几内亚的法定货币。", "由中央银行发行。", "后来货币改革了。"]}
+    return {
+        "吊钟": ["吊钟是一种落叶或半常绿灌木。", "树皮呈灰黄色，多分枝。", "花朵通常是粉红色的。"],
+        "几内亚法郎": ["几内亚法郎是几内亚的法定货币。", "由中央银行发行。", "后来货币改革了。"],
+    }
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
     root = tmp_path_factory.mktemp("selfsup")
-    return {"root": root, "beir": write_beir(root / "tinybeir"), "cache": root / "cache",
-            "settings": make_settings(root / "unused", tiny_m3_dir), "base": tiny_reranker_dir}
+    return {
+        "root": root,
+        "beir": write_beir(root / "tinybeir"),
+        "cache": root / "cache",
+        "settings": make_settings(root / "unused", tiny_m3_dir),
+        "base": tiny_reranker_dir,
+    }
 
 
 def run(ws, monkeypatch, **overrides):
     """train_from_beir with training replaced by a recorder: the examples it would train on."""
     from types import SimpleNamespace
 
-    from training import cross_encoder
-    from training.hard_negatives import train_from_beir
+    from hybridsearch.training import cross_encoder
+    from hybridsearch.training.hard_negatives import train_from_beir
 
     seen = {}
 
@@ -288,8 +334,15 @@ def run(ws, monkeypatch, **overrides):
         return SimpleNamespace(cached=False, info={}, seconds=0.0)
 
     monkeypatch.setattr(cross_encoder, "train_cross_encoder", record)
-    kwargs = dict(split="train", base=str(ws["base"]), cache_dir=ws["cache"], settings=ws["settings"], profile=TINY_BM25_PROFILE,
-                  mine_depth=12, progress=False)
+    kwargs = dict(
+        split="train",
+        base=str(ws["base"]),
+        cache_dir=ws["cache"],
+        settings=ws["settings"],
+        profile=TINY_BM25_PROFILE,
+        mine_depth=12,
+        progress=False,
+    )
     kwargs.update(overrides)
     report = train_from_beir(ws["beir"], **kwargs)
     return report, seen["examples"]
@@ -304,7 +357,7 @@ def test_train_from_beir_adds_pairs_and_keeps_the_evaluated_splits_out(workspace
 
     report, examples = run(workspace, monkeypatch, self_supervised=("title", "ict"), self_supervised_max=60)
     assert examples[: len(judged)] == judged
-    extra = examples[len(judged):]
+    extra = examples[len(judged) :]
     assert report.sources["judged"] == len(judged) and report.sources["title"] > 0 and report.sources["ict"] > 0
     assert report.sources["title"] + report.sources["ict"] == len(extra)
     assert report.sources["excluded_splits"] == ["dev", "test"]
@@ -323,7 +376,9 @@ def test_train_from_beir_adds_pairs_and_keeps_the_evaluated_splits_out(workspace
     # Deterministic: the same run again gives the same examples (from the cached ranked lists).
     assert run(workspace, monkeypatch, self_supervised=("title", "ict"), self_supervised_max=60)[1] == examples
     # Told to exclude only test, dev documents may be used.
-    report_t, _ = run(workspace, monkeypatch, self_supervised=("ict",), self_supervised_max=60, self_supervised_exclude=["test"])
+    report_t, _ = run(
+        workspace, monkeypatch, self_supervised=("ict",), self_supervised_max=60, self_supervised_exclude=["test"]
+    )
     assert report_t.sources["excluded_splits"] == ["test"] and "title" not in report_t.sources
     # Self-supervised pairs alone.
     report_s, only = run(workspace, monkeypatch, self_supervised=("title", "ict"), self_supervised_max=60, judged=False)
@@ -336,17 +391,41 @@ def test_cli_self_supervised_option(workspace, tmp_path, capsys):
     """A real (tiny) training run through `hsearch train-reranker --self-supervised title,ict`."""
     import yaml
 
-    from engine.cli import main
+    from hybridsearch.engine.cli import main
 
     config = tmp_path / "hsearch.yaml"
     profiles = {name: p.model_dump() for name, p in workspace["settings"].profiles.items()}
     config.write_text(yaml.safe_dump({"profiles": profiles, "default_profile": TINY_BM25_PROFILE}))
-    common = ["train-reranker", "--beir", str(workspace["beir"]), "--base", str(workspace["base"]), "--cache-dir", str(workspace["cache"]),
-              "--config", str(config), "--profile", TINY_BM25_PROFILE, "--mine-depth", "12", "--epochs", "1", "--batch-groups", "8",
-              "--max-length", "48", "--quiet", "--out", str(tmp_path / "model")]
+    common = [
+        "train-reranker",
+        "--beir",
+        str(workspace["beir"]),
+        "--base",
+        str(workspace["base"]),
+        "--cache-dir",
+        str(workspace["cache"]),
+        "--config",
+        str(config),
+        "--profile",
+        TINY_BM25_PROFILE,
+        "--mine-depth",
+        "12",
+        "--epochs",
+        "1",
+        "--batch-groups",
+        "8",
+        "--max-length",
+        "48",
+        "--quiet",
+        "--out",
+        str(tmp_path / "model"),
+    ]
     assert main(common + ["--self-supervised", "title,ict", "--self-supervised-max", "30"]) == 0
     err = capsys.readouterr().err
-    assert "examples per source: judged 14, title" in err and "kept out of the self-supervised pairs: splits dev, test" in err
+    assert (
+        "examples per source: judged 14, title" in err
+        and "kept out of the self-supervised pairs: splits dev, test" in err
+    )
     assert main(common + ["--self-supervised", "title,body"]) == 2
     assert "unknown kind 'body'" in capsys.readouterr().err
     assert main(common + ["--no-judged"]) == 2

@@ -1,6 +1,7 @@
 """Averaging rerankers fine-tuned from one base (training/soup.py, `hsearch average-rerankers`),
 on the tiny BERT cross-encoder built at test time: the weights, the refusals, and the soup
 loading and scoring Chinese, English and mixed text through the real backend."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.cli import main
-from training.cross_encoder import FORMAT, INFO_FILE
-from training.soup import average_rerankers
+from hybridsearch.engine.cli import main
+from hybridsearch.training.cross_encoder import FORMAT, INFO_FILE
+from hybridsearch.training.soup import average_rerankers
 from tests.rerank.tiny_layered import build_tiny_bert_reranker
 
 BASE_HASH = "b" * 16
@@ -28,17 +29,27 @@ def fine_tune(tmp_path: Path, name: str, seed: int, base_hash: str = BASE_HASH, 
     shutil.copytree(plain, target)
     tensors = load_file(str(target / "model.safetensors"))
     g = torch.Generator().manual_seed(seed)
-    moved = {k: v + 0.05 * torch.randn(v.shape, generator=g, dtype=v.dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    moved = {
+        k: v + 0.05 * torch.randn(v.shape, generator=g, dtype=v.dtype) if v.is_floating_point() else v
+        for k, v in tensors.items()
+    }
     save_file(moved, str(target / "model.safetensors"), metadata={"format": "pt"})
-    info = {"format": FORMAT, "complete": True, "key": {"base_hash": base_hash}, "base_model": "tiny", "examples": 10 + seed,
-            "epoch_losses": [1.0, 0.5], "max_length": max_length}
+    info = {
+        "format": FORMAT,
+        "complete": True,
+        "key": {"base_hash": base_hash},
+        "base_model": "tiny",
+        "examples": 10 + seed,
+        "epoch_losses": [1.0, 0.5],
+        "max_length": max_length,
+    }
     (target / INFO_FILE).write_text(json.dumps(info))
     (target / "eval-dev-top30.jsonl").write_text('{"meta": {}}\n')  # an evaluation's scores: not carried into the soup
     return target
 
 
 def test_the_soup_is_the_weighted_mean_and_scores_through_the_backend(tmp_path):
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     a, b = fine_tune(tmp_path, "a", 1), fine_tune(tmp_path, "b", 2, max_length=48)
     out = tmp_path / "soup"

@@ -4,6 +4,7 @@ Mining runs the real SearchService (tiny-bm25 profile) and training the real loo
 trained directory must load in every rerank backend, a second run must be a cache hit,
 and interrupted mining / ingestion / training must resume from their caches.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ import pytest
 from tests.conftest import TINY_BM25_PROFILE, make_settings
 from tests.tiny_models import WORDS
 
-TRAIN_CONFIG = dict(epochs=4, negatives=3, batch_groups=4, lr=1e-3, head_lr=1e-3, max_length=64, seed=7, checkpoint_seconds=1e9)
+TRAIN_CONFIG = dict(
+    epochs=4, negatives=3, batch_groups=4, lr=1e-3, head_lr=1e-3, max_length=64, seed=7, checkpoint_seconds=1e9
+)
 N_DOCS, N_TRAIN, N_TEST = 40, 24, 8
 
 
@@ -24,7 +27,10 @@ def write_tiny_beir(root: Path, seed: int = 3) -> Path:
     """Documents of 12 random words; a query is 3 words of its one relevant document."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
-    docs = [{"_id": f"doc{i}", "title": " ".join(rng.sample(WORDS, 2)), "text": " ".join(rng.sample(WORDS, 12))} for i in range(N_DOCS)]
+    docs = [
+        {"_id": f"doc{i}", "title": " ".join(rng.sample(WORDS, 2)), "text": " ".join(rng.sample(WORDS, 12))}
+        for i in range(N_DOCS)
+    ]
     queries, qrels = [], {"train": [], "test": []}
     for i in range(N_TRAIN + N_TEST):
         doc = docs[i]
@@ -34,7 +40,9 @@ def write_tiny_beir(root: Path, seed: int = 3) -> Path:
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (root / "qrels").mkdir(exist_ok=True)
     for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
+        )
     return root
 
 
@@ -42,7 +50,9 @@ def without_dropout(src: Path, dst: Path) -> Path:
     """The tiny reranker with dropout off: at hidden size 32, dropout 0.1 drowns what 24 steps can learn."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(src), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(src), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     model.save_pretrained(str(dst))
     AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))
     return dst
@@ -58,8 +68,8 @@ def workspace(tmp_path_factory, tiny_m3_dir, tiny_reranker_dir):
 
 
 def run_pipeline(ws, **overrides):
-    from training.hard_negatives import train_from_beir
-    from training.cross_encoder import TrainConfig
+    from hybridsearch.training.cross_encoder import TrainConfig
+    from hybridsearch.training.hard_negatives import train_from_beir
 
     kwargs = dict(
         split="train",
@@ -98,7 +108,7 @@ def test_pipeline_trains_and_records_what_it_did(trained, workspace):
 
 
 def test_trained_dir_loads_in_every_backend_and_they_agree(trained):
-    from rerank.backends import load_backend
+    from hybridsearch.rerank.backends import load_backend
 
     query = "protein expression in cancer cells"
     docs = ["protein expression cancer cells tumor", "water carbon oxygen pressure", "cells of the immune system"]
@@ -121,15 +131,17 @@ def test_second_run_is_a_cache_hit(trained, workspace):
     assert again.cached and again.mining_seconds == 0 and again.ingest_seconds == 0
     assert (trained.model_dir / "model.safetensors").stat().st_mtime_ns == before
     # Another seed is another model: not a cache hit (trained to a separate directory here).
-    from training.cross_encoder import TrainConfig, is_complete, read_info
+    from hybridsearch.training.cross_encoder import TrainConfig, is_complete, read_info
 
     assert not is_complete(trained.model_dir, {**read_info(trained.model_dir)["key"], "seed": 8})
-    assert TrainConfig(**TRAIN_CONFIG).key() == {k: v for k, v in read_info(trained.model_dir)["key"].items() if k in TrainConfig(**TRAIN_CONFIG).key()}
+    assert TrainConfig(**TRAIN_CONFIG).key() == {
+        k: v for k, v in read_info(trained.model_dir)["key"].items() if k in TrainConfig(**TRAIN_CONFIG).key()
+    }
 
 
 def test_interrupted_mining_and_ingest_resume(trained, workspace):
-    from training.beir import load_beir
-    from training.hard_negatives import open_index, rank_queries, read_ranked
+    from hybridsearch.training.beir import load_beir
+    from hybridsearch.training.hard_negatives import open_index, rank_queries, read_ranked
 
     beir = load_beir(workspace["beir"], ("train",))
     path = trained.ranked_path
@@ -140,7 +152,9 @@ def test_interrupted_mining_and_ingest_resume(trained, workspace):
     path.write_text("\n".join(full[:6]) + "\n" + full[6][: len(full[6]) // 2])
     assert len(read_ranked(path, meta)) == 5 and path.read_text().endswith("\n")
 
-    index = open_index(beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False)
+    index = open_index(
+        beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False
+    )
     try:
         assert index.ingested == 0  # the collection is complete
         resumed = rank_queries(index, beir.split_queries("train"), path, meta, depth=10, progress=False)
@@ -151,7 +165,9 @@ def test_interrupted_mining_and_ingest_resume(trained, workspace):
         index.service.delete(index.tenant, index.collection, ["doc1", "doc5", "doc9"])
     finally:
         index.close()
-    index = open_index(beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False)
+    index = open_index(
+        beir, workspace["cache"], settings=workspace["settings"], profile=TINY_BM25_PROFILE, progress=False
+    )
     try:
         assert index.ingested == 3
         assert index.service.describe(index.collection, index.tenant)[1] == N_DOCS
@@ -164,9 +180,9 @@ def test_interrupted_mining_and_ingest_resume(trained, workspace):
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(trained, workspace, tmp_path):
-    from training.beir import load_beir
-    from training.hard_negatives import hard_negatives, read_ranked, training_examples
-    from training.cross_encoder import TrainConfig, train_cross_encoder
+    from hybridsearch.training.beir import load_beir
+    from hybridsearch.training.cross_encoder import TrainConfig, train_cross_encoder
+    from hybridsearch.training.hard_negatives import hard_negatives, read_ranked, training_examples
 
     beir = load_beir(workspace["beir"], ("train",))
     meta = json.loads(trained.ranked_path.read_text().splitlines()[0])["meta"]
@@ -185,7 +201,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(trained, workspace, tm
         train_cross_encoder(workspace["base"], examples, out, config, on_step=stop_at_5, progress=False)
     assert (tmp_path / "model.partial" / "checkpoint.pt").exists() and not out.exists()
     steps = []
-    resumed = train_cross_encoder(workspace["base"], examples, out, config, on_step=lambda s, l: steps.append(s), progress=False)
+    resumed = train_cross_encoder(
+        workspace["base"], examples, out, config, on_step=lambda s, _loss: steps.append(s), progress=False
+    )
     assert steps[0] == 5 and steps[-1] == resumed.info["steps"]  # continued after the last checkpoint (step 4)
     straight = train_cross_encoder(workspace["base"], examples, tmp_path / "straight", config, progress=False)
     assert resumed.info["loss_curve"] == pytest.approx(straight.info["loss_curve"], rel=1e-4, abs=1e-5)
@@ -195,7 +213,7 @@ def test_head_learns_at_its_own_rate(workspace):
     """The fresh classifier (and BERT's pooler) get head_lr; the pretrained body keeps lr."""
     from transformers import AutoModelForSequenceClassification
 
-    from training.cross_encoder import TrainConfig, param_groups
+    from hybridsearch.training.cross_encoder import TrainConfig, param_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(str(workspace["base"]), num_labels=1)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -203,15 +221,17 @@ def test_head_learns_at_its_own_rate(workspace):
     assert sum(len(g["params"]) for g in groups) == len(names)
     for g in groups:
         for p in g["params"]:
-            assert g["lr"] == (1e-3 if names[id(p)].startswith("classifier") or "pooler" in names[id(p)] else 2e-5), names[id(p)]
+            assert g["lr"] == (1e-3 if names[id(p)].startswith("classifier") or "pooler" in names[id(p)] else 2e-5), (
+                names[id(p)]
+            )
             assert (g["weight_decay"] == 0.0) == any(s in names[id(p)] for s in ("bias", "LayerNorm.weight"))
     assert any(g["head"] for g in groups) and any(not g["head"] for g in groups)
     assert {g["lr"] for g in param_groups(model, TrainConfig(lr=2e-5, head_lr=None))} == {2e-5}  # no head_lr: one rate
 
 
 def test_bad_inputs(workspace, tmp_path):
-    from training.beir import BeirError
-    from training.cross_encoder import TrainConfig, TrainingExample, train_cross_encoder
+    from hybridsearch.training.beir import BeirError
+    from hybridsearch.training.cross_encoder import TrainConfig, TrainingExample, train_cross_encoder
 
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="hinge")
@@ -232,14 +252,39 @@ def test_bad_inputs(workspace, tmp_path):
 def test_cli(trained, workspace, tmp_path, capsys):
     import yaml
 
-    from engine.cli import main
+    from hybridsearch.engine.cli import main
 
     config = tmp_path / "hsearch.yaml"
     profiles = {name: p.model_dump() for name, p in workspace["settings"].profiles.items()}
     config.write_text(yaml.safe_dump({"profiles": profiles, "default_profile": TINY_BM25_PROFILE}))
-    common = ["train-reranker", "--base", str(workspace["base"]), "--cache-dir", str(workspace["cache"]), "--config", str(config),
-              "--profile", TINY_BM25_PROFILE, "--mine-depth", "10", "--epochs", "4", "--negatives", "3", "--batch-groups", "4",
-              "--lr", "1e-3", "--head-lr", "1e-3", "--max-length", "64", "--seed", "7", "--quiet"]
+    common = [
+        "train-reranker",
+        "--base",
+        str(workspace["base"]),
+        "--cache-dir",
+        str(workspace["cache"]),
+        "--config",
+        str(config),
+        "--profile",
+        TINY_BM25_PROFILE,
+        "--mine-depth",
+        "10",
+        "--epochs",
+        "4",
+        "--negatives",
+        "3",
+        "--batch-groups",
+        "4",
+        "--lr",
+        "1e-3",
+        "--head-lr",
+        "1e-3",
+        "--max-length",
+        "64",
+        "--seed",
+        "7",
+        "--quiet",
+    ]
     assert main(common + ["--beir", str(workspace["beir"]), "--eval-split", "test", "--eval-depth", "10"]) == 0
     captured = capsys.readouterr()
     assert "up to date (cached)" in captured.err
@@ -261,8 +306,8 @@ def test_train_reranker_defaults_are_the_measured_recipe():
     import dataclasses
     import inspect
 
-    from engine.cli import TRAIN_OPTIONS, build_parser, train_config_from_args
-    from training.cross_encoder import RECIPE, TrainConfig, train_cross_encoder
+    from hybridsearch.engine.cli import TRAIN_OPTIONS, build_parser, train_config_from_args
+    from hybridsearch.training.cross_encoder import RECIPE, TrainConfig, train_cross_encoder
 
     def parse(*options):
         return build_parser().parse_args(["train-reranker", "--beir", "unused", *options])
@@ -272,24 +317,68 @@ def test_train_reranker_defaults_are_the_measured_recipe():
     # on purpose; a new TrainConfig field fails here until someone decides which.
     assert set(RECIPE.key()) == set(TRAIN_OPTIONS) | {"warmup_ratio", "weight_decay", "max_grad_norm"}
     # Options reach the config (a parser default that nothing reads would pass the first check).
-    changed = train_config_from_args(parse("--epochs", "5", "--negatives", "2", "--batch-groups", "4", "--lr", "1e-4", "--head-lr", "0.01",
-                                           "--max-length", "64", "--loss", "bce", "--seed", "1", "--bf16", "--threads", "3"))
-    assert changed.key() == dataclasses.replace(RECIPE, epochs=5, negatives=2, batch_groups=4, lr=1e-4, head_lr=0.01, max_length=64,
-                                                loss="bce", seed=1, bf16=True).key()
+    changed = train_config_from_args(
+        parse(
+            "--epochs",
+            "5",
+            "--negatives",
+            "2",
+            "--batch-groups",
+            "4",
+            "--lr",
+            "1e-4",
+            "--head-lr",
+            "0.01",
+            "--max-length",
+            "64",
+            "--loss",
+            "bce",
+            "--seed",
+            "1",
+            "--bf16",
+            "--threads",
+            "3",
+        )
+    )
+    assert (
+        changed.key()
+        == dataclasses.replace(
+            RECIPE,
+            epochs=5,
+            negatives=2,
+            batch_groups=4,
+            lr=1e-4,
+            head_lr=0.01,
+            max_length=64,
+            loss="bce",
+            seed=1,
+            bf16=True,
+        ).key()
+    )
     assert changed.threads == 3
     # The library's default is the recipe too.
     assert inspect.signature(train_cross_encoder).parameters["config"].default is RECIPE
     assert RECIPE.key() == {
-        "epochs": 2, "negatives": 3, "batch_groups": 8, "lr": 5e-5, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
-        "max_length": 192, "loss": "listwise", "seed": 13, "bf16": False, "head_lr": 1e-3,
+        "epochs": 2,
+        "negatives": 3,
+        "batch_groups": 8,
+        "lr": 5e-5,
+        "warmup_ratio": 0.1,
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "max_length": 192,
+        "loss": "listwise",
+        "seed": 13,
+        "bf16": False,
+        "head_lr": 1e-3,
     }
 
 
 def test_default_cache_is_under_the_configured_data_dir(tmp_path, monkeypatch, caplog):
     """<data_dir>/training/<dataset>; a dataset that the earlier default (benchmarks/.cache/scifact)
     holds is still found there, with a warning naming both folders, until it is moved."""
-    from engine.config import Settings
-    from training import hard_negatives
+    from hybridsearch.engine.config import Settings
+    from hybridsearch.training import hard_negatives
 
     legacy = tmp_path / "legacy"
     monkeypatch.setattr(hard_negatives, "LEGACY_CACHE", legacy)
@@ -299,7 +388,7 @@ def test_default_cache_is_under_the_configured_data_dir(tmp_path, monkeypatch, c
 
     legacy.mkdir()
     (legacy / "collection-my_scifact.json").write_text("{}")
-    with caplog.at_level("WARNING", logger="training.hard_negatives"):
+    with caplog.at_level("WARNING", logger="hybridsearch.training.hard_negatives"):
         assert hard_negatives.default_cache_dir(tmp_path / "my-scifact", settings) == legacy
     assert "earlier default cache" in caplog.text and str(new) in caplog.text and str(legacy) in caplog.text
     assert hard_negatives.default_cache_dir(tmp_path / "other", settings) == tmp_path / "data" / "training" / "other"
@@ -313,9 +402,9 @@ def test_cli_caches_under_the_configured_data_dir(tmp_path, monkeypatch, capsys)
 
     import yaml
 
-    from engine.cli import main
-    from training import hard_negatives
-    from training.cross_encoder import RECIPE
+    from hybridsearch.engine.cli import main
+    from hybridsearch.training import hard_negatives
+    from hybridsearch.training.cross_encoder import RECIPE
 
     monkeypatch.setattr(hard_negatives, "LEGACY_CACHE", tmp_path / "legacy")
     seen = {}
