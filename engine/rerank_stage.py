@@ -97,7 +97,10 @@ class Reranker:
     def load(self) -> None:
         try:
             path = resolve_model(
-                self.config.model, f"rerank backend {self.name!r}", f"rerank.backends.{self.name}.model"
+                self.config.model,
+                f"rerank backend {self.name!r}",
+                f"rerank.backends.{self.name}.model",
+                self._settings.models_dir,
             )
             self.backend = load_backend(
                 self.config.kind,

@@ -558,7 +558,8 @@ def train_from_beir(
     split of the folder but ``split``) and their queries stay out of them. ``judged=False``
     trains on those pairs alone. With no kinds the run is exactly the judged one.
     """
-    from hybridsearch.engine.encoders.model_paths import resolve_model
+    from hybridsearch.engine.config import Settings
+    from hybridsearch.engine.encoders.model_paths import resolve_base
     from hybridsearch.training.cross_encoder import RECIPE, train_cross_encoder
 
     started = time.perf_counter()
@@ -573,7 +574,7 @@ def train_from_beir(
     beir = load_beir(beir_dir, (split, *(s for s in excluded_splits if s != split)))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
     out = Path(out) if out else cache_dir / "reranker"
-    base_dir = resolve_model(base, "train-reranker --base", "--base")
+    base_dir = resolve_base(base, "train-reranker --base", "--base", (settings or Settings()).models_dir)
     examples, ranked, index = [], None, None
     if judged:
         ranked, index = fused_lists(

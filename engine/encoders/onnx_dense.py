@@ -72,8 +72,19 @@ def _pooling(model_dir: Path) -> str:
     return mode
 
 
+def _prompts(model_dir: Path) -> dict[str, str]:
+    """The model's own prompts (config_sentence_transformers.json), as sentence-transformers
+    reads them: E5 models prefix queries with "query: " and passages with "passage: "."""
+    try:
+        prompts = json.loads((model_dir / "config_sentence_transformers.json").read_text()).get("prompts") or {}
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in prompts.items() if isinstance(v, str)}
+
+
 class OnnxDense:
-    """queries and passages alike, as SentenceTransformerDense."""
+    """queries and passages alike, or with the model's "query" and "passage" prompts, as
+    SentenceTransformerDense."""
 
     def __init__(self, model_path: str, config: ProfileConfig, *, quantize: bool, threads: int | None = None):
         import onnxruntime as ort
@@ -86,6 +97,8 @@ class OnnxDense:
         self.batch_size = config.batch_size
         self.max_length = config.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        prompts = _prompts(model_dir)
+        self.query_prompt, self.passage_prompt = prompts.get("query", ""), prompts.get("passage", "")
         self.onnx_file = export_onnx(
             model_dir,
             onnx_cache_dir() / _fingerprint(model_dir),
@@ -130,5 +143,8 @@ class OnnxDense:
             out[idx] = vecs
         return out
 
-    encode_queries = _encode
-    encode_passages = _encode
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.query_prompt + t for t in texts])
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.passage_prompt + t for t in texts])

