@@ -391,6 +391,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         die_with_parent: bool = False,
         poll_s: float = 0.5,
+        cwd: Path | None = None,
     ):
         self.config_path = config_path
         self.log_path = log_path
@@ -405,6 +406,7 @@ class ServerProcess:
         ]
         self.env = env
         self.die_with_parent = die_with_parent
+        self.cwd = cwd or REPO  # another folder keeps the checkout off an installed entry point's path
         self.poll_s = poll_s
         self.proc: subprocess.Popen | None = None
         self._log = None
@@ -423,7 +425,7 @@ class ServerProcess:
         started = time.monotonic()
         self.proc = subprocess.Popen(
             self.command,
-            cwd=REPO,
+            cwd=self.cwd,
             env=dict(self.env if self.env is not None else os.environ, PYTHONUNBUFFERED="1"),
             stdout=self._log,
             stderr=subprocess.STDOUT,

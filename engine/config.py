@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class AnalyzerConfig(BaseModel):
@@ -580,5 +580,7 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: Any) -> Se
     except ValidationError as exc:
         source = f"config file {path} and HSEARCH_* environment" if path else "HSEARCH_* environment"
         raise InvalidSettings(source, exc) from None
-    except SettingsError as exc:  # an HSEARCH_* value that is not valid JSON for a nested setting
+    except ValueError as exc:
+        # pydantic-settings' SettingsError (a ValueError; where it lives moved between releases):
+        # an HSEARCH_* value that is not valid JSON for a nested setting.
         raise ConfigError(f"HSEARCH_* environment: {exc}") from None

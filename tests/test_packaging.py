@@ -15,16 +15,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
-import grpc
 import pytest
 import tomllib
 import yaml
@@ -32,6 +29,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from benchmarks.harness import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -224,12 +223,6 @@ def _torch_source() -> list[str]:
     return ["--find-links", "https://download.pytorch.org/whl/torch/"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_wheel_works_from_a_clean_virtualenv_with_the_locked_dependencies(wheel, tmp_path, tiny_m3_dir):
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     assert uv, "uv is in the lock (test extra); run bash scripts/setup.sh"
@@ -275,7 +268,7 @@ def test_the_wheel_works_from_a_clean_virtualenv_with_the_locked_dependencies(wh
     assert imported.returncode == 0, imported.stderr
     assert Path(imported.stdout.strip()).is_relative_to(venv), imported.stdout
 
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -289,45 +282,20 @@ def test_the_wheel_works_from_a_clean_virtualenv_with_the_locked_dependencies(wh
             }
         )
     )
-    server = subprocess.Popen(
-        [hsearch, "serve", "--config", str(config)],
-        cwd=tmp_path,
+    server = ServerProcess(
+        config,
+        tmp_path / "server.log",
+        f"127.0.0.1:{port}",
+        command=[hsearch, "serve", "--config", str(config)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        cwd=tmp_path,
     )
     try:
-        _wait_until_serving(f"127.0.0.1:{port}", server)
-        info = subprocess.run([hsearch, "info", "--target", f"127.0.0.1:{port}", "--tenant", "wheel-test"], **run)
+        server.start(timeout_s=120)
+        info = subprocess.run([hsearch, "info", "--target", server.target, "--tenant", "wheel-test"], **run)
         assert info.returncode == 0, info.stderr
         reply = json.loads(info.stdout)
         assert reply["defaultProfile"] == "tiny"
         assert {p["name"] for p in reply["profiles"]} >= {"tiny", "e5-small"}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-def _wait_until_serving(target: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"hsearch serve exited {process.returncode}: {process.stderr.read()[-3000:]}")
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.3)
-    raise AssertionError(f"hsearch serve was not SERVING on {target} within {timeout_s} s")
+        assert server.stop() == 0, server.log_text()[-3000:]

@@ -341,3 +341,10 @@ def test_hsearch_serve_with_a_bad_config_prints_the_key_and_exits_2_without_a_tr
     assert (
         missing.returncode == 2 and "Traceback" not in missing.stderr and "nope.yaml does not exist" in missing.stderr
     )
+
+
+def test_an_environment_value_that_is_not_json_for_a_nested_setting_is_one_line(monkeypatch):
+    monkeypatch.setenv("HSEARCH_PROFILES", "{not json")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("HSEARCH_* environment:") and "profiles" in str(info.value)

@@ -218,17 +218,18 @@ def test_create_collection_with_a_profile_whose_model_is_missing_is_failed_preco
 # ---------------------------------------------------------------- the rerank backend's setting
 
 
+def settings_with_backend(data_dir: Path, name: str, kind: str, model: Path) -> Settings:
+    """Settings whose default rerank backend ``name`` points at ``model``."""
+    return Settings(
+        data_dir=data_dir, rerank={"default_backend": name, "backends": {name: {"kind": kind, "model": str(model)}}}
+    )
+
+
 def test_a_missing_reranker_names_the_rerank_backend_setting_not_a_profile(tmp_path, caplog):
     """The first-hour report: the warning said HSEARCH_PROFILES__<NAME>__MODEL for a reranker."""
     from hybridsearch.engine.rerank_stage import Reranker
 
-    settings = Settings(
-        data_dir=tmp_path,
-        rerank={
-            "default_backend": "ce",
-            "backends": {"ce": {"kind": "cross-encoder", "model": str(tmp_path / "no-reranker")}},
-        },
-    )
+    settings = settings_with_backend(tmp_path, "ce", "cross-encoder", tmp_path / "no-reranker")
     reranker = Reranker("ce", settings.rerank.backends["ce"], settings)
     with caplog.at_level("WARNING"):
         reranker.load()
@@ -243,13 +244,7 @@ def test_the_variable_named_for_a_hyphenated_backend_is_one_that_sets_it(tmp_pat
     """HSEARCH_RERANK__BACKENDS__BGE-RERANKER__MODEL, as the message writes it, repoints the backend."""
     from hybridsearch.engine.config import load_settings
 
-    settings = Settings(
-        data_dir=tmp_path,
-        rerank={
-            "default_backend": "bge-reranker",
-            "backends": {"bge-reranker": {"kind": "flag", "model": str(tmp_path / "none")}},
-        },
-    )
+    settings = settings_with_backend(tmp_path, "bge-reranker", "flag", tmp_path / "none")
     with pytest.raises(ModelNotFound) as info:
         resolve_model(str(tmp_path / "none"), "rerank backend 'bge-reranker'", "rerank.backends.bge-reranker.model")
     variable = next(w for w in str(info.value).split() if w.startswith("HSEARCH_"))

@@ -182,7 +182,12 @@ def test_first_max_is_the_weighted_mix_of_the_first_window_and_the_best(tiny_rer
     # a one-window document scores its window's logit in either aggregate
     max_scores = chunked["flag"].score_encoded(pairs)
     assert scores.raw[0] == pytest.approx(max_scores.raw[0], abs=1e-6)
-    assert scores.raw[1] != pytest.approx(max_scores.raw[1], abs=1e-6) or pairs.chunks[1] == 1
+    # a longer one differs from max, unless its first window is its best (which depends on the
+    # tiny model's random weights, and those differ between transformers releases)
+    windows_1 = [_score_alone(mixing, ids) for ids in _windows(pairs, 1)]
+    first_is_best = windows_1[0] == pytest.approx(max(windows_1), abs=1e-6)
+    assert pairs.chunks[1] > 1
+    assert (scores.raw[1] == pytest.approx(max_scores.raw[1], abs=1e-6)) == first_is_best
 
 
 def test_a_document_that_fits_one_window_scores_as_in_truncate_mode(chunked, truncating):
