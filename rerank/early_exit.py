@@ -137,7 +137,8 @@ def _mask_factory():
         return extended
 
     def bidirectional(model, embeddings, mask):
-        return create_bidirectional_mask(config=model.base_model.config, inputs_embeds=embeddings, attention_mask=mask)
+        # Positional: the embeddings' keyword was input_embeds in 5.0 and is inputs_embeds later.
+        return create_bidirectional_mask(model.base_model.config, embeddings, mask)
 
     return bidirectional
 
