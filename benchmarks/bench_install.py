@@ -23,18 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import REPO, RESULTS, command_line, loadavg, machine_info, say, stats
+from benchmarks.harness import REPO, RESULTS, command_line, loadavg, machine_info, say, stats, torch_source, venv_tool
 
 LOCK = REPO / "requirements" / "cpu.lock"
 EXTRAS = "test,bench,tracing"  # what the lock holds (scripts/lock.sh)
-
-
-def _torch_links() -> list[str]:
-    return (
-        ["--find-links", "/opt/wheels"]
-        if Path("/opt/wheels").is_dir()
-        else ["--find-links", "https://download.pytorch.org/whl/torch/"]
-    )
 
 
 def _source_copy(into: Path) -> Path:
@@ -53,7 +45,7 @@ def _timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
 
 
 def _uv() -> str:
-    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    found = venv_tool("uv")
     if not found:
         raise SystemExit("uv not found: run bash scripts/setup.sh (the lock installs it)")
     return found
@@ -117,7 +109,7 @@ def one_round(work: Path) -> dict[str, dict[str, float]]:
                 "--python",
                 str(venv / "bin/python"),
                 "--require-hashes",
-                *_torch_links(),
+                *torch_source(),
                 str(lock),
             ],
             uv_env,

@@ -76,6 +76,20 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
 
 
+def torch_source() -> list[str]:
+    """Installer arguments naming where the lock's CPU torch wheel comes from: scripts/setup.sh's
+    rule, asked of the script that holds it (scripts/torch-source.sh)."""
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / "torch-source.sh")], check=True, capture_output=True, text=True
+    )
+    return out.stdout.splitlines()
+
+
+def venv_tool(name: str) -> str | None:
+    """A command installed beside this Python (the locked uv, ruff), else one on PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+
+
 def say(message: str) -> None:
     """A progress line on stderr with the time of day."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -10,8 +10,7 @@ UV=${UV:-.venv/bin/uv}
 VENV=${FLOORS_VENV:-.venv-floors}
 lowest=$(mktemp)
 trap 'rm -f "$lowest"' EXIT
-torch_links=(--find-links https://download.pytorch.org/whl/torch/)
-[ -d /opt/wheels ] && torch_links=(--find-links /opt/wheels)
+mapfile -t torch_links < <(bash scripts/torch-source.sh)
 "$UV" pip compile pyproject.toml --extra test --extra tracing --resolution lowest-direct --python-version 3.11 \
   --python-platform x86_64-manylinux_2_28 "${torch_links[@]}" -c requirements/torch-cpu.txt --no-annotate --quiet -o "$lowest"
 [ -x "$VENV/bin/python" ] || python3 -m venv --without-pip "$VENV"

@@ -22,8 +22,7 @@ fi
 common=(pyproject.toml --extra test --extra bench --extra tracing --generate-hashes
         --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
         --custom-compile-command "bash scripts/lock.sh")
-torch_links=()
-if [ -d /opt/wheels ]; then torch_links=(--find-links /opt/wheels); else torch_links=(--find-links https://download.pytorch.org/whl/torch/); fi
+mapfile -t torch_links < <(bash scripts/torch-source.sh)
 "$UV" pip compile "${common[@]}" "${torch_links[@]}" -c requirements/torch-cpu.txt -o requirements/cpu.lock "$@"
 # The CUDA lock takes every pin of the CPU lock but torch's, so the two differ only by the build
 # of torch and what it brings (tests/test_packaging.py checks this).

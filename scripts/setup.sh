@@ -5,8 +5,7 @@
 # pyproject.toml and the lock are unchanged.
 #
 # HSEARCH_LOCK=requirements/cuda.lock installs the CUDA build of torch instead (GPU machines).
-# HSEARCH_TORCH_SOURCE: a folder or page holding the CPU torch wheel. Default /opt/wheels where
-# it exists (this project's machines keep the wheel there), else PyTorch's own torch page.
+# HSEARCH_TORCH_SOURCE: a folder or page holding the CPU torch wheel (scripts/torch-source.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -30,14 +29,7 @@ if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$locked_uv" ]; 
 fi
 torch_source=()
 if [ "$LOCK" = requirements/cpu.lock ]; then
-  if [ -n "${HSEARCH_TORCH_SOURCE:-}" ]; then
-    torch_source=(--find-links "$HSEARCH_TORCH_SOURCE")
-  elif [ -d /opt/wheels ]; then
-    torch_source=(--find-links /opt/wheels)
-  else
-    # Only torch's own page, so that no other package can come from that index.
-    torch_source=(--find-links https://download.pytorch.org/whl/torch/)
-  fi
+  mapfile -t torch_source < <(bash scripts/torch-source.sh)
 fi
 .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes "${torch_source[@]}" "$LOCK"
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps --no-build-isolation -e .

@@ -4,16 +4,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from benchmarks.harness import venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def ruff() -> str:
-    found = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    found = venv_tool("ruff")
     assert found, "ruff is in the lock (test extra); run bash scripts/setup.sh"
     return found
 

