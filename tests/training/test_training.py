@@ -297,6 +297,84 @@ def test_cli(trained, workspace, tmp_path, capsys):
     assert f"{missing / 'corpus.jsonl'}: missing" in capsys.readouterr().err
 
 
+def test_several_collections_train_one_reranker(workspace, tmp_path, capsys):
+    """Two BEIR folders (two languages, in production), each mined in its own cache with its own
+    profile; one model trained on both, and no test query of either in the training groups."""
+    from hybridsearch.engine.cli import main
+    from hybridsearch.training.cross_encoder import TrainConfig
+    from hybridsearch.training.hard_negatives import TrainingCollection, train_from_collections
+
+    other = write_tiny_beir(tmp_path / "tinybeir2", seed=11)
+    seen = []
+
+    from hybridsearch.training import cross_encoder
+
+    real = cross_encoder.train_cross_encoder
+
+    def recording(base_dir, examples, out_dir, config, **kwargs):
+        seen.extend(examples)
+        return real(base_dir, examples, out_dir, config, **kwargs)
+
+    collections = [
+        TrainingCollection(workspace["beir"], profile=TINY_BM25_PROFILE, cache_dir=tmp_path / "c1"),
+        TrainingCollection(other, profile=TINY_BM25_PROFILE, cache_dir=tmp_path / "c2"),
+    ]
+    import unittest.mock
+
+    with unittest.mock.patch.object(cross_encoder, "train_cross_encoder", recording):
+        report = train_from_collections(
+            collections,
+            out=tmp_path / "joint",
+            base=str(workspace["base"]),
+            settings=workspace["settings"],
+            mine_depth=10,
+            config=TrainConfig(**{**TRAIN_CONFIG, "epochs": 1}),
+            progress=False,
+        )
+    assert report.examples == 2 * N_TRAIN and (tmp_path / "joint" / "training_info.json").is_file()
+    assert report.sources == {"tinybeir": {"judged": N_TRAIN}, "tinybeir2": {"judged": N_TRAIN}}
+    assert any((tmp_path / "c1").glob("ranked-train-*.jsonl")) and any((tmp_path / "c2").glob("ranked-train-*.jsonl"))
+    test_queries = set()
+    for folder in (workspace["beir"], other):
+        queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").read_text().splitlines())}
+        rows = (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]
+        test_queries |= {queries[row.split("\t")[0]] for row in rows}
+    assert len(seen) == 2 * N_TRAIN and not {ex.query for ex in seen} & test_queries
+
+    # The command: several --beir need --out, and one --profile for all or one each.
+    args = ["train-reranker", "--beir", str(workspace["beir"]), "--beir", str(other), "--quiet"]
+    assert main(args) == 2
+    assert "--out: a reranker trained on several --beir folders" in capsys.readouterr().err
+    three = ["--profile", "a", "--profile", "b", "--profile", "c"]
+    assert main([*args, "--out", str(tmp_path / "x"), *three]) == 2
+    assert "--profile: give one profile for every --beir or one per --beir; got 3 for 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="a collection is named twice"):
+        train_from_collections(
+            [TrainingCollection(workspace["beir"]), TrainingCollection(workspace["beir"])], out=tmp_path / "y"
+        )
+
+
+def test_frozen_word_embeddings_stay_as_the_base_has_them(workspace, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from hybridsearch.training.cross_encoder import RECIPE, TrainConfig, TrainingExample, train_cross_encoder
+
+    assert "freeze_embeddings" not in RECIPE.key()  # earlier runs' cache keys stand
+    examples = [
+        TrainingExample(f"{w} protein", f"{w} protein cells", ("river stone", "cold water")) for w in WORDS[:16]
+    ]
+    config = TrainConfig(**{**TRAIN_CONFIG, "epochs": 1, "freeze_embeddings": True})
+    assert config.key()["freeze_embeddings"] is True
+    result = train_cross_encoder(workspace["base"], examples, tmp_path / "frozen", config, progress=False)
+    base = AutoModelForSequenceClassification.from_pretrained(str(workspace["base"]), num_labels=1)
+    trained = AutoModelForSequenceClassification.from_pretrained(str(result.model_dir), num_labels=1)
+    assert torch.equal(base.get_input_embeddings().weight, trained.get_input_embeddings().weight)
+    # The body did learn: the first layer's query weights moved.
+    name = next(n for n, _ in base.named_parameters() if "layer.0" in n and "query.weight" in n)
+    assert not torch.equal(dict(base.named_parameters())[name], dict(trained.named_parameters())[name])
+
+
 def test_train_reranker_defaults_are_the_measured_recipe():
     """One source of training defaults, RECIPE (training/cross_encoder.py). What matters is what
     `hsearch train-reranker` *trains with*, so the parser's defaults go through the command's own
@@ -409,16 +487,17 @@ def test_cli_caches_under_the_configured_data_dir(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(hard_negatives, "LEGACY_CACHE", tmp_path / "legacy")
     seen = {}
 
-    def fake_train(beir_dir, **kwargs):
-        seen.update(kwargs, beir_dir=beir_dir)
+    def fake_train(collections, **kwargs):
+        seen.update(kwargs, collections=collections)
         info = {"examples": 1, "queries": 1, "epochs": 2, "pairs_per_epoch": 4, "loss": "listwise", "epoch_losses": []}
-        return SimpleNamespace(cached=True, train_seconds=0.0, total_seconds=0.0, info=info)
+        return SimpleNamespace(cached=True, train_seconds=0.0, total_seconds=0.0, info=info, sources={"judged": 1})
 
-    monkeypatch.setattr(hard_negatives, "train_from_beir", fake_train)
+    monkeypatch.setattr(hard_negatives, "train_from_collections", fake_train)
     config = tmp_path / "hsearch.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
     assert main(["train-reranker", "--beir", str(tmp_path / "scifact"), "--config", str(config), "--quiet"]) == 0
     cache = tmp_path / "data" / "training" / "scifact"
-    assert (seen["cache_dir"], seen["out"]) == (cache, cache / "reranker")
+    (collection,) = seen["collections"]
+    assert (collection.cache_dir, collection.profile, seen["out"]) == (cache, "minilm-bm25", cache / "reranker")
     assert seen["config"].key() == RECIPE.key()
     assert f"reranker {cache / 'reranker'}: up to date" in capsys.readouterr().err
