@@ -204,6 +204,20 @@ class Reranker:
             self.batcher.close()
 
 
+@dataclass(frozen=True)
+class RerankPlan:
+    """What one search's rerank stage works from, resolved once per search: the tenant's budget
+    as read at that moment, the mode (the request's, else the budget's default) and how many
+    fused candidates it may rerank. The service fetches ``cap`` documents with it and hands it
+    to :meth:`RerankStage.run`: read twice, a budget changed in between (SetBudget on this
+    replica, or another replica's change reaching this one's cache) made the head longer than
+    the documents fetched."""
+
+    budget: RerankBudget
+    mode: str
+    cap: int
+
+
 @dataclass
 class StandaloneResult:
     order: list[int]
@@ -277,14 +291,13 @@ class RerankStage:
         return self.reranker().status()
 
     # ------------------------------------------------------------ search stage
-    def head_cap(self, tenant: str, query: SearchQuery) -> int:
-        """The most fused candidates run() may read the text of for this query (0: it will
-        not rerank); the service fetches those documents, and only those, before run()."""
+    def plan(self, tenant: str, query: SearchQuery) -> RerankPlan:
+        """This search's budget, mode and cap, read once (see RerankPlan); ``cap`` is the most
+        fused candidates run() may read the text of (0: it will not rerank), and the service
+        fetches those documents, and only those, before run()."""
         budget = self.budgets.effective(tenant)
         mode = query.rerank_mode or budget.default_mode
-        if mode == "off":
-            return 0
-        return self._cap(query, budget, mode)
+        return RerankPlan(budget, mode, 0 if mode == "off" else self._cap(query, budget, mode))
 
     @staticmethod
     def _cap(query: SearchQuery, budget, mode: str) -> int:
@@ -294,23 +307,39 @@ class RerankStage:
         return max(budget.max_depth if mode == "auto" else min(requested, budget.max_depth), 0)
 
     def run(
-        self, *, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: float | None
+        self,
+        *,
+        tenant: str,
+        query: SearchQuery,
+        fused,
+        docs: dict,
+        started: float,
+        deadline: float | None,
+        plan: RerankPlan | None = None,
     ) -> RerankOutcome:
-        """The order, the reranked hits' scores and the decision for one search."""
+        """The order, the reranked hits' scores and the decision for one search, by ``plan``
+        (None: made now; the service passes the one it fetched ``docs`` with)."""
+        plan = plan or self.plan(tenant, query)
         if self.observer is None:
-            return self._run(tenant, query, fused, docs, started, deadline)
+            return self._run(tenant, query, fused, docs, started, deadline, plan)
         entered = time.perf_counter()
         reranker = self.rerankers.get(self.config.default_backend)
         pending = reranker.batcher.pending_pairs if reranker is not None and reranker.batcher is not None else None
-        outcome = self._run(tenant, query, fused, docs, started, deadline)
+        outcome = self._run(tenant, query, fused, docs, started, deadline, plan)
         self.observer.finished(query, outcome, (time.perf_counter() - entered) * 1000.0, pending)
         return outcome
 
     def _run(
-        self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline: float | None
+        self,
+        tenant: str,
+        query: SearchQuery,
+        fused,
+        docs: dict,
+        started: float,
+        deadline: float | None,
+        plan: RerankPlan,
     ) -> RerankOutcome:
-        budget = self.budgets.effective(tenant)
-        mode = query.rerank_mode or budget.default_mode
+        budget, mode = plan.budget, plan.mode
         decision = RerankDecision(mode=mode)
         bucket = self.buckets.bucket(tenant, budget.cost_per_minute) if budget.cost_per_minute > 0 else None
         decision.budget_left_units = bucket.left() if bucket else UNLIMITED
@@ -330,7 +359,8 @@ class RerankStage:
                 f"circuit open after {reranker.breaker.failures} failures: {reranker.breaker.last_error}",
             )
 
-        head = fused.ids[: self._cap(query, budget, mode)]
+        # Never beyond the documents fetched for this plan.
+        head = [pk for pk in fused.ids[: plan.cap] if pk in docs]
         if not head:
             decision.reason = (
                 f"fusion only: tenant max_depth {budget.max_depth}"
@@ -339,7 +369,7 @@ class RerankStage:
             )
             return RerankOutcome(fused.ids, {}, decision)
         choice, inputs, encoded, now = self._choose(
-            reranker, query, head, docs, fused, budget, bucket, started, deadline
+            reranker, query, head, docs, fused, budget, mode, bucket, started, deadline
         )
         decision.depth_chosen = choice.depth
         decision.reason = choice.reason
@@ -418,6 +448,7 @@ class RerankStage:
         docs: dict,
         fused,
         budget,
+        mode: str,
         bucket,
         started: float,
         deadline: float | None,
@@ -429,7 +460,6 @@ class RerankStage:
         batches (tokenising all 100 candidates of a search that reranks 5 cost about 135 ms
         on 2 cores, and nothing for a search it skips).
         """
-        mode = query.rerank_mode or budget.default_mode
         signals = query_signals(fused.route_ranks)
         encoded = (
             reranker.backend.encode(query.text, [docs[pk].text for pk in head])

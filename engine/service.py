@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from hybridsearch.engine.search_types import (
 )
 from hybridsearch.engine.store import MilvusStore, RouteHit, StoredDoc
 from hybridsearch.engine.tenancy import doc_id_of, primary_key
+
+if TYPE_CHECKING:  # the rerank stage loads only where reranking is enabled
+    from hybridsearch.engine.rerank_stage import RerankPlan
 
 log = logging.getLogger(__name__)
 ROUTES = ("dense", "sparse")
@@ -295,11 +298,14 @@ class SearchService:
         timings.fusion_ms = _ms(t)
 
         t = time.perf_counter()
-        head_cap = self.rerank_stage.head_cap(tenant, query) if self.rerank_stage is not None else 0
+        # The rerank stage decides once per search: the documents fetched here and the head it
+        # reranks come from the same budget (RerankPlan).
+        plan = self.rerank_stage.plan(tenant, query) if self.rerank_stage is not None else None
+        head_cap = plan.cap if plan is not None else 0
         fused, docs = self.tracer.traced(tracing.FETCH, self._fetch_docs)(spec, fused, max(query.top_k, head_cap), expr)
         timings.fetch_ms = _ms(t)
 
-        order, rerank_scores, decision = self._rerank(tenant, query, fused, docs, started, deadline, timings)
+        order, rerank_scores, decision = self._rerank(tenant, query, fused, docs, started, deadline, timings, plan)
 
         t = time.perf_counter()
         hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
@@ -358,7 +364,15 @@ class SearchService:
         return dense_hits, sparse_hits
 
     def _rerank(
-        self, tenant: str, query: SearchQuery, fused, docs: dict, started: float, deadline, timings: StageTimings
+        self,
+        tenant: str,
+        query: SearchQuery,
+        fused,
+        docs: dict,
+        started: float,
+        deadline,
+        timings: StageTimings,
+        plan: RerankPlan | None,
     ) -> RerankOutcome:
         """The rerank stage's order, scores and decision; fusion order when it is off."""
         if self.rerank_stage is None:
@@ -375,6 +389,7 @@ class SearchService:
             docs=docs,
             started=started,
             deadline=deadline,
+            plan=plan,
         )
         timings.rerank_ms = _ms(t)
         return outcome

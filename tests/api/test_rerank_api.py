@@ -659,3 +659,86 @@ def test_tenant_default_fixed_mode_reranks_the_tenants_max_depth(server):
         c.upsert("fixed_default_docs", [{"id": str(i), "text": f"protein cells sample {i}"} for i in range(10)])
     reply = c.search("fixed_default_docs", "protein cells", top_k=6)
     assert reply.rerank.depth_chosen == 4 and sum(h.reranked for h in reply.hits) == 4
+
+
+class FlippingBudgets:
+    """The server's real budget store, whose answer for one tenant alternates between two
+    max_depths at every read: a budget changed between any two reads of one search."""
+
+    def __init__(self, store, tenant: str, depths: tuple[int, int]):
+        self.store, self.tenant, self.depths, self.reads = store, tenant, depths, 0
+
+    def effective(self, tenant: str):
+        budget = self.store.effective(tenant)
+        if tenant != self.tenant:
+            return budget
+        self.reads += 1
+        return type(budget)(**{**budget.__dict__, "max_depth": self.depths[self.reads % 2]})
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_budget_changed_during_a_search_never_answers_internal(server):
+    """Issue 29: the stage read the budget before the fetch and again after it; a deeper second
+    read reranked documents never fetched (KeyError -> INTERNAL). One plan per search now."""
+    c = server.client("flipping")
+    c.set_budget("flipping", default_mode="fixed", max_depth=2)
+    if "flip_docs" not in {x.name for x in c.list_collections()}:
+        c.create_collection("flip_docs")
+        c.upsert("flip_docs", [{"id": str(i), "text": f"protein cells sample {i}"} for i in range(20)])
+    stage = server.server.service.rerank_stage
+    real = stage.budgets
+    stage.budgets = FlippingBudgets(real, "flipping", (2, 12))
+    try:
+        for _ in range(6):
+            reply = c.search("flip_docs", "protein cells", top_k=3)
+            d = reply.rerank
+            assert not d.degraded and d.depth_chosen in (2, 12), d.reason
+            # The whole decision comes from one of the two budgets: the head it reranked is
+            # the depth it chose, and that depth's documents were there to rerank.
+            assert d.depth_scored == d.depth_chosen and f"depth {d.depth_chosen}" in d.reason
+            assert sum(h.reranked for h in reply.hits) == min(d.depth_chosen, 3)
+        assert stage.budgets.reads >= 6
+    finally:
+        stage.budgets = real
+
+
+def test_budgets_set_while_searches_run_give_consistent_decisions(server):
+    """SetBudget from one thread while others search: no error, and each decision is one of
+    the budgets set (its depth and the reason's max_depth agree)."""
+    import threading
+
+    admin = server.client("busybudget")
+    admin.set_budget("busybudget", default_mode="fixed", max_depth=1)
+    if "busy_docs" not in {x.name for x in admin.list_collections()}:
+        admin.create_collection("busy_docs")
+        admin.upsert("busy_docs", [{"id": str(i), "text": f"protein cells sample {i}"} for i in range(20)])
+    stop, errors, decisions = threading.Event(), [], []
+
+    def flip():
+        depth = 1
+        while not stop.is_set():
+            depth = 9 if depth == 1 else 1
+            admin.set_budget("busybudget", default_mode="fixed", max_depth=depth)
+
+    def searching():
+        client = server.client("busybudget")
+        for _ in range(15):
+            try:
+                decisions.append(client.search("busy_docs", "protein cells", top_k=3).rerank)
+            except grpc.RpcError as exc:
+                errors.append(exc.code())
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    searchers = [threading.Thread(target=searching) for _ in range(3)]
+    for t in searchers:
+        t.start()
+    for t in searchers:
+        t.join(timeout=120)
+    stop.set()
+    flipper.join(timeout=30)
+    assert errors == [] and len(decisions) == 45
+    for d in decisions:
+        assert d.depth_chosen in (1, 9) and d.depth_scored == d.depth_chosen and f"depth {d.depth_chosen}:" in d.reason
