@@ -630,15 +630,18 @@ def demo_training_examples(args, started: float, seed: int) -> list:
 
 def train_demo_reranker(args, out: Path, started: float) -> None:
     """A small cross-encoder trained from ``args.rerank_base`` into ``out`` on
-    :func:`demo_training_examples`, with the demo recipe (training.self_supervised.DEMO_RECIPE)."""
+    :func:`demo_training_examples`, with the demo recipe for its base (training.self_supervised.demo_recipe)."""
     import dataclasses
+
+    import torch
 
     from hybridsearch.engine.encoders.model_paths import resolve_base
     from hybridsearch.training.cross_encoder import train_cross_encoder
-    from hybridsearch.training.self_supervised import DEMO_RECIPE
+    from hybridsearch.training.self_supervised import demo_recipe
 
     base_dir = resolve_base(args.rerank_base, "demo --rerank-base", "--rerank-base", Path(args.data_dir) / "models")
-    config = dataclasses.replace(DEMO_RECIPE, threads=args.threads)
+    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    config = dataclasses.replace(demo_recipe(args.rerank_base, native_bf16=native_bf16), threads=args.threads)
     _say(
         started,
         f"no demo reranker in {out}: training one from {args.rerank_base} on self-supervised pairs from the samples",
@@ -647,7 +650,9 @@ def train_demo_reranker(args, out: Path, started: float) -> None:
     _say(
         started,
         f"training: {len(examples)} groups of 1 + {config.negatives} documents, {config.epochs} epoch, "
-        f"{config.max_length} tokens per pair, {config.batch_groups} groups per step, {args.threads} threads",
+        f"{config.max_length} tokens per pair, {config.batch_groups} groups per step, {args.threads} threads"
+        + (", word embeddings frozen" if config.freeze_embeddings else "")
+        + (", bfloat16" if config.bf16 else ""),
     )
     result = train_cross_encoder(base_dir, examples, out, config, base_name=args.rerank_base, progress=True)
     _say(started, f"reranker trained in {result.seconds:.0f} s (loss {result.info['epoch_losses']}), saved to {out}")
@@ -681,6 +686,9 @@ def _decision_line(tenant: str, reply, relevant: set[str]) -> str:
         "backend",
     }
     top = " ".join(f"{h.id}{'*' if h.id in relevant else ''}" for h in reply.hits[:3])
+    # Where the relevant document stands, so a move the top three do not show is still seen.
+    rank = next((i for i, h in enumerate(reply.hits, 1) if h.id in relevant), None)
+    top += f"  relevant at {rank}" if rank else f"  relevant not in the top {len(reply.hits)}"
     extra = "".join(f", {f.name} {v}" for f, v in d.ListFields() if f.name not in known)
     line = (
         f"  {tenant:<13} {pb.RerankMode.Name(d.mode):<5} depth {d.depth_chosen:>2} chosen, {d.depth_scored:>2} scored  "
@@ -762,7 +770,7 @@ def demo_rerank(args) -> int:
             print(f"\nquery ({collection}): {q['text']}\n(relevant: {', '.join(q['relevant'])}; * marks it below)")
             for tenant, client in clients.items():
                 for mode, depth in modes:
-                    reply = client.search(collection, q["text"], top_k=5, rerank=mode, rerank_depth=depth)
+                    reply = client.search(collection, q["text"], top_k=10, rerank=mode, rerank_depth=depth)
                     print(_decision_line(tenant, reply, set(q["relevant"])))
         _say(started, f"done; process CPU time {time.process_time():.0f} s")
     except grpc.RpcError as exc:

@@ -114,3 +114,20 @@ def test_demo_rerank_trains_once_then_shows_each_decision(demo_args, capsys):
     assert "no demo reranker" not in err and "training groups" not in err and "reranker trained in" not in err
     assert (info.stat().st_mtime_ns, info.read_text()) == before
     check(out)
+
+
+def test_the_demo_trains_from_the_multilingual_base_with_its_table_frozen():
+    """The demo's default backbone reads Chinese (multilingual-e5-small); with it the word
+    embeddings stay frozen and bfloat16 is used only where the CPU has it natively."""
+    from hybridsearch.engine.cli import build_parser
+    from hybridsearch.training.self_supervised import DEMO_BASE, DEMO_RECIPE, demo_recipe
+
+    assert DEMO_BASE == "e5-small"
+    assert build_parser().parse_args(["demo", "--rerank"]).rerank_base in (
+        DEMO_BASE,
+        __import__("os").environ.get("HSEARCH_DEMO_RERANK_BASE"),
+    )
+    e5 = demo_recipe("e5-small", native_bf16=False)
+    assert e5.freeze_embeddings and not e5.bf16 and e5.max_length == DEMO_RECIPE.max_length
+    assert demo_recipe("e5-small", native_bf16=True).bf16
+    assert demo_recipe("minilm", native_bf16=True) == DEMO_RECIPE
