@@ -633,15 +633,12 @@ def train_demo_reranker(args, out: Path, started: float) -> None:
     :func:`demo_training_examples`, with the demo recipe for its base (training.self_supervised.demo_recipe)."""
     import dataclasses
 
-    import torch
-
     from hybridsearch.engine.encoders.model_paths import resolve_base
-    from hybridsearch.training.cross_encoder import train_cross_encoder
+    from hybridsearch.training.cross_encoder import native_bf16, train_cross_encoder
     from hybridsearch.training.self_supervised import demo_recipe
 
     base_dir = resolve_base(args.rerank_base, "demo --rerank-base", "--rerank-base", Path(args.data_dir) / "models")
-    native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    config = dataclasses.replace(demo_recipe(args.rerank_base, native_bf16=native_bf16), threads=args.threads)
+    config = dataclasses.replace(demo_recipe(args.rerank_base, native_bf16=native_bf16()), threads=args.threads)
     _say(
         started,
         f"no demo reranker in {out}: training one from {args.rerank_base} on self-supervised pairs from the samples",
@@ -864,6 +861,18 @@ def training_collections(args, settings) -> list:
     return [TrainingCollection(f, profile=p, cache_dir=cache(f)) for f, p in zip(folders, profiles, strict=True)]
 
 
+def _sources_line(sources: dict) -> str:
+    """A collection's training examples per source, and with self-supervised pairs what was kept out of them."""
+    counts = ", ".join(f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents")
+    if len(sources) == 1:
+        return f"examples per source: {counts}"
+    kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
+    return (
+        f"examples per source: {counts}; kept out of the self-supervised pairs: splits {kept_out} "
+        f"({sources.get('excluded_documents', 0)} documents)"
+    )
+
+
 def cmd_train_reranker(args) -> int:
     """Mine hard negatives in one or more BEIR collections with the service's hybrid search;
     fine-tune one cross-encoder on them."""
@@ -897,23 +906,11 @@ def cmd_train_reranker(args) -> int:
             f"total {report.total_seconds:.0f} s",
             file=sys.stderr,
         )
-        per_collection = report.sources if len(collections) > 1 else {"": report.sources}
-        for name, sources in per_collection.items():
-            if len(sources) > 1 or name:
-                kept_out = ", ".join(sources.get("excluded_splits") or []) or "none"
-                print(
-                    (f"{name}: " if name else "")
-                    + "examples per source: "
-                    + ", ".join(
-                        f"{k} {v}" for k, v in sources.items() if isinstance(v, int) and k != "excluded_documents"
-                    )
-                    + (
-                        f"; kept out of the self-supervised pairs: splits {kept_out} ({sources.get('excluded_documents', 0)} documents)"
-                        if len(sources) > 1
-                        else ""
-                    ),
-                    file=sys.stderr,
-                )
+        if len(collections) > 1:
+            for name, sources in report.sources.items():
+                print(f"{name}: {_sources_line(sources)}", file=sys.stderr)
+        elif len(report.sources) > 1:
+            print(_sources_line(report.sources), file=sys.stderr)
         if args.eval_split:
             for c in collections:
                 result = evaluate_reranker(

@@ -11,6 +11,13 @@ class ModelNotFound(RuntimeError):
     """A configured model could not be found locally; the message says what to do."""
 
 
+def user_cache_dir() -> Path:
+    """The per-user cache of what the service derives from installed models (ONNX exports, built
+    tokenizers): $XDG_CACHE_HOME/hsearch, else ~/.cache/hsearch. A model directory may be
+    read-only (site-packages, a mounted volume), so nothing derived is written beside it."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hsearch"
+
+
 def _hub_cache() -> str:
     return os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"

