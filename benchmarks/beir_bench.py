@@ -217,8 +217,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--reranker-kind",
-        choices=["cross-encoder", "flag", "onnx"],
-        help="rerank backend kind (default: from training_info.json, else cross-encoder)",
+        choices=["cross-encoder", "flag", "onnx", "onnx-int8"],
+        help="rerank backend kind (default: from training_info.json, else cross-encoder); onnx-int8 is the onnx "
+        "kind with quantize: true",
     )
     p.add_argument("--reranker-max-length", type=int, help="default: from training_info.json, else 512")
     p.add_argument("--reranker-batch-size", type=int, default=16)
@@ -556,12 +557,14 @@ def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> R
     }
     if args.untrained_reranker:
         path = untrained_cross_encoder(args.runs / "untrained-minilm-ce")
+        kind = args.reranker_kind or "cross-encoder"
         return RerankerChoice(
             path,
-            args.reranker_kind or "cross-encoder",
+            "onnx" if kind == "onnx-int8" else kind,
             args.reranker_max_length or 512,
             "untrained-head",
             "UNTRAINED head on the all-MiniLM-L6-v2 backbone: a baseline, not a trained reranker",
+            quantize=kind == "onnx-int8",
             **serving,
         )
     path = Path(args.reranker) if args.reranker else cache / "reranker"
@@ -591,13 +594,16 @@ def choose_reranker(args, cache: Path, profile_name: str = DEFAULT_PROFILE) -> R
         )
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     kind = args.reranker_kind or info.get("backend_kind") or info.get("kind") or "cross-encoder"
-    if kind not in ("cross-encoder", "flag", "onnx"):
+    quantize = kind == "onnx-int8"
+    if quantize:
+        kind = "onnx"
+    elif kind not in ("cross-encoder", "flag", "onnx"):
         kind = "cross-encoder"
     max_length = args.reranker_max_length or int(info.get("max_length") or 512)
     which, description = (
         ("trained", "trained by `hsearch train-reranker`") if info else ("given", f"{path} has no training_info.json")
     )
-    return RerankerChoice(path, kind, max_length, which, description, info, **serving)
+    return RerankerChoice(path, kind, max_length, which, description, info, quantize=quantize, **serving)
 
 
 def train_reranker(args, cache: Path, out: Path, profile_name: str) -> None:
@@ -857,6 +863,7 @@ def service_settings(
                     "kind": reranker.kind,
                     "model": str(reranker.path),
                     "max_length": reranker.max_length,
+                    **({"quantize": True} if reranker.quantize else {}),
                     "batch_size": args.reranker_batch_size,
                     "price_per_million_tokens": args.price_per_million,
                     "fusion_weight": reranker.fusion_weight,
@@ -1982,7 +1989,8 @@ def _write(args, bench: Bench, results: dict, reranker, corpus, idle, command, s
             if reranker.auto_max_depth
             else " with no depth limit of its own (`auto_max_depth 0`)"
         )
-        rr_text = f"`{reranker.path}` ({reranker.kind}, max_length {reranker.max_length}), {trained}; {order}; {skip}"
+        kind_text = f"{reranker.kind}{' int8' if reranker.quantize else ''}"
+        rr_text = f"`{reranker.path}` ({kind_text}, max_length {reranker.max_length}), {trained}; {order}; {skip}"
     results.update(
         {
             "format": RUN_FORMAT,

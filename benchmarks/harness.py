@@ -633,6 +633,7 @@ class RerankerChoice:
     # AUTO only, so not part of identity(): FIXED passes stay valid when they change.
     skip_when_routes_agree: bool = False
     auto_max_depth: int = 0
+    quantize: bool = False  # onnx: int8 dynamic quantisation (its scores differ from fp32's)
 
     @property
     def trained(self) -> bool:
@@ -652,6 +653,7 @@ class RerankerChoice:
                 h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
         return {
             "kind": self.kind,
+            **({"quantize": True} if self.quantize else {}),  # fp32 runs keep their old identity
             "max_length": self.max_length,
             "trained": self.trained,
             "weights": h.hexdigest()[:16],
@@ -669,6 +671,7 @@ class RerankerChoice:
             "kind": self.kind,
             "model": str(self.path),
             "max_length": self.max_length,
+            **({"quantize": True} if self.quantize else {}),
             "batch_size": 16,
             "price_per_million_tokens": 0.02,
         }
