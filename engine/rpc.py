@@ -129,3 +129,30 @@ def rebuild_handler(handler, unary, streaming):
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), de, ser)
     return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), de, ser)
+
+
+def bracket_handler(handler, enter: Callable, leave: Callable[[], None]):
+    """The same handler with ``enter(context)`` run before the call's work (it may abort the
+    call) and ``leave()`` after it, however it ends (streams: once the last reply is sent)."""
+
+    def unary(inner):
+        def run(request, context):
+            enter(context)
+            try:
+                return inner(request, context)
+            finally:
+                leave()
+
+        return run
+
+    def streaming(inner):
+        def run(request, context):
+            enter(context)
+            try:
+                yield from inner(request, context)
+            finally:
+                leave()
+
+        return run
+
+    return rebuild_handler(handler, unary, streaming)

@@ -116,14 +116,17 @@ class SearchOutcome:
     decision: RerankDecision
     dense_candidates: int
     sparse_candidates: int
+    query_truncated: bool = False  # the embedding model read only part of the query (Usage)
 
 
 @dataclass(frozen=True)
 class WriteOutcome:
-    """One written batch: how many documents, and the time spent encoding them."""
+    """One written batch: how many documents, the time spent encoding them, and how many
+    the embedding model did not read whole."""
 
     written: int
     encode_ms: float = 0.0
+    truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Usage:
     rerank_ms: float = 0.0
     total_ms: float = 0.0
     chunks: int = 0  # (query, document window) pairs the reranker scored
+    truncated_texts: int = 0  # texts the embedding model did not read whole
 
 
 class RerankOutcome(NamedTuple):

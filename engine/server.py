@@ -20,6 +20,7 @@ from hybridsearch.engine.auth import Authenticator
 from hybridsearch.engine.config import Settings
 from hybridsearch.engine.service import SearchService
 from hybridsearch.engine.servicer import HybridSearchServicer
+from hybridsearch.engine.streams import StreamBoundInterceptor, stream_limiter_for
 from hybridsearch.engine.tracing import server_interceptors
 from hybridsearch.engine.wire.malformed import MalformedRequestInterceptor
 from hybridsearch.v1 import hybridsearch_pb2 as pb
@@ -91,12 +92,17 @@ class Server:
         self.auth = Authenticator(settings, self.keys)
         self.scheduler = scheduler_for(settings.limits, settings.server.max_workers)
         admission = AdmissionInterceptor(self.scheduler, self.auth.identify, self.service.metrics)
+        self.streams = stream_limiter_for(settings.limits)
+        bound = StreamBoundInterceptor(self.streams, self.auth.identify, self.service.metrics)
+        # Open streams get threads of their own, above the max_workers that admission shares out.
+        threads = settings.server.max_workers + settings.limits.max_streams
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.server.max_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             options=opts,
-            # Admission counts the call on arrival, before the pool (the tracing interceptor,
-            # when enabled, is outside it so that its span covers the wait for admission).
-            interceptors=[*server_interceptors(self.service.tracer), admission, MalformedRequestInterceptor()],
+            # Streams are counted, and admission counts the call, on arrival, before the pool
+            # (the tracing interceptor, when enabled, is outside them so that its span covers
+            # the wait for admission).
+            interceptors=[*server_interceptors(self.service.tracer), bound, admission, MalformedRequestInterceptor()],
         )
         self.health = HealthWithList(experimental_non_blocking=True)
         if settings.auth_mode == "dev_header":

@@ -179,7 +179,8 @@ class SearchService:
         """Write a validated batch; durable (flushed) when this returns.
 
         ``call_ended``: set when the caller's call ends (cancelled, deadline passed). Checked
-        after encoding, the long part, right before the write: a batch whose caller is gone
+        between the slices of the encoding (the long part; the work stops at the next slice)
+        and again right before the write: a batch whose caller is gone
         is not written (CANCELLED). Once the write has started it completes: Milvus has no
         transaction to roll back, so a call cut during the write may have been applied."""
         spec = self.store.spec(collection)
@@ -194,7 +195,11 @@ class SearchService:
             existing = self.store.get(spec, pks, self._tenant_expr(spec, tenant))
             replaced = [existing[pk].text for pk in pks if pk in existing]
             encode_start = time.perf_counter()
-            vectors = profile.encode_documents(scope, [d.text for d in documents], replaced)
+            try:
+                # Slice by slice: a cancelled call stops at the next slice, not after its batch.
+                vectors = profile.encode_documents(scope, [d.text for d in documents], replaced, call_ended)
+            except EncodeCancelled as exc:
+                raise cancelled(f"{exc}; nothing of the batch was written") from exc
             encode_ms = (time.perf_counter() - encode_start) * 1000
             if call_ended is not None and call_ended.is_set():
                 raise cancelled("the call ended while its batch was being encoded; nothing of it was written")
@@ -206,7 +211,7 @@ class SearchService:
             self.store.flush(spec)
             # Corpus statistics change only once the documents are durable.
             vectors.commit()
-        return WriteOutcome(len(documents), encode_ms)
+        return WriteOutcome(len(documents), encode_ms, vectors.truncated)
 
     def check_metadata(self, spec: CollectionSpec, documents: Sequence[Document]) -> None:
         for i, doc in enumerate(documents):
@@ -305,7 +310,9 @@ class SearchService:
         fused, docs = self.tracer.traced(tracing.FETCH, self._fetch_docs)(spec, fused, max(query.top_k, head_cap), expr)
         timings.fetch_ms = _ms(t)
 
-        order, rerank_scores, decision = self._rerank(tenant, query, fused, docs, started, deadline, timings, plan)
+        order, rerank_scores, decision = self._rerank(
+            tenant, query, fused, docs, started, deadline, timings, plan, call_ended
+        )
 
         t = time.perf_counter()
         hits = self._hits(tenant, query, fused, order, docs, rerank_scores)
@@ -317,6 +324,7 @@ class SearchService:
             decision=decision,
             dense_candidates=len(dense_hits),
             sparse_candidates=len(sparse_hits),
+            query_truncated=vectors.truncated,
         )
         self.metrics.observe_search(tenant, outcome)
         return outcome
@@ -373,6 +381,7 @@ class SearchService:
         deadline,
         timings: StageTimings,
         plan: RerankPlan | None,
+        call_ended: threading.Event | None = None,
     ) -> RerankOutcome:
         """The rerank stage's order, scores and decision; fusion order when it is off."""
         if self.rerank_stage is None:
@@ -390,6 +399,7 @@ class SearchService:
             started=started,
             deadline=deadline,
             plan=plan,
+            call_ended=call_ended,
         )
         timings.rerank_ms = _ms(t)
         return outcome

@@ -67,7 +67,9 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         collection = wire_in.check_collection_name(request.collection)
         docs = wire_in.documents(request.documents, self.limits)
         written = self.service.upsert(tenant, collection, docs, call_ended(context))
-        usage = clock.usage(encoded_texts=written.written, encode_ms=written.encode_ms)
+        usage = clock.usage(
+            encoded_texts=written.written, encode_ms=written.encode_ms, truncated_texts=written.truncated
+        )
         return pb.UpsertResponse(
             upserted=written.written, batches=1, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage)
         )
@@ -98,7 +100,12 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
                     raise ServiceError(exc.code, f"{where}: {exc.message}") from exc
                 raise
             total += written.written
-            usage = batch_clock.usage(queued=False, encoded_texts=written.written, encode_ms=written.encode_ms)
+            usage = batch_clock.usage(
+                queued=False,
+                encoded_texts=written.written,
+                encode_ms=written.encode_ms,
+                truncated_texts=written.truncated,
+            )
             if i == 0:
                 usage = replace(usage, queue_ms=clock.queue_ms, total_ms=usage.total_ms + clock.queue_ms)
             yield i, written, total, usage
@@ -112,14 +119,15 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
         """
         clock = CallClock()
         tenant = self.auth.require(context, "write")
-        total = batches = encoded = 0
+        total = batches = encoded = truncated = 0
         encode_ms = 0.0
         for _, written, seen, _ in self._stream_batches(request_iterator, context, tenant, clock):
             total = seen  # documents received so far: the reply reports the last count
             batches += 1
             encoded += written.written
             encode_ms += written.encode_ms
-        usage = clock.usage(encoded_texts=encoded, encode_ms=encode_ms)
+            truncated += written.truncated
+        usage = clock.usage(encoded_texts=encoded, encode_ms=encode_ms, truncated_texts=truncated)
         return pb.UpsertResponse(
             upserted=total, batches=batches, elapsed_ms=usage.total_ms - usage.queue_ms, usage=usage_message(usage)
         )
@@ -171,6 +179,7 @@ class HybridSearchServicer(pb_grpc.HybridSearchServicer):
             tokens=outcome.decision.cost_units,
             chunks=outcome.decision.chunks_scored,
             encoded_texts=0 if t.query_cache_hit else 1,
+            truncated_texts=int(outcome.query_truncated),
             encode_ms=t.encode_ms,
             # OFF never reaches the reranker: the stage's microseconds of bookkeeping are not its time.
             rerank_ms=t.rerank_ms if outcome.decision.mode != "off" else 0.0,

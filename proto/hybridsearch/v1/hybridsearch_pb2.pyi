@@ -91,7 +91,7 @@ class MetadataField(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("tokens", "truncated_documents", "encoded_texts", "queue_ms", "encode_ms", "rerank_ms", "total_ms", "chunks")
+    __slots__ = ("tokens", "truncated_documents", "encoded_texts", "queue_ms", "encode_ms", "rerank_ms", "total_ms", "chunks", "truncated_texts")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ENCODED_TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Usage(_message.Message):
     RERANK_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_TEXTS_FIELD_NUMBER: _ClassVar[int]
     tokens: int
     truncated_documents: int
     encoded_texts: int
@@ -108,7 +109,8 @@ class Usage(_message.Message):
     rerank_ms: float
     total_ms: float
     chunks: int
-    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., encoded_texts: _Optional[int] = ..., queue_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., chunks: _Optional[int] = ...) -> None: ...
+    truncated_texts: int
+    def __init__(self, tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., encoded_texts: _Optional[int] = ..., queue_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., chunks: _Optional[int] = ..., truncated_texts: _Optional[int] = ...) -> None: ...
 
 class Collection(_message.Message):
     __slots__ = ("name", "profile", "dimension", "dense_metric", "metadata_fields", "tenant_document_count", "sparse_kind", "sparse_analyzer")
