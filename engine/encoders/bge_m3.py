@@ -32,12 +32,8 @@ class BgeM3Profile(EmbeddingProfile):
         # A document pass pauses between layers while queries wait.
         hook_layers(self.model.model, self._gate.yield_to_queries)
 
-        # Concurrent queries in one forward pass: (dense, sparse) per query.
-        def encode_queries(texts: Sequence[str]) -> list:
-            with self._gate.query():
-                return list(zip(*self._encode(texts, self.query_token_limit), strict=True))
-
-        self._batch_queries(encode_queries)
+        # Concurrent queries in one forward pass.
+        self._batch_queries(self._queries_at_gate)
 
     @property
     def dimension(self) -> int:
@@ -55,6 +51,14 @@ class BgeM3Profile(EmbeddingProfile):
         )
         dense = np.asarray(out["dense_vecs"], dtype=np.float32).reshape(len(texts), -1)
         return dense, [lexical_to_sparse(w) for w in out["lexical_weights"]]
+
+    def _query_pass(self, texts: Sequence[str]) -> list:
+        """(dense, sparse) per query, each cut at query_token_limit; the caller holds the gate."""
+        return list(zip(*self._encode(texts, self.query_token_limit), strict=True))
+
+    def _queries_at_gate(self, texts: Sequence[str]) -> list:
+        with self._gate.query():
+            return self._query_pass(texts)
 
     def encode_documents(
         self, scope: Scope, texts: Sequence[str], replaced: Sequence[str] = (), cancelled=None
@@ -87,7 +91,7 @@ class BgeM3Profile(EmbeddingProfile):
             deadline,
             call_ended,
             self._gate,
-            lambda texts: list(zip(*self._encode(texts, self.query_token_limit), strict=True)),
+            self._query_pass,
         )
         self.cache.put(key, (dense, sparse))
         return QueryVectors(dense=dense, sparse=sparse, cache_hit=False, truncated=truncated)

